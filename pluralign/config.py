@@ -1,0 +1,232 @@
+"""Config dataclasses <- YAML recipe <- command-line flags (trl's ``TrlParser`` convention).
+
+A recipe is a flat YAML mapping whose keys are fields of one or more config dataclasses.
+Flags given on the command line (``--learning_rate 1e-4``) override the YAML. Every value is
+checked against the field's type, and against ``choices``/``min``/``max`` in the field's
+``metadata``; any problem raises :class:`ConfigError` naming the key and where it came from.
+
+Declare fields with :func:`option` so help text and bounds live next to the default::
+
+    @dataclass
+    class TrainConfig:
+        beta: float = option(5000.0, "DPO temperature", min=0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or flag is wrong; the message names the key and its source."""
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, min=None, max=None, factory=None):
+    """A dataclass field with help text and validation bounds in its metadata."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Convert ``value`` (from YAML or a CLI string) to ``tp`` or raise a ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{source}: key '{key}': {value!r} is not a valid {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: key '{key}': {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: key '{key}': expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [coerce(v, inner, key, source) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}': expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{source}: key '{key}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: key '{key}': expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: key '{key}': expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: key '{key}': expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{source}: key '{key}': expected a string, got {value!r}")
+        return str(value)
+    if tp is Path:
+        return Path(value)
+    return value
+
+
+def _check_bounds(value: Any, field: dataclasses.Field, source: str) -> None:
+    meta = field.metadata
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices is not None:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v not in choices:
+                raise ConfigError(f"{source}: key '{field.name}': {v!r} is not one of {list(choices)}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if lo is not None and value < lo:
+            raise ConfigError(f"{source}: key '{field.name}': {value} is below the minimum {lo}")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{source}: key '{field.name}': {value} is above the maximum {hi}")
+
+
+def _fields(cls) -> dict[str, tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if f.init}
+
+
+def build(cls, values: dict[str, Any], source: str = "<dict>"):
+    """Instantiate ``cls`` from ``values``, validating every key (unknown keys are errors)."""
+    fields = _fields(cls)
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise ConfigError(_unknown_message(unknown[0], list(fields), source))
+    kwargs = {}
+    for key, value in values.items():
+        field, tp = fields[key]
+        kwargs[key] = coerce(value, tp, key, source)
+        _check_bounds(kwargs[key], field, source)
+    for name, (field, _) in fields.items():
+        if name not in kwargs and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: required key '{name}' is missing")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _unknown_message(key: str, known: list[str], source: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{source}: key '{key}' is not a known option{hint}"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of option: value, got {type(data).__name__}")
+    return data
+
+
+def parse(classes: tuple[type, ...], argv: list[str] | None = None, *, prog: str | None = None,
+          description: str | None = None) -> tuple:
+    """Parse ``--config FILE`` plus ``--key value`` flags into one instance per class.
+
+    Keys are shared by name across the classes (a key that two classes declare is given to
+    both). Flags win over the YAML file.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=Path, help="YAML recipe of option: value")
+    all_fields: dict[str, tuple[dataclasses.Field, Any]] = {}
+    for cls in classes:
+        group = parser.add_argument_group(cls.__name__)
+        for name, (field, tp) in _fields(cls).items():
+            if name in all_fields:
+                continue
+            all_fields[name] = (field, tp)
+            default = field.default if field.default is not dataclasses.MISSING else None
+            help_ = field.metadata.get("help", "") or " "
+            if field.metadata.get("choices"):
+                help_ += f" (choices: {', '.join(map(str, field.metadata['choices']))})"
+            group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=_type_name(tp).upper(),
+                               help=f"{help_} [default: {default}]")
+    ns, rest = parser.parse_known_args(argv)
+    if rest:
+        flag = rest[0].lstrip("-").split("=")[0]
+        raise ConfigError(_unknown_message(flag, list(all_fields), "command line"))
+    values: dict[str, tuple[Any, str]] = {}
+    if ns.config is not None:
+        for key, value in load_yaml(ns.config).items():
+            if key not in all_fields:
+                raise ConfigError(_unknown_message(key, list(all_fields), str(ns.config)))
+            values[key] = (value, str(ns.config))
+    for key, value in vars(ns).items():
+        if key != "config":
+            values[key] = (value, "command line")
+    out = []
+    for cls in classes:
+        names = _fields(cls)
+        mine = {k: v for k, v in values.items() if k in names}
+        # validate each value with its own source so errors point at the right place
+        kwargs = {}
+        for key, (value, source) in mine.items():
+            field, tp = names[key]
+            kwargs[key] = coerce(value, tp, key, source)
+            _check_bounds(kwargs[key], field, source)
+        out.append(build(cls, kwargs, str(ns.config) if ns.config else "command line"))
+    return tuple(out)
+
+
+def to_dict(obj) -> dict[str, Any]:
+    """A JSON/YAML-friendly dict of a config dataclass (paths become strings)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = str(v) if isinstance(v, Path) else v
+    return out
