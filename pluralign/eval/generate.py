@@ -1,0 +1,201 @@
+"""Paired generation of I_o and I_a for the base model and for an adapter at several weights.
+
+The pipeline is called generically (prompt list, one seeded generator per image,
+``num_inference_steps``, ``guidance_scale``, ``height``/``width``, ``output_type="pil"``), so the
+same code serves SD1.x, SDXL, SD3 and Flux. I_o and I_a of a row get generators seeded with the
+row's seed: the two images share their initial noise and differ only by the prompt.
+
+Variants:
+- ``base``: the pipeline with every LoRA adapter disabled (the reference);
+- ``adapter@W``: the adapter loaded with ``pipe.load_lora_weights(dir, adapter_name=...)`` and
+  dialled to weight W with ``pipe.set_adapters([name], [W])`` (the "dial curve").
+
+Rows are split across processes with accelerate's ``PartialState().split_between_processes``
+and gathered back in row order, so ``accelerate launch --num_processes N`` divides the work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .suite import EvalRow
+
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model configuration to generate with: the base (``weight is None``) or the adapter at a weight."""
+
+    name: str
+    weight: float | None = None
+
+    @property
+    def dirname(self) -> str:
+        """Filesystem-safe folder name under ``images/``."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name.replace("@", "_w"))
+
+
+def adapter_variant(weight: float) -> Variant:
+    return Variant(f"adapter@{weight:g}", float(weight))
+
+
+def variants_for(weights: Sequence[float], with_adapter: bool) -> list[Variant]:
+    """The base first (it is the reference every other variant is compared against), then the dial curve."""
+    out = [Variant(BASE)]
+    if with_adapter:
+        out += [adapter_variant(w) for w in weights]
+    return out
+
+
+def load_pipeline(base: str, device: str = "auto", dtype: str = "float32"):
+    """A stock diffusers pipeline from a hub id or local directory (safetensors only)."""
+    from diffusers import DiffusionPipeline
+
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    pipe = DiffusionPipeline.from_pretrained(base, torch_dtype=torch_dtype, use_safetensors=True)
+    pipe.to(resolve_device(device))
+    return pipe
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    from accelerate import PartialState
+
+    return str(PartialState().device)
+
+
+def _loaded_adapters(pipe) -> set[str]:
+    get = getattr(pipe, "get_list_adapters", None)
+    if get is None:
+        return set()
+    try:
+        return {name for names in get().values() for name in names}
+    except (ValueError, AttributeError):
+        return set()
+
+
+def load_adapter(pipe, adapter_dir: str | Path, adapter_name: str) -> str:
+    """Load a diffusers LoRA directory under ``adapter_name`` (once) and return the name."""
+    if adapter_name in _loaded_adapters(pipe):
+        return adapter_name
+    path = Path(adapter_dir)
+    if path.exists() and not any(path.glob("*.safetensors")) and path.is_dir():
+        raise FileNotFoundError(f"{path}: no .safetensors LoRA weights in this directory; pass the folder the "
+                                "trainer wrote (it holds pytorch_lora_weights.safetensors)")
+    pipe.load_lora_weights(str(adapter_dir), adapter_name=adapter_name)
+    return adapter_name
+
+
+def apply_variant(pipe, variant: Variant, adapter_name: str | None) -> None:
+    """Put the pipeline in the state of ``variant``: all LoRA off for the base, the adapter at its weight otherwise."""
+    loaded = _loaded_adapters(pipe)
+    if variant.weight is None:
+        if loaded:
+            pipe.disable_lora()
+        return
+    if adapter_name is None or adapter_name not in loaded:
+        raise ValueError(f"variant {variant.name} needs adapter {adapter_name!r} to be loaded first (loaded: {sorted(loaded)})")
+    pipe.enable_lora()
+    pipe.set_adapters([adapter_name], [variant.weight])
+
+
+def _call_pipeline(pipe, prompts: list[str], seeds: list[int], *, num_inference_steps: int, guidance_scale: float,
+                   height: int | None, width: int | None) -> list[Image.Image]:
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    kwargs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "output_type": "pil"}
+    if height:
+        kwargs["height"] = height
+    if width:
+        kwargs["width"] = width
+    out = pipe(prompt=prompts, generator=generators, **kwargs)
+    return [im.convert("RGB") for im in out.images]
+
+
+def generate_pairs(pipe, rows: Sequence[EvalRow], *, batch_size: int = 8, num_inference_steps: int = 20,
+                   guidance_scale: float = 7.5, height: int | None = None, width: int | None = None,
+                   desc: str = "generate") -> list[tuple[Image.Image, Image.Image]]:
+    """``[(I_o, I_a)]`` in row order; each process generates its share and the shares are gathered.
+
+    A batch holds ``batch_size`` rows, i.e. ``2 * batch_size`` images (P_o and P_a of each row).
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    indices = list(range(len(rows)))
+    local: list[tuple[int, Image.Image, Image.Image]] = []
+    with state.split_between_processes(indices) as mine:
+        mine = list(mine)
+        batches = [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
+        for batch in tqdm(batches, desc=desc, unit="batch", disable=not state.is_local_main_process or not batches):
+            prompts = [rows[i].prompt_o for i in batch] + [rows[i].prompt_a for i in batch]
+            seeds = [rows[i].seed for i in batch] * 2
+            with torch.inference_mode():
+                images = _call_pipeline(pipe, prompts, seeds, num_inference_steps=num_inference_steps,
+                                        guidance_scale=guidance_scale, height=height, width=width)
+            k = len(batch)
+            local += [(i, images[j], images[k + j]) for j, i in enumerate(batch)]
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        local = gather_object(local)
+    local.sort(key=lambda t: t[0])
+    if [t[0] for t in local] != indices:
+        raise RuntimeError(f"generation returned rows {[t[0] for t in local][:10]}... instead of 0..{len(rows) - 1}")
+    return [(o, a) for _, o, a in local]
+
+
+def generate_variants(pipe, rows: Sequence[EvalRow], variants: Sequence[Variant], *, adapter_dir: str | Path | None = None,
+                      adapter_name: str = "intent", **gen_kwargs) -> dict[str, list[tuple[Image.Image, Image.Image]]]:
+    """Images of every variant: ``{variant.name: [(I_o, I_a), ...]}``.
+
+    The base is generated first with all LoRA layers disabled; the adapter is then loaded (when
+    ``adapter_dir`` is given; otherwise it must already be on the pipeline under ``adapter_name``).
+    """
+    out: dict[str, list[tuple[Image.Image, Image.Image]]] = {}
+    loaded = False
+    for v in variants:
+        if v.weight is not None and not loaded:
+            if adapter_dir is not None:
+                load_adapter(pipe, adapter_dir, adapter_name)
+            loaded = True
+        apply_variant(pipe, v, adapter_name if v.weight is not None else None)
+        out[v.name] = generate_pairs(pipe, rows, desc=f"generate {v.name}", **gen_kwargs)
+    if loaded and _loaded_adapters(pipe):
+        pipe.enable_lora()
+    return out
+
+
+def max_abs_difference(a: Sequence[tuple[Image.Image, Image.Image]], b: Sequence[tuple[Image.Image, Image.Image]]) -> int:
+    """Largest per-pixel difference (0..255) between two variants' images; 0 means identical."""
+    worst = 0
+    for pair_a, pair_b in zip(a, b):
+        for x, y in zip(pair_a, pair_b):
+            d = np.abs(np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16))
+            worst = max(worst, int(d.max()) if d.size else 0)
+    return worst
+
+
+def image_path(root: str | Path, variant: Variant, index: int, which: str) -> Path:
+    """``root/images/<variant>/<index:05d>_<o|a>.png``: stable names the reports and users can rely on."""
+    return Path(root) / "images" / variant.dirname / f"{index:05d}_{which}.png"
+
+
+def save_images(root: str | Path, variant: Variant, pairs: Sequence[tuple[Image.Image, Image.Image]]) -> Path:
+    folder = Path(root) / "images" / variant.dirname
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (o, a) in enumerate(pairs):
+        o.save(image_path(root, variant, i, "o"))
+        a.save(image_path(root, variant, i, "a"))
+    return folder

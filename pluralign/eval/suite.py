@@ -1,0 +1,288 @@
+"""Eval suites: rows of (P_o, P_a, requested attributes, generation seed).
+
+Every metric of the eval loop is *paired*: I_o is generated from P_o and I_a from P_a with the
+same seed, so the only thing that differs between the two images is the request. A suite is just
+the list of those rows; it can come from
+
+- the embedded toy world (:func:`from_toy`), whose rows also carry the scene for the content checker;
+- a prompt file, JSONL or CSV with ``prompt_o, prompt_a, attributes`` and an optional ``seed`` (:func:`from_file`);
+- the paper's anti-aesthetic prompt set (``original_prompt, disorted_long_prompt, selected``; :func:`from_anti_aesthetic`);
+- plain prompts P_o plus the attributes to request, rewritten to P_a by
+  :func:`pluralign.data.rewrite.rewrite_prompt` (:func:`from_prompts`).
+
+:func:`load_suite` picks one of those from a single string (``toy``, a path, or ``hf:REPO``).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SuiteError(ValueError):
+    """A suite file or row is malformed; the message names the file, row and field."""
+
+
+@dataclass
+class EvalRow:
+    """One paired eval case. ``seed`` seeds the generator of both I_o and I_a."""
+
+    prompt_o: str
+    prompt_a: str
+    attributes: list[str]
+    seed: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt_o": self.prompt_o, "prompt_a": self.prompt_a, "attributes": list(self.attributes),
+                "seed": self.seed, "meta": dict(self.meta)}
+
+
+def known_attributes() -> dict[str, Any] | None:
+    """The taxonomy's attributes, or None when ``pluralign.data.taxonomy`` is not available."""
+    try:
+        from pluralign.data.taxonomy import ATTRIBUTES
+    except ImportError:
+        return None
+    return ATTRIBUTES
+
+
+def _split_attributes(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise SuiteError(f"{where}: field 'attributes': {value!r} is not a JSON list; "
+                                 "write a list or names separated by ',', ';' or '|'") from None
+        else:
+            value = [v for v in re.split(r"[,;|]", text)]
+    if not isinstance(value, (list, tuple)):
+        raise SuiteError(f"{where}: field 'attributes': expected a list of attribute names, got {value!r}")
+    out = []
+    for v in value:
+        if not isinstance(v, str):
+            raise SuiteError(f"{where}: field 'attributes': {v!r} is not an attribute name (a string)")
+        v = v.strip()
+        if v:
+            out.append(v)
+    return out
+
+
+def _check_attributes(attributes: list[str], where: str) -> None:
+    known = known_attributes()
+    if known is None:
+        return
+    for a in attributes:
+        if a not in known:
+            close = difflib.get_close_matches(a, list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(known))}"
+            raise SuiteError(f"{where}: field 'attributes': unknown attribute {a!r}{hint}")
+
+
+def make_row(record: dict[str, Any], where: str, default_seed: int) -> EvalRow:
+    """Validate one record (a dict from a file or a dataset) into an :class:`EvalRow`."""
+    for key in ("prompt_o", "prompt_a"):
+        value = record.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise SuiteError(f"{where}: field '{key}' is missing or empty; every row needs prompt_o and prompt_a")
+    if "attributes" not in record:
+        raise SuiteError(f"{where}: field 'attributes' is missing; give the requested attribute names "
+                         "(an empty list is allowed for ordinary-only rows)")
+    attributes = _split_attributes(record.get("attributes"), where)
+    _check_attributes(attributes, where)
+    seed = record.get("seed")
+    if seed is None or seed == "":
+        seed = default_seed
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError):
+        raise SuiteError(f"{where}: field 'seed': {seed!r} is not an integer") from None
+    meta = {k: v for k, v in record.items() if k not in ("prompt_o", "prompt_a", "attributes", "seed")}
+    return EvalRow(record["prompt_o"].strip(), record["prompt_a"].strip(), attributes, seed, meta)
+
+
+def _limit(rows: list[EvalRow], n: int | None) -> list[EvalRow]:
+    return rows if not n or n <= 0 else rows[:n]
+
+
+def from_records(records: Iterable[dict[str, Any]], source: str = "<records>", n: int | None = None,
+                 seed: int = 0) -> list[EvalRow]:
+    """Rows from dicts with ``prompt_o, prompt_a, attributes[, seed]``; missing seeds are ``seed + index``."""
+    rows = [make_row(dict(r), f"{source}: row {i + 1}", seed + i) for i, r in enumerate(records)]
+    return _limit(rows, n)
+
+
+def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[EvalRow]:
+    """Rows from a JSONL (one object per line) or CSV (header row) prompt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: suite file not found; pass 'toy', a .jsonl/.csv file or hf:REPO")
+    suffix = path.suffix.lower()
+    records: list[dict[str, Any]] = []
+    if suffix in (".jsonl", ".json"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SuiteError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); write one object per line") from None
+            if not isinstance(obj, dict):
+                raise SuiteError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            obj.setdefault("_line", lineno)
+            records.append(obj)
+        rows = []
+        for i, r in enumerate(records):
+            line = r.pop("_line")
+            rows.append(make_row(r, f"{path}: line {line}", seed + i))
+        return _limit(rows, n)
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in ("prompt_o", "prompt_a", "attributes") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise SuiteError(f"{path}: header lacks column(s) {missing}; expected prompt_o,prompt_a,attributes[,seed]")
+            rows = [make_row(r, f"{path}: row {i + 2}", seed + i) for i, r in enumerate(reader)]
+        return _limit(rows, n)
+    raise SuiteError(f"{path}: unsupported suite file type {suffix!r}; use .jsonl or .csv")
+
+
+def from_toy(n: int = 72, seed: int = 1000) -> list[EvalRow]:
+    """Rows of the embedded toy world; the scene (shape, colour, background) goes to ``meta``."""
+    try:
+        from pluralign.toy.world import eval_suite
+    except ImportError as exc:
+        raise SuiteError(f"suite 'toy' needs pluralign.toy.world ({exc})") from None
+    return from_records(eval_suite(n, seed), "toy world", seed=seed)
+
+
+def _attributes_from_selected(selected: Any, where: str) -> tuple[list[str], list[str]]:
+    """Map the paper's ``selected`` entries to taxonomy attributes.
+
+    An entry may be an attribute name (``blurry``), a VisionReward dimension (``clarity``) or a
+    ``dimension: option`` string. A dimension maps to its first attribute that has a verifier
+    (the one the eval loop can measure). Entries that map to nothing are returned separately so
+    they stay visible in ``meta`` instead of silently vanishing.
+    """
+    entries = _split_attributes(selected, where) if selected is not None else []
+    known = known_attributes() or {}
+    by_dimension: dict[str, str] = {}
+    for name, attr in known.items():
+        dim = getattr(attr, "dimension", None)
+        if dim and getattr(attr, "verifier", None) and dim not in by_dimension:
+            by_dimension[dim] = name
+    attributes, unmapped = [], []
+    for entry in entries:
+        key = re.sub(r"[\s\-]+", "_", entry.split(":")[0].strip().lower())
+        if key in known:
+            name = key
+        elif key in by_dimension:
+            name = by_dimension[key]
+        else:
+            unmapped.append(entry)
+            continue
+        if name not in attributes:
+            attributes.append(name)
+    return attributes, unmapped
+
+
+def from_anti_aesthetic(source: Any, n: int | None = None, seed: int = 0, split: str = "train") -> list[EvalRow]:
+    """Rows from the paper's prompt-set schema: ``original_prompt, disorted_long_prompt, selected``.
+
+    ``source`` is a ``datasets.Dataset``, a local dataset directory/file readable by
+    ``datasets.load_dataset``, or a hub id (needs hub access).
+    """
+    name = str(source)
+    if isinstance(source, (str, Path)):
+        import datasets
+
+        path = Path(source)
+        try:
+            if path.is_dir() and (path / "dataset_info.json").exists():
+                ds = datasets.load_from_disk(str(path))
+            elif path.is_file():
+                fmt = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower())
+                if fmt is None:
+                    raise SuiteError(f"{path}: unsupported file type for the anti-aesthetic schema")
+                ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
+            else:
+                ds = datasets.load_dataset(str(source), split=split)
+        except SuiteError:
+            raise
+        except Exception as exc:  # datasets raises many types; say what to do
+            raise SuiteError(f"{name}: could not load the anti-aesthetic prompt set ({exc}); "
+                             "give a local copy or enable hub access") from None
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split]
+    else:
+        ds = source
+    columns = list(getattr(ds, "column_names", []) or [])
+    missing = [c for c in ("original_prompt", "disorted_long_prompt") if c not in columns]
+    if missing:
+        raise SuiteError(f"{name}: column(s) {missing} missing; the anti-aesthetic schema has "
+                         f"original_prompt, disorted_long_prompt, selected (found {columns})")
+    rows = []
+    for i, rec in enumerate(ds):
+        if n and n > 0 and len(rows) >= n:
+            break
+        where = f"{name}: row {i}"
+        attributes, unmapped = _attributes_from_selected(rec.get("selected"), where)
+        record = {"prompt_o": rec["original_prompt"], "prompt_a": rec["disorted_long_prompt"],
+                  "attributes": attributes, "seed": seed + i, "selected": rec.get("selected")}
+        if unmapped:
+            record["unmapped"] = unmapped
+        rows.append(make_row(record, where, seed + i))
+    return rows
+
+
+def from_prompts(prompts: Sequence[str], attributes: Sequence[str] | Sequence[Sequence[str]], seed: int = 0,
+                 n: int | None = None) -> list[EvalRow]:
+    """Rows from ordinary prompts P_o; P_a is written by ``pluralign.data.rewrite.rewrite_prompt``.
+
+    ``attributes`` is either one list of names, assigned round-robin (one per prompt), or one
+    list of names per prompt.
+    """
+    from pluralign.data.rewrite import rewrite_prompt
+
+    if not prompts:
+        raise SuiteError("from_prompts: no prompts given")
+    if not attributes:
+        raise SuiteError("from_prompts: no attributes given; name at least one attribute to request")
+    per_prompt = not isinstance(attributes[0], str)
+    if per_prompt and len(attributes) != len(prompts):
+        raise SuiteError(f"from_prompts: {len(prompts)} prompts but {len(attributes)} attribute lists")
+    rows = []
+    for i, p in enumerate(prompts):
+        attrs = list(attributes[i]) if per_prompt else [attributes[i % len(attributes)]]
+        where = f"prompt {i + 1}"
+        _check_attributes(attrs, where)
+        rows.append(EvalRow(p, rewrite_prompt(p, attrs, seed + i), attrs, seed + i, {}))
+    return _limit(rows, n)
+
+
+def load_suite(spec: str, n: int | None = None, seed: int | None = None) -> list[EvalRow]:
+    """``toy`` | a ``.jsonl``/``.csv`` prompt file | ``hf:REPO`` or a local file/dir in the paper's schema."""
+    if spec == "toy":
+        return from_toy(n or 72, 1000 if seed is None else seed)
+    if spec.startswith("hf:"):
+        return from_anti_aesthetic(spec[3:], n, seed or 0)
+    path = Path(spec)
+    if path.is_dir() or path.suffix.lower() == ".parquet":
+        return from_anti_aesthetic(path, n, seed or 0)
+    if path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".csv"):
+        # A file in the paper's schema is recognised by its columns.
+        head = path.read_text(encoding="utf-8")[:4096]
+        if "disorted_long_prompt" in head and "prompt_a" not in head:
+            return from_anti_aesthetic(path, n, seed or 0)
+    return from_file(path, n, seed or 0)
