@@ -1,0 +1,91 @@
+"""``DPOTrainConfig``: every knob of a training run, with defaults that work on the tiny models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import option
+from .loss import LOSS_TYPES
+
+CATEGORY_NAMES = ("clarity_and_focus", "color_and_tone", "lighting_and_exposure", "composition_and_structure",
+                  "emotion_and_subject")
+
+
+@dataclass
+class DPOTrainConfig:
+    # model and data
+    pretrained_model: str = option("tiny:sd", "diffusers pipeline dir or hub id; 'tiny:<family>' builds a tiny "
+                                   "pipeline (sd, sdxl) into cache_dir")
+    family: str = option("auto", "model family; auto reads model_index.json", choices=("auto", "sd", "sdxl"))
+    revision: str | None = option(None, "hub revision of pretrained_model")
+    dataset: str = option("toy:pairs", "pair dataset: a save_to_disk dir, a .parquet file, or 'toy:pairs' (a small "
+                          "generated set of shape images with blur/dark degradations)")
+    max_pairs: int | None = option(None, "use at most this many pairs (after category filtering)", min=1)
+    resolution: int = option(32, "training image size (square: resize + center crop)", min=8)
+    # output
+    output_dir: str | None = option(None, "run directory; default checkpoints/runs/<run_name>")
+    run_name: str = option("intent-dpo", "run name (output dir, tracker run)")
+    overwrite_output_dir: bool = option(False, "allow an output_dir that already holds a finished adapter")
+    # adapter
+    adapter_mode: str = option("single", "single: one adapter over all pairs; per_category: one adapter per "
+                               "category, trained one after the other", choices=("single", "per_category"))
+    adapter_name: str = option("intent", "adapter name in single mode")
+    categories: list[str] | None = option(None, "per_category: which categories (default: all present in the data)",
+                                          choices=CATEGORY_NAMES)
+    share_general_pairs: bool = option(True, "per_category: also train every category's adapter on kind=general rows")
+    rank: int = option(4, "LoRA rank", min=1)
+    alpha: float = option(4.0, "LoRA alpha (scale alpha/rank, or alpha/sqrt(rank) with use_rslora)", min=0)
+    dropout: float = option(0.0, "LoRA dropout", min=0, max=1)
+    target_modules: list[str] | None = option(None, "module names to adapt; default: the family's attention "
+                                              "projections (to_q, to_k, to_v, to_out.0)")
+    use_rslora: bool = option(False, "rank-stabilised LoRA scaling")
+    use_dora: bool = option(False, "weight-decomposed LoRA (DoRA)")
+    # objective
+    method: str = option("dpo", "dpo: Diffusion-DPO on (chosen, rejected); sft: plain denoising loss on chosen only",
+                         choices=("dpo", "sft"))
+    beta: float = option(5000.0, "DPO temperature (½β convention; ~5000 for SD1.5/SDXL)", min=0)
+    loss_type: str = option("sigmoid", "DPO loss", choices=LOSS_TYPES)
+    label_smoothing: float = option(0.0, "cDPO/robust label smoothing ε", min=0, max=0.499)
+    sft_weight: float = option(0.0, "weight of an extra denoising loss on the chosen image", min=0)
+    prediction_type: str = option("auto", "training target; auto follows the scheduler",
+                                  choices=("auto", "epsilon", "v_prediction", "flow_matching"))
+    # optimisation
+    learning_rate: float = option(1e-4, "peak learning rate", min=0)
+    lr_scheduler: str = option("constant_with_warmup", "diffusers get_scheduler name",
+                               choices=("constant", "constant_with_warmup", "linear", "cosine",
+                                        "cosine_with_restarts", "polynomial"))
+    lr_warmup_steps: int = option(0, "warmup optimizer steps", min=0)
+    max_steps: int = option(20, "optimizer steps (per adapter in per_category mode)", min=1)
+    train_batch_size: int = option(2, "pairs per micro-step per process", min=1)
+    gradient_accumulation_steps: int = option(1, "micro-steps per optimizer step", min=1)
+    gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
+    mixed_precision: str = option("no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
+    optimizer: str = option("adamw", "adamw (torch) or adamw8bit (bitsandbytes)", choices=("adamw", "adamw8bit"))
+    adam_beta1: float = option(0.9, "Adam β1", min=0, max=1)
+    adam_beta2: float = option(0.999, "Adam β2", min=0, max=1)
+    adam_weight_decay: float = option(1e-2, "AdamW weight decay", min=0)
+    adam_epsilon: float = option(1e-8, "Adam ε", min=0)
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables)", min=0)
+    seed: int = option(0, "seed for init, data order, noise and timesteps")
+    dataloader_num_workers: int = option(0, "dataloader workers", min=0)
+    # cache
+    use_cache: bool = option(True, "encode latents and prompt embeddings once and train from the on-disk cache")
+    cache_dir: str | None = option(None, "cache root; default ~/.cache/pluralign (or $PLURALIGN_CACHE)")
+    # checkpoints and logging
+    checkpointing_steps: int = option(0, "save a resumable checkpoint every N optimizer steps (0: only at the end)",
+                                      min=0)
+    checkpoints_total_limit: int | None = option(2, "keep at most this many checkpoints", min=1)
+    resume_from_checkpoint: str | None = option(None, "'latest' or a checkpoint directory")
+    report_to: str = option("none", "accelerate tracker: wandb, tensorboard, all or none")
+    tracker_project: str = option("pluralign", "tracker project name")
+    logging_steps: int = option(1, "log metrics every N optimizer steps", min=1)
+    validation_steps: int = option(0, "render validation images every N steps (0: only at the end if prompts set)",
+                                   min=0)
+    validation_prompts: list[str] | None = option(None, "validation prompts (ordinary and anti-aesthetic)")
+    validation_seed: int = option(0, "seed of validation images")
+    validation_inference_steps: int = option(4, "sampler steps of validation images", min=1)
+    # export
+    export_kohya: bool = option(True, "also write a kohya/webui .safetensors beside the diffusers LoRA")
+    push_to_hub: bool = option(False, "push the adapter directory to the hub")
+    hub_model_id: str | None = option(None, "hub repo id for push_to_hub")
+    eval_summary: str | None = option(None, "path to an eval results.json summarised in the model card")

@@ -1,0 +1,89 @@
+"""Write a trained adapter as a diffusers LoRA directory, a kohya/webui file and a model card.
+
+The diffusers directory holds ``pytorch_lora_weights.safetensors`` with the adapter's LoRA config
+as metadata, so ``load_lora_weights`` restores alpha (and rsLoRA/DoRA) instead of assuming
+alpha = rank. The kohya file gets a ``.alpha`` per module equal to the alpha that reproduces the
+trained scale (``alpha`` for plain LoRA, ``alpha * sqrt(rank)`` for rsLoRA, since kohya scales
+by alpha/rank).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .adapters import adapter_state_dict
+
+
+def export_diffusers(pipeline_cls, family, denoiser, adapter_name: str, out_dir: Path) -> Path:
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    layers = convert_state_dict_to_diffusers(adapter_state_dict(denoiser, adapter_name))
+    metadata = denoiser.peft_config[adapter_name].to_dict()
+    pipeline_cls.save_lora_weights(str(out_dir), **family.save_lora_kwargs(layers, metadata))
+    return out_dir / "pytorch_lora_weights.safetensors"
+
+
+def kohya_alpha(lora_cfg) -> float:
+    """The kohya ``alpha`` whose scale alpha/rank equals the trained LoRA scale."""
+    r = lora_cfg.r
+    return float(lora_cfg.lora_alpha * math.sqrt(r)) if lora_cfg.use_rslora else float(lora_cfg.lora_alpha)
+
+
+def export_kohya(family, denoiser, adapter_name: str, path: Path) -> Path:
+    from diffusers.utils import convert_state_dict_to_kohya
+
+    lora_cfg = denoiser.peft_config[adapter_name]
+    if lora_cfg.use_dora:
+        raise ValueError("kohya export of DoRA adapters is not supported; use the diffusers directory")
+    peft_sd = {f"{family.denoiser_attr}.{k}": v for k, v in adapter_state_dict(denoiser, adapter_name).items()}
+    kohya = convert_state_dict_to_kohya(peft_sd)
+    alpha = kohya_alpha(lora_cfg)
+    for k in [k for k in kohya if k.endswith(".alpha")]:
+        kohya[k] = torch.tensor(alpha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in kohya.items()}, str(path),
+              metadata={"ss_network_dim": str(lora_cfg.r), "ss_network_alpha": str(alpha)})
+    return path
+
+
+def model_card(*, base_model: str, family: str, adapter_name: str, data_mix: dict, hyper: dict,
+               metrics: dict, eval_summary: dict | None = None) -> str:
+    lines = [
+        "---", "library_name: diffusers", f"base_model: {base_model}", "tags: [lora, diffusion-dpo, pluralign]",
+        "---", "", f"# {adapter_name}: intent-conditioned Diffusion-DPO LoRA", "",
+        f"A LoRA adapter for `{base_model}` ({family}) trained with pluralign so the model follows explicit "
+        "anti-aesthetic requests (blur, darkness, muted colour, ...) instead of overriding them, while keeping "
+        "its ordinary behaviour on plain prompts.", "", "## Use", "", "```python",
+        "from diffusers import DiffusionPipeline", f'pipe = DiffusionPipeline.from_pretrained("{base_model}")',
+        f'pipe.load_lora_weights("<this directory>", adapter_name="{adapter_name}")',
+        f'pipe.set_adapters(["{adapter_name}"], [1.0])', "```", "", "## Data mix", "",
+        f"{data_mix.get('pairs', 0)} pairs.", "", "| kind | pairs |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in sorted(data_mix.get("kind", {}).items())], "",
+        "| category | pairs |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in sorted(data_mix.get("category", {}).items())], "",
+        "## Training", "", "| option | value |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in hyper.items()], "", "## Final training metrics", "",
+        "| metric | value |", "|---|---|",
+        *[f"| {k} | {v:.6g} |" for k, v in metrics.items() if isinstance(v, (int, float))], "",
+    ]
+    if eval_summary:
+        lines += ["## Evaluation", "", "```json", json.dumps(eval_summary, indent=1)[:4000], "```", ""]
+    else:
+        lines += ["## Evaluation", "", "No evaluation was attached to this export (run `pluralign eval`).", ""]
+    return "\n".join(lines)
+
+
+def push_adapter(folder: Path, repo_id: str) -> str:
+    """Upload an adapter directory to the hub (needs a token and network)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="pluralign adapter")
+    return str(getattr(info, "commit_url", info))

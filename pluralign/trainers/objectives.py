@@ -1,0 +1,135 @@
+"""Training objectives: what the denoiser is asked to predict, and how noisy inputs are made.
+
+An :class:`Objective` hides the scheduler family from the loop. The loop only calls
+``sample_timesteps`` (in the units the denoiser is called with), ``add_noise`` and ``target``.
+DDPM-family schedulers (DDPM/DDIM/Euler/... with ``alphas_cumprod``) give epsilon or
+v-prediction; flow-matching schedulers (SD3, Flux) give the velocity ``noise - x0`` on the
+straight path ``x_t = (1 - σ) x0 + σ noise``.
+
+Diffusion-DPO needs the winner and the loser of a pair to see the *same* noise and timestep:
+:func:`shared_noise` draws one noise tensor and one timestep per pair and repeats them for the
+stacked ``[winners; losers]`` batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Objective:
+    """Interface; subclasses bind a scheduler at construction."""
+
+    name = "base"
+
+    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _DDPMObjective(Objective):
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+
+    def sample_timesteps(self, n, generator):
+        return torch.randint(0, self.num_train_timesteps, (n,), generator=generator).long()
+
+    def add_noise(self, x0, noise, timesteps):
+        return self.scheduler.add_noise(x0, noise, timesteps.to(x0.device))
+
+
+class EpsilonObjective(_DDPMObjective):
+    name = "epsilon"
+
+    def target(self, x0, noise, timesteps):
+        return noise
+
+
+class VPredictionObjective(_DDPMObjective):
+    name = "v_prediction"
+
+    def target(self, x0, noise, timesteps):
+        return self.scheduler.get_velocity(x0, noise, timesteps.to(x0.device))
+
+
+class FlowMatchingObjective(Objective):
+    """Rectified-flow velocity target for ``FlowMatchEulerDiscreteScheduler`` families.
+
+    ``weighting`` picks how σ is drawn: ``uniform``, ``logit_normal`` (SD3 paper) or ``mode``;
+    the drawn value indexes the scheduler's (shifted) training sigmas, as diffusers' SD3/Flux
+    training examples do. The denoiser receives ``timesteps = σ * num_train_timesteps``.
+    """
+
+    name = "flow_matching"
+
+    def __init__(self, scheduler, weighting: str = "logit_normal", logit_mean: float = 0.0,
+                 logit_std: float = 1.0, mode_scale: float = 1.29):
+        self.scheduler = scheduler
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.weighting, self.logit_mean, self.logit_std, self.mode_scale = weighting, logit_mean, logit_std, mode_scale
+        self.sigmas = scheduler.sigmas[: self.num_train_timesteps].float().clone()
+        self.timesteps = scheduler.timesteps[: self.num_train_timesteps].float().clone()
+
+    def sample_timesteps(self, n, generator):
+        if self.weighting == "logit_normal":
+            u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, generator=generator))
+        elif self.weighting == "mode":
+            u = torch.rand(n, generator=generator)
+            u = 1 - u - self.mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+        elif self.weighting == "uniform":
+            u = torch.rand(n, generator=generator)
+        else:
+            raise ValueError(f"unknown flow timestep weighting {self.weighting!r}")
+        idx = (u * len(self.timesteps)).long().clamp(0, len(self.timesteps) - 1)
+        return self.timesteps[idx]
+
+    def _sigma(self, timesteps, like):
+        sigma = (timesteps.float() / self.num_train_timesteps).to(like.device, like.dtype)
+        return sigma.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, x0, noise, timesteps):
+        s = self._sigma(timesteps, x0)
+        return (1 - s) * x0 + s * noise
+
+    def target(self, x0, noise, timesteps):
+        return noise - x0
+
+
+def objective_for(scheduler, prediction_type: str = "auto", **kwargs) -> Objective:
+    """The objective matching ``scheduler`` (``prediction_type='auto'`` reads its config)."""
+    cls_name = type(scheduler).__name__
+    if "FlowMatch" in cls_name:
+        if prediction_type not in ("auto", "flow_matching"):
+            raise ValueError(f"{cls_name} trains with flow matching, not {prediction_type!r}")
+        return FlowMatchingObjective(scheduler, **kwargs)
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise ValueError(f"scheduler {cls_name} has neither alphas_cumprod nor flow sigmas; cannot train on it")
+    kind = scheduler.config.get("prediction_type", "epsilon") if prediction_type == "auto" else prediction_type
+    # Train on the DDPM forward process of the same beta schedule: sampling schedulers such as Euler
+    # implement add_noise in sigma space (unscaled x0 + sigma * noise), which is not the VP training input.
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(scheduler.config)
+    if kind == "epsilon":
+        return EpsilonObjective(scheduler)
+    if kind == "v_prediction":
+        return VPredictionObjective(scheduler)
+    raise ValueError(f"prediction_type {kind!r} is not supported for {cls_name} (use epsilon or v_prediction)")
+
+
+def shared_noise(x_w: torch.Tensor, x_l: torch.Tensor, objective: Objective, generator: torch.Generator):
+    """Stack ``[x_w; x_l]`` and draw one noise tensor and timestep per pair, repeated for both halves.
+
+    Returns ``(x0, noise, timesteps)`` with batch size ``2B``.
+    """
+    b = x_w.shape[0]
+    noise = torch.randn(x_w.shape, generator=generator, dtype=torch.float32).to(x_w.device, x_w.dtype)
+    t = objective.sample_timesteps(b, generator).to(x_w.device)
+    return torch.cat([x_w, x_l]), noise.repeat(2, *([1] * (noise.ndim - 1))), t.repeat(2)
