@@ -1,0 +1,25 @@
+"""``pluralign eval``: measure prompt adherence before/after an adapter.
+
+    pluralign eval --base DIR --adapter DIR --weights 0,0.5,1 --suite toy --judges clip --output DIR
+
+Options come from :class:`pluralign.eval.runner.EvalConfig` (YAML via ``--config``, flags override).
+"""
+
+from __future__ import annotations
+
+from pluralign.config import parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .runner import EvalConfig, run_eval
+
+    (config,) = parse((EvalConfig,), argv, prog="pluralign eval", description=__doc__.splitlines()[0])
+    results = run_eval(config)
+    if results:
+        from pathlib import Path
+
+        from .report import markdown_summary
+
+        print(markdown_summary(results))
+        print(f"wrote {Path(config.output) / 'results.json'}, report.md, report.html")
+    return 0

@@ -1,0 +1,198 @@
+"""What the eval loop measures, as pure functions of per-row arrays (plus thin wrappers that fill
+those arrays from images with the verifier rules, reward models and content checkers).
+
+Definitions (every rate carries a paired bootstrap 95% CI over suite rows):
+
+- **Adherence** of a variant: per row, the share of its *verifiable* requested attributes for
+  which ``I_a`` shows the attribute relative to ``I_o`` from the same seed (verifier margin > 0,
+  i.e. ``pluralign.rewards.verifiers.adheres(I_a, I_o, attribute)``). The overall value is the
+  mean over rows with at least one verifiable attribute; ``by_attribute`` is the rate over the
+  rows that request the attribute.
+- **Leakage** of a variant on ordinary prompts, per verifiable attribute ``a`` of the suite:
+  ``points(a) = 100 * (P[adheres(I_o^variant, I_o^ref, a)] - P[adheres(I_o^ref, I_o^ref, a)])``
+  over all rows, where ``ref`` is the base model. The first term is how often the adapter's
+  ordinary image looks as if ``a`` had been requested, judged against the base's image from the
+  same seed; the second is the rule's firing rate on identical images (0 at any positive
+  threshold), which is what an adapter with no effect on ordinary prompts scores.
+  ``max_abs_points`` is the largest ``|points(a)|``.
+- **Judge success** (the paper's generator metric): ``P[r(I_a, P_a) > r(I_o, P_a)]``.
+- **Reward matrix**: mean ``r(I_x, P_y)`` for x, y in {o, a}, and ``delta_r = mean[r(I_a,P_o) - r(I_o,P_o)]``.
+- **Judge win rate** vs the base on ordinary prompts: ``P[r(I_o^variant, P_o) > r(I_o^ref, P_o)]``
+  (ties count one half; 0.5 = no change).
+- **Content fidelity**: the share of ``I_a`` that still shows the requested content (a pluggable
+  checker, e.g. the toy world's ``ContentChecker``); the same rate on ``I_o`` is reported beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .suite import EvalRow
+
+# ---------------------------------------------------------------------------------------------
+# statistics (delegated to pluralign.rewards.metrics so the whole project shares one bootstrap)
+
+
+def rate_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``{value, ci95, n}`` of the mean of per-row values (NaN rows dropped) with a bootstrap 95% CI."""
+    from pluralign.rewards import metrics as rm
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return {"value": None, "ci95": None, "n": 0}
+    lo, hi = rm.bootstrap_ci(x, n_boot=n_boot, seed=seed)
+    return {"value": float(x.mean()), "ci95": [float(lo), float(hi)], "n": int(x.size)}
+
+
+def paired_delta_ci(after: Sequence[float], before: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``{value, ci95, n}`` of mean(after - before) over rows where both are defined (paired bootstrap)."""
+    from pluralign.rewards import metrics as rm
+
+    a, b = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    if not keep.any():
+        return {"value": None, "ci95": None, "n": 0}
+    lo, hi = rm.paired_bootstrap_ci(a[keep], b[keep], n_boot=n_boot, seed=seed)
+    return {"value": float((a[keep] - b[keep]).mean()), "ci95": [float(lo), float(hi)], "n": int(keep.sum())}
+
+
+# ---------------------------------------------------------------------------------------------
+# adherence
+
+
+def row_adherence(margins: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row, the share of requested verifiable attributes with margin > 0 (NaN: none requested).
+
+    ``margins`` maps attribute -> per-row verifier margin, NaN where the row did not request it
+    (the layout of ``pluralign.rewards.rules.adherence_table``).
+    """
+    if not margins:
+        return np.zeros(0)
+    stacked = np.stack([np.asarray(v, dtype=np.float64) for v in margins.values()], axis=1)
+    requested = ~np.isnan(stacked)
+    hits = (np.nan_to_num(stacked, nan=-np.inf) > 0) & requested
+    count = requested.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, hits.sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
+def adherence_summary(margins: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Overall and per-attribute adherence rates with CIs (see the module docstring)."""
+    by_attribute = {}
+    for attr in sorted(margins):
+        m = np.asarray(margins[attr], dtype=np.float64)
+        hit = np.where(np.isnan(m), np.nan, (np.nan_to_num(m, nan=-np.inf) > 0).astype(np.float64))
+        by_attribute[attr] = rate_ci(hit, n_boot=n_boot, seed=seed)
+    out = rate_ci(row_adherence(margins), n_boot=n_boot, seed=seed)
+    out["by_attribute"] = by_attribute
+    return out
+
+
+def adherence_margins(pairs: Sequence[tuple[Any, Any]], rows: Sequence[EvalRow], rules=None) -> dict[str, np.ndarray]:
+    """Verifier margins of I_a vs I_o for each row's requested verifiable attributes."""
+    from pluralign.rewards.rules import adherence_table
+
+    return adherence_table([a for _, a in pairs], [o for o, _ in pairs], [list(r.attributes) for r in rows], rules)
+
+
+# ---------------------------------------------------------------------------------------------
+# leakage
+
+
+def leakage_summary(fired: dict[str, np.ndarray], baseline: dict[str, np.ndarray], *, n_boot: int = 1000,
+                    seed: int = 0) -> dict[str, Any]:
+    """Per attribute drift in percentage points: ``100 * (mean(fired) - mean(baseline))``.
+
+    ``fired[a][i]``: the rule for ``a`` fires on the variant's I_o against the reference's I_o of row i;
+    ``baseline[a][i]``: it fires on the reference's I_o against itself. The CI is a paired bootstrap over rows.
+    """
+    by_attribute = {}
+    for attr in sorted(fired):
+        f = np.asarray(fired[attr], dtype=np.float64)
+        b = np.asarray(baseline[attr], dtype=np.float64)
+        d = paired_delta_ci(f, b, n_boot=n_boot, seed=seed)
+        by_attribute[attr] = {
+            "points": None if d["value"] is None else 100.0 * d["value"],
+            "ci95": None if d["ci95"] is None else [100.0 * d["ci95"][0], 100.0 * d["ci95"][1]],
+            "rate": float(f.mean()) if f.size else None,
+            "baseline_rate": float(b.mean()) if b.size else None,
+            "n": d["n"],
+        }
+    values = [abs(v["points"]) for v in by_attribute.values() if v["points"] is not None]
+    return {"by_attribute": by_attribute, "max_abs_points": max(values) if values else None}
+
+
+def leakage_fired(variant_o: Sequence[Any], reference_o: Sequence[Any], attributes: Sequence[str],
+                  rules=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(fired, baseline)`` boolean arrays per attribute for :func:`leakage_summary`."""
+    from pluralign.rewards.rules import adherence_table
+
+    attributes = list(attributes)
+    if not attributes:
+        return {}, {}
+    per_row = [attributes] * len(variant_o)
+    drift = adherence_table(list(variant_o), list(reference_o), per_row, rules)
+    self_ = adherence_table(list(reference_o), list(reference_o), per_row, rules)
+    return ({a: drift[a] > 0 for a in drift}, {a: self_[a] > 0 for a in self_})
+
+
+# ---------------------------------------------------------------------------------------------
+# judges and reward models
+
+
+def score_matrix(score: Callable[[list, list[str]], Any], pairs: Sequence[tuple[Any, Any]],
+                 rows: Sequence[EvalRow]) -> dict[str, np.ndarray]:
+    """The four score vectors ``r(I_x, P_y)`` keyed ``oo, oa, ao, aa`` (image first, prompt second)."""
+    io, ia = [o for o, _ in pairs], [a for _, a in pairs]
+    po, pa = [r.prompt_o for r in rows], [r.prompt_a for r in rows]
+
+    def s(images, prompts):
+        out = score(images, prompts)
+        return np.asarray(out.detach().cpu().float() if hasattr(out, "detach") else out, dtype=np.float64)
+
+    return {"oo": s(io, po), "oa": s(io, pa), "ao": s(ia, po), "aa": s(ia, pa)}
+
+
+def judge_summary(scores: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Judge success ``P[r(I_a,P_a) > r(I_o,P_a)]`` and the four-way reward matrix with Δr."""
+    from pluralign.rewards import metrics as rm
+
+    success = (scores["aa"] > scores["oa"]).astype(np.float64)
+    matrix = rm.reward_matrix(scores["oo"], scores["oa"], scores["ao"], scores["aa"])
+    delta = paired_delta_ci(scores["ao"], scores["oo"], n_boot=n_boot, seed=seed)
+    return {
+        "success": rate_ci(success, n_boot=n_boot, seed=seed),
+        "reward_matrix": {k: float(v) for k, v in dict(matrix).items()},
+        "delta_r": {"value": float(rm.delta_r(scores["ao"], scores["oo"])), "ci95": delta["ci95"], "n": delta["n"]},
+    }
+
+
+def win_rate(after: Sequence[float], before: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``P[after > before]`` with ties as one half (0.5 = no change), with a bootstrap CI."""
+    a, b = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
+    wins = (a > b).astype(np.float64) + 0.5 * (a == b)
+    return rate_ci(wins, n_boot=n_boot, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# content fidelity
+
+
+def content_summary(kept_a: Sequence[bool], kept_o: Sequence[bool] | None = None, *, n_boot: int = 1000,
+                    seed: int = 0) -> dict[str, Any]:
+    """Share of I_a that keep the requested content (and the same for I_o under ``ordinary``)."""
+    out = rate_ci(np.asarray(kept_a, dtype=np.float64), n_boot=n_boot, seed=seed)
+    if kept_o is not None:
+        out["ordinary"] = rate_ci(np.asarray(kept_o, dtype=np.float64), n_boot=n_boot, seed=seed)
+    return out
+
+
+def check_content(checker, images: Sequence[Any], rows: Sequence[EvalRow]) -> np.ndarray:
+    """Run a checker with ``.check(images, rows) -> bool array``; rows are given as dicts of the
+    row's fields plus its ``meta`` (the toy world's scene fields live there)."""
+    dict_rows = [{**r.meta, **{k: v for k, v in r.to_dict().items() if k != "meta"}} for r in rows]
+    return np.asarray(checker.check(list(images), dict_rows), dtype=bool)
