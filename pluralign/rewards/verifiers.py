@@ -202,6 +202,22 @@ def _noise(b: Batch) -> np.ndarray:
     return med / (0.6745 * 6.0)
 
 
+def _grain(b: Batch) -> np.ndarray:
+    """Noise sigma at half resolution: the Immerkaer residual of the 2x2-averaged luminance.
+
+    Film grain is clumped (spatially correlated) and survives the averaging, while compression
+    error and single-pixel detail do not, so this separates grain from re-encoding.
+    """
+    y = b.y
+    n, h, w = y.shape
+    y = y[:, : h // 2 * 2, : w // 2 * 2]
+    y = 0.25 * (y[:, 0::2, 0::2] + y[:, 1::2, 0::2] + y[:, 0::2, 1::2] + y[:, 1::2, 1::2])
+    dx = y[:, :, :-2] - 2 * y[:, :, 1:-1] + y[:, :, 2:]
+    r = np.abs((dx[:, :-2] - 2 * dx[:, 1:-1] + dx[:, 2:]).reshape(n, -1))
+    k = r.shape[1] // 2
+    return np.partition(r, k, axis=1)[:, k] / (0.6745 * 6.0)
+
+
 def _blockiness(b: Batch) -> np.ndarray:
     """Mean absolute luminance step across 8x8 block boundaries over the step inside blocks.
 
@@ -217,7 +233,9 @@ def _blockiness(b: Batch) -> np.ndarray:
         d = np.abs(np.diff(y, axis=axis)).mean(axis=3 - axis)  # N x (size-1): mean step per column/row
         idx = np.arange(size - 1)
         boundary = (idx % 8) == 7
-        out += d[:, boundary].mean(axis=1) / (d[:, ~boundary].mean(axis=1) + 1e-4)
+        # compare with the steps right beside each boundary, so smooth gradients and texture cancel
+        beside = ((idx % 8) == 6) | (((idx % 8) == 0) & (idx > 0))
+        out += d[:, boundary].mean(axis=1) / (d[:, beside].mean(axis=1) + 1e-4)
         parts += 1
     return out / parts if parts else np.ones(n)
 
@@ -246,6 +264,43 @@ def _saliency(b: Batch) -> np.ndarray:
 def _subject_size(b: Batch) -> np.ndarray:
     """Area fraction of the soft subject mask."""
     return _saliency(b).mean(axis=(1, 2))
+
+
+def subject_centroid(b: Batch) -> np.ndarray:
+    """Centroid (x, y) of the soft subject mask relative to the image centre, in frame fractions: N x 2."""
+    m = _saliency(b)
+    n, h, w = m.shape
+    ys = (np.arange(h, dtype=np.float32) + 0.5) / h - 0.5
+    xs = (np.arange(w, dtype=np.float32) + 0.5) / w - 0.5
+    tot = m.sum(axis=(1, 2)) + EPS
+    return np.stack([(m.sum(axis=1) @ xs) / tot, (m.sum(axis=2) @ ys) / tot], axis=1)
+
+
+def orientation_moments(b: Batch, k: int = 6) -> np.ndarray:
+    """Fourier moments of the edge-orientation distribution: N x 2k reals (cos, sin of 2j*theta).
+
+    Weighted by gradient magnitude and normalised by the total weight. Rotating the image by
+    phi rotates moment j by 2j*phi, which :mod:`rules` uses to estimate the rotation between
+    two images of the same scene.
+    """
+
+    def f():
+        y = _area_downscale(b.y[..., None], 128)[..., 0]
+        # Scharr derivatives: nearly isotropic, so the pixel grid does not bias the angle.
+        sy = 3 * y[:, :, :-2] + 10 * y[:, :, 1:-1] + 3 * y[:, :, 2:]
+        sx = 3 * y[:, :-2] + 10 * y[:, 1:-1] + 3 * y[:, 2:]
+        gx = sx[:, :, 2:] - sx[:, :, :-2]
+        gy = sy[:, 2:] - sy[:, :-2]
+        mag = np.sqrt(gx * gx + gy * gy) + 1e-12
+        theta2 = 2.0 * np.arctan2(gy, gx)
+        tot = mag.sum(axis=(1, 2))
+        cols = []
+        for j in range(1, k + 1):
+            cols.append((mag * np.cos(j * theta2)).sum(axis=(1, 2)) / tot)
+            cols.append((mag * np.sin(j * theta2)).sum(axis=(1, 2)) / tot)
+        return np.stack(cols, axis=1)
+
+    return b._get("orientation_moments", f)
 
 
 def _subject_offcenter(b: Batch) -> np.ndarray:
@@ -326,6 +381,24 @@ def _vignetting(b: Batch) -> np.ndarray:
     return (y[:, corner].mean(axis=1) + 0.02) / (y[:, centre].mean(axis=1) + 0.02)
 
 
+def _occlusion(b: Batch) -> np.ndarray:
+    """Fraction of the frame covered by dark, featureless area (luminance < 0.3, summed 4-neighbour step < 0.06).
+
+    A foreground object close to the lens (a finger, a post) is out of focus and in shadow, so
+    it shows up as a smooth dark region; on the 64-pixel thumbnail fine texture still reads as
+    gradient, so ordinary dark but detailed areas mostly do not count.
+    """
+    y = b.thumb_y
+    gx = np.abs(np.diff(y, axis=2))
+    gy = np.abs(np.diff(y, axis=1))
+    g = np.zeros_like(y)
+    g[:, :, :-1] += gx
+    g[:, :, 1:] += gx
+    g[:, :-1] += gy
+    g[:, 1:] += gy
+    return ((y < 0.3) & (g < 0.06)).mean(axis=(1, 2))
+
+
 BATCH_VERIFIERS: dict[str, Callable[[Batch], np.ndarray]] = {
     "sharpness": _sharpness,
     "brightness": _brightness,
@@ -342,6 +415,8 @@ BATCH_VERIFIERS: dict[str, Callable[[Batch], np.ndarray]] = {
     "tilt": _tilt,
     "chromatic_aberration": _chromatic_aberration,
     "vignetting": _vignetting,
+    "occlusion": _occlusion,
+    "grain": _grain,
 }
 
 

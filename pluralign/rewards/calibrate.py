@@ -1,0 +1,254 @@
+"""Calibrate the paired decision rules on degraded real photographs and write ``thresholds.json``.
+
+Validation set: scikit-image's bundled photographs, randomly cropped (50-100% of the short side,
+aspect 3:4..4:3) and resized to a mix of sizes (32, 64, 128, 256 px on the short side, so the
+rules hold for tiny-model outputs and full images alike). For every verifiable attribute a
+*positive* pair is ``(degrade(I, attribute's degradation, s), I)`` with ``s ~ U[sev_min, sev_max]``.
+*Negative* pairs are ``(I', I)`` where ``I'`` is ``I`` untouched or after a benign change (JPEG
+re-encode at quality 95, a tiny down-and-up resize, a crop shifted by a few percent). Photos are
+split into a calibration half and a held-out half; thresholds are fitted on the calibration
+photos only, and accuracy (true-positive rate) and false-positive rate are reported on the
+held-out photos.
+
+    python -m pluralign.rewards.calibrate                # writes pluralign/rewards/thresholds.json
+    python -m pluralign.rewards.calibrate --output my.json --n_pos 100
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..config import option, parse, to_dict
+from .rules import RULE_SPECS, THRESHOLDS_PATH, Rule, _features, _needs, statistic_from_features
+
+CALIBRATION_PHOTOS = ("astronaut", "chelsea", "immunohistochemistry", "retina", "hubble_deep_field", "brick",
+                      "grass", "coins", "moon")
+HELDOUT_PHOTOS = ("coffee", "rocket", "camera", "motorcycle", "gravel", "clock")
+BENIGN = ("identity", "jpeg95", "tiny_resize", "shifted_crop")
+
+
+@dataclass
+class CalibrationConfig:
+    output: Path = option(THRESHOLDS_PATH, "where to write the thresholds JSON")
+    sizes: list[int] = option(None, "short-side sizes of the validation images", factory=lambda: [32, 64, 128, 256])
+    sev_min: float = option(0.3, "lowest severity of a positive pair", min=0.0, max=1.0)
+    sev_max: float = option(1.0, "highest severity of a positive pair", min=0.0, max=1.0)
+    n_pos: int = option(160, "positive pairs per attribute and split", min=1)
+    n_neg: int = option(480, "negative (untouched/benign) pairs per split", min=1)
+    target_fpr: float = option(0.02, "largest false-positive rate allowed on the calibration split", min=0.0, max=1.0)
+    seed: int = option(0, "random seed of crops, sizes, severities and degradation seeds")
+
+
+def load_photo(name: str) -> np.ndarray:
+    """One of scikit-image's bundled photos as float32 RGB in [0, 1]."""
+    from skimage import data
+
+    if name == "motorcycle":
+        img = data.stereo_motorcycle()[0]
+    else:
+        img = getattr(data, name)()
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    img = img[..., :3]
+    return (img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)).clip(0, 1)
+
+
+def _pil(x: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+def _arr(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _crop_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    short = min(h, w)
+    side = rng.uniform(0.5, 1.0) * short
+    aspect = np.exp(rng.uniform(np.log(0.75), np.log(4 / 3)))
+    ch, cw = min(h, int(side / np.sqrt(aspect))), min(w, int(side * np.sqrt(aspect)))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return top, left, ch, cw
+
+
+def _resize_to(x: np.ndarray, short: int) -> np.ndarray:
+    h, w = x.shape[:2]
+    s = short / min(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return _arr(_pil(x).resize(size, Image.Resampling.LANCZOS if s < 1 else Image.Resampling.BICUBIC))
+
+
+def sample_view(photo: np.ndarray, size: int, rng: np.random.Generator, box=None) -> tuple[np.ndarray, tuple]:
+    """A random crop of ``photo`` resized to ``size`` on the short side (the crop box is returned)."""
+    h, w = photo.shape[:2]
+    top, left, ch, cw = box if box is not None else _crop_box(h, w, rng)
+    return _resize_to(photo[top : top + ch, left : left + cw], size), (top, left, ch, cw)
+
+
+def benign(photo: np.ndarray, view: np.ndarray, box: tuple, size: int, kind: str, rng) -> np.ndarray:
+    """A perturbation that must not count as any attribute."""
+    if kind == "identity":
+        return view
+    if kind == "jpeg95":
+        buf = io.BytesIO()
+        _pil(view).save(buf, format="JPEG", quality=95)
+        return _arr(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    if kind == "tiny_resize":
+        h, w = view.shape[:2]
+        f = rng.uniform(0.9, 0.97)
+        small = _pil(view).resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
+        return _arr(small.resize((w, h), Image.Resampling.BICUBIC))
+    if kind == "shifted_crop":
+        top, left, ch, cw = box
+        H, W = photo.shape[:2]
+        dy, dx = (rng.uniform(-0.05, 0.05, size=2) * np.array([ch, cw])).astype(int)
+        top, left = int(np.clip(top + dy, 0, H - ch)), int(np.clip(left + dx, 0, W - cw))
+        out = _resize_to(photo[top : top + ch, left : left + cw], size)
+        return out[: view.shape[0], : view.shape[1]] if out.shape == view.shape else _arr(
+            _pil(out).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
+    raise ValueError(f"unknown benign perturbation {kind!r}; expected one of {BENIGN}")
+
+
+def degradation_of(attribute: str) -> str:
+    from ..data.taxonomy import get
+
+    name = get(attribute).degradation
+    if name is None:
+        raise ValueError(f"attribute {attribute!r} has no degradation; it cannot be calibrated on images")
+    return name
+
+
+def build_pairs(photos: tuple[str, ...], attributes, cfg: CalibrationConfig, seed: int, *, progress: bool = True):
+    """Positive pairs per attribute and negative pairs, as ``{"pos": {attr: (A, O, meta)}, "neg": (A, O, meta)}``."""
+    from ..data.degradations import degrade
+
+    rng = np.random.default_rng(seed)
+    loaded = {p: load_photo(p) for p in photos}
+    out: dict = {"pos": {}, "neg": None}
+    bar = tqdm(total=len(attributes) * cfg.n_pos + cfg.n_neg, desc="validation pairs", disable=not progress)
+    for attr in attributes:
+        deg = degradation_of(attr)
+        A, O, meta = [], [], []
+        tries = 0
+        while len(A) < cfg.n_pos and tries < cfg.n_pos * 5:
+            tries += 1
+            name = photos[int(rng.integers(len(photos)))]
+            size = int(rng.choice(cfg.sizes))
+            view, _ = sample_view(loaded[name], size, rng)
+            sev = float(rng.uniform(cfg.sev_min, cfg.sev_max))
+            deg_img = degrade(view, deg, sev, seed=int(rng.integers(2**31)))
+            if deg_img.shape != view.shape or float(np.abs(deg_img - view).max()) < 2 / 255:
+                # the degradation is a no-op here: sub-pixel aberration on 32 px, desaturating a grey photo
+                continue
+            A.append(deg_img)
+            O.append(view)
+            meta.append({"photo": name, "size": size, "severity": sev})
+            bar.update(1)
+        out["pos"][attr] = (A, O, meta)
+    A, O, meta = [], [], []
+    for i in range(cfg.n_neg):
+        name = photos[int(rng.integers(len(photos)))]
+        size = int(rng.choice(cfg.sizes))
+        view, box = sample_view(loaded[name], size, rng)
+        kind = BENIGN[i % len(BENIGN)]
+        A.append(benign(loaded[name], view, box, size, kind, rng))
+        O.append(view)
+        meta.append({"photo": name, "size": size, "kind": kind})
+        bar.update(1)
+    bar.close()
+    out["neg"] = (A, O, meta)
+    return out
+
+
+def statistics(pairs, rules: dict[str, Rule]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Paired statistics: ``pos[attr]`` on that attribute's positives, ``neg[attr]`` on the shared negatives."""
+    needs = {_needs(r) for r in rules.values()}
+    nA, nO, _ = pairs["neg"]
+    fa, fo = _features(nA, needs), _features(nO, needs)
+    neg = {a: statistic_from_features(r, fa, fo) for a, r in rules.items()}
+    pos = {}
+    for a, r in rules.items():
+        A, O, _ = pairs["pos"][a]
+        need = {_needs(r)}
+        pos[a] = statistic_from_features(r, _features(A, need), _features(O, need))
+    return pos, neg
+
+
+def fit_threshold(pos: np.ndarray, neg: np.ndarray, target_fpr: float) -> float:
+    """The threshold maximising TPR - FPR subject to FPR <= target, centred in its optimal interval."""
+    vals = np.unique(np.concatenate([pos, neg]))
+    cands = np.concatenate([[vals[0] - 1e-6], (vals[1:] + vals[:-1]) / 2, [vals[-1] + 1e-6]])
+    tpr = (pos[None, :] > cands[:, None]).mean(axis=1)
+    fpr = (neg[None, :] > cands[:, None]).mean(axis=1)
+    score = np.where(fpr <= target_fpr, tpr - fpr, -np.inf)
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    lo, hi = cands[best[0]], cands[best[-1]]
+    return float((lo + hi) / 2)
+
+
+def evaluate(pos: dict[str, np.ndarray], neg: dict[str, np.ndarray], thresholds: dict[str, float]) -> dict:
+    return {
+        a: {"accuracy": float((pos[a] > thresholds[a]).mean()), "fpr": float((neg[a] > thresholds[a]).mean()),
+            "n_pos": int(len(pos[a])), "n_neg": int(len(neg[a]))}
+        for a in thresholds
+    }
+
+
+def calibrate(cfg: CalibrationConfig, *, progress: bool = True) -> dict:
+    """Fit thresholds on the calibration photos, evaluate on the held-out photos; return the JSON payload."""
+    attributes = list(RULE_SPECS)
+    base = {a: Rule(a, v, st, d, e, np.nan) for a, (v, st, d, e) in RULE_SPECS.items()}
+    cal = build_pairs(CALIBRATION_PHOTOS, attributes, cfg, cfg.seed, progress=progress)
+    pos, neg = statistics(cal, base)
+    thresholds = {a: fit_threshold(pos[a], neg[a], cfg.target_fpr) for a in attributes}
+    cal_metrics = evaluate(pos, neg, thresholds)
+    held = build_pairs(HELDOUT_PHOTOS, attributes, cfg, cfg.seed + 1, progress=progress)
+    hpos, hneg = statistics(held, base)
+    held_metrics = evaluate(hpos, hneg, thresholds)
+    cfg_dict = to_dict(cfg)
+    cfg_dict.pop("output", None)
+    return {
+        "config": {**cfg_dict, "calibration_photos": list(CALIBRATION_PHOTOS), "heldout_photos": list(HELDOUT_PHOTOS),
+                   "benign_perturbations": list(BENIGN)},
+        "attributes": {
+            a: {"verifier": base[a].verifier, "statistic": base[a].statistic, "direction": base[a].direction,
+                "eps": base[a].eps, "degradation": degradation_of(a), "threshold": thresholds[a],
+                "calibration": cal_metrics[a], "heldout": held_metrics[a]}
+            for a in attributes
+        },
+    }
+
+
+def markdown_table(payload: dict, split: str = "heldout") -> str:
+    lines = ["| attribute | verifier | statistic | threshold | accuracy | FPR | n pos | n neg |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for a, row in payload["attributes"].items():
+        m = row[split]
+        lines.append(f"| {a} | {row['verifier']} | {row['statistic']} | {row['threshold']:.4g} | "
+                     f"{m['accuracy']:.3f} | {m['fpr']:.3f} | {m['n_pos']} | {m['n_neg']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    (cfg,) = parse((CalibrationConfig,), argv, prog="python -m pluralign.rewards.calibrate",
+                   description="Calibrate verifier thresholds on degraded scikit-image photographs.")
+    if cfg.sev_min > cfg.sev_max:
+        print(f"error: sev_min {cfg.sev_min} > sev_max {cfg.sev_max}", file=sys.stderr)
+        return 2
+    payload = calibrate(cfg)
+    Path(cfg.output).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(markdown_table(payload))
+    print(f"wrote {cfg.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Paired decision rules: does ``I_a`` show attribute ``a`` relative to ``I_o`` (same seed)?
+
+A single image cannot say whether it is "too dark": that depends on the scene. Comparing the
+image generated for the anti-aesthetic prompt with the one generated for the original prompt
+from the same seed removes the scene, so each rule thresholds a *paired statistic*:
+
+* ``log_ratio``  ``direction * log((v_a + eps) / (v_o + eps))`` - scale-free changes (sharpness, noise, ...)
+* ``difference`` ``direction * (v_a - v_o)`` - quantities with a natural zero (blockiness, centroid offset)
+* ``chroma_shift`` length of the change of the grey-world chroma vector (a cast in any hue)
+* ``rotation``     the rotation (degrees, either way) that best maps I_o's edge-orientation
+  distribution onto I_a's, from their Fourier moments
+* ``centroid_shift`` how far the subject mask's centroid moved (frame fractions)
+
+The rule fires when the statistic exceeds the attribute's threshold. Thresholds are calibrated
+by ``python -m pluralign.rewards.calibrate`` and shipped in ``thresholds.json`` beside this file;
+the file also records the calibration config and held-out accuracy/false-positive rates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .verifiers import (
+    BATCH_VERIFIERS,
+    Batch,
+    chroma_vector,
+    group_by_shape,
+    orientation_moments,
+    subject_centroid,
+    to_array,
+)
+
+THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
+STATISTICS = ("log_ratio", "difference", "chroma_shift", "rotation", "centroid_shift")
+_ROT_GRID = np.linspace(-45.0, 45.0, 181)
+
+
+@dataclass(frozen=True)
+class Rule:
+    attribute: str
+    verifier: str
+    statistic: str
+    direction: int
+    eps: float = 0.0
+    threshold: float = 0.0
+
+
+# The statistic for each attribute; thresholds come from thresholds.json. Verifier names and
+# directions agree with pluralign.data.taxonomy (a test checks this).
+RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
+    "blurry": ("sharpness", "log_ratio", -1, 1e-3),
+    "motion_blur": ("sharpness", "log_ratio", -1, 1e-3),
+    "defocused": ("sharpness", "log_ratio", -1, 1e-3),
+    "noisy": ("noise", "log_ratio", +1, 2e-3),
+    "film_grain": ("grain", "log_ratio", +1, 2e-3),
+    "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
+    "underexposed": ("brightness", "log_ratio", -1, 0.02),
+    "overexposed": ("brightness", "log_ratio", +1, 0.02),
+    "low_contrast": ("contrast", "log_ratio", -1, 0.01),
+    "flat_lighting": ("contrast", "log_ratio", -1, 0.01),
+    "muted": ("saturation", "log_ratio", -1, 0.02),
+    "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
+    "chromatic_aberration": ("chromatic_aberration", "log_ratio", +1, 0.003),
+    "vignette": ("vignetting", "log_ratio", -1, 0.0),
+    "small_subject": ("subject_size", "log_ratio", -1, 0.02),
+    "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
+    "tilted": ("tilt", "rotation", +1, 0.0),
+    "obstructed": ("occlusion", "difference", +1, 0.0),
+}
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict:
+    if not THRESHOLDS_PATH.exists():
+        return {}
+    return json.loads(THRESHOLDS_PATH.read_text(encoding="utf-8"))
+
+
+def load_rules(path: str | Path | None = None) -> dict[str, Rule]:
+    """Rules with thresholds from ``path`` (default: the shipped ``thresholds.json``)."""
+    data = _shipped() if path is None else json.loads(Path(path).read_text(encoding="utf-8"))
+    table = data.get("attributes", {})
+    rules = {}
+    for attr, (verifier, statistic, direction, eps) in RULE_SPECS.items():
+        thr = table.get(attr, {}).get("threshold")
+        rules[attr] = Rule(attr, verifier, statistic, direction, eps, float(thr) if thr is not None else np.nan)
+    return rules
+
+
+def get_rule(attribute: str, rules: dict[str, Rule] | None = None) -> Rule:
+    rules = load_rules() if rules is None else rules
+    if attribute not in rules:
+        raise KeyError(
+            f"attribute {attribute!r} has no verifier rule; verifiable attributes: {sorted(rules)}"
+            " (prompt-only attributes need a judge, not a verifier)"
+        )
+    return rules[attribute]
+
+
+def verifiable(attribute: str) -> bool:
+    return attribute in RULE_SPECS
+
+
+def _features(arrays: list[np.ndarray], needs: set[str]) -> dict[str, np.ndarray]:
+    """Scalar verifiers plus the vector features the paired statistics need."""
+    n = len(arrays)
+    out: dict[str, np.ndarray] = {}
+    for idx in group_by_shape(arrays).values():
+        for s in range(0, len(idx), 64):
+            part = idx[s : s + 64]
+            b = Batch(np.stack([arrays[i] for i in part]))
+            for name in needs:
+                if name == "_chroma":
+                    val = chroma_vector(b)
+                elif name == "_orientation":
+                    val = orientation_moments(b)
+                elif name == "_centroid":
+                    val = subject_centroid(b)
+                else:
+                    val = BATCH_VERIFIERS[name](b)
+                if name not in out:
+                    out[name] = np.zeros((n,) + val.shape[1:], dtype=np.float64)
+                out[name][part] = val
+    return out
+
+
+def _needs(rule: Rule) -> str:
+    if rule.statistic == "chroma_shift":
+        return "_chroma"
+    if rule.statistic == "rotation":
+        return "_orientation"
+    if rule.statistic == "centroid_shift":
+        return "_centroid"
+    return rule.verifier
+
+
+def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str, np.ndarray]) -> np.ndarray:
+    key = _needs(rule)
+    a, o = fa[key], fo[key]
+    if rule.statistic == "log_ratio":
+        return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
+    if rule.statistic == "difference":
+        return rule.direction * (a - o)
+    if rule.statistic == "chroma_shift":
+        return np.linalg.norm(a - o, axis=1)
+    if rule.statistic == "centroid_shift":
+        return np.linalg.norm(a - o, axis=1)
+    if rule.statistic == "rotation":
+        return np.abs(estimate_rotation(a, o))
+    raise ValueError(f"unknown statistic {rule.statistic!r}; expected one of {STATISTICS}")
+
+
+def estimate_rotation(moments_a: np.ndarray, moments_o: np.ndarray) -> np.ndarray:
+    """Rotation in degrees (within +-45) maximising the correlation of two orientation distributions."""
+    k = moments_a.shape[1] // 2
+    za = moments_a[:, 0::2] + 1j * moments_a[:, 1::2]
+    zo = moments_o[:, 0::2] + 1j * moments_o[:, 1::2]
+    cross = za * np.conj(zo)  # N x k
+    j = np.arange(1, k + 1)
+    # corr(phi) = Re sum_j cross_j * exp(-i 2 j phi)
+    phase = np.exp(-2j * np.radians(_ROT_GRID)[:, None] * j[None, :])  # G x k
+    corr = (cross[:, None, :] * phase[None]).real.sum(axis=2)
+    return _ROT_GRID[np.argmax(corr, axis=1)]
+
+
+def paired_statistic(images_a, images_o, attribute: str, rules: dict[str, Rule] | None = None) -> np.ndarray:
+    """The signed paired statistic for ``attribute`` per pair (larger = more of the attribute in I_a)."""
+    rule = get_rule(attribute, rules)
+    a, o = _as_list(images_a), _as_list(images_o)
+    _check_pairs(a, o)
+    need = {_needs(rule)}
+    return statistic_from_features(rule, _features(a, need), _features(o, need))
+
+
+def _as_list(images) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return [to_array(x) for x in images]
+    if isinstance(images, np.ndarray) or hasattr(images, "convert"):
+        return [to_array(images)]
+    return [to_array(x) for x in images]
+
+
+def _check_pairs(a: list, o: list) -> None:
+    if len(a) != len(o):
+        raise ValueError(f"got {len(a)} I_a images but {len(o)} I_o images; pairs must align one to one")
+
+
+def _per_row(attributes, n: int) -> list[list[str]]:
+    if isinstance(attributes, str):
+        return [[attributes]] * n
+    rows = list(attributes)
+    if len(rows) != n:
+        raise ValueError(f"got {len(rows)} attribute entries for {n} image pairs")
+    return [[r] if isinstance(r, str) else list(r) for r in rows]
+
+
+def adherence_table(images_a, images_o, attributes, rules: dict[str, Rule] | None = None) -> dict[str, np.ndarray]:
+    """Per verifiable attribute, the margin (statistic - threshold) for every pair; NaN where not requested.
+
+    ``attributes`` is one attribute name for all pairs or, per pair, a name or a list of names.
+    Attributes without a rule (prompt-only ones such as ``grief``) are skipped.
+    """
+    rules = load_rules() if rules is None else rules
+    a, o = _as_list(images_a), _as_list(images_o)
+    _check_pairs(a, o)
+    rows = _per_row(attributes, len(a))
+    used = sorted({x for r in rows for x in r if x in rules})
+    for attr in used:
+        if np.isnan(rules[attr].threshold):
+            raise RuntimeError(
+                f"no calibrated threshold for {attr!r} in {THRESHOLDS_PATH}; run `python -m pluralign.rewards.calibrate`"
+            )
+    needs = {_needs(rules[x]) for x in used}
+    fa, fo = _features(a, needs), _features(o, needs)
+    out = {}
+    for attr in used:
+        margin = statistic_from_features(rules[attr], fa, fo) - rules[attr].threshold
+        mask = np.array([attr in r for r in rows])
+        out[attr] = np.where(mask, margin, np.nan)
+    return out
+
+
+def adherence_scores(images_a, images_o, attributes, rules: dict[str, Rule] | None = None) -> np.ndarray:
+    """Per pair, the smallest margin over its verifiable attributes (> 0: I_a shows all of them).
+
+    NaN for pairs whose attributes have no verifier rule.
+    """
+    table = adherence_table(images_a, images_o, attributes, rules)
+    n = len(_as_list(images_a))
+    if not table:
+        return np.full(n, np.nan)
+    stacked = np.stack(list(table.values()), axis=1)
+    with np.errstate(all="ignore"):
+        allnan = np.isnan(stacked).all(axis=1)
+        out = np.where(allnan, np.nan, np.nanmin(np.where(np.isnan(stacked), np.inf, stacked), axis=1))
+    return out
+
+
+def adheres(image_a, image_o, attribute: str, rules: dict[str, Rule] | None = None) -> bool:
+    """True when ``image_a`` shows ``attribute`` relative to ``image_o`` at the shipped threshold."""
+    return bool(adherence_table([image_a], [image_o], [[attribute]], rules)[get_rule(attribute, rules).attribute][0] > 0)
+
+
+RULES = load_rules()
+
+__all__ = ["Rule", "RULES", "RULE_SPECS", "load_rules", "get_rule", "verifiable", "paired_statistic",
+           "adherence_table", "adherence_scores", "adheres", "asdict"]
