@@ -1,0 +1,200 @@
+"""Content checker: a tiny CNN that names the shape and colour of the main object of a toy image.
+
+Adherence alone rewards a model that returns a blurry grey square for every request; the checker
+measures content fidelity (is the requested red circle still there?). It is trained on clean and
+degraded renders of the toy world, so an anti-aesthetic image of the right object still counts.
+Weights are safetensors plus a JSON config, like every other model in the project.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import world
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class CheckerNet(nn.Module):
+    """Three conv stages (32 -> 16 -> 8 -> 4) and two linear heads (shape, colour)."""
+
+    def __init__(self, n_shapes: int, n_colours: int, width: int = 32):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.MaxPool2d(2))
+
+        self.features = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 2 * width),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.shape_head = nn.Linear(2 * width, n_shapes)
+        self.colour_head = nn.Linear(2 * width, n_colours)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x * 2 - 1)
+        return self.shape_head(h), self.colour_head(h)
+
+
+def _to_tensor(images) -> torch.Tensor:
+    arrs = [img if isinstance(img, np.ndarray) else world.to_array(img) for img in images]
+    for i, a in enumerate(arrs):
+        if a.shape != (world.SIZE, world.SIZE, 3):
+            raise ValueError(f"image {i}: expected {world.SIZE}x{world.SIZE} RGB, got shape {a.shape}")
+    return torch.from_numpy(np.stack(arrs).astype(np.float32)).permute(0, 3, 1, 2)
+
+
+class ContentChecker:
+    """Load with :meth:`from_pretrained`; :meth:`predict` names objects, :meth:`check` compares to suite rows."""
+
+    def __init__(self, net: CheckerNet, shapes: list[str], colours: list[str], config: dict | None = None):
+        self.net = net.eval()
+        self.shapes, self.colours = list(shapes), list(colours)
+        self.config = config or {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None) -> ContentChecker:
+        from safetensors.torch import load_file
+
+        from . import paths
+
+        path = Path(path) if path is not None else paths.checker_dir()
+        cfg_file, w_file = path / CONFIG, path / WEIGHTS
+        if not cfg_file.is_file() or not w_file.is_file():
+            raise FileNotFoundError(f"{path}: no content checker here (need {CONFIG} and {WEIGHTS}); "
+                                    "build one with `python -m pluralign.toy.build`")
+        cfg = json.loads(cfg_file.read_text())
+        net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 32))
+        net.load_state_dict(load_file(str(w_file)))
+        return cls(net, cfg["shapes"], cfg["colours"], cfg)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / WEIGHTS))
+        cfg = {**self.config, "shapes": self.shapes, "colours": self.colours}
+        (path / CONFIG).write_text(json.dumps(cfg, indent=2))
+        return path
+
+    @torch.no_grad()
+    def predict(self, images, batch_size: int = 256) -> tuple[list[str], list[str]]:
+        """Predicted (shapes, colours) of PIL images or float HxWx3 arrays in [0, 1]."""
+        shapes, colours = [], []
+        images = list(images)
+        for i in range(0, len(images), batch_size):
+            s, c = self.net(_to_tensor(images[i:i + batch_size]))
+            shapes += [self.shapes[j] for j in s.argmax(1).tolist()]
+            colours += [self.colours[j] for j in c.argmax(1).tolist()]
+        return shapes, colours
+
+    def check(self, images, rows) -> np.ndarray:
+        """True where the image shows the row's ``shape`` and ``colour``."""
+        images, rows = list(images), list(rows)
+        if len(images) != len(rows):
+            raise ValueError(f"check: {len(images)} images but {len(rows)} rows")
+        for i, row in enumerate(rows):
+            for key in ("shape", "colour"):
+                if key not in row:
+                    raise KeyError(f"check: row {i} has no '{key}' field (rows come from world.eval_suite)")
+        shapes, colours = self.predict(images)
+        return np.array([s == r["shape"] and c == r["colour"] for s, c, r in zip(shapes, colours, rows)], bool)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+@dataclass
+class CheckerData:
+    images: np.ndarray  # N x 32 x 32 x 3 float32
+    shapes: np.ndarray  # N int
+    colours: np.ndarray  # N int
+    attributes: list  # N (None for clean)
+
+
+def make_data(n_scenes: int, seed: int, p_clean: float = 0.3, severity_range=(0.3, 1.0)) -> CheckerData:
+    """Renders of ``n_scenes`` scenes, each clean or degraded (random attribute, random severity).
+
+    Severities reach beyond the world's own so the checker stays robust on generated images,
+    which are rougher than renders.
+    """
+    rng = random.Random(seed)
+    imgs, shapes, colours, attrs = [], [], [], []
+    for i, scene in enumerate(world.sample_scenes(n_scenes, seed, p_second=0.15)):
+        attr = None if rng.random() < p_clean else rng.choice(world.ATTRIBUTES)
+        if attr is None:
+            img = world.render(scene)
+        else:
+            img = world.degraded_image(scene, attr, rng.uniform(*severity_range), seed=seed * 100003 + i)
+        imgs.append(world.to_array(img))
+        shapes.append(world.SHAPES.index(scene.shape))
+        colours.append(list(world.COLOURS).index(scene.colour))
+        attrs.append(attr)
+    return CheckerData(np.stack(imgs), np.array(shapes), np.array(colours), attrs)
+
+
+def accuracy(checker: ContentChecker, data: CheckerData) -> float:
+    s, c = checker.predict(list(data.images))
+    ok = [(checker.shapes.index(a) == b) and (checker.colours.index(x) == y)
+          for a, x, b, y in zip(s, c, data.shapes, data.colours)]
+    return float(np.mean(ok))
+
+
+def train_checker(n_scenes: int = 6000, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
+                  width: int = 32, seed: int = 0, progress: bool = True) -> tuple[ContentChecker, dict]:
+    """Train the checker from scratch; returns it and a record (config, held-out accuracies, wall time)."""
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    torch.manual_seed(seed)
+    data = make_data(n_scenes, seed)
+    net = CheckerNet(len(world.SHAPES), len(world.COLOURS), width)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    x_all = torch.from_numpy(data.images).permute(0, 3, 1, 2)
+    ys, yc = torch.from_numpy(data.shapes), torch.from_numpy(data.colours)
+    g = torch.Generator().manual_seed(seed)
+    ce = nn.CrossEntropyLoss()
+    net.train()
+    for _ in tqdm(range(steps), desc="content checker", disable=not progress):
+        idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
+        x = x_all[idx]
+        # mild pixel noise + random flips: generated images are never exact renders
+        x = (x + 0.03 * torch.randn(x.shape, generator=g) * torch.rand(len(x), 1, 1, 1, generator=g)).clamp(0, 1)
+        if torch.rand((), generator=g) < 0.5:
+            x = x.flip(3)
+        s, c = net(x)
+        loss = ce(s, ys[idx]) + ce(c, yc[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    checker = ContentChecker(net, list(world.SHAPES), list(world.COLOURS),
+                             {"width": width, "n_scenes": n_scenes, "steps": steps, "batch_size": batch_size,
+                              "lr": lr, "seed": seed})
+    record = evaluate_checker(checker, seed=seed + 7919)
+    record["wall_seconds"] = round(time.time() - t0, 1)
+    checker.config["heldout"] = record
+    return checker, record
+
+
+def evaluate_checker(checker: ContentChecker, n: int = 900, seed: int = 7919) -> dict:
+    """Held-out accuracy on clean renders and on each attribute at the world's severity."""
+    scenes = world.sample_scenes(n, seed)
+    clean = [world.render(s) for s in scenes]
+    rows = [{"shape": s.shape, "colour": s.colour} for s in scenes]
+    out = {"n": n, "clean": float(checker.check(clean, rows).mean()), "by_attribute": {}}
+    for a_i, attr in enumerate(world.ATTRIBUTES):
+        deg = [world.degraded_image(s, attr, seed=seed + i) for i, s in enumerate(scenes)]
+        out["by_attribute"][attr] = float(checker.check(deg, rows).mean())
+    out["degraded"] = float(np.mean(list(out["by_attribute"].values())))
+    return out
