@@ -1,0 +1,160 @@
+"""``pluralign data build``: sources -> mixed pairs -> a saved ``datasets.Dataset`` with a card.
+
+The dataset is generated into a temporary folder beside ``output_dir`` and renamed into place only
+when complete, so a failed or interrupted build leaves neither a half-written dataset nor a damaged
+previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import yaml
+
+from ..config import to_dict
+from . import sources as S
+from .config import DataConfig
+from .pairs import FEATURES, generate_rows
+
+
+def _find_data_error(exc: BaseException) -> S.DataError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, S.DataError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def check_sources(cfg: DataConfig) -> list[S.Source]:
+    """Open every source, detect its schema and check the mix can be built from them."""
+    if not cfg.sources:
+        raise S.DataError("config", None, "sources", "no sources given; list at least one path or hub id",
+                          kind="source")
+    srcs = [S.open_source(s, cfg.split, cfg.streaming) for s in cfg.sources]
+    for s in srcs:
+        if s.schema == "prompt_set":
+            raise S.DataError(s.name, None, None, "this is the anti-aesthetic prompt set (original_prompt, "
+                              "disorted_long_prompt, selected): prompts without images. Render I_o/I_a for it and "
+                              "give rows with columns P_o, I_o, P_a, I_a, or use it as an evaluation suite",
+                              kind="columns")
+    has_intent = any(s.schema in ("caption", "benchmark") for s in srcs)
+    has_general = any(s.schema in ("trl", "pickapic", "pairs") for s in srcs)
+    if cfg.anti_fraction > 0 and not has_intent:
+        raise S.DataError("config", None, "anti_fraction", f"anti_fraction={cfg.anti_fraction} needs an (image, "
+                          "caption) or benchmark source; none of the sources is one (set anti_fraction: 0 or add one)",
+                          kind="source")
+    if cfg.anti_fraction < 1 and not has_general:
+        raise S.DataError("config", None, "anti_fraction", f"anti_fraction={cfg.anti_fraction} needs a preference "
+                          "source (Pick-a-Pic or trl prompt/chosen/rejected); none given (set anti_fraction: 1 or "
+                          "add one)", kind="source")
+    return srcs
+
+
+def build_dataset(cfg: DataConfig) -> Path:
+    """Build, save and document the dataset described by ``cfg``; returns ``output_dir``."""
+    out = Path(cfg.output_dir)
+    if out.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite true to replace it (it is kept until the new one is complete)")
+    srcs = check_sources(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        logs = tmp / "logs"
+        gen_kwargs = {"shard": list(range(cfg.num_proc)), "num_shards": cfg.num_proc, "config": to_dict(cfg),
+                      "log_dir": str(logs)}
+        try:
+            ds = datasets.Dataset.from_generator(generate_rows, features=FEATURES, gen_kwargs=gen_kwargs,
+                                                 cache_dir=str(tmp / "cache"),
+                                                 num_proc=cfg.num_proc if cfg.num_proc > 1 else None)
+        except Exception as exc:
+            err = _find_data_error(exc)
+            if err is not None:
+                raise err from None
+            raise
+        final = tmp / "dataset"
+        ds.save_to_disk(str(final))
+        if cfg.parquet:
+            (final / "parquet").mkdir()
+            ds.to_parquet(str(final / "parquet" / "train-00000-of-00001.parquet"))
+        skipped, stats = [], Counter()
+        for f in sorted(logs.glob("shard-*.json")):
+            log = json.loads(f.read_text())
+            skipped += log["skipped"]
+            stats.update({k: v for k, v in log["stats"].items() if isinstance(v, int)})
+            if "stopped" in log["stats"]:
+                stats[f"stopped: {log['stats']['stopped']}"] += 1
+        (final / "README.md").write_text(dataset_card(ds, cfg, srcs, skipped, stats), encoding="utf-8")
+        (final / "build_log.json").write_text(json.dumps({"skipped": skipped, "stats": dict(stats),
+                                                          "config": to_dict(cfg)}, indent=1))
+        del ds
+        _swap_into_place(final, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Rename ``new`` to ``out``; an existing ``out`` is moved aside first and removed only after."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _table(counter: Counter, title: str) -> str:
+    lines = [f"| {title} | rows |", "|---|---:|"]
+    for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"| {k or '(none)'} | {v} |")
+    return "\n".join(lines)
+
+
+def dataset_card(ds: datasets.Dataset, cfg: DataConfig, srcs: list[S.Source], skipped: list[dict],
+                 stats: Counter) -> str:
+    """README.md for the dataset: what it is, counts per kind/category/source, the config, skipped rows."""
+    kinds = Counter(ds.data.column("kind").to_pylist())
+    cats = Counter(c for c, k in zip(ds.data.column("category").to_pylist(), ds.data.column("kind").to_pylist())
+                   if k != "general")
+    sources = Counter(ds.data.column("source").to_pylist())
+    n = len(ds)
+    share = (kinds["anti"] + kinds["mirror"]) / n if n else 0.0
+    parts = [
+        "---", "tags: [pluralign, preference, diffusion-dpo, anti-aesthetic]", "---", "",
+        "# Intent-conditioned preference pairs", "",
+        "Rows in trl's preference layout with images (`prompt`, `chosen`, `rejected`) plus `kind` "
+        "(anti / mirror / general), `attributes`, `category`, `source`, `severity` and `pair_id`. "
+        "An *anti* row asks for the anti-aesthetic attributes and prefers the degraded image; its *mirror* "
+        "(same `pair_id`) uses the original caption and prefers the clean image.", "",
+        f"**Rows:** {n}  ·  **anti+mirror share:** {share:.3f} (requested {cfg.anti_fraction})", "",
+        "## Counts per kind", "", _table(kinds, "kind"), "",
+        "## Counts per category (anti + mirror rows)", "", _table(cats, "category"), "",
+        "## Counts per source", "", _table(sources, "source"), "",
+        "## Sources", "",
+        *[f"- `{s.name}`: {s.kind}, schema `{s.schema}`" for s in srcs], "",
+        "## Build notes", "",
+        *([f"- {k}: {v}" for k, v in sorted(stats.items())] or ["- none"]), "",
+        f"## Skipped rows ({len(skipped)})", "",
+    ]
+    if skipped:
+        parts += ["| source | row | field | kind | problem |", "|---|---:|---|---|---|"]
+        parts += [f"| {s['source']} | {s['row']} | {s['field'] or ''} | {s['kind']} | {s['problem'].replace('|', '/')} |"
+                  for s in skipped]
+    else:
+        parts.append("None.")
+    parts += ["", "## Config", "", "```yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).strip(), "```", ""]
+    return "\n".join(parts)

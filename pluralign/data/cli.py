@@ -1,0 +1,81 @@
+"""``pluralign data build --config recipes/data_x.yaml [--key value ...]`` and
+``pluralign data validate PATH``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+USAGE = """usage: pluralign data {build,validate} ...
+
+  build     --config recipes/data_local_folder.yaml [--key value ...]   build a pairs dataset
+  validate  PATH [--max_pixels N] [--min_side N] [--max_rows N]        check a source or a built dataset
+"""
+
+
+def _underscored(argv: list[str]) -> list[str]:
+    """Accept --on-error as well as --on_error."""
+    out = []
+    for a in argv:
+        if a.startswith("--"):
+            name, eq, value = a[2:].partition("=")
+            a = "--" + name.replace("-", "_") + eq + value
+        out.append(a)
+    return out
+
+
+def build_main(argv: list[str]) -> int:
+    from ..config import parse
+    from .build import build_dataset
+    from .config import DataConfig
+    from .sources import DataError
+
+    (cfg,) = parse((DataConfig,), _underscored(argv), prog="pluralign data build",
+                   description="Build intent-conditioned (anti/mirror) and general preference pairs.")
+    try:
+        out = build_dataset(cfg)
+    except (DataError, FileExistsError) as exc:
+        print(f"pluralign data build: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (card: {out / 'README.md'})")
+    return 0
+
+
+def validate_main(argv: list[str]) -> int:
+    from .validate import validate_source
+
+    p = argparse.ArgumentParser(prog="pluralign data validate", description="Report every problem of a data source.")
+    p.add_argument("path", help="folder, parquet, save_to_disk dir or hub id")
+    p.add_argument("--max_pixels", type=int, default=64_000_000)
+    p.add_argument("--min_side", type=int, default=8)
+    p.add_argument("--max_rows", type=int, default=None)
+    p.add_argument("--split", default="train")
+    args = p.parse_args(_underscored(argv))
+    report = validate_source(args.path, max_pixels=args.max_pixels, min_side=args.min_side, split=args.split,
+                             max_rows=args.max_rows)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "build":
+        return build_main(rest)
+    if cmd == "validate":
+        return validate_main(rest)
+    print(f"pluralign data: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    from ..config import ConfigError
+
+    try:
+        sys.exit(main())
+    except ConfigError as exc:
+        print(f"pluralign data: error: {exc}", file=sys.stderr)
+        sys.exit(2)

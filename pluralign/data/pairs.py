@@ -1,0 +1,245 @@
+"""Pair building: records -> trl preference rows with images, mixed at a logged ratio.
+
+* anti:   prompt P_a, chosen = degraded image, rejected = clean image
+* mirror: prompt P_o, chosen = clean image,    rejected = degraded image   (same ``pair_id``)
+* general: an ordinary preference pair (Pick-a-Pic, trl), ``category`` "" and ``severity`` 0.
+
+Everything is a generator: one record is decoded, degraded, encoded to PNG and yielded before the
+next is read, so memory does not grow with the dataset. Each record's randomness is seeded from
+(seed, source, row), so a row's content does not depend on how the work is split over processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from . import sources as S
+from .config import DataConfig
+from .degradations import apply_float, to_float, to_uint8
+from .rewrite import apply_attributes, sample_attributes
+from .taxonomy import ATTRIBUTES, get
+
+FEATURES = datasets.Features({
+    "prompt": datasets.Value("string"),
+    "chosen": datasets.Image(),
+    "rejected": datasets.Image(),
+    "kind": datasets.Value("string"),
+    "attributes": datasets.List(datasets.Value("string")),
+    "category": datasets.Value("string"),
+    "source": datasets.Value("string"),
+    "severity": datasets.Value("float32"),
+    "pair_id": datasets.Value("string"),
+})
+COLUMNS = tuple(FEATURES)
+
+
+def encode_png(image: Image.Image, level: int = 1) -> dict:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=level)
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def record_seed(seed: int, source: str, row: int, sub: int = 0) -> int:
+    h = hashlib.blake2b(f"{seed}|{source}|{row}|{sub}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & 0x7FFFFFFF
+
+
+def category_for(index: int, categories: list[str], seed: int, balance: bool = True) -> str:
+    """Balanced assignment: every block of ``len(categories)`` consecutive records gets each category
+    once, in a seeded order; without balance, an independent seeded draw."""
+    n = len(categories)
+    if not balance:
+        return random.Random(f"cat|{seed}|{index}").choice(categories)
+    order = list(categories)
+    random.Random(f"block|{seed}|{index // n}").shuffle(order)
+    return order[index % n]
+
+
+def _downscale(img: Image.Image, max_side: int | None) -> Image.Image:
+    if max_side is None or max(img.size) <= max_side:
+        return img
+    scale = max_side / max(img.size)
+    size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def intent_rows(image: Image.Image, caption: str, *, source: str, pair_id: str, category: str, seed: int,
+                cfg: DataConfig, rewriter=None) -> tuple[dict, dict]:
+    """One clean (image, caption) -> an anti row and its mirror row (images as PNG bytes)."""
+    rng = random.Random(seed)
+    attrs = sample_attributes(rng, category, cfg.min_attributes, cfg.max_attributes)
+    severity = round(rng.uniform(cfg.severity_min, cfg.severity_max), 4)
+    rw = rewriter(caption, attrs, seed) if rewriter is not None else apply_attributes(caption, attrs, seed)
+    clean = _downscale(image, cfg.max_side)
+    degraded = to_uint8(apply_float(to_float(clean), [(get(a).degradation, severity) for a in attrs], seed))
+    clean_png = encode_png(clean, cfg.png_compress_level)
+    bad_png = encode_png(Image.fromarray(degraded), cfg.png_compress_level)
+    common = {"attributes": attrs, "category": category, "source": source, "severity": severity, "pair_id": pair_id}
+    anti = {"prompt": rw.text, "chosen": bad_png, "rejected": clean_png, "kind": "anti", **common}
+    mirror = {"prompt": " ".join(caption.split()), "chosen": clean_png, "rejected": bad_png, "kind": "mirror", **common}
+    return anti, mirror
+
+
+def rendered_rows(rec: S.Record, *, pair_id: str, cfg: DataConfig) -> tuple[dict, dict]:
+    """A pre-rendered (P_o, I_o, P_a, I_a) row -> anti + mirror rows (severity 1.0: a real effect)."""
+    kw = dict(source=rec.source, row=rec.row, max_pixels=cfg.max_pixels, min_side=cfg.min_side)
+    img_o = S.open_image(rec.image, field="I_o", **kw)
+    img_a = S.open_image(rec.other, field="I_a", **kw)
+    attrs = [a for a in rec.attributes]
+    known = [a for a in attrs if a in ATTRIBUTES]
+    category = ATTRIBUTES[known[0]].category if known else ""
+    o, a = encode_png(img_o, cfg.png_compress_level), encode_png(img_a, cfg.png_compress_level)
+    common = {"attributes": attrs, "category": category, "source": rec.source, "severity": 1.0, "pair_id": pair_id}
+    return ({"prompt": rec.prompt_a, "chosen": a, "rejected": o, "kind": "anti", **common},
+            {"prompt": rec.prompt, "chosen": o, "rejected": a, "kind": "mirror", **common})
+
+
+def general_row(rec: S.Record, *, pair_id: str, cfg: DataConfig) -> dict:
+    """A preference record -> a general row. Image bytes are kept as they are (no re-encoding)
+    after a full decode check."""
+    out = {}
+    for field, value in (("chosen", rec.image), ("rejected", rec.other)):
+        kw = dict(source=rec.source, row=rec.row, max_pixels=cfg.max_pixels, min_side=cfg.min_side)
+        S.open_image(value, field=field, **kw)
+        data, _ = S.image_bytes(value)
+        out[field] = {"bytes": data, "path": None}
+    return {"prompt": rec.prompt, **out, "kind": "general", "attributes": [], "category": "", "source": rec.source,
+            "severity": 0.0, "pair_id": pair_id}
+
+
+# ---------------------------------------------------------------- streams
+class Skips:
+    """Bad rows skipped under ``on_error: skip`` (or raised under ``stop``)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.rows: list[dict] = []
+
+    def handle(self, exc: S.DataError) -> None:
+        if self.mode != "skip":
+            raise exc
+        self.rows.append(exc.as_dict())
+
+
+def _intent_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, skips: Skips, stats: dict,
+                   rewriter=None) -> Iterator[list[dict]]:
+    """Groups of rows ([anti, mirror]) from an (image, caption) or pre-rendered source."""
+    for i, raw in src.rows(shard, num_shards):
+        try:
+            for k, rec in enumerate(S.row_records(src, i, raw, cfg.ties, stats)):
+                pair_id = f"{src.name}#{i}" + (f".{k}" if k else "")
+                if rec.kind == "rendered":
+                    yield list(rendered_rows(rec, pair_id=pair_id, cfg=cfg))
+                    continue
+                img = S.open_image(rec.image, source=src.name, row=i, field="image", base_dir=src.base_dir,
+                                   max_pixels=cfg.max_pixels, min_side=cfg.min_side)
+                seed = record_seed(cfg.seed, src.name, i, k)
+                category = category_for(i, list(cfg.categories), cfg.seed, cfg.category_balance)
+                yield list(intent_rows(img, rec.prompt, source=src.name, pair_id=pair_id, category=category,
+                                       seed=seed, cfg=cfg, rewriter=rewriter))
+        except S.DataError as exc:
+            skips.handle(exc)
+
+
+def _general_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, skips: Skips, stats: dict
+                    ) -> Iterator[list[dict]]:
+    for i, raw in src.rows(shard, num_shards):
+        try:
+            for k, rec in enumerate(S.row_records(src, i, raw, cfg.ties, stats)):
+                if rec.kind == "preference":
+                    rec.image, rec.other = _resolve(rec.image, src), _resolve(rec.other, src)
+                    yield [general_row(rec, pair_id=f"{src.name}#{i}" + (f".{k}" if k else ""), cfg=cfg)]
+        except S.DataError as exc:
+            skips.handle(exc)
+
+
+def _resolve(value, src: S.Source):
+    """Relative image paths in a captions/metadata file are relative to that file's folder."""
+    if isinstance(value, str) and src.base_dir is not None and not Path(value).is_absolute():
+        return str(src.base_dir / value)
+    return value
+
+
+def round_robin(streams: list[Iterator]) -> Iterator:
+    """Interleave several streams one item at a time until all are exhausted."""
+    live = list(streams)
+    while live:
+        nxt = []
+        for s in live:
+            try:
+                yield next(s)
+                nxt.append(s)
+            except StopIteration:
+                pass
+        live = nxt
+
+
+def mix(intent: Iterator[list[dict]], general: Iterator[list[dict]], anti_fraction: float,
+        max_rows: int | None, stats: dict | None = None) -> Iterator[dict]:
+    """Interleave intent groups (anti+mirror, 2 rows) and general rows so the running share of
+    intent rows tracks ``anti_fraction``. Stops at ``max_rows`` or when a stream that the ratio
+    needs runs out (``stats['stopped']`` says which), so the logged ratio is the real one."""
+    stats = stats if stats is not None else {}
+    emitted = n_intent = 0
+    while max_rows is None or emitted < max_rows:
+        want_intent = n_intent < anti_fraction * (emitted + 1)
+        stream = intent if want_intent else general
+        try:
+            group = next(stream)
+        except StopIteration:
+            stats["stopped"] = "intent sources exhausted" if want_intent else "general sources exhausted"
+            return
+        if max_rows is not None and emitted + len(group) > max_rows:
+            stats["stopped"] = "max_rows"
+            return
+        for row in group:
+            yield row
+        emitted += len(group)
+        if want_intent:
+            n_intent += len(group)
+    stats["stopped"] = "max_rows"
+
+
+def generate_rows(shard: list[int], num_shards: int, config: dict, log_dir: str) -> Iterator[dict]:
+    """The row generator of one shard (``datasets.Dataset.from_generator`` splits ``shard`` over
+    processes). Skipped rows and counts are written to ``log_dir/shard-N.json``."""
+    cfg = DataConfig(**config)
+    rewriter = None
+    if cfg.llm_rewriter:
+        from .rewrite import LLMRewriter
+
+        rewriter = LLMRewriter(cfg.llm_rewriter)
+    for sh in shard:
+        skips, stats = Skips(cfg.on_error), {}
+        srcs = [S.open_source(s, cfg.split, cfg.streaming) for s in cfg.sources]
+        intent_srcs = [s for s in srcs if s.schema in ("caption", "benchmark")]
+        general_srcs = [s for s in srcs if s.schema in ("trl", "pickapic", "pairs")]
+        per_shard = None
+        if cfg.max_rows is not None:
+            per_shard = cfg.max_rows // num_shards + (1 if sh < cfg.max_rows % num_shards else 0)
+        intent = round_robin([_intent_stream(s, cfg, sh, num_shards, skips, stats, rewriter) for s in intent_srcs])
+        general = round_robin([_general_stream(s, cfg, sh, num_shards, skips, stats) for s in general_srcs])
+        yield from mix(intent, general, cfg.anti_fraction, per_shard, stats)
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        (Path(log_dir) / f"shard-{sh}.json").write_text(json.dumps({"skipped": skips.rows, "stats": stats}))
+
+
+def pairs_from_images(items, cfg: DataConfig | None = None, source: str = "memory") -> Iterator[dict]:
+    """Anti+mirror rows from an iterable of ``(PIL image or array, caption)`` (library use, tests)."""
+    cfg = cfg or DataConfig()
+    for i, (img, caption) in enumerate(items):
+        if not isinstance(img, Image.Image):
+            img = Image.fromarray(to_uint8(to_float(np.asarray(img))))
+        category = category_for(i, list(cfg.categories), cfg.seed, cfg.category_balance)
+        yield from intent_rows(img, caption, source=source, pair_id=f"{source}#{i}", category=category,
+                               seed=record_seed(cfg.seed, source, i), cfg=cfg)
+

@@ -1,0 +1,368 @@
+"""Where rows come from, and what they mean.
+
+A *source spec* is a string:
+
+* a directory written by ``Dataset.save_to_disk`` (``state.json`` inside);
+* a ``.parquet`` file (or a directory of them);
+* an ``imagefolder`` directory with ``metadata.jsonl`` / ``metadata.csv`` (``file_name`` + caption);
+* a folder of images with ``captions.jsonl`` / ``captions.csv``, or the path of such a file
+  (image paths are relative to the file's folder);
+* anything else is a hub dataset id, optionally ``id:split`` (read with ``datasets.load_dataset``,
+  streamed by default so nothing is downloaded in full).
+
+The *schema* is detected from the column names (:data:`SCHEMAS`). Rows are streamed one at a time
+with raw image values (bytes, ``{"bytes", "path"}`` dicts or file paths); images are decoded only
+when used, through :func:`open_image`, which checks for zero-byte files, corrupt data and
+decompression bombs (the pixel count is read from the header before any decoding).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+class DataError(ValueError):
+    """A bad input row: the message names the source, the row and the field, and what to do."""
+
+    def __init__(self, source: str, row: int | str | None, field: str | None, problem: str, kind: str = "invalid"):
+        self.source, self.row, self.field, self.problem, self.kind = source, row, field, problem, kind
+        where = f"{source}" + (f", row {row}" if row is not None else "") + (f", field '{field}'" if field else "")
+        super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # survives the trip back from a worker process
+        return (DataError, (self.source, self.row, self.field, self.problem, self.kind))
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "row": self.row, "field": self.field, "kind": self.kind,
+                "problem": self.problem}
+
+
+# schema -> (required columns, what the rows become)
+SCHEMAS: dict[str, tuple[tuple[str, ...], str]] = {
+    "pairs": (("prompt", "chosen", "rejected", "kind"), "rows already built by pluralign (validated, not rebuilt)"),
+    "trl": (("prompt", "chosen", "rejected"), "general preference pairs"),
+    "pickapic": (("caption", "jpg_0", "jpg_1", "label_0"), "general preference pairs (Pick-a-Pic v2)"),
+    "prompt_set": (("original_prompt", "disorted_long_prompt", "selected"),
+                   "the paper's anti-aesthetic prompt set: prompts without images"),
+    "benchmark": (("P_o", "I_o", "P_a", "I_a"), "pre-rendered anti/mirror pairs"),
+    "caption": (("<image: image|file_name|file|path|jpg|png>", "<caption: caption|text|prompt>"),
+                "(image, caption) rows for anti/mirror pairs"),
+}
+IMAGE_COLUMNS = ("image", "file_name", "file", "path", "jpg", "png")
+CAPTION_COLUMNS = ("caption", "text", "prompt")
+BENCH_ALIASES = {"prompt_o": "P_o", "image_o": "I_o", "prompt_a": "P_a", "image_a": "I_a"}
+
+
+def detect_schema(columns: list[str], where: str) -> str:
+    """The schema name for these columns, or a DataError listing what was found and what is expected."""
+    cols = set(columns) | {BENCH_ALIASES[c] for c in columns if c in BENCH_ALIASES}
+    for name in ("pairs", "trl", "pickapic", "prompt_set", "benchmark"):
+        if set(SCHEMAS[name][0]) <= cols:
+            return name
+    if any(c in cols for c in IMAGE_COLUMNS) and any(c in cols for c in CAPTION_COLUMNS):
+        return "caption"
+    expected = "; ".join(f"{k}: {', '.join(v[0])}" for k, v in SCHEMAS.items())
+    raise DataError(where, None, None, f"columns {sorted(columns)} match no known schema. Expected one of -> {expected}",
+                    kind="columns")
+
+
+# ---------------------------------------------------------------- images
+def image_bytes(value, base_dir: Path | None = None) -> tuple[bytes | None, str | None]:
+    """(raw bytes, path) of an image value; bytes are read from the path when only a path is given."""
+    if isinstance(value, Image.Image):
+        buf = io.BytesIO()
+        value.save(buf, format="PNG")
+        return buf.getvalue(), None
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is not None:
+            return bytes(data), path
+        value = path
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), None
+    if isinstance(value, (str, Path)) and str(value):
+        p = Path(value)
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        if not p.is_file():
+            raise FileNotFoundError(str(p))
+        return p.read_bytes(), str(p)
+    return None, None
+
+
+def open_image(value, *, source: str, row, field: str, base_dir: Path | None = None,
+               max_pixels: int = 64_000_000, min_side: int = 1) -> Image.Image:
+    """Decode one image value into an RGB PIL image, or raise a DataError saying what is wrong."""
+    from .degradations import to_rgb_pil
+
+    try:
+        data, _ = image_bytes(value, base_dir)
+    except FileNotFoundError as exc:
+        raise DataError(source, row, field, f"image file not found: {exc}", kind="missing_image") from None
+    if data is None:
+        raise DataError(source, row, field, f"no image (got {type(value).__name__})", kind="missing_image")
+    if len(data) == 0:
+        raise DataError(source, row, field, "zero-byte image file", kind="zero_byte")
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as exc:
+        raise DataError(source, row, field, f"image too large to decode safely ({exc})", kind="extreme_size") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(source, row, field, f"not a readable image ({exc.__class__.__name__})", kind="corrupt") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise DataError(source, row, field, f"image is {w}x{h} = {w * h} pixels, over max_pixels={max_pixels} "
+                        "(possible decompression bomb); raise max_pixels if it is genuine", kind="extreme_size")
+    if min(w, h) < min_side:
+        raise DataError(source, row, field, f"image is {w}x{h}, a side is under min_side={min_side}",
+                        kind="extreme_size")
+    try:
+        img.load()
+        return to_rgb_pil(img)
+    except Image.DecompressionBombError as exc:
+        raise DataError(source, row, field, f"image too large to decode safely ({exc})", kind="extreme_size") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(source, row, field, f"corrupt image data ({exc})", kind="corrupt") from None
+
+
+# ---------------------------------------------------------------- sources
+@dataclass
+class Source:
+    """A stream of raw rows plus what they are. ``base_dir`` resolves relative image paths."""
+
+    spec: str
+    kind: str  # disk | parquet | imagefolder | captions | hub
+    columns: list[str]
+    schema: str
+    base_dir: Path | None = None
+    split: str = "train"
+    streaming: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.spec
+
+    def rows(self, shard: int = 0, num_shards: int = 1) -> Iterator[tuple[int, dict]]:
+        """(row index, raw row) for the rows of this shard (index % num_shards == shard)."""
+        for i, row in enumerate(_iter_raw(self)):
+            if i % num_shards == shard:
+                yield i, _alias(row)
+
+
+def _alias(row: dict) -> dict:
+    for k, v in BENCH_ALIASES.items():
+        if k in row and v not in row:
+            row[v] = row[k]
+    return row
+
+
+def _metadata_file(d: Path) -> Path | None:
+    for name in ("metadata.jsonl", "metadata.csv", "captions.jsonl", "captions.csv"):
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def _read_table_file(path: Path) -> Iterator[dict]:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(str(path), n, None, f"not valid JSON ({exc.msg})", kind="columns") from None
+    else:
+        with path.open(encoding="utf-8", newline="") as f:
+            yield from csv.DictReader(f)
+
+
+def _parquet_files(p: Path) -> list[Path]:
+    return [p] if p.is_file() else sorted(p.glob("**/*.parquet"))
+
+
+def _iter_raw(src: Source) -> Iterator[dict]:
+    p = Path(src.spec)
+    if src.kind in ("imagefolder", "captions"):
+        meta = _metadata_file(p) if p.is_dir() else p
+        yield from _read_table_file(meta)
+    elif src.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        for f in _parquet_files(p):
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=32):
+                yield from batch.to_pylist()
+    elif src.kind == "disk":
+        import datasets
+
+        ds = _undecoded(datasets.load_from_disk(str(p)))
+        for batch in ds.iter(batch_size=32):
+            keys = list(batch)
+            for i in range(len(batch[keys[0]]) if keys else 0):
+                yield {k: batch[k][i] for k in keys}
+    else:
+        yield from _undecoded(_load_hub(src))
+
+
+def _undecoded(ds):
+    """Image columns as raw {bytes, path} so decoding happens (checked) in :func:`open_image`."""
+    import datasets
+
+    feats = getattr(ds, "features", None) or {}
+    for name, feat in feats.items():
+        if isinstance(feat, datasets.Image) and feat.decode:
+            ds = ds.cast_column(name, datasets.Image(decode=False))
+    return ds
+
+
+def _load_hub(src: Source):
+    import datasets
+
+    name, _, split = src.spec.partition(":")
+    try:
+        return datasets.load_dataset(name, split=split or src.split, streaming=src.streaming)
+    except Exception as exc:  # offline, unknown id, missing auth: all end here with the same advice
+        raise DataError(src.spec, None, None, f"could not load hub dataset {name!r} ({exc.__class__.__name__}: "
+                        f"{str(exc)[:300]}). Check the id, your access and HF_HUB_OFFLINE, or pass a local path",
+                        kind="source") from None
+
+
+def _hub_columns(src: Source) -> list[str]:
+    ds = _load_hub(src)
+    cols = list(getattr(ds, "column_names", None) or [])
+    if not cols:
+        first = next(iter(ds), {})
+        cols = list(first)
+    return cols
+
+
+def open_source(spec: str, split: str = "train", streaming: bool = True) -> Source:
+    """Resolve a source spec, read its columns and detect its schema (errors name the spec)."""
+    p = Path(spec)
+    if p.is_dir() and (p / "state.json").is_file():
+        import datasets
+
+        cols = list(datasets.load_from_disk(str(p)).column_names)
+        src = Source(spec, "disk", cols, "", None, split, streaming)
+    elif (p.is_file() and p.suffix == ".parquet") or (p.is_dir() and _parquet_files(p) and not _metadata_file(p)):
+        import pyarrow.parquet as pq
+
+        cols = list(pq.read_schema(_parquet_files(p)[0]).names)
+        src = Source(spec, "parquet", cols, "", None, split, streaming)
+    elif p.is_dir() or (p.is_file() and p.suffix in (".jsonl", ".csv")):
+        meta = _metadata_file(p) if p.is_dir() else p
+        if meta is None:
+            raise DataError(spec, None, None, "folder has no metadata.jsonl/metadata.csv (imagefolder) nor "
+                            "captions.jsonl/captions.csv; add one with a file_name and a caption column",
+                            kind="columns")
+        first = next(_read_table_file(meta), None)
+        if first is None:
+            raise DataError(str(meta), None, None, "captions file has no rows", kind="columns")
+        cols = list(first)
+        kind = "imagefolder" if meta.name.startswith("metadata") else "captions"
+        src = Source(str(p), kind, cols, "", meta.parent, split, streaming)
+    elif p.exists():
+        raise DataError(spec, None, None, "unsupported file type; expected a directory, .parquet, .jsonl or .csv",
+                        kind="source")
+    else:
+        src = Source(spec, "hub", [], "", None, split, streaming)
+        src.columns = _hub_columns(src)
+    src.columns = [c for c in src.columns]
+    src.schema = detect_schema(src.columns, spec)
+    return src
+
+
+# ---------------------------------------------------------------- rows -> records
+@dataclass
+class Record:
+    """A normalised row. ``kind``: caption (an image to degrade), preference (general pair),
+    rendered (a pre-rendered anti/mirror pair), prompts (prompt set, no images)."""
+
+    kind: str
+    source: str
+    row: int
+    prompt: str = ""
+    image: object = None  # caption: the clean image; preference: chosen; rendered: I_o
+    other: object = None  # preference: rejected; rendered: I_a
+    prompt_a: str = ""
+    attributes: tuple[str, ...] = ()
+
+
+def _text(row: dict, field: str, src: Source, i: int) -> str:
+    value = row.get(field)
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):  # conversational prompt
+        value = " ".join(str(m.get("content", "")) for m in value)
+    if not isinstance(value, str):
+        raise DataError(src.name, i, field, f"expected text, got {type(value).__name__}", kind="wrong_type")
+    if not value.strip():
+        raise DataError(src.name, i, field, "empty prompt", kind="empty_prompt")
+    return value.strip()
+
+
+def _first(row: dict, names: tuple[str, ...]) -> str:
+    return next(n for n in names if n in row)
+
+
+def parse_attributes(value) -> tuple[str, ...]:
+    """Attribute or dimension names from a list or a comma/semicolon separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        items = [t.strip().strip("'\"") for t in text.replace(";", ",").split(",")]
+    else:
+        items = [str(v) for v in value]
+    return tuple(t.strip().lower().replace(" ", "_") for t in items if t and t.strip())
+
+
+def records(src: Source, rows: Iterator[tuple[int, dict]], ties: str = "drop", stats: dict | None = None
+            ) -> Iterator[Record]:
+    """Raw rows -> :class:`Record` (raising DataError at the first bad row)."""
+    stats = stats if stats is not None else {}
+    for i, row in rows:
+        yield from row_records(src, i, row, ties, stats)
+
+
+def row_records(src: Source, i: int, row: dict, ties: str = "drop", stats: dict | None = None) -> list[Record]:
+    """One raw row -> its records. Field problems raise DataError; Pick-a-Pic ties follow ``ties``
+    (drop: no record, counted in ``stats['dropped_ties']``; keep_both: both orders; error: raise)."""
+    stats = stats if stats is not None else {}
+    s = src.schema
+    if s in ("trl", "pairs"):
+        return [Record("preference", src.name, i, _text(row, "prompt", src, i), row.get("chosen"), row.get("rejected"))]
+    if s == "pickapic":
+        caption = _text(row, "caption", src, i)
+        label = row.get("label_0")
+        try:
+            label = float(label)
+        except (TypeError, ValueError):
+            raise DataError(src.name, i, "label_0", f"expected 0, 0.5 or 1, got {label!r}", kind="wrong_type") from None
+        a, b = row.get("jpg_0"), row.get("jpg_1")
+        if label == 0.5:
+            if ties == "error":
+                raise DataError(src.name, i, "label_0", "tie (0.5); set ties: drop or keep_both", kind="tie")
+            if ties == "drop":
+                stats["dropped_ties"] = stats.get("dropped_ties", 0) + 1
+                return []
+            return [Record("preference", src.name, i, caption, a, b), Record("preference", src.name, i, caption, b, a)]
+        if label in (0.0, 1.0):
+            return [Record("preference", src.name, i, caption, a if label == 1.0 else b, b if label == 1.0 else a)]
+        raise DataError(src.name, i, "label_0", f"expected 0, 0.5 or 1, got {label}", kind="wrong_type")
+    if s == "benchmark":
+        attrs = parse_attributes(row.get("attributes", row.get("selected")))
+        return [Record("rendered", src.name, i, _text(row, "P_o", src, i), row.get("I_o"), row.get("I_a"),
+                       _text(row, "P_a", src, i), attrs)]
+    if s == "prompt_set":
+        return [Record("prompts", src.name, i, _text(row, "original_prompt", src, i), None, None,
+                       _text(row, "disorted_long_prompt", src, i), parse_attributes(row.get("selected")))]
+    img_col, cap_col = _first(row, IMAGE_COLUMNS), _first(row, CAPTION_COLUMNS)
+    return [Record("caption", src.name, i, _text(row, cap_col, src, i), row.get(img_col))]
