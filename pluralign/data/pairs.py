@@ -91,7 +91,8 @@ def intent_rows(image: Image.Image, caption: str, *, source: str, pair_id: str, 
 
 def rendered_rows(rec: S.Record, *, pair_id: str, cfg: DataConfig) -> tuple[dict, dict]:
     """A pre-rendered (P_o, I_o, P_a, I_a) row -> anti + mirror rows (severity 1.0: a real effect)."""
-    kw = dict(source=rec.source, row=rec.row, max_pixels=cfg.max_pixels, min_side=cfg.min_side)
+    kw = dict(source=rec.source, row=rec.row, base_dir=rec.base_dir, max_pixels=cfg.max_pixels,
+              min_side=cfg.min_side)
     img_o = S.open_image(rec.image, field="I_o", **kw)
     img_a = S.open_image(rec.other, field="I_a", **kw)
     attrs = [a for a in rec.attributes]
@@ -108,9 +109,10 @@ def general_row(rec: S.Record, *, pair_id: str, cfg: DataConfig) -> dict:
     after a full decode check."""
     out = {}
     for field, value in (("chosen", rec.image), ("rejected", rec.other)):
-        kw = dict(source=rec.source, row=rec.row, max_pixels=cfg.max_pixels, min_side=cfg.min_side)
+        kw = dict(source=rec.source, row=rec.row, base_dir=rec.base_dir, max_pixels=cfg.max_pixels,
+                  min_side=cfg.min_side)
         S.open_image(value, field=field, **kw)
-        data, _ = S.image_bytes(value)
+        data, _ = S.image_bytes(value, rec.base_dir)
         out[field] = {"bytes": data, "path": None}
     return {"prompt": rec.prompt, **out, "kind": "general", "attributes": [], "category": "", "source": rec.source,
             "severity": 0.0, "pair_id": pair_id}
@@ -140,7 +142,7 @@ def _intent_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, 
                 if rec.kind == "rendered":
                     yield list(rendered_rows(rec, pair_id=pair_id, cfg=cfg))
                     continue
-                img = S.open_image(rec.image, source=src.name, row=i, field="image", base_dir=src.base_dir,
+                img = S.open_image(rec.image, source=src.name, row=i, field="image", base_dir=rec.base_dir,
                                    max_pixels=cfg.max_pixels, min_side=cfg.min_side)
                 seed = record_seed(cfg.seed, src.name, i, k)
                 category = category_for(i, list(cfg.categories), cfg.seed, cfg.category_balance)
@@ -156,17 +158,9 @@ def _general_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int,
         try:
             for k, rec in enumerate(S.row_records(src, i, raw, cfg.ties, stats)):
                 if rec.kind == "preference":
-                    rec.image, rec.other = _resolve(rec.image, src), _resolve(rec.other, src)
                     yield [general_row(rec, pair_id=f"{src.name}#{i}" + (f".{k}" if k else ""), cfg=cfg)]
         except S.DataError as exc:
             skips.handle(exc)
-
-
-def _resolve(value, src: S.Source):
-    """Relative image paths in a captions/metadata file are relative to that file's folder."""
-    if isinstance(value, str) and src.base_dir is not None and not Path(value).is_absolute():
-        return str(src.base_dir / value)
-    return value
 
 
 def round_robin(streams: list[Iterator]) -> Iterator:

@@ -295,6 +295,7 @@ class Record:
     other: object = None  # preference: rejected; rendered: I_a
     prompt_a: str = ""
     attributes: tuple[str, ...] = ()
+    base_dir: Path | None = None  # relative image paths are relative to this folder
 
 
 def _text(row: dict, field: str, src: Source, i: int) -> str:
@@ -335,7 +336,13 @@ def records(src: Source, rows: Iterator[tuple[int, dict]], ties: str = "drop", s
 def row_records(src: Source, i: int, row: dict, ties: str = "drop", stats: dict | None = None) -> list[Record]:
     """One raw row -> its records. Field problems raise DataError; Pick-a-Pic ties follow ``ties``
     (drop: no record, counted in ``stats['dropped_ties']``; keep_both: both orders; error: raise)."""
-    stats = stats if stats is not None else {}
+    out = _row_records(src, i, row, ties, stats if stats is not None else {})
+    for r in out:
+        r.base_dir = src.base_dir
+    return out
+
+
+def _row_records(src: Source, i: int, row: dict, ties: str, stats: dict) -> list[Record]:
     s = src.schema
     if s in ("trl", "pairs"):
         return [Record("preference", src.name, i, _text(row, "prompt", src, i), row.get("chosen"), row.get("rejected"))]
