@@ -142,7 +142,7 @@ def _intent_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, 
                 if rec.kind == "rendered":
                     yield list(rendered_rows(rec, pair_id=pair_id, cfg=cfg))
                     continue
-                img = S.open_image(rec.image, source=src.name, row=i, field="image", base_dir=rec.base_dir,
+                img = S.open_image(rec.image, source=src.name, row=i, field=rec.image_field, base_dir=rec.base_dir,
                                    max_pixels=cfg.max_pixels, min_side=cfg.min_side)
                 seed = record_seed(cfg.seed, src.name, i, k)
                 category = category_for(i, list(cfg.categories), cfg.seed, cfg.category_balance)

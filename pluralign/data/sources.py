@@ -295,6 +295,7 @@ class Record:
     other: object = None  # preference: rejected; rendered: I_a
     prompt_a: str = ""
     attributes: tuple[str, ...] = ()
+    image_field: str = "image"  # the column the clean image came from (for error messages)
     base_dir: Path | None = None  # relative image paths are relative to this folder
 
 
@@ -372,4 +373,4 @@ def _row_records(src: Source, i: int, row: dict, ties: str, stats: dict) -> list
         return [Record("prompts", src.name, i, _text(row, "original_prompt", src, i), None, None,
                        _text(row, "disorted_long_prompt", src, i), parse_attributes(row.get("selected")))]
     img_col, cap_col = _first(row, IMAGE_COLUMNS), _first(row, CAPTION_COLUMNS)
-    return [Record("caption", src.name, i, _text(row, cap_col, src, i), row.get(img_col))]
+    return [Record("caption", src.name, i, _text(row, cap_col, src, i), row.get(img_col), image_field=img_col)]

@@ -74,6 +74,7 @@ def validate_source(spec: str, *, max_pixels: int = 64_000_000, min_side: int = 
         if max_rows is not None and report.rows >= max_rows:
             break
         report.rows += 1
+        problems_before = len(report.problems)
         text_fields, image_fields = _fields_for(src, row)
         digest = hashlib.blake2b(digest_size=16)
         for f in text_fields:
@@ -106,6 +107,8 @@ def validate_source(spec: str, *, max_pixels: int = 64_000_000, min_side: int = 
             report.problems.append(S.DataError(src.name, i, None, "chosen and rejected are the same image (a tie)",
                                                kind="tie").as_dict())
         key = digest.hexdigest()
+        if len(report.problems) > problems_before:
+            continue  # an incomplete row cannot be compared with others
         if key in seen:
             report.problems.append(S.DataError(src.name, i, None, f"duplicate of row {seen[key]}",
                                                kind="duplicate").as_dict())
