@@ -38,25 +38,23 @@ from .suite import EvalRow
 
 def rate_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``{value, ci95, n}`` of the mean of per-row values (NaN rows dropped) with a bootstrap 95% CI."""
-    from pluralign.rewards import metrics as rm
+    from pluralign.rewards.metrics import rate_with_ci
 
-    x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    if x.size == 0:
+    r = rate_with_ci(np.asarray(values, dtype=np.float64), n_boot=n_boot, seed=seed)
+    if r["n"] == 0:
         return {"value": None, "ci95": None, "n": 0}
-    lo, hi = rm.bootstrap_ci(x, n_boot=n_boot, seed=seed)
-    return {"value": float(x.mean()), "ci95": [float(lo), float(hi)], "n": int(x.size)}
+    return {"value": r["rate"], "ci95": [float(x) for x in r["ci95"]], "n": r["n"]}
 
 
 def paired_delta_ci(after: Sequence[float], before: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``{value, ci95, n}`` of mean(after - before) over rows where both are defined (paired bootstrap)."""
-    from pluralign.rewards import metrics as rm
+    from pluralign.rewards.metrics import paired_bootstrap_ci
 
     a, b = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
     keep = ~(np.isnan(a) | np.isnan(b))
     if not keep.any():
         return {"value": None, "ci95": None, "n": 0}
-    lo, hi = rm.paired_bootstrap_ci(a[keep], b[keep], n_boot=n_boot, seed=seed)
+    lo, hi = paired_bootstrap_ci(a[keep], b[keep], n_boot=n_boot, seed=seed)
     return {"value": float((a[keep] - b[keep]).mean()), "ci95": [float(lo), float(hi)], "n": int(keep.sum())}
 
 
@@ -158,16 +156,16 @@ def score_matrix(score: Callable[[list, list[str]], Any], pairs: Sequence[tuple[
 
 
 def judge_summary(scores: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Judge success ``P[r(I_a,P_a) > r(I_o,P_a)]`` and the four-way reward matrix with Δr."""
-    from pluralign.rewards import metrics as rm
+    """Judge success ``P[r(I_a,P_a) > r(I_o,P_a)]`` (ties count one half), the four-way reward matrix
+    (keys ``I_o|P_o, I_o|P_a, I_a|P_o, I_a|P_a``) and Δr with its CI, via ``pluralign.rewards.metrics``."""
+    from pluralign.rewards.metrics import accuracy_report
 
-    success = (scores["aa"] > scores["oa"]).astype(np.float64)
-    matrix = rm.reward_matrix(scores["oo"], scores["oa"], scores["ao"], scores["aa"])
-    delta = paired_delta_ci(scores["ao"], scores["oo"], n_boot=n_boot, seed=seed)
+    rep = accuracy_report(scores["oo"], scores["oa"], scores["ao"], scores["aa"], n_boot=n_boot, seed=seed)
+    acc = rep["accuracy"]
     return {
-        "success": rate_ci(success, n_boot=n_boot, seed=seed),
-        "reward_matrix": {k: float(v) for k, v in dict(matrix).items()},
-        "delta_r": {"value": float(rm.delta_r(scores["ao"], scores["oo"])), "ci95": delta["ci95"], "n": delta["n"]},
+        "success": {"value": acc["rate"], "ci95": [float(x) for x in acc["ci95"]], "n": acc["n"]},
+        "reward_matrix": dict(rep["matrix"]),
+        "delta_r": rep["delta_r"],
     }
 
 
@@ -196,3 +194,24 @@ def check_content(checker, images: Sequence[Any], rows: Sequence[EvalRow]) -> np
     row's fields plus its ``meta`` (the toy world's scene fields live there)."""
     dict_rows = [{**r.meta, **{k: v for k, v in r.to_dict().items() if k != "meta"}} for r in rows]
     return np.asarray(checker.check(list(images), dict_rows), dtype=bool)
+
+
+class SimilarityContent:
+    """Model-free content check for any model: two images show the same content when their
+    structural similarity (``pluralign.rewards.intent.structural_similarity``: standardised, blurred
+    32-px luminance, so exposure/noise/blur changes cost little) is at least ``threshold``.
+
+    It compares pairs rather than images against a description: I_a against I_o of the same row
+    (the anti-aesthetic image kept the scene), and a variant's I_o against the base's I_o.
+    """
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = float(threshold)
+
+    def similarity(self, images: Sequence[Any], references: Sequence[Any]) -> np.ndarray:
+        from pluralign.rewards.intent import structural_similarity
+
+        return np.asarray(structural_similarity(list(images), list(references)), dtype=np.float64)
+
+    def check_pairs(self, images: Sequence[Any], references: Sequence[Any]) -> np.ndarray:
+        return self.similarity(images, references) >= self.threshold

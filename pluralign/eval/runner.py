@@ -38,8 +38,10 @@ class EvalConfig:
     n_prompts: int = option(32, "number of prompt pairs (0 = the whole suite)", min=0)
     suite_seed: int | None = option(None, "seed of the suite (toy scenes / default generation seeds)")
     judges: list[str] = option(factory=list, help="reward models/judges by registry name, e.g. clip,pickscore")
-    content_checker: str = option("auto", "content checker: auto (toy checker on toy suites) | toy | none",
-                                  choices=("auto", "toy", "none"))
+    content_checker: str = option("auto", "content check: auto (toy checker on toy suites, else similarity) | toy | "
+                                  "similarity | none", choices=("auto", "toy", "similarity", "none"))
+    content_threshold: float = option(0.5, "similarity checker: structural similarity that counts as same content",
+                                      min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1)
     guidance_scale: float = option(7.5, "classifier-free guidance scale (Flux: distilled guidance)", min=0)
     height: int | None = option(None, "image height (default: the pipeline's)")
@@ -74,13 +76,16 @@ def load_judges(names: list[str]) -> dict[str, Any]:
     return {name: get_reward(name) for name in names}
 
 
-def load_content_checker(kind: str, rows: list[EvalRow]):
-    """The content checker for ``kind`` (``auto`` picks the toy checker when the rows carry toy scenes)."""
+def load_content_checker(kind: str, rows: list[EvalRow], threshold: float = 0.5):
+    """The content checker for ``kind``; ``auto`` picks the toy world's trained checker when the rows
+    carry toy scenes (and it is built), else the model-free :class:`~pluralign.eval.metrics.SimilarityContent`."""
     if kind == "none":
         return None
+    if kind == "similarity":
+        return M.SimilarityContent(threshold)
     toy_rows = bool(rows) and all("shape" in r.meta and "colour" in r.meta for r in rows)
     if kind == "auto" and not toy_rows:
-        return None
+        return M.SimilarityContent(threshold)
     from pluralign.toy.checker import ContentChecker
 
     try:
@@ -88,8 +93,8 @@ def load_content_checker(kind: str, rows: list[EvalRow]):
     except FileNotFoundError:
         if kind == "toy":
             raise
-        log.warning("toy content checker not found; content fidelity is not measured")
-        return None
+        log.warning("toy content checker not built; using the similarity content check")
+        return M.SimilarityContent(threshold)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,10 +116,14 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
         out["leakage"] = M.leakage_summary(fired, baseline, **kw)
     else:
         out["leakage"] = None
-    if checker is not None:
+    if checker is not None and hasattr(checker, "check_pairs"):
+        kept_a = checker.check_pairs([a for _, a in pairs], [o for o, _ in pairs])
+        kept_o = None if is_reference else checker.check_pairs([o for o, _ in pairs], [o for o, _ in reference_pairs])
+        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, **kw), "checker": type(checker).__name__}
+    elif checker is not None:
         kept_a = M.check_content(checker, [a for _, a in pairs], rows)
         kept_o = M.check_content(checker, [o for o, _ in pairs], rows)
-        out["content_fidelity"] = M.content_summary(kept_a, kept_o, **kw)
+        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, **kw), "checker": type(checker).__name__}
     else:
         out["content_fidelity"] = None
     judges, matrix = {}, {}
@@ -151,7 +160,7 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
     if not rows:
         raise ValueError(f"suite {config.suite!r} has no rows")
     judges = judges if judges is not None else load_judges(list(config.judges))
-    checker = content_checker if content_checker is not None else load_content_checker(config.content_checker, rows)
+    checker = content_checker if content_checker is not None else load_content_checker(config.content_checker, rows, config.content_threshold)
     if pipe is None:
         if not config.base:
             raise ValueError("no base model: set `base` (hub id or directory) or pass a pipeline")
