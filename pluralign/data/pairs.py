@@ -81,7 +81,8 @@ def intent_rows(image: Image.Image, caption: str, *, source: str, pair_id: str, 
     rw = rewriter(caption, attrs, seed) if rewriter is not None else apply_attributes(caption, attrs, seed)
     clean = _downscale(image, cfg.max_side)
     degraded = to_uint8(apply_float(to_float(clean), [(get(a).degradation, severity) for a in attrs], seed))
-    clean_png = encode_png(clean, cfg.png_compress_level)
+    reuse = clean is image and getattr(image, "source_bytes", None) is not None
+    clean_png = {"bytes": image.source_bytes, "path": None} if reuse else encode_png(clean, cfg.png_compress_level)
     bad_png = encode_png(Image.fromarray(degraded), cfg.png_compress_level)
     common = {"attributes": attrs, "category": category, "source": source, "severity": severity, "pair_id": pair_id}
     anti = {"prompt": rw.text, "chosen": bad_png, "rejected": clean_png, "kind": "anti", **common}

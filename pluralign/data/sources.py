@@ -127,11 +127,15 @@ def open_image(value, *, source: str, row, field: str, base_dir: Path | None = N
                         kind="extreme_size")
     try:
         img.load()
-        return to_rgb_pil(img)
+        rgb = to_rgb_pil(img)
     except Image.DecompressionBombError as exc:
         raise DataError(source, row, field, f"image too large to decode safely ({exc})", kind="extreme_size") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(source, row, field, f"corrupt image data ({exc})", kind="corrupt") from None
+    if rgb is img and img.format in ("PNG", "JPEG") and img.getexif().get(0x0112, 1) == 1:
+        # the stored file already holds exactly these RGB pixels: writers may keep it instead of re-encoding
+        rgb.source_bytes = data
+    return rgb
 
 
 # ---------------------------------------------------------------- sources
