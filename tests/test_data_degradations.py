@@ -188,7 +188,7 @@ def _modes():
     rgba.putalpha(128)
     return {
         "L": base.convert("L"), "RGBA": rgba, "P": base.convert("P"), "LA": base.convert("LA"),
-        "CMYK": base.convert("CMYK"), "I;16": Image.fromarray((np.asarray(base.convert("L")).astype(np.uint16) * 257)),
+        "CMYK": base.convert("CMYK"), "I;16": Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 257),
         "1": base.convert("1"),
     }
 

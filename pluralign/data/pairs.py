@@ -196,8 +196,7 @@ def mix(intent: Iterator[list[dict]], general: Iterator[list[dict]], anti_fracti
         if max_rows is not None and emitted + len(group) > max_rows:
             stats["stopped"] = "max_rows"
             return
-        for row in group:
-            yield row
+        yield from group
         emitted += len(group)
         if want_intent:
             n_intent += len(group)
