@@ -72,7 +72,8 @@ def test_audit_reproduces_a_known_accuracy(tmp_path):
 
 
 def test_audit_cli_and_parquet(tmp_path):
-    from datasets import Dataset, Image as HFImage
+    from datasets import Dataset
+    from datasets import Image as HFImage
 
     folder = _write_folder(tmp_path, n_win=3, n_loss=1)
     rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines()]

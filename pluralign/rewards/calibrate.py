@@ -127,7 +127,7 @@ def degradation_of(attribute: str) -> str:
 
 
 def build_pairs(photos: tuple[str, ...], attributes, cfg: CalibrationConfig, seed: int, *, progress: bool = True):
-    """Positive pairs per attribute and negative pairs, as ``{"pos": {attr: (A, O, meta)}, "neg": (A, O, meta)}``."""
+    """Positive pairs per attribute and negative pairs, as ``{"pos": {attr: (imgs_a, imgs_o, meta)}, "neg": (imgs_a, imgs_o, meta)}``."""
     from ..data.degradations import degrade
 
     rng = np.random.default_rng(seed)
@@ -136,9 +136,9 @@ def build_pairs(photos: tuple[str, ...], attributes, cfg: CalibrationConfig, see
     bar = tqdm(total=len(attributes) * cfg.n_pos + cfg.n_neg, desc="validation pairs", disable=not progress)
     for attr in attributes:
         deg = degradation_of(attr)
-        A, O, meta = [], [], []
+        imgs_a, imgs_o, meta = [], [], []
         tries = 0
-        while len(A) < cfg.n_pos and tries < cfg.n_pos * 5:
+        while len(imgs_a) < cfg.n_pos and tries < cfg.n_pos * 5:
             tries += 1
             name = photos[int(rng.integers(len(photos)))]
             size = int(rng.choice(cfg.sizes))
@@ -148,23 +148,23 @@ def build_pairs(photos: tuple[str, ...], attributes, cfg: CalibrationConfig, see
             if deg_img.shape != view.shape or float(np.abs(deg_img - view).max()) < 2 / 255:
                 # the degradation is a no-op here: sub-pixel aberration on 32 px, desaturating a grey photo
                 continue
-            A.append(deg_img)
-            O.append(view)
+            imgs_a.append(deg_img)
+            imgs_o.append(view)
             meta.append({"photo": name, "size": size, "severity": sev})
             bar.update(1)
-        out["pos"][attr] = (A, O, meta)
-    A, O, meta = [], [], []
+        out["pos"][attr] = (imgs_a, imgs_o, meta)
+    imgs_a, imgs_o, meta = [], [], []
     for i in range(cfg.n_neg):
         name = photos[int(rng.integers(len(photos)))]
         size = int(rng.choice(cfg.sizes))
         view, box = sample_view(loaded[name], size, rng)
         kind = BENIGN[i % len(BENIGN)]
-        A.append(benign(loaded[name], view, box, size, kind, rng))
-        O.append(view)
+        imgs_a.append(benign(loaded[name], view, box, size, kind, rng))
+        imgs_o.append(view)
         meta.append({"photo": name, "size": size, "kind": kind})
         bar.update(1)
     bar.close()
-    out["neg"] = (A, O, meta)
+    out["neg"] = (imgs_a, imgs_o, meta)
     return out
 
 
@@ -176,9 +176,9 @@ def statistics(pairs, rules: dict[str, Rule]) -> tuple[dict[str, np.ndarray], di
     neg = {a: statistic_from_features(r, fa, fo) for a, r in rules.items()}
     pos = {}
     for a, r in rules.items():
-        A, O, _ = pairs["pos"][a]
+        imgs_a, imgs_o, _ = pairs["pos"][a]
         need = {_needs(r)}
-        pos[a] = statistic_from_features(r, _features(A, need), _features(O, need))
+        pos[a] = statistic_from_features(r, _features(imgs_a, need), _features(imgs_o, need))
     return pos, neg
 
 

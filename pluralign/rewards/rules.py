@@ -19,7 +19,6 @@ the file also records the calibration config and held-out accuracy/false-positiv
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
