@@ -45,7 +45,7 @@ class AuditConfig:
     output: str = option("outputs/audit", "directory for audit.json and audit.md")
     device: str = option("auto", "torch device for the reward models")
     batch_size: int = option(16, "images per reward-model forward pass", min=1)
-    n_boot: int = option(2000, "bootstrap resamples for the 95% CIs", min=100)
+    n_boot: int = option(2000, "bootstrap resamples for the 95 percent CIs", min=100)
     limit: int = option(0, "use only the first N triplets (0 = all)", min=0)
     seed: int = option(0, "bootstrap seed")
 
