@@ -1,0 +1,94 @@
+"""Generation with the adapter dial and ``pluralign eval`` end to end on the tiny SD pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pluralign.eval.fixtures import save_random_lora
+from pluralign.eval.generate import generate_variants, max_abs_difference, variants_for
+from pluralign.eval.suite import EvalRow
+
+
+@pytest.fixture(scope="module")
+def sd_with_adapter(tiny_pipeline_dir, tmp_path_factory):
+    base = tiny_pipeline_dir("sd")
+    adapter = save_random_lora(base, tmp_path_factory.mktemp("lora"), scale=30.0)
+    return base, adapter
+
+
+@pytest.fixture(scope="module")
+def pipe(sd_with_adapter):
+    from diffusers import DiffusionPipeline
+
+    return DiffusionPipeline.from_pretrained(str(sd_with_adapter[0]))
+
+
+ROWS = [EvalRow("a red circle on white", "a red circle on white, very dark", ["underexposed"], 11),
+        EvalRow("a blue square", "a blue square, blurry", ["blurry"], 12),
+        EvalRow("a green triangle", "a green triangle, muted colours", ["muted"], 13)]
+
+
+def test_weight_zero_equals_base_and_weight_one_differs(pipe, sd_with_adapter):
+    torch.manual_seed(0)
+    out = generate_variants(pipe, ROWS, variants_for([0.0, 1.0], True), adapter_dir=sd_with_adapter[1],
+                            adapter_name="dial", batch_size=2, num_inference_steps=2)
+    assert list(out) == ["base", "adapter@0", "adapter@1"]
+    assert max_abs_difference(out["base"], out["adapter@0"]) == 0
+    assert max_abs_difference(out["base"], out["adapter@1"]) > 10
+    # same seed for I_o and I_a: identical prompts would give identical images, so any difference is the prompt's
+    again = generate_variants(pipe, [EvalRow("x", "x", [], 5)], variants_for([], False), num_inference_steps=2)
+    o, a = again["base"][0]
+    assert np.array_equal(np.asarray(o), np.asarray(a))
+    # the base is regenerated with the adapter still loaded: disabling LoRA must give the same images
+    rerun = generate_variants(pipe, ROWS, variants_for([], False), batch_size=3, num_inference_steps=2)
+    assert max_abs_difference(out["base"], rerun["base"]) <= 1
+
+
+def test_pluralign_eval_end_to_end_writes_every_output(sd_with_adapter, tmp_path):
+    from pluralign.cli import main
+
+    base, adapter = sd_with_adapter
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in ROWS))
+    out = tmp_path / "eval"
+    rc = main(["eval", "--base", str(base), "--adapter", str(adapter), "--weights", "0,0.5,1", "--suite", str(suite),
+               "--judges", "verifier", "--num_inference_steps", "2", "--batch_size", "2", "--bootstrap", "200",
+               "--output", str(out)])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"config", "suite", "variants", "dial_curve", "checks", "wall_seconds", "schema_version"}
+    assert list(results["variants"]) == ["base", "adapter@0", "adapter@0.5", "adapter@1"]
+    adapter1 = results["variants"]["adapter@1"]
+    for key in ("adherence", "leakage", "content_fidelity", "judges", "reward_matrix", "adherence_delta_vs_reference"):
+        assert adapter1[key] is not None, key
+    assert set(adapter1["adherence"]) >= {"value", "ci95", "n", "by_attribute"}
+    assert set(adapter1["adherence"]["by_attribute"]) == {"underexposed", "blurry", "muted"}
+    assert set(adapter1["leakage"]) == {"by_attribute", "max_abs_points"}
+    assert set(adapter1["judges"]["verifier"]) == {"success", "win_rate_vs_reference"}
+    assert set(adapter1["reward_matrix"]["verifier"]) >= {"I_o|P_o", "I_o|P_a", "I_a|P_o", "I_a|P_a", "delta_r"}
+    assert results["checks"]["weight0_equals_base"] == {"max_abs_diff": 0, "passed": True}
+    # weight 0 reproduces the base, so every metric of both is the same
+    assert results["variants"]["adapter@0"]["adherence"]["value"] == results["variants"]["base"]["adherence"]["value"]
+    assert results["variants"]["adapter@0"]["leakage"]["max_abs_points"] == 0.0
+    assert [p["weight"] for p in results["dial_curve"]] == [0.0, 0.5, 1.0]
+    assert results["config"]["weights"] == [0.0, 0.5, 1.0]
+    for name in ("report.md", "report.html", "grid.png", "adherence_by_attribute.png", "dial_curve.png"):
+        assert (out / name).stat().st_size > 0, name
+    for folder in ("base", "adapter_w0", "adapter_w0.5", "adapter_w1"):
+        assert sorted(p.name for p in (out / "images" / folder).iterdir()) == [
+            "00000_a.png", "00000_o.png", "00001_a.png", "00001_o.png", "00002_a.png", "00002_o.png"]
+    assert "| adapter@1 |" in (out / "report.md").read_text()
+
+
+def test_eval_config_errors_name_the_key(tmp_path):
+    from pluralign.config import ConfigError, parse
+    from pluralign.eval.runner import EvalConfig
+
+    with pytest.raises(ConfigError, match="content_checker"):
+        parse((EvalConfig,), ["--content_checker", "magic"])
+    with pytest.raises(ConfigError, match="weights"):
+        parse((EvalConfig,), ["--weights", "0,-1"])
+    (cfg,) = parse((EvalConfig,), ["--weights", "0,0.25,1", "--judges", "clip,blip"])
+    assert cfg.weights == [0.0, 0.25, 1.0] and cfg.judges == ["clip", "blip"]
