@@ -114,10 +114,12 @@ def test_validate_clean_dataset_passes_and_cli_exit_codes(tmp_path):
     assert bad.returncode == 1 and "zero_byte: 1" in bad.stdout and "corrupt: 2" in bad.stdout
 
 
-def test_build_stops_at_first_bad_row(tmp_path):
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_build_stops_at_first_bad_row(tmp_path, num_proc):
     d = bad_folder(tmp_path / "bad")
     with pytest.raises(S.DataError) as e:
-        build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(tmp_path / "out")))
+        build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(tmp_path / "out"),
+                                 num_proc=num_proc))
     assert e.value.row == 1 and e.value.field == "file_name" and e.value.source == str(d)
     assert "zero-byte" in str(e.value)
     assert not (tmp_path / "out").exists()

@@ -33,6 +33,15 @@ def _find_data_error(exc: BaseException) -> S.DataError | None:
     return None
 
 
+def _logged_error(logs: Path) -> S.DataError | None:
+    """The earliest bad row a worker process stopped at (exceptions lose their type between processes)."""
+    errors = [json.loads(f.read_text()) for f in logs.glob("error-*.json")]
+    if not errors:
+        return None
+    e = min(errors, key=lambda e: (e["row"] is None, e["row"] if isinstance(e["row"], int) else 0))
+    return S.DataError(e["source"], e["row"], e["field"], e["problem"], e["kind"])
+
+
 def check_sources(cfg: DataConfig) -> list[S.Source]:
     """Open every source, detect its schema and check the mix can be built from them."""
     if not cfg.sources:
@@ -75,7 +84,7 @@ def build_dataset(cfg: DataConfig) -> Path:
                                                  cache_dir=str(tmp / "cache"),
                                                  num_proc=cfg.num_proc if cfg.num_proc > 1 else None)
         except Exception as exc:
-            err = _find_data_error(exc)
+            err = _find_data_error(exc) or _logged_error(logs)
             if err is not None:
                 raise err from None
             raise
@@ -91,6 +100,7 @@ def build_dataset(cfg: DataConfig) -> Path:
             stats.update({k: v for k, v in log["stats"].items() if isinstance(v, int)})
             if "stopped" in log["stats"]:
                 stats[f"stopped: {log['stats']['stopped']}"] += 1
+        skipped.sort(key=lambda r: (str(r["source"]), r["row"] if isinstance(r["row"], int) else -1))
         (final / "README.md").write_text(dataset_card(ds, cfg, srcs, skipped, stats), encoding="utf-8")
         (final / "build_log.json").write_text(json.dumps({"skipped": skipped, "stats": dict(stats),
                                                           "config": to_dict(cfg)}, indent=1))

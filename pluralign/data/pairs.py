@@ -222,8 +222,12 @@ def generate_rows(shard: list[int], num_shards: int, config: dict, log_dir: str)
             per_shard = cfg.max_rows // num_shards + (1 if sh < cfg.max_rows % num_shards else 0)
         intent = round_robin([_intent_stream(s, cfg, sh, num_shards, skips, stats, rewriter) for s in intent_srcs])
         general = round_robin([_general_stream(s, cfg, sh, num_shards, skips, stats) for s in general_srcs])
-        yield from mix(intent, general, cfg.anti_fraction, per_shard, stats)
         Path(log_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            yield from mix(intent, general, cfg.anti_fraction, per_shard, stats)
+        except S.DataError as exc:  # leave it where the parent process can find it
+            (Path(log_dir) / f"error-{sh}.json").write_text(json.dumps(exc.as_dict()))
+            raise
         (Path(log_dir) / f"shard-{sh}.json").write_text(json.dumps({"skipped": skips.rows, "stats": stats}))
 
 
