@@ -20,7 +20,7 @@ ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def _encode_sd(pipe, prompts: list[str], resolution: int) -> dict[str, torch.Tensor]:
-    embeds, _ = pipe.encode_prompt(prompts, device=pipe.text_encoder.device, num_images_per_prompt=1,
+    embeds, _ = pipe.encode_prompt(list(prompts), device=pipe.text_encoder.device, num_images_per_prompt=1,
                                    do_classifier_free_guidance=False)
     return {"prompt_embeds": embeds}
 
@@ -30,7 +30,7 @@ def _denoise_sd(denoiser, noisy, t, cond):
 
 
 def _encode_sdxl(pipe, prompts: list[str], resolution: int) -> dict[str, torch.Tensor]:
-    embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=pipe.text_encoder_2.device, num_images_per_prompt=1,
+    embeds, _, pooled, _ = pipe.encode_prompt(list(prompts), device=pipe.text_encoder_2.device, num_images_per_prompt=1,
                                               do_classifier_free_guidance=False)
     # original size, crop top-left, target size: training images are resized + center-cropped to a square
     time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * len(prompts),
