@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from _trainer_helpers import LN2, cfg, dpo_eval, image
+from test_trainer_helpers import LN2, cfg, dpo_eval, image
 
 pytestmark = pytest.mark.slow
 

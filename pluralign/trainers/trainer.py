@@ -297,8 +297,6 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
     c, fam = p.config, p.family
     run_dir.mkdir(parents=True, exist_ok=True)
     log_with = None if c.report_to == "none" else c.report_to
-    if log_with in ("wandb", "all"):
-        os.environ.setdefault("WANDB_DIR", str(run_dir))
     accelerator = Accelerator(mixed_precision=c.mixed_precision, gradient_accumulation_steps=c.gradient_accumulation_steps,
                               log_with=log_with, project_dir=str(run_dir))
     set_seed(c.seed)
@@ -338,7 +336,8 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
     if accelerator.is_main_process and log_with:
         flat = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in to_dict(c).items()}
         accelerator.init_trackers(c.tracker_project, config=flat,
-                                  init_kwargs={"wandb": {"name": f"{c.run_name}-{adapter_name}", "dir": str(run_dir)}})
+                                  init_kwargs={"wandb": {"name": f"{c.run_name}-{adapter_name}",
+                                                         "dir": os.environ.get("WANDB_DIR", str(run_dir))}})
 
     sampler = PairSampler(len(indices), c.seed)
     per_micro = c.train_batch_size * n_proc
