@@ -50,21 +50,22 @@ def make_folder(d: Path, n_images: int = 200, repeat: int = 1) -> Path:
     return d
 
 
-def bench_generator(folder: Path, pairs: int, png_level: int = 1) -> float:
+def bench_generator(folder: Path, pairs: int, png_level: int = 1) -> tuple[float, float]:
+    """(pairs per wall second, pairs per CPU second of this process)."""
     from pluralign.data.config import DataConfig
     from pluralign.data.pairs import generate_rows
 
     cfg = DataConfig(sources=[str(folder)], anti_fraction=1.0, max_rows=2 * pairs, max_side=None,
                      png_compress_level=png_level)
     with tempfile.TemporaryDirectory() as logs:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         n = sum(1 for _ in generate_rows([0], 1, cfg.__dict__, logs))
-        dt = time.perf_counter() - t
+        dt, dc = time.perf_counter() - t, time.process_time() - c
     assert n == 2 * pairs, n
-    return pairs / dt
+    return pairs / dt, pairs / dc
 
 
-def bench_build(folder: Path, pairs: int, num_proc: int, work: Path) -> float:
+def bench_build(folder: Path, pairs: int, num_proc: int, work: Path) -> tuple[float, None]:
     from pluralign.data.build import build_dataset
     from pluralign.data.config import DataConfig
 
@@ -75,31 +76,44 @@ def bench_build(folder: Path, pairs: int, num_proc: int, work: Path) -> float:
     build_dataset(cfg)
     dt = time.perf_counter() - t
     shutil.rmtree(out)
-    return pairs / dt
+    return pairs / dt, None
 
 
 _MEMORY_SCRIPT = """
-import resource, sys, time
+import resource, sys, threading, time
 from pluralign.data.build import build_dataset
 from pluralign.data.config import DataConfig
+
+peak = {"RssAnon": 0, "RssFile": 0}
+def sample():
+    while True:
+        for line in open("/proc/self/status"):
+            k, _, v = line.partition(":")
+            if k in peak:
+                peak[k] = max(peak[k], int(v.split()[0]) / 1024)
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 cfg = DataConfig(sources=[sys.argv[1]], anti_fraction=1.0, max_rows=2 * int(sys.argv[2]), max_side=None,
                  output_dir=sys.argv[3], overwrite=True)
 t = time.perf_counter()
 build_dataset(cfg)
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak["RssAnon"],
+      peak["RssFile"])
 """
 
 
-def bench_memory(folder_spec: Path, pairs: int, work: Path) -> tuple[float, float, float]:
+def bench_memory(folder_spec: Path, pairs: int, work: Path) -> tuple[float, float, float, float, float]:
+    """(seconds, peak RSS MiB, peak anonymous RSS MiB, peak file-backed RSS MiB, output GB). File-backed
+    pages are the memory-mapped Arrow files datasets reads back when saving: the kernel can drop them."""
     out = work / "memory"
     r = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(folder_spec), str(pairs), str(out)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
-    seconds, rss_mb = map(float, r.stdout.split()[-2:])
+    seconds, rss_mb, anon_mb, file_mb = map(float, r.stdout.split()[-4:])
     size_gb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e9
     shutil.rmtree(out)
-    return seconds, rss_mb, size_gb
+    return seconds, rss_mb, anon_mb, file_mb, size_gb
 
 
 def main(argv=None) -> int:
@@ -117,20 +131,22 @@ def main(argv=None) -> int:
         rows.append(("build_dataset, num_proc=1", bench_build(folder, args.pairs, 1, work)))
         rows.append(("build_dataset, num_proc=2", bench_build(folder, args.pairs, 2, work)))
         print(f"\n256x256 images, {args.pairs} anti+mirror pairs (= {2 * args.pairs} rows), anti_fraction=1\n")
-        print("| measurement | anti+mirror pairs/s | rows/s |")
-        print("|---|---:|---:|")
-        for name, pps in rows:
-            print(f"| {name} | {pps:.0f} | {2 * pps:.0f} |")
+        print("| measurement | anti+mirror pairs/s | rows/s | pairs per CPU-second |")
+        print("|---|---:|---:|---:|")
+        for name, (pps, cpu) in rows:
+            print(f"| {name} | {pps:.0f} | {2 * pps:.0f} | {'' if cpu is None else f'{cpu:.0f}'} |")
         print(f"\n(CPU cores: {os.cpu_count()}, load average at the end: {os.getloadavg()[0]:.1f})")
         mem = []
         for n in (args.memory_pairs_small, args.memory_pairs):
             if n:
                 mem.append((n, *bench_memory(folder, n, work)))
         if mem:
-            print("\n| streamed build | seconds | pairs/s | peak RSS (MiB) | output size (GB) |")
-            print("|---|---:|---:|---:|---:|")
-            for n, sec, rss, gb in mem:
-                print(f"| {n} pairs ({2 * n} rows), num_proc=1 | {sec:.0f} | {n / sec:.0f} | {rss:.0f} | {gb:.2f} |")
+            print("\n| streamed build | seconds | pairs/s | peak RSS (MiB) | peak anonymous RSS (MiB) "
+                  "| peak file-backed RSS (MiB) | output size (GB) |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            for n, sec, rss, anon, fil, gb in mem:
+                print(f"| {n} pairs ({2 * n} rows), num_proc=1 | {sec:.0f} | {n / sec:.0f} | {rss:.0f} | {anon:.0f} "
+                      f"| {fil:.0f} | {gb:.2f} |")
     return 0
 
 
