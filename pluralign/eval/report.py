@@ -56,7 +56,7 @@ def _judge_names(results: dict[str, Any]) -> list[str]:
 def _attributes(results: dict[str, Any]) -> list[str]:
     names: set[str] = set()
     for v in results["variants"].values():
-        names |= set(((v.get("adherence") or {}).get("by_attribute") or {}))
+        names |= set((v.get("adherence") or {}).get("by_attribute") or {})
     return sorted(names)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from pluralign.config import option, to_dict
 
 from . import metrics as M
-from .generate import BASE, Variant, generate_variants, load_pipeline, max_abs_difference, save_images, variants_for
+from .generate import BASE, generate_variants, load_pipeline, max_abs_difference, save_images, variants_for
 from .report import log_wandb, write_reports
 from .results import build_results, write_results
 from .suite import EvalRow, load_suite
