@@ -204,6 +204,14 @@ def test_prompt_set_is_refused_for_building_with_advice(tmp_path):
         check_sources(DataConfig(sources=[str(d)], anti_fraction=1.0))
 
 
+def test_built_dataset_is_not_rebuilt(tmp_path):
+    folder = write_folder(tmp_path / "f", n=1)
+    out = build_dataset(DataConfig(sources=[str(folder)], anti_fraction=1.0, output_dir=str(tmp_path / "o")))
+    assert S.open_source(str(out)).schema == "pairs"
+    with pytest.raises(S.DataError, match="already built"):
+        check_sources(DataConfig(sources=[str(out)], anti_fraction=0.0))
+
+
 def test_missing_source_kind_for_ratio(tmp_path):
     folder = write_folder(tmp_path / "f", n=1)
     with pytest.raises(S.DataError, match="needs a preference source"):

@@ -54,8 +54,12 @@ def check_sources(cfg: DataConfig) -> list[S.Source]:
                               "disorted_long_prompt, selected): prompts without images. Render I_o/I_a for it and "
                               "give rows with columns P_o, I_o, P_a, I_a, or use it as an evaluation suite",
                               kind="columns")
+        if s.schema == "pairs":
+            raise S.DataError(s.name, None, None, "this dataset was already built by pluralign (it has a 'kind' "
+                              "column); load it with datasets.load_from_disk, or combine several with "
+                              "datasets.concatenate_datasets, instead of rebuilding from it", kind="columns")
     has_intent = any(s.schema in ("caption", "benchmark") for s in srcs)
-    has_general = any(s.schema in ("trl", "pickapic", "pairs") for s in srcs)
+    has_general = any(s.schema in ("trl", "pickapic") for s in srcs)
     if cfg.anti_fraction > 0 and not has_intent:
         raise S.DataError("config", None, "anti_fraction", f"anti_fraction={cfg.anti_fraction} needs an (image, "
                           "caption) or benchmark source; none of the sources is one (set anti_fraction: 0 or add one)",

@@ -216,7 +216,7 @@ def generate_rows(shard: list[int], num_shards: int, config: dict, log_dir: str)
         skips, stats = Skips(cfg.on_error), {}
         srcs = [S.open_source(s, cfg.split, cfg.streaming) for s in cfg.sources]
         intent_srcs = [s for s in srcs if s.schema in ("caption", "benchmark")]
-        general_srcs = [s for s in srcs if s.schema in ("trl", "pickapic", "pairs")]
+        general_srcs = [s for s in srcs if s.schema in ("trl", "pickapic")]
         per_shard = None
         if cfg.max_rows is not None:
             per_shard = cfg.max_rows // num_shards + (1 if sh < cfg.max_rows % num_shards else 0)
