@@ -248,7 +248,12 @@ def chromatic_aberration(x, s, rng):
     r, g, b = _pil(x).split()
     r, b = _scale_channel(r, 1 + k), _scale_channel(b, 1 - k)
     out = _back(Image.merge("RGB", (r, g, b)))
-    # the shrunk blue channel leaves a border: keep the original there
+    # the shrunk blue channel leaves an empty ring at the border: keep the original blue there
+    h, w = x.shape[:2]
+    my, mx = min(h, int(np.ceil(k * h / 2)) + 1), min(w, int(np.ceil(k * w / 2)) + 1)
+    for sl in ((slice(0, my), slice(None)), (slice(h - my, h), slice(None)), (slice(None), slice(0, mx)),
+               (slice(None), slice(w - mx, w))):
+        out[sl + (2,)] = x[sl + (2,)]
     return out
 
 
