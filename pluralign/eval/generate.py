@@ -61,7 +61,7 @@ def load_pipeline(base: str, device: str = "auto", dtype: str = "float32"):
     from diffusers import DiffusionPipeline
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    pipe = DiffusionPipeline.from_pretrained(base, torch_dtype=torch_dtype, use_safetensors=True)
+    pipe = DiffusionPipeline.from_pretrained(base, dtype=torch_dtype, use_safetensors=True)
     pipe.to(resolve_device(device))
     return pipe
 
