@@ -27,8 +27,9 @@ CONFIG = "config.json"
 class CheckerNet(nn.Module):
     """Three conv stages (32 -> 16 -> 8 -> 4) and two linear heads (shape, colour)."""
 
-    def __init__(self, n_shapes: int, n_colours: int, width: int = 32):
+    def __init__(self, n_shapes: int, n_colours: int, width: int = 16):
         super().__init__()
+        self.width = width
 
         def block(cin, cout):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
@@ -73,7 +74,7 @@ class ContentChecker:
             raise FileNotFoundError(f"{path}: no content checker here (need {CONFIG} and {WEIGHTS}); "
                                     "build one with `python -m pluralign.toy.build`")
         cfg = json.loads(cfg_file.read_text())
-        net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 32))
+        net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 16))
         net.load_state_dict(load_file(str(w_file)))
         return cls(net, cfg["shapes"], cfg["colours"], cfg)
 
@@ -149,8 +150,8 @@ def accuracy(checker: ContentChecker, data: CheckerData) -> float:
     return float(np.mean(ok))
 
 
-def train_checker(n_scenes: int = 6000, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
-                  width: int = 32, seed: int = 0, progress: bool = True) -> tuple[ContentChecker, dict]:
+def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, lr: float = 3e-3,
+                  width: int = 16, seed: int = 0, progress: bool = True) -> tuple[ContentChecker, dict]:
     """Train the checker from scratch; returns it and a record (config, held-out accuracies, wall time)."""
     from tqdm.auto import tqdm
 
@@ -165,7 +166,8 @@ def train_checker(n_scenes: int = 6000, steps: int = 1500, batch_size: int = 128
     g = torch.Generator().manual_seed(seed)
     ce = nn.CrossEntropyLoss()
     net.train()
-    for _ in tqdm(range(steps), desc="content checker", disable=not progress):
+    bar = tqdm(range(steps), desc="content checker", disable=not progress, mininterval=5)
+    for _ in bar:
         idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
         x = x_all[idx]
         # mild pixel noise + random flips: generated images are never exact renders
@@ -178,6 +180,7 @@ def train_checker(n_scenes: int = 6000, steps: int = 1500, batch_size: int = 128
         loss.backward()
         opt.step()
         sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     checker = ContentChecker(net, list(world.SHAPES), list(world.COLOURS),
                              {"width": width, "n_scenes": n_scenes, "steps": steps, "batch_size": batch_size,
                               "lr": lr, "seed": seed})
@@ -187,7 +190,7 @@ def train_checker(n_scenes: int = 6000, steps: int = 1500, batch_size: int = 128
     return checker, record
 
 
-def evaluate_checker(checker: ContentChecker, n: int = 900, seed: int = 7919) -> dict:
+def evaluate_checker(checker: ContentChecker, n: int = 450, seed: int = 7919) -> dict:
     """Held-out accuracy on clean renders and on each attribute at the world's severity."""
     scenes = world.sample_scenes(n, seed)
     clean = [world.render(s) for s in scenes]

@@ -1,0 +1,65 @@
+"""Preference pairs from the toy world, in the project's pair schema (trl layout with images).
+
+* :func:`intent_items` - clean and degraded renders of the same scene with both captions, the raw
+  material of intent-conditioned pairs;
+* :func:`intent_pairs` - for each item an ``anti`` row (prompt P_a: the degraded image wins) and
+  its ``mirror`` (prompt P_o: the clean image wins), sharing ``pair_id``;
+* :func:`aesthetic_pairs` - ordinary preference pairs (``general``): under the ordinary prompt the
+  clean render beats a mildly degraded one, as in a general aesthetic preference set.
+
+Scenes are drawn from seeds disjoint from the base model's training data (seed 0) and the eval
+suite (seed 1000) by default. :func:`pluralign.toy.align.save_pairs` writes rows to disk for the
+trainer.
+"""
+
+from __future__ import annotations
+
+import random
+
+from . import world
+
+
+def _category(attribute: str) -> str:
+    from pluralign.data import taxonomy
+
+    return taxonomy.ATTRIBUTES[attribute].category
+
+
+def intent_items(n: int, seed: int = 2000, attributes: tuple[str, ...] = world.ATTRIBUTES) -> list[dict]:
+    """``n`` items (attributes round-robin): ``clean, caption, degraded, anti_caption, attribute,
+    severity, scene`` (the scene as a dict)."""
+    items = []
+    for i, scene in enumerate(world.sample_scenes(n, seed)):
+        attr = attributes[i % len(attributes)]
+        clean, cap = world.variant(scene, None)
+        bad, anti = world.variant(scene, attr, seed=seed + i)
+        items.append({"clean": clean, "caption": cap, "degraded": bad, "anti_caption": anti, "attribute": attr,
+                      "severity": world.SEVERITY[attr], "scene": scene.to_dict()})
+    return items
+
+
+def intent_pairs(n: int, seed: int = 2000, attributes: tuple[str, ...] = world.ATTRIBUTES) -> list[dict]:
+    """``2n`` rows: an anti row and its mirror for each of ``n`` items."""
+    rows = []
+    for i, it in enumerate(intent_items(n, seed, attributes)):
+        common = {"attributes": [it["attribute"]], "category": _category(it["attribute"]), "source": "toy:world",
+                  "severity": it["severity"], "pair_id": f"toy-{seed}-{i}"}
+        rows.append({"prompt": it["anti_caption"], "chosen": it["degraded"], "rejected": it["clean"], "kind": "anti",
+                     **common})
+        rows.append({"prompt": it["caption"], "chosen": it["clean"], "rejected": it["degraded"], "kind": "mirror",
+                     **common})
+    return rows
+
+
+def aesthetic_pairs(n: int, seed: int = 3000, severity: float = world.MILD_SEVERITY,
+                    attributes: tuple[str, ...] = world.ATTRIBUTES) -> list[dict]:
+    """``n`` general rows: ordinary caption, chosen = clean render, rejected = mildly degraded twin."""
+    rng = random.Random(seed)
+    rows = []
+    for i, scene in enumerate(world.sample_scenes(n, seed)):
+        attr = attributes[rng.randrange(len(attributes))]
+        rows.append({"prompt": world.caption(scene), "chosen": world.render(scene),
+                     "rejected": world.degraded_image(scene, attr, severity, seed=seed + i), "kind": "general",
+                     "attributes": [], "category": "", "source": "toy:aesthetic", "severity": 0.0,
+                     "pair_id": f"toy-general-{seed}-{i}"})
+    return rows

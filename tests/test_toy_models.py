@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+
+from pluralign.toy import paths, world
+
+SHIPPED = paths.base_dir().joinpath("model_index.json").exists()
+
+
+def test_checker_loads_and_names_clean_renders():
+    from pluralign.toy.checker import ContentChecker
+
+    if not paths.checker_dir().joinpath("config.json").exists():
+        pytest.skip("no shipped checker (run python -m pluralign.toy.build)")
+    checker = ContentChecker.from_pretrained()
+    rows = world.eval_suite(40, seed=77)
+    scenes = world.sample_scenes(40, seed=77)
+    images = [world.render(s) for s in scenes]
+    assert checker.check(images, rows).mean() >= 0.95
+    # a wrong label is caught
+    wrong = [dict(r, colour="red" if r["colour"] != "red" else "blue") for r in rows]
+    assert checker.check(images, wrong).mean() <= 0.05
+    shapes, colours = checker.predict(images[:3])
+    assert shapes == [s.shape for s in scenes[:3]] and colours == [s.colour for s in scenes[:3]]
+
+
+def test_checker_rejects_mismatched_inputs(tmp_path):
+    from pluralign.toy.checker import CheckerNet, ContentChecker
+
+    c = ContentChecker(CheckerNet(len(world.SHAPES), len(world.COLOURS)), list(world.SHAPES), list(world.COLOURS))
+    with pytest.raises(ValueError, match="2 images but 1 rows"):
+        c.check([world.render(s) for s in world.sample_scenes(2)], [{"shape": "circle", "colour": "red"}])
+    with pytest.raises(FileNotFoundError, match="no content checker"):
+        ContentChecker.from_pretrained(tmp_path)
+    c.save_pretrained(tmp_path / "ck")
+    again = ContentChecker.from_pretrained(tmp_path / "ck")
+    img = [world.render(world.sample_scenes(1)[0])]
+    assert again.predict(img) == c.predict(img)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped base model (run python -m pluralign.toy.build)")
+def test_shipped_base_loads_as_a_stock_pipeline_and_makes_32px_images():
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    cfg = json.loads(paths.build_config().read_text())["sampling"]
+    pipe = StableDiffusionPipeline.from_pretrained(str(paths.base_dir()))
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(["a red circle on a white background"] * 2, num_inference_steps=cfg["num_inference_steps"],
+               guidance_scale=cfg["guidance_scale"], generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (2, 32, 32, 3)
+    assert np.isfinite(out.images).all() and out.images.std() > 0.05
+
+
+@pytest.mark.slow
+def test_tiny_budget_build_runs_end_to_end(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from pluralign.toy.build import main
+
+    out = tmp_path / "toy"
+    rc = main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
+               "--vae_steps", "2", "--unet_steps", "2", "--align_scenes", "9", "--align_steps", "1",
+               "--align_batch_size", "2", "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
+    assert rc == 0
+    record = json.loads((out / "build_config.json").read_text())
+    assert set(record["wall_seconds"]) >= {"checker", "base", "align", "measure"}
+    assert record["measured"]["base"]["n"] == 9 and "adherence" in record["measured"]["aligned"]
+    assert record["config"]["base"]["unet_steps"] == 2
+    for name in ("base", "aligned"):
+        pipe = StableDiffusionPipeline.from_pretrained(str(out / name))
+        assert pipe.tokenizer.model_max_length == 32
+    # the aligned UNet differs from the base: the LoRA was fused in
+    a = StableDiffusionPipeline.from_pretrained(str(out / "base")).unet.state_dict()
+    b = StableDiffusionPipeline.from_pretrained(str(out / "aligned")).unet.state_dict()
+    assert any(not np.allclose(a[k].numpy(), b[k].numpy()) for k in a)
