@@ -92,3 +92,13 @@ def test_eval_config_errors_name_the_key(tmp_path):
         parse((EvalConfig,), ["--weights", "0,-1"])
     (cfg,) = parse((EvalConfig,), ["--weights", "0,0.25,1", "--judges", "clip,blip"])
     assert cfg.weights == [0.0, 0.25, 1.0] and cfg.judges == ["clip", "blip"]
+
+
+def test_pluralign_eval_help_renders(capsys):
+    from pluralign.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--adapter" in out and "--weights" in out and "--judges" in out

@@ -49,7 +49,7 @@ class EvalConfig:
     batch_size: int = option(8, "prompt pairs per pipeline call (2x images)", min=1)
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     dtype: str = option("float32", "pipeline dtype", choices=("float32", "float16", "bfloat16"))
-    bootstrap: int = option(1000, "bootstrap resamples for the 95% CIs", min=100)
+    bootstrap: int = option(1000, "bootstrap resamples for the 95 percent CIs", min=100)
     seed: int = option(0, "seed of the bootstrap")
     output: str = option("outputs/eval", "output directory")
     save_images: bool = option(True, "write every generated image as PNG under output/images/")
