@@ -1,0 +1,31 @@
+import numpy as np
+
+from pluralign.toy import pairs, world
+
+
+def test_intent_pairs_are_anti_and_mirror_of_the_same_two_images():
+    rows = pairs.intent_pairs(9, seed=5)
+    assert len(rows) == 18
+    for anti, mirror in zip(rows[::2], rows[1::2]):
+        assert (anti["kind"], mirror["kind"]) == ("anti", "mirror")
+        assert anti["pair_id"] == mirror["pair_id"]
+        assert np.array_equal(np.asarray(anti["chosen"]), np.asarray(mirror["rejected"]))
+        assert np.array_equal(np.asarray(anti["rejected"]), np.asarray(mirror["chosen"]))
+        assert anti["prompt"].startswith(mirror["prompt"] + ", ")
+        assert anti["category"] and anti["severity"] == world.SEVERITY[anti["attributes"][0]]
+    assert sorted(r["attributes"][0] for r in rows[::2]) == sorted(world.ATTRIBUTES)
+
+
+def test_aesthetic_pairs_prefer_the_clean_render_under_the_ordinary_prompt():
+    rows = pairs.aesthetic_pairs(6, seed=9)
+    scenes = world.sample_scenes(6, seed=9)
+    for r, s in zip(rows, scenes):
+        assert r["kind"] == "general" and r["prompt"] == world.caption(s)
+        assert np.array_equal(np.asarray(r["chosen"]), np.asarray(world.render(s)))
+        assert not np.array_equal(np.asarray(r["rejected"]), np.asarray(r["chosen"]))
+
+
+def test_items_carry_both_captions():
+    it = pairs.intent_items(2, seed=1)[1]
+    assert it["anti_caption"].startswith(it["caption"]) and it["attribute"] == world.ATTRIBUTES[1]
+    assert it["clean"].size == it["degraded"].size == (32, 32)
