@@ -88,7 +88,7 @@ def align(base_dir: str | Path, out_dir: str | Path, work_dir: str | Path, cfg: 
         lr_warmup_steps=min(20, cfg.align_steps // 10), seed=cfg.align_seed, cache_dir=str(work_dir / "cache"),
         export_kohya=False, report_to="none", logging_steps=max(1, cfg.align_steps // 10),
     ))
-    pipe = StableDiffusionPipeline.from_pretrained(str(base_dir), torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(str(base_dir), dtype=torch.float32)
     pipe.load_lora_weights(str(result.adapter_dir), adapter_name="aesthetic")
     pipe.fuse_lora()
     pipe.unload_lora_weights()

@@ -45,7 +45,7 @@ def _measure(pipe_dir: Path, rows, base_cfg: dict, checker) -> dict:
 
     from .measure import measure_pipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(pipe_dir), torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(str(pipe_dir), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     t = time.time()
     out = measure_pipeline(pipe, rows, base_cfg["num_inference_steps"], base_cfg["guidance_scale"], checker)
