@@ -15,8 +15,9 @@ CATEGORY_NAMES = ("clarity_and_focus", "color_and_tone", "lighting_and_exposure"
 class DPOTrainConfig:
     # model and data
     pretrained_model: str = option("tiny:sd", "diffusers pipeline dir or hub id; 'tiny:<family>' builds a tiny "
-                                   "pipeline (sd, sdxl) into cache_dir")
-    family: str = option("auto", "model family; auto reads model_index.json", choices=("auto", "sd", "sdxl"))
+                                   "pipeline (sd, sdxl, sd3, flux) into cache_dir")
+    family: str = option("auto", "model family; auto reads model_index.json",
+                         choices=("auto", "sd", "sdxl", "sd3", "flux"))
     revision: str | None = option(None, "hub revision of pretrained_model")
     dataset: str = option("toy:pairs", "pair dataset: a save_to_disk dir, a .parquet file, or 'toy:pairs' (a small "
                           "generated set of shape images with blur/dark degradations)")
@@ -49,6 +50,17 @@ class DPOTrainConfig:
     sft_weight: float = option(0.0, "weight of an extra denoising loss on the chosen image", min=0)
     prediction_type: str = option("auto", "training target; auto follows the scheduler",
                                   choices=("auto", "epsilon", "v_prediction", "flow_matching"))
+    # flow-matching families (SD3/3.5, Flux.1)
+    weighting_scheme: str = option("logit_normal", "how flow-matching timesteps are drawn (diffusers "
+                                   "compute_density_for_timestep_sampling): uniform, logit_normal (SD3 paper) or mode",
+                                   choices=("uniform", "logit_normal", "mode"))
+    logit_mean: float = option(0.0, "mean of the logit-normal timestep density")
+    logit_std: float = option(1.0, "std of the logit-normal timestep density", min=0)
+    mode_scale: float = option(1.29, "scale of the mode timestep density")
+    guidance_scale: float = option(3.5, "Flux: value of the guidance embedding during training (used only when "
+                                   "the transformer has guidance_embeds, e.g. FLUX.1-dev)", min=0)
+    max_sequence_length: int | None = option(None, "SD3/Flux: T5 tokens per prompt (default: the pipeline's, 256 "
+                                             "for SD3, 512 for Flux)", min=1)
     # optimisation
     learning_rate: float = option(1e-4, "peak learning rate", min=0)
     lr_scheduler: str = option("constant_with_warmup", "diffusers get_scheduler name",

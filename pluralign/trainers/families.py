@@ -3,20 +3,30 @@
 A :class:`Family` knows which pipeline classes it covers, where the denoiser lives, how to turn
 prompts into conditioning tensors (one row per prompt, so they can be cached per prompt), how to
 call the denoiser, which modules LoRA targets by default, and how the pipeline class wants its
-LoRA layers saved. SD3 and Flux plug in here (with the flow-matching objective) without touching
-the loop.
+LoRA layers saved. SD3 and Flux (flow matching, functions in :mod:`.flow_families`) plug in here
+without touching the loop. A family that needs recipe options (Flux's guidance value, the T5
+sequence length) names them in ``encode_options`` / ``denoise_options``;
+:meth:`Family.configured` binds them once, so the loop still calls
+``encode_prompts(pipe, prompts, resolution)`` and ``denoise(model, noisy, t, cond)``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from . import flow_families as flow
+
 ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# MMDiT joint attention also projects the text stream (add_*_proj, to_add_out); diffusers' SD3/Flux
+# LoRA training scripts adapt both streams. Names absent from some blocks (to_add_out in the last
+# SD3 block, to_out in Flux single blocks) are simply skipped there.
+JOINT_ATTENTION_TARGETS = ATTENTION_TARGETS + ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
 def _encode_sd(pipe, prompts: list[str], resolution: int) -> dict[str, torch.Tensor]:
@@ -54,6 +64,22 @@ class Family:
     denoise: Callable[[Any, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
     lora_targets: tuple[str, ...] = ATTENTION_TARGETS
     text_encoders: tuple[str, ...] = field(default=("text_encoder",))
+    encode_options: tuple[str, ...] = ()   # DPOTrainConfig fields passed to encode_prompts (part of the cache key)
+    denoise_options: tuple[str, ...] = ()  # DPOTrainConfig fields passed to denoise
+    bound: tuple[tuple[str, Any], ...] = ()
+
+    def configured(self, config) -> "Family":
+        """This family with its recipe options bound (call once per run, before encoding)."""
+        enc = {k: getattr(config, k) for k in self.encode_options}
+        den = {k: getattr(config, k) for k in self.denoise_options}
+        return replace(self, encode_prompts=functools.partial(self.encode_prompts, **enc) if enc else self.encode_prompts,
+                       denoise=functools.partial(self.denoise, **den) if den else self.denoise,
+                       bound=tuple(sorted({**enc, **den}.items())))
+
+    @property
+    def cache_id(self) -> str:
+        """Family part of the prompt/latent cache key: the name plus options that change the encoding."""
+        return self.name + "".join(f":{k}={v}" for k, v in self.bound if k in self.encode_options)
 
     def save_lora_kwargs(self, layers: dict[str, torch.Tensor], metadata: dict) -> dict[str, Any]:
         """Keyword arguments for ``PipelineClass.save_lora_weights`` (unet_* or transformer_*)."""
@@ -66,6 +92,17 @@ FAMILIES: dict[str, Family] = {
     "sdxl": Family("sdxl", ("StableDiffusionXLPipeline",), "unet",
                    ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
                    _encode_sdxl, _denoise_sdxl, text_encoders=("text_encoder", "text_encoder_2")),
+    "sd3": Family("sd3", ("StableDiffusion3Pipeline",), "transformer",
+                  ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2",
+                   "tokenizer_3", "scheduler"),
+                  flow.encode_sd3, flow.denoise_sd3, lora_targets=JOINT_ATTENTION_TARGETS,
+                  text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
+                  encode_options=("max_sequence_length",)),
+    "flux": Family("flux", ("FluxPipeline",), "transformer",
+                   ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+                   flow.encode_flux, flow.denoise_flux, lora_targets=JOINT_ATTENTION_TARGETS,
+                   text_encoders=("text_encoder", "text_encoder_2"),
+                   encode_options=("max_sequence_length",), denoise_options=("guidance_scale",)),
 }
 
 

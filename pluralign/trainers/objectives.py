@@ -13,8 +13,6 @@ stacked ``[winners; losers]`` batch.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
@@ -59,12 +57,17 @@ class VPredictionObjective(_DDPMObjective):
         return self.scheduler.get_velocity(x0, noise, timesteps.to(x0.device))
 
 
+FLOW_WEIGHTINGS = ("uniform", "logit_normal", "mode")
+
+
 class FlowMatchingObjective(Objective):
     """Rectified-flow velocity target for ``FlowMatchEulerDiscreteScheduler`` families.
 
-    ``weighting`` picks how σ is drawn: ``uniform``, ``logit_normal`` (SD3 paper) or ``mode``;
-    the drawn value indexes the scheduler's (shifted) training sigmas, as diffusers' SD3/Flux
-    training examples do. The denoiser receives ``timesteps = σ * num_train_timesteps``.
+    ``weighting`` picks how σ is drawn: ``uniform``, ``logit_normal`` (SD3 paper) or ``mode``
+    (drawn with ``diffusers.training_utils.compute_density_for_timestep_sampling``); the drawn
+    value indexes the scheduler's (shifted) training sigmas, as diffusers' SD3/Flux training
+    examples do. The denoiser receives ``timesteps = σ * num_train_timesteps``; families whose
+    transformer wants σ itself (Flux) divide in their denoiser call.
     """
 
     name = "flow_matching"
@@ -78,15 +81,13 @@ class FlowMatchingObjective(Objective):
         self.timesteps = scheduler.timesteps[: self.num_train_timesteps].float().clone()
 
     def sample_timesteps(self, n, generator):
-        if self.weighting == "logit_normal":
-            u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, generator=generator))
-        elif self.weighting == "mode":
-            u = torch.rand(n, generator=generator)
-            u = 1 - u - self.mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
-        elif self.weighting == "uniform":
-            u = torch.rand(n, generator=generator)
-        else:
-            raise ValueError(f"unknown flow timestep weighting {self.weighting!r}")
+        from diffusers.training_utils import compute_density_for_timestep_sampling
+
+        if self.weighting not in FLOW_WEIGHTINGS:
+            raise ValueError(f"unknown flow timestep weighting {self.weighting!r}; expected one of {FLOW_WEIGHTINGS}")
+        u = compute_density_for_timestep_sampling(self.weighting, n, logit_mean=self.logit_mean,
+                                                  logit_std=self.logit_std, mode_scale=self.mode_scale,
+                                                  generator=generator)
         idx = (u * len(self.timesteps)).long().clamp(0, len(self.timesteps) - 1)
         return self.timesteps[idx]
 
@@ -122,6 +123,13 @@ def objective_for(scheduler, prediction_type: str = "auto", **kwargs) -> Objecti
     if kind == "v_prediction":
         return VPredictionObjective(scheduler)
     raise ValueError(f"prediction_type {kind!r} is not supported for {cls_name} (use epsilon or v_prediction)")
+
+
+def objective_from_config(scheduler, config) -> Objective:
+    """:func:`objective_for` with the flow-matching options of a ``DPOTrainConfig`` (ignored by DDPM families)."""
+    flow = {"weighting": config.weighting_scheme, "logit_mean": config.logit_mean, "logit_std": config.logit_std,
+            "mode_scale": config.mode_scale}
+    return objective_for(scheduler, config.prediction_type, **(flow if "FlowMatch" in type(scheduler).__name__ else {}))
 
 
 def shared_noise(x_w: torch.Tensor, x_l: torch.Tensor, objective: Objective, generator: torch.Generator):

@@ -28,7 +28,7 @@ from .data import check_columns, column, data_mix, load_pairs, select_rows
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
 from .loss import diffusion_dpo_loss, per_sample_mse
-from .objectives import objective_for, shared_noise
+from .objectives import objective_from_config, shared_noise
 
 
 class NonFiniteLossError(RuntimeError):
@@ -123,7 +123,7 @@ def plan(config: DPOTrainConfig) -> Plan:
     if config.resume_from_checkpoint not in (None, "latest"):
         ckpt.resolve_resume(config.resume_from_checkpoint, out)
     model = resolve_model(config.pretrained_model, cache_dir)
-    family = detect_family(model, config.family)
+    family = detect_family(model, config.family).configured(config)
     targets = config.target_modules or family.lora_targets
     _check_targets_from_config(model, family, targets)
     ds = load_pairs(config.dataset)
@@ -187,10 +187,14 @@ class PairSampler:
         return out
 
 
-def _load_pipeline(p: Plan):
+def _load_pipeline(p: Plan, dtype=torch.float32):
+    """Frozen weights in the run's weight dtype (a 12B Flux would not fit in float32), the VAE in
+    float32 for encoding (the SD/SDXL VAEs overflow in fp16)."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(p.model, torch_dtype=torch.float32, revision=p.config.revision)
+    pipe = DiffusionPipeline.from_pretrained(p.model, dtype=dtype, revision=p.config.revision)
+    if dtype != torch.float32:
+        pipe.vae.to(torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -207,8 +211,8 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
         return data
     vae = pipe.vae
     encoders = [getattr(pipe, n) for n in fam.text_encoders]
-    lat_cache = TensorCache(p.cache_dir, "latents", fingerprint(vae, extra=f"{fam.name}:{c.resolution}"))
-    txt_cache = TensorCache(p.cache_dir, "prompts", fingerprint(*encoders, extra=f"{fam.name}:{c.resolution}"))
+    lat_cache = TensorCache(p.cache_dir, "latents", fingerprint(vae, extra=f"{fam.cache_id}:{c.resolution}"))
+    txt_cache = TensorCache(p.cache_dir, "prompts", fingerprint(*encoders, extra=f"{fam.cache_id}:{c.resolution}"))
     data = {}
     for s, col in zip("wl", cols):
         data[f"latents_{s}"] = cached_latents(vae, list(ds[col]), c.resolution, lat_cache, desc=f"latents ({col})")
@@ -302,12 +306,12 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
     set_seed(c.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
-    pipe = _load_pipeline(p)
+    pipe = _load_pipeline(p, weight_dtype)
     denoiser = getattr(pipe, fam.denoiser_attr)
     for name in ("vae", *fam.text_encoders):
         getattr(pipe, name).requires_grad_(False)
     pipe.to(accelerator.device)
-    objective = objective_for(pipe.scheduler, c.prediction_type)
+    objective = objective_from_config(pipe.scheduler, c)
     data = _encode_dataset(p, pipe, indices, accelerator.device)
     if weight_dtype != torch.float32:
         pipe.to(dtype=weight_dtype)
