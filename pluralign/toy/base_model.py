@@ -36,16 +36,18 @@ from . import world
 class BaseModelConfig:
     seed: int = option(0, "seed of the data, the initialisation and the training noise")
     n_scenes: int = option(3000, "scenes in the training set; each gives a clean and one degraded image", min=1)
-    latent_channels: int = option(8, "VAE latent channels (16x16 latents)", min=1)
-    vae_steps: int = option(500, "autoencoder training steps", min=1)
+    latent_channels: int = option(12, "VAE latent channels (16x16 latents)", min=1)
+    vae_steps: int = option(800, "autoencoder training steps", min=1)
     vae_batch_size: int = option(32, "autoencoder batch size", min=1)
     vae_lr: float = option(2e-3, "autoencoder learning rate", min=0)
     vae_kl_weight: float = option(1e-6, "weight of the KL term of the autoencoder", min=0)
-    unet_steps: int = option(1000, "denoiser training steps", min=1)
+    unet_steps: int = option(2200, "denoiser training steps", min=1)
     batch_size: int = option(64, "denoiser batch size", min=1)
     lr: float = option(1e-3, "denoiser (UNet + text encoder) peak learning rate", min=0)
     warmup_steps: int = option(100, "linear warm-up steps of the denoiser", min=0)
     ema_decay: float = option(0.998, "EMA decay of the denoiser weights (0 disables)", min=0, max=1)
+    min_snr_gamma: float = option(5.0, "Min-SNR loss weighting (Hang et al. 2023; 0 disables): converges several "
+                                  "times faster, which matters on a CPU budget", min=0)
     cond_drop: float = option(0.1, "probability of training on the empty caption (classifier-free guidance)",
                               min=0, max=1)
     unet_channels: tuple[int, ...] = option((32, 48, 64), "UNet block widths (16x16 -> 8x8 -> 4x4)")
@@ -268,7 +270,11 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(tok)[0]
-        loss = F.mse_loss(unet(xt, t, cond).sample, noise)
+        err = (unet(xt, t, cond).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        if cfg.min_snr_gamma > 0:
+            snr = alphas[t] / (1 - alphas[t])
+            err = err * snr.clamp(max=cfg.min_snr_gamma) / snr
+        loss = err.mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
