@@ -20,10 +20,8 @@ from .adapters import adapter_state_dict
 
 
 def export_diffusers(pipeline_cls, family, denoiser, adapter_name: str, out_dir: Path) -> Path:
-    from diffusers.utils import convert_state_dict_to_diffusers
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(adapter_state_dict(denoiser, adapter_name))
+    layers = adapter_state_dict(denoiser, adapter_name)  # PEFT keys; the family picks the on-disk key format
     metadata = denoiser.peft_config[adapter_name].to_dict()
     pipeline_cls.save_lora_weights(str(out_dir), **family.save_lora_kwargs(layers, metadata))
     return out_dir / "pytorch_lora_weights.safetensors"

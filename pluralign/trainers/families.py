@@ -67,6 +67,10 @@ class Family:
     encode_options: tuple[str, ...] = ()   # DPOTrainConfig fields passed to encode_prompts (part of the cache key)
     denoise_options: tuple[str, ...] = ()  # DPOTrainConfig fields passed to denoise
     bound: tuple[tuple[str, Any], ...] = ()
+    # UNet LoRAs are written in the diffusers key format (lora.down/up), as diffusers' SD/SDXL LoRA scripts
+    # do; transformer LoRAs keep PEFT keys (lora_A/B), as its SD3/Flux scripts do. Converting a
+    # transformer state dict would rename only the to_q/k/v/out keys and break load_lora_weights.
+    diffusers_key_format: bool = True
 
     def configured(self, config) -> "Family":
         """This family with its recipe options bound (call once per run, before encoding)."""
@@ -82,7 +86,12 @@ class Family:
         return self.name + "".join(f":{k}={v}" for k, v in self.bound if k in self.encode_options)
 
     def save_lora_kwargs(self, layers: dict[str, torch.Tensor], metadata: dict) -> dict[str, Any]:
-        """Keyword arguments for ``PipelineClass.save_lora_weights`` (unet_* or transformer_*)."""
+        """Keyword arguments for ``PipelineClass.save_lora_weights`` (unet_* or transformer_*) from
+        PEFT-format ``layers`` (keys without ``base_model.model.``)."""
+        if self.diffusers_key_format:
+            from diffusers.utils import convert_state_dict_to_diffusers
+
+            layers = convert_state_dict_to_diffusers(layers)
         return {f"{self.denoiser_attr}_lora_layers": layers, f"{self.denoiser_attr}_lora_adapter_metadata": metadata}
 
 
@@ -97,12 +106,13 @@ FAMILIES: dict[str, Family] = {
                    "tokenizer_3", "scheduler"),
                   flow.encode_sd3, flow.denoise_sd3, lora_targets=JOINT_ATTENTION_TARGETS,
                   text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
-                  encode_options=("max_sequence_length",)),
+                  encode_options=("max_sequence_length",), diffusers_key_format=False),
     "flux": Family("flux", ("FluxPipeline",), "transformer",
                    ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
                    flow.encode_flux, flow.denoise_flux, lora_targets=JOINT_ATTENTION_TARGETS,
                    text_encoders=("text_encoder", "text_encoder_2"),
-                   encode_options=("max_sequence_length",), denoise_options=("guidance_scale",)),
+                   encode_options=("max_sequence_length",), denoise_options=("guidance_scale",),
+                   diffusers_key_format=False),
 }
 
 
