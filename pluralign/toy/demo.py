@@ -1,0 +1,427 @@
+"""``pluralign demo``: reversed alignment, fixed and measured, on CPU in minutes.
+
+The embedded default world ships two models (``checkpoints/toy``): a *base* that follows
+anti-aesthetic requests and an *aligned* one after "universal aesthetic" Diffusion-DPO, which
+does not. The demo
+
+1. evaluates the base and the aligned model on the toy suite (paired I_o / I_a, same seed);
+2. builds intent-conditioned pairs (anti + mirror) mixed with ordinary aesthetic pairs;
+3. trains an intent-conditioned Diffusion-DPO LoRA on the aligned model with ``pluralign.trainers``;
+4. evaluates the adapter along the dial (weights 0, 0.5, 1) with ``pluralign.eval``;
+5. optionally (``--with_baselines``) trains, with the same budget and data sources, plain
+   aesthetic Diffusion-DPO and SFT on anti-aesthetic images only, and evaluates them the same way;
+6. writes ``results.json``, ``report.md``, ``report.html`` and an offline W&B run, and prints a
+   summary table with every target and whether it is met.
+
+Every number comes from the evaluation loop; nothing in the evaluation is tuned to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pluralign.config import option, parse, to_dict
+
+from . import paths
+
+# What the demo promises, checked on every run (README "Results" quotes them).
+TARGETS = {
+    "base_adherence_min": 0.85,
+    "aligned_adherence_max": 0.35,
+    "intent_adherence_min": 0.85,
+    "leakage_max_points": 3.0,
+    "content_fidelity_max_drop_points": 5.0,
+}
+
+
+@dataclass
+class DemoConfig:
+    """Options of ``pluralign demo`` (YAML keys or ``--flags``)."""
+
+    output: str = option("outputs/demo", "where results.json, the reports, the adapter and the W&B run go")
+    n_prompts: int = option(72, "eval prompt pairs (balanced over the world's 9 attributes)", min=1)
+    suite_seed: int = option(1000, "seed of the eval suite (disjoint from training scenes)")
+    intent_items: int = option(288, "scenes turned into an anti + mirror pair each", min=1)
+    anti_fraction: float = option(0.5, "share of intent (anti + mirror) rows in the training mix; the rest are "
+                                  "ordinary aesthetic pairs", min=0.01, max=1.0)
+    data_seed: int = option(2000, "seed of the training scenes")
+    max_steps: int = option(240, "optimizer steps of each adapter", min=1)
+    train_batch_size: int = option(8, "pairs per step", min=1)
+    learning_rate: float = option(1e-3, "LoRA learning rate", min=0)
+    rank: int = option(8, "LoRA rank", min=1)
+    beta: float = option(2000.0, "Diffusion-DPO beta (½β convention)", min=0)
+    weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve")
+    with_baselines: bool = option(False, "also train plain aesthetic DPO and anti-aesthetic SFT with the same budget")
+    num_inference_steps: int = option(0, "sampling steps (0 = the value recorded in the toy build config)", min=0)
+    guidance_scale: float = option(-1.0, "CFG scale (negative = the value recorded in the toy build config)")
+    batch_size: int = option(24, "prompt pairs per pipeline call during eval", min=1)
+    bootstrap: int = option(1000, "bootstrap resamples for the 95% CIs", min=100)
+    seed: int = option(0, "training seed")
+    report_to: str = option("wandb", "tracker for the demo run (W&B runs offline unless WANDB_MODE says otherwise)",
+                            choices=("wandb", "none"))
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces
+
+
+def _sampling(cfg: DemoConfig) -> dict[str, Any]:
+    recorded = json.loads(paths.build_config().read_text()).get("sampling", {}) if paths.build_config().is_file() else {}
+    return {
+        "num_inference_steps": cfg.num_inference_steps or int(recorded.get("num_inference_steps", 20)),
+        "guidance_scale": cfg.guidance_scale if cfg.guidance_scale >= 0 else float(recorded.get("guidance_scale", 4.0)),
+    }
+
+
+def _check_checkpoints() -> None:
+    missing = [str(p) for p in (paths.base_dir(), paths.aligned_dir(), paths.checker_dir())
+               if not (p / ("config.json" if p == paths.checker_dir() else "model_index.json")).is_file()]
+    if missing:
+        raise FileNotFoundError(f"toy checkpoints missing: {', '.join(missing)}. They ship with the repository; "
+                                "rebuild them with `pluralign build-toy` (or set PLURALIGN_TOY_DIR).")
+
+
+def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
+    """The training rows of one method, all from the same scenes (same data sources, same budget).
+
+    * ``intent``: anti + mirror pairs mixed with ordinary aesthetic pairs at ``anti_fraction``;
+    * ``aesthetic``: what the field does - the same scenes, the clean render preferred under both
+      the ordinary and the anti-aesthetic caption, plus the same ordinary aesthetic pairs;
+    * ``sft``: the anti-aesthetic images with their anti-aesthetic captions only (the source
+      paper's mitigation), trained with the plain denoising loss.
+    """
+    from . import pairs
+
+    intent = pairs.intent_pairs(cfg.intent_items, cfg.data_seed)
+    n_general = round(len(intent) * (1 - cfg.anti_fraction) / cfg.anti_fraction)
+    general = pairs.aesthetic_pairs(n_general, cfg.data_seed + 1000) if n_general else []
+    if kind == "intent":
+        return intent + general
+    if kind == "aesthetic":
+        flipped = []
+        for r in intent:
+            if r["kind"] == "anti":  # the preference ignores the request: clean wins anyway
+                r = {**r, "chosen": r["rejected"], "rejected": r["chosen"], "kind": "general",
+                     "source": "toy:universal_aesthetic"}
+            else:
+                r = {**r, "kind": "general", "source": "toy:universal_aesthetic"}
+            flipped.append(r)
+        return flipped + general
+    if kind == "sft":
+        return [r for r in intent if r["kind"] == "anti"]
+    raise ValueError(f"unknown training kind {kind!r}")
+
+
+def train_adapter(cfg: DemoConfig, kind: str, out: Path, report_to: str) -> tuple[Path, dict]:
+    """Train one adapter on the aligned model; returns its diffusers LoRA dir and a summary."""
+    from pluralign.trainers import DPOTrainConfig, train
+
+    from .align import save_pairs
+    from .world import SIZE
+
+    t0 = time.perf_counter()
+    rows = training_rows(cfg, kind)
+    data_dir = save_pairs(rows, out / "data" / kind)
+    result = train(DPOTrainConfig(
+        pretrained_model=str(paths.aligned_dir()), dataset=str(data_dir), resolution=SIZE,
+        output_dir=str(out / "runs" / kind), run_name=f"demo-{kind}", overwrite_output_dir=True,
+        adapter_name="intent", rank=cfg.rank, alpha=float(cfg.rank), method="sft" if kind == "sft" else "dpo",
+        beta=cfg.beta, learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
+        lr_warmup_steps=min(20, cfg.max_steps // 10), seed=cfg.seed, cache_dir=str(out / "cache"),
+        export_kohya=False, report_to=report_to, logging_steps=max(1, cfg.max_steps // 20),
+        validation_steps=0, checkpointing_steps=0,
+    ))
+    kinds: dict[str, int] = {}
+    for r in rows:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    return result.adapter_dir, {"rows": len(rows), "rows_by_kind": kinds, "steps": result.steps,
+                                "final_metrics": result.metrics, "wall_seconds": time.perf_counter() - t0}
+
+
+def _load(path: Path):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(path), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _evaluate(pipe, rows, checker, out: Path, cfg: DemoConfig, sampling: dict, adapter: Path | None,
+              weights: list[float], wandb_run=None) -> dict:
+    from pluralign.eval.runner import EvalConfig, run_eval
+
+    ecfg = EvalConfig(adapter=str(adapter) if adapter else None, weights=weights, suite="toy",
+                      n_prompts=len(rows), suite_seed=cfg.suite_seed, batch_size=cfg.batch_size,
+                      bootstrap=cfg.bootstrap, output=str(out), check_weight_zero=0.0 in weights, **sampling)
+    return run_eval(ecfg, pipe=pipe, rows=rows, content_checker=checker, wandb_run=wandb_run)
+
+
+def _o_images(images_dir: Path, n: int):
+    from PIL import Image
+
+    return [Image.open(images_dir / f"{i:05d}_o.png").convert("RGB") for i in range(n)]
+
+
+def _leakage_between(model_dir: Path, reference_dir: Path, rows, bootstrap: int) -> dict:
+    """Leakage of one model's ordinary-prompt images against another's (same seeds)."""
+    from pluralign.eval import metrics as M
+    from pluralign.rewards.rules import load_rules
+
+    rules = load_rules()
+    attrs = sorted({a for r in rows for a in r.attributes if a in rules})
+    fired, baseline = M.leakage_fired(_o_images(model_dir, len(rows)), _o_images(reference_dir, len(rows)),
+                                      attrs, rules)
+    return M.leakage_summary(fired, baseline, n_boot=bootstrap)
+
+
+def _variant(v: dict) -> dict:
+    keep = ("adherence", "leakage", "content_fidelity", "adherence_delta_vs_reference")
+    return {k: v.get(k) for k in keep if k in v}
+
+
+def _score(v: dict) -> float | None:
+    """adherence − leakage (as a rate), the issue's single number for comparing methods."""
+    adh = (v.get("adherence") or {}).get("value")
+    leak = (v.get("leakage") or {}).get("max_abs_points")
+    if adh is None or leak is None:
+        return None
+    return adh - leak / 100.0
+
+
+def check_targets(variants: dict[str, dict], dial: list[dict]) -> dict[str, dict]:
+    """Each target of the demo with the measured value and whether it is met."""
+    val = lambda name, key: ((variants.get(name) or {}).get(key) or {}).get("value")  # noqa: E731
+    t: dict[str, dict] = {}
+    base, aligned, intent = val("base", "adherence"), val("aligned", "adherence"), val("intent_dpo", "adherence")
+    t["base adherence >= 85%"] = {"measured": base, "met": base is not None and base >= TARGETS["base_adherence_min"]}
+    t["aligned adherence <= 35%"] = {"measured": aligned,
+                                     "met": aligned is not None and aligned <= TARGETS["aligned_adherence_max"]}
+    t["intent-DPO adherence >= 85%"] = {"measured": intent,
+                                        "met": intent is not None and intent >= TARGETS["intent_adherence_min"]}
+    by_attr = ((variants.get("intent_dpo") or {}).get("leakage") or {}).get("by_attribute") or {}
+    worst = max((abs(v.get("points", 0.0)) for v in by_attr.values()), default=None)
+    t["leakage <= 3 pts on every attribute"] = {"measured": worst,
+                                                "met": worst is not None and worst <= TARGETS["leakage_max_points"]}
+    c_int, c_al = val("intent_dpo", "content_fidelity"), val("aligned", "content_fidelity")
+    drop = None if c_int is None or c_al is None else 100 * (c_al - c_int)
+    t["content fidelity within 5 pts of aligned"] = {
+        "measured": drop, "met": drop is not None and drop <= TARGETS["content_fidelity_max_drop_points"]}
+    curve = [p["adherence"] for p in sorted(dial, key=lambda p: p["weight"])]
+    t["adherence rises with adapter weight"] = {
+        "measured": curve, "met": len(curve) >= 2 and all(b > a for a, b in zip(curve, curve[1:]))}
+    baselines = [n for n in ("dpo_aesthetic", "sft_anti") if n in variants]
+    if baselines:
+        mine = _score(variants["intent_dpo"])
+        theirs = {n: _score(variants[n]) for n in baselines}
+        t["intent-DPO beats baselines on adherence - leakage"] = {
+            "measured": {"intent_dpo": mine, **theirs},
+            "met": mine is not None and all(s is not None and mine > s for s in theirs.values())}
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+
+
+def _fmt_rate(d: dict | None) -> str:
+    if not d or d.get("value") is None:
+        return "–"
+    lo, hi = d.get("ci95") or (None, None)
+    ci = f" [{100 * lo:.0f}, {100 * hi:.0f}]" if lo is not None else ""
+    return f"{100 * d['value']:.1f}%{ci}"
+
+
+def summary_table(results: dict) -> str:
+    lines = ["| model | adherence (anti prompts) [95% CI] | leakage max |pts| | content fidelity [95% CI] |",
+             "|---|---|---|---|"]
+    for name, v in results["variants"].items():
+        leak = (v.get("leakage") or {}).get("max_abs_points")
+        lines.append(f"| {name} | {_fmt_rate(v.get('adherence'))} | "
+                     f"{'–' if leak is None else f'{leak:.1f}'} | {_fmt_rate(v.get('content_fidelity'))} |")
+    lines += ["", "| adapter weight | adherence | leakage max |pts| |", "|---|---|---|"]
+    for p in results["dial_curve"]:
+        leak = p.get("leakage_max_abs_points")
+        adh = p.get("adherence")
+        lines.append(f"| {p['weight']:g} | {'–' if adh is None else f'{100 * adh:.1f}%'} | "
+                     f"{'–' if leak is None else f'{leak:.1f}'} |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for name, t in results["targets"].items():
+        m = t["measured"]
+        if isinstance(m, float):
+            m = f"{m:.3f}"
+        elif isinstance(m, list):
+            m = " → ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in m)
+        elif isinstance(m, dict):
+            m = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+        lines.append(f"| {name} | {m} | {'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def attribute_table(results: dict) -> str:
+    names = list(results["variants"])
+    attrs = sorted({a for v in results["variants"].values()
+                    for a in ((v.get("adherence") or {}).get("by_attribute") or {})})
+    lines = ["| attribute | " + " | ".join(f"{n} adherence" for n in names) + " | intent_dpo leakage pts |",
+             "|---|" + "---|" * (len(names) + 1)]
+    leak = ((results["variants"].get("intent_dpo") or {}).get("leakage") or {}).get("by_attribute") or {}
+    for a in attrs:
+        cells = []
+        for n in names:
+            d = ((results["variants"][n].get("adherence") or {}).get("by_attribute") or {}).get(a) or {}
+            cells.append("–" if d.get("value") is None else f"{100 * d['value']:.0f}%")
+        pts = (leak.get(a) or {}).get("points")
+        lines.append(f"| {a} | " + " | ".join(cells) + f" | {'–' if pts is None else f'{pts:+.1f}'} |")
+    return "\n".join(lines)
+
+
+def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
+    md = ["# pluralign demo: reversed alignment, fixed and measured", "",
+          f"Wall time {results['wall_seconds']:.0f} s. Suite: {results['suite']['n_rows']} toy prompt pairs "
+          f"(P_o, P_a, same seed), {results['sampling']['num_inference_steps']} sampling steps, "
+          f"guidance {results['sampling']['guidance_scale']}.", "", summary_table(results), "", "## Per attribute", "",
+          attribute_table(results), "", "Detailed eval reports: " +
+          ", ".join(f"[{k}]({p.relative_to(out)}/report.html)" for k, p in eval_dirs.items())]
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+
+def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
+    import base64
+    import html
+
+    def table(md_table: str) -> str:
+        rows = [r.strip("|").split("|") for r in md_table.splitlines() if r.startswith("|") and not r.startswith("|---")]
+        head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>pluralign demo</title><style>"
+             "body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse;margin:10px 0}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{background:#f3f3f3}"
+             "img{image-rendering:pixelated;max-width:100%}</style></head><body>",
+             "<h1>pluralign demo: reversed alignment, fixed and measured</h1>",
+             f"<p>Wall time {results['wall_seconds']:.0f} s; {results['suite']['n_rows']} prompt pairs.</p>"]
+    for block in summary_table(results).split("\n\n"):
+        parts.append(table(block))
+    parts += ["<h2>Per attribute</h2>", table(attribute_table(results))]
+    for name, d in eval_dirs.items():
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        for img in ("dial_curve.png", "adherence_by_attribute.png", "grid.png"):
+            p = d / img
+            if p.is_file():
+                uri = "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
+                parts.append(f"<p><img alt='{html.escape(name)} {img}' src='{uri}'></p>")
+    parts.append("</body></html>")
+    (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    t0 = time.perf_counter()
+    _check_checkpoints()
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_DIR", str(out.resolve()))
+    from pluralign.eval.suite import from_toy
+
+    from .checker import ContentChecker
+
+    sampling = _sampling(cfg)
+    rows = from_toy(cfg.n_prompts, cfg.suite_seed)
+    checker = ContentChecker.from_pretrained(paths.checker_dir())
+    step = _Steps(5 + (2 if cfg.with_baselines else 0))
+
+    step("evaluating the base model")
+    base_eval = _evaluate(_load(paths.base_dir()), rows, checker, out / "eval" / "base", cfg, sampling, None, [])
+
+    step("training the intent-conditioned Diffusion-DPO adapter on the aligned model")
+    intent_dir, intent_train = train_adapter(cfg, "intent", out, cfg.report_to)
+
+    run = None
+    if cfg.report_to == "wandb":
+        import wandb
+
+        run = wandb.init(project="pluralign", name="demo", job_type="demo", config=to_dict(cfg),
+                         dir=os.environ["WANDB_DIR"], reinit="finish_previous")
+    step("evaluating the aligned model and the adapter dial")
+    aligned = _load(paths.aligned_dir())
+    intent_eval = _evaluate(aligned, rows, checker, out / "eval" / "intent_dpo", cfg, sampling, intent_dir,
+                            list(cfg.weights), wandb_run=run)
+
+    iv = intent_eval["variants"]
+    top = max(cfg.weights)
+    variants = {"base": _variant(base_eval["variants"]["base"]), "aligned": _variant(iv["base"]),
+                "intent_dpo": _variant(iv[f"adapter@{top:g}"])}
+    variants["aligned"]["leakage"] = _leakage_between(out / "eval" / "intent_dpo" / "images" / "base",
+                                                      out / "eval" / "base" / "images" / "base", rows, cfg.bootstrap)
+    training = {"intent_dpo": intent_train}
+    eval_dirs = {"base": out / "eval" / "base", "intent_dpo": out / "eval" / "intent_dpo"}
+    if cfg.with_baselines:
+        for kind, name in (("aesthetic", "dpo_aesthetic"), ("sft", "sft_anti")):
+            step(f"baseline {name}: training and evaluating")
+            adapter, summary = train_adapter(cfg, kind, out, "none")
+            res = _evaluate(aligned, rows, checker, out / "eval" / name, cfg, sampling, adapter, [top])
+            variants[name] = _variant(res["variants"][f"adapter@{top:g}"])
+            training[name] = summary
+            eval_dirs[name] = out / "eval" / name
+
+    step("writing results and reports")
+    results = {
+        "variants": variants,
+        "dial_curve": intent_eval["dial_curve"],
+        "suite": intent_eval["suite"],
+        "sampling": sampling,
+        "training": training,
+        "config": to_dict(cfg),
+        "targets": {},
+        "wall_seconds": None,
+    }
+    results["targets"] = check_targets(variants, results["dial_curve"])
+    results["wall_seconds"] = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    write_reports(results, out, eval_dirs)
+    _html(results, out, eval_dirs)
+    if run is not None:
+        import wandb
+
+        table = wandb.Table(columns=["model", "adherence", "leakage_max_abs_points", "content_fidelity"])
+        for name, v in variants.items():
+            table.add_data(name, (v.get("adherence") or {}).get("value"),
+                           (v.get("leakage") or {}).get("max_abs_points"), (v.get("content_fidelity") or {}).get("value"))
+        run.log({"demo/summary": table})
+        run.summary.update({f"target/{k}": t["met"] for k, t in results["targets"].items()})
+        run.finish()
+    step.done()
+    return results
+
+
+class _Steps:
+    """One line per demo stage with elapsed time: the long parts have their own progress bars."""
+
+    def __init__(self, total: int):
+        self.total, self.i, self.t0 = total, 0, time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        self.i += 1
+        print(f"[{self.i}/{self.total}] {what} (t={time.perf_counter() - self.t0:.0f}s)", flush=True)
+
+    def done(self) -> None:
+        print(f"done in {time.perf_counter() - self.t0:.0f}s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    (cfg,) = parse((DemoConfig,), argv, prog="pluralign demo", description=__doc__.split("\n\n")[0])
+    results = run_demo(cfg)
+    out = Path(cfg.output)
+    print()
+    print(summary_table(results))
+    print(f"\nresults: {out / 'results.json'}  report: {out / 'report.html'}  wall time {results['wall_seconds']:.0f} s")
+    return 0
