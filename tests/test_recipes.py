@@ -1,0 +1,98 @@
+"""Every training recipe loads, and runs two optimizer steps through ``accelerate launch`` on CPU with
+the hub model swapped for the tiny factory of its family and the hub data for ``toy:pairs``.
+
+Every other setting of the recipe stays: LoRA rank/alpha, β, loss, learning rate and schedule,
+8-bit Adam, gradient checkpointing, gradient accumulation, per-category mode, flow timestep
+sampling, Flux guidance, W&B tracker (disabled by the environment). What changes is only what a
+CPU without downloads cannot do: mixed precision (-> no), resolution (-> 32), batch (-> 2), the
+categories (-> the one the toy data has) and the step counts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pluralign.config import parse
+from pluralign.trainers.config import DPOTrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = {"sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "sd"),
+        "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", "sdxl"),
+        "sd35_medium": ("stabilityai/stable-diffusion-3.5-medium", "sd3"),
+        "flux1_dev": ("black-forest-labs/FLUX.1-dev", "flux")}
+CPU_OVERRIDES = {"mixed_precision": "no", "resolution": "32", "train_batch_size": "2", "max_steps": "2",
+                 "categories": "clarity_and_focus", "checkpointing_steps": "1", "validation_steps": "2",
+                 "validation_inference_steps": "2", "dataloader_num_workers": "0"}
+
+
+def _load(name: str, *overrides: str) -> DPOTrainConfig:
+    (config,) = parse((DPOTrainConfig,), ["--config", str(ROOT / "recipes" / f"{name}_intent_dpo.yaml"), *overrides])
+    return config
+
+
+def all_recipes() -> list[str]:
+    return sorted(p.name[: -len("_intent_dpo.yaml")] for p in (ROOT / "recipes").glob("*_intent_dpo.yaml"))
+
+
+def test_every_real_family_has_a_recipe_with_its_hub_id():
+    assert set(REAL) <= set(all_recipes())
+    for name, (hub_id, family) in REAL.items():
+        c = _load(name)
+        assert (c.pretrained_model, c.family) == (hub_id, family)
+        assert c.optimizer == "adamw8bit" and c.gradient_checkpointing and c.mixed_precision in ("fp16", "bf16")
+        assert c.adapter_mode == "per_category" and c.report_to == "wandb"
+        assert c.dataset == "outputs/data/intent_pairs"
+        if family in ("sd3", "flux"):
+            assert (c.prediction_type, c.weighting_scheme) == ("flow_matching", "logit_normal")
+    assert _load("sdxl").rank == 8 and _load("sdxl").learning_rate == 1e-5 and _load("sdxl").beta == 5000
+    assert _load("flux1_dev").guidance_scale == 3.5
+
+
+def test_data_recipe_loads_and_mixes_pickapic():
+    from pluralign.data.config import DataConfig
+
+    (dc,) = parse((DataConfig,), ["--config", str(ROOT / "recipes" / "data_intent_pairs.yaml")])
+    assert "yuvalkirstain/pickapic_v2" in dc.sources and 0 < dc.anti_fraction < 1 and dc.ties == "drop"
+
+
+def _cpu_argv(name: str, tmp: Path) -> list[str]:
+    c = _load(name)
+    family = REAL[name][1] if name in REAL else c.pretrained_model.split(":", 1)[1]
+    argv = ["--config", f"recipes/{name}_intent_dpo.yaml", "--pretrained_model", f"tiny:{family}",
+            "--dataset", "toy:pairs", "--output_dir", str(tmp / "out"), "--cache_dir", str(tmp / "cache")]
+    for k, v in CPU_OVERRIDES.items():
+        if k == "categories" and c.adapter_mode != "per_category":
+            continue
+        argv += [f"--{k}", v]
+    return argv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in all_recipes() if n != "tiny_sd"])  # tiny_sd: test_trainer_runs.py
+def test_recipe_two_steps_through_accelerate_launch(name, tmp_path):
+    argv = _cpu_argv(name, tmp_path)
+    (config,) = parse((DPOTrainConfig,), argv[:1] + [str(ROOT / argv[1])] + argv[2:])
+    kept = _load(name)
+    for field in ("rank", "alpha", "beta", "loss_type", "learning_rate", "lr_scheduler", "optimizer",
+                  "gradient_checkpointing", "gradient_accumulation_steps", "adapter_mode", "weighting_scheme",
+                  "guidance_scale", "max_sequence_length", "report_to"):
+        assert getattr(config, field) == getattr(kept, field), field
+    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", PLURALIGN_CACHE=str(tmp_path / "cache"),
+               OMP_NUM_THREADS="1")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", "recipes/accelerate/cpu.yaml", "-m", "pluralign.train", *argv]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = tmp_path / "out"
+    adapters = ([out / "adapter" / "clarity_and_focus"] if config.adapter_mode == "per_category"
+                else [out / "adapter"])
+    for adir in adapters:
+        assert (adir / "pytorch_lora_weights.safetensors").stat().st_size > 0
+    run_dir = out / "runs" / "clarity_and_focus" if config.adapter_mode == "per_category" else out
+    assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
+    assert "final metrics" in res.stdout
