@@ -196,7 +196,7 @@ def evaluate_checker(checker: ContentChecker, n: int = 450, seed: int = 7919) ->
     clean = [world.render(s) for s in scenes]
     rows = [{"shape": s.shape, "colour": s.colour} for s in scenes]
     out = {"n": n, "clean": float(checker.check(clean, rows).mean()), "by_attribute": {}}
-    for a_i, attr in enumerate(world.ATTRIBUTES):
+    for attr in world.ATTRIBUTES:
         deg = [world.degraded_image(s, attr, seed=seed + i) for i, s in enumerate(scenes)]
         out["by_attribute"][attr] = float(checker.check(deg, rows).mean())
     out["degraded"] = float(np.mean(list(out["by_attribute"].values())))
