@@ -64,6 +64,9 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig) -> dict:
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record.setdefault("config", {})
     record.setdefault("wall_seconds", {})
+    if "base" in record["config"]:  # sampling settings may change without retraining the base
+        record["config"]["base"].update(num_inference_steps=base.num_inference_steps,
+                                        guidance_scale=base.guidance_scale)
     record["sampling"] = {"num_inference_steps": base.num_inference_steps, "guidance_scale": base.guidance_scale,
                           "height": world.SIZE, "width": world.SIZE}
     record["world"] = {"size": world.SIZE, "shapes": list(world.SHAPES), "colours": list(world.COLOURS),
