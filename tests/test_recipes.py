@@ -96,3 +96,19 @@ def test_recipe_two_steps_through_accelerate_launch(name, tmp_path):
     run_dir = out / "runs" / "clarity_and_focus" if config.adapter_mode == "per_category" else out
     assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
     assert "final metrics" in res.stdout
+
+
+@pytest.mark.parametrize("name,kind,procs", [("cpu", "NO", 1), ("cpu_2proc", "MULTI_GPU", 2), ("single_gpu", "NO", 1),
+                                             ("multi_gpu", "MULTI_GPU", 8), ("deepspeed_zero2", "DEEPSPEED", 8),
+                                             ("fsdp", "FSDP", 8)])
+def test_accelerate_configs_load_with_accelerates_own_loader(name, kind, procs):
+    """accelerate's config loader (the one `accelerate launch --config_file` uses) accepts every file."""
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    c = load_config_from_file(str(ROOT / "recipes" / "accelerate" / f"{name}.yaml"))
+    assert isinstance(c, ClusterConfig)
+    assert str(c.distributed_type).endswith(kind) and c.num_processes == procs
+    if name == "fsdp":
+        assert c.fsdp_config["fsdp_use_orig_params"] is True      # only the LoRA parameters train
+    if name == "deepspeed_zero2":
+        assert c.deepspeed_config["zero_stage"] == 2

@@ -132,12 +132,29 @@ def objective_from_config(scheduler, config) -> Objective:
     return objective_for(scheduler, config.prediction_type, **(flow if "FlowMatch" in type(scheduler).__name__ else {}))
 
 
-def shared_noise(x_w: torch.Tensor, x_l: torch.Tensor, objective: Objective, generator: torch.Generator):
+def pair_noise(x: torch.Tensor, objective: Objective, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One noise tensor and one timestep per sample of ``x``: ``(noise, timesteps)``.
+
+    ``generator`` is one ``torch.Generator`` for the whole batch, or a sequence with one generator
+    per sample; with per-sample generators the draws of a pair do not depend on which other pairs
+    share its batch, so a run gives the same noise on any number of processes.
+    """
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
+        t = objective.sample_timesteps(x.shape[0], generator)
+    else:
+        generator = list(generator)
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+        noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=torch.float32) for g in generator])
+        t = torch.cat([objective.sample_timesteps(1, g) for g in generator])
+    return noise.to(x.device, x.dtype), t.to(x.device)
+
+
+def shared_noise(x_w: torch.Tensor, x_l: torch.Tensor, objective: Objective, generator):
     """Stack ``[x_w; x_l]`` and draw one noise tensor and timestep per pair, repeated for both halves.
 
-    Returns ``(x0, noise, timesteps)`` with batch size ``2B``.
+    ``generator``: see :func:`pair_noise`. Returns ``(x0, noise, timesteps)`` with batch size ``2B``.
     """
-    b = x_w.shape[0]
-    noise = torch.randn(x_w.shape, generator=generator, dtype=torch.float32).to(x_w.device, x_w.dtype)
-    t = objective.sample_timesteps(b, generator).to(x_w.device)
+    noise, t = pair_noise(x_w, objective, generator)
     return torch.cat([x_w, x_l]), noise.repeat(2, *([1] * (noise.ndim - 1))), t.repeat(2)

@@ -28,7 +28,7 @@ from .data import check_columns, column, data_mix, load_pairs, select_rows
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
 from .loss import diffusion_dpo_loss, per_sample_mse
-from .objectives import objective_from_config, shared_noise
+from .objectives import objective_from_config, pair_noise, shared_noise
 
 
 class NonFiniteLossError(RuntimeError):
@@ -245,8 +245,8 @@ def _optimizer(c: DPOTrainConfig, params):
     return torch.optim.AdamW(params, **kw)
 
 
-def _step_seed(seed: int, micro_step: int) -> int:
-    return (seed * 1_000_003 + micro_step * 7919) % (2**63 - 1)
+def _step_seed(seed: int, position: int) -> int:
+    return (seed * 1_000_003 + position * 7919) % (2**63 - 1)
 
 
 def _non_finite(loss: torch.Tensor, stats: dict, err: torch.Tensor) -> str | None:
@@ -303,6 +303,11 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
     log_with = None if c.report_to == "none" else c.report_to
     accelerator = Accelerator(mixed_precision=c.mixed_precision, gradient_accumulation_steps=c.gradient_accumulation_steps,
                               log_with=log_with, project_dir=str(run_dir))
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise ValueError(f"launched as {launched} processes but accelerate set up {accelerator.num_processes} "
+                         "(no GPU found for a GPU config?); for CPU processes set ACCELERATE_USE_CPU=1 "
+                         "(see recipes/accelerate/cpu_2proc.yaml)")
     set_seed(c.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
@@ -352,19 +357,21 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
     micro_step = global_step * c.gradient_accumulation_steps
     unwrapped = accelerator.unwrap_model(model)
     while global_step < c.max_steps:
+        first = position + rank * c.train_batch_size  # stream position of this process's first pair
         idx = sampler.take(position, per_micro)[rank * c.train_batch_size:(rank + 1) * c.train_batch_size]
         position += per_micro
         with accelerator.accumulate(model):
             x_w, x_l, cond = _batch(p, pipe, data, idx, accelerator.device, weight_dtype)
-            gen = torch.Generator().manual_seed(_step_seed(c.seed, micro_step * n_proc + rank))
+            # one generator per pair, seeded by (seed, stream position): the same noise and timestep for a
+            # pair whatever the process count, so N processes x B pairs == 1 process x N*B pairs
+            gen = [torch.Generator().manual_seed(_step_seed(c.seed, first + j)) for j in range(len(idx))]
             micro_step += 1
             if c.method == "dpo":
                 x0, noise, t = shared_noise(x_w, x_l, objective, gen)
                 cond2 = {k: torch.cat([v, v]) for k, v in cond.items()}
             else:
                 x0 = x_w
-                noise = torch.randn(x_w.shape, generator=gen).to(x_w.device, x_w.dtype)
-                t = objective.sample_timesteps(x_w.shape[0], gen).to(x_w.device)
+                noise, t = pair_noise(x_w, objective, gen)
                 cond2 = cond
             noisy = objective.add_noise(x0, noise, t)
             target = objective.target(x0, noise, t)
