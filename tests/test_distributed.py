@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_trainer_helpers import cfg
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-
 from test_trainer_helpers import cfg
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -72,7 +73,7 @@ class Family:
     # transformer state dict would rename only the to_q/k/v/out keys and break load_lora_weights.
     diffusers_key_format: bool = True
 
-    def configured(self, config) -> "Family":
+    def configured(self, config) -> Family:
         """This family with its recipe options bound (call once per run, before encoding)."""
         enc = {k: getattr(config, k) for k in self.encode_options}
         den = {k: getattr(config, k) for k in self.denoise_options}
