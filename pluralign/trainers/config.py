@@ -48,6 +48,10 @@ class DPOTrainConfig:
     loss_type: str = option("sigmoid", "DPO loss", choices=LOSS_TYPES)
     label_smoothing: float = option(0.0, "cDPO/robust label smoothing ε", min=0, max=0.499)
     sft_weight: float = option(0.0, "weight of an extra denoising loss on the chosen image", min=0)
+    preserve_weight: float = option(
+        0.0, "weight of an output-preservation term on rows of kind mirror/general: the mean squared difference "
+        "between the policy's and the frozen reference's predictions, which keeps ordinary prompts where the "
+        "reference had them (0 disables; costs nothing extra, the reference pass is already there)", min=0)
     prediction_type: str = option("auto", "training target; auto follows the scheduler",
                                   choices=("auto", "epsilon", "v_prediction", "flow_matching"))
     # flow-matching families (SD3/3.5, Flux.1)

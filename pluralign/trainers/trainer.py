@@ -21,7 +21,14 @@ from tqdm.auto import tqdm
 
 from ..config import to_dict
 from . import checkpoint as ckpt
-from .adapters import adapter_state_dict, adapters_disabled, add_lora, check_target_modules, load_adapter_state_dict, lora_config
+from .adapters import (
+    adapter_state_dict,
+    adapters_disabled,
+    add_lora,
+    check_target_modules,
+    load_adapter_state_dict,
+    lora_config,
+)
 from .cache import TensorCache, cached_latents, cached_prompts, default_cache_dir, encode_pixels, fingerprint, to_pixels
 from .config import DPOTrainConfig
 from .data import check_columns, column, data_mix, load_pairs, select_rows
@@ -208,6 +215,7 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
         data = {f"pixels_{s}": torch.stack([to_pixels(im, c.resolution) for im in ds[col]])
                 for s, col in zip("wl", cols)}
         data["prompts"] = prompts
+        data["preserve"] = _preserve_mask(ds)
         return data
     vae = pipe.vae
     encoders = [getattr(pipe, n) for n in fam.text_encoders]
@@ -217,7 +225,13 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
     for s, col in zip("wl", cols):
         data[f"latents_{s}"] = cached_latents(vae, list(ds[col]), c.resolution, lat_cache, desc=f"latents ({col})")
     data["cond"] = cached_prompts(lambda ps: fam.encode_prompts(pipe, ps, c.resolution), prompts, txt_cache)
+    data["preserve"] = _preserve_mask(ds)
     return data
+
+
+def _preserve_mask(ds) -> torch.Tensor:
+    """Rows whose prompt is an ordinary one (mirror and general pairs): what ``preserve_weight`` anchors."""
+    return torch.tensor([k in ("mirror", "general") for k in column(ds, "kind")], dtype=torch.bool)
 
 
 def _batch(p: Plan, pipe, data: dict, idx: list[int], device, dtype):
@@ -375,15 +389,22 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
                 cond2 = cond
             noisy = objective.add_noise(x0, noise, t)
             target = objective.target(x0, noise, t)
-            err = per_sample_mse(fam.denoise(model, noisy, t, cond2), target)
+            pred = fam.denoise(model, noisy, t, cond2)
+            err = per_sample_mse(pred, target)
             if c.method == "dpo":
                 with torch.no_grad(), adapters_disabled(unwrapped), accelerator.autocast():
-                    ref = per_sample_mse(fam.denoise(unwrapped, noisy, t, cond2), target)
+                    ref_pred = fam.denoise(unwrapped, noisy, t, cond2)
+                ref = per_sample_mse(ref_pred, target)
                 b = x_w.shape[0]
                 loss, stats = diffusion_dpo_loss(err[:b], err[b:], ref[:b], ref[b:], beta=c.beta,
                                                  loss_type=c.loss_type, label_smoothing=c.label_smoothing)
                 if c.sft_weight:
                     loss = loss + c.sft_weight * err[:b].mean()
+                if c.preserve_weight:
+                    keep = data["preserve"][idx].to(accelerator.device).repeat(2).float()
+                    drift = per_sample_mse(pred, ref_pred)
+                    stats["preserve_mse"] = (drift * keep).sum().detach() / keep.sum().clamp(min=1)
+                    loss = loss + c.preserve_weight * (drift * keep).sum() / keep.numel()
             else:
                 loss = err.mean()
                 stats = {"policy_err_chosen": err.detach().mean()}
@@ -459,7 +480,7 @@ def _export(p: Plan, pipe, denoiser, adapter_name, indices, adapter_dir: Path, h
                                            p.output_dir / "adapter_kohya" / f"{adapter_name}.safetensors")
     metrics = _final_metrics(history)
     eval_summary = json.loads(Path(c.eval_summary).read_text()) if c.eval_summary else None
-    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "rank",
+    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "preserve_weight", "rank",
                                         "alpha", "dropout", "use_rslora", "use_dora", "learning_rate", "lr_scheduler",
                                         "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}

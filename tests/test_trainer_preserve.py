@@ -1,0 +1,41 @@
+"""``preserve_weight``: the output-preservation term keeps ordinary-prompt predictions at the reference."""
+
+import torch
+from test_trainer_helpers import cfg
+
+from pluralign.trainers import train
+
+pytestmark = __import__("pytest").mark.slow
+
+
+def _drift(result_dir, model_dir, prompts):
+    """Mean squared difference between adapter and base predictions on fixed noisy inputs."""
+    from diffusers import StableDiffusionPipeline
+
+    from pluralign.trainers.adapters import adapters_disabled
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir))
+    pipe.load_lora_weights(str(result_dir), adapter_name="intent")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(len(prompts), 4, 16, 16, generator=g)
+    t = torch.full((len(prompts),), 500)
+    emb, _ = pipe.encode_prompt(prompts, "cpu", 1, False)
+    with torch.no_grad():
+        on = pipe.unet(x, t, encoder_hidden_states=emb).sample
+        with adapters_disabled(pipe.unet):
+            off = pipe.unet(x, t, encoder_hidden_states=emb).sample
+    return (on - off).pow(2).mean().item()
+
+
+def test_preserve_weight_anchors_ordinary_prompts(tiny_pipeline_dir, tmp_path):
+    from pluralign.trainers.data import load_pairs
+
+    model = tiny_pipeline_dir("sd")
+    ds = load_pairs("toy:pairs")
+    ordinary = [p for p, k in zip(ds["prompt"], ds["kind"]) if k in ("mirror", "general")]
+    common = dict(max_steps=6, learning_rate=3e-3, export_kohya=False, beta=5000.0)
+    free = train(cfg(tmp_path / "free", model, **common))
+    anchored = train(cfg(tmp_path / "anchored", model, preserve_weight=1e4, **common))
+    assert "preserve_mse" in anchored.history[-1] and "preserve_mse" not in free.history[-1]
+    d_free, d_anchored = _drift(free.adapter_dir, model, ordinary), _drift(anchored.adapter_dir, model, ordinary)
+    assert d_anchored < 0.5 * d_free, (d_anchored, d_free)
