@@ -105,3 +105,11 @@ class DPOTrainConfig:
     push_to_hub: bool = option(False, "push the adapter directory to the hub")
     hub_model_id: str | None = option(None, "hub repo id for push_to_hub")
     eval_summary: str | None = option(None, "path to an eval results.json summarised in the model card")
+    # built-in evaluation (pluralign.eval) before and after training
+    eval_before_after: bool = option(False, "after training, evaluate the base model and the adapter dial with "
+                                     "pluralign.eval and link the summary into the model card")
+    eval_suite: str = option("toy", "eval suite: toy | a .jsonl/.csv prompt file | hf:REPO (anti-aesthetic schema)")
+    eval_n_prompts: int = option(32, "eval prompt pairs", min=1)
+    eval_weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the eval dial")
+    eval_inference_steps: int = option(20, "sampler steps of eval images", min=1)
+    eval_guidance_scale: float = option(7.5, "CFG scale of eval images", min=0)

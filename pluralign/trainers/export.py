@@ -77,6 +77,23 @@ def model_card(*, base_model: str, family: str, adapter_name: str, data_mix: dic
     return "\n".join(lines)
 
 
+def attach_eval(card: Path, summary: dict) -> None:
+    """Replace the model card's Evaluation section with a table of ``summary`` (see trainer.eval_card_summary)."""
+    text = Path(card).read_text(encoding="utf-8")
+    head = text.split("## Evaluation")[0]
+    rows = ["## Evaluation", "",
+            f"Built-in eval (`pluralign.eval`), suite `{summary['suite'].get('source')}`, "
+            f"{summary['suite'].get('n_rows')} prompt pairs (P_o, P_a, same seed). Full report: "
+            f"[{summary['report']}]({summary['report']}).", "",
+            "| variant | adherence to anti-aesthetic prompts | leakage on ordinary prompts (max pts) | content fidelity |",
+            "|---|---|---|---|"]
+    fmt = lambda x, pct=True: "–" if x is None else (f"{100 * x:.1f}%" if pct else f"{x:.1f}")  # noqa: E731
+    for name, v in summary["variants"].items():
+        rows.append(f"| {name} | {fmt(v['adherence'])} | {fmt(v['leakage_max_abs_points'], False)} | "
+                    f"{fmt(v['content_fidelity'])} |")
+    Path(card).write_text(head + "\n".join(rows) + "\n", encoding="utf-8")
+
+
 def push_adapter(folder: Path, repo_id: str) -> str:
     """Upload an adapter directory to the hub (needs a token and network)."""
     from huggingface_hub import HfApi

@@ -161,6 +161,9 @@ def train(config: DPOTrainConfig) -> TrainResult:
     """Train (and export) the adapter(s) of ``config``; the public entry point of the trainer."""
     p = plan(config)
     results = [_train_one(p, name, idx, run_dir, adir) for name, idx, run_dir, adir in p.runs]
+    if config.eval_before_after:
+        for (name, *_), r in zip(p.runs, results):
+            r.metrics.update(_evaluate_adapter(p, name, r.adapter_dirs[name]))
     if len(results) == 1:
         return results[0]
     merged = TrainResult(p.output_dir, p.output_dir / "adapter", {}, {}, {}, [], 0)
@@ -461,6 +464,44 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
         result = _export(p, pipe, unwrapped, adapter_name, indices, adapter_dir, history, global_step)
     accelerator.end_training()
     return result
+
+
+def _evaluate_adapter(p: Plan, adapter_name: str, adapter_dir: Path) -> dict[str, float]:
+    """Base vs adapter dial with the built-in eval loop; the summary goes into the model card."""
+    from accelerate import PartialState
+
+    from pluralign.eval.runner import EvalConfig, run_eval
+
+    from .export import attach_eval
+
+    c = p.config
+    out = p.output_dir / "eval" / adapter_name
+    results = run_eval(EvalConfig(
+        base=p.model, adapter=str(adapter_dir), adapter_name=adapter_name, weights=list(c.eval_weights),
+        suite=c.eval_suite, n_prompts=c.eval_n_prompts, num_inference_steps=c.eval_inference_steps,
+        guidance_scale=c.eval_guidance_scale, height=c.resolution, width=c.resolution, output=str(out),
+        dtype={"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[c.mixed_precision]))
+    if not PartialState().is_main_process:
+        return {}
+    summary = eval_card_summary(results, out, adapter_dir)
+    attach_eval(adapter_dir / "README.md", summary)
+    (adapter_dir / "eval_summary.json").write_text(json.dumps(summary, indent=1))
+    flat = {f"eval/{v}/adherence": s["adherence"] for v, s in summary["variants"].items() if s["adherence"] is not None}
+    return flat
+
+
+def eval_card_summary(results: dict, eval_dir: Path, adapter_dir: Path) -> dict:
+    """The few numbers a model card needs: adherence, leakage and content per variant (base, dial)."""
+    def val(d):
+        return None if not d else d.get("value")
+
+    variants = {}
+    for name, v in results["variants"].items():
+        variants[name] = {"adherence": val(v.get("adherence")), "adherence_ci95": (v.get("adherence") or {}).get("ci95"),
+                          "leakage_max_abs_points": (v.get("leakage") or {}).get("max_abs_points"),
+                          "content_fidelity": val(v.get("content_fidelity"))}
+    return {"suite": results["suite"], "variants": variants,
+            "report": os.path.relpath(eval_dir / "report.html", adapter_dir)}
 
 
 def _final_metrics(history: list[dict], last: int = 5) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""``preserve_weight``: the output-preservation term keeps ordinary-prompt predictions at the reference."""
+"""Trainer extras: the output-preservation term and the built-in eval before/after training."""
 
 import torch
 from test_trainer_helpers import cfg
@@ -39,3 +39,15 @@ def test_preserve_weight_anchors_ordinary_prompts(tiny_pipeline_dir, tmp_path):
     assert "preserve_mse" in anchored.history[-1] and "preserve_mse" not in free.history[-1]
     d_free, d_anchored = _drift(free.adapter_dir, model, ordinary), _drift(anchored.adapter_dir, model, ordinary)
     assert d_anchored < 0.5 * d_free, (d_anchored, d_free)
+
+
+def test_eval_before_after_links_summary_into_model_card(tiny_pipeline_dir, tmp_path):
+    model = tiny_pipeline_dir("sd")
+    result = train(cfg(tmp_path, model, max_steps=1, export_kohya=False, eval_before_after=True, eval_n_prompts=3,
+                       eval_inference_steps=2, eval_weights=[0.0, 1.0]))
+    card = (result.adapter_dir / "README.md").read_text()
+    section = card.split("## Evaluation")[1]
+    assert "| base |" in section and "| adapter@1 |" in section and "3 prompt pairs" in section
+    report = (result.adapter_dir / "../eval/intent/report.html").resolve()
+    assert report.is_file() and "data:image/png;base64," in report.read_text()
+    assert "eval/adapter@1/adherence" in result.metrics
