@@ -106,10 +106,10 @@ def cached_latents(vae, images: list[Image.Image], resolution: int, cache: Tenso
     for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=not todo):
         chunk = todo[i:i + batch_size]
         lat = encode_pixels(vae, torch.stack([to_pixels(im, resolution) for _, im in chunk]))
-        for (k, _), l in zip(chunk, lat):
-            found[k] = l
+        for (k, _), latent in zip(chunk, lat):
+            found[k] = latent
             if cache is not None:
-                cache.put(k, {"latents": l})
+                cache.put(k, {"latents": latent})
     return torch.stack([found[k] for k in keys])
 
 
