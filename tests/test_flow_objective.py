@@ -129,3 +129,17 @@ def test_unsupported_pipeline_class_is_named(tmp_path):
     (tmp_path / "model_index.json").write_text('{"_class_name": "PixArtAlphaPipeline"}')
     with pytest.raises(ValueError, match="PixArtAlphaPipeline is not a family.*FluxPipeline"):
         detect_family(tmp_path)
+
+
+def test_process_slices_of_the_global_draw_equal_one_big_batch():
+    """N processes x B pairs draw exactly what 1 process x N*B pairs draws (same generator seed)."""
+    from pluralign.trainers.objectives import pair_noise
+
+    obj = objective_for(_scheduler())
+    x = torch.zeros(6, 4, 8, 8)
+    full_n, full_t = pair_noise(x, obj, torch.Generator().manual_seed(9))
+    for rank in range(3):
+        n, t = pair_noise(x[:2], obj, torch.Generator().manual_seed(9), offset=2 * rank, total=6)
+        assert torch.equal(n, full_n[2 * rank:2 * rank + 2]) and torch.equal(t, full_t[2 * rank:2 * rank + 2])
+    with pytest.raises(ValueError, match="outside"):
+        pair_noise(x[:2], obj, torch.Generator(), offset=5, total=6)

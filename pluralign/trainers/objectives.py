@@ -132,29 +132,29 @@ def objective_from_config(scheduler, config) -> Objective:
     return objective_for(scheduler, config.prediction_type, **(flow if "FlowMatch" in type(scheduler).__name__ else {}))
 
 
-def pair_noise(x: torch.Tensor, objective: Objective, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_noise(x: torch.Tensor, objective: Objective, generator: torch.Generator, *, offset: int = 0,
+               total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One noise tensor and one timestep per sample of ``x``: ``(noise, timesteps)``.
 
-    ``generator`` is one ``torch.Generator`` for the whole batch, or a sequence with one generator
-    per sample; with per-sample generators the draws of a pair do not depend on which other pairs
-    share its batch, so a run gives the same noise on any number of processes.
+    Under data parallelism ``x`` is this process's slice ``[offset, offset + B)`` of a global batch
+    of ``total`` samples: the draws are made for the whole global batch from ``generator`` (seeded
+    the same on every process) and sliced, so N processes with B samples each see exactly the noise
+    and timesteps of one process with N*B samples.
     """
-    if isinstance(generator, torch.Generator):
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
-        t = objective.sample_timesteps(x.shape[0], generator)
-    else:
-        generator = list(generator)
-        if len(generator) != x.shape[0]:
-            raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
-        noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=torch.float32) for g in generator])
-        t = torch.cat([objective.sample_timesteps(1, g) for g in generator])
+    b = x.shape[0]
+    total = b if total is None else total
+    if not 0 <= offset <= total - b:
+        raise ValueError(f"slice [{offset}, {offset + b}) is outside a global batch of {total}")
+    noise = torch.randn((total, *x.shape[1:]), generator=generator, dtype=torch.float32)[offset:offset + b]
+    t = objective.sample_timesteps(total, generator)[offset:offset + b]
     return noise.to(x.device, x.dtype), t.to(x.device)
 
 
-def shared_noise(x_w: torch.Tensor, x_l: torch.Tensor, objective: Objective, generator):
+def shared_noise(x_w: torch.Tensor, x_l: torch.Tensor, objective: Objective, generator: torch.Generator, *,
+                 offset: int = 0, total: int | None = None):
     """Stack ``[x_w; x_l]`` and draw one noise tensor and timestep per pair, repeated for both halves.
 
-    ``generator``: see :func:`pair_noise`. Returns ``(x0, noise, timesteps)`` with batch size ``2B``.
+    ``offset``/``total``: see :func:`pair_noise`. Returns ``(x0, noise, timesteps)`` with batch size ``2B``.
     """
-    noise, t = pair_noise(x_w, objective, generator)
+    noise, t = pair_noise(x_w, objective, generator, offset=offset, total=total)
     return torch.cat([x_w, x_l]), noise.repeat(2, *([1] * (noise.ndim - 1))), t.repeat(2)

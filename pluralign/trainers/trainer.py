@@ -262,8 +262,8 @@ def _optimizer(c: DPOTrainConfig, params):
     return torch.optim.AdamW(params, **kw)
 
 
-def _step_seed(seed: int, position: int) -> int:
-    return (seed * 1_000_003 + position * 7919) % (2**63 - 1)
+def _step_seed(seed: int, micro_step: int) -> int:
+    return (seed * 1_000_003 + micro_step * 7919) % (2**63 - 1)
 
 
 def _non_finite(loss: torch.Tensor, stats: dict, err: torch.Tensor) -> str | None:
@@ -374,21 +374,22 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
     micro_step = global_step * c.gradient_accumulation_steps
     unwrapped = accelerator.unwrap_model(model)
     while global_step < c.max_steps:
-        first = position + rank * c.train_batch_size  # stream position of this process's first pair
         idx = sampler.take(position, per_micro)[rank * c.train_batch_size:(rank + 1) * c.train_batch_size]
         position += per_micro
         with accelerator.accumulate(model):
             x_w, x_l, cond = _batch(p, pipe, data, idx, accelerator.device, weight_dtype)
-            # one generator per pair, seeded by (seed, stream position): the same noise and timestep for a
-            # pair whatever the process count, so N processes x B pairs == 1 process x N*B pairs
-            gen = [torch.Generator().manual_seed(_step_seed(c.seed, first + j)) for j in range(len(idx))]
+            # noise and timesteps are drawn for the global micro-batch from a generator seeded by (seed,
+            # micro-step) on every process, and each process takes its slice: N processes x B pairs
+            # follow exactly the draws of 1 process x N*B pairs
+            gen = torch.Generator().manual_seed(_step_seed(c.seed, micro_step))
+            span = {"offset": rank * c.train_batch_size, "total": per_micro}
             micro_step += 1
             if c.method == "dpo":
-                x0, noise, t = shared_noise(x_w, x_l, objective, gen)
+                x0, noise, t = shared_noise(x_w, x_l, objective, gen, **span)
                 cond2 = {k: torch.cat([v, v]) for k, v in cond.items()}
             else:
                 x0 = x_w
-                noise, t = pair_noise(x_w, objective, gen)
+                noise, t = pair_noise(x_w, objective, gen, **span)
                 cond2 = cond
             noisy = objective.add_noise(x0, noise, t)
             target = objective.target(x0, noise, t)
