@@ -32,7 +32,10 @@ def test_wrong_family(tiny_pipeline_dir, tmp_path):
 
 
 def test_unsupported_pipeline(tiny_pipeline_dir, tmp_path):
-    check(cfg(tmp_path, tiny_pipeline_dir("flux")), "FluxPipeline is not a family")
+    other = tmp_path / "pixart"
+    other.mkdir()
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "PixArtAlphaPipeline"}))
+    check(cfg(tmp_path, other), "PixArtAlphaPipeline is not a family")
 
 
 def test_missing_component(tiny_pipeline_dir, tmp_path):
