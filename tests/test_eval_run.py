@@ -102,3 +102,28 @@ def test_pluralign_eval_help_renders(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "--adapter" in out and "--weights" in out and "--judges" in out
+
+
+def test_loading_another_adapter_under_the_same_name_replaces_it(tiny_pipeline_dir, tmp_path):
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from pluralign.eval.fixtures import save_random_lora
+    from pluralign.eval.generate import load_adapter
+
+    base = tiny_pipeline_dir("sd")
+    one, two = save_random_lora(base, tmp_path / "one", seed=1), save_random_lora(base, tmp_path / "two", seed=2)
+    pipe = StableDiffusionPipeline.from_pretrained(str(base))
+    pipe.set_progress_bar_config(disable=True)
+
+    def image():
+        g = torch.Generator().manual_seed(0)
+        return pipe("a red circle", num_inference_steps=2, generator=g, output_type="np").images[0]
+
+    load_adapter(pipe, one, "intent")
+    first = image()
+    load_adapter(pipe, one, "intent")  # same source: kept
+    np.testing.assert_array_equal(first, image())
+    load_adapter(pipe, two, "intent")  # another source under the same name: replaced, not silently reused
+    assert np.abs(first - image()).max() > 1e-4

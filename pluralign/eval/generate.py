@@ -85,14 +85,23 @@ def _loaded_adapters(pipe) -> set[str]:
 
 
 def load_adapter(pipe, adapter_dir: str | Path, adapter_name: str) -> str:
-    """Load a diffusers LoRA directory under ``adapter_name`` (once) and return the name."""
+    """Load a diffusers LoRA directory under ``adapter_name`` (once) and return the name.
+
+    A name already loaded from *another* directory is replaced, never silently reused: evaluating two
+    adapters in a row on one pipeline must measure the second one.
+    """
+    sources = pipe.__dict__.setdefault("_pluralign_adapter_sources", {})
+    source = str(Path(adapter_dir).resolve())
     if adapter_name in _loaded_adapters(pipe):
-        return adapter_name
+        if sources.get(adapter_name) == source:
+            return adapter_name
+        pipe.delete_adapters(adapter_name)
     path = Path(adapter_dir)
     if path.exists() and not any(path.glob("*.safetensors")) and path.is_dir():
         raise FileNotFoundError(f"{path}: no .safetensors LoRA weights in this directory; pass the folder the "
                                 "trainer wrote (it holds pytorch_lora_weights.safetensors)")
     pipe.load_lora_weights(str(adapter_dir), adapter_name=adapter_name)
+    sources[adapter_name] = source
     return adapter_name
 
 

@@ -158,10 +158,10 @@ def _load(path: Path):
 
 
 def _evaluate(pipe, rows, checker, out: Path, cfg: DemoConfig, sampling: dict, adapter: Path | None,
-              weights: list[float], wandb_run=None) -> dict:
+              weights: list[float], wandb_run=None, adapter_name: str = "intent") -> dict:
     from pluralign.eval.runner import EvalConfig, run_eval
 
-    ecfg = EvalConfig(adapter=str(adapter) if adapter else None, weights=weights, suite="toy",
+    ecfg = EvalConfig(adapter=str(adapter) if adapter else None, adapter_name=adapter_name, weights=weights, suite="toy",
                       n_prompts=len(rows), suite_seed=cfg.suite_seed, batch_size=cfg.batch_size,
                       bootstrap=cfg.bootstrap, output=str(out), check_weight_zero=0.0 in weights, **sampling)
     return run_eval(ecfg, pipe=pipe, rows=rows, content_checker=checker, wandb_run=wandb_run)
@@ -373,7 +373,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         for kind, name in (("aesthetic", "dpo_aesthetic"), ("sft", "sft_anti")):
             step(f"baseline {name}: training and evaluating")
             adapter, summary = train_adapter(cfg, kind, out, "none")
-            res = _evaluate(aligned, rows, checker, out / "eval" / name, cfg, sampling, adapter, [top])
+            res = _evaluate(aligned, rows, checker, out / "eval" / name, cfg, sampling, adapter, [top],
+                            adapter_name=name)
             variants[name] = _variant(res["variants"][f"adapter@{top:g}"])
             training[name] = summary
             eval_dirs[name] = out / "eval" / name
