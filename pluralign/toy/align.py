@@ -23,7 +23,7 @@ class AlignConfig:
     align_anti_fraction: float = option(0.5, "share of pairs whose prompt is the anti-aesthetic caption", min=0, max=1)
     align_steps: int = option(300, "Diffusion-DPO optimizer steps", min=1)
     align_batch_size: int = option(8, "pairs per step", min=1)
-    align_lr: float = option(2e-4, "LoRA learning rate (chosen on the validation suite, seed 5000, among 1e-4/2e-4/3e-4/1e-3)", min=0)
+    align_lr: float = option(1e-3, "LoRA learning rate (chosen on the validation suite, seed 5000, among 1e-4/2e-4/3e-4/1e-3)", min=0)
     align_rank: int = option(8, "LoRA rank", min=1)
     align_beta: float = option(2000.0, "DPO beta (½β convention)", min=0)
     align_sft_weight: float = option(0.0, "extra denoising loss on the chosen (clean) image", min=0)

@@ -40,7 +40,7 @@ class BaseModelConfig:
     vae_batch_size: int = option(32, "autoencoder batch size", min=1)
     vae_lr: float = option(2e-3, "autoencoder learning rate", min=0)
     vae_kl_weight: float = option(1e-6, "weight of the KL term of the autoencoder", min=0)
-    unet_steps: int = option(2200, "denoiser training steps", min=1)
+    unet_steps: int = option(5000, "denoiser training steps", min=1)
     batch_size: int = option(64, "denoiser batch size", min=1)
     lr: float = option(1e-3, "denoiser (UNet + text encoder) peak learning rate", min=0)
     warmup_steps: int = option(100, "linear warm-up steps of the denoiser", min=0)
