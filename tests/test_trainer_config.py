@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-
 from test_trainer_helpers import cfg
 
 

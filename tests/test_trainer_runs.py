@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
-
 from test_trainer_helpers import cfg, image
 
 pytestmark = pytest.mark.slow
@@ -35,19 +33,25 @@ def _env(tmp):
 
 
 def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path):
-    from pluralign.trainers import train
-
+    """Every run goes through the CLI in its own process, as a user's would: uninterrupted, killed with
+    SIGKILL after its second checkpoint, then resumed with ``--resume_from_checkpoint latest``."""
     model = tiny_pipeline_dir("sd")
     common = dict(max_steps=6, checkpointing_steps=2, checkpoints_total_limit=5, learning_rate=2e-3, dropout=0.1,
-                  export_kohya=False, cache_dir=str(tmp_path / "cache"))
-    ref = train(cfg(tmp_path, model, output_dir=str(tmp_path / "straight"), **common))
+                  export_kohya=False, cache_dir=str(tmp_path / "cache"), train_batch_size=2, rank=4, alpha=4,
+                  report_to="none", lr_warmup_steps=0, dataset="toy:pairs")
+
+    def command(out, *extra):
+        args = [sys.executable, "-m", "pluralign.train", "--pretrained_model", str(model), "--output_dir", str(out)]
+        for k, v in common.items():
+            args += [f"--{k}", str(v)]
+        return args + list(extra)
+
+    straight = tmp_path / "straight"
+    done = subprocess.run(command(straight), env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "pluralign.train", "--pretrained_model", str(model), "--output_dir", str(out)]
-    for k, v in common.items():
-        args += [f"--{k}", str(v)]
-    args += ["--train_batch_size", "2", "--rank", "4", "--alpha", "4", "--report_to", "none", "--lr_warmup_steps", "0"]
-    proc = subprocess.Popen(args, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command(out), env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while not (out / "checkpoints" / "checkpoint-2" / "state.json").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -58,10 +62,12 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path):
     proc.wait()
     assert not (out / "adapter").exists()
 
-    resumed = train(cfg(tmp_path, model, output_dir=str(out), resume_from_checkpoint="latest", **common))
-    assert resumed.steps == 6
-    a = load_file(str(ref.adapter_dir / "pytorch_lora_weights.safetensors"))
-    b = load_file(str(resumed.adapter_dir / "pytorch_lora_weights.safetensors"))
+    resumed = subprocess.run(command(out, "--resume_from_checkpoint", "latest"), env=_env(tmp_path),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    a = load_file(str(straight / "adapter" / "pytorch_lora_weights.safetensors"))
+    b = load_file(str(out / "adapter" / "pytorch_lora_weights.safetensors"))
     assert a.keys() == b.keys()
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff <= 1e-6, diff

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-
 from test_trainer_helpers import LN2, cfg, dpo_eval, image
 
 pytestmark = pytest.mark.slow
