@@ -243,13 +243,13 @@ def _fmt_rate(d: dict | None) -> str:
 
 
 def summary_table(results: dict) -> str:
-    lines = ["| model | adherence (anti prompts) [95% CI] | leakage max |pts| | content fidelity [95% CI] |",
+    lines = ["| model | adherence (anti prompts) [95% CI] | leakage max abs pts | content fidelity [95% CI] |",
              "|---|---|---|---|"]
     for name, v in results["variants"].items():
         leak = (v.get("leakage") or {}).get("max_abs_points")
         lines.append(f"| {name} | {_fmt_rate(v.get('adherence'))} | "
                      f"{'–' if leak is None else f'{leak:.1f}'} | {_fmt_rate(v.get('content_fidelity'))} |")
-    lines += ["", "| adapter weight | adherence | leakage max |pts| |", "|---|---|---|"]
+    lines += ["", "| adapter weight | adherence | leakage max abs pts |", "|---|---|---|"]
     for p in results["dial_curve"]:
         leak = p.get("leakage_max_abs_points")
         adh = p.get("adherence")
