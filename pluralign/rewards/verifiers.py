@@ -305,13 +305,7 @@ def orientation_moments(b: Batch, k: int = 6) -> np.ndarray:
 
 def _subject_offcenter(b: Batch) -> np.ndarray:
     """Distance of the subject mask's centroid from the image centre, over the half-diagonal (0..1)."""
-    m = _saliency(b)
-    n, h, w = m.shape
-    ys = (np.arange(h, dtype=np.float32) + 0.5) / h - 0.5
-    xs = (np.arange(w, dtype=np.float32) + 0.5) / w - 0.5
-    tot = m.sum(axis=(1, 2)) + EPS
-    cy = (m.sum(axis=2) @ ys) / tot
-    cx = (m.sum(axis=1) @ xs) / tot
+    cx, cy = subject_centroid(b).T
     return np.sqrt(cx**2 + cy**2) / np.sqrt(0.5)
 
 
