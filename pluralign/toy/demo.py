@@ -149,10 +149,9 @@ def train_adapter(cfg: DemoConfig, kind: str, out: Path, report_to: str) -> tupl
 
 
 def _load(path: Path):
-    import torch
-    from diffusers import StableDiffusionPipeline
+    from pluralign.eval.generate import load_pipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(path), dtype=torch.float32)
+    pipe = load_pipeline(str(path))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -296,8 +295,9 @@ def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
 
 
 def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
-    import base64
     import html
+
+    from pluralign.eval.report import data_uri
 
     def table(md_table: str) -> str:
         rows = [r.strip("|").split("|") for r in md_table.splitlines() if r.startswith("|") and not r.startswith("|---")]
@@ -319,8 +319,7 @@ def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
         for img in ("dial_curve.png", "adherence_by_attribute.png", "grid.png"):
             p = d / img
             if p.is_file():
-                uri = "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
-                parts.append(f"<p><img alt='{html.escape(name)} {img}' src='{uri}'></p>")
+                parts.append(f"<p><img alt='{html.escape(name)} {img}' src='{data_uri(p.read_bytes())}'></p>")
     parts.append("</body></html>")
     (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
 
