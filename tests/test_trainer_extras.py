@@ -41,6 +41,19 @@ def test_preserve_weight_anchors_ordinary_prompts(tiny_pipeline_dir, tmp_path):
     assert d_anchored < 0.5 * d_free, (d_anchored, d_free)
 
 
+def test_preserve_null_weight_anchors_the_unconditional_branch(tiny_pipeline_dir, tmp_path):
+    """The null-prompt term keeps the prediction classifier-free guidance extrapolates from."""
+    model = tiny_pipeline_dir("sd")
+    common = dict(max_steps=6, learning_rate=3e-3, export_kohya=False, beta=5000.0, sft_weight=1e3)
+    free = train(cfg(tmp_path / "free", model, **common))
+    anchored = train(cfg(tmp_path / "anchored", model, preserve_null_weight=1e5, **common))
+    assert "preserve_null_mse" in anchored.history[-1] and "preserve_null_mse" not in free.history[-1]
+    d_free, d_anchored = _drift(free.adapter_dir, model, [""] * 4), _drift(anchored.adapter_dir, model, [""] * 4)
+    assert d_anchored < 0.5 * d_free, (d_anchored, d_free)
+    card = (anchored.adapter_dir / "README.md").read_text()
+    assert "preserve_null_weight" in card
+
+
 def test_eval_before_after_links_summary_into_model_card(tiny_pipeline_dir, tmp_path):
     model = tiny_pipeline_dir("sd")
     result = train(cfg(tmp_path, model, max_steps=1, export_kohya=False, eval_before_after=True, eval_n_prompts=3,

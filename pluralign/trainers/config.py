@@ -52,6 +52,12 @@ class DPOTrainConfig:
         0.0, "weight of an output-preservation term on rows of kind mirror/general: the mean squared difference "
         "between the policy's and the frozen reference's predictions, which keeps ordinary prompts where the "
         "reference had them (0 disables; costs nothing extra, the reference pass is already there)", min=0)
+    preserve_null_weight: float = option(
+        0.0, "weight of an output-preservation term on the null (empty) prompt: the mean squared difference between "
+        "the policy's and the reference's unconditional predictions on the batch's noisy latents. Classifier-free "
+        "guidance extrapolates away from that prediction (eps_u + s*(eps_c - eps_u)), so a small adapter drift there "
+        "moves every prompt's samples about (s-1) times as far; this term keeps ordinary prompts where the reference "
+        "had them. Costs one extra policy and one reference forward pass per step (0 disables)", min=0)
     prediction_type: str = option("auto", "training target; auto follows the scheduler",
                                   choices=("auto", "epsilon", "v_prediction", "flow_matching"))
     # flow-matching families (SD3/3.5, Flux.1)

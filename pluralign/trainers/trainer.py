@@ -219,6 +219,9 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
                 for s, col in zip("wl", cols)}
         data["prompts"] = prompts
         data["preserve"] = _preserve_mask(ds)
+        if c.preserve_null_weight:
+            with torch.no_grad():
+                data["null_cond"] = {k: v.float() for k, v in fam.encode_prompts(pipe, [""], c.resolution).items()}
         return data
     vae = pipe.vae
     encoders = [getattr(pipe, n) for n in fam.text_encoders]
@@ -229,6 +232,9 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
         data[f"latents_{s}"] = cached_latents(vae, list(ds[col]), c.resolution, lat_cache, desc=f"latents ({col})")
     data["cond"] = cached_prompts(lambda ps: fam.encode_prompts(pipe, ps, c.resolution), prompts, txt_cache)
     data["preserve"] = _preserve_mask(ds)
+    if c.preserve_null_weight:
+        data["null_cond"] = cached_prompts(lambda ps: fam.encode_prompts(pipe, ps, c.resolution), [""], txt_cache,
+                                           desc="encoding the null prompt")
     return data
 
 
@@ -250,6 +256,17 @@ def _batch(p: Plan, pipe, data: dict, idx: list[int], device, dtype):
             cond = p.family.encode_prompts(pipe, [data["prompts"][i] for i in idx], p.config.resolution)
     to = {"device": device, "dtype": dtype}
     return x_w.to(**to), (x_l.to(**to) if x_l is not None else None), {k: v.to(**to) for k, v in cond.items()}
+
+
+def _null_drift(fam, model, unwrapped, noisy, t, null_cond: dict, accelerator) -> torch.Tensor:
+    """Mean squared difference between the policy's and the reference's predictions under the null
+    prompt, on the step's own noisy latents and timesteps (what ``preserve_null_weight`` scales)."""
+    null = {k: v.to(device=noisy.device, dtype=noisy.dtype).expand(noisy.shape[0], *v.shape[1:])
+            for k, v in null_cond.items()}
+    pred = fam.denoise(model, noisy, t, null)
+    with torch.no_grad(), adapters_disabled(unwrapped), accelerator.autocast():
+        ref = fam.denoise(unwrapped, noisy, t, null)
+    return per_sample_mse(pred, ref).mean()
 
 
 def _optimizer(c: DPOTrainConfig, params):
@@ -409,6 +426,10 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
                     drift = per_sample_mse(pred, ref_pred)
                     stats["preserve_mse"] = (drift * keep).sum().detach() / keep.sum().clamp(min=1)
                     loss = loss + c.preserve_weight * (drift * keep).sum() / keep.numel()
+                if c.preserve_null_weight:
+                    null_drift = _null_drift(fam, model, unwrapped, noisy, t, data["null_cond"], accelerator)
+                    stats["preserve_null_mse"] = null_drift.detach()
+                    loss = loss + c.preserve_null_weight * null_drift
             else:
                 loss = err.mean()
                 stats = {"policy_err_chosen": err.detach().mean()}
@@ -522,7 +543,7 @@ def _export(p: Plan, pipe, denoiser, adapter_name, indices, adapter_dir: Path, h
                                            p.output_dir / "adapter_kohya" / f"{adapter_name}.safetensors")
     metrics = _final_metrics(history)
     eval_summary = json.loads(Path(c.eval_summary).read_text()) if c.eval_summary else None
-    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "preserve_weight", "rank",
+    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "preserve_weight", "preserve_null_weight", "rank",
                                         "alpha", "dropout", "use_rslora", "use_dora", "learning_rate", "lr_scheduler",
                                         "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}
