@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from pluralign.rewards.rules import RULE_SPECS, adherence_table
-from pluralign.rewards.verifiers import BATCH_VERIFIERS, Batch, measure
+from pluralign.rewards.verifiers import BATCH_VERIFIERS, CHUNK, Batch, measure
 
 
 def _photos(n: int, side: int) -> list[np.ndarray]:
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
     x = np.stack(imgs)
     for name, fn in BATCH_VERIFIERS.items():
         def one(fn=fn):
-            for s in range(0, len(x), 64):
-                fn(Batch(x[s : s + 64]))
+            for s in range(0, len(x), CHUNK):
+                fn(Batch(x[s : s + CHUNK]))
         rows.append((name, args.n / _best(one, args.repeats)))
     print(f"Verifier throughput at {args.side}x{args.side}, {args.n} images, single process (best of {args.repeats})\n")
     print("| what | images/s |\n|---|---:|")

@@ -85,8 +85,11 @@ def test_adherence_batched_layout(photo):
     assert adheres(dark, photo, "underexposed") and not adheres(photo, photo, "underexposed")
 
 
-# Attributes whose held-out accuracy in the shipped calibration is below the 95% target; see docs/rewards.md.
-BELOW_TARGET = {"noisy", "film_grain", "jpeg_artifacts", "chromatic_aberration", "tilted", "obstructed"}
+# Attributes whose held-out accuracy in the shipped calibration is below the 95% target, with the
+# measured accuracy and the reason (see docs/rewards.md). Empty since the six weak rules were rebuilt
+# on better measurements (chroma noise, spread-tap grain residual, DCT grid ratio, radial channel
+# misregistration, Fourier-Mellin rotation, multi-level dark area); every rule meets 95% / 5%.
+BELOW_TARGET: dict[str, tuple[float, str]] = {}
 
 
 @pytest.mark.slow
@@ -113,3 +116,111 @@ def test_shipped_table_records_heldout_metrics():
     for attr, row in data["attributes"].items():
         assert row["heldout"]["fpr"] <= 0.05, attr
         assert row["heldout"]["accuracy"] >= (0.85 if attr in BELOW_TARGET else 0.95), attr
+
+
+# ----------------------------------------------------------------------------- the rebuilt measurements
+
+
+def _grey_photo(side=128):
+    """A greyscale crop (R = G = B), so a channel regression has gain exactly 1 on green."""
+    x = C._resize_to(C.load_photo("camera"), side)
+    return np.ascontiguousarray(x[:side, :side])
+
+
+def test_noise_counts_colour_speckle_that_texture_hides_in_luminance(photo):
+    from pluralign.rewards.verifiers import Batch, noise_sigmas
+
+    rng = np.random.default_rng(1)
+    grey = np.full((64, 64, 3), 0.5, np.float32)
+    speckle = np.clip(grey + rng.normal(0, 0.04, grey.shape), 0, 1).astype(np.float32)  # independent per channel
+    s = noise_sigmas(Batch(speckle[None]))[0]
+    # luminance averages the three channels' noise; the opponent planes keep it
+    assert s[0] == pytest.approx(0.04 * np.sqrt((np.array([0.2126, 0.7152, 0.0722]) ** 2).sum()), rel=0.15)
+    assert s[1] == pytest.approx(0.04 * np.sqrt(2), rel=0.15)
+    assert VERIFIERS["noise"](speckle) == pytest.approx(np.hypot(s[0], 0.5 * (s[1] + s[2])), rel=1e-5)
+    # on a photo the same speckle raises the measure far above the clean value
+    noisy = np.clip(photo + rng.normal(0, 0.02, photo.shape), 0, 1).astype(np.float32)
+    assert VERIFIERS["noise"](noisy) > 2 * VERIFIERS["noise"](photo)
+
+
+def test_grain_reads_sigma_of_white_noise_and_rises_with_film_grain(photo):
+    from pluralign.data.degradations import degrade
+
+    rng = np.random.default_rng(2)
+    grey = np.full((96, 96, 3), 0.5, np.float32)
+    noisy = np.clip(grey + rng.normal(0, 0.03, grey.shape[:2])[..., None], 0, 1).astype(np.float32)
+    assert VERIFIERS["grain"](noisy) == pytest.approx(0.03, rel=0.1)
+    values = [VERIFIERS["grain"](degrade(photo, "film_grain", s, seed=0)) for s in (0.0, 0.3, 0.6, 1.0)]
+    assert values == sorted(values) and values[1] > 1.5 * values[0]
+
+
+def test_blockiness_sees_the_8px_grid_only_where_it_is():
+    rng = np.random.default_rng(3)
+    blocks = np.kron(rng.random((8, 8)), np.ones((8, 8))).astype(np.float32)  # constant 8x8 tiles
+    img = np.repeat(blocks[..., None], 3, axis=-1)
+    on_grid = VERIFIERS["blockiness"](img)
+    off_grid = VERIFIERS["blockiness"](np.ascontiguousarray(np.roll(img, 4, axis=(0, 1))))
+    assert on_grid > 2.0  # aligned blocks are flat, straddling blocks carry every step
+    assert off_grid < -2.0  # the same tiles shifted by half a block: the aligned tiling straddles them
+    smooth = np.repeat(np.linspace(0, 1, 64, dtype=np.float32)[None, :, None], 64, axis=0).repeat(3, axis=2)
+    assert abs(VERIFIERS["blockiness"](smooth)) < 0.05  # a ramp has no grid
+
+
+def test_blockiness_rises_with_jpeg_quality_loss(photo):
+    from pluralign.data.degradations import degrade
+
+    clean = VERIFIERS["blockiness"](photo)
+    q95 = VERIFIERS["blockiness"](C.benign(photo, photo, None, 128, "jpeg95", None))
+    q60 = VERIFIERS["blockiness"](degrade(photo, "jpeg_blocking", 0.35, seed=0))
+    assert abs(clean) < 0.1 and q95 < 0.1 < q60
+
+
+def test_lateral_ca_recovers_the_magnification_and_ignores_colour_gain():
+    from pluralign.data.degradations import degrade
+    from pluralign.rewards.verifiers import Batch, lateral_ca
+
+    x = _grey_photo(128)
+    k = lateral_ca(Batch(np.stack([x, degrade(x, "chromatic_aberration", 0.5, seed=0)])))
+    assert np.abs(k[0]).max() < 0.05  # R = G = B: no misregistration
+    # the degradation magnifies red and shrinks blue by 1.5% x severity = 0.75%
+    assert k[1, 0] == pytest.approx(0.75, rel=0.3) and k[1, 1] == pytest.approx(-0.75, rel=0.3)
+    tinted = np.clip(x * np.array([1.0, 0.8, 0.6], np.float32), 0, 1)  # a cast, not a misregistration
+    assert np.abs(lateral_ca(Batch(tinted[None]))[0]).max() < 0.05
+
+
+@pytest.mark.parametrize("angle", [-20.0, -8.0, 12.0])
+def test_rotation_estimate_recovers_the_angle_and_ignores_a_shifted_crop(angle):
+    from pluralign.rewards.rules import estimate_rotation_spectra
+    from pluralign.rewards.verifiers import Batch, rotation_spectrum
+
+    photo = C.load_photo("coffee")
+    view, box = C.sample_view(photo, 128, np.random.default_rng(0), box=(40, 100, 300, 360))
+    rotated = np.asarray(Image.fromarray((view * 255).astype(np.uint8)).rotate(angle, Image.Resampling.BILINEAR),
+                         np.float32) / 255
+    shifted = C.benign(photo, view, box, 128, "shifted_crop", np.random.default_rng(5))
+    spec = rotation_spectrum(Batch(np.stack([view, rotated, shifted])))
+    est = estimate_rotation_spectra(spec[1:], spec[[0, 0]])
+    assert abs(abs(est[0]) - abs(angle)) < 1.0
+    assert abs(est[1]) < 1.0
+
+
+def test_dark_flat_area_grows_under_an_occluder_on_a_dim_flat_scene():
+    from pluralign.data.degradations import degrade
+    from pluralign.rewards.rules import adheres
+    from pluralign.rewards.verifiers import DARK_LEVELS, Batch, dark_flat_fractions
+
+    rng = np.random.default_rng(4)
+    dim = np.clip(0.26 + 0.01 * rng.standard_normal((96, 96, 1)), 0, 1).repeat(3, axis=2).astype(np.float32)
+    blocked = degrade(dim, "obstruction", 0.6, seed=1)
+    f = dark_flat_fractions(Batch(np.stack([dim, blocked])))
+    assert f[0, -1] > 0.95  # the whole dim scene already counts as dark and flat below 0.3 ...
+    assert f[1, -1] - f[0, -1] < 0.05  # ... so the single-level measure cannot grow
+    assert f[1, DARK_LEVELS.index(0.15)] - f[0, DARK_LEVELS.index(0.15)] > 0.1  # a darker level can
+    assert adheres(blocked, dim, "obstructed") and not adheres(dim, dim, "obstructed")
+
+
+def test_measure_does_not_depend_on_the_chunk_size(photo):
+    imgs = [photo, photo[::-1].copy(), C._resize_to(photo, 64), photo[:, ::-1].copy(), photo * 0.5]
+    a, b = measure(imgs, chunk=1), measure(imgs, chunk=4)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)

@@ -7,8 +7,12 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``log_ratio``  ``direction * log((v_a + eps) / (v_o + eps))`` - scale-free changes (sharpness, noise, ...)
 * ``difference`` ``direction * (v_a - v_o)`` - quantities with a natural zero (blockiness, centroid offset)
 * ``chroma_shift`` length of the change of the grey-world chroma vector (a cast in any hue)
-* ``rotation``     the rotation (degrees, either way) that best maps I_o's edge-orientation
-  distribution onto I_a's, from their Fourier moments
+* ``abs_difference`` ``|v_a - v_o|`` of a signed measurement whose sign carries no meaning
+  (chromatic aberration: red magnified vs shrunk relative to blue)
+* ``max_difference`` the largest ``direction * (v_a - v_o)`` over the components of a vector
+  measurement (obstruction: newly dark and featureless area at any of several darkness levels)
+* ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
+  spectrum onto I_a's (Fourier-Mellin registration)
 * ``centroid_shift`` how far the subject mask's centroid moved (frame fractions)
 
 The rule fires when the statistic exceeds the attribute's threshold. Thresholds are calibrated
@@ -27,17 +31,36 @@ import numpy as np
 
 from .verifiers import (
     BATCH_VERIFIERS,
+    CHUNK,
+    SPECTRUM_ANGLES,
     Batch,
     chroma_vector,
+    dark_flat_fractions,
     group_by_shape,
-    orientation_moments,
+    lateral_ca,
+    rotation_spectrum,
     subject_centroid,
     to_array,
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "difference", "chroma_shift", "rotation", "centroid_shift")
+STATISTICS = ("log_ratio", "difference", "abs_difference", "max_difference", "chroma_shift", "rotation",
+              "centroid_shift")
 _ROT_GRID = np.linspace(-45.0, 45.0, 181)
+MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
+
+# Features the paired statistics compare, beyond the scalar verifiers: name -> Batch -> N or N x k.
+FEATURES = {
+    "_chroma": chroma_vector,
+    "_spectrum": rotation_spectrum,
+    "_centroid": subject_centroid,
+    # signed red-vs-blue magnification: the scalar verifier is its absolute value
+    "_ca": lambda b: lateral_ca(b) @ np.array([1.0, -1.0]),
+    "_dark_flat": dark_flat_fractions,
+}
+_BY_STATISTIC = {"chroma_shift": "_chroma", "rotation": "_spectrum", "centroid_shift": "_centroid"}
+# The signed or vector form of a scalar verifier, used by abs_difference / max_difference.
+_FULL_FORM = {"chromatic_aberration": "_ca", "occlusion": "_dark_flat"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +80,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "motion_blur": ("sharpness", "log_ratio", -1, 1e-3),
     "defocused": ("sharpness", "log_ratio", -1, 1e-3),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
-    "film_grain": ("grain", "log_ratio", +1, 2e-3),
+    "film_grain": ("grain", "log_ratio", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("brightness", "log_ratio", +1, 0.02),
@@ -65,12 +88,12 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "flat_lighting": ("contrast", "log_ratio", -1, 0.01),
     "muted": ("saturation", "log_ratio", -1, 0.02),
     "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
-    "chromatic_aberration": ("chromatic_aberration", "log_ratio", +1, 0.003),
+    "chromatic_aberration": ("chromatic_aberration", "abs_difference", +1, 0.0),
     "vignette": ("vignetting", "log_ratio", -1, 0.0),
     "small_subject": ("subject_size", "log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
-    "obstructed": ("occlusion", "difference", +1, 0.0),
+    "obstructed": ("occlusion", "max_difference", +1, 0.0),
 }
 
 
@@ -111,18 +134,11 @@ def _features(arrays: list[np.ndarray], needs: set[str]) -> dict[str, np.ndarray
     n = len(arrays)
     out: dict[str, np.ndarray] = {}
     for idx in group_by_shape(arrays).values():
-        for s in range(0, len(idx), 64):
-            part = idx[s : s + 64]
+        for s in range(0, len(idx), CHUNK):
+            part = idx[s : s + CHUNK]
             b = Batch(np.stack([arrays[i] for i in part]))
             for name in needs:
-                if name == "_chroma":
-                    val = chroma_vector(b)
-                elif name == "_orientation":
-                    val = orientation_moments(b)
-                elif name == "_centroid":
-                    val = subject_centroid(b)
-                else:
-                    val = BATCH_VERIFIERS[name](b)
+                val = FEATURES[name](b) if name in FEATURES else BATCH_VERIFIERS[name](b)
                 if name not in out:
                     out[name] = np.zeros((n,) + val.shape[1:], dtype=np.float64)
                 out[name][part] = val
@@ -130,12 +146,10 @@ def _features(arrays: list[np.ndarray], needs: set[str]) -> dict[str, np.ndarray
 
 
 def _needs(rule: Rule) -> str:
-    if rule.statistic == "chroma_shift":
-        return "_chroma"
-    if rule.statistic == "rotation":
-        return "_orientation"
-    if rule.statistic == "centroid_shift":
-        return "_centroid"
+    if rule.statistic in _BY_STATISTIC:
+        return _BY_STATISTIC[rule.statistic]
+    if rule.statistic in ("abs_difference", "max_difference"):
+        return _FULL_FORM.get(rule.verifier, rule.verifier)
     return rule.verifier
 
 
@@ -146,17 +160,51 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
     if rule.statistic == "difference":
         return rule.direction * (a - o)
+    if rule.statistic == "abs_difference":
+        return np.abs(a - o)
+    if rule.statistic == "max_difference":
+        d = rule.direction * (a - o)
+        return d.max(axis=1) if d.ndim > 1 else d
     if rule.statistic == "chroma_shift":
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "centroid_shift":
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
-        return np.abs(estimate_rotation(a, o))
+        return np.abs(estimate_rotation_spectra(a, o))
     raise ValueError(f"unknown statistic {rule.statistic!r}; expected one of {STATISTICS}")
 
 
+def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:
+    """Rotation in degrees (within +-45) that best aligns two :func:`rotation_spectrum` features.
+
+    The circular cross-correlation over the angle axis (summed over radii) is computed with one
+    FFT per pair; the peak is refined to a fraction of a degree with a parabola through its
+    neighbours, so the statistic varies smoothly with the true angle.
+    """
+    n = spectra_a.shape[0]
+    a = spectra_a.reshape(n, SPECTRUM_ANGLES, -1)
+    o = spectra_o.reshape(n, SPECTRUM_ANGLES, -1)
+    corr = np.fft.irfft(np.fft.rfft(a, axis=1) * np.conj(np.fft.rfft(o, axis=1)), n=SPECTRUM_ANGLES, axis=1).sum(axis=2)
+    step = 180.0 / SPECTRUM_ANGLES
+    shift = np.arange(SPECTRUM_ANGLES)
+    shift = np.where(shift > SPECTRUM_ANGLES // 2, shift - SPECTRUM_ANGLES, shift)
+    allowed = np.abs(shift) * step <= MAX_ROTATION
+    best = np.argmax(np.where(allowed[None], corr, -np.inf), axis=1)
+    rows = np.arange(n)
+    c0 = corr[rows, best]
+    cm = corr[rows, (best - 1) % SPECTRUM_ANGLES]
+    cp = corr[rows, (best + 1) % SPECTRUM_ANGLES]
+    curv = cm - 2 * c0 + cp
+    frac = np.divide(0.5 * (cm - cp), curv, out=np.zeros(n), where=curv < 0)
+    return (shift[best] + np.clip(frac, -0.5, 0.5)) * step
+
+
 def estimate_rotation(moments_a: np.ndarray, moments_o: np.ndarray) -> np.ndarray:
-    """Rotation in degrees (within +-45) maximising the correlation of two orientation distributions."""
+    """Rotation in degrees (within +-45) maximising the correlation of two orientation distributions.
+
+    Works on :func:`pluralign.rewards.verifiers.orientation_moments`; kept for callers of the
+    earlier rule (the shipped rule registers spectra instead, see :func:`estimate_rotation_spectra`).
+    """
     k = moments_a.shape[1] // 2
     za = moments_a[:, 0::2] + 1j * moments_a[:, 1::2]
     zo = moments_o[:, 0::2] + 1j * moments_o[:, 1::2]
