@@ -181,6 +181,8 @@ def _abs_quantile(r: np.ndarray, q: float) -> np.ndarray:
     full-resolution residuals per image.
     """
     flat = r.reshape(r.shape[0], -1)
+    if flat.shape[1] == 0:  # image smaller than the filter: nothing measurable
+        return np.zeros(r.shape[0], dtype=np.float32)
     np.abs(flat, out=flat)
     k = min(flat.shape[1] - 1, int(q * flat.shape[1]))
     flat.partition(k, axis=1)
@@ -604,7 +606,7 @@ def dark_flat_fractions(b: Batch) -> np.ndarray:
 
     def f():
         t = b.thumb_y
-        y = 0.25 * (t[:, :-1, :-1] + t[:, 1:, :-1] + t[:, :-1, 1:] + t[:, 1:, 1:])
+        y = 0.25 * (t[:, :-1, :-1] + t[:, 1:, :-1] + t[:, :-1, 1:] + t[:, 1:, 1:]) if min(t.shape[1:]) > 1 else t
         gx = np.abs(np.diff(y, axis=2))
         gy = np.abs(np.diff(y, axis=1))
         g = np.zeros_like(y)
