@@ -224,3 +224,35 @@ def test_measure_does_not_depend_on_the_chunk_size(photo):
     a, b = measure(imgs, chunk=1), measure(imgs, chunk=4)
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_directional_blur_separates_a_smear_from_isotropic_softening(photo):
+    from pluralign.data.degradations import degrade
+    from pluralign.rewards.rules import directional_blur, directional_energy
+    from pluralign.rewards.verifiers import Batch, gradient_tensor
+
+    x = photo
+    pad = np.pad(x, ((0, 0), (2, 2), (0, 0)), mode="edge")
+    smear = np.ascontiguousarray(sum(pad[:, i : i + x.shape[1]] for i in range(5)) / 5)  # 5 px along x
+    soft = C.benign(x, x, None, 128, "tiny_resize", np.random.default_rng(0))
+    t = gradient_tensor(Batch(np.stack([x, smear, soft])))
+    e = directional_energy(t)  # 0 degrees = along x, 90 degrees = along y
+    kept_x, kept_y = e[1, 0] / e[0, 0], e[1, 18] / e[0, 18]
+    assert kept_x < 0.45 and kept_y > 0.6  # the smear takes x-gradients, y-gradients mostly survive
+    stat = directional_blur(t[1:], t[[0, 0]])
+    assert stat[0] > 0.6 and stat[1] < 0.15
+    assert adheres(degrade(x, "motion_blur", 0.5, seed=3), x, "motion_blur") and not adheres(soft, x, "motion_blur")
+
+
+def test_coarse_contrast_sees_flat_lighting_on_texture():
+    from pluralign.data.degradations import degrade
+    from pluralign.rewards.verifiers import Batch, coarse_contrast
+
+    grass = C._resize_to(C.load_photo("grass"), 128)  # texture everywhere, little large-scale shading
+    flat = degrade(grass, "flat_lighting", 0.4, seed=0)
+    fine = [VERIFIERS["contrast"](im) for im in (grass, flat)]
+    coarse = coarse_contrast(Batch(np.stack([grass, flat])))
+    # full-resolution contrast hardly moves: the previous rule (log ratio, eps 0.01, threshold 0.1408) missed this
+    assert np.log((fine[0] + 0.01) / (fine[1] + 0.01)) < 0.1408
+    assert np.log(coarse[0] / coarse[1]) > 0.15  # while the large-scale light and shadow went
+    assert adheres(flat, grass, "flat_lighting") and not adheres(grass, grass, "flat_lighting")

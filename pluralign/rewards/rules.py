@@ -7,8 +7,13 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``log_ratio``  ``direction * log((v_a + eps) / (v_o + eps))`` - scale-free changes (sharpness, noise, ...)
 * ``difference`` ``direction * (v_a - v_o)`` - quantities with a natural zero (blockiness, centroid offset)
 * ``chroma_shift`` length of the change of the grey-world chroma vector (a cast in any hue)
+* ``coarse_log_ratio`` ``log_ratio`` of the verifier measured on a 16-px block average (contrast:
+  the large-scale light and shadow that flat lighting removes)
 * ``abs_difference`` ``|v_a - v_o|`` of a signed measurement whose sign carries no meaning
   (chromatic aberration: red magnified vs shrunk relative to blue)
+* ``directional_blur`` the largest loss of directional gradient energy (log, over 36 directions)
+  less half the smallest: a smear along one direction (motion blur) scores high, the slight
+  isotropic softening of a resize low
 * ``max_difference`` the largest ``direction * (v_a - v_o)`` over the components of a vector
   measurement (obstruction: newly dark and featureless area at any of several darkness levels)
 * ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
@@ -35,7 +40,9 @@ from .verifiers import (
     SPECTRUM_ANGLES,
     Batch,
     chroma_vector,
+    coarse_contrast,
     dark_flat_fractions,
+    gradient_tensor,
     group_by_shape,
     lateral_ca,
     rotation_spectrum,
@@ -44,8 +51,8 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "difference", "abs_difference", "max_difference", "chroma_shift", "rotation",
-              "centroid_shift")
+STATISTICS = ("log_ratio", "coarse_log_ratio", "difference", "abs_difference", "max_difference", "directional_blur", "chroma_shift",
+              "rotation", "centroid_shift")
 _ROT_GRID = np.linspace(-45.0, 45.0, 181)
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
@@ -57,10 +64,16 @@ FEATURES = {
     # signed red-vs-blue magnification: the scalar verifier is its absolute value
     "_ca": lambda b: lateral_ca(b) @ np.array([1.0, -1.0]),
     "_dark_flat": dark_flat_fractions,
+    "_tensor": gradient_tensor,
+    "_coarse_contrast": coarse_contrast,
 }
-_BY_STATISTIC = {"chroma_shift": "_chroma", "rotation": "_spectrum", "centroid_shift": "_centroid"}
+_BY_STATISTIC = {"chroma_shift": "_chroma", "rotation": "_spectrum", "centroid_shift": "_centroid",
+                 "directional_blur": "_tensor"}
+_BLUR_ANGLES = np.radians(np.arange(0.0, 180.0, 5.0))
 # The signed or vector form of a scalar verifier, used by abs_difference / max_difference.
 _FULL_FORM = {"chromatic_aberration": "_ca", "occlusion": "_dark_flat"}
+# The coarse-scale form of a scalar verifier, used by coarse_log_ratio.
+_COARSE_FORM = {"contrast": "_coarse_contrast"}
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class Rule:
 # directions agree with pluralign.data.taxonomy (a test checks this).
 RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "blurry": ("sharpness", "log_ratio", -1, 1e-3),
-    "motion_blur": ("sharpness", "log_ratio", -1, 1e-3),
+    "motion_blur": ("sharpness", "directional_blur", -1, 1e-3),
     "defocused": ("sharpness", "log_ratio", -1, 1e-3),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
     "film_grain": ("grain", "log_ratio", +1, 0.011),
@@ -85,7 +98,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("brightness", "log_ratio", +1, 0.02),
     "low_contrast": ("contrast", "log_ratio", -1, 0.01),
-    "flat_lighting": ("contrast", "log_ratio", -1, 0.01),
+    "flat_lighting": ("contrast", "coarse_log_ratio", -1, 0.005),
     "muted": ("saturation", "log_ratio", -1, 0.02),
     "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "abs_difference", +1, 0.0),
@@ -150,13 +163,17 @@ def _needs(rule: Rule) -> str:
         return _BY_STATISTIC[rule.statistic]
     if rule.statistic in ("abs_difference", "max_difference"):
         return _FULL_FORM.get(rule.verifier, rule.verifier)
+    if rule.statistic == "coarse_log_ratio":
+        if rule.verifier not in _COARSE_FORM:
+            raise ValueError(f"coarse_log_ratio needs a coarse form of {rule.verifier!r}; have {sorted(_COARSE_FORM)}")
+        return _COARSE_FORM[rule.verifier]
     return rule.verifier
 
 
 def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str, np.ndarray]) -> np.ndarray:
     key = _needs(rule)
     a, o = fa[key], fo[key]
-    if rule.statistic == "log_ratio":
+    if rule.statistic in ("log_ratio", "coarse_log_ratio"):
         return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
     if rule.statistic == "difference":
         return rule.direction * (a - o)
@@ -165,6 +182,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "max_difference":
         d = rule.direction * (a - o)
         return d.max(axis=1) if d.ndim > 1 else d
+    if rule.statistic == "directional_blur":
+        return directional_blur(a, o, rule.direction, rule.eps)
     if rule.statistic == "chroma_shift":
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "centroid_shift":
@@ -172,6 +191,24 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "rotation":
         return np.abs(estimate_rotation_spectra(a, o))
     raise ValueError(f"unknown statistic {rule.statistic!r}; expected one of {STATISTICS}")
+
+
+def directional_energy(tensor: np.ndarray) -> np.ndarray:
+    """Gradient energy along 36 directions (5 degrees apart) from :func:`gradient_tensor` rows: N x 36."""
+    c, s = np.cos(_BLUR_ANGLES), np.sin(_BLUR_ANGLES)
+    return tensor[:, 0:1] * c**2 + 2 * tensor[:, 1:2] * c * s + tensor[:, 2:3] * s**2
+
+
+def directional_blur(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int = -1, eps: float = 1e-3) -> np.ndarray:
+    """Largest directional change ``direction * log((e_a + eps) / (e_o + eps))`` less half the smallest.
+
+    Motion blur smears along one direction, so the change peaks there and stays small across it;
+    a resize or a slightly different crop changes every direction a little. Discounting half the
+    change common to all directions keeps the second from passing for the first, while a strong
+    isotropic blur (which also drops the smallest) still counts through the other half.
+    """
+    d = direction * (np.log(directional_energy(tensor_a) + eps) - np.log(directional_energy(tensor_o) + eps))
+    return d.max(axis=1) - 0.5 * d.min(axis=1)
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:

@@ -204,6 +204,28 @@ def _sharpness(b: Batch) -> np.ndarray:
     return lap.var(axis=(1, 2)) / (b.y_stats[:, 1] + 1e-4)
 
 
+def gradient_tensor(b: Batch) -> np.ndarray:
+    """Structure tensor of luminance over the luminance variance: N x 3 ``[<gx^2>, <gx gy>, <gy^2>]``.
+
+    Central differences. The gradient energy along a direction ``phi`` is
+    ``Jxx cos^2 + 2 Jxy cos sin + Jyy sin^2``; motion blur removes it along the direction of
+    motion and barely across it, which the isotropic Laplacian variance averages away (see the
+    ``directional_blur`` statistic in :mod:`pluralign.rewards.rules`).
+    """
+
+    def f():
+        y = b.y
+        n, h, w = y.shape
+        if h < 3 or w < 3:
+            return np.zeros((n, 3))
+        gx = y[:, 1:-1, 2:] - y[:, 1:-1, :-2]
+        gy = y[:, 2:, 1:-1] - y[:, :-2, 1:-1]
+        scale = 0.25 / (gx[0].size * (b.y_stats[:, 1].astype(np.float64) + 1e-4))
+        return np.stack([_dots(gx, gx), _dots(gx, gy), _dots(gy, gy)], axis=1) * scale[:, None]
+
+    return b._get("gradient_tensor", f)
+
+
 def _brightness(b: Batch) -> np.ndarray:
     """Mean luminance."""
     return b.y_stats[:, 0]
@@ -227,6 +249,16 @@ def _contrast(b: Batch) -> np.ndarray:
 def _opponent(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r, g, bl = x[..., 0], x[..., 1], x[..., 2]
     return r - g, 0.5 * (r + g) - bl
+
+
+def coarse_contrast(b: Batch, side: int = 16) -> np.ndarray:
+    """RMS contrast of luminance block-averaged to ``side`` pixels: the large-scale light and shadow.
+
+    Flat, shadowless light removes the slow luminance variation across the frame while keeping
+    texture; on grass or a star field, where texture carries almost all of the full-resolution
+    contrast, only this coarse contrast shows the change.
+    """
+    return b._get(f"coarse_contrast{side}", lambda: _area_downscale(b.y[..., None], side)[..., 0].std(axis=(1, 2)))
 
 
 def _colorfulness(b: Batch) -> np.ndarray:
