@@ -95,6 +95,28 @@ def test_export_reproduces_trained_model_and_alpha_round_trips(run, tmp_path):
     assert np.abs(image(nometa) - want).max() > 1e-4
 
 
+def test_conv_targets_export_and_reload(tiny_pipeline_dir, tmp_path):
+    """LoRA on ResNet convs as well as attention: every module must survive export and reload."""
+    from pluralign.trainers import train
+
+    model = tiny_pipeline_dir("sd")
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
+    r = train(cfg(tmp_path, model, max_steps=2, learning_rate=1e-2, export_kohya=False, target_modules=targets))
+    stock = _stock(model)
+    stock.load_lora_weights(str(r.adapter_dir), adapter_name="intent")
+    adapted = {n.rsplit(".", 1)[-1] if "conv" in n else "attn" for n, m in stock.unet.named_modules()
+               if "intent" in getattr(m, "lora_A", {})}
+    assert {"conv1", "conv2", "attn"} <= adapted, adapted
+    keys = list(load_file(str(r.adapter_dir / "pytorch_lora_weights.safetensors")))
+    # one key format only: diffusers decides how to read the file from its first key, so a mix of
+    # `lora.down` and `lora_A` keys loads only part of the adapter when a conv key comes first
+    peft_keys = [k for k in keys if ".lora_A." in k or ".lora_B." in k]
+    assert len(peft_keys) in (0, len(keys)), keys[:4]
+    n_saved = len(keys)
+    n_loaded = sum(1 for _, m in stock.unet.named_modules() if "intent" in getattr(m, "lora_A", {}))
+    assert n_saved == 2 * n_loaded
+
+
 def test_kohya_file_has_trained_alpha(run):
     path = run["result"].kohya_files["intent"]
     sd = load_file(str(path))

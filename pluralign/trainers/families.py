@@ -92,7 +92,12 @@ class Family:
         if self.diffusers_key_format:
             from diffusers.utils import convert_state_dict_to_diffusers
 
-            layers = convert_state_dict_to_diffusers(layers)
+            converted = convert_state_dict_to_diffusers(layers)
+            # diffusers' mapping covers attention projections only: with other targets (ResNet convs,
+            # time embedding) it returns a mix of `lora.down` and `lora_A` keys, and load_lora_weights
+            # then silently drops the converted ones. PEFT keys load everywhere, so keep them then.
+            if not any(".lora_A." in k or ".lora_B." in k for k in converted):
+                layers = converted
         return {f"{self.denoiser_attr}_lora_layers": layers, f"{self.denoiser_attr}_lora_adapter_metadata": metadata}
 
 
