@@ -50,18 +50,19 @@ class DemoConfig:
     anti_fraction: float = option(0.5, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs", min=0.01, max=1.0)
     data_seed: int = option(2000, "seed of the training scenes")
-    max_steps: int = option(240, "optimizer steps of each adapter", min=1)
+    max_steps: int = option(720, "optimizer steps of each adapter", min=1)
     train_batch_size: int = option(8, "pairs per step", min=1)
     learning_rate: float = option(1e-3, "LoRA learning rate (chosen on the seed-5000 validation suite)", min=0)
     rank: int = option(8, "LoRA rank", min=1)
     beta: float = option(5000.0, "Diffusion-DPO beta (½β convention)", min=0)
     target_modules: list[str] = option(factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
                                        help="LoRA target modules of the UNet")
-    preserve_weight: float = option(3000.0, "output-preservation weight on ordinary-prompt rows (see DPOTrainConfig)",
+    preserve_weight: float = option(100000.0, "output-preservation weight on ordinary-prompt rows (see DPOTrainConfig)",
                                     min=0)
-    preserve_null_weight: float = option(0.0, "output-preservation weight on the null prompt, the branch "
+    preserve_null_weight: float = option(300000.0, "output-preservation weight on the null prompt, the branch "
                                          "classifier-free guidance extrapolates from (see DPOTrainConfig)", min=0)
-    sft_weight: float = option(0.0, "weight of the SFT term on the chosen image (keeps the policy on the data)", min=0)
+    sft_weight: float = option(10000.0, "weight of the SFT term on the chosen image (keeps the policy on the data; "
+                               "also given to the aesthetic-DPO baseline)", min=0)
     weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve")
     with_baselines: bool = option(False, "also train plain aesthetic DPO and anti-aesthetic SFT with the same budget")
     num_inference_steps: int = option(0, "sampling steps (0 = the value recorded in the toy build config)", min=0)
