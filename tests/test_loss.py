@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pluralign.trainers.loss import LOSS_TYPES, diffusion_dpo_loss, per_sample_mse
+from pluralign.trainers.loss import LOSS_TYPES, diffusion_dpo_loss, guided_sft_error, per_sample_mse
 
 # one pair: policy errors w=0.10, l=0.30; reference w=0.20, l=0.20
 PW, PL, RW, RL = 0.10, 0.30, 0.20, 0.20
@@ -91,3 +91,25 @@ def test_per_sample_mse():
     b = torch.ones(2, 4, 2, 2)
     b[1] *= 2
     assert per_sample_mse(a, b).tolist() == [1.0, 4.0]
+
+
+def test_guided_sft_error_by_hand():
+    u, p, y = T(0.5, -1.0), T(1.0, 0.0), T(2.0, 1.0)  # one sample with 2 elements
+    u, p, y = u[None], p[None], y[None]
+    # guided = u + 3 (p - u) = (2.0, 2.0); squared error vs y = (0, 1), mean 0.5, divided by 9
+    assert guided_sft_error(p, u, y, 3.0).item() == pytest.approx(0.5 / 9)
+    assert torch.equal(guided_sft_error(p, u, y, 1.0), per_sample_mse(p, y))  # scale 1: the plain SFT error
+
+
+def test_guided_sft_error_is_plain_mse_towards_the_shrunk_target():
+    """Zero at p* = u + (y - u) / s, and its gradient equals plain MSE's towards p* (same scale)."""
+    g = torch.Generator().manual_seed(0)
+    u, y = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    s = 6.0
+    p_star = u + (y - u) / s
+    assert guided_sft_error(p_star, u, y, s).abs().max().item() < 1e-24
+    p = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    (grad_guided,) = torch.autograd.grad(guided_sft_error(p, u, y, s).sum(), p)
+    (grad_plain,) = torch.autograd.grad(per_sample_mse(p, p_star).sum(), p)
+    assert torch.allclose(grad_guided, grad_plain)
+

@@ -54,6 +54,31 @@ def test_preserve_null_weight_anchors_the_unconditional_branch(tiny_pipeline_dir
     assert "preserve_null_weight" in card
 
 
+def test_guided_sft_scale_acts_on_anti_rows_only(tiny_pipeline_dir, tmp_path):
+    """Mirror-only data: the guided term changes nothing; with anti rows it changes the adapter."""
+    from safetensors.torch import load_file
+
+    from pluralign.trainers._testdata import toy_pairs
+
+    model = tiny_pipeline_dir("sd")
+    ds = toy_pairs()
+    for kind in ("mirror", "anti"):
+        ds.filter(lambda r, k=kind: r["kind"] == k).select(range(4)).save_to_disk(str(tmp_path / kind))
+    common = dict(max_steps=3, learning_rate=3e-3, export_kohya=False, sft_weight=1e3)
+
+    def weights(name, data, **kw):
+        r = train(cfg(tmp_path / name, model, dataset=str(tmp_path / data), **common, **kw))
+        return load_file(str(r.adapter_dir / "pytorch_lora_weights.safetensors")), r
+
+    plain_m, _ = weights("plain_m", "mirror")
+    guided_m, r = weights("guided_m", "mirror", guided_sft_scale=6.0)
+    assert all(torch.equal(plain_m[k], guided_m[k]) for k in plain_m)
+    assert "guided_sft_scale" in (r.adapter_dir / "README.md").read_text()
+    plain_a, _ = weights("plain_a", "anti")
+    guided_a, _ = weights("guided_a", "anti", guided_sft_scale=6.0)
+    assert max((plain_a[k] - guided_a[k]).abs().max().item() for k in plain_a) > 1e-6
+
+
 def test_eval_before_after_links_summary_into_model_card(tiny_pipeline_dir, tmp_path):
     model = tiny_pipeline_dir("sd")
     result = train(cfg(tmp_path, model, max_steps=1, export_kohya=False, eval_before_after=True, eval_n_prompts=3,

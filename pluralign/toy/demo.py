@@ -61,6 +61,8 @@ class DemoConfig:
                                     min=0)
     preserve_null_weight: float = option(300000.0, "output-preservation weight on the null prompt, the branch "
                                          "classifier-free guidance extrapolates from (see DPOTrainConfig)", min=0)
+    guided_sft_scale: float = option(0.0, "fit the guided prediction on anti rows in the SFT term at this guidance "
+                                     "scale (see DPOTrainConfig; 0 disables)", min=0)
     sft_weight: float = option(10000.0, "weight of the SFT term on the chosen image (keeps the policy on the data; "
                                "also given to the aesthetic-DPO baseline)", min=0)
     weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve")
@@ -140,7 +142,8 @@ def train_adapter(cfg: DemoConfig, kind: str, out: Path, report_to: str) -> tupl
         output_dir=str(out / "runs" / kind), run_name=f"demo-{kind}", overwrite_output_dir=True,
         adapter_name="intent", target_modules=list(cfg.target_modules), rank=cfg.rank, alpha=float(cfg.rank), method="sft" if kind == "sft" else "dpo",
         beta=cfg.beta, preserve_weight=cfg.preserve_weight if kind == "intent" else 0.0,
-        preserve_null_weight=cfg.preserve_null_weight if kind == "intent" else 0.0, sft_weight=cfg.sft_weight if kind != "sft" else 0.0, learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
+        preserve_null_weight=cfg.preserve_null_weight if kind == "intent" else 0.0,
+        guided_sft_scale=cfg.guided_sft_scale if kind == "intent" else 0.0, sft_weight=cfg.sft_weight if kind != "sft" else 0.0, learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
         lr_warmup_steps=min(20, cfg.max_steps // 10), seed=cfg.seed, cache_dir=str(out / "cache"),
         export_kohya=False, report_to=report_to, logging_steps=max(1, cfg.max_steps // 20),
         validation_steps=0, checkpointing_steps=0,

@@ -48,6 +48,12 @@ class DPOTrainConfig:
     loss_type: str = option("sigmoid", "DPO loss", choices=LOSS_TYPES)
     label_smoothing: float = option(0.0, "cDPO/robust label smoothing ε", min=0, max=0.499)
     sft_weight: float = option(0.0, "weight of an extra denoising loss on the chosen image", min=0)
+    guided_sft_scale: float = option(
+        0.0, "when > 1, the SFT term on kind=anti rows fits the classifier-free-guided prediction "
+        "u_ref + s*(eps_c - u_ref) (u_ref: the frozen reference's null-prompt prediction) instead of the conditional "
+        "one, so that sampling at guidance s reproduces the anti-aesthetic training images instead of exaggerating "
+        "them (guidance multiplies an adapter's conditional change by about s). Set it to the guidance you sample "
+        "with; costs one reference forward pass per step (shared with preserve_null_weight); 0 or 1 disables", min=0)
     preserve_weight: float = option(
         0.0, "weight of an output-preservation term on rows of kind mirror/general: the mean squared difference "
         "between the policy's and the frozen reference's predictions, which keeps ordinary prompts where the "

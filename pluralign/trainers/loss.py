@@ -16,7 +16,8 @@ the sigmoid in the ½β convention of DESIGN.md (beta ~ 5000 for SD1.5/SDXL):
 - ``ipo``: ``(logits - 1/(2 beta))**2`` (trl's IPO on the unscaled ``logits``).
 - ``robust``: ``(-(1-ε) log σ(inside) + ε log σ(-inside)) / (1 - 2ε)`` (requires ε < 0.5).
 
-The returned loss is the batch mean. ``stats`` are detached scalars for logging; implicit accuracy
+:func:`guided_sft_error` is the SFT term's error on the classifier-free-guided prediction (the
+trainer's ``guided_sft_scale``). The returned loss is the batch mean. ``stats`` are detached scalars for logging; implicit accuracy
 counts a tie (``inside == 0``) as 0.5, which is what a fresh adapter (policy == reference) reports.
 """
 
@@ -71,3 +72,14 @@ def diffusion_dpo_loss(policy_err_w: torch.Tensor, policy_err_l: torch.Tensor, r
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over every non-batch dimension, in float32: shape ``[N]``."""
     return (pred.float() - target.float()).pow(2).reshape(pred.shape[0], -1).mean(dim=1)
+
+
+def guided_sft_error(pred: torch.Tensor, uncond_ref: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:
+    """Per-sample squared error of the classifier-free-guided prediction ``u + s (pred - u)``, divided
+    by ``s**2`` so its gradient in ``pred`` has the plain SFT term's scale.
+
+    Fitting the guided prediction to the data means an adapter trained this way reproduces its
+    training images when sampled at guidance ``s``; fitting the conditional prediction alone lets
+    guidance multiply the adapter's change by about ``s`` (exaggerated degradations)."""
+    guided = uncond_ref + scale * (pred - uncond_ref)
+    return per_sample_mse(guided, target) / scale ** 2

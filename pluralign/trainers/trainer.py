@@ -34,7 +34,7 @@ from .config import DPOTrainConfig
 from .data import check_columns, column, data_mix, load_pairs, select_rows
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
-from .loss import diffusion_dpo_loss, per_sample_mse
+from .loss import diffusion_dpo_loss, guided_sft_error, per_sample_mse
 from .objectives import objective_from_config, pair_noise, shared_noise
 
 
@@ -218,8 +218,8 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
         data = {f"pixels_{s}": torch.stack([to_pixels(im, c.resolution) for im in ds[col]])
                 for s, col in zip("wl", cols)}
         data["prompts"] = prompts
-        data["preserve"] = _preserve_mask(ds)
-        if c.preserve_null_weight:
+        data["preserve"], data["anti"] = _kind_mask(ds, ("mirror", "general")), _kind_mask(ds, ("anti",))
+        if _needs_null(c):
             with torch.no_grad():
                 data["null_cond"] = {k: v.float() for k, v in fam.encode_prompts(pipe, [""], c.resolution).items()}
         return data
@@ -231,16 +231,22 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
     for s, col in zip("wl", cols):
         data[f"latents_{s}"] = cached_latents(vae, list(ds[col]), c.resolution, lat_cache, desc=f"latents ({col})")
     data["cond"] = cached_prompts(lambda ps: fam.encode_prompts(pipe, ps, c.resolution), prompts, txt_cache)
-    data["preserve"] = _preserve_mask(ds)
-    if c.preserve_null_weight:
+    data["preserve"], data["anti"] = _kind_mask(ds, ("mirror", "general")), _kind_mask(ds, ("anti",))
+    if _needs_null(c):
         data["null_cond"] = cached_prompts(lambda ps: fam.encode_prompts(pipe, ps, c.resolution), [""], txt_cache,
                                            desc="encoding the null prompt")
     return data
 
 
-def _preserve_mask(ds) -> torch.Tensor:
-    """Rows whose prompt is an ordinary one (mirror and general pairs): what ``preserve_weight`` anchors."""
-    return torch.tensor([k in ("mirror", "general") for k in column(ds, "kind")], dtype=torch.bool)
+def _kind_mask(ds, kinds: tuple[str, ...]) -> torch.Tensor:
+    """Rows of the given kinds: ``mirror``/``general`` rows carry ordinary prompts (what
+    ``preserve_weight`` anchors), ``anti`` rows the requests (what ``guided_sft_scale`` applies to)."""
+    return torch.tensor([k in kinds for k in column(ds, "kind")], dtype=torch.bool)
+
+
+def _needs_null(c: DPOTrainConfig) -> bool:
+    """Whether the step needs predictions under the null prompt."""
+    return bool(c.preserve_null_weight) or c.guided_sft_scale > 1
 
 
 def _batch(p: Plan, pipe, data: dict, idx: list[int], device, dtype):
@@ -258,15 +264,16 @@ def _batch(p: Plan, pipe, data: dict, idx: list[int], device, dtype):
     return x_w.to(**to), (x_l.to(**to) if x_l is not None else None), {k: v.to(**to) for k, v in cond.items()}
 
 
-def _null_drift(fam, model, unwrapped, noisy, t, null_cond: dict, accelerator) -> torch.Tensor:
-    """Mean squared difference between the policy's and the reference's predictions under the null
-    prompt, on the step's own noisy latents and timesteps (what ``preserve_null_weight`` scales)."""
+def _null_predictions(fam, model, unwrapped, noisy, t, null_cond: dict, accelerator, with_policy: bool):
+    """The policy's (when ``with_policy``) and the frozen reference's predictions under the null prompt,
+    on the step's own noisy latents and timesteps: what ``preserve_null_weight`` compares and the
+    unconditional branch ``guided_sft_scale`` extrapolates from."""
     null = {k: v.to(device=noisy.device, dtype=noisy.dtype).expand(noisy.shape[0], *v.shape[1:])
             for k, v in null_cond.items()}
-    pred = fam.denoise(model, noisy, t, null)
+    pred = fam.denoise(model, noisy, t, null) if with_policy else None
     with torch.no_grad(), adapters_disabled(unwrapped), accelerator.autocast():
         ref = fam.denoise(unwrapped, noisy, t, null)
-    return per_sample_mse(pred, ref).mean()
+    return pred, ref
 
 
 def _optimizer(c: DPOTrainConfig, params):
@@ -419,15 +426,24 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
                 b = x_w.shape[0]
                 loss, stats = diffusion_dpo_loss(err[:b], err[b:], ref[:b], ref[b:], beta=c.beta,
                                                  loss_type=c.loss_type, label_smoothing=c.label_smoothing)
+                u_pol = u_ref = None
+                if _needs_null(c):
+                    u_pol, u_ref = _null_predictions(fam, model, unwrapped, noisy, t, data["null_cond"], accelerator,
+                                                     with_policy=bool(c.preserve_null_weight))
                 if c.sft_weight:
-                    loss = loss + c.sft_weight * err[:b].mean()
+                    sft = err[:b]
+                    if c.guided_sft_scale > 1:
+                        anti = data["anti"][idx].to(accelerator.device)
+                        guided = guided_sft_error(pred[:b], u_ref[:b], target[:b], c.guided_sft_scale)
+                        sft = torch.where(anti, guided, sft)
+                    loss = loss + c.sft_weight * sft.mean()
                 if c.preserve_weight:
                     keep = data["preserve"][idx].to(accelerator.device).repeat(2).float()
                     drift = per_sample_mse(pred, ref_pred)
                     stats["preserve_mse"] = (drift * keep).sum().detach() / keep.sum().clamp(min=1)
                     loss = loss + c.preserve_weight * (drift * keep).sum() / keep.numel()
                 if c.preserve_null_weight:
-                    null_drift = _null_drift(fam, model, unwrapped, noisy, t, data["null_cond"], accelerator)
+                    null_drift = per_sample_mse(u_pol, u_ref).mean()
                     stats["preserve_null_mse"] = null_drift.detach()
                     loss = loss + c.preserve_null_weight * null_drift
             else:
@@ -543,7 +559,7 @@ def _export(p: Plan, pipe, denoiser, adapter_name, indices, adapter_dir: Path, h
                                            p.output_dir / "adapter_kohya" / f"{adapter_name}.safetensors")
     metrics = _final_metrics(history)
     eval_summary = json.loads(Path(c.eval_summary).read_text()) if c.eval_summary else None
-    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "preserve_weight", "preserve_null_weight", "rank",
+    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "guided_sft_scale", "preserve_weight", "preserve_null_weight", "rank",
                                         "alpha", "dropout", "use_rslora", "use_dora", "learning_rate", "lr_scheduler",
                                         "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}
