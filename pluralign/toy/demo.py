@@ -61,7 +61,7 @@ class DemoConfig:
                                     min=0)
     preserve_null_weight: float = option(300000.0, "output-preservation weight on the null prompt, the branch "
                                          "classifier-free guidance extrapolates from (see DPOTrainConfig)", min=0)
-    guided_sft_scale: float = option(0.0, "fit the guided prediction on anti rows in the SFT term at this guidance "
+    guided_sft_scale: float = option(2.0, "fit the guided prediction on anti rows in the SFT term at this guidance "
                                      "scale (see DPOTrainConfig; 0 disables)", min=0)
     sft_weight: float = option(10000.0, "weight of the SFT term on the chosen image (keeps the policy on the data; "
                                "also given to the aesthetic-DPO baseline)", min=0)
