@@ -101,7 +101,8 @@ def attribute_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     return header, rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table (cells are inserted as they are: no bare ``|`` in them)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -115,11 +116,11 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"Suite: `{suite.get('source', '?')}`, {suite.get('n_rows', '?')} prompt pairs; reference: "
         f"`{results.get('reference', 'base')}`; wall time {results.get('wall_seconds', 0):.1f} s.",
         "",
-        _md_table(*summary_rows(results)),
+        md_table(*summary_rows(results)),
         "",
         "## Per attribute",
         "",
-        _md_table(*attribute_rows(results)),
+        md_table(*attribute_rows(results)),
     ]
     w0 = (results.get("checks") or {}).get("weight0_equals_base")
     if w0:
@@ -235,7 +236,8 @@ td.prompt{max-width:280px;font-size:12px}
 """
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    """The same table as HTML, every cell escaped."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -252,8 +254,8 @@ def html_report(results: dict[str, Any], pairs: Pairs, rows: Sequence[EvalRow], 
         "<h1>pluralign eval</h1>",
         f"<p>Suite <code>{html.escape(str(suite.get('source', '?')))}</code>, {suite.get('n_rows', '?')} prompt pairs; "
         f"wall time {results.get('wall_seconds', 0):.1f} s.</p>",
-        "<h2>Summary</h2>", _html_table(*summary_rows(results)),
-        "<h2>Per attribute</h2>", _html_table(*attribute_rows(results)),
+        "<h2>Summary</h2>", html_table(*summary_rows(results)),
+        "<h2>Per attribute</h2>", html_table(*attribute_rows(results)),
         "<h2>Plots</h2>",
         f"<img alt='adherence per attribute' src='{data_uri(plot_attributes(results))}'>",
     ]

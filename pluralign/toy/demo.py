@@ -248,20 +248,18 @@ def _fmt_rate(d: dict | None) -> str:
     return f"{100 * d['value']:.1f}%{ci}"
 
 
-def summary_table(results: dict) -> str:
-    lines = ["| model | adherence (anti prompts) [95% CI] | leakage max abs pts | content fidelity [95% CI] |",
-             "|---|---|---|---|"]
-    for name, v in results["variants"].items():
-        leak = (v.get("leakage") or {}).get("max_abs_points")
-        lines.append(f"| {name} | {_fmt_rate(v.get('adherence'))} | "
-                     f"{'–' if leak is None else f'{leak:.1f}'} | {_fmt_rate(v.get('content_fidelity'))} |")
-    lines += ["", "| adapter weight | adherence | leakage max abs pts |", "|---|---|---|"]
-    for p in results["dial_curve"]:
-        leak = p.get("leakage_max_abs_points")
-        adh = p.get("adherence")
-        lines.append(f"| {p['weight']:g} | {'–' if adh is None else f'{100 * adh:.1f}%'} | "
-                     f"{'–' if leak is None else f'{leak:.1f}'} |")
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
+Table = tuple[list[str], list[list[str]]]
+
+
+def summary_tables(results: dict) -> list[Table]:
+    """The three summary tables as (header, rows): models, the dial curve, the targets."""
+    models = [[name, _fmt_rate(v.get("adherence")),
+               "–" if (leak := (v.get("leakage") or {}).get("max_abs_points")) is None else f"{leak:.1f}",
+               _fmt_rate(v.get("content_fidelity"))] for name, v in results["variants"].items()]
+    dial = [[f"{p['weight']:g}", "–" if p.get("adherence") is None else f"{100 * p['adherence']:.1f}%",
+             "–" if p.get("leakage_max_abs_points") is None else f"{p['leakage_max_abs_points']:.1f}"]
+            for p in results["dial_curve"]]
+    targets = []
     for name, t in results["targets"].items():
         m = t["measured"]
         if isinstance(m, float):
@@ -270,33 +268,46 @@ def summary_table(results: dict) -> str:
             m = " → ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in m)
         elif isinstance(m, dict):
             m = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
-        lines.append(f"| {name} | {m} | {'yes' if t['met'] else 'NO'} |")
-    return "\n".join(lines)
+        targets.append([name, str(m), "yes" if t["met"] else "NO"])
+    return [
+        (["model", "adherence (anti prompts) [95% CI]", "leakage max abs pts", "content fidelity [95% CI]"], models),
+        (["adapter weight", "adherence", "leakage max abs pts"], dial),
+        (["target", "measured", "met"], targets),
+    ]
 
 
-def attribute_table(results: dict) -> str:
+def attribute_rows(results: dict) -> Table:
+    """Adherence per attribute for every variant, and the intent adapter's leakage."""
     names = list(results["variants"])
     attrs = sorted({a for v in results["variants"].values()
                     for a in ((v.get("adherence") or {}).get("by_attribute") or {})})
-    lines = ["| attribute | " + " | ".join(f"{n} adherence" for n in names) + " | intent_dpo leakage pts |",
-             "|---|" + "---|" * (len(names) + 1)]
     leak = ((results["variants"].get("intent_dpo") or {}).get("leakage") or {}).get("by_attribute") or {}
+    rows = []
     for a in attrs:
         cells = []
         for n in names:
             d = ((results["variants"][n].get("adherence") or {}).get("by_attribute") or {}).get(a) or {}
             cells.append("–" if d.get("value") is None else f"{100 * d['value']:.0f}%")
         pts = (leak.get(a) or {}).get("points")
-        lines.append(f"| {a} | " + " | ".join(cells) + f" | {'–' if pts is None else f'{pts:+.1f}'} |")
-    return "\n".join(lines)
+        rows.append([a, *cells, "–" if pts is None else f"{pts:+.1f}"])
+    return ["attribute", *(f"{n} adherence" for n in names), "intent_dpo leakage pts"], rows
+
+
+def summary_table(results: dict) -> str:
+    """The summary tables in markdown, as the demo prints them."""
+    from pluralign.eval.report import md_table
+
+    return "\n\n".join(md_table(*t) for t in summary_tables(results))
 
 
 def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
+    from pluralign.eval.report import md_table
+
     md = ["# pluralign demo: reversed alignment, fixed and measured", "",
           f"Wall time {results['wall_seconds']:.0f} s. Suite: {results['suite']['n_rows']} toy prompt pairs "
           f"(P_o, P_a, same seed), {results['sampling']['num_inference_steps']} sampling steps, "
           f"guidance {results['sampling']['guidance_scale']}.", "", summary_table(results), "", "## Per attribute", "",
-          attribute_table(results), "", "Detailed eval reports: " +
+          md_table(*attribute_rows(results)), "", "Detailed eval reports: " +
           ", ".join(f"[{k}]({p.relative_to(out)}/report.html)" for k, p in eval_dirs.items())]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
@@ -304,13 +315,7 @@ def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
 def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
     import html
 
-    from pluralign.eval.report import data_uri
-
-    def table(md_table: str) -> str:
-        rows = [r.strip("|").split("|") for r in md_table.splitlines() if r.startswith("|") and not r.startswith("|---")]
-        head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
-        return f"<table><tr>{head}</tr>{body}</table>"
+    from pluralign.eval.report import data_uri, html_table
 
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>pluralign demo</title><style>"
              "body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse;margin:10px 0}"
@@ -318,9 +323,8 @@ def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
              "img{image-rendering:pixelated;max-width:100%}</style></head><body>",
              "<h1>pluralign demo: reversed alignment, fixed and measured</h1>",
              f"<p>Wall time {results['wall_seconds']:.0f} s; {results['suite']['n_rows']} prompt pairs.</p>"]
-    for block in summary_table(results).split("\n\n"):
-        parts.append(table(block))
-    parts += ["<h2>Per attribute</h2>", table(attribute_table(results))]
+    parts += [html_table(*t) for t in summary_tables(results)]
+    parts += ["<h2>Per attribute</h2>", html_table(*attribute_rows(results))]
     for name, d in eval_dirs.items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
         for img in ("dial_curve.png", "adherence_by_attribute.png", "grid.png"):
