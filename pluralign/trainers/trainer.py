@@ -210,31 +210,28 @@ def _load_pipeline(p: Plan, dtype=torch.float32):
 
 
 def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
-    """Cached latents + conditioning for the run's rows (or pixels + prompts without the cache)."""
+    """Cached latents + conditioning for the run's rows (or pixels + prompts without the cache), the
+    row-kind masks, and the null prompt's conditioning when a term needs it."""
     c, fam, ds = p.config, p.family, p.dataset.select(indices)
     prompts = list(ds["prompt"])
     cols = ["chosen", "rejected"] if c.method == "dpo" else ["chosen"]
+    encode = lambda ps: fam.encode_prompts(pipe, ps, c.resolution)  # noqa: E731
     if not c.use_cache:
+        txt_cache = None
         data = {f"pixels_{s}": torch.stack([to_pixels(im, c.resolution) for im in ds[col]])
                 for s, col in zip("wl", cols)}
         data["prompts"] = prompts
-        data["preserve"], data["anti"] = _kind_mask(ds, ("mirror", "general")), _kind_mask(ds, ("anti",))
-        if _needs_null(c):
-            with torch.no_grad():
-                data["null_cond"] = {k: v.float() for k, v in fam.encode_prompts(pipe, [""], c.resolution).items()}
-        return data
-    vae = pipe.vae
-    encoders = [getattr(pipe, n) for n in fam.text_encoders]
-    lat_cache = TensorCache(p.cache_dir, "latents", fingerprint(vae, extra=f"{fam.cache_id}:{c.resolution}"))
-    txt_cache = TensorCache(p.cache_dir, "prompts", fingerprint(*encoders, extra=f"{fam.cache_id}:{c.resolution}"))
-    data = {}
-    for s, col in zip("wl", cols):
-        data[f"latents_{s}"] = cached_latents(vae, list(ds[col]), c.resolution, lat_cache, desc=f"latents ({col})")
-    data["cond"] = cached_prompts(lambda ps: fam.encode_prompts(pipe, ps, c.resolution), prompts, txt_cache)
+    else:
+        vae = pipe.vae
+        encoders = [getattr(pipe, n) for n in fam.text_encoders]
+        lat_cache = TensorCache(p.cache_dir, "latents", fingerprint(vae, extra=f"{fam.cache_id}:{c.resolution}"))
+        txt_cache = TensorCache(p.cache_dir, "prompts", fingerprint(*encoders, extra=f"{fam.cache_id}:{c.resolution}"))
+        data = {f"latents_{s}": cached_latents(vae, list(ds[col]), c.resolution, lat_cache, desc=f"latents ({col})")
+                for s, col in zip("wl", cols)}
+        data["cond"] = cached_prompts(encode, prompts, txt_cache)
     data["preserve"], data["anti"] = _kind_mask(ds, ("mirror", "general")), _kind_mask(ds, ("anti",))
     if _needs_null(c):
-        data["null_cond"] = cached_prompts(lambda ps: fam.encode_prompts(pipe, ps, c.resolution), [""], txt_cache,
-                                           desc="encoding the null prompt")
+        data["null_cond"] = cached_prompts(encode, [""], txt_cache, desc="encoding the null prompt")
     return data
 
 
