@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,20 +138,20 @@ def train_adapter(cfg: DemoConfig, kind: str, out: Path, report_to: str) -> tupl
     t0 = time.perf_counter()
     rows = training_rows(cfg, kind)
     data_dir = save_pairs(rows, out / "data" / kind)
+    # the intent method's own terms; the baselines train the same budget without them
+    intent_terms = {"preserve_weight": cfg.preserve_weight, "preserve_null_weight": cfg.preserve_null_weight,
+                    "guided_sft_scale": cfg.guided_sft_scale} if kind == "intent" else {}
     result = train(DPOTrainConfig(
         pretrained_model=str(paths.aligned_dir()), dataset=str(data_dir), resolution=SIZE,
         output_dir=str(out / "runs" / kind), run_name=f"demo-{kind}", overwrite_output_dir=True,
-        adapter_name="intent", target_modules=list(cfg.target_modules), rank=cfg.rank, alpha=float(cfg.rank), method="sft" if kind == "sft" else "dpo",
-        beta=cfg.beta, preserve_weight=cfg.preserve_weight if kind == "intent" else 0.0,
-        preserve_null_weight=cfg.preserve_null_weight if kind == "intent" else 0.0,
-        guided_sft_scale=cfg.guided_sft_scale if kind == "intent" else 0.0, sft_weight=cfg.sft_weight if kind != "sft" else 0.0, learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
+        adapter_name="intent", target_modules=list(cfg.target_modules), rank=cfg.rank, alpha=float(cfg.rank),
+        method="sft" if kind == "sft" else "dpo", beta=cfg.beta, sft_weight=cfg.sft_weight if kind != "sft" else 0.0,
+        learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
         lr_warmup_steps=min(20, cfg.max_steps // 10), seed=cfg.seed, cache_dir=str(out / "cache"),
         export_kohya=False, report_to=report_to, logging_steps=max(1, cfg.max_steps // 20),
-        validation_steps=0, checkpointing_steps=0,
+        validation_steps=0, checkpointing_steps=0, **intent_terms,
     ))
-    kinds: dict[str, int] = {}
-    for r in rows:
-        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    kinds = dict(Counter(r["kind"] for r in rows))
     return result.adapter_dir, {"rows": len(rows), "rows_by_kind": kinds, "steps": result.steps,
                                 "final_metrics": result.metrics, "wall_seconds": time.perf_counter() - t0}
 
