@@ -53,7 +53,6 @@ from .verifiers import (
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "coarse_log_ratio", "difference", "abs_difference", "max_difference", "directional_blur", "chroma_shift",
               "rotation", "centroid_shift")
-_ROT_GRID = np.linspace(-45.0, 45.0, 181)
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
 # Features the paired statistics compare, beyond the scalar verifiers: name -> Batch -> N or N x k.
@@ -234,23 +233,6 @@ def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> n
     curv = cm - 2 * c0 + cp
     frac = np.divide(0.5 * (cm - cp), curv, out=np.zeros(n), where=curv < 0)
     return (shift[best] + np.clip(frac, -0.5, 0.5)) * step
-
-
-def estimate_rotation(moments_a: np.ndarray, moments_o: np.ndarray) -> np.ndarray:
-    """Rotation in degrees (within +-45) maximising the correlation of two orientation distributions.
-
-    Works on :func:`pluralign.rewards.verifiers.orientation_moments`; kept for callers of the
-    earlier rule (the shipped rule registers spectra instead, see :func:`estimate_rotation_spectra`).
-    """
-    k = moments_a.shape[1] // 2
-    za = moments_a[:, 0::2] + 1j * moments_a[:, 1::2]
-    zo = moments_o[:, 0::2] + 1j * moments_o[:, 1::2]
-    cross = za * np.conj(zo)  # N x k
-    j = np.arange(1, k + 1)
-    # corr(phi) = Re sum_j cross_j * exp(-i 2 j phi)
-    phase = np.exp(-2j * np.radians(_ROT_GRID)[:, None] * j[None, :])  # G x k
-    corr = (cross[:, None, :] * phase[None]).real.sum(axis=2)
-    return _ROT_GRID[np.argmax(corr, axis=1)]
 
 
 def paired_statistic(images_a, images_o, attribute: str, rules: dict[str, Rule] | None = None) -> np.ndarray:

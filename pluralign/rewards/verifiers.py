@@ -15,6 +15,7 @@ re-exported here as :func:`adheres` / :func:`adherence_scores`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 
 import numpy as np
 from scipy import fft as _fft
@@ -426,33 +427,6 @@ def subject_centroid(b: Batch) -> np.ndarray:
     return np.stack([(m.sum(axis=1) @ xs) / tot, (m.sum(axis=2) @ ys) / tot], axis=1)
 
 
-def orientation_moments(b: Batch, k: int = 6) -> np.ndarray:
-    """Fourier moments of the edge-orientation distribution: N x 2k reals (cos, sin of 2j*theta).
-
-    Weighted by gradient magnitude and normalised by the total weight. Rotating the image by
-    phi rotates moment j by 2j*phi, which :mod:`rules` uses to estimate the rotation between
-    two images of the same scene.
-    """
-
-    def f():
-        y = b.y128
-        # Scharr derivatives: nearly isotropic, so the pixel grid does not bias the angle.
-        sy = 3 * y[:, :, :-2] + 10 * y[:, :, 1:-1] + 3 * y[:, :, 2:]
-        sx = 3 * y[:, :-2] + 10 * y[:, 1:-1] + 3 * y[:, 2:]
-        gx = sx[:, :, 2:] - sx[:, :, :-2]
-        gy = sy[:, 2:] - sy[:, :-2]
-        mag = np.sqrt(gx * gx + gy * gy) + 1e-12
-        theta2 = 2.0 * np.arctan2(gy, gx)
-        tot = mag.sum(axis=(1, 2))
-        cols = []
-        for j in range(1, k + 1):
-            cols.append((mag * np.cos(j * theta2)).sum(axis=(1, 2)) / tot)
-            cols.append((mag * np.sin(j * theta2)).sum(axis=(1, 2)) / tot)
-        return np.stack(cols, axis=1)
-
-    return b._get("orientation_moments", f)
-
-
 def _subject_offcenter(b: Batch) -> np.ndarray:
     """Distance of the subject mask's centroid from the image centre, over the half-diagonal (0..1)."""
     cx, cy = subject_centroid(b).T
@@ -497,31 +471,28 @@ SPECTRUM_ANGLES = 180
 SPECTRUM_RADII = np.linspace(0.06, 0.45, 16)
 
 
+@cache
 def _polar_grid(side: int) -> tuple[np.ndarray, ...]:
-    """Bilinear gather indices/weights of the polar samples in a ``side x (side // 2 + 1)`` rfft2 grid."""
-    key = ("polar", side)
-    if key not in _GRID_CACHE:
-        th = np.radians(np.arange(SPECTRUM_ANGLES) * 180.0 / SPECTRUM_ANGLES)
-        r = SPECTRUM_RADII * side
-        fx = r[None, :] * np.cos(th)[:, None]
-        fy = r[None, :] * np.sin(th)[:, None]
-        # |F(-f)| = |F(f)| for a real image: reflect the left half-plane onto the stored right half
-        neg = fx < 0
-        fx, fy = np.where(neg, -fx, fx), np.where(neg, -fy, fy)
-        x0, y0 = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
-        wx, wy = (fx - x0).ravel(), (fy - y0).ravel()
-        x0, y0 = x0.ravel(), y0.ravel()
-        width = side // 2 + 1
-        idx = [((y0 + dy) % side) * width + np.minimum(x0 + dx, width - 1) for dy in (0, 1) for dx in (0, 1)]
-        wts = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]
-        c = (side - 1) / 2
-        rr = np.hypot(*np.meshgrid(np.arange(side) - c, np.arange(side) - c, indexing="ij")) / (side / 2)
-        window = np.where(rr < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(rr, 1)), 0.0).astype(np.float32)
-        _GRID_CACHE[key] = (np.stack(idx), np.stack(wts).astype(np.float32), window)
-    return _GRID_CACHE[key]
+    """Bilinear gather indices/weights of the polar samples in a ``side x (side // 2 + 1)`` rfft2 grid
+    and the radial window (computed once per side)."""
+    th = np.radians(np.arange(SPECTRUM_ANGLES) * 180.0 / SPECTRUM_ANGLES)
+    r = SPECTRUM_RADII * side
+    fx = r[None, :] * np.cos(th)[:, None]
+    fy = r[None, :] * np.sin(th)[:, None]
+    # |F(-f)| = |F(f)| for a real image: reflect the left half-plane onto the stored right half
+    neg = fx < 0
+    fx, fy = np.where(neg, -fx, fx), np.where(neg, -fy, fy)
+    x0, y0 = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
+    wx, wy = (fx - x0).ravel(), (fy - y0).ravel()
+    x0, y0 = x0.ravel(), y0.ravel()
+    width = side // 2 + 1
+    idx = [((y0 + dy) % side) * width + np.minimum(x0 + dx, width - 1) for dy in (0, 1) for dx in (0, 1)]
+    wts = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]
+    c = (side - 1) / 2
+    rr = np.hypot(*np.meshgrid(np.arange(side) - c, np.arange(side) - c, indexing="ij")) / (side / 2)
+    window = np.where(rr < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(rr, 1)), 0.0).astype(np.float32)
+    return np.stack(idx), np.stack(wts).astype(np.float32), window
 
-
-_GRID_CACHE: dict[tuple, tuple[np.ndarray, ...]] = {}
 
 
 def rotation_spectrum(b: Batch) -> np.ndarray:
