@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -219,6 +220,9 @@ def table(rows: list[dict], header: str) -> str:
              "| family | model (random init) | denoiser params | resolution | pairs/step | s/step | pairs/s | peak GPU memory |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['family']} | {r['model']} | FAILED: {r['error']} | | | | | |")
+            continue
         mem = "n/a (CPU)" if r["peak_gpu_mem_GiB"] != r["peak_gpu_mem_GiB"] else f"{r['peak_gpu_mem_GiB']:.1f} GiB"
         lines.append(f"| {r['family']} | {r['model']} | {r['denoiser_params_M']:.0f}M | {r['resolution']} | "
                      f"{r['pairs_per_step']} | {r['s_per_step']:.3f} | {r['pairs_per_s']:.2f} | {mem} |")
@@ -251,14 +255,21 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work_dir or Path(tmp)
         for fam in families:
             print(f"== {fam}: {DESCRIPTION[fam]}", file=sys.stderr, flush=True)
-            rows.append(run_family(fam, work, args))
+            try:
+                rows.append(run_family(fam, work, args))
+            except Exception as exc:  # one family failing (OOM, a missing kernel) must not lose the others
+                traceback.print_exc()
+                rows.append({"family": fam, "model": DESCRIPTION[fam], "error": f"{type(exc).__name__}: {exc}"[:300]})
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            if args.json:  # after every family, so a run cut short keeps what it measured
+                args.json.write_text(json.dumps({"device": gpu, "rows": rows}, indent=1))
     header = (f"GPU smoke, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}: bf16, 8-bit AdamW, gradient "
               f"checkpointing, LoRA rank {args.rank}, median over steps 2..{args.steps}" if not args.dry_run else
               f"GPU smoke DRY RUN (CPU, tiny models, fp32), {time.strftime('%Y-%m-%d')}: not GPU numbers")
     print(table(rows, header))
-    if args.json:
-        args.json.write_text(json.dumps({"device": gpu, "rows": rows}, indent=1))
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

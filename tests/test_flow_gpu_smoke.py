@@ -64,3 +64,25 @@ def test_dry_run_all_families(tmp_path):
     table = res.stdout
     assert "DRY RUN" in table and table.count("| n/a (CPU) |") == 4
     assert "| family | model (random init) |" in table and "s/step" in table and "peak GPU memory" in table
+
+
+def test_a_failing_family_keeps_the_others(tmp_path, monkeypatch, capsys):
+    import gpu_smoke
+
+    def fake_run(family, work, args):
+        if family == "sdxl":
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return {"family": family, "model": "fake", "denoiser_params_M": 1.0, "resolution": 32, "pairs_per_step": 1,
+                "s_per_step": 0.5, "pairs_per_s": 2.0, "peak_gpu_mem_GiB": 3.0, "steps": 2, "final_loss": 0.7,
+                "build_s": 0.1}
+
+    monkeypatch.setattr(gpu_smoke, "run_family", fake_run)
+    out = tmp_path / "rows.json"
+    code = gpu_smoke.main(["--dry-run", "--families", "sd15,sdxl,flux", "--json", str(out)])
+    assert code == 1  # a failure is reported in the exit status ...
+    rows = json.loads(out.read_text())["rows"]  # ... but the families around it are measured and kept
+    assert [r["family"] for r in rows] == ["sd15", "sdxl", "flux"]
+    assert "out of memory" in rows[1]["error"] and rows[2]["s_per_step"] == 0.5
+    table = capsys.readouterr().out
+    assert "| sdxl | fake |" not in table and "FAILED: RuntimeError: CUDA out of memory" in table
+    assert table.count("| 3.0 GiB |") == 2

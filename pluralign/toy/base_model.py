@@ -1,6 +1,7 @@
 """The toy base model: a genuine ``StableDiffusionPipeline`` trained from scratch on the toy world.
 
-Three stages, all on CPU, all seeded:
+Three stages, all seeded (random draws come from CPU generators, so a run on a GPU sees the same
+data, noise and timesteps as one on the CPU; only float rounding differs):
 
 1. an ``AutoencoderKL`` (32x32 images <-> 16x16 latents) trained as an autoencoder on clean and
    degraded renders, with enough latent channels that grain, blur and exposure survive the
@@ -57,6 +58,8 @@ class BaseModelConfig:
                                     "validation suite, seed 5000, among 4/6/8)", min=1)
     max_tokens: int = option(32, "tokenizer model_max_length (the world's longest caption is 25 tokens)", min=8,
                              max=77)
+    device: str = option("cpu", "where the autoencoder and the denoiser train (cpu, cuda, cuda:1, ...); the models "
+                         "are moved back to the CPU afterwards")
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -108,26 +111,28 @@ def make_vae(latent_channels: int, seed: int):
 def train_vae(data: ToyData, cfg: BaseModelConfig, progress: bool = True):
     from tqdm.auto import tqdm
 
-    vae = make_vae(cfg.latent_channels, cfg.seed)
-    x_all = _nchw(data.images)
+    dev = torch.device(cfg.device)
+    vae = make_vae(cfg.latent_channels, cfg.seed).to(dev)
+    x_all = _nchw(data.images).to(dev)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.vae_lr, total_steps=cfg.vae_steps, pct_start=0.1)
     g = torch.Generator().manual_seed(cfg.seed + 11)
     vae.train()
     bar = tqdm(range(cfg.vae_steps), desc="autoencoder", disable=not progress)
-    for _ in bar:
-        x = x_all[torch.randint(0, len(x_all), (cfg.vae_batch_size,), generator=g)]
+    for step in bar:
+        x = x_all[torch.randint(0, len(x_all), (cfg.vae_batch_size,), generator=g).to(dev)]
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)
         rec = vae.decode(z).sample
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + cfg.vae_kl_weight * post.kl().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if step % 20 == 0:  # reading the loss waits for the device
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     vae.eval()
-    return vae
+    return vae.to("cpu")
 
 
 @torch.no_grad()
@@ -226,24 +231,24 @@ class _EMA:
     @torch.no_grad()
     def update(self, step: int):
         d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach(), 1 - d)
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)  # one launch, not one per tensor
 
     @torch.no_grad()
     def copy_to(self):
-        for s, p in zip(self.shadow, self.params):
-            p.copy_(s)
+        torch._foreach_copy_(self.params, self.shadow)
 
 
 def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: BaseModelConfig, progress: bool = True):
     """Jointly train a UNet and a CLIP text encoder on scaled ``latents`` with token ``ids``."""
     from tqdm.auto import tqdm
 
-    text_encoder = make_text_encoder(tokenizer, cfg.text_hidden, cfg.text_layers, cfg.seed + 2)
-    unet = make_unet(cfg.latent_channels, cfg.unet_channels, cfg.text_hidden, cfg.seed + 3)
+    dev = torch.device(cfg.device)
+    text_encoder = make_text_encoder(tokenizer, cfg.text_hidden, cfg.text_layers, cfg.seed + 2).to(dev)
+    unet = make_unet(cfg.latent_channels, cfg.unet_channels, cfg.text_hidden, cfg.seed + 3).to(dev)
     train_sched, _ = schedulers()
-    alphas = train_sched.alphas_cumprod
-    empty = tokenize(tokenizer, [""])[0]
+    alphas = train_sched.alphas_cumprod.to(dev)
+    empty = tokenize(tokenizer, [""])[0].to(dev)
+    latents, ids = latents.to(dev), ids.to(dev)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
 
@@ -261,11 +266,12 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
     bar = tqdm(range(cfg.unet_steps), desc="denoiser", disable=not progress)
     losses = []
     for step in bar:
-        idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
+        # every random draw on the CPU generator, then moved: the same stream on any device
+        idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g).to(dev)
         x0, tok = latents[idx], ids[idx].clone()
-        tok[torch.rand(len(tok), generator=g) < cfg.cond_drop] = empty
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, train_sched.config.num_train_timesteps, (len(x0),), generator=g)
+        tok[(torch.rand(len(tok), generator=g) < cfg.cond_drop).to(dev)] = empty
+        noise = torch.randn(x0.shape, generator=g).to(dev)
+        t = torch.randint(0, train_sched.config.num_train_timesteps, (len(x0),), generator=g).to(dev)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(tok)[0]
@@ -281,14 +287,14 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
         sched.step()
         if ema is not None:
             ema.update(step)
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+        losses.append(loss.detach())
+        if step % 20 == 0:  # reading the loss waits for the device, so only now and then
+            bar.set_postfix(loss=f"{torch.stack(losses[-50:]).mean().item():.4f}", refresh=False)
     if ema is not None:
         ema.copy_to()
     unet.eval()
     text_encoder.eval()
-    return unet, text_encoder, {"final_loss": float(np.mean(losses[-100:]))}
+    return unet.to("cpu"), text_encoder.to("cpu"), {"final_loss": float(torch.stack(losses[-100:]).mean())}
 
 
 def assemble(vae, text_encoder, tokenizer, unet):
