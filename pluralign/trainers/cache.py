@@ -107,7 +107,7 @@ def cached_latents(vae, images: list[Image.Image], resolution: int, cache: Tenso
         chunk = todo[i:i + batch_size]
         lat = encode_pixels(vae, torch.stack([to_pixels(im, resolution) for _, im in chunk]))
         for (k, _), latent in zip(chunk, lat):
-            found[k] = latent
+            found[k] = latent.cpu()  # hits load on the CPU: keep every row there (batches move to the device)
             if cache is not None:
                 cache.put(k, {"latents": latent})
     return torch.stack([found[k] for k in keys])
@@ -129,7 +129,7 @@ def cached_prompts(encode, prompts: list[str], cache: TensorCache | None, batch_
         with torch.no_grad():
             cond = encode([p for _, p in chunk])
         for j, (k, _) in enumerate(chunk):
-            row = {name: t[j].float() for name, t in cond.items()}
+            row = {name: t[j].float().cpu() for name, t in cond.items()}  # as the cache hits are
             found[k] = row
             if cache is not None:
                 cache.put(k, row)
