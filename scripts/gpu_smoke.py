@@ -197,7 +197,7 @@ def run_family(family: str, work: Path, args) -> dict:
         pretrained_model=str(model_dir), family=PIPELINE_FAMILY[family], dataset="toy:pairs", resolution=res,
         output_dir=str(work / f"run-{family}"), cache_dir=str(work / "cache"), max_steps=args.steps,
         train_batch_size=args.batch, gradient_accumulation_steps=1, rank=args.rank, alpha=args.rank,
-        mixed_precision="no" if small else "bf16", optimizer="adamw8bit", gradient_checkpointing=True,
+        mixed_precision="no" if small else "bf16", optimizer=args.optimizer, gradient_checkpointing=True,
         learning_rate=1e-5, beta=5000.0, report_to="none", export_kohya=False, checkpointing_steps=0,
         logging_steps=1, seed=0)
     result = train(config)
@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per family (the first is warm-up)")
     parser.add_argument("--batch", type=int, default=1, help="pairs per step")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    parser.add_argument("--optimizer", default="adamw8bit", choices=("adamw8bit", "adamw"),
+                        help="the recipes' 8-bit AdamW (bitsandbytes) or torch AdamW")
     parser.add_argument("--resolution", type=int, default=None, help="override the per-family real resolution")
     parser.add_argument("--work-dir", type=Path, default=None, help="where models/runs go (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
@@ -265,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                     torch.cuda.empty_cache()
             if args.json:  # after every family, so a run cut short keeps what it measured
                 args.json.write_text(json.dumps({"device": gpu, "rows": rows}, indent=1))
-    header = (f"GPU smoke, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}: bf16, 8-bit AdamW, gradient "
+    header = (f"GPU smoke, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}: bf16, "
+              f"{'8-bit AdamW' if args.optimizer == 'adamw8bit' else 'AdamW'}, gradient "
               f"checkpointing, LoRA rank {args.rank}, median over steps 2..{args.steps}" if not args.dry_run else
               f"GPU smoke DRY RUN (CPU, tiny models, fp32), {time.strftime('%Y-%m-%d')}: not GPU numbers")
     print(table(rows, header))

@@ -182,3 +182,24 @@ def test_non_finite_loss_stops_with_last_checkpoint_intact(run, monkeypatch):
     assert all(torch.isfinite(v).all() for v in lora.values())
     assert json.loads((ck / "checkpoint-2" / "state.json").read_text())["global_step"] == 2
     assert not (out / "adapter").exists()
+
+
+def test_latent_cache_batches_and_keeps_rows_on_cpu(tmp_path, monkeypatch):
+    """``encode_batch_size`` images per VAE call; fresh encodings sit on the CPU beside cache hits."""
+    from PIL import Image
+
+    from pluralign.trainers import cache as cache_mod
+
+    calls = []
+
+    def fake_encode(vae, pixels):
+        calls.append(len(pixels))
+        return pixels[:, :1, ::2, ::2] * 2  # one "latent" channel, half resolution
+
+    monkeypatch.setattr(cache_mod, "encode_pixels", fake_encode)
+    images = [Image.new("RGB", (16, 16), (40 * i, 0, 0)) for i in range(5)]
+    store = cache_mod.TensorCache(tmp_path, "latents", "fake")
+    first = cache_mod.cached_latents(None, images[:2], 16, store, batch_size=2)
+    lat = cache_mod.cached_latents(None, images, 16, store, batch_size=2)  # 2 hits, 3 to encode
+    assert calls == [2, 2, 1] and lat.shape == (5, 1, 8, 8) and lat.device.type == "cpu"
+    assert torch.equal(lat[:2], first)

@@ -41,6 +41,8 @@ class BaseModelConfig:
     vae_batch_size: int = option(32, "autoencoder batch size", min=1)
     vae_lr: float = option(2e-3, "autoencoder learning rate", min=0)
     vae_kl_weight: float = option(1e-6, "weight of the KL term of the autoencoder", min=0)
+    vae_hf_weight: float = option(0.0, "weight of an L1 loss on horizontal and vertical pixel differences: "
+                                  "MSE barely sees grain and fine blur, this term makes the latent keep them", min=0)
     unet_steps: int = option(5000, "denoiser training steps", min=1)
     batch_size: int = option(64, "denoiser batch size", min=1)
     lr: float = option(1e-3, "denoiser (UNet + text encoder) peak learning rate", min=0)
@@ -108,6 +110,13 @@ def make_vae(latent_channels: int, seed: int):
     )
 
 
+def high_frequency_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 distance between the horizontal and vertical neighbour differences of two NCHW batches."""
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return F.l1_loss(dx(a), dx(b)) + F.l1_loss(dy(a), dy(b))
+
+
 def train_vae(data: ToyData, cfg: BaseModelConfig, progress: bool = True):
     from tqdm.auto import tqdm
 
@@ -125,6 +134,8 @@ def train_vae(data: ToyData, cfg: BaseModelConfig, progress: bool = True):
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)
         rec = vae.decode(z).sample
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + cfg.vae_kl_weight * post.kl().mean()
+        if cfg.vae_hf_weight:
+            loss = loss + cfg.vae_hf_weight * high_frequency_l1(rec, x)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -98,6 +98,9 @@ class DPOTrainConfig:
     dataloader_num_workers: int = option(0, "dataloader workers", min=0)
     # cache
     use_cache: bool = option(True, "encode latents and prompt embeddings once and train from the on-disk cache")
+    encode_batch_size: int = option(16, "images per VAE call when the dataset is encoded to latents; the VAE "
+                                    "encoder's activations at 1024 px are large, so lower this if that step runs "
+                                    "out of GPU memory", min=1)
     cache_dir: str | None = option(None, "cache root; default ~/.cache/pluralign (or $PLURALIGN_CACHE)")
     # checkpoints and logging
     checkpointing_steps: int = option(0, "save a resumable checkpoint every N optimizer steps (0: only at the end)",

@@ -226,7 +226,8 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
         encoders = [getattr(pipe, n) for n in fam.text_encoders]
         lat_cache = TensorCache(p.cache_dir, "latents", fingerprint(vae, extra=f"{fam.cache_id}:{c.resolution}"))
         txt_cache = TensorCache(p.cache_dir, "prompts", fingerprint(*encoders, extra=f"{fam.cache_id}:{c.resolution}"))
-        data = {f"latents_{s}": cached_latents(vae, list(ds[col]), c.resolution, lat_cache, desc=f"latents ({col})")
+        data = {f"latents_{s}": cached_latents(vae, list(ds[col]), c.resolution, lat_cache,
+                                                batch_size=c.encode_batch_size, desc=f"latents ({col})")
                 for s, col in zip("wl", cols)}
         data["cond"] = cached_prompts(encode, prompts, txt_cache)
     data["preserve"], data["anti"] = _kind_mask(ds, ("mirror", "general")), _kind_mask(ds, ("anti",))
