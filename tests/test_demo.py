@@ -42,6 +42,8 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
         assert set(v["adherence"]["by_attribute"]) <= set(json.loads((toy_dir / "build_config.json").read_text())
                                                           ["world"]["attributes"])
         assert 0.0 <= v["content_fidelity"]["value"] <= 1.0
+        by = v["content_fidelity"]["by_attribute"]  # 9 rows round-robin over the world's 9 attributes
+        assert set(by) == set(v["adherence"]["by_attribute"]) and all(d["n"] == 1 for d in by.values())
     for name in ("aligned", "intent_dpo"):
         assert "max_abs_points" in results["variants"][name]["leakage"]
     assert [p["weight"] for p in results["dial_curve"]] == [0.0, 0.5, 1.0]
@@ -51,7 +53,9 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     assert rows["anti"] == rows["mirror"] == 6 and rows["general"] == 12  # anti_fraction 0.5
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
-    assert (out / "report.md").read_text().startswith("# pluralign demo")
+    md = (out / "report.md").read_text()
+    assert md.startswith("# pluralign demo") and "## Content fidelity per attribute" in md
+    assert "| attribute | base content | aligned content | intent_dpo content |" in md
     assert list(tmp_path.glob("wandb/offline-run-*")), "no offline W&B run written"
 
 

@@ -112,6 +112,18 @@ def test_content_summary_and_toy_style_checker_get_row_fields():
     assert kept.tolist() == [True, False]
     s = M.content_summary(kept, [True, True], n_boot=200)
     assert s["value"] == 0.5 and s["ordinary"]["value"] == 1.0
+    assert "by_attribute" not in s
+
+
+def test_content_summary_by_attribute():
+    kept = [True, False, False, True, True]
+    attrs = [["dark"], ["dark"], ["blurry", "dark"], ["blurry"], ["muted"]]
+    s = M.content_summary(kept, None, attributes=attrs, n_boot=200)
+    assert s["value"] == 0.6 and "ordinary" not in s
+    by = {a: (v["value"], v["n"]) for a, v in s["by_attribute"].items()}
+    assert by == {"blurry": (0.5, 2), "dark": (1 / 3, 3), "muted": (1.0, 1)}
+    with pytest.raises(ValueError, match="5 rows but 2 attribute lists"):
+        M.content_summary(kept, None, attributes=attrs[:2])
 
 
 def test_similarity_content_keeps_exposure_changes_and_rejects_other_scenes():

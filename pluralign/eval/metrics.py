@@ -181,11 +181,22 @@ def win_rate(after: Sequence[float], before: Sequence[float], *, n_boot: int = 1
 
 
 def content_summary(kept_a: Sequence[bool], kept_o: Sequence[bool] | None = None, *, n_boot: int = 1000,
-                    seed: int = 0) -> dict[str, Any]:
-    """Share of I_a that keep the requested content (and the same for I_o under ``ordinary``)."""
-    out = rate_ci(np.asarray(kept_a, dtype=np.float64), n_boot=n_boot, seed=seed)
+                    seed: int = 0, attributes: Sequence[Sequence[str]] | None = None) -> dict[str, Any]:
+    """Share of I_a that keep the requested content (and the same for I_o under ``ordinary``).
+
+    With ``attributes`` (each row's requested attributes), ``by_attribute`` gives the I_a share per
+    attribute, which shows which requests cost the subject (a row counts for each of its attributes).
+    """
+    kept_a = np.asarray(kept_a, dtype=np.float64)
+    out = rate_ci(kept_a, n_boot=n_boot, seed=seed)
     if kept_o is not None:
         out["ordinary"] = rate_ci(np.asarray(kept_o, dtype=np.float64), n_boot=n_boot, seed=seed)
+    if attributes is not None:
+        if len(attributes) != len(kept_a):
+            raise ValueError(f"content_summary: {len(kept_a)} rows but {len(attributes)} attribute lists")
+        names = sorted({a for attrs in attributes for a in attrs})
+        out["by_attribute"] = {a: rate_ci(kept_a[[a in attrs for attrs in attributes]], n_boot=n_boot, seed=seed)
+                               for a in names}
     return out
 
 

@@ -105,6 +105,7 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
                      reference_scores: dict[str, dict], checker, leak_attributes: list[str], cfg: EvalConfig,
                      reference_hits: np.ndarray | None, rules=None) -> tuple[dict[str, Any], np.ndarray]:
     kw = {"n_boot": cfg.bootstrap, "seed": cfg.seed}
+    row_attrs = [list(r.attributes) for r in rows]
     margins = M.adherence_margins(pairs, rows, rules)
     out: dict[str, Any] = {"adherence": M.adherence_summary(margins, **kw)}
     hits = M.row_adherence(margins) if margins else np.full(len(rows), np.nan)
@@ -119,11 +120,11 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
     if checker is not None and hasattr(checker, "check_pairs"):
         kept_a = checker.check_pairs([a for _, a in pairs], [o for o, _ in pairs])
         kept_o = None if is_reference else checker.check_pairs([o for o, _ in pairs], [o for o, _ in reference_pairs])
-        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, **kw), "checker": type(checker).__name__}
+        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, attributes=row_attrs, **kw), "checker": type(checker).__name__}
     elif checker is not None:
         kept_a = M.check_content(checker, [a for _, a in pairs], rows)
         kept_o = M.check_content(checker, [o for o, _ in pairs], rows)
-        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, **kw), "checker": type(checker).__name__}
+        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, attributes=row_attrs, **kw), "checker": type(checker).__name__}
     else:
         out["content_fidelity"] = None
     judges, matrix = {}, {}

@@ -294,6 +294,16 @@ def attribute_rows(results: dict) -> Table:
     return ["attribute", *(f"{n} adherence" for n in names), "intent_dpo leakage pts"], rows
 
 
+def content_rows(results: dict) -> Table:
+    """Content fidelity on I_a per attribute for every variant: which requests cost the subject."""
+    names = list(results["variants"])
+    by = {n: ((results["variants"][n].get("content_fidelity") or {}).get("by_attribute") or {}) for n in names}
+    attrs = sorted({a for d in by.values() for a in d})
+    rows = [[a, *("–" if (by[n].get(a) or {}).get("value") is None else f"{100 * by[n][a]['value']:.0f}%"
+                  for n in names)] for a in attrs]
+    return ["attribute", *(f"{n} content" for n in names)], rows
+
+
 def summary_table(results: dict) -> str:
     """The summary tables in markdown, as the demo prints them."""
     from pluralign.eval.report import md_table
@@ -308,7 +318,9 @@ def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
           f"Wall time {results['wall_seconds']:.0f} s. Suite: {results['suite']['n_rows']} toy prompt pairs "
           f"(P_o, P_a, same seed), {results['sampling']['num_inference_steps']} sampling steps, "
           f"guidance {results['sampling']['guidance_scale']}.", "", summary_table(results), "", "## Per attribute", "",
-          md_table(*attribute_rows(results)), "", "Detailed eval reports: " +
+          md_table(*attribute_rows(results)), "", "## Content fidelity per attribute", "",
+          "Share of anti-aesthetic images in which the content checker finds the requested shape and colour.", "",
+          md_table(*content_rows(results)), "", "Detailed eval reports: " +
           ", ".join(f"[{k}]({p.relative_to(out)}/report.html)" for k, p in eval_dirs.items())]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
@@ -325,7 +337,8 @@ def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
              "<h1>pluralign demo: reversed alignment, fixed and measured</h1>",
              f"<p>Wall time {results['wall_seconds']:.0f} s; {results['suite']['n_rows']} prompt pairs.</p>"]
     parts += [html_table(*t) for t in summary_tables(results)]
-    parts += ["<h2>Per attribute</h2>", html_table(*attribute_rows(results))]
+    parts += ["<h2>Per attribute</h2>", html_table(*attribute_rows(results)),
+              "<h2>Content fidelity per attribute</h2>", html_table(*content_rows(results))]
     for name, d in eval_dirs.items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
         for img in ("dial_curve.png", "adherence_by_attribute.png", "grid.png"):
