@@ -75,3 +75,17 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
     a = StableDiffusionPipeline.from_pretrained(str(out / "base")).unet.state_dict()
     b = StableDiffusionPipeline.from_pretrained(str(out / "aligned")).unet.state_dict()
     assert any(not np.allclose(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_high_frequency_l1_sees_grain_not_exposure():
+    import torch
+
+    from pluralign.toy.base_model import high_frequency_l1
+
+    x = torch.zeros(1, 1, 4, 4)
+    assert high_frequency_l1(x, x) == 0
+    assert high_frequency_l1(x + 0.3, x) == 0  # a uniform exposure shift has the same neighbour differences
+    spike = x.clone()
+    spike[0, 0, 1, 1] = 1.0
+    # the spike changes 2 of 12 horizontal and 2 of 12 vertical differences by 1 each
+    assert torch.isclose(high_frequency_l1(spike, x), torch.tensor(2 / 12 + 2 / 12))
