@@ -105,7 +105,6 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
                      reference_scores: dict[str, dict], checker, leak_attributes: list[str], cfg: EvalConfig,
                      reference_hits: np.ndarray | None, rules=None) -> tuple[dict[str, Any], np.ndarray]:
     kw = {"n_boot": cfg.bootstrap, "seed": cfg.seed}
-    row_attrs = [list(r.attributes) for r in rows]
     margins = M.adherence_margins(pairs, rows, rules)
     out: dict[str, Any] = {"adherence": M.adherence_summary(margins, **kw)}
     hits = M.row_adherence(margins) if margins else np.full(len(rows), np.nan)
@@ -117,16 +116,17 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
         out["leakage"] = M.leakage_summary(fired, baseline, **kw)
     else:
         out["leakage"] = None
-    if checker is not None and hasattr(checker, "check_pairs"):
-        kept_a = checker.check_pairs([a for _, a in pairs], [o for o, _ in pairs])
-        kept_o = None if is_reference else checker.check_pairs([o for o, _ in pairs], [o for o, _ in reference_pairs])
-        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, attributes=row_attrs, **kw), "checker": type(checker).__name__}
-    elif checker is not None:
-        kept_a = M.check_content(checker, [a for _, a in pairs], rows)
-        kept_o = M.check_content(checker, [o for o, _ in pairs], rows)
-        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, attributes=row_attrs, **kw), "checker": type(checker).__name__}
-    else:
-        out["content_fidelity"] = None
+    out["content_fidelity"] = None
+    if checker is not None:
+        if hasattr(checker, "check_pairs"):  # compares images: I_a with I_o, I_o with the reference's I_o
+            kept_a = checker.check_pairs([a for _, a in pairs], [o for o, _ in pairs])
+            kept_o = None if is_reference else checker.check_pairs([o for o, _ in pairs],
+                                                                   [o for o, _ in reference_pairs])
+        else:  # checks each image against its row's description
+            kept_a = M.check_content(checker, [a for _, a in pairs], rows)
+            kept_o = M.check_content(checker, [o for o, _ in pairs], rows)
+        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, attributes=[list(r.attributes) for r in rows],
+                                                       **kw), "checker": type(checker).__name__}
     judges, matrix = {}, {}
     for j, scores in judge_scores.items():
         summary = M.judge_summary(scores, **kw)
