@@ -109,7 +109,7 @@ def cached_latents(vae, images: list[Image.Image], resolution: int, cache: Tenso
         for (k, _), latent in zip(chunk, lat):
             found[k] = latent.cpu()  # hits load on the CPU: keep every row there (batches move to the device)
             if cache is not None:
-                cache.put(k, {"latents": latent})
+                cache.put(k, {"latents": found[k]})
     return torch.stack([found[k] for k in keys])
 
 
