@@ -79,6 +79,26 @@ def test_guided_sft_scale_acts_on_anti_rows_only(tiny_pipeline_dir, tmp_path):
     assert max((plain_a[k] - guided_a[k]).abs().max().item() for k in plain_a) > 1e-6
 
 
+def test_guided_scale_without_sft_term_skips_the_null_pass(tiny_pipeline_dir, tmp_path, monkeypatch):
+    """``guided_sft_scale`` reshapes the SFT term; with ``sft_weight`` 0 there is nothing to reshape,
+    so the step runs no null-prompt forward for it."""
+    from pluralign.trainers import trainer
+
+    calls = {"n": 0}
+    real = trainer._null_predictions
+
+    def counted(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "_null_predictions", counted)
+    model = tiny_pipeline_dir("sd")
+    train(cfg(tmp_path / "off", model, max_steps=1, export_kohya=False, guided_sft_scale=6.0))
+    assert calls["n"] == 0
+    train(cfg(tmp_path / "on", model, max_steps=1, export_kohya=False, guided_sft_scale=6.0, sft_weight=1e3))
+    assert calls["n"] >= 1
+
+
 def test_eval_before_after_links_summary_into_model_card(tiny_pipeline_dir, tmp_path):
     model = tiny_pipeline_dir("sd")
     result = train(cfg(tmp_path, model, max_steps=1, export_kohya=False, eval_before_after=True, eval_n_prompts=3,

@@ -242,9 +242,14 @@ def _kind_mask(ds, kinds: tuple[str, ...]) -> torch.Tensor:
     return torch.tensor([k in kinds for k in column(ds, "kind")], dtype=torch.bool)
 
 
+def _guided_sft(c: DPOTrainConfig) -> bool:
+    """Whether the SFT term fits the guided prediction on anti rows (it needs an SFT term to act on)."""
+    return c.sft_weight > 0 and c.guided_sft_scale > 1
+
+
 def _needs_null(c: DPOTrainConfig) -> bool:
     """Whether the step needs predictions under the null prompt."""
-    return bool(c.preserve_null_weight) or c.guided_sft_scale > 1
+    return bool(c.preserve_null_weight) or _guided_sft(c)
 
 
 def _batch(p: Plan, pipe, data: dict, idx: list[int], device, dtype):
@@ -430,7 +435,7 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
                                                      with_policy=bool(c.preserve_null_weight))
                 if c.sft_weight:
                     sft = err[:b]
-                    if c.guided_sft_scale > 1:
+                    if _guided_sft(c):
                         anti = data["anti"][idx].to(accelerator.device)
                         guided = guided_sft_error(pred[:b], u_ref[:b], target[:b], c.guided_sft_scale)
                         sft = torch.where(anti, guided, sft)
