@@ -277,31 +277,28 @@ def summary_tables(results: dict) -> list[Table]:
     ]
 
 
+def _by_attribute(results: dict, metric: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The attributes any variant reports for ``metric``, and per attribute one cell per variant (percent)."""
+    by = {n: ((v.get(metric) or {}).get("by_attribute") or {}) for n, v in results["variants"].items()}
+    attrs = sorted({a for d in by.values() for a in d})
+    cells = {a: ["–" if (d.get(a) or {}).get("value") is None else f"{100 * d[a]['value']:.0f}%" for d in by.values()]
+             for a in attrs}
+    return attrs, cells
+
+
 def attribute_rows(results: dict) -> Table:
     """Adherence per attribute for every variant, and the intent adapter's leakage."""
-    names = list(results["variants"])
-    attrs = sorted({a for v in results["variants"].values()
-                    for a in ((v.get("adherence") or {}).get("by_attribute") or {})})
+    attrs, cells = _by_attribute(results, "adherence")
     leak = ((results["variants"].get("intent_dpo") or {}).get("leakage") or {}).get("by_attribute") or {}
-    rows = []
-    for a in attrs:
-        cells = []
-        for n in names:
-            d = ((results["variants"][n].get("adherence") or {}).get("by_attribute") or {}).get(a) or {}
-            cells.append("–" if d.get("value") is None else f"{100 * d['value']:.0f}%")
-        pts = (leak.get(a) or {}).get("points")
-        rows.append([a, *cells, "–" if pts is None else f"{pts:+.1f}"])
-    return ["attribute", *(f"{n} adherence" for n in names), "intent_dpo leakage pts"], rows
+    rows = [[a, *cells[a], "–" if (pts := (leak.get(a) or {}).get("points")) is None else f"{pts:+.1f}"]
+            for a in attrs]
+    return ["attribute", *(f"{n} adherence" for n in results["variants"]), "intent_dpo leakage pts"], rows
 
 
 def content_rows(results: dict) -> Table:
     """Content fidelity on I_a per attribute for every variant: which requests cost the subject."""
-    names = list(results["variants"])
-    by = {n: ((results["variants"][n].get("content_fidelity") or {}).get("by_attribute") or {}) for n in names}
-    attrs = sorted({a for d in by.values() for a in d})
-    rows = [[a, *("–" if (by[n].get(a) or {}).get("value") is None else f"{100 * by[n][a]['value']:.0f}%"
-                  for n in names)] for a in attrs]
-    return ["attribute", *(f"{n} content" for n in names)], rows
+    attrs, cells = _by_attribute(results, "content_fidelity")
+    return ["attribute", *(f"{n} content" for n in results["variants"])], [[a, *cells[a]] for a in attrs]
 
 
 def summary_table(results: dict) -> str:
