@@ -264,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"family": fam, "model": DESCRIPTION[fam], "error": f"{type(exc).__name__}: {exc}"[:300]})
                 gc.collect()
                 if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                    try:
+                        torch.cuda.empty_cache()
+                    except RuntimeError as cleanup:  # a sticky CUDA error (illegal address) poisons the context:
+                        print(f"gpu_smoke: CUDA unusable after {fam}: {cleanup}", file=sys.stderr)  # later rows fail too
             if args.json:  # after every family, so a run cut short keeps what it measured
                 args.json.write_text(json.dumps({"device": gpu, "rows": rows}, indent=1))
     header = (f"GPU smoke, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}: bf16, "
