@@ -61,13 +61,13 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
 
     out = tmp_path / "toy"
     rc = main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
-               "--vae_steps", "2", "--unet_steps", "2", "--align_scenes", "9", "--align_steps", "1",
+               "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9", "--align_steps", "1",
                "--align_batch_size", "2", "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
     assert rc == 0
     record = json.loads((out / "build_config.json").read_text())
     assert set(record["wall_seconds"]) >= {"checker", "base", "align", "measure"}
     assert record["measured"]["base"]["n"] == 9 and "adherence" in record["measured"]["aligned"]
-    assert record["config"]["base"]["unet_steps"] == 2
+    assert record["config"]["base"]["unet_steps"] == 2 and record["config"]["base"]["vae_extra_renders"] == 4
     for name in ("base", "aligned"):
         pipe = StableDiffusionPipeline.from_pretrained(str(out / name))
         assert pipe.tokenizer.model_max_length == 32
@@ -89,3 +89,16 @@ def test_high_frequency_l1_sees_grain_not_exposure():
     spike[0, 0, 1, 1] = 1.0
     # the spike changes 2 of 12 horizontal and 2 of 12 vertical differences by 1 each
     assert torch.isclose(high_frequency_l1(spike, x), torch.tensor(2 / 12 + 2 / 12))
+
+
+def test_extra_renders_show_their_attribute_and_are_deterministic():
+    from pluralign.rewards import verifiers
+    from pluralign.toy.base_model import extra_renders
+
+    a, b = extra_renders("noisy", 6, seed=0), extra_renders("noisy", 6, seed=0)
+    assert a.images.shape == (6, world.SIZE, world.SIZE, 3) and np.array_equal(a.images, b.images)
+    assert a.attributes == ["noisy"] * 6 and a.captions == [""] * 6
+    clean = [world.to_array(world.render(s)) for s in world.sample_scenes(6, 99)]
+    noise = verifiers.VERIFIERS["noise"]
+    assert all(noise(x) > noise(c) + 0.02 for x, c in zip(a.images, clean))  # each carries visible grain
+    assert extra_renders("noisy", 0, seed=0).images.shape == (0, world.SIZE, world.SIZE, 3)

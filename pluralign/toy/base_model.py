@@ -43,6 +43,10 @@ class BaseModelConfig:
     vae_kl_weight: float = option(1e-6, "weight of the KL term of the autoencoder", min=0)
     vae_hf_weight: float = option(0.0, "weight of an L1 loss on horizontal and vertical pixel differences: "
                                   "MSE barely sees grain and fine blur, this term makes the latent keep them", min=0)
+    vae_extra_renders: int = option(0, "extra renders of vae_extra_attribute added to the autoencoder's data only "
+                                    "(the denoiser never sees them): grain is the attribute a 16x16 latent "
+                                    "drops first, and oversampling it makes the latent keep it", min=0)
+    vae_extra_attribute: str = option("noisy", "attribute of those extra renders", choices=world.ATTRIBUTES)
     unet_steps: int = option(5000, "denoiser training steps", min=1)
     batch_size: int = option(64, "denoiser batch size", min=1)
     lr: float = option(1e-3, "denoiser (UNet + text encoder) peak learning rate", min=0)
@@ -87,6 +91,14 @@ def make_dataset(n_scenes: int, seed: int, progress: bool = True) -> ToyData:
             captions.append(cap)
             attrs.append(attr)
     return ToyData(np.stack(images), captions, attrs)
+
+
+def extra_renders(attribute: str, n: int, seed: int) -> ToyData:
+    """``n`` uncaptioned renders of ``attribute`` on fresh scenes (autoencoder data only)."""
+    scenes = world.sample_scenes(n, seed + 99, p_second=0.0)
+    images = [world.to_array(world.degraded_image(s, attribute, seed=seed * 7_919 + i)) for i, s in enumerate(scenes)]
+    return ToyData(np.stack(images) if images else np.zeros((0, world.SIZE, world.SIZE, 3), np.float32),
+                   [""] * n, [attribute] * n)
 
 
 def _nchw(images: np.ndarray) -> torch.Tensor:
@@ -327,7 +339,13 @@ def train_base(cfg: BaseModelConfig, progress: bool = True):
     data = make_dataset(cfg.n_scenes, cfg.seed, progress)
     record["data_seconds"] = round(time.time() - t0, 1)
     t1 = time.time()
-    vae = train_vae(data, cfg, progress)
+    vae_data = data
+    if cfg.vae_extra_renders:
+        extra = extra_renders(cfg.vae_extra_attribute, cfg.vae_extra_renders, cfg.seed)
+        vae_data = ToyData(np.concatenate([data.images, extra.images]), data.captions + extra.captions,
+                           data.attributes + extra.attributes)
+    vae = train_vae(vae_data, cfg, progress)
+    del vae_data
     lat = encode(vae, data.images)
     scale = float(1.0 / lat.std())
     vae.register_to_config(scaling_factor=scale)
@@ -337,6 +355,9 @@ def train_base(cfg: BaseModelConfig, progress: bool = True):
         record["vae_fidelity"] = vae_fidelity(vae)
     except ImportError:  # verifiers not installed in a trimmed environment
         pass
+    else:  # worth seeing before the long denoiser stage: an attribute the latent drops cannot be generated
+        ratios = {a: r["ratio"] for a, r in record["vae_fidelity"]["by_attribute"].items()}
+        print(f"autoencoder: PSNR {record['vae_fidelity']['psnr_clean']} dB, attribute ratios {ratios}", flush=True)
     tokenizer = clip_tokenizer(cfg.max_tokens)
     t2 = time.time()
     unet, text_encoder, stats = train_denoiser(lat * scale, tokenize(tokenizer, data.captions), tokenizer, cfg,
