@@ -66,6 +66,7 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
     assert rc == 0
     record = json.loads((out / "build_config.json").read_text())
     assert set(record["wall_seconds"]) >= {"checker", "base", "align", "measure"}
+    assert record["command"].startswith("python -m pluralign.toy.build --output ") and "--vae_extra_renders 4" in record["command"]
     assert record["measured"]["base"]["n"] == 9 and "adherence" in record["measured"]["aligned"]
     assert record["config"]["base"]["unet_steps"] == 2 and record["config"]["base"]["vae_extra_renders"] == 4
     for name in ("base", "aligned"):

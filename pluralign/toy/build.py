@@ -12,7 +12,9 @@ an existing ``base/``).
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ def _measure(pipe_dir: Path, rows, base_cfg: dict, checker) -> dict:
     return out
 
 
-def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig) -> dict:
+def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str | None = None) -> dict:
     import torch
 
     if cfg.threads:
@@ -123,7 +125,8 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig) -> dict:
                 record["measured"][name] = _measure(out / name, rows, record["sampling"], checker)
         record["wall_seconds"]["measure"] = round(time.time() - t, 1)
     record["wall_seconds"]["total_this_run"] = round(time.time() - t_all, 1)
-    record["command"] = "python -m pluralign.toy.build --output " + str(cfg.output)
+    # the stage configs above are the full record; the command line says how this run was asked for
+    record["command"] = command or "python -m pluralign.toy.build --output " + str(cfg.output)
     save()
     return record
 
@@ -131,7 +134,8 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     cfg, base, al = parse((BuildConfig, BaseModelConfig, AlignConfig), argv, prog="pluralign build-toy",
                           description=__doc__.split("\n\n")[0])
-    record = build(cfg, base, al)
+    args = sys.argv[1:] if argv is None else argv
+    record = build(cfg, base, al, command=shlex.join(["python", "-m", "pluralign.toy.build", *args]))
     print(json.dumps({k: record.get(k) for k in ("wall_seconds", "checker", "measured")}, indent=1, default=str))
     return 0
 
