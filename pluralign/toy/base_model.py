@@ -35,19 +35,19 @@ from . import world
 @dataclass
 class BaseModelConfig:
     seed: int = option(0, "seed of the data, the initialisation and the training noise")
-    n_scenes: int = option(3000, "scenes in the training set; each gives a clean and one degraded image", min=1)
+    n_scenes: int = option(8000, "scenes in the training set; each gives a clean and one degraded image", min=1)
     latent_channels: int = option(12, "VAE latent channels (16x16 latents)", min=1)
-    vae_steps: int = option(800, "autoencoder training steps", min=1)
+    vae_steps: int = option(3000, "autoencoder training steps", min=1)
     vae_batch_size: int = option(32, "autoencoder batch size", min=1)
     vae_lr: float = option(2e-3, "autoencoder learning rate", min=0)
     vae_kl_weight: float = option(1e-6, "weight of the KL term of the autoencoder", min=0)
-    vae_hf_weight: float = option(0.0, "weight of an L1 loss on horizontal and vertical pixel differences: "
+    vae_hf_weight: float = option(3.0, "weight of an L1 loss on horizontal and vertical pixel differences: "
                                   "MSE barely sees grain and fine blur, this term makes the latent keep them", min=0)
-    vae_extra_renders: int = option(0, "extra renders of vae_extra_attribute added to the autoencoder's data only "
+    vae_extra_renders: int = option(10000, "extra renders of vae_extra_attribute added to the autoencoder's data only "
                                     "(the denoiser never sees them): grain is the attribute a 16x16 latent "
                                     "drops first, and oversampling it makes the latent keep it", min=0)
     vae_extra_attribute: str = option("noisy", "attribute of those extra renders", choices=world.ATTRIBUTES)
-    unet_steps: int = option(5000, "denoiser training steps", min=1)
+    unet_steps: int = option(12000, "denoiser training steps", min=1)
     batch_size: int = option(64, "denoiser batch size", min=1)
     lr: float = option(1e-3, "denoiser (UNet + text encoder) peak learning rate", min=0)
     warmup_steps: int = option(100, "linear warm-up steps of the denoiser", min=0)
