@@ -18,8 +18,8 @@ def toy_dir(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("toy")
     main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
-          "--vae_steps", "2", "--unet_steps", "2", "--align_scenes", "9", "--align_steps", "1",
-          "--align_batch_size", "2", "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
+          "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",
+          "--align_steps", "1", "--align_batch_size", "2", "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
     return out
 
 
