@@ -129,6 +129,10 @@ def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
     raise ValueError(f"unknown training kind {kind!r}")
 
 
+# the name each training kind's adapter and progress bar carry (the report's variant names)
+ADAPTER_NAMES = {"intent": "intent", "aesthetic": "dpo_aesthetic", "sft": "sft_anti"}
+
+
 def train_adapter(cfg: DemoConfig, kind: str, out: Path, report_to: str) -> tuple[Path, dict]:
     """Train one adapter on the aligned model; returns its diffusers LoRA dir and a summary."""
     from pluralign.trainers import DPOTrainConfig, train
@@ -145,7 +149,7 @@ def train_adapter(cfg: DemoConfig, kind: str, out: Path, report_to: str) -> tupl
     result = train(DPOTrainConfig(
         pretrained_model=str(paths.aligned_dir()), dataset=str(data_dir), resolution=SIZE,
         output_dir=str(out / "runs" / kind), run_name=f"demo-{kind}", overwrite_output_dir=True,
-        adapter_name="intent", target_modules=list(cfg.target_modules), rank=cfg.rank, alpha=float(cfg.rank),
+        adapter_name=ADAPTER_NAMES[kind], target_modules=list(cfg.target_modules), rank=cfg.rank, alpha=float(cfg.rank),
         method="sft" if kind == "sft" else "dpo", beta=cfg.beta, sft_weight=cfg.sft_weight if kind != "sft" else 0.0,
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
         lr_warmup_steps=min(20, cfg.max_steps // 10), seed=cfg.seed, cache_dir=str(out / "cache"),
