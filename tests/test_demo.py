@@ -72,3 +72,27 @@ def test_training_rows_use_the_same_scenes_for_every_method():
     assert all(a["chosen"].tobytes() == f["rejected"].tobytes() for a, f in zip(anti, flipped[0::2]))
     assert [r["prompt"] for r in sft] == [r["prompt"] for r in anti]
     assert all(r["kind"] == "anti" for r in sft)
+
+
+@pytest.mark.slow
+def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, monkeypatch):
+    from pluralign.toy.demo import main
+
+    monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
+    out = tmp_path / "demo"
+    assert main(["--output", str(out), "--n_prompts", "9", "--intent_items", "4", "--max_steps", "2",
+                 "--num_inference_steps", "2", "--bootstrap", "100", "--with_baselines", "true",
+                 "--report_to", "none"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["variants"]) == {"base", "aligned", "intent_dpo", "dpo_aesthetic", "sft_anti"}
+    for name in ("dpo_aesthetic", "sft_anti"):
+        v = results["variants"][name]
+        assert v["adherence"]["n"] == 9 and "max_abs_points" in v["leakage"]
+        assert 0.0 <= v["content_fidelity"]["value"] <= 1.0
+        assert results["training"][name]["steps"] == 2
+        assert (out / "runs" / {"dpo_aesthetic": "aesthetic", "sft_anti": "sft"}[name] / "adapter").is_dir()
+    # the same scenes and budget: aesthetic DPO sees as many rows as intent DPO, SFT only the anti rows
+    t = results["training"]
+    assert t["dpo_aesthetic"]["rows"] == t["intent_dpo"]["rows"] == 16 and t["sft_anti"]["rows_by_kind"] == {"anti": 4}
+    md = (out / "report.md").read_text()
+    assert "| dpo_aesthetic |" in md and "| sft_anti |" in md and "beats baselines" in md
