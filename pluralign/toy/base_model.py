@@ -101,6 +101,15 @@ def extra_renders(attribute: str, n: int, seed: int) -> ToyData:
                    [""] * n, [attribute] * n)
 
 
+def vae_dataset(data: ToyData, cfg: BaseModelConfig) -> ToyData:
+    """The autoencoder's data: the denoiser's, plus ``cfg.vae_extra_renders`` renders of the extra attribute."""
+    if not cfg.vae_extra_renders:
+        return data
+    extra = extra_renders(cfg.vae_extra_attribute, cfg.vae_extra_renders, cfg.seed)
+    return ToyData(np.concatenate([data.images, extra.images]), data.captions + extra.captions,
+                   data.attributes + extra.attributes)
+
+
 def _nchw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous() * 2 - 1
 
@@ -339,13 +348,7 @@ def train_base(cfg: BaseModelConfig, progress: bool = True):
     data = make_dataset(cfg.n_scenes, cfg.seed, progress)
     record["data_seconds"] = round(time.time() - t0, 1)
     t1 = time.time()
-    vae_data = data
-    if cfg.vae_extra_renders:
-        extra = extra_renders(cfg.vae_extra_attribute, cfg.vae_extra_renders, cfg.seed)
-        vae_data = ToyData(np.concatenate([data.images, extra.images]), data.captions + extra.captions,
-                           data.attributes + extra.attributes)
-    vae = train_vae(vae_data, cfg, progress)
-    del vae_data
+    vae = train_vae(vae_dataset(data, cfg), cfg, progress)  # the enlarged copy is freed once trained
     lat = encode(vae, data.images)
     scale = float(1.0 / lat.std())
     vae.register_to_config(scaling_factor=scale)

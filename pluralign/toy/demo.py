@@ -129,7 +129,8 @@ def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
     raise ValueError(f"unknown training kind {kind!r}")
 
 
-# the name each training kind's adapter and progress bar carry (the report's variant names)
+# the adapter name (and progress-bar label) of each training kind: the baselines carry their report
+# variant names; the intent adapter keeps "intent", the name the README loads it under
 ADAPTER_NAMES = {"intent": "intent", "aesthetic": "dpo_aesthetic", "sft": "sft_anti"}
 
 
@@ -396,7 +397,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     training = {"intent_dpo": intent_train}
     eval_dirs = {"base": out / "eval" / "base", "intent_dpo": out / "eval" / "intent_dpo"}
     if cfg.with_baselines:
-        for kind, name in (("aesthetic", "dpo_aesthetic"), ("sft", "sft_anti")):
+        for kind in ("aesthetic", "sft"):
+            name = ADAPTER_NAMES[kind]
             step(f"baseline {name}: training and evaluating")
             adapter, summary = train_adapter(cfg, kind, out, "none")
             res = _evaluate(aligned, rows, checker, out / "eval" / name, cfg, sampling, adapter, [top],
