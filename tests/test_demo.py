@@ -96,3 +96,54 @@ def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, 
     assert t["dpo_aesthetic"]["rows"] == t["intent_dpo"]["rows"] == 16 and t["sft_anti"]["rows_by_kind"] == {"anti": 4}
     md = (out / "report.md").read_text()
     assert "| dpo_aesthetic |" in md and "| sft_anti |" in md and "beats baselines" in md
+
+
+@pytest.mark.slow
+def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp_path, monkeypatch):
+    from pluralign.config import ConfigError
+    from pluralign.toy.validate import main
+
+    monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
+    small = ["--n_prompts", "9", "--intent_items", "6", "--max_steps", "2", "--num_inference_steps", "2",
+             "--bootstrap", "100"]
+    with pytest.raises(ConfigError, match="reporting suite_seed 1000"):
+        main(["--output", str(tmp_path / "bad"), "--validation_seeds", "5000", "1000", *small])
+    assert not (tmp_path / "bad").exists(), "a refused run must not start work"
+
+    log = tmp_path / "sweep.jsonl"
+    assert main(["--output", str(tmp_path / "v"), "--validation_seeds", "5000", "6000", "--log", str(log), *small]) == 0
+    res = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert set(res["suites"]) == {"5000", "6000"} and res["pooled"]["n"] == 18
+    a, b = res["suites"]["5000"]["adapter"], res["suites"]["6000"]["adapter"]
+    assert res["pooled"]["adapter"]["adherence"] == pytest.approx((a["adherence"] + b["adherence"]) / 2)
+    assert res["pooled"]["adapter"]["leakage_max_abs_points"] == max(a["leakage_max_abs_points"],
+                                                                       b["leakage_max_abs_points"])
+    assert set(res["pooled"]["adapter"]["content_by_attribute"]) == set(a["content_by_attribute"])
+    assert res["config"]["max_steps"] == 2 and res["validation"]["validation_seeds"] == [5000, 6000]
+    assert (tmp_path / "v" / "runs" / "intent" / "adapter" / "pytorch_lora_weights.safetensors").is_file()
+    assert [json.loads(line)["pooled"]["n"] for line in log.read_text().splitlines()] == [18]
+
+    # re-evaluating a trained adapter without training: the same numbers (same seeds, same sampling)
+    assert main(["--output", str(tmp_path / "v2"), "--validation_seeds", "5000", "6000", "--adapter",
+                 str(tmp_path / "v" / "runs" / "intent" / "adapter"), *small]) == 0
+    res2 = json.loads((tmp_path / "v2" / "validation.json").read_text())
+    assert res2["train_seconds"] == 0 and res2["pooled"] == res["pooled"]
+
+
+def test_pooled_weights_suites_by_rows_and_takes_the_worst_leakage():
+    from pluralign.toy.validate import pooled
+
+    def suite(n, adh, content, leak, by):
+        return {"n": n, "aligned": {"adherence": 0.2, "content": 1.0},
+                "adapter": {"adherence": adh, "content": content, "leakage_max_abs_points": leak,
+                            "adherence_by_attribute": by, "adherence_by_attribute_n": {a: n // 2 for a in by},
+                            "content_by_attribute": by, "content_by_attribute_n": {a: n // 2 for a in by}}}
+
+    p = pooled([suite(10, 1.0, 0.5, 0.0, {"blurry": 1.0, "muted": 0.0}), suite(30, 0.5, 1.0, 2.8, {"blurry": 0.0})])
+    assert p["n"] == 40
+    assert p["adapter"]["adherence"] == pytest.approx((10 * 1.0 + 30 * 0.5) / 40)
+    assert p["adapter"]["content"] == pytest.approx((10 * 0.5 + 30 * 1.0) / 40)
+    assert p["adapter"]["leakage_max_abs_points"] == 2.8
+    # blurry: 5 rows at 1.0 and 15 at 0.0; muted only in the first suite
+    assert p["adapter"]["adherence_by_attribute"] == {"blurry": pytest.approx(0.25), "muted": 0.0}
+    assert p["aligned"] == {"adherence": pytest.approx(0.2), "content": pytest.approx(1.0)}

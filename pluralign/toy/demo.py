@@ -63,10 +63,11 @@ class DemoConfig:
                                     min=0)
     preserve_null_weight: float = option(300000.0, "output-preservation weight on the null prompt, the branch "
                                          "classifier-free guidance extrapolates from (see DPOTrainConfig)", min=0)
-    guided_sft_scale: float = option(2.0, "fit the guided prediction on anti rows in the SFT term at this guidance "
-                                     "scale (see DPOTrainConfig; 0 disables)", min=0)
-    sft_weight: float = option(10000.0, "weight of the SFT term on the chosen image (keeps the policy on the data; "
-                               "also given to the aesthetic-DPO baseline)", min=0)
+    guided_sft_scale: float = option(3.0, "fit the guided prediction on anti rows in the SFT term at this guidance "
+                                     "scale (see DPOTrainConfig; 0 disables; chosen on the validation suites, "
+                                     "see docs/toy.md)", min=0)
+    sft_weight: float = option(20000.0, "weight of the SFT term on the chosen image (keeps the policy on the data; "
+                               "also given to the aesthetic-DPO baseline; chosen on the validation suites)", min=0)
     weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve")
     with_baselines: bool = option(False, "also train plain aesthetic DPO and anti-aesthetic SFT with the same budget")
     num_inference_steps: int = option(0, "sampling steps (0 = the value recorded in the toy build config)", min=0)
