@@ -107,11 +107,11 @@ def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp
     small = ["--n_prompts", "9", "--intent_items", "6", "--max_steps", "2", "--num_inference_steps", "2",
              "--bootstrap", "100"]
     with pytest.raises(ConfigError, match="reporting suite_seed 1000"):
-        main(["--output", str(tmp_path / "bad"), "--validation_seeds", "5000", "1000", *small])
+        main(["--output", str(tmp_path / "bad"), "--validation_seeds", "5000,1000", *small])
     assert not (tmp_path / "bad").exists(), "a refused run must not start work"
 
     log = tmp_path / "sweep.jsonl"
-    assert main(["--output", str(tmp_path / "v"), "--validation_seeds", "5000", "6000", "--log", str(log), *small]) == 0
+    assert main(["--output", str(tmp_path / "v"), "--validation_seeds", "5000,6000", "--log", str(log), *small]) == 0
     res = json.loads((tmp_path / "v" / "validation.json").read_text())
     assert set(res["suites"]) == {"5000", "6000"} and res["pooled"]["n"] == 18
     a, b = res["suites"]["5000"]["adapter"], res["suites"]["6000"]["adapter"]
@@ -124,7 +124,7 @@ def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp
     assert [json.loads(line)["pooled"]["n"] for line in log.read_text().splitlines()] == [18]
 
     # re-evaluating a trained adapter without training: the same numbers (same seeds, same sampling)
-    assert main(["--output", str(tmp_path / "v2"), "--validation_seeds", "5000", "6000", "--adapter",
+    assert main(["--output", str(tmp_path / "v2"), "--validation_seeds", "5000,6000", "--adapter",
                  str(tmp_path / "v" / "runs" / "intent" / "adapter"), *small]) == 0
     res2 = json.loads((tmp_path / "v2" / "validation.json").read_text())
     assert res2["train_seconds"] == 0 and res2["pooled"] == res["pooled"]

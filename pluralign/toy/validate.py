@@ -29,7 +29,7 @@ class ValidationConfig:
     """Options of the validation run (every ``pluralign demo`` option is accepted as well)."""
 
     validation_seeds: list[int] = option(factory=lambda: [5000, 6000, 7000],
-                                         help="suite seeds to validate on; never the demo's reporting suite_seed")
+                                         help="suite seeds to validate on, comma-separated; never the demo's reporting suite_seed")
     adapter: str = option("", "a trained diffusers LoRA dir to evaluate instead of training one")
     log: str = option("", "JSON-lines file to append this run's summary to")
 
