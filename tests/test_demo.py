@@ -147,3 +147,30 @@ def test_pooled_weights_suites_by_rows_and_takes_the_worst_leakage():
     # blurry: 5 rows at 1.0 and 15 at 0.0; muted only in the first suite
     assert p["adapter"]["adherence_by_attribute"] == {"blurry": pytest.approx(0.25), "muted": 0.0}
     assert p["aligned"] == {"adherence": pytest.approx(0.2), "content": pytest.approx(1.0)}
+
+
+def test_targets_judge_each_promise_and_show_the_content_drop_with_its_direction():
+    from pluralign.toy.demo import check_targets, summary_tables
+
+    def v(adh, content, leak=None):
+        out = {"adherence": {"value": adh}, "content_fidelity": {"value": content}}
+        if leak is not None:
+            out["leakage"] = {"max_abs_points": leak, "by_attribute": {"muted": {"points": leak}}}
+        return out
+
+    dial = [{"weight": 0.0, "adherence": 0.236}, {"weight": 0.5, "adherence": 0.569}, {"weight": 1.0, "adherence": 0.875}]
+    variants = {"base": v(0.931, 0.931), "aligned": v(0.236, 1.0), "intent_dpo": v(0.875, 68 / 72, 0.0)}
+    t = check_targets(variants, dial)
+    content = t["content fidelity within 5 pts of aligned"]
+    assert content["measured"] == pytest.approx(100 * 4 / 72) and not content["met"]  # one row over 5 points
+    assert content["shown"] == "5.6 pts below (94.4% vs 100.0%)"
+    assert all(t[k]["met"] for k in t if k != "content fidelity within 5 pts of aligned")
+    rows = {r[0]: r[1:] for r in summary_tables({"variants": variants, "dial_curve": dial, "targets": t})[2][1]}
+    assert rows["content fidelity within 5 pts of aligned"] == ["5.6 pts below (94.4% vs 100.0%)", "NO"]
+
+    variants["intent_dpo"] = v(0.875, 1.0, 4.0)  # better content than aligned; leakage over 3 points
+    variants["aligned"] = v(0.236, 0.958)
+    t = check_targets(variants, dial[::-1])  # the dial is judged in weight order, whatever the input order
+    assert t["content fidelity within 5 pts of aligned"]["shown"].startswith("4.2 pts above")
+    assert t["content fidelity within 5 pts of aligned"]["met"] and t["adherence rises with adapter weight"]["met"]
+    assert not t["leakage <= 3 pts on every attribute"]["met"]
