@@ -148,6 +148,11 @@ def test_pooled_weights_suites_by_rows_and_takes_the_worst_leakage():
     assert p["adapter"]["adherence_by_attribute"] == {"blurry": pytest.approx(0.25), "muted": 0.0}
     assert p["aligned"] == {"adherence": pytest.approx(0.2), "content": pytest.approx(1.0)}
 
+    # a suite where the rule measured fewer rows than it has counts by the rows measured
+    a, b = suite(10, 1.0, 1.0, 0.0, {"blurry": 1.0}), suite(10, 0.0, 1.0, 0.0, {"blurry": 0.0})
+    a["adapter"]["adherence_n"] = 2
+    assert pooled([a, b])["adapter"]["adherence"] == pytest.approx(2 / 12)
+
 
 def test_targets_judge_each_promise_and_show_the_content_drop_with_its_direction():
     from pluralign.toy.demo import check_targets, summary_tables

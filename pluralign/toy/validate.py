@@ -38,8 +38,9 @@ def pooled(per_suite: list[dict]) -> dict:
     """Row-weighted means over suites of adherence, content and their per-attribute values; leakage is the worst suite."""
 
     def mean(key: str, variant: str) -> float:
-        n = sum(s["n"] for s in per_suite)
-        return sum(s[variant][key] * s["n"] for s in per_suite) / n
+        # each suite weighted by the rows the metric was measured on (rows without a rule do not count)
+        ns = [s[variant].get(f"{key}_n", s["n"]) for s in per_suite]
+        return sum(s[variant][key] * n for s, n in zip(per_suite, ns)) / sum(ns)
 
     def by(key: str) -> dict[str, float]:
         attrs = sorted({a for s in per_suite for a in s["adapter"][key]})
@@ -65,8 +66,10 @@ def _suite_summary(res: dict, n: int) -> dict:
     per_n = lambda v, m: {a: d["n"] for a, d in v[m]["by_attribute"].items()}  # noqa: E731
     return {
         "n": n,
-        "aligned": {"adherence": al["adherence"]["value"], "content": al["content_fidelity"]["value"]},
-        "adapter": {"adherence": ad["adherence"]["value"], "content": ad["content_fidelity"]["value"],
+        "aligned": {"adherence": al["adherence"]["value"], "adherence_n": al["adherence"]["n"],
+                    "content": al["content_fidelity"]["value"], "content_n": al["content_fidelity"]["n"]},
+        "adapter": {"adherence": ad["adherence"]["value"], "adherence_n": ad["adherence"]["n"],
+                    "content": ad["content_fidelity"]["value"], "content_n": ad["content_fidelity"]["n"],
                     "leakage_max_abs_points": ad["leakage"]["max_abs_points"],
                     "adherence_by_attribute": per_attr(ad, "adherence"),
                     "adherence_by_attribute_n": per_n(ad, "adherence"),
