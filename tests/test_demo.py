@@ -134,8 +134,9 @@ def test_pooled_weights_suites_by_rows_and_takes_the_worst_leakage():
     from pluralign.toy.validate import pooled
 
     def suite(n, adh, content, leak, by):
-        return {"n": n, "aligned": {"adherence": 0.2, "content": 1.0},
-                "adapter": {"adherence": adh, "content": content, "leakage_max_abs_points": leak,
+        return {"n": n, "aligned": {"adherence": 0.2, "adherence_n": n, "content": 1.0, "content_n": n},
+                "adapter": {"adherence": adh, "adherence_n": n, "content": content, "content_n": n,
+                            "leakage_max_abs_points": leak,
                             "adherence_by_attribute": by, "adherence_by_attribute_n": {a: n // 2 for a in by},
                             "content_by_attribute": by, "content_by_attribute_n": {a: n // 2 for a in by}}}
 

@@ -229,11 +229,10 @@ def check_targets(variants: dict[str, dict], dial: list[dict]) -> dict[str, dict
                                                 "met": worst is not None and worst <= TARGETS["leakage_max_points"]}
     c_int, c_al = val("intent_dpo", "content_fidelity"), val("aligned", "content_fidelity")
     drop = None if c_int is None or c_al is None else 100 * (c_al - c_int)
-    t["content fidelity within 5 pts of aligned"] = {
+    content = t["content fidelity within 5 pts of aligned"] = {
         "measured": drop, "met": drop is not None and drop <= TARGETS["content_fidelity_max_drop_points"]}
     if drop is not None:  # "measured" is the drop in points; say which way and from what
-        t["content fidelity within 5 pts of aligned"]["shown"] = (
-            f"{abs(drop):.1f} pts {'below' if drop >= 0 else 'above'} ({100 * c_int:.1f}% vs {100 * c_al:.1f}%)")
+        content["shown"] = f"{abs(drop):.1f} pts {'below' if drop >= 0 else 'above'} ({100 * c_int:.1f}% vs {100 * c_al:.1f}%)"
     curve = [p["adherence"] for p in sorted(dial, key=lambda p: p["weight"])]
     t["adherence rises with adapter weight"] = {
         "measured": curve, "met": len(curve) >= 2 and all(b > a for a, b in zip(curve, curve[1:]))}

@@ -34,20 +34,23 @@ class ValidationConfig:
     log: str = option("", "JSON-lines file to append this run's summary to")
 
 
+def _weighted(values_and_counts: list[tuple[float, int]]) -> float:
+    return sum(v * n for v, n in values_and_counts) / sum(n for _, n in values_and_counts)
+
+
 def pooled(per_suite: list[dict]) -> dict:
     """Row-weighted means over suites of adherence, content and their per-attribute values; leakage is the worst suite."""
 
     def mean(key: str, variant: str) -> float:
         # each suite weighted by the rows the metric was measured on (rows without a rule do not count)
-        ns = [s[variant].get(f"{key}_n", s["n"]) for s in per_suite]
-        return sum(s[variant][key] * n for s, n in zip(per_suite, ns)) / sum(ns)
+        return _weighted([(s[variant][key], s[variant][f"{key}_n"]) for s in per_suite])
 
     def by(key: str) -> dict[str, float]:
         attrs = sorted({a for s in per_suite for a in s["adapter"][key]})
         out = {}
         for a in attrs:
-            vals = [(s["adapter"][key][a], s["adapter"][f"{key}_n"][a]) for s in per_suite if a in s["adapter"][key]]
-            out[a] = sum(v * n for v, n in vals) / sum(n for _, n in vals)
+            out[a] = _weighted([(s["adapter"][key][a], s["adapter"][f"{key}_n"][a])
+                                for s in per_suite if a in s["adapter"][key]])
         return out
 
     return {
@@ -101,10 +104,10 @@ def run_validation(cfg: DemoConfig, vcfg: ValidationConfig) -> dict:
         adapter, summary = train_adapter(cfg, "intent", out, "none")
         train_s = summary["wall_seconds"]
     pipe, checker = _load(paths.aligned_dir()), ContentChecker.from_pretrained(paths.checker_dir())
-    suites = {}
+    sampling, suites = _sampling(cfg), {}
     for seed in vcfg.validation_seeds:
         rows = from_toy(cfg.n_prompts, seed)
-        res = _evaluate(pipe, rows, checker, out / f"eval_{seed}", cfg, _sampling(cfg), adapter, [1.0])
+        res = _evaluate(pipe, rows, checker, out / f"eval_{seed}", cfg, sampling, adapter, [1.0])
         suites[str(seed)] = _suite_summary(res, len(rows))
         s = suites[str(seed)]["adapter"]
         print(f"suite {seed}: adherence {s['adherence']:.3f}  content {s['content']:.3f}  "
