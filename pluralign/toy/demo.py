@@ -68,6 +68,8 @@ class DemoConfig:
                                      "see docs/toy.md)", min=0)
     sft_weight: float = option(20000.0, "weight of the SFT term on the chosen image (keeps the policy on the data; "
                                "also given to the aesthetic-DPO baseline; chosen on the validation suites)", min=0)
+    ema_decay: float = option(0.0, "export an exponential moving average of each adapter's LoRA weights with this "
+                              "decay instead of the last iterate (see DPOTrainConfig; 0 disables)", min=0, max=0.99999)
     weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve")
     with_baselines: bool = option(False, "also train plain aesthetic DPO and anti-aesthetic SFT with the same budget")
     num_inference_steps: int = option(0, "sampling steps (0 = the value recorded in the toy build config)", min=0)
@@ -154,7 +156,7 @@ def train_adapter(cfg: DemoConfig, kind: str, out: Path, report_to: str) -> tupl
         adapter_name=ADAPTER_NAMES[kind], target_modules=list(cfg.target_modules), rank=cfg.rank, alpha=float(cfg.rank),
         method="sft" if kind == "sft" else "dpo", beta=cfg.beta, sft_weight=cfg.sft_weight if kind != "sft" else 0.0,
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
-        lr_warmup_steps=min(20, cfg.max_steps // 10), seed=cfg.seed, cache_dir=str(out / "cache"),
+        lr_warmup_steps=min(20, cfg.max_steps // 10), ema_decay=cfg.ema_decay, seed=cfg.seed, cache_dir=str(out / "cache"),
         export_kohya=False, report_to=report_to, logging_steps=max(1, cfg.max_steps // 20),
         validation_steps=0, checkpointing_steps=0, **intent_terms,
     ))

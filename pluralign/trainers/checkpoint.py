@@ -1,4 +1,4 @@
-"""Resumable checkpoints: LoRA weights, optimizer, LR scheduler, RNG states and data position.
+"""Resumable checkpoints: LoRA weights (and their EMA), optimizer, LR scheduler, RNG states and data position.
 
 A checkpoint is written to a temporary directory and renamed into place, so a run killed while
 saving never leaves a half-written ``checkpoint-N``; only the newest ``keep`` are kept. LoRA and
@@ -53,13 +53,15 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 def save_checkpoint(root: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_scheduler,
-                    state: dict, keep: int | None) -> Path:
+                    state: dict, keep: int | None, ema: dict[str, torch.Tensor] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step}"
     tmp = root / f".tmp-{PREFIX}{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.contiguous() for k, v in lora.items()}, str(tmp / "lora.safetensors"))
+    if ema is not None:
+        save_file(ema, str(tmp / "ema.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
     rng_t, rng_meta = rng_state()
@@ -81,6 +83,12 @@ def load_checkpoint(path: Path, optimizer, lr_scheduler) -> tuple[dict[str, torc
     lr_scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     set_rng_state(load_file(str(path / "rng.safetensors")), json.loads((path / "rng.json").read_text()))
     return load_file(str(path / "lora.safetensors")), json.loads((path / "state.json").read_text())
+
+
+def load_ema(path: Path) -> dict[str, torch.Tensor] | None:
+    """The EMA weights saved with a checkpoint, or None if it was saved without ``ema_decay``."""
+    f = path / "ema.safetensors"
+    return load_file(str(f)) if f.exists() else None
 
 
 def resolve_resume(arg: str | None, root: Path) -> Path | None:

@@ -94,6 +94,9 @@ class DPOTrainConfig:
     adam_weight_decay: float = option(1e-2, "AdamW weight decay", min=0)
     adam_epsilon: float = option(1e-8, "Adam ε", min=0)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables)", min=0)
+    ema_decay: float = option(0.0, "keep an exponential moving average of the LoRA weights with this decay (e.g. "
+                              "0.995, about the last 200 steps; warmed up as (1+step)/(10+step)) and export it "
+                              "instead of the last iterate; saved in checkpoints. 0 disables", min=0, max=0.99999)
     seed: int = option(0, "seed for init, data order, noise and timesteps")
     dataloader_num_workers: int = option(0, "dataloader workers", min=0)
     # cache

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .adapters import (
 from .cache import TensorCache, cached_latents, cached_prompts, default_cache_dir, encode_pixels, fingerprint, to_pixels
 from .config import DPOTrainConfig
 from .data import check_columns, column, data_mix, load_pairs, select_rows
+from .ema import LoraEMA
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
 from .loss import diffusion_dpo_loss, guided_sft_error, per_sample_mse
@@ -374,6 +376,7 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
     lr_scheduler = get_scheduler(c.lr_scheduler, optimizer, num_warmup_steps=c.lr_warmup_steps * n_proc,
                                  num_training_steps=c.max_steps * n_proc)
     model, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
+    ema = LoraEMA(params, c.ema_decay) if c.ema_decay else None
 
     global_step, position, history = 0, 0, []
     ckpt_root = run_dir / "checkpoints"
@@ -382,6 +385,12 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
         lora, state = ckpt.load_checkpoint(resume, optimizer, lr_scheduler)
         load_adapter_state_dict(denoiser, lora, adapter_name)
         global_step, position, history = state["global_step"], state["position"], state.get("history", [])
+        if ema is not None:
+            saved = ckpt.load_ema(resume)
+            if saved is None:
+                raise ValueError(f"{resume} was saved without ema_decay: resume it with ema_decay 0, or start the "
+                                 "run again (a fresh output_dir) to train with an EMA")
+            ema.load_state_dict(saved)
         accelerator.print(f"resumed from {resume} at step {global_step}")
     if global_step >= c.max_steps and (adapter_dir / "pytorch_lora_weights.safetensors").exists():
         accelerator.print(f"{adapter_name}: already trained to step {global_step}")
@@ -468,6 +477,8 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None and accelerator.sync_gradients:
+                ema.update(params, global_step + 1)
         running.append({"loss": loss.detach().float().item(), **{k: v.float().item() for k, v in stats.items()}})
         if not accelerator.sync_gradients:
             continue
@@ -488,20 +499,25 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
         bar.update(1)
         if c.checkpointing_steps and global_step % c.checkpointing_steps == 0 and accelerator.is_main_process:
             ckpt.save_checkpoint(ckpt_root, global_step, adapter_state_dict(unwrapped, adapter_name), optimizer,
-                                 lr_scheduler, {"position": position, "history": history}, c.checkpoints_total_limit)
+                                 lr_scheduler, {"position": position, "history": history}, c.checkpoints_total_limit,
+                                 ema=ema.state_dict() if ema else None)
         if c.validation_steps and c.validation_prompts and global_step % c.validation_steps == 0 \
                 and accelerator.is_main_process:
-            _log_images(accelerator, render_validation(pipe, unwrapped, c, run_dir, global_step), global_step)
+            with ema.applied(params) if ema else nullcontext():
+                _log_images(accelerator, render_validation(pipe, unwrapped, c, run_dir, global_step), global_step)
     bar.close()
 
     accelerator.wait_for_everyone()
     result = TrainResult(p.output_dir, adapter_dir, {}, {}, {}, history, global_step)
     if accelerator.is_main_process:
-        if c.validation_prompts and not (c.validation_steps and global_step % c.validation_steps == 0):
-            _log_images(accelerator, render_validation(pipe, unwrapped, c, run_dir, global_step), global_step)
         if c.checkpointing_steps and global_step % c.checkpointing_steps:
             ckpt.save_checkpoint(ckpt_root, global_step, adapter_state_dict(unwrapped, adapter_name), optimizer,
-                                 lr_scheduler, {"position": position, "history": history}, c.checkpoints_total_limit)
+                                 lr_scheduler, {"position": position, "history": history}, c.checkpoints_total_limit,
+                                 ema=ema.state_dict() if ema else None)
+        if ema is not None:
+            ema.copy_to(params)  # from here on the adapter is the average: what is rendered and exported
+        if c.validation_prompts and not (c.validation_steps and global_step % c.validation_steps == 0):
+            _log_images(accelerator, render_validation(pipe, unwrapped, c, run_dir, global_step), global_step)
         result = _export(p, pipe, unwrapped, adapter_name, indices, adapter_dir, history, global_step)
     accelerator.end_training()
     return result
@@ -562,7 +578,7 @@ def _export(p: Plan, pipe, denoiser, adapter_name, indices, adapter_dir: Path, h
                                            p.output_dir / "adapter_kohya" / f"{adapter_name}.safetensors")
     metrics = _final_metrics(history)
     eval_summary = json.loads(Path(c.eval_summary).read_text()) if c.eval_summary else None
-    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "guided_sft_scale", "preserve_weight", "preserve_null_weight", "rank",
+    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "guided_sft_scale", "preserve_weight", "preserve_null_weight", "ema_decay", "rank",
                                         "alpha", "dropout", "use_rslora", "use_dora", "learning_rate", "lr_scheduler",
                                         "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}

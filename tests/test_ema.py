@@ -1,0 +1,51 @@
+"""The LoRA weight average: its decay schedule and update are plain tensor arithmetic."""
+
+import pytest
+import torch
+
+from pluralign.trainers.ema import LoraEMA, ema_decay_at
+
+
+def test_decay_warms_up_then_caps():
+    assert ema_decay_at(1, 0.995) == pytest.approx(2 / 11)
+    assert ema_decay_at(8, 0.995) == pytest.approx(9 / 18)
+    assert ema_decay_at(10_000, 0.995) == 0.995
+    assert all(ema_decay_at(s, 0.99) <= ema_decay_at(s + 1, 0.99) for s in range(1, 2000))
+
+
+def test_update_is_the_exponential_average_of_the_iterates():
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = LoraEMA([p], decay=0.5)
+    expected = torch.zeros(3)
+    for step, value in enumerate([4.0, 8.0, -2.0], start=1):
+        with torch.no_grad():
+            p.fill_(value)
+        ema.update([p], step)
+        d = min(0.5, (1 + step) / (10 + step))
+        expected = d * expected + (1 - d) * value
+    assert torch.allclose(ema.shadow[0], expected)
+    assert not torch.allclose(ema.shadow[0], p.detach())
+
+
+def test_applied_swaps_in_the_average_and_restores_the_live_weights():
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    ema = LoraEMA([p], decay=0.9)
+    with torch.no_grad():
+        p.fill_(5.0)
+    with ema.applied([p]):
+        assert torch.equal(p.detach(), torch.tensor([1.0, 2.0]))
+    assert torch.equal(p.detach(), torch.tensor([5.0, 5.0]))
+    ema.copy_to([p])
+    assert torch.equal(p.detach(), torch.tensor([1.0, 2.0]))
+
+
+def test_state_round_trips_and_a_mismatched_checkpoint_is_named():
+    a = [torch.nn.Parameter(torch.randn(2, 2)), torch.nn.Parameter(torch.randn(4))]
+    ema = LoraEMA(a, decay=0.99)
+    other = LoraEMA([torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(4))], decay=0.99)
+    other.load_state_dict(ema.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(ema.shadow, other.shadow))
+    with pytest.raises(ValueError, match="rank or target_modules"):
+        LoraEMA(a[:1], decay=0.99).load_state_dict(ema.state_dict())
+    with pytest.raises(ValueError, match="ema_decay"):
+        LoraEMA(a, decay=1.0)
