@@ -46,6 +46,10 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
         assert set(by) == set(v["adherence"]["by_attribute"]) and all(d["n"] == 1 for d in by.values())
     for name in ("aligned", "intent_dpo"):
         assert "max_abs_points" in results["variants"][name]["leakage"]
+    gap = results["variants"]["intent_dpo"]["content_fidelity_delta_vs_reference"]  # paired, vs the aligned model
+    assert gap["n"] == 9 and gap["value"] == pytest.approx(results["variants"]["intent_dpo"]["content_fidelity"]["value"]
+                                                           - results["variants"]["aligned"]["content_fidelity"]["value"])
+    assert results["targets"]["content fidelity within 5 pts of aligned"]["shown"].endswith("pts, paired")
     assert [p["weight"] for p in results["dial_curve"]] == [0.0, 0.5, 1.0]
     assert results["wall_seconds"] > 0
     assert results["training"]["intent_dpo"]["steps"] == 2
@@ -173,6 +177,12 @@ def test_targets_judge_each_promise_and_show_the_content_drop_with_its_direction
     assert all(t[k]["met"] for k in t if k != "content fidelity within 5 pts of aligned")
     rows = {r[0]: r[1:] for r in summary_tables({"variants": variants, "dial_curve": dial, "targets": t})[2][1]}
     assert rows["content fidelity within 5 pts of aligned"] == ["5.6 pts below (94.4% vs 100.0%)", "NO"]
+
+    # with the paired gap from the eval (adapter minus aligned on the same rows) the row shows its interval
+    variants["intent_dpo"]["content_fidelity_delta_vs_reference"] = {"value": -4 / 72, "ci95": [-0.111, -0.014]}
+    content = check_targets(variants, dial)["content fidelity within 5 pts of aligned"]
+    assert content["drop_ci95_points"] == pytest.approx([1.4, 11.1]) and not content["met"]
+    assert content["shown"] == "5.6 pts below (94.4% vs 100.0%); drop 95% CI [1.4, 11.1] pts, paired"
 
     variants["intent_dpo"] = v(0.875, 1.0, 4.0)  # better content than aligned; leakage over 3 points
     variants["aligned"] = v(0.236, 0.958)

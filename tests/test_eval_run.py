@@ -61,8 +61,14 @@ def test_pluralign_eval_end_to_end_writes_every_output(sd_with_adapter, tmp_path
     assert set(results) >= {"config", "suite", "variants", "dial_curve", "checks", "wall_seconds", "schema_version"}
     assert list(results["variants"]) == ["base", "adapter@0", "adapter@0.5", "adapter@1"]
     adapter1 = results["variants"]["adapter@1"]
-    for key in ("adherence", "leakage", "content_fidelity", "judges", "reward_matrix", "adherence_delta_vs_reference"):
+    for key in ("adherence", "leakage", "content_fidelity", "judges", "reward_matrix", "adherence_delta_vs_reference",
+                "content_fidelity_delta_vs_reference"):
         assert adapter1[key] is not None, key
+    gap = adapter1["content_fidelity_delta_vs_reference"]
+    assert gap["value"] == pytest.approx(adapter1["content_fidelity"]["value"]
+                                         - results["variants"]["base"]["content_fidelity"]["value"])
+    assert gap["ci95"][0] <= gap["value"] <= gap["ci95"][1]
+    assert "content_fidelity_delta_vs_reference" not in results["variants"]["base"]
     assert set(adapter1["adherence"]) >= {"value", "ci95", "n", "by_attribute"}
     assert set(adapter1["adherence"]["by_attribute"]) == {"underexposed", "blurry", "muted"}
     assert set(adapter1["leakage"]) == {"by_attribute", "max_abs_points"}

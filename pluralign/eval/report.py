@@ -40,6 +40,13 @@ def _rate(d: dict[str, Any] | None) -> str:
     return f"{_pct(d['value'])}{_ci(d.get('ci95'))}"
 
 
+def _delta(d: dict[str, Any] | None) -> str:
+    """A paired difference to the reference, in points with its CI ("–" for the reference itself)."""
+    if not d or d.get("value") is None:
+        return "–"
+    return f"{100 * d['value']:+.1f} pts{_ci(d.get('ci95'))}"
+
+
 def _points(x: float | None) -> str:
     return "–" if x is None else f"{x:+.1f} pts"
 
@@ -67,15 +74,15 @@ def _attributes(results: dict[str, Any]) -> list[str]:
 def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the main table: one row per variant."""
     judges = _judge_names(results)
-    header = ["variant", "adherence [95% CI]", "Δ vs base", "leakage (max |pts|)", "content fidelity"]
+    header = ["variant", "adherence [95% CI]", "Δ vs base", "leakage (max |pts|)", "content fidelity",
+              "content Δ vs base"]
     header += [f"{j} success" for j in judges] + [f"{j} Δr" for j in judges]
     rows = []
     for name, v in results["variants"].items():
-        delta = v.get("adherence_delta_vs_reference")
-        d = "–" if not delta or delta.get("value") is None else f"{100 * delta['value']:+.1f} pts{_ci(delta.get('ci95'))}"
         leak = (v.get("leakage") or {}).get("max_abs_points")
-        row = [name, _rate(v.get("adherence")), d, "–" if leak is None else f"{leak:.1f}",
-               _rate(v.get("content_fidelity"))]
+        row = [name, _rate(v.get("adherence")), _delta(v.get("adherence_delta_vs_reference")),
+               "–" if leak is None else f"{leak:.1f}", _rate(v.get("content_fidelity")),
+               _delta(v.get("content_fidelity_delta_vs_reference"))]
         jd = v.get("judges") or {}
         row += [_rate((jd.get(j) or {}).get("success")) for j in judges]
         for j in judges:

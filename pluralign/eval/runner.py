@@ -103,15 +103,17 @@ def load_content_checker(kind: str, rows: list[EvalRow], threshold: float = 0.5)
 
 def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, judge_scores: dict[str, dict],
                      reference_scores: dict[str, dict], checker, leak_attributes: list[str], cfg: EvalConfig,
-                     reference_hits: np.ndarray | None, rules=None) -> tuple[dict[str, Any], np.ndarray]:
+                     reference_rows: dict[str, np.ndarray] | None, rules=None) -> tuple[dict[str, Any], dict]:
+    """Every metric of one variant; also returns its per-row adherence and content, which the
+    reference variant's call hands to the others for paired (same row, same seed) deltas."""
     kw = {"n_boot": cfg.bootstrap, "seed": cfg.seed}
     margins = M.adherence_margins(pairs, rows, rules)
     out: dict[str, Any] = {"adherence": M.adherence_summary(margins, **kw)}
     hits = M.row_adherence(margins) if margins else np.full(len(rows), np.nan)
     is_reference = reference_pairs is None
     if not is_reference:
-        if reference_hits is not None:
-            out["adherence_delta_vs_reference"] = M.paired_delta_ci(hits, reference_hits, **kw)
+        if reference_rows is not None:
+            out["adherence_delta_vs_reference"] = M.paired_delta_ci(hits, reference_rows["adherence"], **kw)
         fired, baseline = M.leakage_fired([o for o, _ in pairs], [o for o, _ in reference_pairs], leak_attributes, rules)
         out["leakage"] = M.leakage_summary(fired, baseline, **kw)
     else:
@@ -127,6 +129,11 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
             kept_o = M.check_content(checker, [o for o, _ in pairs], rows)
         out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, attributes=[list(r.attributes) for r in rows],
                                                        **kw), "checker": type(checker).__name__}
+        if reference_rows is not None and reference_rows.get("content") is not None:
+            # the gap to the reference on the same rows: a target such as "within 5 points of the
+            # reference" is judged on this difference, so its uncertainty is the paired one
+            out["content_fidelity_delta_vs_reference"] = M.paired_delta_ci(
+                np.asarray(kept_a, dtype=np.float64), np.asarray(reference_rows["content"], dtype=np.float64), **kw)
     judges, matrix = {}, {}
     for j, scores in judge_scores.items():
         summary = M.judge_summary(scores, **kw)
@@ -137,7 +144,8 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
                      "delta_r_ci95": summary["delta_r"]["ci95"]}
     out["judges"] = judges
     out["reward_matrix"] = matrix
-    return out, hits
+    kept = None if out["content_fidelity"] is None else np.asarray(kept_a, dtype=np.float64)
+    return out, {"adherence": hits, "content": kept}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,14 +205,14 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
     active_rules = rules if rules is not None else load_rules()
     leak_attributes = sorted({a for r in rows for a in r.attributes if a in active_rules})
     results_by_variant: dict[str, dict[str, Any]] = {}
-    reference_hits = None
+    reference_rows = None
     for v in variants:
         is_ref = v.name == BASE
-        metrics, hits = _variant_metrics(
+        metrics, per_row = _variant_metrics(
             v.name, images[v.name], rows, None if is_ref else images[BASE], judge_scores[v.name], judge_scores[BASE],
-            checker, leak_attributes, config, reference_hits, active_rules)
+            checker, leak_attributes, config, reference_rows, active_rules)
         if is_ref:
-            reference_hits = hits
+            reference_rows = per_row
         results_by_variant[v.name] = {"kind": "base" if v.weight is None else "adapter", "weight": v.weight,
                                       "images": f"images/{v.dirname}" if config.save_images else None, **metrics}
     t_met = time.perf_counter() - t_met

@@ -202,7 +202,8 @@ def _leakage_between(model_dir: Path, reference_dir: Path, rows, bootstrap: int)
 
 
 def _variant(v: dict) -> dict:
-    keep = ("adherence", "leakage", "content_fidelity", "adherence_delta_vs_reference")
+    keep = ("adherence", "leakage", "content_fidelity", "adherence_delta_vs_reference",
+            "content_fidelity_delta_vs_reference")
     return {k: v.get(k) for k in keep if k in v}
 
 
@@ -235,6 +236,13 @@ def check_targets(variants: dict[str, dict], dial: list[dict]) -> dict[str, dict
         "measured": drop, "met": drop is not None and drop <= TARGETS["content_fidelity_max_drop_points"]}
     if drop is not None:  # "measured" is the drop in points; say which way and from what
         content["shown"] = f"{abs(drop):.1f} pts {'below' if drop >= 0 else 'above'} ({100 * c_int:.1f}% vs {100 * c_al:.1f}%)"
+        # the intent eval's reference is the aligned model, so its paired delta is the gap on the same rows;
+        # the target is judged on the point estimate, the interval says how far one suite can be trusted
+        gap = (variants.get("intent_dpo") or {}).get("content_fidelity_delta_vs_reference") or {}
+        if gap.get("ci95"):
+            lo, hi = (-100 * gap["ci95"][1], -100 * gap["ci95"][0])
+            content["drop_ci95_points"] = [lo, hi]
+            content["shown"] += f"; drop 95% CI [{lo:.1f}, {hi:.1f}] pts, paired"
     curve = [p["adherence"] for p in sorted(dial, key=lambda p: p["weight"])]
     t["adherence rises with adapter weight"] = {
         "measured": curve, "met": len(curve) >= 2 and all(b > a for a, b in zip(curve, curve[1:]))}
