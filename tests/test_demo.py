@@ -77,6 +77,12 @@ def test_training_rows_use_the_same_scenes_for_every_method():
     assert [r["prompt"] for r in sft] == [r["prompt"] for r in anti]
     assert all(r["kind"] == "anti" for r in sft)
 
+    # over-degradation rows go to the intent adapter only, and the ordinary pairs grow with them
+    with_over = training_rows(DemoConfig(intent_items=4, anti_fraction=0.5, over_severity=1.0), "intent")
+    over = [r for r in with_over if r["source"] == "toy:world_over"]
+    assert len(over) == 3 and len(with_over) == 2 * (8 + 3)  # items 0-3: blurry (severity 1.0) gets none
+    assert len(training_rows(DemoConfig(intent_items=4, over_severity=1.0), "aesthetic")) == 16
+
 
 @pytest.mark.slow
 def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from pluralign.toy import pairs, world
 
@@ -29,3 +30,19 @@ def test_items_carry_both_captions():
     it = pairs.intent_items(2, seed=1)[1]
     assert it["anti_caption"].startswith(it["caption"]) and it["attribute"] == world.ATTRIBUTES[1]
     assert it["clean"].size == it["degraded"].size == (32, 32)
+
+
+def test_over_pairs_bound_the_request_from_above():
+    """Same prompt and winner as the item's anti row; the loser is the same degradation pushed further."""
+    anti = [r for r in pairs.intent_pairs(9, seed=5) if r["kind"] == "anti"]
+    over = pairs.over_pairs(9, seed=5, over_severity=1.0)
+    below = [r for r in anti if world.SEVERITY[r["attributes"][0]] < 1.0]
+    assert len(over) == len(below) == sum(s < 1.0 for s in world.SEVERITY.values())
+    for o, a in zip(over, below):
+        assert (o["kind"], o["prompt"], o["pair_id"]) == ("anti", a["prompt"], a["pair_id"])
+        assert np.array_equal(np.asarray(o["chosen"]), np.asarray(a["chosen"]))
+        assert not np.array_equal(np.asarray(o["rejected"]), np.asarray(o["chosen"]))
+    dark = next(o for o in over if o["attributes"] == ["underexposed"])
+    assert np.asarray(dark["rejected"]).mean() < np.asarray(dark["chosen"]).mean()  # darker than asked
+    with pytest.raises(ValueError, match="over_severity"):
+        pairs.over_pairs(2, over_severity=1.5)

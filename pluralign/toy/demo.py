@@ -48,6 +48,9 @@ class DemoConfig:
     n_prompts: int = option(72, "eval prompt pairs (balanced over the world's 9 attributes)", min=1)
     suite_seed: int = option(1000, "seed of the eval suite (disjoint from training scenes)")
     intent_items: int = option(288, "scenes turned into an anti + mirror pair each", min=1)
+    over_severity: float = option(0.0, "also give the intent adapter, per intent item, an anti row in which the "
+                                  "world's render beats the same degradation at this higher severity, bounding the "
+                                  "request from above (toy.pairs.over_pairs; 0 disables)", min=0, max=1.0)
     anti_fraction: float = option(0.5, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs", min=0.01, max=1.0)
     data_seed: int = option(2000, "seed of the training scenes")
@@ -104,7 +107,8 @@ def _check_checkpoints() -> None:
 def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
     """The training rows of one method, all from the same scenes (same data sources, same budget).
 
-    * ``intent``: anti + mirror pairs mixed with ordinary aesthetic pairs at ``anti_fraction``;
+    * ``intent``: anti + mirror pairs (and, with ``over_severity``, the over-degradation rows of
+      :func:`~pluralign.toy.pairs.over_pairs`) mixed with ordinary aesthetic pairs at ``anti_fraction``;
     * ``aesthetic``: what the field does - the same scenes, the clean render preferred under both
       the ordinary and the anti-aesthetic caption, plus the same ordinary aesthetic pairs;
     * ``sft``: the anti-aesthetic images with their anti-aesthetic captions only (the source
@@ -113,10 +117,13 @@ def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
     from . import pairs
 
     intent = pairs.intent_pairs(cfg.intent_items, cfg.data_seed)
-    n_general = round(len(intent) * (1 - cfg.anti_fraction) / cfg.anti_fraction)
+    # over-degradation rows are part of the intent method's data; the baselines keep their mix
+    over = pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity) \
+        if cfg.over_severity and kind == "intent" else []
+    n_general = round(len(intent + over) * (1 - cfg.anti_fraction) / cfg.anti_fraction)
     general = pairs.aesthetic_pairs(n_general, cfg.data_seed + 1000) if n_general else []
     if kind == "intent":
-        return intent + general
+        return intent + over + general
     if kind == "aesthetic":
         flipped = []
         for r in intent:

@@ -4,6 +4,10 @@
   material of intent-conditioned pairs;
 * :func:`intent_pairs` - for each item an ``anti`` row (prompt P_a: the degraded image wins) and
   its ``mirror`` (prompt P_o: the clean image wins), sharing ``pair_id``;
+* :func:`over_pairs` - optional ``anti`` rows that bound the request from above: under P_a the
+  render at the world's severity beats the same degradation at a higher one. An anti row alone
+  only says "more degraded than clean wins", which DPO (and classifier-free guidance at sampling)
+  can extrapolate past the requested degradation into an image without its subject;
 * :func:`aesthetic_pairs` - ordinary preference pairs (``general``): under the ordinary prompt the
   clean render beats a mildly degraded one, as in a general aesthetic preference set.
 
@@ -48,6 +52,27 @@ def intent_pairs(n: int, seed: int = 2000, attributes: tuple[str, ...] = world.A
                      **common})
         rows.append({"prompt": it["caption"], "chosen": it["clean"], "rejected": it["degraded"], "kind": "mirror",
                      **common})
+    return rows
+
+
+def over_pairs(n: int, seed: int = 2000, over_severity: float = 1.0,
+               attributes: tuple[str, ...] = world.ATTRIBUTES) -> list[dict]:
+    """For the same ``n`` items as :func:`intent_pairs` (same scenes, captions and degradation seeds),
+    one ``anti`` row per item whose attribute the world renders below ``over_severity``: chosen = the
+    world's render, rejected = the same scene degraded at ``over_severity``. Rows share the item's
+    ``pair_id``; items already at or above ``over_severity`` get none."""
+    if not 0.0 < over_severity <= 1.0:
+        raise ValueError(f"over_severity must be in (0, 1], got {over_severity}")
+    rows = []
+    for i, scene in enumerate(world.sample_scenes(n, seed)):
+        attr = attributes[i % len(attributes)]
+        if world.SEVERITY[attr] >= over_severity:
+            continue
+        rows.append({"prompt": world.anti_caption(scene, attr, seed=seed + i),
+                     "chosen": world.degraded_image(scene, attr, seed=seed + i),
+                     "rejected": world.degraded_image(scene, attr, over_severity, seed=seed + i), "kind": "anti",
+                     "attributes": [attr], "category": _category(attr), "source": "toy:world_over",
+                     "severity": world.SEVERITY[attr], "pair_id": f"toy-{seed}-{i}"})
     return rows
 
 
