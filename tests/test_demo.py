@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pluralign.toy import paths
+from pluralign.toy import paths, world
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +78,15 @@ def test_training_rows_use_the_same_scenes_for_every_method():
     assert all(r["kind"] == "anti" for r in sft)
 
     # over-degradation rows go to the intent adapter only, and the ordinary pairs grow with them
-    with_over = training_rows(DemoConfig(intent_items=4, anti_fraction=0.5, over_severity=1.0), "intent")
+    with_over = training_rows(DemoConfig(intent_items=4, anti_fraction=0.5, over_severity=1.0,
+                                         over_attributes=list(world.ATTRIBUTES)), "intent")
     over = [r for r in with_over if r["source"] == "toy:world_over"]
     assert len(over) == 3 and len(with_over) == 2 * (8 + 3)  # items 0-3: blurry (severity 1.0) gets none
     assert len(training_rows(DemoConfig(intent_items=4, over_severity=1.0), "aesthetic")) == 16
+    # by default off_center gets no over row (further out does not erase the subject): items 0-8 give 7
+    default = training_rows(DemoConfig(intent_items=9, over_severity=1.0), "intent")
+    assert sorted(r["attributes"][0] for r in default if r["source"] == "toy:world_over") == sorted(
+        a for a in world.ATTRIBUTES if a not in ("blurry", "off_center"))
 
 
 @pytest.mark.slow

@@ -46,3 +46,10 @@ def test_over_pairs_bound_the_request_from_above():
     assert np.asarray(dark["rejected"]).mean() < np.asarray(dark["chosen"]).mean()  # darker than asked
     with pytest.raises(ValueError, match="over_severity"):
         pairs.over_pairs(2, over_severity=1.5)
+
+
+def test_over_pairs_can_be_limited_to_some_attributes():
+    rows = pairs.over_pairs(18, seed=5, over_attributes=("small_subject", "muted"))
+    assert sorted(r["attributes"][0] for r in rows) == ["muted", "muted", "small_subject", "small_subject"]
+    with pytest.raises(ValueError, match="over_attributes"):
+        pairs.over_pairs(2, over_attributes=("sepia",))

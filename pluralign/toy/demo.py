@@ -51,6 +51,10 @@ class DemoConfig:
     over_severity: float = option(0.0, "also give the intent adapter, per intent item, an anti row in which the "
                                   "world's render beats the same degradation at this higher severity, bounding the "
                                   "request from above (toy.pairs.over_pairs; 0 disables)", min=0, max=1.0)
+    over_attributes: list[str] = option(
+        factory=lambda: ["underexposed", "overexposed", "muted", "noisy", "low_contrast", "color_cast", "small_subject"],
+        help="attributes that get over-degradation rows: those whose degradation, pushed further, erases the subject "
+             "(off_center only moves it further out; blurry is rendered at full severity already)")
     anti_fraction: float = option(0.5, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs", min=0.01, max=1.0)
     data_seed: int = option(2000, "seed of the training scenes")
@@ -118,7 +122,8 @@ def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
 
     intent = pairs.intent_pairs(cfg.intent_items, cfg.data_seed)
     # over-degradation rows are part of the intent method's data; the baselines keep their mix
-    over = pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity) \
+    over = pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity,
+                            over_attributes=tuple(cfg.over_attributes)) \
         if cfg.over_severity and kind == "intent" else []
     n_general = round(len(intent + over) * (1 - cfg.anti_fraction) / cfg.anti_fraction)
     general = pairs.aesthetic_pairs(n_general, cfg.data_seed + 1000) if n_general else []

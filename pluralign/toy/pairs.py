@@ -56,17 +56,21 @@ def intent_pairs(n: int, seed: int = 2000, attributes: tuple[str, ...] = world.A
 
 
 def over_pairs(n: int, seed: int = 2000, over_severity: float = 1.0,
-               attributes: tuple[str, ...] = world.ATTRIBUTES) -> list[dict]:
+               attributes: tuple[str, ...] = world.ATTRIBUTES, over_attributes: tuple[str, ...] | None = None
+               ) -> list[dict]:
     """For the same ``n`` items as :func:`intent_pairs` (same scenes, captions and degradation seeds),
-    one ``anti`` row per item whose attribute the world renders below ``over_severity``: chosen = the
-    world's render, rejected = the same scene degraded at ``over_severity``. Rows share the item's
-    ``pair_id``; items already at or above ``over_severity`` get none."""
+    one ``anti`` row per item whose attribute is in ``over_attributes`` (default: all) and rendered by
+    the world below ``over_severity``: chosen = the world's render, rejected = the same scene degraded
+    at ``over_severity``. Rows share the item's ``pair_id``."""
     if not 0.0 < over_severity <= 1.0:
         raise ValueError(f"over_severity must be in (0, 1], got {over_severity}")
+    unknown = set(over_attributes or ()) - set(world.ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"over_attributes: {sorted(unknown)} are not toy attributes {world.ATTRIBUTES}")
     rows = []
     for i, scene in enumerate(world.sample_scenes(n, seed)):
         attr = attributes[i % len(attributes)]
-        if world.SEVERITY[attr] >= over_severity:
+        if world.SEVERITY[attr] >= over_severity or (over_attributes is not None and attr not in over_attributes):
             continue
         rows.append({"prompt": world.anti_caption(scene, attr, seed=seed + i),
                      "chosen": world.degraded_image(scene, attr, seed=seed + i),
