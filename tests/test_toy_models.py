@@ -103,3 +103,24 @@ def test_extra_renders_show_their_attribute_and_are_deterministic():
     noise = verifiers.VERIFIERS["noise"]
     assert all(noise(x) > noise(c) + 0.02 for x, c in zip(a.images, clean))  # each carries visible grain
     assert extra_renders("noisy", 0, seed=0).images.shape == (0, world.SIZE, world.SIZE, 3)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints (run python -m pluralign.toy.build)")
+def test_content_ceiling_measures_renders_and_their_round_trip():
+    """A faithful render keeps its subject through the checker and the autoencoder; a destroyed one does not."""
+    from diffusers import AutoencoderKL
+
+    from pluralign.toy import ceiling
+    from pluralign.toy.checker import ContentChecker
+
+    out = ceiling.measure(ceiling.CeilingConfig(suite_seeds=[1000], n_prompts=18))
+    assert out["n"] == 18 and set(out["by_attribute"]) == set(world.ATTRIBUTES)
+    assert out["render"] >= 0.95 and out["round_trip"] >= 0.95
+    vae = AutoencoderKL.from_pretrained(str(paths.aligned_dir()), subfolder="vae").eval()
+    rows = world.eval_suite(4, 1000)
+    renders = ceiling.world_renders(rows, 1000, 4)
+    back = ceiling.round_trip(vae, renders)
+    assert back[0].size == renders[0].size
+    assert np.abs(world.to_array(back[0]) - world.to_array(renders[0])).mean() < 0.05
+    grey = [r.convert("L").convert("RGB").point(lambda v: 128) for r in renders]  # no subject at all
+    assert ContentChecker.from_pretrained().check(ceiling.round_trip(vae, grey), rows).mean() <= 0.25
