@@ -194,8 +194,10 @@ def parse(classes: tuple[type, ...], argv: list[str] | None = None, *, prog: str
             help_ = field.metadata.get("help", "") or " "
             if field.metadata.get("choices"):
                 help_ += f" (choices: {', '.join(map(str, field.metadata['choices']))})"
+            # argparse %-formats help text: a literal "95%" would crash --help
+            text = f"{help_} [default: {default}]".replace("%", "%%")
             group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=_type_name(tp).upper(),
-                               help=f"{help_} [default: {default}]")
+                               help=text)
     ns, rest = parser.parse_known_args(argv)
     if rest:
         flag = rest[0].lstrip("-").split("=")[0]

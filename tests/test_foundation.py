@@ -102,3 +102,30 @@ def test_cli_help_version_env():
     assert env.returncode == 0
     for name in ("torch", "diffusers", "peft", "device"):
         assert name in env.stdout
+
+
+def test_every_command_prints_its_help(capsys):
+    """argparse %-formats help text, so an option whose help says "95%" must not break ``--help``."""
+    from pluralign.cli import COMMANDS, _optional_commands, main
+
+    def help_of(*argv) -> str:
+        try:
+            code = main([*argv, "--help"])
+        except SystemExit as exit_:
+            code = exit_.code
+        assert code in (0, None), argv
+        return capsys.readouterr().out
+
+    _optional_commands()
+    for name in COMMANDS:
+        assert "usage: pluralign" in help_of(name), name
+    for step in ("build", "validate"):
+        assert "--" in help_of("data", step), step
+
+    @dataclass
+    class _Pct:
+        share: float = option(0.5, "share of rows, e.g. 50% of them")
+
+    with pytest.raises(SystemExit):
+        parse((_Pct,), ["--help"])
+    assert "50% of them" in capsys.readouterr().out
