@@ -4,6 +4,7 @@ Benchmarks are not timed tests: run them on an otherwise idle machine, since sha
 every throughput figure.
 """
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ SCRIPTS = ("bench_data.py", "bench_verifiers.py", "bench_trainer.py", "bench_eva
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     failed = []
     for name in SCRIPTS:
         print(f"\n## {name}\n", flush=True)
