@@ -29,6 +29,7 @@ from typing import Any
 from pluralign.config import option, parse, to_dict
 
 from . import paths
+from .world import ATTRIBUTES
 
 # What the demo promises, checked on every run (README "Results" quotes them).
 TARGETS = {
@@ -54,7 +55,7 @@ class DemoConfig:
     over_attributes: list[str] = option(
         factory=lambda: ["underexposed", "overexposed", "muted", "noisy", "low_contrast", "color_cast", "small_subject"],
         help="attributes that get over-degradation rows: those whose degradation, pushed further, erases the subject "
-             "(off_center only moves it further out; blurry is rendered at full severity already)")
+             "(off_center only moves it further out; blurry is rendered at full severity already)", choices=ATTRIBUTES)
     anti_fraction: float = option(0.5, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs", min=0.01, max=1.0)
     data_seed: int = option(2000, "seed of the training scenes")
