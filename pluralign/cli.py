@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = getattr(importlib.import_module(module), func)(rest)
-    except ConfigError as exc:
+    except (ConfigError, FileNotFoundError) as exc:  # bad input: one line naming it, no traceback
         print(f"pluralign {name}: error: {exc}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -29,6 +29,18 @@ class ConfigError(ValueError):
     """A recipe or flag is wrong; the message names the key and its source."""
 
 
+def run_module(main, prog: str) -> int:
+    """Run a ``python -m`` entry point's ``main()``: a :class:`ConfigError` or a missing input file
+    becomes one line on stderr and exit status 2, as under ``pluralign``, instead of a traceback."""
+    import sys
+
+    try:
+        return int(main() or 0)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, min=None, max=None, factory=None):
     """A dataclass field with help text and validation bounds in its metadata."""
     meta = {"help": help, "choices": choices, "min": min, "max": max}

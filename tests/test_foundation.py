@@ -129,3 +129,28 @@ def test_every_command_prints_its_help(capsys):
     with pytest.raises(SystemExit):
         parse((_Pct,), ["--help"])
     assert "50% of them" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
+    """Under ``pluralign`` and under ``python -m``: a wrong option or a missing input names itself, exit 2."""
+    from pluralign.cli import main
+    from pluralign.config import run_module
+
+    missing = tmp_path / "no_such_pipeline"
+    assert main(["eval", "--base", str(missing), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pluralign eval: error: base") and str(missing) in err and "Traceback" not in err
+
+    def bad():
+        raise ConfigError("key 'x': expected an integer")
+
+    assert run_module(bad, "python -m pluralign.toy.ceiling") == 2
+    assert capsys.readouterr().err.strip() == "python -m pluralign.toy.ceiling: error: key 'x': expected an integer"
+    assert run_module(lambda: None, "prog") == 0
+
+
+def test_hub_ids_are_not_taken_for_missing_paths():
+    from pluralign.eval.generate import _looks_local
+
+    assert not _looks_local("stable-diffusion-v1-5/stable-diffusion-v1-5") and not _looks_local("tiny")
+    assert all(_looks_local(p) for p in ("/abs/dir", "./rel", "../up", "~/home", "a/b/c"))

@@ -72,10 +72,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..config import ConfigError
+    from ..config import run_module
 
-    try:
-        sys.exit(main())
-    except ConfigError as exc:
-        print(f"pluralign data: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_module(main, "pluralign data"))

@@ -232,4 +232,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pluralign.config import run_module
+
+    sys.exit(run_module(main, "pluralign audit"))

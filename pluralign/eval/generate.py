@@ -56,11 +56,19 @@ def variants_for(weights: Sequence[float], with_adapter: bool) -> list[Variant]:
     return out
 
 
+def _looks_local(spec: str) -> bool:
+    """A path, not a hub id ("org/name"): absolute, relative with ./ or ../, ~, or more than one /."""
+    return spec.startswith(("/", "./", "../", "~", ".\\")) or spec.count("/") > 1 or "\\" in spec
+
+
 def load_pipeline(base: str, device: str = "auto", dtype: str = "float32"):
     """A stock diffusers pipeline from a hub id or local directory (safetensors only)."""
     from diffusers import DiffusionPipeline
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    if not Path(base).expanduser().exists() and _looks_local(base):
+        raise FileNotFoundError(f"base {base!r}: no such directory; pass a diffusers pipeline directory (with "
+                                "model_index.json) or a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5")
     pipe = DiffusionPipeline.from_pretrained(base, dtype=torch_dtype, use_safetensors=True)
     pipe.to(resolve_device(device))
     return pipe

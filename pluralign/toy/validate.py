@@ -137,4 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pluralign.config import run_module
+
+    raise SystemExit(run_module(main, "python -m pluralign.toy.validate"))
