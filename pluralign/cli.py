@@ -56,14 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}")
     module, func, _ = COMMANDS[name]
-    from .config import ConfigError
+    from .config import run_module
 
-    try:
-        result = getattr(importlib.import_module(module), func)(rest)
-    except (ConfigError, FileNotFoundError) as exc:  # bad input: one line naming it, no traceback
-        print(f"pluralign {name}: error: {exc}", file=sys.stderr)
-        return 2
-    return int(result or 0)
+    return run_module(lambda: getattr(importlib.import_module(module), func)(rest), f"pluralign {name}")
 
 
 if __name__ == "__main__":

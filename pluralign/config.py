@@ -30,14 +30,22 @@ class ConfigError(ValueError):
 
 
 def run_module(main, prog: str) -> int:
-    """Run a ``python -m`` entry point's ``main()``: a :class:`ConfigError` or a missing input file
-    becomes one line on stderr and exit status 2, as under ``pluralign``, instead of a traceback."""
+    """Run an entry point's ``main()`` (every ``pluralign`` command and ``python -m`` module).
+
+    Bad input (a :class:`ConfigError`, a suite or data row error: the project raises ``ValueError``
+    subclasses naming the file, row and field; or a missing file) becomes one line on stderr and
+    exit status 2 instead of a traceback. ``PLURALIGN_TRACEBACK=1`` re-raises, for bug reports.
+    """
+    import os
     import sys
 
     try:
         return int(main() or 0)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
+        if os.environ.get("PLURALIGN_TRACEBACK"):
+            raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        print("(set PLURALIGN_TRACEBACK=1 to see where it was raised)", file=sys.stderr)
         return 2
 
 

@@ -33,4 +33,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .config import run_module
+
+    sys.exit(run_module(main, "pluralign train"))

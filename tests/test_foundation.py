@@ -145,8 +145,14 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
         raise ConfigError("key 'x': expected an integer")
 
     assert run_module(bad, "python -m pluralign.toy.ceiling") == 2
-    assert capsys.readouterr().err.strip() == "python -m pluralign.toy.ceiling: error: key 'x': expected an integer"
+    first, hint = capsys.readouterr().err.strip().split("\n")
+    assert first == "python -m pluralign.toy.ceiling: error: key 'x': expected an integer" and "PLURALIGN_TRACEBACK" in hint
     assert run_module(lambda: None, "prog") == 0
+    # a row error from a suite file (a ValueError subclass) reads the same; the traceback is one variable away
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text('{"prompt_o": "a cat"}\n')
+    assert main(["eval", "--base", str(tmp_path), "--suite", str(suite), "--output", str(tmp_path / "o")]) == 2
+    assert f"{suite}: line 1: field 'prompt_a'" in capsys.readouterr().err
 
 
 def test_hub_ids_are_not_taken_for_missing_paths():
