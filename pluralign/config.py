@@ -49,6 +49,25 @@ def run_module(main, prog: str) -> int:
         return 2
 
 
+def writable_dir(path: str | Path, key: str) -> Path:
+    """Create ``path`` and prove it takes a file, before any work whose results would go there.
+
+    Raises a :class:`ConfigError` naming the option ``key`` that set it. Checked up front because a
+    run that fails to write after an hour of generation or training has lost that hour.
+    """
+    import os
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{key} {path} is not writable ({exc.strerror or exc}); choose another {key}") from None
+    return path
+
+
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, min=None, max=None, factory=None):
     """A dataclass field with help text and validation bounds in its metadata."""
     meta = {"help": help, "choices": choices, "min": min, "max": max}

@@ -160,3 +160,20 @@ def test_hub_ids_are_not_taken_for_missing_paths():
 
     assert not _looks_local("stable-diffusion-v1-5/stable-diffusion-v1-5") and not _looks_local("tiny")
     assert all(_looks_local(p) for p in ("/abs/dir", "./rel", "../up", "~/home", "a/b/c"))
+
+
+def test_output_dirs_are_proved_writable_before_any_work(tmp_path, monkeypatch):
+    from pluralign.config import writable_dir
+    from pluralign.eval import runner
+
+    assert writable_dir(tmp_path / "a" / "b", "output") == tmp_path / "a" / "b" and (tmp_path / "a" / "b").is_dir()
+    assert list((tmp_path / "a" / "b").iterdir()) == []  # the probe file is gone
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match=r"output .*file/run is not writable .*choose another output"):
+        writable_dir(blocker / "run", "output")
+
+    # eval stops on an unwritable output before it loads a model or generates an image
+    monkeypatch.setattr(runner, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    with pytest.raises(ConfigError, match="output"):
+        runner.run_eval(runner.EvalConfig(base="unused", output=str(blocker / "eval"), n_prompts=2))

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import option, parse
+from ..config import option, parse, writable_dir
 from ..rewards import metrics as M
 
 REQUIRED = ("prompt_a", "image_o", "image_a")
@@ -179,6 +179,7 @@ def score_triplets(model, t: Triplets) -> dict[str, np.ndarray]:
 def run_audit(cfg: AuditConfig, models: dict | None = None) -> dict:
     """Score every model on the triplets and return the audit payload (also written to ``cfg.output``)."""
     t = load_triplets(cfg.data, cfg.limit)
+    out = writable_dir(cfg.output, "output")  # before scoring, which can take long with real reward models
     if models is None:
         from ..rewards.registry import get_reward
 
@@ -187,8 +188,6 @@ def run_audit(cfg: AuditConfig, models: dict | None = None) -> dict:
     for name, model in tqdm(models.items(), desc="reward models", disable=len(models) < 2):
         results[name] = audit_scores(score_triplets(model, t), t.attributes, n_boot=cfg.n_boot, seed=cfg.seed)
     payload = {"data": str(cfg.data), "n": len(t.prompt_a), "models": results}
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     (out / "audit.md").write_text(markdown(payload), encoding="utf-8")
     return payload

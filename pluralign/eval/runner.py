@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pluralign.config import option, to_dict
+from pluralign.config import option, to_dict, writable_dir
 
 from . import metrics as M
 from .generate import BASE, generate_variants, load_pipeline, max_abs_difference, save_images, variants_for
@@ -164,7 +164,7 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
 
     t0 = time.perf_counter()
     state = PartialState()
-    out_dir = Path(config.output)
+    out_dir = writable_dir(config.output, "output") if state.is_main_process else Path(config.output)
     rows = rows if rows is not None else load_suite(config.suite, config.n_prompts, config.suite_seed)
     if not rows:
         raise ValueError(f"suite {config.suite!r} has no rows")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pluralign.config import option, parse, to_dict
+from pluralign.config import option, parse, to_dict, writable_dir
 
 from . import paths
 from .world import ATTRIBUTES
@@ -384,8 +384,7 @@ def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
 def run_demo(cfg: DemoConfig) -> dict:
     t0 = time.perf_counter()
     _check_checkpoints()
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(cfg.output, "output")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_DIR", str(out.resolve()))
     from pluralign.eval.suite import from_toy

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pluralign.config import ConfigError, option, parse, to_dict
+from pluralign.config import ConfigError, option, parse, to_dict, writable_dir
 
 from . import paths
 from .demo import DemoConfig, _check_checkpoints, _evaluate, _load, _sampling, train_adapter
@@ -96,8 +96,7 @@ def run_validation(cfg: DemoConfig, vcfg: ValidationConfig) -> dict:
     from .checker import ContentChecker
 
     t0 = time.perf_counter()
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(cfg.output, "output")
     if vcfg.adapter:
         adapter, train_s = Path(vcfg.adapter), 0.0
     else:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import to_dict
+from ..config import to_dict, writable_dir
 from . import checkpoint as ckpt
 from .adapters import (
     adapter_state_dict,
@@ -89,16 +89,6 @@ def resolve_model(spec: str, cache_dir: Path) -> str:
     return str(path)
 
 
-def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"output_dir {path} is not writable ({exc}); choose another output_dir") from None
-
-
 def _check_targets_from_config(model: str, family: Family, targets) -> None:
     """Instantiate the denoiser on the meta device (no weights) to check LoRA target names."""
     sub = Path(model) / family.denoiser_attr
@@ -119,9 +109,9 @@ def _check_targets_from_config(model: str, family: Family, targets) -> None:
 def plan(config: DPOTrainConfig) -> Plan:
     """Validate the configuration; raise ``ValueError`` with what to fix, before loading weights."""
     out = Path(config.output_dir or Path("checkpoints") / "runs" / config.run_name)
-    _check_writable(out)
+    writable_dir(out, "output_dir")
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    _check_writable(cache_dir)
+    writable_dir(cache_dir, "cache_dir")
     if config.report_to in ("wandb", "all"):
         import importlib.util
 
