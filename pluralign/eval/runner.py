@@ -118,7 +118,7 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
         out["leakage"] = M.leakage_summary(fired, baseline, **kw)
     else:
         out["leakage"] = None
-    out["content_fidelity"] = None
+    out["content_fidelity"], kept = None, None
     if checker is not None:
         if hasattr(checker, "check_pairs"):  # compares images: I_a with I_o, I_o with the reference's I_o
             kept_a = checker.check_pairs([a for _, a in pairs], [o for o, _ in pairs])
@@ -127,13 +127,13 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
         else:  # checks each image against its row's description
             kept_a = M.check_content(checker, [a for _, a in pairs], rows)
             kept_o = M.check_content(checker, [o for o, _ in pairs], rows)
-        out["content_fidelity"] = {**M.content_summary(kept_a, kept_o, attributes=[list(r.attributes) for r in rows],
+        kept = np.asarray(kept_a, dtype=np.float64)
+        out["content_fidelity"] = {**M.content_summary(kept, kept_o, attributes=[list(r.attributes) for r in rows],
                                                        **kw), "checker": type(checker).__name__}
-        if reference_rows is not None and reference_rows.get("content") is not None:
+        if reference_rows is not None and reference_rows["content"] is not None:
             # the gap to the reference on the same rows: a target such as "within 5 points of the
             # reference" is judged on this difference, so its uncertainty is the paired one
-            out["content_fidelity_delta_vs_reference"] = M.paired_delta_ci(
-                np.asarray(kept_a, dtype=np.float64), np.asarray(reference_rows["content"], dtype=np.float64), **kw)
+            out["content_fidelity_delta_vs_reference"] = M.paired_delta_ci(kept, reference_rows["content"], **kw)
     judges, matrix = {}, {}
     for j, scores in judge_scores.items():
         summary = M.judge_summary(scores, **kw)
@@ -144,7 +144,6 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
                      "delta_r_ci95": summary["delta_r"]["ci95"]}
     out["judges"] = judges
     out["reward_matrix"] = matrix
-    kept = None if out["content_fidelity"] is None else np.asarray(kept_a, dtype=np.float64)
     return out, {"adherence": hits, "content": kept}
 
 

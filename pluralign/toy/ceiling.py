@@ -35,21 +35,11 @@ def world_renders(rows: list[dict], seed: int, n: int):
     return [world.degraded_image(sc, r["attributes"][0], seed=r["seed"]) for sc, r in zip(scenes, rows)]
 
 
-def round_trip(vae, images):
-    """Encode to the latent mean and decode: what any image drawn by the pipeline has passed through."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    x = torch.stack([torch.from_numpy(world.to_array(im)).permute(2, 0, 1) for im in images]) * 2 - 1
-    with torch.no_grad():
-        y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-    return [Image.fromarray(((t.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)) for t in y]
-
-
 def measure(cfg: CeilingConfig) -> dict:
+    import numpy as np
     from diffusers import AutoencoderKL
 
+    from .base_model import reconstruct
     from .checker import ContentChecker
 
     checker = ContentChecker.from_pretrained()
@@ -58,7 +48,9 @@ def measure(cfg: CeilingConfig) -> dict:
     for seed in cfg.suite_seeds:
         rows = world.eval_suite(cfg.n_prompts, seed)
         renders = world_renders(rows, seed, cfg.n_prompts)
-        raw, rec = checker.check(renders, rows), checker.check(round_trip(vae, renders), rows)
+        # the round trip every generated image has passed through: latent mean, then decode
+        back = reconstruct(vae, np.stack([world.to_array(im) for im in renders]))
+        raw, rec = checker.check(renders, rows), checker.check(list(back), rows)
         for r, a, b in zip(rows, raw, rec):
             c = counts[r["attributes"][0]]
             c[0], c[1], c[2] = c[0] + 1, c[1] + int(a), c[2] + int(b)

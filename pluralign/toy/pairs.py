@@ -42,12 +42,17 @@ def intent_items(n: int, seed: int = 2000, attributes: tuple[str, ...] = world.A
     return items
 
 
+def _item_fields(it: dict, seed: int, i: int, source: str) -> dict:
+    """The fields every row made from item ``i`` shares (the pair schema's metadata)."""
+    return {"attributes": [it["attribute"]], "category": _category(it["attribute"]), "source": source,
+            "severity": it["severity"], "pair_id": f"toy-{seed}-{i}"}
+
+
 def intent_pairs(n: int, seed: int = 2000, attributes: tuple[str, ...] = world.ATTRIBUTES) -> list[dict]:
     """``2n`` rows: an anti row and its mirror for each of ``n`` items."""
     rows = []
     for i, it in enumerate(intent_items(n, seed, attributes)):
-        common = {"attributes": [it["attribute"]], "category": _category(it["attribute"]), "source": "toy:world",
-                  "severity": it["severity"], "pair_id": f"toy-{seed}-{i}"}
+        common = _item_fields(it, seed, i, "toy:world")
         rows.append({"prompt": it["anti_caption"], "chosen": it["degraded"], "rejected": it["clean"], "kind": "anti",
                      **common})
         rows.append({"prompt": it["caption"], "chosen": it["clean"], "rejected": it["degraded"], "kind": "mirror",
@@ -68,15 +73,14 @@ def over_pairs(n: int, seed: int = 2000, over_severity: float = 1.0,
     if unknown:
         raise ValueError(f"over_attributes: {sorted(unknown)} are not toy attributes {world.ATTRIBUTES}")
     rows = []
-    for i, scene in enumerate(world.sample_scenes(n, seed)):
-        attr = attributes[i % len(attributes)]
-        if world.SEVERITY[attr] >= over_severity or (over_attributes is not None and attr not in over_attributes):
+    for i, it in enumerate(intent_items(n, seed, attributes)):
+        attr = it["attribute"]
+        if it["severity"] >= over_severity or (over_attributes is not None and attr not in over_attributes):
             continue
-        rows.append({"prompt": world.anti_caption(scene, attr, seed=seed + i),
-                     "chosen": world.degraded_image(scene, attr, seed=seed + i),
-                     "rejected": world.degraded_image(scene, attr, over_severity, seed=seed + i), "kind": "anti",
-                     "attributes": [attr], "category": _category(attr), "source": "toy:world_over",
-                     "severity": world.SEVERITY[attr], "pair_id": f"toy-{seed}-{i}"})
+        # same scene and degradation seed as the item's render, only the severity differs
+        over = world.degraded_image(world.Scene(**it["scene"]), attr, over_severity, seed=seed + i)
+        rows.append({"prompt": it["anti_caption"], "chosen": it["degraded"], "rejected": over, "kind": "anti",
+                     **_item_fields(it, seed, i, "toy:world_over")})
     return rows
 
 
