@@ -194,7 +194,7 @@ def run_family(family: str, work: Path, args) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     config = DPOTrainConfig(
-        pretrained_model=str(model_dir), family=PIPELINE_FAMILY[family], dataset="toy:pairs", resolution=res,
+        pretrained_model=str(model_dir), family=PIPELINE_FAMILY[family], dataset="builtin:shapes", resolution=res,
         output_dir=str(work / f"run-{family}"), cache_dir=str(work / "cache"), max_steps=args.steps,
         train_batch_size=args.batch, gradient_accumulation_steps=1, rank=args.rank, alpha=args.rank,
         mixed_precision="no" if small else "bf16", optimizer=args.optimizer, gradient_checkpointing=True,

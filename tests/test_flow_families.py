@@ -125,7 +125,7 @@ def test_denoise_matches_pipeline_call(fam, tiny_pipeline_dir):
     from pluralign.trainers.families import get_family
 
     pipe = _stock(tiny_pipeline_dir(fam))
-    family = get_family(fam).configured(DPOTrainConfig(guidance_scale=2.0))
+    family = get_family(fam).configured(DPOTrainConfig(embedded_guidance_scale=2.0))
     cond = family.encode_prompts(pipe, ["a red circle", "a dark square"], 32)
     x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([250.0, 800.0])
@@ -142,7 +142,7 @@ def test_denoise_matches_pipeline_call(fam, tiny_pipeline_dir):
                                    pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids,
                                    img_ids=ids).sample
             ref = FluxPipeline._unpack_latents(ref, 32, 32, pipe.vae_scale_factor)
-            other = get_family(fam).configured(DPOTrainConfig(guidance_scale=5.0)).denoise(pipe.transformer, x, t, cond)
+            other = get_family(fam).configured(DPOTrainConfig(embedded_guidance_scale=5.0)).denoise(pipe.transformer, x, t, cond)
             assert (other - out).abs().max() > 1e-6              # the guidance embedding is used
     assert out.shape == x.shape
     assert torch.allclose(out, ref, atol=1e-6)

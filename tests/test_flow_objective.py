@@ -114,9 +114,9 @@ def test_family_registry_and_configured_options():
     kw = flux.save_lora_kwargs({"a.to_q.lora_A.weight": torch.zeros(1)}, {"r": 4})
     assert list(kw["transformer_lora_layers"]) == ["a.to_q.lora_A.weight"]   # PEFT keys kept
     assert set(kw) == {"transformer_lora_layers", "transformer_lora_adapter_metadata"}
-    a = flux.configured(DPOTrainConfig(guidance_scale=1.0, max_sequence_length=64))
-    b = flux.configured(DPOTrainConfig(guidance_scale=3.5, max_sequence_length=128))
-    assert a.denoise.keywords == {"guidance_scale": 1.0}
+    a = flux.configured(DPOTrainConfig(embedded_guidance_scale=1.0, max_sequence_length=64))
+    b = flux.configured(DPOTrainConfig(embedded_guidance_scale=3.5, max_sequence_length=128))
+    assert a.denoise.keywords == {"embedded_guidance_scale": 1.0}
     # the T5 length changes the embeddings, so it is part of the cache key; guidance is not
     assert a.cache_id != b.cache_id and "guidance" not in a.cache_id
     sd = get_family("sd").configured(DPOTrainConfig())

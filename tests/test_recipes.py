@@ -1,5 +1,5 @@
 """Every training recipe loads, and runs two optimizer steps through ``accelerate launch`` on CPU with
-the hub model swapped for the tiny factory of its family and the hub data for ``toy:pairs``.
+the hub model swapped for the tiny factory of its family and the hub data for ``builtin:shapes``.
 
 Every other setting of the recipe stays: LoRA rank/alpha, β, loss, learning rate and schedule,
 8-bit Adam, gradient checkpointing, gradient accumulation, per-category mode, flow timestep
@@ -50,7 +50,7 @@ def test_every_real_family_has_a_recipe_with_its_hub_id():
         if family in ("sd3", "flux"):
             assert (c.prediction_type, c.weighting_scheme) == ("flow_matching", "logit_normal")
     assert _load("sdxl").rank == 8 and _load("sdxl").learning_rate == 1e-5 and _load("sdxl").beta == 5000
-    assert _load("flux1_dev").guidance_scale == 3.5
+    assert _load("flux1_dev").embedded_guidance_scale == 3.5
 
 
 def test_data_recipe_loads_and_mixes_pickapic():
@@ -64,7 +64,7 @@ def _cpu_argv(name: str, tmp: Path) -> list[str]:
     c = _load(name)
     family = REAL[name][1] if name in REAL else c.pretrained_model.split(":", 1)[1]
     argv = ["--config", f"recipes/{name}_intent_dpo.yaml", "--pretrained_model", f"tiny:{family}",
-            "--dataset", "toy:pairs", "--output_dir", str(tmp / "out"), "--cache_dir", str(tmp / "cache")]
+            "--dataset", "builtin:shapes", "--output_dir", str(tmp / "out"), "--cache_dir", str(tmp / "cache")]
     for k, v in CPU_OVERRIDES.items():
         if k == "categories" and c.adapter_mode != "per_category":
             continue
@@ -80,7 +80,7 @@ def test_recipe_two_steps_through_accelerate_launch(name, tmp_path):
     kept = _load(name)
     for field in ("rank", "alpha", "beta", "loss_type", "learning_rate", "lr_scheduler", "optimizer",
                   "gradient_checkpointing", "gradient_accumulation_steps", "adapter_mode", "weighting_scheme",
-                  "guidance_scale", "max_sequence_length", "report_to"):
+                  "embedded_guidance_scale", "max_sequence_length", "report_to"):
         assert getattr(config, field) == getattr(kept, field), field
     env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", PLURALIGN_CACHE=str(tmp_path / "cache"),
                OMP_NUM_THREADS="1")

@@ -32,7 +32,7 @@ def test_preserve_weight_anchors_ordinary_prompts(tiny_pipeline_dir, tmp_path):
     from pluralign.trainers.data import load_pairs
 
     model = tiny_pipeline_dir("sd")
-    ds = load_pairs("toy:pairs")
+    ds = load_pairs("builtin:shapes")
     ordinary = [p for p, k in zip(ds["prompt"], ds["kind"]) if k in ("mirror", "general")]
     common = dict(max_steps=6, learning_rate=3e-3, export_kohya=False, beta=5000.0)
     free = train(cfg(tmp_path / "free", model, **common))
@@ -59,10 +59,10 @@ def test_guided_sft_scale_acts_on_anti_rows_only(tiny_pipeline_dir, tmp_path):
     """Mirror-only data: the guided term changes nothing; with anti rows it changes the adapter."""
     from safetensors.torch import load_file
 
-    from pluralign.trainers._testdata import toy_pairs
+    from pluralign.data.shapes import shape_pairs
 
     model = tiny_pipeline_dir("sd")
-    ds = toy_pairs()
+    ds = shape_pairs()
     for kind in ("mirror", "anti"):
         ds.filter(lambda r, k=kind: r["kind"] == k).select(range(4)).save_to_disk(str(tmp_path / kind))
     common = dict(max_steps=3, learning_rate=3e-3, export_kohya=False, sft_weight=1e3)
@@ -89,8 +89,9 @@ def test_guided_scale_without_sft_term_skips_the_null_pass(tiny_pipeline_dir, tm
     real = trainer._null_predictions
 
     def counted(*a, **k):
-        calls["n"] += 1
-        return real(*a, **k)
+        pred, ref = real(*a, **k)
+        calls["n"] += ref is not None
+        return pred, ref
 
     monkeypatch.setattr(trainer, "_null_predictions", counted)
     model = tiny_pipeline_dir("sd")
@@ -101,9 +102,12 @@ def test_guided_scale_without_sft_term_skips_the_null_pass(tiny_pipeline_dir, tm
 
 
 def test_eval_before_after_links_summary_into_model_card(tiny_pipeline_dir, tmp_path):
+    from pluralign.train import AfterTrainingEval, train_and_evaluate
+
     model = tiny_pipeline_dir("sd")
-    result = train(cfg(tmp_path, model, max_steps=1, export_kohya=False, eval_before_after=True, eval_n_prompts=3,
-                       eval_inference_steps=2, eval_weights=[0.0, 1.0]))
+    result = train_and_evaluate(cfg(tmp_path, model, max_steps=1, export_kohya=False),
+                                AfterTrainingEval(eval_before_after=True, eval_n_prompts=3, eval_inference_steps=2,
+                                                  eval_weights=[0.0, 1.0]))
     card = (result.adapter_dir / "README.md").read_text()
     section = card.split("## Evaluation")[1]
     assert "| base |" in section and "| adapter@1 |" in section and "3 prompt pairs" in section

@@ -12,7 +12,7 @@ from pluralign.trainers.config import DPOTrainConfig
 
 
 def cfg(tmp: Path, model_dir, **kw) -> DPOTrainConfig:
-    base = dict(pretrained_model=str(model_dir), dataset="toy:pairs", output_dir=str(tmp / "run"),
+    base = dict(pretrained_model=str(model_dir), dataset="builtin:shapes", output_dir=str(tmp / "run"),
                 cache_dir=str(tmp / "cache"), max_steps=4, train_batch_size=2, learning_rate=1e-3, rank=4, alpha=4.0,
                 report_to="none", export_kohya=True, lr_warmup_steps=0)
     base.update(kw)

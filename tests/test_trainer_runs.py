@@ -38,7 +38,7 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path):
     model = tiny_pipeline_dir("sd")
     common = dict(max_steps=6, checkpointing_steps=2, checkpoints_total_limit=5, learning_rate=2e-3, dropout=0.1,
                   export_kohya=False, cache_dir=str(tmp_path / "cache"), train_batch_size=2, rank=4, alpha=4,
-                  report_to="none", lr_warmup_steps=0, dataset="toy:pairs")
+                  report_to="none", lr_warmup_steps=0, dataset="builtin:shapes")
 
     def command(out, *extra):
         args = [sys.executable, "-m", "pluralign.train", "--pretrained_model", str(model), "--output_dir", str(out)]

@@ -31,10 +31,10 @@ def _vae_counter(monkeypatch):
 @pytest.fixture(scope="module")
 def run(tiny_pipeline_dir, tmp_path_factory):
     from pluralign.trainers import train
-    from pluralign.trainers._testdata import toy_pairs
+    from pluralign.data.shapes import shape_pairs
 
     tmp = tmp_path_factory.mktemp("sd-run")
-    ds = toy_pairs().filter(lambda r: r["kind"] == "mirror").select(range(4))
+    ds = shape_pairs().filter(lambda r: r["kind"] == "mirror").select(range(4))
     ds.save_to_disk(str(tmp / "pairs"))
     mp = pytest.MonkeyPatch()
     calls = _vae_counter(mp)

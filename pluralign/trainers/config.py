@@ -19,12 +19,12 @@ class DPOTrainConfig:
     family: str = option("auto", "model family; auto reads model_index.json",
                          choices=("auto", "sd", "sdxl", "sd3", "flux"))
     revision: str | None = option(None, "hub revision of pretrained_model")
-    dataset: str = option("toy:pairs", "pair dataset: a save_to_disk dir, a .parquet file, or 'toy:pairs' (a small "
-                          "generated set of shape images with blur/dark degradations)")
+    dataset: str = option("builtin:shapes", "pair dataset: a save_to_disk dir, a .parquet file, or 'builtin:shapes' "
+                          "(18 intent pairs of drawn shapes with blur/dark degradations, for smoke runs)")
     max_pairs: int | None = option(None, "use at most this many pairs (after category filtering)", min=1)
     resolution: int = option(32, "training image size (square: resize + center crop)", min=8)
     # output
-    output_dir: str | None = option(None, "run directory; default checkpoints/runs/<run_name>")
+    output_dir: str | None = option(None, "run directory; default outputs/runs/<run_name>")
     run_name: str = option("intent-dpo", "run name (output dir, tracker run)")
     overwrite_output_dir: bool = option(False, "allow an output_dir that already holds a finished adapter")
     # adapter
@@ -73,8 +73,10 @@ class DPOTrainConfig:
     logit_mean: float = option(0.0, "mean of the logit-normal timestep density")
     logit_std: float = option(1.0, "std of the logit-normal timestep density", min=0)
     mode_scale: float = option(1.29, "scale of the mode timestep density")
-    guidance_scale: float = option(3.5, "Flux: value of the guidance embedding during training (used only when "
-                                   "the transformer has guidance_embeds, e.g. FLUX.1-dev)", min=0)
+    embedded_guidance_scale: float = option(
+        3.5, "Flux: the value fed to the transformer's guidance embedding during training (only when it has "
+        "guidance_embeds, e.g. FLUX.1-dev, whose guidance is distilled into that input). Not the classifier-free "
+        "guidance scale of sampling (eval's guidance_scale)", min=0)
     max_sequence_length: int | None = option(None, "SD3/Flux: T5 tokens per prompt (default: the pipeline's, 256 "
                                              "for SD3, 512 for Flux)", min=1)
     # optimisation
@@ -123,11 +125,3 @@ class DPOTrainConfig:
     push_to_hub: bool = option(False, "push the adapter directory to the hub")
     hub_model_id: str | None = option(None, "hub repo id for push_to_hub")
     eval_summary: str | None = option(None, "path to an eval results.json summarised in the model card")
-    # built-in evaluation (pluralign.eval) before and after training
-    eval_before_after: bool = option(False, "after training, evaluate the base model and the adapter dial with "
-                                     "pluralign.eval and link the summary into the model card")
-    eval_suite: str = option("toy", "eval suite: toy | a .jsonl/.csv prompt file | hf:REPO (anti-aesthetic schema)")
-    eval_n_prompts: int = option(32, "eval prompt pairs", min=1)
-    eval_weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the eval dial")
-    eval_inference_steps: int = option(20, "sampler steps of eval images", min=1)
-    eval_guidance_scale: float = option(7.5, "CFG scale of eval images", min=0)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.shapes import shape_pairs
+
+BUILTIN_SHAPES = "builtin:shapes"
+
 REQUIRED = {"dpo": ("prompt", "chosen", "rejected"), "sft": ("prompt", "chosen")}
 OPTIONAL_DEFAULTS = {"kind": "general", "category": "", "source": "", "severity": 0.0, "pair_id": ""}
 
 
 def load_pairs(spec: str):
-    """``toy:pairs``, a ``save_to_disk`` directory, or a ``.parquet`` file -> ``datasets.Dataset``."""
+    """``builtin:shapes``, a ``save_to_disk`` directory, or a ``.parquet`` file -> ``datasets.Dataset``."""
     import datasets
 
-    if spec == "toy:pairs":
-        from ._testdata import toy_pairs
-
-        return toy_pairs()
+    if spec == BUILTIN_SHAPES:
+        return shape_pairs()
     path = Path(spec)
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "state.json").exists():
@@ -26,7 +28,7 @@ def load_pairs(spec: str):
         raise ValueError(f"dataset {spec}: directory holds neither a save_to_disk dataset nor .parquet files")
     if path.is_file() and path.suffix == ".parquet":
         return datasets.Dataset.from_parquet(str(path))
-    raise ValueError(f"dataset {spec!r} not found: pass a save_to_disk directory, a .parquet file or 'toy:pairs'")
+    raise ValueError(f"dataset {spec!r} not found: pass a save_to_disk directory, a .parquet file or '{BUILTIN_SHAPES}'")
 
 
 def check_columns(ds, method: str, source: str) -> None:

@@ -117,7 +117,7 @@ FAMILIES: dict[str, Family] = {
                    ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
                    flow.encode_flux, flow.denoise_flux, lora_targets=JOINT_ATTENTION_TARGETS,
                    text_encoders=("text_encoder", "text_encoder_2"),
-                   encode_options=("max_sequence_length",), denoise_options=("guidance_scale",),
+                   encode_options=("max_sequence_length",), denoise_options=("embedded_guidance_scale",),
                    diffusers_key_format=False),
 }
 

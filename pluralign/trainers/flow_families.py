@@ -70,12 +70,12 @@ def unpack(packed: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return FluxPipeline._unpack_latents(packed, h, w, vae_scale_factor=1)
 
 
-def denoise_flux(denoiser, noisy, t, cond, guidance_scale: float = 3.5):
+def denoise_flux(denoiser, noisy, t, cond, embedded_guidance_scale: float = 3.5):
     b, _, h, w = noisy.shape
     packed, img_ids = pack(noisy)
     guidance = None
     if unwrap(denoiser).config.guidance_embeds:
-        guidance = torch.full((b,), float(guidance_scale), device=noisy.device, dtype=torch.float32)
+        guidance = torch.full((b,), float(embedded_guidance_scale), device=noisy.device, dtype=torch.float32)
     out = denoiser(hidden_states=packed, timestep=t / 1000, guidance=guidance,
                    pooled_projections=cond["pooled_prompt_embeds"], encoder_hidden_states=cond["prompt_embeds"],
                    txt_ids=cond["text_ids"][0], img_ids=img_ids, return_dict=False)[0]

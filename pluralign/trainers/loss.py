@@ -8,7 +8,8 @@ diffusion analogue of trl's ``logits`` (policy log-ratio minus reference log-rat
     logits = -1/2 * [(m_w - m_l) - (r_w - r_l)]
 
 and every loss below is trl's formula applied to it; ``inside = beta * logits`` is the argument of
-the sigmoid in the ½β convention of DESIGN.md (beta ~ 5000 for SD1.5/SDXL):
+the sigmoid. The ½ in ``logits`` is Wallace et al.'s convention, under which beta ~ 5000 suits
+SD1.5/SDXL (diffusers' Diffusion-DPO example writes the same objective without the ½, with beta 2500):
 
 - ``sigmoid``: ``-log σ(inside)``; with ``label_smoothing`` ε > 0 it is the conservative cDPO form
   ``-(1-ε) log σ(inside) - ε log σ(-inside)``.
@@ -16,12 +17,16 @@ the sigmoid in the ½β convention of DESIGN.md (beta ~ 5000 for SD1.5/SDXL):
 - ``ipo``: ``(logits - 1/(2 beta))**2`` (trl's IPO on the unscaled ``logits``).
 - ``robust``: ``(-(1-ε) log σ(inside) + ε log σ(-inside)) / (1 - 2ε)`` (requires ε < 0.5).
 
-:func:`guided_sft_error` is the SFT term's error on the classifier-free-guided prediction (the
-trainer's ``guided_sft_scale``). The returned loss is the batch mean. ``stats`` are detached scalars for logging; implicit accuracy
-counts a tie (``inside == 0``) as 0.5, which is what a fresh adapter (policy == reference) reports.
+:func:`diffusion_dpo_loss` returns the batch mean and detached ``stats`` for logging; implicit
+accuracy counts a tie (``inside == 0``) as 0.5, which is what a fresh adapter (policy == reference)
+reports. :func:`intent_dpo_loss` is the whole objective pluralign trains: the DPO term plus the
+SFT and preservation terms that make it intent-conditioned, each logged as ``loss/<name>``.
+:func:`sft_loss` is the plain denoising objective of the SFT baseline.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +74,7 @@ def diffusion_dpo_loss(policy_err_w: torch.Tensor, policy_err_l: torch.Tensor, r
     return losses.mean(), stats
 
 
+
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over every non-batch dimension, in float32: shape ``[N]``."""
     return (pred.float() - target.float()).pow(2).reshape(pred.shape[0], -1).mean(dim=1)
@@ -83,3 +89,111 @@ def guided_sft_error(pred: torch.Tensor, uncond_ref: torch.Tensor, target: torch
     guidance multiply the adapter's change by about ``s`` (exaggerated degradations)."""
     guided = uncond_ref + scale * (pred - uncond_ref)
     return per_sample_mse(guided, target) / scale ** 2
+
+
+@dataclass(frozen=True)
+class IntentLossConfig:
+    """The weights of the intent-DPO objective (the fields of the same names in ``DPOTrainConfig``).
+
+    Every term but ``dpo`` is off at weight 0, which makes the objective plain Diffusion-DPO.
+    """
+
+    beta: float
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    sft_weight: float = 0.0
+    guided_sft_scale: float = 0.0
+    preserve_weight: float = 0.0
+    preserve_null_weight: float = 0.0
+
+    @classmethod
+    def from_config(cls, config) -> IntentLossConfig:
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    @property
+    def guided_sft(self) -> bool:
+        """The SFT term fits the guided prediction on anti rows (scale 1 is the plain term)."""
+        return bool(self.sft_weight) and self.guided_sft_scale > 1
+
+    @property
+    def needs_null_reference(self) -> bool:
+        """Whether a step must run the frozen reference under the null prompt."""
+        return self.guided_sft or bool(self.preserve_null_weight)
+
+    @property
+    def needs_null_policy(self) -> bool:
+        """Whether a step must also run the policy under the null prompt (a forward with gradients)."""
+        return bool(self.preserve_null_weight)
+
+
+def intent_dpo_loss(pred: torch.Tensor, ref_pred: torch.Tensor, target: torch.Tensor, *, anti: torch.Tensor,
+                    ordinary: torch.Tensor, terms: IntentLossConfig, null_pred: torch.Tensor | None = None,
+                    null_ref: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The intent-conditioned Diffusion-DPO objective of one batch; returns ``(loss, stats)``.
+
+    ``pred``, ``ref_pred`` and ``target`` are the policy's and the frozen reference's predictions
+    and the training target for the stacked ``[winners; losers]`` batch (``2B`` rows, same noise and
+    timestep for a pair). ``anti`` and ``ordinary`` are ``[B]`` masks of the pairs' kinds: ``anti``
+    rows carry the anti-aesthetic request, ``ordinary`` rows (``mirror`` and ``general``) an
+    ordinary prompt. ``null_pred``/``null_ref`` are the two networks' predictions under the null
+    prompt on the same noisy latents, needed as :class:`IntentLossConfig` says.
+
+    The loss is the sum of the terms below, each a batch mean in which a row the term does not
+    apply to counts as 0, so a row's gradient does not depend on which other rows share its batch:
+
+    - ``dpo``: :func:`diffusion_dpo_loss` on the per-pair errors;
+    - ``sft``: ``sft_weight`` × the winner's denoising error, which keeps the policy on the data
+      (DPO alone only moves the winner relative to the loser); on ``anti`` rows, with
+      ``guided_sft_scale`` > 1, the error of the guided prediction (:func:`guided_sft_error`);
+    - ``preserve``: ``preserve_weight`` × the policy-reference drift on the ordinary rows (winners
+      and losers), which keeps ordinary prompts where the reference had them;
+    - ``preserve_null``: ``preserve_null_weight`` × the drift under the null prompt, the branch
+      classifier-free guidance extrapolates from, so a drift there moves every prompt's samples.
+
+    ``stats`` holds each weighted term as ``loss/<name>`` (they sum to the loss), the unweighted
+    drifts ``preserve_mse``/``preserve_null_mse`` in the same normalisation, and the DPO health
+    statistics of :func:`diffusion_dpo_loss`.
+    """
+    b = pred.shape[0] // 2
+    if pred.shape[0] != 2 * b or ref_pred.shape != pred.shape or target.shape != pred.shape:
+        raise ValueError(f"pred, ref_pred and target must share one shape [2B, ...], got {tuple(pred.shape)}, "
+                         f"{tuple(ref_pred.shape)}, {tuple(target.shape)}")
+    if anti.shape != (b,) or ordinary.shape != (b,):
+        raise ValueError(f"anti and ordinary must be [B] = [{b}] masks, got {tuple(anti.shape)}, {tuple(ordinary.shape)}")
+    if terms.needs_null_reference and null_ref is None:
+        raise ValueError("guided_sft_scale > 1 and preserve_null_weight need null_ref, the reference's null-prompt "
+                         "prediction")
+    if terms.needs_null_policy and null_pred is None:
+        raise ValueError("preserve_null_weight needs null_pred, the policy's null-prompt prediction")
+    err = per_sample_mse(pred, target)
+    ref = per_sample_mse(ref_pred.detach(), target)
+    loss, stats = diffusion_dpo_loss(err[:b], err[b:], ref[:b], ref[b:], beta=terms.beta, loss_type=terms.loss_type,
+                                     label_smoothing=terms.label_smoothing)
+    parts = {"dpo": loss}
+    if terms.sft_weight:
+        sft = err[:b]
+        if terms.guided_sft:
+            guided = guided_sft_error(pred[:b], null_ref[:b].detach(), target[:b], terms.guided_sft_scale)
+            sft = torch.where(anti.to(sft.device), guided, sft)
+        parts["sft"] = terms.sft_weight * sft.mean()
+    if terms.preserve_weight:
+        keep = ordinary.to(pred.device).repeat(2).float()
+        preserve = (per_sample_mse(pred, ref_pred.detach()) * keep).sum() / keep.numel()
+        stats["preserve_mse"] = preserve.detach()
+        parts["preserve"] = terms.preserve_weight * preserve
+    if terms.preserve_null_weight:
+        null_drift = per_sample_mse(null_pred, null_ref.detach()).mean()
+        stats["preserve_null_mse"] = null_drift.detach()
+        parts["preserve_null"] = terms.preserve_null_weight * null_drift
+    total = parts.pop("dpo")
+    stats["loss/dpo"] = total.detach()
+    for name, value in parts.items():
+        total = total + value
+        stats[f"loss/{name}"] = value.detach()
+    return total, stats
+
+
+def sft_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The plain denoising loss on the chosen images (``method: sft``); returns ``(loss, stats)``."""
+    loss = per_sample_mse(pred, target).mean()
+    return loss, {"loss/sft": loss.detach(), "policy_err_chosen": loss.detach()}

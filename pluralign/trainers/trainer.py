@@ -16,6 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -36,7 +37,7 @@ from .data import check_columns, column, data_mix, load_pairs, select_rows
 from .ema import LoraEMA
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
-from .loss import diffusion_dpo_loss, guided_sft_error, per_sample_mse
+from .loss import IntentLossConfig, intent_dpo_loss, per_sample_mse, sft_loss
 from .objectives import objective_from_config, pair_noise, shared_noise
 
 
@@ -56,6 +57,16 @@ class TrainResult:
 
 
 @dataclass
+class AdapterRun:
+    """One adapter to train: its name, the dataset rows it trains on, and where it writes."""
+
+    name: str
+    indices: list[int]
+    run_dir: Path      # checkpoints, validation images, tracker files
+    adapter_dir: Path  # the exported diffusers LoRA and its model card
+
+
+@dataclass
 class Plan:
     """Everything checked before weights are loaded."""
 
@@ -65,7 +76,7 @@ class Plan:
     output_dir: Path
     cache_dir: Path
     dataset: object
-    runs: list[tuple[str, list[int], Path, Path]]  # adapter name, row indices, run dir, adapter dir
+    runs: list[AdapterRun]
 
 
 def resolve_model(spec: str, cache_dir: Path) -> str:
@@ -108,7 +119,7 @@ def _check_targets_from_config(model: str, family: Family, targets) -> None:
 
 def plan(config: DPOTrainConfig) -> Plan:
     """Validate the configuration; raise ``ValueError`` with what to fix, before loading weights."""
-    out = Path(config.output_dir or Path("checkpoints") / "runs" / config.run_name)
+    out = Path(config.output_dir or Path("outputs") / "runs" / config.run_name)
     writable_dir(out, "output_dir")
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     writable_dir(cache_dir, "cache_dir")
@@ -130,7 +141,7 @@ def plan(config: DPOTrainConfig) -> Plan:
     runs = []
     if config.adapter_mode == "single":
         idx = select_rows(ds, None, True, config.max_pairs)
-        runs.append((config.adapter_name, idx, out, out / "adapter"))
+        runs.append(AdapterRun(config.adapter_name, idx, out, out / "adapter"))
     else:
         present = sorted({c for c in column(ds, "category") if c})
         cats = config.categories or present
@@ -138,13 +149,13 @@ def plan(config: DPOTrainConfig) -> Plan:
             idx = select_rows(ds, cat, config.share_general_pairs, config.max_pairs)
             if not any(c == cat for c in (column(ds, "category")[i] for i in idx)):
                 raise ValueError(f"dataset {config.dataset}: no rows of category {cat!r} (present: {present})")
-            runs.append((cat, idx, out / "runs" / cat, out / "adapter" / cat))
-    for name, idx, _, adir in runs:
-        if not idx:
-            raise ValueError(f"dataset {config.dataset}: no rows to train adapter {name!r}")
-        if (adir / "pytorch_lora_weights.safetensors").exists() and not (
+            runs.append(AdapterRun(cat, idx, out / "runs" / cat, out / "adapter" / cat))
+    for run in runs:
+        if not run.indices:
+            raise ValueError(f"dataset {config.dataset}: no rows to train adapter {run.name!r}")
+        if (run.adapter_dir / "pytorch_lora_weights.safetensors").exists() and not (
                 config.overwrite_output_dir or config.resume_from_checkpoint):
-            raise ValueError(f"{adir} already holds a trained adapter; set overwrite_output_dir: true, "
+            raise ValueError(f"{run.adapter_dir} already holds a trained adapter; set overwrite_output_dir: true, "
                              "resume_from_checkpoint: latest, or another output_dir")
     return Plan(config, model, family, out, cache_dir, ds, runs)
 
@@ -152,18 +163,15 @@ def plan(config: DPOTrainConfig) -> Plan:
 def train(config: DPOTrainConfig) -> TrainResult:
     """Train (and export) the adapter(s) of ``config``; the public entry point of the trainer."""
     p = plan(config)
-    results = [_train_one(p, name, idx, run_dir, adir) for name, idx, run_dir, adir in p.runs]
-    if config.eval_before_after:
-        for (name, *_), r in zip(p.runs, results):
-            r.metrics.update(_evaluate_adapter(p, name, r.adapter_dirs[name]))
+    results = [_train_one(p, run) for run in p.runs]
     if len(results) == 1:
         return results[0]
     merged = TrainResult(p.output_dir, p.output_dir / "adapter", {}, {}, {}, [], 0)
-    for (name, *_), r in zip(p.runs, results):
+    for run, r in zip(p.runs, results):
         merged.adapter_dirs.update(r.adapter_dirs)
         merged.kohya_files.update(r.kohya_files)
-        merged.metrics.update({f"{name}/{k}": v for k, v in r.metrics.items()})
-        merged.history += [{"adapter": name, **h} for h in r.history]
+        merged.metrics.update({f"{run.name}/{k}": v for k, v in r.metrics.items()})
+        merged.history += [{"adapter": run.name, **h} for h in r.history]
         merged.steps += r.steps
     return merged
 
@@ -201,7 +209,7 @@ def _load_pipeline(p: Plan, dtype=torch.float32):
     return pipe
 
 
-def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
+def _encode_dataset(p: Plan, pipe, indices: list[int], terms: IntentLossConfig) -> dict:
     """Cached latents + conditioning for the run's rows (or pixels + prompts without the cache), the
     row-kind masks, and the null prompt's conditioning when a term needs it."""
     c, fam, ds = p.config, p.family, p.dataset.select(indices)
@@ -222,8 +230,8 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], device) -> dict:
                                                 batch_size=c.encode_batch_size, desc=f"latents ({col})")
                 for s, col in zip("wl", cols)}
         data["cond"] = cached_prompts(encode, prompts, txt_cache)
-    data["preserve"], data["anti"] = _kind_mask(ds, ("mirror", "general")), _kind_mask(ds, ("anti",))
-    if _needs_null(c):
+    data["ordinary"], data["anti"] = _kind_mask(ds, ("mirror", "general")), _kind_mask(ds, ("anti",))
+    if terms.needs_null_reference:
         data["null_cond"] = cached_prompts(encode, [""], txt_cache, desc="encoding the null prompt")
     return data
 
@@ -232,16 +240,6 @@ def _kind_mask(ds, kinds: tuple[str, ...]) -> torch.Tensor:
     """Rows of the given kinds: ``mirror``/``general`` rows carry ordinary prompts (what
     ``preserve_weight`` anchors), ``anti`` rows the requests (what ``guided_sft_scale`` applies to)."""
     return torch.tensor([k in kinds for k in column(ds, "kind")], dtype=torch.bool)
-
-
-def _guided_sft(c: DPOTrainConfig) -> bool:
-    """Whether the SFT term fits the guided prediction on anti rows (it needs an SFT term to act on)."""
-    return c.sft_weight > 0 and c.guided_sft_scale > 1
-
-
-def _needs_null(c: DPOTrainConfig) -> bool:
-    """Whether the step needs predictions under the null prompt."""
-    return bool(c.preserve_null_weight) or _guided_sft(c)
 
 
 def _batch(p: Plan, pipe, data: dict, idx: list[int], device, dtype):
@@ -259,15 +257,16 @@ def _batch(p: Plan, pipe, data: dict, idx: list[int], device, dtype):
     return x_w.to(**to), (x_l.to(**to) if x_l is not None else None), {k: v.to(**to) for k, v in cond.items()}
 
 
-def _null_predictions(fam, model, unwrapped, noisy, t, null_cond: dict, accelerator, with_policy: bool):
-    """The policy's (when ``with_policy``) and the frozen reference's predictions under the null prompt,
-    on the step's own noisy latents and timesteps: what ``preserve_null_weight`` compares and the
-    unconditional branch ``guided_sft_scale`` extrapolates from."""
+def _null_predictions(p: Plan, s: RunState, noisy, t):
+    """The policy's and the frozen reference's predictions under the null prompt on the step's own
+    noisy latents and timesteps, each only when the objective needs it (see IntentLossConfig)."""
+    if not s.terms.needs_null_reference:
+        return None, None
     null = {k: v.to(device=noisy.device, dtype=noisy.dtype).expand(noisy.shape[0], *v.shape[1:])
-            for k, v in null_cond.items()}
-    pred = fam.denoise(model, noisy, t, null) if with_policy else None
-    with torch.no_grad(), adapters_disabled(unwrapped), accelerator.autocast():
-        ref = fam.denoise(unwrapped, noisy, t, null)
+            for k, v in s.data["null_cond"].items()}
+    pred = p.family.denoise(s.model, noisy, t, null) if s.terms.needs_null_policy else None
+    with torch.no_grad(), adapters_disabled(s.unwrapped), s.accelerator.autocast():
+        ref = p.family.denoise(s.unwrapped, noisy, t, null)
     return pred, ref
 
 
@@ -285,10 +284,11 @@ def _step_seed(seed: int, micro_step: int) -> int:
     return (seed * 1_000_003 + micro_step * 7919) % (2**63 - 1)
 
 
-def _non_finite(loss: torch.Tensor, stats: dict, err: torch.Tensor) -> str | None:
+def _non_finite(loss: torch.Tensor, stats: dict, pred: torch.Tensor, target: torch.Tensor) -> str | None:
     if torch.isfinite(loss).all():
         return None
     bad = [k for k, v in stats.items() if not torch.isfinite(v).all()]
+    err = per_sample_mse(pred.detach(), target)
     return f"loss={loss.item()}; non-finite stats: {bad or 'none'}; non-finite per-sample errors: " \
            f"{int((~torch.isfinite(err)).sum())}/{err.numel()}"
 
@@ -329,16 +329,66 @@ def _log_images(accelerator, images: dict, step: int) -> None:
                                           dataformats="NHWC")
 
 
-def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, adapter_dir: Path) -> TrainResult:
+@dataclass
+class RunState:
+    """One adapter's training run: what setup builds and what each optimizer step advances.
+
+    ``global_step``, ``position`` (pairs read so far, over all processes), ``micro_step`` and
+    ``history`` are what a checkpoint saves and a resume restores; everything else is rebuilt
+    from the config.
+    """
+
+    accelerator: Any
+    pipe: Any
+    model: Any            # the denoiser as accelerate prepared it (wrapped under DDP/FSDP)
+    unwrapped: Any        # the same module unwrapped: what adapters are toggled and saved on
+    params: list
+    optimizer: Any
+    lr_scheduler: Any
+    objective: Any
+    terms: IntentLossConfig
+    data: dict
+    weight_dtype: torch.dtype
+    ckpt_root: Path
+    sampler: PairSampler
+    ema: LoraEMA | None = None
+    bar: Any = None
+    global_step: int = 0
+    position: int = 0
+    micro_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    running: list[dict] = field(default_factory=list)  # per-micro-step stats of the current optimizer step
+    step_t0: float = 0.0
+    grad_norm: float | None = None
+
+
+def _train_one(p: Plan, run: AdapterRun) -> TrainResult:
+    """Setup, resume, then micro-steps until ``max_steps`` optimizer steps; after each optimizer
+    step log, checkpoint and validate; finally export."""
+    s = _setup(p, run)
+    _resume(p, run, s)
+    _start_tracking(p, run, s)
+    while s.global_step < p.config.max_steps:
+        _micro_step(p, run, s)
+        if s.accelerator.sync_gradients:
+            _after_step(p, run, s)
+    s.bar.close()
+    return _finish(p, run, s)
+
+
+def _setup(p: Plan, run: AdapterRun) -> RunState:
+    """Accelerator, frozen pipeline, encoded data, LoRA parameters, optimizer and scheduler.
+
+    The order matters for exact reproduction: the seed is set before the pipeline loads and the
+    LoRA weights are initialised after the data is encoded, as every earlier run did."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
 
     c, fam = p.config, p.family
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_with = None if c.report_to == "none" else c.report_to
+    run.run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=c.mixed_precision, gradient_accumulation_steps=c.gradient_accumulation_steps,
-                              log_with=log_with, project_dir=str(run_dir))
+                              log_with=_trackers(c), project_dir=str(run.run_dir))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and accelerator.num_processes != launched:
         raise ValueError(f"launched as {launched} processes but accelerate set up {accelerator.num_processes} "
@@ -353,11 +403,12 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
         getattr(pipe, name).requires_grad_(False)
     pipe.to(accelerator.device)
     objective = objective_from_config(pipe.scheduler, c)
-    data = _encode_dataset(p, pipe, indices, accelerator.device)
+    terms = IntentLossConfig.from_config(c)
+    data = _encode_dataset(p, pipe, run.indices, terms)
     if weight_dtype != torch.float32:
         pipe.to(dtype=weight_dtype)
     params = add_lora(denoiser, lora_config(c.rank, c.alpha, c.dropout, c.target_modules or fam.lora_targets,
-                                            c.use_rslora, c.use_dora), adapter_name)
+                                            c.use_rslora, c.use_dora), run.name)
     if c.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     denoiser.train()
@@ -366,189 +417,152 @@ def _train_one(p: Plan, adapter_name: str, indices: list[int], run_dir: Path, ad
     lr_scheduler = get_scheduler(c.lr_scheduler, optimizer, num_warmup_steps=c.lr_warmup_steps * n_proc,
                                  num_training_steps=c.max_steps * n_proc)
     model, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
-    ema = LoraEMA(params, c.ema_decay) if c.ema_decay else None
+    return RunState(accelerator=accelerator, pipe=pipe, model=model, unwrapped=accelerator.unwrap_model(model),
+                    params=params, optimizer=optimizer, lr_scheduler=lr_scheduler, objective=objective, terms=terms,
+                    data=data, weight_dtype=weight_dtype, ckpt_root=run.run_dir / "checkpoints",
+                    sampler=PairSampler(len(run.indices), c.seed),
+                    ema=LoraEMA(params, c.ema_decay) if c.ema_decay else None)
 
-    global_step, position, history = 0, 0, []
-    ckpt_root = run_dir / "checkpoints"
-    resume = ckpt.resolve_resume(c.resume_from_checkpoint, ckpt_root)
+
+def _resume(p: Plan, run: AdapterRun, s: RunState) -> None:
+    """Restore weights, optimizer, scheduler, RNG, data position and history from a checkpoint."""
+    c = p.config
+    resume = ckpt.resolve_resume(c.resume_from_checkpoint, s.ckpt_root)
     if resume is not None:
-        lora, state = ckpt.load_checkpoint(resume, optimizer, lr_scheduler)
-        load_adapter_state_dict(denoiser, lora, adapter_name)
-        global_step, position, history = state["global_step"], state["position"], state.get("history", [])
-        if ema is not None:
+        lora, state = ckpt.load_checkpoint(resume, s.optimizer, s.lr_scheduler)
+        load_adapter_state_dict(s.unwrapped, lora, run.name)
+        s.global_step, s.position, s.history = state["global_step"], state["position"], state.get("history", [])
+        if s.ema is not None:
             saved = ckpt.load_ema(resume)
             if saved is None:
                 raise ValueError(f"{resume} was saved without ema_decay: resume it with ema_decay 0, or start the "
                                  "run again (a fresh output_dir) to train with an EMA")
-            ema.load_state_dict(saved)
-        accelerator.print(f"resumed from {resume} at step {global_step}")
-    if global_step >= c.max_steps and (adapter_dir / "pytorch_lora_weights.safetensors").exists():
-        accelerator.print(f"{adapter_name}: already trained to step {global_step}")
-
-    if accelerator.is_main_process and log_with:
-        flat = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in to_dict(c).items()}
-        accelerator.init_trackers(c.tracker_project, config=flat,
-                                  init_kwargs={"wandb": {"name": f"{c.run_name}-{adapter_name}",
-                                                         "dir": os.environ.get("WANDB_DIR", str(run_dir))}})
-
-    sampler = PairSampler(len(indices), c.seed)
-    per_micro = c.train_batch_size * n_proc
-    rank = accelerator.process_index
-    bar = tqdm(total=c.max_steps, initial=global_step, desc=f"train {adapter_name}", unit="step",
-               disable=not accelerator.is_local_main_process)
-    step_t0, running = time.perf_counter(), []
-    micro_step = global_step * c.gradient_accumulation_steps
-    unwrapped = accelerator.unwrap_model(model)
-    while global_step < c.max_steps:
-        idx = sampler.take(position, per_micro)[rank * c.train_batch_size:(rank + 1) * c.train_batch_size]
-        position += per_micro
-        with accelerator.accumulate(model):
-            x_w, x_l, cond = _batch(p, pipe, data, idx, accelerator.device, weight_dtype)
-            # noise and timesteps are drawn for the global micro-batch from a generator seeded by (seed,
-            # micro-step) on every process, and each process takes its slice: N processes x B pairs
-            # follow exactly the draws of 1 process x N*B pairs
-            gen = torch.Generator().manual_seed(_step_seed(c.seed, micro_step))
-            span = {"offset": rank * c.train_batch_size, "total": per_micro}
-            micro_step += 1
-            if c.method == "dpo":
-                x0, noise, t = shared_noise(x_w, x_l, objective, gen, **span)
-                cond2 = {k: torch.cat([v, v]) for k, v in cond.items()}
-            else:
-                x0 = x_w
-                noise, t = pair_noise(x_w, objective, gen, **span)
-                cond2 = cond
-            noisy = objective.add_noise(x0, noise, t)
-            target = objective.target(x0, noise, t)
-            pred = fam.denoise(model, noisy, t, cond2)
-            err = per_sample_mse(pred, target)
-            if c.method == "dpo":
-                with torch.no_grad(), adapters_disabled(unwrapped), accelerator.autocast():
-                    ref_pred = fam.denoise(unwrapped, noisy, t, cond2)
-                ref = per_sample_mse(ref_pred, target)
-                b = x_w.shape[0]
-                loss, stats = diffusion_dpo_loss(err[:b], err[b:], ref[:b], ref[b:], beta=c.beta,
-                                                 loss_type=c.loss_type, label_smoothing=c.label_smoothing)
-                u_pol = u_ref = None
-                if _needs_null(c):
-                    u_pol, u_ref = _null_predictions(fam, model, unwrapped, noisy, t, data["null_cond"], accelerator,
-                                                     with_policy=bool(c.preserve_null_weight))
-                if c.sft_weight:
-                    sft = err[:b]
-                    if _guided_sft(c):
-                        anti = data["anti"][idx].to(accelerator.device)
-                        guided = guided_sft_error(pred[:b], u_ref[:b], target[:b], c.guided_sft_scale)
-                        sft = torch.where(anti, guided, sft)
-                    loss = loss + c.sft_weight * sft.mean()
-                if c.preserve_weight:
-                    keep = data["preserve"][idx].to(accelerator.device).repeat(2).float()
-                    drift = per_sample_mse(pred, ref_pred)
-                    stats["preserve_mse"] = (drift * keep).sum().detach() / keep.sum().clamp(min=1)
-                    loss = loss + c.preserve_weight * (drift * keep).sum() / keep.numel()
-                if c.preserve_null_weight:
-                    null_drift = per_sample_mse(u_pol, u_ref).mean()
-                    stats["preserve_null_mse"] = null_drift.detach()
-                    loss = loss + c.preserve_null_weight * null_drift
-            else:
-                loss = err.mean()
-                stats = {"policy_err_chosen": err.detach().mean()}
-            problem = _non_finite(loss, stats, err)
-            if problem:
-                last = ckpt.list_checkpoints(ckpt_root)
-                bar.close()
-                accelerator.end_training()
-                raise NonFiniteLossError(
-                    f"{adapter_name}: non-finite loss at optimizer step {global_step + 1} (micro-step {micro_step}): "
-                    f"{problem}. Stopped without updating weights; last good checkpoint: "
-                    f"{last[-1] if last else 'none'}. Lower learning_rate/beta or check the data.")
-            accelerator.backward(loss)
-            grad_norm = None
-            if accelerator.sync_gradients and c.max_grad_norm > 0:
-                grad_norm = accelerator.clip_grad_norm_(params, c.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None and accelerator.sync_gradients:
-                ema.update(params, global_step + 1)
-        running.append({"loss": loss.detach().float().item(), **{k: v.float().item() for k, v in stats.items()}})
-        if not accelerator.sync_gradients:
-            continue
-        global_step += 1
-        dt = time.perf_counter() - step_t0
-        step_t0 = time.perf_counter()
-        logs = {k: sum(r[k] for r in running) / len(running) for k in running[0]}
-        running = []
-        logs.update(lr=lr_scheduler.get_last_lr()[0], s_per_step=dt,
-                    pairs_per_s=per_micro * c.gradient_accumulation_steps / max(dt, 1e-9))
-        if grad_norm is not None:
-            logs["grad_norm"] = float(grad_norm)
-        history.append({"step": global_step, **logs})
-        if global_step % c.logging_steps == 0:
-            accelerator.log(logs, step=global_step)
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs.get('implicit_acc', float('nan')):.2f}",
-                        s_step=f"{dt:.2f}")
-        bar.update(1)
-        if c.checkpointing_steps and global_step % c.checkpointing_steps == 0 and accelerator.is_main_process:
-            ckpt.save_checkpoint(ckpt_root, global_step, adapter_state_dict(unwrapped, adapter_name), optimizer,
-                                 lr_scheduler, {"position": position, "history": history}, c.checkpoints_total_limit,
-                                 ema=ema.state_dict() if ema else None)
-        if c.validation_steps and c.validation_prompts and global_step % c.validation_steps == 0 \
-                and accelerator.is_main_process:
-            with ema.applied(params) if ema else nullcontext():
-                _log_images(accelerator, render_validation(pipe, unwrapped, c, run_dir, global_step), global_step)
-    bar.close()
-
-    accelerator.wait_for_everyone()
-    result = TrainResult(p.output_dir, adapter_dir, {}, {}, {}, history, global_step)
-    if accelerator.is_main_process:
-        if c.checkpointing_steps and global_step % c.checkpointing_steps:
-            ckpt.save_checkpoint(ckpt_root, global_step, adapter_state_dict(unwrapped, adapter_name), optimizer,
-                                 lr_scheduler, {"position": position, "history": history}, c.checkpoints_total_limit,
-                                 ema=ema.state_dict() if ema else None)
-        if ema is not None:
-            ema.copy_to(params)  # from here on the adapter is the average: what is rendered and exported
-        if c.validation_prompts and not (c.validation_steps and global_step % c.validation_steps == 0):
-            _log_images(accelerator, render_validation(pipe, unwrapped, c, run_dir, global_step), global_step)
-        result = _export(p, pipe, unwrapped, adapter_name, indices, adapter_dir, history, global_step)
-    accelerator.end_training()
-    return result
+            s.ema.load_state_dict(saved)
+        s.accelerator.print(f"resumed from {resume} at step {s.global_step}")
+    if s.global_step >= c.max_steps and (run.adapter_dir / "pytorch_lora_weights.safetensors").exists():
+        s.accelerator.print(f"{run.name}: already trained to step {s.global_step}")
+    s.micro_step = s.global_step * c.gradient_accumulation_steps
 
 
-def _evaluate_adapter(p: Plan, adapter_name: str, adapter_dir: Path) -> dict[str, float]:
-    """Base vs adapter dial with the built-in eval loop; the summary goes into the model card."""
-    from accelerate import PartialState
+def _trackers(c: DPOTrainConfig) -> str | None:
+    return None if c.report_to == "none" else c.report_to
 
-    from pluralign.eval.runner import EvalConfig, run_eval
 
-    from .export import attach_eval
-
+def _start_tracking(p: Plan, run: AdapterRun, s: RunState) -> None:
+    """Trackers (W&B runs are named ``<run_name>-<adapter>``) and the progress bar with its ETA."""
     c = p.config
-    out = p.output_dir / "eval" / adapter_name
-    results = run_eval(EvalConfig(
-        base=p.model, adapter=str(adapter_dir), adapter_name=adapter_name, weights=list(c.eval_weights),
-        suite=c.eval_suite, n_prompts=c.eval_n_prompts, num_inference_steps=c.eval_inference_steps,
-        guidance_scale=c.eval_guidance_scale, height=c.resolution, width=c.resolution, output=str(out),
-        dtype={"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[c.mixed_precision]))
-    if not PartialState().is_main_process:
-        return {}
-    summary = eval_card_summary(results, out, adapter_dir)
-    attach_eval(adapter_dir / "README.md", summary)
-    (adapter_dir / "eval_summary.json").write_text(json.dumps(summary, indent=1))
-    flat = {f"eval/{v}/adherence": s["adherence"] for v, s in summary["variants"].items() if s["adherence"] is not None}
-    return flat
+    if s.accelerator.is_main_process and _trackers(c):
+        flat = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in to_dict(c).items()}
+        s.accelerator.init_trackers(c.tracker_project, config=flat,
+                                    init_kwargs={"wandb": {"name": f"{c.run_name}-{run.name}",
+                                                           "dir": os.environ.get("WANDB_DIR", str(run.run_dir))}})
+    s.bar = tqdm(total=c.max_steps, initial=s.global_step, desc=f"train {run.name}", unit="step",
+                 disable=not s.accelerator.is_local_main_process)
+    s.step_t0 = time.perf_counter()
 
 
-def eval_card_summary(results: dict, eval_dir: Path, adapter_dir: Path) -> dict:
-    """The few numbers a model card needs: adherence, leakage and content per variant (base, dial)."""
-    def val(d):
-        return None if not d else d.get("value")
+def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
+    """One micro-batch: draw pairs, noise and timesteps, run the forward passes the objective needs,
+    backpropagate, and step the optimizer when accelerate says the accumulation is complete."""
+    c, fam, acc = p.config, p.family, s.accelerator
+    n_proc, rank = acc.num_processes, acc.process_index
+    per_micro = c.train_batch_size * n_proc
+    idx = s.sampler.take(s.position, per_micro)[rank * c.train_batch_size:(rank + 1) * c.train_batch_size]
+    s.position += per_micro
+    with acc.accumulate(s.model):
+        x_w, x_l, cond = _batch(p, s.pipe, s.data, idx, acc.device, s.weight_dtype)
+        # noise and timesteps are drawn for the global micro-batch from a generator seeded by (seed,
+        # micro-step) on every process, and each process takes its slice: N processes x B pairs
+        # follow exactly the draws of 1 process x N*B pairs
+        gen = torch.Generator().manual_seed(_step_seed(c.seed, s.micro_step))
+        span = {"offset": rank * c.train_batch_size, "total": per_micro}
+        s.micro_step += 1
+        if c.method == "dpo":
+            x0, noise, t = shared_noise(x_w, x_l, s.objective, gen, **span)
+            cond = {k: torch.cat([v, v]) for k, v in cond.items()}
+        else:
+            x0 = x_w
+            noise, t = pair_noise(x_w, s.objective, gen, **span)
+        noisy = s.objective.add_noise(x0, noise, t)
+        target = s.objective.target(x0, noise, t)
+        pred = fam.denoise(s.model, noisy, t, cond)
+        if c.method == "dpo":
+            with torch.no_grad(), adapters_disabled(s.unwrapped), acc.autocast():
+                ref_pred = fam.denoise(s.unwrapped, noisy, t, cond)
+            null_pred, null_ref = _null_predictions(p, s, noisy, t)
+            loss, stats = intent_dpo_loss(pred, ref_pred, target, anti=s.data["anti"][idx],
+                                          ordinary=s.data["ordinary"][idx], terms=s.terms, null_pred=null_pred,
+                                          null_ref=null_ref)
+        else:
+            loss, stats = sft_loss(pred, target)
+        problem = _non_finite(loss, stats, pred, target)
+        if problem:
+            last = ckpt.list_checkpoints(s.ckpt_root)
+            s.bar.close()
+            acc.end_training()
+            raise NonFiniteLossError(
+                f"{run.name}: non-finite loss at optimizer step {s.global_step + 1} (micro-step {s.micro_step}): "
+                f"{problem}. Stopped without updating weights; last good checkpoint: "
+                f"{last[-1] if last else 'none'}. Lower learning_rate/beta or check the data.")
+        acc.backward(loss)
+        s.grad_norm = None
+        if acc.sync_gradients and c.max_grad_norm > 0:
+            s.grad_norm = float(acc.clip_grad_norm_(s.params, c.max_grad_norm))
+        s.optimizer.step()
+        s.lr_scheduler.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        if s.ema is not None and acc.sync_gradients:
+            s.ema.update(s.params, s.global_step + 1)
+    s.running.append({"loss": loss.detach().float().item(), **{k: v.float().item() for k, v in stats.items()}})
 
-    variants = {}
-    for name, v in results["variants"].items():
-        variants[name] = {"adherence": val(v.get("adherence")), "adherence_ci95": (v.get("adherence") or {}).get("ci95"),
-                          "leakage_max_abs_points": (v.get("leakage") or {}).get("max_abs_points"),
-                          "content_fidelity": val(v.get("content_fidelity"))}
-    return {"suite": results["suite"], "variants": variants,
-            "report": os.path.relpath(eval_dir / "report.html", adapter_dir)}
+
+def _after_step(p: Plan, run: AdapterRun, s: RunState) -> None:
+    """After an optimizer step: average the micro-steps' stats into the history, log, checkpoint, validate."""
+    c, acc = p.config, s.accelerator
+    s.global_step += 1
+    dt = time.perf_counter() - s.step_t0
+    s.step_t0 = time.perf_counter()
+    logs = {k: sum(r[k] for r in s.running) / len(s.running) for k in s.running[0]}
+    s.running = []
+    per_step = c.train_batch_size * acc.num_processes * c.gradient_accumulation_steps
+    logs.update(lr=s.lr_scheduler.get_last_lr()[0], s_per_step=dt, pairs_per_s=per_step / max(dt, 1e-9))
+    if s.grad_norm is not None:
+        logs["grad_norm"] = s.grad_norm
+    s.history.append({"step": s.global_step, **logs})
+    if s.global_step % c.logging_steps == 0:
+        acc.log(logs, step=s.global_step)
+    s.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs.get('implicit_acc', float('nan')):.2f}",
+                      s_step=f"{dt:.2f}")
+    s.bar.update(1)
+    if c.checkpointing_steps and s.global_step % c.checkpointing_steps == 0 and acc.is_main_process:
+        _save_checkpoint(p, run, s)
+    if c.validation_steps and c.validation_prompts and s.global_step % c.validation_steps == 0 \
+            and acc.is_main_process:
+        with s.ema.applied(s.params) if s.ema else nullcontext():
+            _log_images(acc, render_validation(s.pipe, s.unwrapped, c, run.run_dir, s.global_step), s.global_step)
+
+
+def _save_checkpoint(p: Plan, run: AdapterRun, s: RunState) -> None:
+    ckpt.save_checkpoint(s.ckpt_root, s.global_step, adapter_state_dict(s.unwrapped, run.name), s.optimizer,
+                         s.lr_scheduler, {"position": s.position, "history": s.history},
+                         p.config.checkpoints_total_limit, ema=s.ema.state_dict() if s.ema else None)
+
+
+def _finish(p: Plan, run: AdapterRun, s: RunState) -> TrainResult:
+    """The final checkpoint, the EMA swapped in, final validation images, and the export."""
+    c, acc = p.config, s.accelerator
+    acc.wait_for_everyone()
+    result = TrainResult(p.output_dir, run.adapter_dir, {}, {}, {}, s.history, s.global_step)
+    if acc.is_main_process:
+        if c.checkpointing_steps and s.global_step % c.checkpointing_steps:
+            _save_checkpoint(p, run, s)
+        if s.ema is not None:
+            s.ema.copy_to(s.params)  # from here on the adapter is the average: what is rendered and exported
+        if c.validation_prompts and not (c.validation_steps and s.global_step % c.validation_steps == 0):
+            _log_images(acc, render_validation(s.pipe, s.unwrapped, c, run.run_dir, s.global_step), s.global_step)
+        result = _export(p, s.pipe, s.unwrapped, run, s.history, s.global_step)
+    acc.end_training()
+    return result
 
 
 def _final_metrics(history: list[dict], last: int = 5) -> dict[str, float]:
@@ -559,8 +573,9 @@ def _final_metrics(history: list[dict], last: int = 5) -> dict[str, float]:
     return {k: sum(h[k] for h in tail) / len(tail) for k in keys if all(k in h for h in tail)}
 
 
-def _export(p: Plan, pipe, denoiser, adapter_name, indices, adapter_dir: Path, history, steps) -> TrainResult:
-    c = p.config
+def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps) -> TrainResult:
+    """The diffusers LoRA (and kohya file), its model card, config and data mix; pushed if asked."""
+    c, adapter_name, adapter_dir = p.config, run.name, run.adapter_dir
     export_diffusers(type(pipe), p.family, denoiser, adapter_name, adapter_dir)
     kohya = {}
     if c.export_kohya and not c.use_dora:
@@ -573,7 +588,7 @@ def _export(p: Plan, pipe, denoiser, adapter_name, indices, adapter_dir: Path, h
                                         "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}
     hyper["target_modules"] = ", ".join(c.target_modules or p.family.lora_targets)
-    mix = data_mix(p.dataset, indices)
+    mix = data_mix(p.dataset, run.indices)
     (adapter_dir / "README.md").write_text(model_card(
         base_model=c.pretrained_model if not c.pretrained_model.startswith("tiny:") else p.model,
         family=p.family.name, adapter_name=adapter_name, data_mix=mix, hyper=hyper, metrics=metrics,

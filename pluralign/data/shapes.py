@@ -1,11 +1,15 @@
-"""``toy:pairs``: a small, trivially learnable pair set generated from PIL shapes.
+"""``builtin:shapes``: 18 intent pairs (and a few general ones) drawn with PIL, for smoke runs.
+
+It exists so that every training path (the tiny recipes, the tests, the GPU smoke check) has data
+without a download or a build step; it is not the embedded toy world (``pluralign.toy``), whose
+pairs come from the world's renderer and which the demo trains on.
+
 
 Each scene is a coloured shape on a light background. Degradations are a box blur
 (clarity_and_focus, attribute ``blurry``) and a darkening (lighting_and_exposure, attribute
 ``underexposed``). Every clean/degraded couple yields an ``anti`` pair (prompt asks for the
 degradation, chosen = degraded) and its ``mirror`` (plain prompt, chosen = clean) sharing a
-``pair_id``, plus a few ``general`` pairs (clean vs. noisy, no category). Used by the tiny recipe
-and the tests when no real pair dataset is at hand.
+``pair_id``, plus a few ``general`` pairs (clean vs. noisy, no category).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def draw_scene(shape: str, color: str, size: int = 32) -> Image.Image:
     return im
 
 
-def toy_pair_rows(size: int = 32, n_general: int = 2, seed: int = 0) -> list[dict]:
+def shape_pair_rows(size: int = 32, n_general: int = 2, seed: int = 0) -> list[dict]:
     rows = []
     rng = np.random.default_rng(seed)
     for shape in SHAPES:
@@ -46,7 +50,7 @@ def toy_pair_rows(size: int = 32, n_general: int = 2, seed: int = 0) -> list[dic
             for attr, (category, lead, fn) in DEGRADE.items():
                 bad = fn(clean)
                 pid = f"{shape}-{color}-{attr}"
-                common = {"attributes": [attr], "category": category, "source": "toy", "severity": 1.0,
+                common = {"attributes": [attr], "category": category, "source": "builtin:shapes", "severity": 1.0,
                           "pair_id": pid}
                 rows.append({"prompt": f"{lead} {caption}", "chosen": bad, "rejected": clean, "kind": "anti",
                              **common})
@@ -57,16 +61,16 @@ def toy_pair_rows(size: int = 32, n_general: int = 2, seed: int = 0) -> list[dic
         arr = np.asarray(clean).astype(np.float32) + rng.normal(0, 40, (size, size, 3))
         noisy = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
         rows.append({"prompt": f"a photo of a {list(COLORS)[i % 3]} {SHAPES[i % 3]}", "chosen": clean,
-                     "rejected": noisy, "kind": "general", "attributes": [], "category": "", "source": "toy",
+                     "rejected": noisy, "kind": "general", "attributes": [], "category": "", "source": "builtin:shapes",
                      "severity": 0.0, "pair_id": f"general-{i}"})
     return rows
 
 
-def toy_pairs(size: int = 32, n_general: int = 2, seed: int = 0):
-    """The toy pair set as a ``datasets.Dataset`` with the project's pair schema."""
+def shape_pairs(size: int = 32, n_general: int = 2, seed: int = 0):
+    """The shapes pair set as a ``datasets.Dataset`` with the project's pair schema."""
     import datasets
 
-    rows = toy_pair_rows(size, n_general, seed)
+    rows = shape_pair_rows(size, n_general, seed)
     features = datasets.Features({
         "prompt": datasets.Value("string"), "chosen": datasets.Image(), "rejected": datasets.Image(),
         "kind": datasets.Value("string"), "attributes": datasets.Sequence(datasets.Value("string")),
