@@ -5,40 +5,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from . import __version__
+from .config import run_module
 
-# name -> (module, function, one-line help). The function takes the remaining argv.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "env": ("pluralign.env", "main", "print versions of the stack and the compute device"),
-    "tiny": ("pluralign.tiny", "main", "write a tiny pipeline of a family to a directory (for tests and trials)"),
+# name -> (module, one-line help). Every command is a module with ``main(argv) -> int`` that raises a
+# ValueError (naming the file, row or key) on bad input; ``run_module`` turns that into one line and
+# exit status 2, here and under ``python -m``, so all commands fail the same way.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("pluralign.data.cli", "build and validate intent-conditioned preference datasets"),
+    "train": ("pluralign.train", "train a Diffusion-DPO LoRA adapter from a recipe"),
+    "eval": ("pluralign.eval.cli", "measure prompt adherence before/after an adapter"),
+    "audit": ("pluralign.eval.audit", "reward-model accuracy on anti-aesthetic triplets"),
+    "demo": ("pluralign.toy.demo", "the embedded default: reversed alignment, fixed and measured"),
+    "build-toy": ("pluralign.toy.build_checkpoints", "rebuild the shipped toy checkpoints"),
+    "env": ("pluralign.env", "print versions of the stack and the compute device"),
+    "tiny": ("pluralign.tiny", "write a tiny pipeline of a family to a directory (for tests and trials)"),
 }
 
 
-def register(name: str, module: str, func: str, help: str) -> None:
-    COMMANDS[name] = (module, func, help)
-
-
-def _optional_commands() -> None:
-    # Subcommands that exist once their capability is built.
-    candidates = {
-        "data": ("pluralign.data.cli", "main", "build and validate intent-conditioned preference datasets"),
-        "train": ("pluralign.train", "main", "train a Diffusion-DPO LoRA adapter from a recipe"),
-        "eval": ("pluralign.eval.cli", "main", "measure prompt adherence before/after an adapter"),
-        "audit": ("pluralign.eval.audit", "main", "reward-model accuracy on anti-aesthetic triplets"),
-        "demo": ("pluralign.toy.demo", "main", "the embedded default: reversed alignment, fixed and measured"),
-        "build-toy": ("pluralign.toy.build", "main", "rebuild the shipped toy checkpoints"),
-    }
-    for name, spec in candidates.items():
-        if importlib.util.find_spec(spec[0]) is not None:
-            COMMANDS.setdefault(name, spec)
-
-
 def main(argv: list[str] | None = None) -> int:
-
-    _optional_commands()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="pluralign",
@@ -47,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"pluralign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, _, help_) in COMMANDS.items():
+    for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
     if not argv or argv[0] in ("-h", "--help", "--version"):
         parser.parse_args(argv or ["--help"])
@@ -55,10 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}")
-    module, func, _ = COMMANDS[name]
-    from .config import run_module
-
-    return run_module(lambda: getattr(importlib.import_module(module), func)(rest), f"pluralign {name}")
+    module, _ = COMMANDS[name]
+    return run_module(lambda: importlib.import_module(module).main(rest), f"pluralign {name}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def run_module(main, prog: str) -> int:
     """Run an entry point's ``main()`` (every ``pluralign`` command and ``python -m`` module).
 
     Bad input (a :class:`ConfigError`, a suite or data row error: the project raises ``ValueError``
-    subclasses naming the file, row and field; or a missing file) becomes one line on stderr and
+    subclasses naming the file, row and field; a missing file, or an output that exists and may not
+    be replaced) becomes one line on stderr and
     exit status 2 instead of a traceback. ``PLURALIGN_TRACEBACK=1`` re-raises, for bug reports.
     """
     import os
@@ -41,7 +42,7 @@ def run_module(main, prog: str) -> int:
 
     try:
         return int(main() or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         if os.environ.get("PLURALIGN_TRACEBACK"):
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)

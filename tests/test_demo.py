@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from pluralign.toy import paths, world
 
@@ -14,12 +15,15 @@ def toy_dir(tmp_path_factory):
     """The shipped toy checkpoints; a tiny-budget build when they are absent (fresh rebuild in progress)."""
     if (paths.aligned_dir() / "model_index.json").is_file() and (paths.checker_dir() / "config.json").is_file():
         return paths.toy_dir()
-    from pluralign.toy.build import main
+    from pluralign.toy.build_checkpoints import main
 
     out = tmp_path_factory.mktemp("toy")
+    recipe = out / "align.yaml"
+    recipe.write_text(yaml.safe_dump({**yaml.safe_load(paths.recipe("align").read_text()), "max_steps": 1,
+                                      "train_batch_size": 2}))
     main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
           "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",
-          "--align_steps", "1", "--align_batch_size", "2", "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
+          "--align_recipe", str(recipe), "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
     return out
 
 
@@ -116,7 +120,7 @@ def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, 
 @pytest.mark.slow
 def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp_path, monkeypatch):
     from pluralign.config import ConfigError
-    from pluralign.toy.validate import main
+    from pluralign.toy.sweep import main
 
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
     small = ["--n_prompts", "9", "--intent_items", "6", "--max_steps", "2", "--num_inference_steps", "2",
@@ -146,7 +150,7 @@ def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp
 
 
 def test_pooled_weights_suites_by_rows_and_takes_the_worst_leakage():
-    from pluralign.toy.validate import pooled
+    from pluralign.toy.sweep import pooled
 
     def suite(n, adh, content, leak, by):
         return {"n": n, "aligned": {"adherence": 0.2, "adherence_n": n, "content": 1.0, "content_n": n},

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pluralign.trainers.ema import LoraEMA, ema_decay_at
+from pluralign.trainers.ema import WeightEMA, ema_decay_at
 
 
 def test_decay_warms_up_then_caps():
@@ -15,7 +15,7 @@ def test_decay_warms_up_then_caps():
 
 def test_update_is_the_exponential_average_of_the_iterates():
     p = torch.nn.Parameter(torch.zeros(3))
-    ema = LoraEMA([p], decay=0.5)
+    ema = WeightEMA([p], decay=0.5)
     expected = torch.zeros(3)
     for step, value in enumerate([4.0, 8.0, -2.0], start=1):
         with torch.no_grad():
@@ -29,7 +29,7 @@ def test_update_is_the_exponential_average_of_the_iterates():
 
 def test_applied_swaps_in_the_average_and_restores_the_live_weights():
     p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
-    ema = LoraEMA([p], decay=0.9)
+    ema = WeightEMA([p], decay=0.9)
     with torch.no_grad():
         p.fill_(5.0)
     with ema.applied([p]):
@@ -41,11 +41,11 @@ def test_applied_swaps_in_the_average_and_restores_the_live_weights():
 
 def test_state_round_trips_and_a_mismatched_checkpoint_is_named():
     a = [torch.nn.Parameter(torch.randn(2, 2)), torch.nn.Parameter(torch.randn(4))]
-    ema = LoraEMA(a, decay=0.99)
-    other = LoraEMA([torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(4))], decay=0.99)
+    ema = WeightEMA(a, decay=0.99)
+    other = WeightEMA([torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(4))], decay=0.99)
     other.load_state_dict(ema.state_dict())
     assert all(torch.equal(x, y) for x, y in zip(ema.shadow, other.shadow))
     with pytest.raises(ValueError, match="rank or target_modules"):
-        LoraEMA(a[:1], decay=0.99).load_state_dict(ema.state_dict())
+        WeightEMA(a[:1], decay=0.99).load_state_dict(ema.state_dict())
     with pytest.raises(ValueError, match="ema_decay"):
-        LoraEMA(a, decay=1.0)
+        WeightEMA(a, decay=1.0)

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pluralign.eval.suite import SuiteError, from_anti_aesthetic, from_file, from_prompts, from_toy, load_suite
+from pluralign.eval.suite import SuiteError, from_anti_aesthetic, from_file, from_prompts, load_suite
+from pluralign.toy.suite import toy_rows
 
 
 def test_jsonl_rows_with_default_and_explicit_seeds(tmp_path):
@@ -80,7 +81,7 @@ def test_anti_aesthetic_schema_missing_columns_is_clear():
 
 
 def test_toy_suite_carries_the_scene_for_the_content_checker():
-    rows = from_toy(6, seed=1000)
+    rows = toy_rows(6, seed=1000)
     assert len(rows) == 6 and len({r.seed for r in rows}) == 6
     assert all({"shape", "colour", "background"} <= set(r.meta) for r in rows)
     assert rows[0].prompt_o != rows[0].prompt_a and len(rows[0].attributes) == 1

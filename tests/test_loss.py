@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from pluralign.trainers.loss import LOSS_TYPES, diffusion_dpo_loss, guided_sft_error, per_sample_mse
+from pluralign.trainers.loss import (
+    LOSS_TYPES,
+    IntentLossConfig,
+    diffusion_dpo_loss,
+    guided_sft_error,
+    intent_dpo_loss,
+    per_sample_mse,
+    sft_loss,
+)
 
 # one pair: policy errors w=0.10, l=0.30; reference w=0.20, l=0.20
 PW, PL, RW, RL = 0.10, 0.30, 0.20, 0.20
@@ -113,3 +121,121 @@ def test_guided_sft_error_is_plain_mse_towards_the_shrunk_target():
     (grad_plain,) = torch.autograd.grad(per_sample_mse(p, p_star).sum(), p)
     assert torch.allclose(grad_guided, grad_plain)
 
+
+
+# --- intent_dpo_loss: the whole objective, term by term, on plain tensors -------------------------
+
+
+def _batch(b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(2 * b, 2, 2, 2, generator=g)
+    ref = pred + 0.1 * torch.randn(2 * b, 2, 2, 2, generator=g)
+    target = torch.randn(2 * b, 2, 2, 2, generator=g)
+    null_pred = torch.randn(2 * b, 2, 2, 2, generator=g)
+    null_ref = null_pred + 0.1 * torch.randn(2 * b, 2, 2, 2, generator=g)
+    anti = torch.tensor([True, False, False][:b])
+    ordinary = ~anti
+    return pred, ref, target, null_pred, null_ref, anti, ordinary
+
+
+def test_intent_loss_with_no_extra_terms_is_diffusion_dpo():
+    pred, ref, target, _, _, anti, ordinary = _batch()
+    loss, stats = intent_dpo_loss(pred, ref, target, anti=anti, ordinary=ordinary,
+                                  terms=IntentLossConfig(beta=100.0, loss_type="hinge"))
+    e, r = per_sample_mse(pred, target), per_sample_mse(ref, target)
+    want, _ = diffusion_dpo_loss(e[:3], e[3:], r[:3], r[3:], beta=100.0, loss_type="hinge")
+    assert torch.equal(loss, want)
+    assert [k for k in stats if k.startswith("loss/")] == ["loss/dpo"]
+
+
+def test_sft_term_is_the_winners_error_and_guided_on_anti_rows_only():
+    pred, ref, target, null_pred, null_ref, anti, ordinary = _batch()
+    base = IntentLossConfig(beta=100.0)
+    plain = IntentLossConfig(beta=100.0, sft_weight=7.0)
+    guided = IntentLossConfig(beta=100.0, sft_weight=7.0, guided_sft_scale=3.0)
+    kw = dict(anti=anti, ordinary=ordinary, null_pred=null_pred, null_ref=null_ref)
+    l0, _ = intent_dpo_loss(pred, ref, target, terms=base, **kw)
+    l1, s1 = intent_dpo_loss(pred, ref, target, terms=plain, **kw)
+    winners = per_sample_mse(pred[:3], target[:3])
+    assert torch.allclose(s1["loss/sft"], 7.0 * winners.mean())
+    assert torch.allclose(l1, l0 + 7.0 * winners.mean())
+    _, s2 = intent_dpo_loss(pred, ref, target, terms=guided, **kw)
+    g = guided_sft_error(pred[:1], null_ref[:1], target[:1], 3.0)
+    want = 7.0 * torch.cat([g, winners[1:]]).mean()
+    assert torch.allclose(s2["loss/sft"], want)
+    assert not torch.allclose(s2["loss/sft"], s1["loss/sft"])
+
+
+def test_preserve_term_counts_ordinary_winners_and_losers_over_the_whole_batch():
+    pred, ref, target, _, _, anti, ordinary = _batch()
+    loss, stats = intent_dpo_loss(pred, ref, target, anti=anti, ordinary=ordinary,
+                                  terms=IntentLossConfig(beta=100.0, preserve_weight=5.0))
+    drift = per_sample_mse(pred, ref)
+    keep = torch.tensor([0.0, 1, 1, 0, 1, 1])  # row 0 is anti: its winner (0) and loser (3) do not count
+    want = (drift * keep).sum() / 6
+    assert torch.allclose(stats["preserve_mse"], want)  # logged as it enters the loss (the old log divided by 4)
+    assert torch.allclose(stats["loss/preserve"], 5.0 * want)
+    # a row the term does not apply to gets no gradient from it
+    p = pred.clone().requires_grad_(True)
+    kw = dict(anti=anti, ordinary=ordinary)
+    with_term, _ = intent_dpo_loss(p, ref, target, terms=IntentLossConfig(beta=100.0, preserve_weight=5.0), **kw)
+    without, _ = intent_dpo_loss(p, ref, target, terms=IntentLossConfig(beta=100.0), **kw)
+    (g,) = torch.autograd.grad(with_term - without, p)
+    assert g[0].abs().sum() == 0 and g[3].abs().sum() == 0 and g[1].abs().sum() > 0
+
+
+def test_preserve_null_term_is_the_null_prompt_drift():
+    pred, ref, target, null_pred, null_ref, anti, ordinary = _batch()
+    _, stats = intent_dpo_loss(pred, ref, target, anti=anti, ordinary=ordinary, null_pred=null_pred,
+                               null_ref=null_ref, terms=IntentLossConfig(beta=100.0, preserve_null_weight=2.0))
+    want = per_sample_mse(null_pred, null_ref).mean()
+    assert torch.allclose(stats["preserve_null_mse"], want)
+    assert torch.allclose(stats["loss/preserve_null"], 2.0 * want)
+
+
+def test_logged_terms_sum_to_the_loss_and_reference_gets_no_gradient():
+    pred, ref, target, null_pred, null_ref, anti, ordinary = _batch()
+    terms = IntentLossConfig(beta=100.0, sft_weight=3.0, guided_sft_scale=2.0, preserve_weight=4.0,
+                             preserve_null_weight=5.0)
+    ref, null_ref = ref.clone().requires_grad_(True), null_ref.clone().requires_grad_(True)
+    pred = pred.clone().requires_grad_(True)
+    loss, stats = intent_dpo_loss(pred, ref, target, anti=anti, ordinary=ordinary, null_pred=null_pred,
+                                  null_ref=null_ref, terms=terms)
+    parts = sum(v for k, v in stats.items() if k.startswith("loss/"))
+    assert torch.allclose(parts, loss.detach())
+    assert set(k for k in stats if k.startswith("loss/")) == {"loss/dpo", "loss/sft", "loss/preserve",
+                                                              "loss/preserve_null"}
+    loss.backward()
+    assert ref.grad is None and null_ref.grad is None and pred.grad is not None
+
+
+def test_forward_passes_follow_the_weights():
+    assert not IntentLossConfig(beta=1.0, guided_sft_scale=3.0).needs_null_reference  # no SFT term to reshape
+    assert IntentLossConfig(beta=1.0, sft_weight=1.0, guided_sft_scale=3.0).needs_null_reference
+    assert not IntentLossConfig(beta=1.0, sft_weight=1.0, guided_sft_scale=1.0).needs_null_reference
+    c = IntentLossConfig(beta=1.0, preserve_null_weight=1.0)
+    assert c.needs_null_reference and c.needs_null_policy
+
+
+def test_intent_loss_names_what_is_missing_or_misshapen():
+    pred, ref, target, null_pred, null_ref, anti, ordinary = _batch()
+    with pytest.raises(ValueError, match="null_ref"):
+        intent_dpo_loss(pred, ref, target, anti=anti, ordinary=ordinary,
+                        terms=IntentLossConfig(beta=1.0, preserve_null_weight=1.0))
+    with pytest.raises(ValueError, match=r"\[B\] = \[3\]"):
+        intent_dpo_loss(pred, ref, target, anti=anti[:2], ordinary=ordinary, terms=IntentLossConfig(beta=1.0))
+    with pytest.raises(ValueError, match="one shape"):
+        intent_dpo_loss(pred, ref[:4], target, anti=anti, ordinary=ordinary, terms=IntentLossConfig(beta=1.0))
+
+
+def test_intent_loss_config_reads_the_train_config():
+    from pluralign.trainers import DPOTrainConfig
+
+    c = IntentLossConfig.from_config(DPOTrainConfig(beta=42.0, sft_weight=3.0, preserve_weight=2.0))
+    assert (c.beta, c.sft_weight, c.preserve_weight, c.loss_type) == (42.0, 3.0, 2.0, "sigmoid")
+
+
+def test_sft_loss_is_the_mean_error():
+    pred, _, target, *_ = _batch()
+    loss, stats = sft_loss(pred, target)
+    assert torch.allclose(loss, per_sample_mse(pred, target).mean()) and stats["loss/sft"] == loss

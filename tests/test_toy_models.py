@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from pluralign.toy import paths, world
 
@@ -12,7 +13,7 @@ def test_checker_loads_and_names_clean_renders():
     from pluralign.toy.checker import ContentChecker
 
     if not paths.checker_dir().joinpath("config.json").exists():
-        pytest.skip("no shipped checker (run python -m pluralign.toy.build)")
+        pytest.skip("no shipped checker (run python -m pluralign.toy.build_checkpoints)")
     checker = ContentChecker.from_pretrained()
     rows = world.eval_suite(40, seed=77)
     scenes = world.sample_scenes(40, seed=77)
@@ -39,7 +40,7 @@ def test_checker_rejects_mismatched_inputs(tmp_path):
     assert again.predict(img) == c.predict(img)
 
 
-@pytest.mark.skipif(not SHIPPED, reason="no shipped base model (run python -m pluralign.toy.build)")
+@pytest.mark.skipif(not SHIPPED, reason="no shipped base model (run python -m pluralign.toy.build_checkpoints)")
 def test_shipped_base_loads_as_a_stock_pipeline_and_makes_32px_images():
     import torch
     from diffusers import StableDiffusionPipeline
@@ -57,18 +58,22 @@ def test_shipped_base_loads_as_a_stock_pipeline_and_makes_32px_images():
 def test_tiny_budget_build_runs_end_to_end(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from pluralign.toy.build import main
+    from pluralign.toy.build_checkpoints import main
 
     out = tmp_path / "toy"
+    recipe = tmp_path / "align.yaml"  # the shipped alignment recipe, on a one-step budget
+    recipe.write_text(yaml.safe_dump({**yaml.safe_load(paths.recipe("align").read_text()), "max_steps": 1,
+                                      "train_batch_size": 2}))
     rc = main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
-               "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9", "--align_steps", "1",
-               "--align_batch_size", "2", "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
+               "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",
+               "--align_recipe", str(recipe), "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
     assert rc == 0
     record = json.loads((out / "build_config.json").read_text())
     assert set(record["wall_seconds"]) >= {"checker", "base", "align", "measure"}
-    assert record["command"].startswith("python -m pluralign.toy.build --output ") and "--vae_extra_renders 4" in record["command"]
+    assert record["command"].startswith("python -m pluralign.toy.build_checkpoints --output ") and "--vae_extra_renders 4" in record["command"]
     assert record["measured"]["base"]["n"] == 9 and "adherence" in record["measured"]["aligned"]
     assert record["config"]["base"]["unet_steps"] == 2 and record["config"]["base"]["vae_extra_renders"] == 4
+    assert record["config"]["align"]["train"]["max_steps"] == 1 and record["config"]["align"]["train"]["beta"] == 2000
     for name in ("base", "aligned"):
         pipe = StableDiffusionPipeline.from_pretrained(str(out / name))
         assert pipe.tokenizer.model_max_length == 32
@@ -105,7 +110,7 @@ def test_extra_renders_show_their_attribute_and_are_deterministic():
     assert extra_renders("noisy", 0, seed=0).images.shape == (0, world.SIZE, world.SIZE, 3)
 
 
-@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints (run python -m pluralign.toy.build)")
+@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints (run python -m pluralign.toy.build_checkpoints)")
 def test_content_ceiling_measures_renders_and_their_round_trip():
     """A faithful render keeps its subject through the checker and the autoencoder; a destroyed one does not."""
     from diffusers import AutoencoderKL

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from pluralign.toy import pairs, world
+from pluralign.toy import world, world_pairs
 
 
 def test_intent_pairs_are_anti_and_mirror_of_the_same_two_images():
-    rows = pairs.intent_pairs(9, seed=5)
+    rows = world_pairs.intent_pairs(9, seed=5)
     assert len(rows) == 18
     for anti, mirror in zip(rows[::2], rows[1::2]):
         assert (anti["kind"], mirror["kind"]) == ("anti", "mirror")
@@ -18,7 +18,7 @@ def test_intent_pairs_are_anti_and_mirror_of_the_same_two_images():
 
 
 def test_aesthetic_pairs_prefer_the_clean_render_under_the_ordinary_prompt():
-    rows = pairs.aesthetic_pairs(6, seed=9)
+    rows = world_pairs.aesthetic_pairs(6, seed=9)
     scenes = world.sample_scenes(6, seed=9)
     for r, s in zip(rows, scenes):
         assert r["kind"] == "general" and r["prompt"] == world.caption(s)
@@ -27,15 +27,15 @@ def test_aesthetic_pairs_prefer_the_clean_render_under_the_ordinary_prompt():
 
 
 def test_items_carry_both_captions():
-    it = pairs.intent_items(2, seed=1)[1]
+    it = world_pairs.intent_items(2, seed=1)[1]
     assert it["anti_caption"].startswith(it["caption"]) and it["attribute"] == world.ATTRIBUTES[1]
     assert it["clean"].size == it["degraded"].size == (32, 32)
 
 
 def test_over_pairs_bound_the_request_from_above():
     """Same prompt and winner as the item's anti row; the loser is the same degradation pushed further."""
-    anti = [r for r in pairs.intent_pairs(9, seed=5) if r["kind"] == "anti"]
-    over = pairs.over_pairs(9, seed=5, over_severity=1.0)
+    anti = [r for r in world_pairs.intent_pairs(9, seed=5) if r["kind"] == "anti"]
+    over = world_pairs.over_pairs(9, seed=5, over_severity=1.0)
     below = [r for r in anti if world.SEVERITY[r["attributes"][0]] < 1.0]
     assert len(over) == len(below) == sum(s < 1.0 for s in world.SEVERITY.values())
     for o, a in zip(over, below):
@@ -45,11 +45,11 @@ def test_over_pairs_bound_the_request_from_above():
     dark = next(o for o in over if o["attributes"] == ["underexposed"])
     assert np.asarray(dark["rejected"]).mean() < np.asarray(dark["chosen"]).mean()  # darker than asked
     with pytest.raises(ValueError, match="over_severity"):
-        pairs.over_pairs(2, over_severity=1.5)
+        world_pairs.over_pairs(2, over_severity=1.5)
 
 
 def test_over_pairs_can_be_limited_to_some_attributes():
-    rows = pairs.over_pairs(18, seed=5, over_attributes=("small_subject", "muted"))
+    rows = world_pairs.over_pairs(18, seed=5, over_attributes=("small_subject", "muted"))
     assert sorted(r["attributes"][0] for r in rows) == ["muted", "muted", "small_subject", "small_subject"]
     with pytest.raises(ValueError, match="over_attributes"):
-        pairs.over_pairs(2, over_attributes=("sepia",))
+        world_pairs.over_pairs(2, over_attributes=("sepia",))

@@ -30,8 +30,8 @@ def _vae_counter(monkeypatch):
 
 @pytest.fixture(scope="module")
 def run(tiny_pipeline_dir, tmp_path_factory):
-    from pluralign.trainers import train
     from pluralign.data.shapes import shape_pairs
+    from pluralign.trainers import train
 
     tmp = tmp_path_factory.mktemp("sd-run")
     ds = shape_pairs().filter(lambda r: r["kind"] == "mirror").select(range(4))

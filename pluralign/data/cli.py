@@ -6,6 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import parse, run_module
+from .build import build_dataset
+from .config import DataConfig
+from .validate import validate_source
+
 USAGE = """usage: pluralign data {build,validate} ...
 
   build     --config recipes/data_local_folder.yaml [--key value ...]   build a pairs dataset
@@ -25,25 +30,14 @@ def _underscored(argv: list[str]) -> list[str]:
 
 
 def build_main(argv: list[str]) -> int:
-    from ..config import parse
-    from .build import build_dataset
-    from .config import DataConfig
-    from .sources import DataError
-
     (cfg,) = parse((DataConfig,), _underscored(argv), prog="pluralign data build",
                    description="Build intent-conditioned (anti/mirror) and general preference pairs.")
-    try:
-        out = build_dataset(cfg)
-    except (DataError, FileExistsError) as exc:
-        print(f"pluralign data build: error: {exc}", file=sys.stderr)
-        return 2
+    out = build_dataset(cfg)
     print(f"wrote {out} (card: {out / 'README.md'})")
     return 0
 
 
 def validate_main(argv: list[str]) -> int:
-    from .validate import validate_source
-
     p = argparse.ArgumentParser(prog="pluralign data validate", description="Report every problem of a data source.")
     p.add_argument("path", help="folder, parquet, save_to_disk dir or hub id")
     p.add_argument("--max_pixels", type=int, default=64_000_000)
@@ -72,6 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..config import run_module
-
     sys.exit(run_module(main, "pluralign data"))

@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
+from .taxonomy import get
+
 Degradation = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -453,8 +455,6 @@ def degrade(image, name: str | list[tuple[str, float]], severity: float = 1.0, s
 
 def degrade_attributes(image, attributes: list[str], severity: float, seed: int = 0):
     """Degrade ``image`` so it shows every attribute in ``attributes`` (names from the taxonomy)."""
-    from .taxonomy import get
-
     steps = []
     for a in attributes:
         d = get(a).degradation

@@ -25,7 +25,7 @@ from PIL import Image
 from . import sources as S
 from .config import DataConfig
 from .degradations import apply_float, to_float, to_uint8
-from .rewrite import apply_attributes, sample_attributes
+from .rewrite import LLMRewriter, apply_attributes, sample_attributes
 from .taxonomy import ATTRIBUTES, get
 
 FEATURES = datasets.Features({
@@ -209,8 +209,6 @@ def generate_rows(shard: list[int], num_shards: int, config: dict, log_dir: str)
     cfg = DataConfig(**config)
     rewriter = None
     if cfg.llm_rewriter:
-        from .rewrite import LLMRewriter
-
         rewriter = LLMRewriter(cfg.llm_rewriter)
     for sh in shard:
         skips, stats = Skips(cfg.on_error), {}

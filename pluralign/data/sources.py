@@ -27,6 +27,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from .degradations import to_rgb_pil
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -102,8 +104,6 @@ def image_bytes(value, base_dir: Path | None = None) -> tuple[bytes | None, str 
 def open_image(value, *, source: str, row, field: str, base_dir: Path | None = None,
                max_pixels: int = 64_000_000, min_side: int = 1) -> Image.Image:
     """Decode one image value into an RGB PIL image, or raise a DataError saying what is wrong."""
-    from .degradations import to_rgb_pil
-
     try:
         data, _ = image_bytes(value, base_dir)
     except FileNotFoundError as exc:

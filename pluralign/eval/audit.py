@@ -31,8 +31,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import option, parse, writable_dir
+from ..config import option, parse, run_module, writable_dir
+from ..data.taxonomy import ATTRIBUTES
 from ..rewards import metrics as M
+from ..rewards.registry import get_reward
 
 REQUIRED = ("prompt_a", "image_o", "image_a")
 
@@ -127,10 +129,6 @@ def load_triplets(path: str | Path, limit: int = 0) -> Triplets:
 
 
 def _dimension(attribute: str) -> str | None:
-    try:
-        from ..data.taxonomy import ATTRIBUTES
-    except ImportError:  # pragma: no cover - data package always ships
-        return None
     a = ATTRIBUTES.get(attribute)
     return a.dimension if a is not None else None
 
@@ -181,8 +179,6 @@ def run_audit(cfg: AuditConfig, models: dict | None = None) -> dict:
     t = load_triplets(cfg.data, cfg.limit)
     out = writable_dir(cfg.output, "output")  # before scoring, which can take long with real reward models
     if models is None:
-        from ..rewards.registry import get_reward
-
         models = {name: get_reward(name, device=cfg.device, batch_size=cfg.batch_size) for name in cfg.rewards}
     results = {}
     for name, model in tqdm(models.items(), desc="reward models", disable=len(models) < 2):
@@ -231,6 +227,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pluralign.config import run_module
-
     sys.exit(run_module(main, "pluralign audit"))

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from pluralign.config import parse
 
+from .report import markdown_summary
+from .runner import EvalConfig, run_eval
+
 
 def main(argv: list[str] | None = None) -> int:
-    from .runner import EvalConfig, run_eval
-
     (config,) = parse((EvalConfig,), argv, prog="pluralign eval", description=__doc__.splitlines()[0])
     results = run_eval(config)
     if results:
         from pathlib import Path
-
-        from .report import markdown_summary
 
         print(markdown_summary(results))
         print(f"wrote {Path(config.output) / 'results.json'}, report.md, report.html")

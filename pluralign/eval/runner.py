@@ -1,6 +1,6 @@
 """``run_eval``: suite -> paired generation for the base and the adapter dial -> metrics -> reports.
 
-The trainer (``eval_before_after``), the demo and ``pluralign eval`` all call :func:`run_eval`.
+``pluralign train`` (``eval_before_after``), the demo and ``pluralign eval`` all call :func:`run_eval`.
 It writes under ``config.output``: ``results.json``, ``report.md``, ``report.html``, ``grid.png``,
 the plots, and ``images/<variant>/<row>_<o|a>.png``; it returns the results dict.
 """
@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from pluralign.config import option, to_dict, writable_dir
+from pluralign.rewards.registry import get_reward
+from pluralign.rewards.rules import load_rules
 
 from . import metrics as M
 from .generate import BASE, generate_variants, load_pipeline, max_abs_difference, save_images, variants_for
 from .report import log_wandb, write_reports
 from .results import build_results, write_results
-from .suite import EvalRow, load_suite
+from .suite import EvalRow, load_suite, suite_source
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,9 @@ class EvalConfig:
     n_prompts: int = option(32, "number of prompt pairs (0 = the whole suite)", min=0)
     suite_seed: int | None = option(None, "seed of the suite (toy scenes / default generation seeds)")
     judges: list[str] = option(factory=list, help="reward models/judges by registry name, e.g. clip,pickscore")
-    content_checker: str = option("auto", "content check: auto (toy checker on toy suites, else similarity) | toy | "
-                                  "similarity | none", choices=("auto", "toy", "similarity", "none"))
+    content_checker: str = option("auto", "content check: auto (the suite's own checker when it has one, e.g. the "
+                                  "toy world's, else similarity) | suite | similarity | none",
+                                  choices=("auto", "suite", "similarity", "none"))
     content_threshold: float = option(0.5, "similarity checker: structural similarity that counts as same content",
                                       min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1)
@@ -71,29 +74,30 @@ def load_judges(names: list[str]) -> dict[str, Any]:
     """Reward models by registry name; a missing extra or weights fails here, before any generation."""
     if not names:
         return {}
-    from pluralign.rewards.registry import get_reward
 
     return {name: get_reward(name) for name in names}
 
 
-def load_content_checker(kind: str, rows: list[EvalRow], threshold: float = 0.5):
-    """The content checker for ``kind``; ``auto`` picks the toy world's trained checker when the rows
-    carry toy scenes (and it is built), else the model-free :class:`~pluralign.eval.metrics.SimilarityContent`."""
+def load_content_checker(kind: str, suite: str, threshold: float = 0.5):
+    """The content checker for ``kind``: ``suite`` is the registered suite's own checker (the toy world's
+    trained one); ``auto`` uses it when the suite has one that is built, else the model-free
+    :class:`~pluralign.eval.metrics.SimilarityContent`."""
     if kind == "none":
         return None
     if kind == "similarity":
         return M.SimilarityContent(threshold)
-    toy_rows = bool(rows) and all("shape" in r.meta and "colour" in r.meta for r in rows)
-    if kind == "auto" and not toy_rows:
+    source = suite_source(suite)
+    if source is None or source.content_checker is None:
+        if kind == "suite":
+            raise ValueError(f"content_checker suite: suite {suite!r} brings no content checker; use auto, "
+                             "similarity or none")
         return M.SimilarityContent(threshold)
-    from pluralign.toy.checker import ContentChecker
-
     try:
-        return ContentChecker.from_pretrained()
+        return source.content_checker()
     except FileNotFoundError:
-        if kind == "toy":
+        if kind == "suite":
             raise
-        log.warning("toy content checker not built; using the similarity content check")
+        log.warning("suite %r: its content checker is not built; using the similarity content check", suite)
         return M.SimilarityContent(threshold)
 
 
@@ -168,7 +172,8 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
     if not rows:
         raise ValueError(f"suite {config.suite!r} has no rows")
     judges = judges if judges is not None else load_judges(list(config.judges))
-    checker = content_checker if content_checker is not None else load_content_checker(config.content_checker, rows, config.content_threshold)
+    checker = content_checker if content_checker is not None else \
+        load_content_checker(config.content_checker, config.suite, config.content_threshold)
     if pipe is None:
         if not config.base:
             raise ValueError("no base model: set `base` (hub id or directory) or pass a pipeline")
@@ -199,8 +204,6 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
     t_met = time.perf_counter()
     judge_scores = {v.name: {j: M.score_matrix(model.score, images[v.name], rows) for j, model in judges.items()}
                     for v in variants}
-    from pluralign.rewards.rules import load_rules
-
     active_rules = rules if rules is not None else load_rules()
     leak_attributes = sorted({a for r in rows for a in r.attributes if a in active_rules})
     results_by_variant: dict[str, dict[str, Any]] = {}

@@ -4,13 +4,15 @@ Every metric of the eval loop is *paired*: I_o is generated from P_o and I_a fro
 same seed, so the only thing that differs between the two images is the request. A suite is just
 the list of those rows; it can come from
 
-- the embedded toy world (:func:`from_toy`), whose rows also carry the scene for the content checker;
+- a source another package registers (:class:`SuiteSource`), such as the embedded toy world, whose rows
+  also carry the scene for its content checker;
 - a prompt file, JSONL or CSV with ``prompt_o, prompt_a, attributes`` and an optional ``seed`` (:func:`from_file`);
 - the paper's anti-aesthetic prompt set (``original_prompt, disorted_long_prompt, selected``; :func:`from_anti_aesthetic`);
 - plain prompts P_o plus the attributes to request, rewritten to P_a by
   :func:`pluralign.data.rewrite.rewrite_prompt` (:func:`from_prompts`).
 
-:func:`load_suite` picks one of those from a single string (``toy``, a path, or ``hf:REPO``).
+:func:`load_suite` picks one of those from a single string (a registered name such as ``toy``, a path,
+or ``hf:REPO``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import csv
 import difflib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pluralign.data.rewrite import rewrite_prompt
+from pluralign.data.taxonomy import ATTRIBUTES
 
 
 class SuiteError(ValueError):
@@ -42,15 +47,6 @@ class EvalRow:
     def to_dict(self) -> dict[str, Any]:
         return {"prompt_o": self.prompt_o, "prompt_a": self.prompt_a, "attributes": list(self.attributes),
                 "seed": self.seed, "meta": dict(self.meta)}
-
-
-def known_attributes() -> dict[str, Any] | None:
-    """The taxonomy's attributes, or None when ``pluralign.data.taxonomy`` is not available."""
-    try:
-        from pluralign.data.taxonomy import ATTRIBUTES
-    except ImportError:
-        return None
-    return ATTRIBUTES
 
 
 def _split_attributes(value: Any, where: str) -> list[str]:
@@ -79,13 +75,10 @@ def _split_attributes(value: Any, where: str) -> list[str]:
 
 
 def _check_attributes(attributes: list[str], where: str) -> None:
-    known = known_attributes()
-    if known is None:
-        return
     for a in attributes:
-        if a not in known:
-            close = difflib.get_close_matches(a, list(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(known))}"
+        if a not in ATTRIBUTES:
+            close = difflib.get_close_matches(a, list(ATTRIBUTES), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(ATTRIBUTES))}"
             raise SuiteError(f"{where}: field 'attributes': unknown attribute {a!r}{hint}")
 
 
@@ -158,13 +151,56 @@ def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[Eva
     raise SuiteError(f"{path}: unsupported suite file type {suffix!r}; use .jsonl or .csv")
 
 
-def from_toy(n: int = 72, seed: int = 1000) -> list[EvalRow]:
-    """Rows of the embedded toy world; the scene (shape, colour, background) goes to ``meta``."""
-    try:
-        from pluralign.toy.world import eval_suite
-    except ImportError as exc:
-        raise SuiteError(f"suite 'toy' needs pluralign.toy.world ({exc})") from None
-    return from_records(eval_suite(n, seed), "toy world", seed=seed)
+@dataclass(frozen=True)
+class SuiteSource:
+    """A named suite that another package provides (``load_suite(name)``), e.g. the toy world.
+
+    ``records(n, seed)`` returns dicts with ``prompt_o, prompt_a, attributes[, seed]`` (other keys
+    go to ``EvalRow.meta``); ``content_checker()``, if given, loads the object whose ``check(images,
+    rows)`` says whether each image shows the row's requested content. Sources register through
+    the ``pluralign.suites`` entry-point group (an entry point names a SuiteSource or a function
+    returning one) or :func:`register_suite`, so the eval loop never imports the packages that
+    provide them.
+    """
+
+    records: Callable[[int, int], list[dict[str, Any]]]
+    default_n: int = 72
+    default_seed: int = 0
+    content_checker: Callable[[], Any] | None = None
+
+
+ENTRY_POINT_GROUP = "pluralign.suites"
+_SOURCES: dict[str, SuiteSource] = {}
+_discovered = False
+
+
+def register_suite(name: str, source: SuiteSource) -> None:
+    """Make ``name`` a suite of :func:`load_suite` and the eval config's ``suite`` option."""
+    _SOURCES[name] = source
+
+
+def suite_source(name: str) -> SuiteSource | None:
+    """The registered source called ``name`` (entry points are read once, on first use)."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name not in _SOURCES:
+                obj = ep.load()
+                _SOURCES[ep.name] = obj if isinstance(obj, SuiteSource) else obj()
+    return _SOURCES.get(name)
+
+
+def from_source(name: str, n: int | None = None, seed: int | None = None) -> list[EvalRow]:
+    """Rows of the registered suite ``name``; ``n``/``seed`` default to the source's own."""
+    source = suite_source(name)
+    if source is None:
+        raise SuiteError(f"no suite named {name!r} is registered (entry-point group {ENTRY_POINT_GROUP!r}); "
+                         "pass a .jsonl/.csv file or hf:REPO")
+    seed = source.default_seed if seed is None else seed
+    return from_records(source.records(n or source.default_n, seed), f"{name} suite", seed=seed)
 
 
 def _attributes_from_selected(selected: Any, where: str) -> tuple[list[str], list[str]]:
@@ -176,16 +212,15 @@ def _attributes_from_selected(selected: Any, where: str) -> tuple[list[str], lis
     they stay visible in ``meta`` instead of silently vanishing.
     """
     entries = _split_attributes(selected, where) if selected is not None else []
-    known = known_attributes() or {}
     by_dimension: dict[str, str] = {}
-    for name, attr in known.items():
+    for name, attr in ATTRIBUTES.items():
         dim = getattr(attr, "dimension", None)
         if dim and getattr(attr, "verifier", None) and dim not in by_dimension:
             by_dimension[dim] = name
     attributes, unmapped = [], []
     for entry in entries:
         key = re.sub(r"[\s\-]+", "_", entry.split(":")[0].strip().lower())
-        if key in known:
+        if key in ATTRIBUTES:
             name = key
         elif key in by_dimension:
             name = by_dimension[key]
@@ -253,8 +288,6 @@ def from_prompts(prompts: Sequence[str], attributes: Sequence[str] | Sequence[Se
     ``attributes`` is either one list of names, assigned round-robin (one per prompt), or one
     list of names per prompt.
     """
-    from pluralign.data.rewrite import rewrite_prompt
-
     if not prompts:
         raise SuiteError("from_prompts: no prompts given")
     if not attributes:
@@ -272,9 +305,10 @@ def from_prompts(prompts: Sequence[str], attributes: Sequence[str] | Sequence[Se
 
 
 def load_suite(spec: str, n: int | None = None, seed: int | None = None) -> list[EvalRow]:
-    """``toy`` | a ``.jsonl``/``.csv`` prompt file | ``hf:REPO`` or a local file/dir in the paper's schema."""
-    if spec == "toy":
-        return from_toy(n or 72, 1000 if seed is None else seed)
+    """A registered suite name (``toy``) | a ``.jsonl``/``.csv`` prompt file | ``hf:REPO`` or a local file/dir
+    in the paper's schema."""
+    if suite_source(spec) is not None:
+        return from_source(spec, n, seed)
     if spec.startswith("hf:"):
         return from_anti_aesthetic(spec[3:], n, seed or 0)
     path = Path(spec)

@@ -28,7 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pluralign.rewards import verifiers
+from pluralign.tokenizers import clip_tokenizer, copy_clip_license
+
 from ..config import option
+from ..trainers.ema import WeightEMA
 from . import world
 
 
@@ -184,8 +188,6 @@ def vae_fidelity(vae, n: int = 64, seed: int = 4242) -> dict:
     """Does each attribute survive the autoencoder? For every attribute, the verifier-style
     statistic of the degraded image minus that of its clean twin, before and after reconstruction
     (a ratio near 1 means the difference survives), plus the reconstruction PSNR."""
-    from pluralign.rewards import verifiers
-
     measure = {  # the statistic that shows each attribute (sign: how it moves)
         "blurry": "sharpness", "underexposed": "brightness", "overexposed": "brightness", "muted": "saturation",
         "noisy": "noise", "low_contrast": "contrast", "color_cast": "color_cast", "small_subject": "subject_size",
@@ -254,22 +256,6 @@ def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
-class _EMA:
-    def __init__(self, modules, decay: float):
-        self.decay = decay
-        self.params = [p for m in modules for p in m.parameters()]
-        self.shadow = [p.detach().clone() for p in self.params]
-
-    @torch.no_grad()
-    def update(self, step: int):
-        d = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)  # one launch, not one per tensor
-
-    @torch.no_grad()
-    def copy_to(self):
-        torch._foreach_copy_(self.params, self.shadow)
-
-
 def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: BaseModelConfig, progress: bool = True):
     """Jointly train a UNet and a CLIP text encoder on scaled ``latents`` with token ``ids``."""
     from tqdm.auto import tqdm
@@ -291,7 +277,7 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    ema = _EMA([unet, text_encoder], cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = WeightEMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
     g = torch.Generator().manual_seed(cfg.seed + 13)
     unet.train()
     text_encoder.train()
@@ -318,12 +304,12 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
         opt.step()
         sched.step()
         if ema is not None:
-            ema.update(step)
+            ema.update(params, step)
         losses.append(loss.detach())
         if step % 20 == 0:  # reading the loss waits for the device, so only now and then
             bar.set_postfix(loss=f"{torch.stack(losses[-50:]).mean().item():.4f}", refresh=False)
     if ema is not None:
-        ema.copy_to()
+        ema.copy_to(params)
     unet.eval()
     text_encoder.eval()
     return unet.to("cpu"), text_encoder.to("cpu"), {"final_loss": float(torch.stack(losses[-100:]).mean())}
@@ -340,8 +326,6 @@ def assemble(vae, text_encoder, tokenizer, unet):
 
 def train_base(cfg: BaseModelConfig, progress: bool = True):
     """Train the whole base pipeline; returns ``(pipe, record)`` (record: timings, VAE fidelity, losses)."""
-    from pluralign.tokenizers import clip_tokenizer
-
     record: dict = {}
     torch.manual_seed(cfg.seed)
     t0 = time.time()
@@ -371,8 +355,6 @@ def train_base(cfg: BaseModelConfig, progress: bool = True):
 
 
 def save_pipeline(pipe, path: str | Path) -> Path:
-    from pluralign.tokenizers import copy_clip_license
-
     path = Path(path)
     pipe.save_pretrained(path, safe_serialization=True)
     copy_clip_license(path / "tokenizer")

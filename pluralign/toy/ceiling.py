@@ -17,9 +17,11 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pluralign.config import option, parse
+from pluralign.config import option, parse, run_module
 
 from . import paths, world
+from .base_model import reconstruct
+from .checker import ContentChecker
 
 
 @dataclass
@@ -38,9 +40,6 @@ def world_renders(rows: list[dict], seed: int, n: int):
 def measure(cfg: CeilingConfig) -> dict:
     import numpy as np
     from diffusers import AutoencoderKL
-
-    from .base_model import reconstruct
-    from .checker import ContentChecker
 
     checker = ContentChecker.from_pretrained()
     vae = AutoencoderKL.from_pretrained(cfg.model or str(paths.aligned_dir()), subfolder="vae").eval()
@@ -68,6 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pluralign.config import run_module
-
     raise SystemExit(run_module(main, "python -m pluralign.toy.ceiling"))

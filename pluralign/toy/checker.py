@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import world
+from . import paths, world
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -66,13 +66,12 @@ class ContentChecker:
     def from_pretrained(cls, path: str | Path | None = None) -> ContentChecker:
         from safetensors.torch import load_file
 
-        from . import paths
 
         path = Path(path) if path is not None else paths.checker_dir()
         cfg_file, w_file = path / CONFIG, path / WEIGHTS
         if not cfg_file.is_file() or not w_file.is_file():
             raise FileNotFoundError(f"{path}: no content checker here (need {CONFIG} and {WEIGHTS}); "
-                                    "build one with `python -m pluralign.toy.build`")
+                                    "build one with `python -m pluralign.toy.build_checkpoints`")
         cfg = json.loads(cfg_file.read_text())
         net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 16))
         net.load_state_dict(load_file(str(w_file)))

@@ -1,6 +1,6 @@
 """``pluralign demo``: reversed alignment, fixed and measured, on CPU in minutes.
 
-The embedded default world ships two models (``checkpoints/toy``): a *base* that follows
+The embedded default world ships two models (``pluralign/toy/checkpoints``): a *base* that follows
 anti-aesthetic requests and an *aligned* one after "universal aesthetic" Diffusion-DPO, which
 does not. The demo
 
@@ -14,24 +14,38 @@ does not. The demo
    summary table with every target and whether it is met.
 
 Every number comes from the evaluation loop; nothing in the evaluation is tuned to the model.
+The adapter's training settings are a :class:`~pluralign.trainers.DPOTrainConfig` recipe,
+``pluralign/toy/recipes/intent_dpo.yaml`` by default (``--config`` swaps it; any of its keys can be
+overridden on the command line, e.g. ``--seed 1 --max_steps 600``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pluralign.config import option, parse, to_dict, writable_dir
+from pluralign.config import option, parse, run_module, to_dict, writable_dir
+from pluralign.eval import metrics as M
+from pluralign.eval.generate import load_pipeline
+from pluralign.eval.report import data_uri, html_table, md_table
+from pluralign.eval.runner import EvalConfig, run_eval
+from pluralign.rewards.rules import load_rules
+from pluralign.trainers import DPOTrainConfig, train
 
-from . import paths
-from .world import ATTRIBUTES
+from . import paths, world_pairs
+from .align import save_pairs
+from .checker import ContentChecker
+from .suite import toy_rows
+from .world import ATTRIBUTES, SIZE
 
-# What the demo promises, checked on every run (README "Results" quotes them).
+# What the demo promises, checked on every run and reported with the measured values.
 TARGETS = {
     "base_adherence_min": 0.85,
     "aligned_adherence_max": 0.35,
@@ -51,7 +65,7 @@ class DemoConfig:
     intent_items: int = option(288, "scenes turned into an anti + mirror pair each", min=1)
     over_severity: float = option(0.0, "also give the intent adapter, per intent item, an anti row in which the "
                                   "world's render beats the same degradation at this higher severity, bounding the "
-                                  "request from above (toy.pairs.over_pairs; 0 disables)", min=0, max=1.0)
+                                  "request from above (toy.world_pairs.over_pairs; 0 disables)", min=0, max=1.0)
     over_attributes: list[str] = option(
         factory=lambda: ["underexposed", "overexposed", "muted", "noisy", "low_contrast", "color_cast", "small_subject"],
         help="attributes that get over-degradation rows: those whose degradation, pushed further, erases the subject "
@@ -59,32 +73,12 @@ class DemoConfig:
     anti_fraction: float = option(0.5, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs", min=0.01, max=1.0)
     data_seed: int = option(2000, "seed of the training scenes")
-    max_steps: int = option(1800, "optimizer steps of each adapter (chosen on the seed-5000 validation suite among "
-                            "720/1200/1800; see docs/toy.md)", min=1)
-    train_batch_size: int = option(8, "pairs per step", min=1)
-    learning_rate: float = option(1e-3, "LoRA learning rate (chosen on the seed-5000 validation suite)", min=0)
-    rank: int = option(8, "LoRA rank", min=1)
-    beta: float = option(5000.0, "Diffusion-DPO beta (½β convention)", min=0)
-    target_modules: list[str] = option(factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
-                                       help="LoRA target modules of the UNet")
-    preserve_weight: float = option(100000.0, "output-preservation weight on ordinary-prompt rows (see DPOTrainConfig)",
-                                    min=0)
-    preserve_null_weight: float = option(300000.0, "output-preservation weight on the null prompt, the branch "
-                                         "classifier-free guidance extrapolates from (see DPOTrainConfig)", min=0)
-    guided_sft_scale: float = option(3.0, "fit the guided prediction on anti rows in the SFT term at this guidance "
-                                     "scale (see DPOTrainConfig; 0 disables; chosen on the validation suites, "
-                                     "see docs/toy.md)", min=0)
-    sft_weight: float = option(20000.0, "weight of the SFT term on the chosen image (keeps the policy on the data; "
-                               "also given to the aesthetic-DPO baseline; chosen on the validation suites)", min=0)
-    ema_decay: float = option(0.0, "export an exponential moving average of each adapter's LoRA weights with this "
-                              "decay instead of the last iterate (see DPOTrainConfig; 0 disables)", min=0, max=0.99999)
     weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve")
     with_baselines: bool = option(False, "also train plain aesthetic DPO and anti-aesthetic SFT with the same budget")
     num_inference_steps: int = option(0, "sampling steps (0 = the value recorded in the toy build config)", min=0)
     guidance_scale: float = option(-1.0, "CFG scale (negative = the value recorded in the toy build config)")
     batch_size: int = option(24, "prompt pairs per pipeline call during eval", min=1)
     bootstrap: int = option(1000, "bootstrap resamples for the 95% CIs", min=100)
-    seed: int = option(0, "training seed")
     report_to: str = option("wandb", "tracker for the demo run (W&B runs offline unless WANDB_MODE says otherwise)",
                             choices=("wandb", "none"))
 
@@ -113,21 +107,19 @@ def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
     """The training rows of one method, all from the same scenes (same data sources, same budget).
 
     * ``intent``: anti + mirror pairs (and, with ``over_severity``, the over-degradation rows of
-      :func:`~pluralign.toy.pairs.over_pairs`) mixed with ordinary aesthetic pairs at ``anti_fraction``;
+      :func:`~pluralign.toy.world_pairs.over_pairs`) mixed with ordinary aesthetic pairs at ``anti_fraction``;
     * ``aesthetic``: what the field does - the same scenes, the clean render preferred under both
       the ordinary and the anti-aesthetic caption, plus the same ordinary aesthetic pairs;
     * ``sft``: the anti-aesthetic images with their anti-aesthetic captions only (the source
       paper's mitigation), trained with the plain denoising loss.
     """
-    from . import pairs
-
-    intent = pairs.intent_pairs(cfg.intent_items, cfg.data_seed)
+    intent = world_pairs.intent_pairs(cfg.intent_items, cfg.data_seed)
     # over-degradation rows are part of the intent method's data; the baselines keep their mix
-    over = pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity,
+    over = world_pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity,
                             over_attributes=tuple(cfg.over_attributes)) \
         if cfg.over_severity and kind == "intent" else []
     n_general = round(len(intent + over) * (1 - cfg.anti_fraction) / cfg.anti_fraction)
-    general = pairs.aesthetic_pairs(n_general, cfg.data_seed + 1000) if n_general else []
+    general = world_pairs.aesthetic_pairs(n_general, cfg.data_seed + 1000) if n_general else []
     if kind == "intent":
         return intent + over + general
     if kind == "aesthetic":
@@ -150,37 +142,34 @@ def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
 ADAPTER_NAMES = {"intent": "intent", "aesthetic": "dpo_aesthetic", "sft": "sft_anti"}
 
 
-def train_adapter(cfg: DemoConfig, kind: str, out: Path, report_to: str) -> tuple[Path, dict]:
+def training_config(train: DPOTrainConfig, kind: str, data_dir: Path, out: Path, report_to: str) -> DPOTrainConfig:
+    """The recipe's settings for one method, on the aligned model and the method's own data.
+
+    The baselines get the same budget (steps, batch, LoRA, learning rate) without the intent terms;
+    SFT trains the plain denoising loss."""
+    changes: dict[str, Any] = dict(
+        pretrained_model=str(paths.aligned_dir()), dataset=str(data_dir), resolution=SIZE,
+        output_dir=str(out / "runs" / kind), run_name=f"demo-{kind}", overwrite_output_dir=True,
+        adapter_name=ADAPTER_NAMES[kind], cache_dir=str(out / "cache"), report_to=report_to)
+    if kind != "intent":
+        changes.update(preserve_weight=0.0, preserve_null_weight=0.0, guided_sft_scale=0.0)
+    if kind == "sft":
+        changes.update(method="sft", sft_weight=0.0)
+    return dataclasses.replace(train, **changes)
+
+
+def train_adapter(cfg: DemoConfig, train_cfg: DPOTrainConfig, kind: str, out: Path, report_to: str) -> tuple[Path, dict]:
     """Train one adapter on the aligned model; returns its diffusers LoRA dir and a summary."""
-    from pluralign.trainers import DPOTrainConfig, train
-
-    from .align import save_pairs
-    from .world import SIZE
-
     t0 = time.perf_counter()
     rows = training_rows(cfg, kind)
     data_dir = save_pairs(rows, out / "data" / kind)
-    # the intent method's own terms; the baselines train the same budget without them
-    intent_terms = {"preserve_weight": cfg.preserve_weight, "preserve_null_weight": cfg.preserve_null_weight,
-                    "guided_sft_scale": cfg.guided_sft_scale} if kind == "intent" else {}
-    result = train(DPOTrainConfig(
-        pretrained_model=str(paths.aligned_dir()), dataset=str(data_dir), resolution=SIZE,
-        output_dir=str(out / "runs" / kind), run_name=f"demo-{kind}", overwrite_output_dir=True,
-        adapter_name=ADAPTER_NAMES[kind], target_modules=list(cfg.target_modules), rank=cfg.rank, alpha=float(cfg.rank),
-        method="sft" if kind == "sft" else "dpo", beta=cfg.beta, sft_weight=cfg.sft_weight if kind != "sft" else 0.0,
-        learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, train_batch_size=cfg.train_batch_size,
-        lr_warmup_steps=min(20, cfg.max_steps // 10), ema_decay=cfg.ema_decay, seed=cfg.seed, cache_dir=str(out / "cache"),
-        export_kohya=False, report_to=report_to, logging_steps=max(1, cfg.max_steps // 20),
-        validation_steps=0, checkpointing_steps=0, **intent_terms,
-    ))
+    result = train(training_config(train_cfg, kind, data_dir, out, report_to))
     kinds = dict(Counter(r["kind"] for r in rows))
     return result.adapter_dir, {"rows": len(rows), "rows_by_kind": kinds, "steps": result.steps,
                                 "final_metrics": result.metrics, "wall_seconds": time.perf_counter() - t0}
 
 
 def _load(path: Path):
-    from pluralign.eval.generate import load_pipeline
-
     pipe = load_pipeline(str(path))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -188,8 +177,6 @@ def _load(path: Path):
 
 def _evaluate(pipe, rows, checker, out: Path, cfg: DemoConfig, sampling: dict, adapter: Path | None,
               weights: list[float], wandb_run=None, adapter_name: str = "intent") -> dict:
-    from pluralign.eval.runner import EvalConfig, run_eval
-
     ecfg = EvalConfig(adapter=str(adapter) if adapter else None, adapter_name=adapter_name, weights=weights, suite="toy",
                       n_prompts=len(rows), suite_seed=cfg.suite_seed, batch_size=cfg.batch_size,
                       bootstrap=cfg.bootstrap, output=str(out), check_weight_zero=0.0 in weights, **sampling)
@@ -204,9 +191,6 @@ def _o_images(images_dir: Path, n: int):
 
 def _leakage_between(model_dir: Path, reference_dir: Path, rows, bootstrap: int) -> dict:
     """Leakage of one model's ordinary-prompt images against another's (same seeds)."""
-    from pluralign.eval import metrics as M
-    from pluralign.rewards.rules import load_rules
-
     rules = load_rules()
     attrs = sorted({a for r in rows for a in r.attributes if a in rules})
     fired, baseline = M.leakage_fired(_o_images(model_dir, len(rows)), _o_images(reference_dir, len(rows)),
@@ -221,7 +205,8 @@ def _variant(v: dict) -> dict:
 
 
 def _score(v: dict) -> float | None:
-    """adherence − leakage (as a rate), the issue's single number for comparing methods."""
+    """adherence − leakage (as a rate): one number that rewards following requests and punishes
+    changing ordinary prompts, so a method cannot win by degrading everything."""
     adh = (v.get("adherence") or {}).get("value")
     leak = (v.get("leakage") or {}).get("max_abs_points")
     if adh is None or leak is None:
@@ -335,14 +320,10 @@ def content_rows(results: dict) -> Table:
 
 def summary_table(results: dict) -> str:
     """The summary tables in markdown, as the demo prints them."""
-    from pluralign.eval.report import md_table
-
     return "\n\n".join(md_table(*t) for t in summary_tables(results))
 
 
 def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
-    from pluralign.eval.report import md_table
-
     md = ["# pluralign demo: reversed alignment, fixed and measured", "",
           f"Wall time {results['wall_seconds']:.0f} s. Suite: {results['suite']['n_rows']} toy prompt pairs "
           f"(P_o, P_a, same seed), {results['sampling']['num_inference_steps']} sampling steps, "
@@ -356,8 +337,6 @@ def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
 
 def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
     import html
-
-    from pluralign.eval.report import data_uri, html_table
 
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>pluralign demo</title><style>"
              "body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse;margin:10px 0}"
@@ -381,18 +360,15 @@ def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_demo(cfg: DemoConfig) -> dict:
+def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     t0 = time.perf_counter()
     _check_checkpoints()
     out = writable_dir(cfg.output, "output")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_DIR", str(out.resolve()))
-    from pluralign.eval.suite import from_toy
-
-    from .checker import ContentChecker
 
     sampling = _sampling(cfg)
-    rows = from_toy(cfg.n_prompts, cfg.suite_seed)
+    rows = toy_rows(cfg.n_prompts, cfg.suite_seed)
     checker = ContentChecker.from_pretrained(paths.checker_dir())
     step = _Steps(5 + (2 if cfg.with_baselines else 0))
 
@@ -400,13 +376,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     base_eval = _evaluate(_load(paths.base_dir()), rows, checker, out / "eval" / "base", cfg, sampling, None, [])
 
     step("training the intent-conditioned Diffusion-DPO adapter on the aligned model")
-    intent_dir, intent_train = train_adapter(cfg, "intent", out, cfg.report_to)
+    intent_dir, intent_train = train_adapter(cfg, train_cfg, "intent", out, cfg.report_to)
 
     run = None
     if cfg.report_to == "wandb":
         import wandb
 
-        run = wandb.init(project="pluralign", name="demo", job_type="demo", config=to_dict(cfg),
+        run = wandb.init(project="pluralign", name="demo", job_type="demo",
+                         config={**to_dict(cfg), "train": to_dict(train_cfg)},
                          dir=os.environ["WANDB_DIR"], reinit="finish_previous")
     step("evaluating the aligned model and the adapter dial")
     aligned = _load(paths.aligned_dir())
@@ -425,7 +402,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         for kind in ("aesthetic", "sft"):
             name = ADAPTER_NAMES[kind]
             step(f"baseline {name}: training and evaluating")
-            adapter, summary = train_adapter(cfg, kind, out, "none")
+            adapter, summary = train_adapter(cfg, train_cfg, kind, out, "none")
             res = _evaluate(aligned, rows, checker, out / "eval" / name, cfg, sampling, adapter, [top],
                             adapter_name=name)
             variants[name] = _variant(res["variants"][f"adapter@{top:g}"])
@@ -440,6 +417,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "sampling": sampling,
         "training": training,
         "config": to_dict(cfg),
+        "train_config": to_dict(train_cfg),
         "targets": {},
         "wall_seconds": None,
     }
@@ -476,11 +454,24 @@ class _Steps:
         print(f"done in {time.perf_counter() - self.t0:.0f}s", flush=True)
 
 
+def parse_demo(argv: list[str] | None, *more: type, prog: str = "pluralign demo") -> tuple:
+    """``DemoConfig``, the adapter's ``DPOTrainConfig`` and any ``more`` config classes from the command
+    line; the recipe is the shipped one unless ``--config`` names another."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+        argv = ["--config", str(paths.recipe("intent_dpo")), *argv]
+    return parse((DemoConfig, DPOTrainConfig, *more), argv, prog=prog, description=__doc__.split("\n\n")[0])
+
+
 def main(argv: list[str] | None = None) -> int:
-    (cfg,) = parse((DemoConfig,), argv, prog="pluralign demo", description=__doc__.split("\n\n")[0])
-    results = run_demo(cfg)
+    cfg, train_cfg = parse_demo(argv)
+    results = run_demo(cfg, train_cfg)
     out = Path(cfg.output)
     print()
     print(summary_table(results))
     print(f"\nresults: {out / 'results.json'}  report: {out / 'report.html'}  wall time {results['wall_seconds']:.0f} s")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_module(main, "pluralign demo"))

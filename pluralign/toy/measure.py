@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from pluralign.rewards import rules
+
 from . import world
 from .base_model import generate
 
 
 def measure_pipeline(pipe, rows: list[dict], num_inference_steps: int, guidance_scale: float, checker=None,
                      return_images: bool = False) -> dict:
-    from pluralign.rewards import rules
-
     seeds = [r["seed"] for r in rows]
     images_o = generate(pipe, [r["prompt_o"] for r in rows], seeds, num_inference_steps, guidance_scale)
     images_a = generate(pipe, [r["prompt_a"] for r in rows], seeds, num_inference_steps, guidance_scale)

@@ -1,6 +1,7 @@
-"""Where the shipped toy checkpoints live (``checkpoints/toy/`` at the repository root).
+"""Where the shipped toy checkpoints and the toy recipes live: inside the package, so that a plain
+``pip install`` (not only an editable one) runs the demo.
 
-``PLURALIGN_TOY_DIR`` overrides the location, e.g. to use a freshly rebuilt set.
+``PLURALIGN_TOY_DIR`` overrides the checkpoints' location, e.g. to use a freshly rebuilt set.
 """
 
 from __future__ import annotations
@@ -8,11 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+SHIPPED = HERE / "checkpoints"
 
 
 def toy_dir() -> Path:
-    return Path(os.environ.get("PLURALIGN_TOY_DIR", REPO_ROOT / "checkpoints" / "toy"))
+    return Path(os.environ.get("PLURALIGN_TOY_DIR", SHIPPED))
+
+
+def recipe(name: str) -> Path:
+    """A shipped toy recipe: ``intent_dpo`` (the demo's adapter) or ``align`` (the toy alignment)."""
+    return HERE / "recipes" / f"{name}.yaml"
 
 
 def base_dir() -> Path:

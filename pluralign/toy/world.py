@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pluralign.data import degradations, taxonomy
+
 SIZE = 32
 SUPERSAMPLE = 4
 
@@ -155,8 +157,6 @@ def sample_scenes(n: int, seed: int = 0, p_second: float = 0.0) -> list[Scene]:
 
 def degradation_for(attribute: str) -> str:
     """The degradation name that renders ``attribute`` (from the taxonomy's attribute map)."""
-    from pluralign.data import taxonomy
-
     if attribute not in taxonomy.ATTRIBUTES:
         raise KeyError(f"attribute {attribute!r} is not in pluralign.data.taxonomy.ATTRIBUTES")
     name = taxonomy.ATTRIBUTES[attribute].degradation
@@ -168,8 +168,6 @@ def degradation_for(attribute: str) -> str:
 def degrade(image: Image.Image, attribute: str, severity: float | None = None, seed: int = 0) -> Image.Image:
     """``image`` showing ``attribute`` (at the world's severity unless one is given), via
     :func:`pluralign.data.degradations.degrade` and the taxonomy's attribute -> degradation map."""
-    from pluralign.data import degradations
-
     sev = SEVERITY[attribute] if severity is None else severity
     return degradations.degrade(image, degradation_for(attribute), sev, seed=seed)
 
@@ -198,8 +196,6 @@ def anti_caption(scene_or_caption: Scene | str, attribute: str, seed: int = 0) -
     """The caption that asks for ``attribute`` (P_a): the ordinary caption plus one of the
     taxonomy's phrasings of the attribute, chosen by ``seed``. The world keeps its own fixed
     phrasing rule so the shipped models and their eval suites never drift apart."""
-    from pluralign.data import taxonomy
-
     text = caption(scene_or_caption) if isinstance(scene_or_caption, Scene) else scene_or_caption
     templates = taxonomy.ATTRIBUTES[attribute].templates
     return f"{text}, {templates[random.Random(f'{attribute}:{seed}').randrange(len(templates))]}"

@@ -1,30 +1,12 @@
 """Diffusion-DPO LoRA training: losses, objectives, model families, adapters, the loop, export.
 
-Public entry points: :func:`train` (a :class:`DPOTrainConfig` -> :class:`TrainResult`) and
-:func:`diffusion_dpo_loss`. Heavy imports (torch, diffusers) happen when these are used.
+Public entry points: :func:`train` (a :class:`DPOTrainConfig` -> :class:`TrainResult`) and the
+objective, :func:`intent_dpo_loss` (plain Diffusion-DPO is :func:`diffusion_dpo_loss`).
 """
 
 from .config import CATEGORY_NAMES, DPOTrainConfig
+from .loss import IntentLossConfig, diffusion_dpo_loss, intent_dpo_loss
+from .trainer import NonFiniteLossError, TrainResult, plan, train
 
-
-def train(config: DPOTrainConfig):
-    """Train and export the adapter(s) described by ``config``; returns a ``TrainResult``."""
-    from .trainer import train as _train
-
-    return _train(config)
-
-
-def __getattr__(name):
-    if name in ("TrainResult", "NonFiniteLossError", "plan"):
-        from . import trainer
-
-        return getattr(trainer, name)
-    if name == "diffusion_dpo_loss":
-        from .loss import diffusion_dpo_loss
-
-        return diffusion_dpo_loss
-    raise AttributeError(name)
-
-
-__all__ = ["CATEGORY_NAMES", "DPOTrainConfig", "train", "TrainResult", "NonFiniteLossError", "diffusion_dpo_loss",
-           "plan"]
+__all__ = ["CATEGORY_NAMES", "DPOTrainConfig", "IntentLossConfig", "NonFiniteLossError", "TrainResult",
+           "diffusion_dpo_loss", "intent_dpo_loss", "plan", "train"]

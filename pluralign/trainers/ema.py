@@ -1,11 +1,12 @@
-"""An exponential moving average (EMA) of the trainable LoRA weights.
+"""An exponential moving average (EMA) of trainable weights: the LoRA adapter's, or a whole model's.
 
 With a constant learning rate the last iterate of a short preference run still jitters from step
 to step, and which way it happens to point at the end is largely the training seed's doing. The
 average of the last few hundred iterates is the usual remedy in diffusion fine-tuning (diffusers'
 ``EMAModel``); here it covers only the adapter's parameters, so it costs one extra copy of the
 LoRA weights, not of the model. The trainer updates it after every optimizer step, saves it in
-every checkpoint and exports it instead of the last iterate.
+every checkpoint and exports it instead of the last iterate. The toy world's base model, trained
+from scratch, averages all of its weights with the same class.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
-class LoraEMA:
+class WeightEMA:
     """Shadow copies (float32) of ``params``, updated in place by :meth:`update`."""
 
     def __init__(self, params: list[torch.nn.Parameter], decay: float):
@@ -36,13 +37,13 @@ class LoraEMA:
     @torch.no_grad()
     def update(self, params: list[torch.nn.Parameter], step: int) -> None:
         d = ema_decay_at(step, self.decay)
-        for s, p in zip(self.shadow, params):
-            s.mul_(d).add_(p.detach().float(), alpha=1.0 - d)
+        # shadow += (1 - d) * (param - shadow), for every tensor in one call
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in params], 1.0 - d)
 
     @torch.no_grad()
     def copy_to(self, params: list[torch.nn.Parameter]) -> None:
-        for s, p in zip(self.shadow, params):
-            p.copy_(s.to(device=p.device, dtype=p.dtype))
+        torch._foreach_copy_([p.data for p in params], [s.to(device=p.device, dtype=p.dtype)
+                                                         for s, p in zip(self.shadow, params)])
 
     @contextmanager
     def applied(self, params: list[torch.nn.Parameter]):

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import to_dict, writable_dir
+from ..tiny import FAMILIES, save_tiny_pipeline
 from . import checkpoint as ckpt
 from .adapters import (
     adapter_state_dict,
@@ -34,7 +35,7 @@ from .adapters import (
 from .cache import TensorCache, cached_latents, cached_prompts, default_cache_dir, encode_pixels, fingerprint, to_pixels
 from .config import DPOTrainConfig
 from .data import check_columns, column, data_mix, load_pairs, select_rows
-from .ema import LoraEMA
+from .ema import WeightEMA
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
 from .loss import IntentLossConfig, intent_dpo_loss, per_sample_mse, sft_loss
@@ -83,7 +84,6 @@ def resolve_model(spec: str, cache_dir: Path) -> str:
     """``tiny:<family>`` -> a tiny pipeline built once under ``cache_dir/models``; anything else as is."""
     if not spec.startswith("tiny:"):
         return spec
-    from ..tiny import FAMILIES, save_tiny_pipeline
 
     fam = spec.split(":", 1)[1]
     if fam not in FAMILIES:
@@ -351,7 +351,7 @@ class RunState:
     weight_dtype: torch.dtype
     ckpt_root: Path
     sampler: PairSampler
-    ema: LoraEMA | None = None
+    ema: WeightEMA | None = None
     bar: Any = None
     global_step: int = 0
     position: int = 0
@@ -421,7 +421,7 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
                     params=params, optimizer=optimizer, lr_scheduler=lr_scheduler, objective=objective, terms=terms,
                     data=data, weight_dtype=weight_dtype, ckpt_root=run.run_dir / "checkpoints",
                     sampler=PairSampler(len(run.indices), c.seed),
-                    ema=LoraEMA(params, c.ema_decay) if c.ema_decay else None)
+                    ema=WeightEMA(params, c.ema_decay) if c.ema_decay else None)
 
 
 def _resume(p: Plan, run: AdapterRun, s: RunState) -> None:

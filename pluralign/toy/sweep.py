@@ -1,4 +1,4 @@
-"""Validate one setting of the demo's intent adapter on suites disjoint from the reporting suite.
+"""Sweep the demo's adapter settings: validate one setting on suites disjoint from the reporting suite.
 
 The demo reports on ``eval_suite(n, seed=1000)``. Its settings are chosen here, on other suite
 seeds (5000, 6000, 7000 by default: 216 rows, 24 per attribute), so the reported numbers are not
@@ -7,7 +7,7 @@ does (or takes a trained one with ``--adapter``), evaluates the aligned model wi
 on every validation suite, and writes ``validation.json`` with the pooled and per-suite numbers.
 ``--log FILE`` also appends one JSON line, so a sweep's runs collect in one file.
 
-    python -m pluralign.toy.validate --output runs/val/g3 --guided_sft_scale 3 --log runs/val/sweep.jsonl
+    python -m pluralign.toy.sweep --output runs/val/g3 --guided_sft_scale 3 --log runs/val/sweep.jsonl
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pluralign.config import ConfigError, option, parse, to_dict, writable_dir
+from pluralign.config import ConfigError, option, run_module, to_dict, writable_dir
+from pluralign.trainers import DPOTrainConfig
 
 from . import paths
-from .demo import DemoConfig, _check_checkpoints, _evaluate, _load, _sampling, train_adapter
+from .checker import ContentChecker
+from .demo import DemoConfig, _check_checkpoints, _evaluate, _load, _sampling, parse_demo, train_adapter
+from .suite import toy_rows
 
 
 @dataclass
 class ValidationConfig:
-    """Options of the validation run (every ``pluralign demo`` option is accepted as well)."""
+    """Options of the validation run (every ``pluralign demo`` option and recipe key is accepted as well)."""
 
     validation_seeds: list[int] = option(factory=lambda: [5000, 6000, 7000],
                                          help="suite seeds to validate on, comma-separated; never the demo's reporting suite_seed")
@@ -81,7 +84,7 @@ def _suite_summary(res: dict, n: int) -> dict:
     }
 
 
-def run_validation(cfg: DemoConfig, vcfg: ValidationConfig) -> dict:
+def run_validation(cfg: DemoConfig, train_cfg: DPOTrainConfig, vcfg: ValidationConfig) -> dict:
     if cfg.suite_seed in vcfg.validation_seeds:
         raise ConfigError(f"validation_seeds {vcfg.validation_seeds} include the reporting suite_seed {cfg.suite_seed}: "
                           "settings chosen on the rows they are reported on are fitted to them. Pick other seeds.")
@@ -91,27 +94,25 @@ def run_validation(cfg: DemoConfig, vcfg: ValidationConfig) -> dict:
         raise ConfigError(f"--adapter {vcfg.adapter}: no pytorch_lora_weights.safetensors there; give the adapter dir "
                           "a demo or validation run wrote (runs/intent/adapter) or leave --adapter empty to train one")
     _check_checkpoints()
-    from pluralign.eval.suite import from_toy
-
-    from .checker import ContentChecker
 
     t0 = time.perf_counter()
     out = writable_dir(cfg.output, "output")
     if vcfg.adapter:
         adapter, train_s = Path(vcfg.adapter), 0.0
     else:
-        adapter, summary = train_adapter(cfg, "intent", out, "none")
+        adapter, summary = train_adapter(cfg, train_cfg, "intent", out, "none")
         train_s = summary["wall_seconds"]
     pipe, checker = _load(paths.aligned_dir()), ContentChecker.from_pretrained(paths.checker_dir())
     sampling, suites = _sampling(cfg), {}
     for seed in vcfg.validation_seeds:
-        rows = from_toy(cfg.n_prompts, seed)
+        rows = toy_rows(cfg.n_prompts, seed)
         res = _evaluate(pipe, rows, checker, out / f"eval_{seed}", cfg, sampling, adapter, [1.0])
         suites[str(seed)] = _suite_summary(res, len(rows))
         s = suites[str(seed)]["adapter"]
         print(f"suite {seed}: adherence {s['adherence']:.3f}  content {s['content']:.3f}  "
               f"leakage {s['leakage_max_abs_points']:.1f} pts", flush=True)
-    result = {"config": to_dict(cfg), "validation": to_dict(vcfg), "adapter": str(adapter),
+    result = {"config": to_dict(cfg), "train_config": to_dict(train_cfg), "validation": to_dict(vcfg),
+              "adapter": str(adapter),
               "pooled": pooled(list(suites.values())), "suites": suites,
               "train_seconds": train_s, "wall_seconds": time.perf_counter() - t0}
     (out / "validation.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -125,9 +126,8 @@ def run_validation(cfg: DemoConfig, vcfg: ValidationConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     # the demo's own default output is outputs/demo; a validation run must not write over it
     argv = ["--output", "outputs/validate", *(argv if argv is not None else sys.argv[1:])]
-    cfg, vcfg = parse((DemoConfig, ValidationConfig), argv, prog="python -m pluralign.toy.validate",
-                      description=__doc__.split("\n\n")[0])
-    res = run_validation(cfg, vcfg)
+    cfg, train_cfg, vcfg = parse_demo(argv, ValidationConfig, prog="python -m pluralign.toy.sweep")
+    res = run_validation(cfg, train_cfg, vcfg)
     p = res["pooled"]
     print(f"pooled over {p['n']} rows: adherence {p['adapter']['adherence']:.3f} (aligned {p['aligned']['adherence']:.3f})  "
           f"content {p['adapter']['content']:.3f} (aligned {p['aligned']['content']:.3f})  "
@@ -136,6 +136,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pluralign.config import run_module
-
-    raise SystemExit(run_module(main, "python -m pluralign.toy.validate"))
+    raise SystemExit(run_module(main, "python -m pluralign.toy.sweep"))

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import random
 
+from pluralign.data import taxonomy
+
 from . import world
 
 
 def _category(attribute: str) -> str:
-    from pluralign.data import taxonomy
-
     return taxonomy.ATTRIBUTES[attribute].category
 
 

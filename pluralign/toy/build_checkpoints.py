@@ -1,6 +1,6 @@
 """``pluralign build-toy``: rebuild the shipped toy checkpoints from scratch, on CPU, with fixed seeds.
 
-    python -m pluralign.toy.build --output checkpoints/toy
+    python -m pluralign.toy.build_checkpoints --output pluralign/toy/checkpoints
 
 writes ``checker/`` (content checker), ``base/`` (StableDiffusionPipeline trained on the world),
 ``aligned/`` (the base after universal-aesthetic Diffusion-DPO, LoRA fused) and
@@ -20,15 +20,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pluralign.config import run_module
+
 from ..config import option, parse, to_dict
-from . import world
-from .align import AlignConfig
-from .base_model import BaseModelConfig
+from . import paths, world
+from .align import AlignConfig, align
+from .base_model import BaseModelConfig, save_pipeline, train_base
+from .checker import ContentChecker, train_checker
+from .measure import measure_pipeline
 
 
 @dataclass
 class BuildConfig:
-    output: str = option("checkpoints/toy", "directory of the toy checkpoints")
+    output: str = option(str(paths.SHIPPED), "directory of the toy checkpoints (default: the shipped ones)")
     stages: list[str] = option(None, "stages to run", choices=("checker", "base", "align", "measure"),
                                factory=lambda: ["checker", "base", "align", "measure"])
     checker_scenes: int = option(4000, "training scenes of the content checker", min=1)
@@ -44,8 +48,6 @@ class BuildConfig:
 def _measure(pipe_dir: Path, rows, base_cfg: dict, checker) -> dict:
     import torch
     from diffusers import StableDiffusionPipeline
-
-    from .measure import measure_pipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(str(pipe_dir), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
@@ -80,8 +82,6 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         record_path.write_text(json.dumps(record, indent=1, default=str))
 
     if "checker" in cfg.stages:
-        from .checker import train_checker
-
         t = time.time()
         checker, rec = train_checker(cfg.checker_scenes, cfg.checker_steps, progress=cfg.progress)
         checker.save_pretrained(out / "checker")
@@ -90,8 +90,6 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         record["wall_seconds"]["checker"] = round(time.time() - t, 1)
         save()
     if "base" in cfg.stages:
-        from .base_model import save_pipeline, train_base
-
         t = time.time()
         pipe, rec = train_base(base, cfg.progress)
         if (out / "base").exists():
@@ -102,20 +100,16 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         record["wall_seconds"]["base"] = round(time.time() - t, 1)
         save()
     if "align" in cfg.stages:
-        from .align import align
-
         t = time.time()
         with tempfile.TemporaryDirectory(prefix="pluralign-align-") as work:
             if (out / "aligned").exists():
                 shutil.rmtree(out / "aligned")
             record["align"] = align(out / "base", out / "aligned", work, al)
         record["align"].pop("adapter_dir", None)
-        record["config"]["align"] = to_dict(al)
+        record["config"]["align"] = {**to_dict(al), "train": to_dict(al.train_config())}
         record["wall_seconds"]["align"] = round(time.time() - t, 1)
         save()
     if "measure" in cfg.stages:
-        from .checker import ContentChecker
-
         t = time.time()
         rows = world.eval_suite(cfg.suite_size, cfg.suite_seed)
         checker = ContentChecker.from_pretrained(out / "checker")
@@ -126,7 +120,7 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         record["wall_seconds"]["measure"] = round(time.time() - t, 1)
     record["wall_seconds"]["total_this_run"] = round(time.time() - t_all, 1)
     # the stage configs above are the full record; the command line says how this run was asked for
-    record["command"] = command or "python -m pluralign.toy.build --output " + str(cfg.output)
+    record["command"] = command or "python -m pluralign.toy.build_checkpoints --output " + str(cfg.output)
     save()
     return record
 
@@ -135,12 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg, base, al = parse((BuildConfig, BaseModelConfig, AlignConfig), argv, prog="pluralign build-toy",
                           description=__doc__.split("\n\n")[0])
     args = sys.argv[1:] if argv is None else argv
-    record = build(cfg, base, al, command=shlex.join(["python", "-m", "pluralign.toy.build", *args]))
+    record = build(cfg, base, al, command=shlex.join(["python", "-m", "pluralign.toy.build_checkpoints", *args]))
     print(json.dumps({k: record.get(k) for k in ("wall_seconds", "checker", "measured")}, indent=1, default=str))
     return 0
 
 
 if __name__ == "__main__":
-    from pluralign.config import run_module
-
-    raise SystemExit(run_module(main, "python -m pluralign.toy.build"))
+    raise SystemExit(run_module(main, "python -m pluralign.toy.build_checkpoints"))
