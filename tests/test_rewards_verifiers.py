@@ -256,3 +256,32 @@ def test_coarse_contrast_sees_flat_lighting_on_texture():
     assert np.log((fine[0] + 0.01) / (fine[1] + 0.01)) < 0.1408
     assert np.log(coarse[0] / coarse[1]) > 0.15  # while the large-scale light and shadow went
     assert adheres(flat, grass, "flat_lighting") and not adheres(grass, grass, "flat_lighting")
+
+
+def test_batched_keeps_input_order_and_vector_widths(photo):
+    from pluralign.rewards.verifiers import Batch, batched, chroma_vector
+
+    imgs = [photo, C._resize_to(photo, 64), photo[::-1].copy(), C._resize_to(photo, 64)[:, ::-1].copy()]
+    out = batched(imgs, {"chroma": chroma_vector, "brightness": lambda b: b.y_stats[:, 0]}, chunk=1)
+    assert out["chroma"].shape == (4, 2) and out["brightness"].shape == (4,)
+    for i, x in enumerate(imgs):
+        np.testing.assert_array_equal(out["chroma"][i], chroma_vector(Batch(x[None]))[0])
+    assert {k: v.shape for k, v in batched([], {"chroma": chroma_vector}).items()} == {"chroma": (0,)}
+
+
+def test_rewards_imports_run_one_way():
+    """verifiers measures and imports no pluralign module; every pluralign import in the package is top-level."""
+    import ast
+    from pathlib import Path
+
+    import pluralign.rewards
+
+    for path in Path(pluralign.rewards.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = set(tree.body)
+        for node in ast.walk(tree):
+            internal = (isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("pluralign"))
+                        or isinstance(node, ast.Import) and any(a.name.startswith("pluralign") for a in node.names))
+            if internal:
+                assert node in top, f"{path.name}:{node.lineno} imports a pluralign module inside a function"
+                assert path.stem != "verifiers", f"verifiers.py:{node.lineno} imports from pluralign"

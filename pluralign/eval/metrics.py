@@ -5,7 +5,7 @@ Definitions (every rate carries a paired bootstrap 95% CI over suite rows):
 
 - **Adherence** of a variant: per row, the share of its *verifiable* requested attributes for
   which ``I_a`` shows the attribute relative to ``I_o`` from the same seed (verifier margin > 0,
-  i.e. ``pluralign.rewards.verifiers.adheres(I_a, I_o, attribute)``). The overall value is the
+  i.e. ``pluralign.rewards.rules.adheres(I_a, I_o, attribute)``). The overall value is the
   mean over rows with at least one verifiable attribute; ``by_attribute`` is the rate over the
   rows that request the attribute.
 - **Leakage** of a variant on ordinary prompts, per verifiable attribute ``a`` of the suite:
@@ -30,6 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from pluralign.rewards.intent import structural_similarity
+from pluralign.rewards.metrics import accuracy_report, paired_bootstrap_ci, rate_with_ci
+from pluralign.rewards.rules import adherence_table
+
 from .suite import EvalRow
 
 # ---------------------------------------------------------------------------------------------
@@ -38,8 +42,6 @@ from .suite import EvalRow
 
 def rate_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``{value, ci95, n}`` of the mean of per-row values (NaN rows dropped) with a bootstrap 95% CI."""
-    from pluralign.rewards.metrics import rate_with_ci
-
     r = rate_with_ci(np.asarray(values, dtype=np.float64), n_boot=n_boot, seed=seed)
     if r["n"] == 0:
         return {"value": None, "ci95": None, "n": 0}
@@ -48,8 +50,6 @@ def rate_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> di
 
 def paired_delta_ci(after: Sequence[float], before: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``{value, ci95, n}`` of mean(after - before) over rows where both are defined (paired bootstrap)."""
-    from pluralign.rewards.metrics import paired_bootstrap_ci
-
     a, b = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
     keep = ~(np.isnan(a) | np.isnan(b))
     if not keep.any():
@@ -92,8 +92,6 @@ def adherence_summary(margins: dict[str, np.ndarray], *, n_boot: int = 1000, see
 
 def adherence_margins(pairs: Sequence[tuple[Any, Any]], rows: Sequence[EvalRow], rules=None) -> dict[str, np.ndarray]:
     """Verifier margins of I_a vs I_o for each row's requested verifiable attributes."""
-    from pluralign.rewards.rules import adherence_table
-
     return adherence_table([a for _, a in pairs], [o for o, _ in pairs], [list(r.attributes) for r in rows], rules)
 
 
@@ -127,8 +125,6 @@ def leakage_summary(fired: dict[str, np.ndarray], baseline: dict[str, np.ndarray
 def leakage_fired(variant_o: Sequence[Any], reference_o: Sequence[Any], attributes: Sequence[str],
                   rules=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(fired, baseline)`` boolean arrays per attribute for :func:`leakage_summary`."""
-    from pluralign.rewards.rules import adherence_table
-
     attributes = list(attributes)
     if not attributes:
         return {}, {}
@@ -158,8 +154,6 @@ def score_matrix(score: Callable[[list, list[str]], Any], pairs: Sequence[tuple[
 def judge_summary(scores: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Judge success ``P[r(I_a,P_a) > r(I_o,P_a)]`` (ties count one half), the four-way reward matrix
     (keys ``I_o|P_o, I_o|P_a, I_a|P_o, I_a|P_a``) and Δr with its CI, via ``pluralign.rewards.metrics``."""
-    from pluralign.rewards.metrics import accuracy_report
-
     rep = accuracy_report(scores["oo"], scores["oa"], scores["ao"], scores["aa"], n_boot=n_boot, seed=seed)
     acc = rep["accuracy"]
     return {
@@ -220,8 +214,6 @@ class SimilarityContent:
         self.threshold = float(threshold)
 
     def similarity(self, images: Sequence[Any], references: Sequence[Any]) -> np.ndarray:
-        from pluralign.rewards.intent import structural_similarity
-
         return np.asarray(structural_similarity(list(images), list(references)), dtype=np.float64)
 
     def check_pairs(self, images: Sequence[Any], references: Sequence[Any]) -> np.ndarray:

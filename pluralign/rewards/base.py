@@ -18,15 +18,17 @@ class MissingDependency(ImportError):
     """An optional package or weight file a reward model needs is not available."""
 
 
-def require(package: str, extra: str | None = None, pip_name: str | None = None):
-    """Import ``package`` or raise :class:`MissingDependency` naming the pip package / extra to install."""
+def require(package: str, pip_name: str):
+    """Import ``package`` or raise :class:`MissingDependency` naming the pip package and the extra that installs it.
+
+    The optional reward packages all come with the ``rewards`` extra, so that is what to install.
+    """
     try:
         return importlib.import_module(package)
     except ImportError as exc:
-        hint = f"pip install 'pluralign[{extra}]'" if extra else f"pip install {pip_name or package}"
         raise MissingDependency(
-            f"this reward model needs the optional package '{pip_name or package}' (import {package!r} failed: {exc});"
-            f" install it with `{hint}`"
+            f"this reward model needs the optional package '{pip_name}' (import {package!r} failed: {exc});"
+            " install it with `pip install 'pluralign[rewards]'`"
         ) from exc
 
 
@@ -39,8 +41,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class RewardModel:
     """Base class: batched, device-aware, lazily loaded.
 
-    Subclasses implement :meth:`load` (build modules, set ``self._loaded = True``) and
-    :meth:`_score_batch` (list of PIL images and prompts -> 1-D float tensor on CPU).
+    Subclasses implement :meth:`_score_batch` (list of PIL images and prompts -> 1-D float
+    tensor on CPU) and, when they have modules or weights, :meth:`load`.
     """
 
     name: str = "reward"
@@ -52,8 +54,9 @@ class RewardModel:
         self.dtype = dtype or torch.float32
         self._loaded = False
 
-    def load(self) -> None:  # pragma: no cover - overridden
-        self._loaded = True
+    def load(self) -> None:
+        """Build modules and read weights; :meth:`score` calls it once, before the first batch, so
+        constructing a model stays cheap. A model-free reward has nothing to load."""
 
     def _score_batch(self, images: list, prompts: list[str]) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError

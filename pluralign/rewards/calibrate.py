@@ -26,7 +26,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import option, parse, to_dict
+from ..config import option, parse, run_module, to_dict
+from ..data import taxonomy
+from ..data.degradations import degrade
 from .rules import RULE_SPECS, THRESHOLDS_PATH, Rule, _features, _needs, statistic_from_features
 
 CALIBRATION_PHOTOS = ("astronaut", "chelsea", "immunohistochemistry", "retina", "hubble_deep_field", "brick",
@@ -48,18 +50,13 @@ class CalibrationConfig:
 
 
 def load_photo(name: str) -> np.ndarray:
-    """One of scikit-image's bundled photos as float32 RGB in [0, 1]."""
-    from skimage import data
+    """One of scikit-image's bundled photos (uint8 RGB or greyscale) as float32 RGB in [0, 1]."""
+    from skimage import data  # a dev-only dependency: needed to calibrate, not to apply the rules
 
-    if name == "motorcycle":
-        img = data.stereo_motorcycle()[0]
-    else:
-        img = getattr(data, name)()
-    img = np.asarray(img)
+    img = np.asarray(data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)())
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)
-    img = img[..., :3]
-    return (img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)).clip(0, 1)
+    return img.astype(np.float32) / 255.0
 
 
 def _pil(x: np.ndarray) -> Image.Image:
@@ -112,15 +109,13 @@ def benign(photo: np.ndarray, view: np.ndarray, box: tuple, size: int, kind: str
         dy, dx = (rng.uniform(-0.05, 0.05, size=2) * np.array([ch, cw])).astype(int)
         top, left = int(np.clip(top + dy, 0, H - ch)), int(np.clip(left + dx, 0, W - cw))
         out = _resize_to(photo[top : top + ch, left : left + cw], size)
-        return out[: view.shape[0], : view.shape[1]] if out.shape == view.shape else _arr(
-            _pil(out).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
+        # rounding can give the shifted crop a pixel more or less than the view: resize to match
+        return out if out.shape == view.shape else _arr(_pil(out).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
     raise ValueError(f"unknown benign perturbation {kind!r}; expected one of {BENIGN}")
 
 
 def degradation_of(attribute: str) -> str:
-    from ..data.taxonomy import get
-
-    name = get(attribute).degradation
+    name = taxonomy.get(attribute).degradation
     if name is None:
         raise ValueError(f"attribute {attribute!r} has no degradation; it cannot be calibrated on images")
     return name
@@ -128,8 +123,6 @@ def degradation_of(attribute: str) -> str:
 
 def build_pairs(photos: tuple[str, ...], attributes, cfg: CalibrationConfig, seed: int, *, progress: bool = True):
     """Positive pairs per attribute and negative pairs, as ``{"pos": {attr: (imgs_a, imgs_o, meta)}, "neg": (imgs_a, imgs_o, meta)}``."""
-    from ..data.degradations import degrade
-
     rng = np.random.default_rng(seed)
     loaded = {p: load_photo(p) for p in photos}
     out: dict = {"pos": {}, "neg": None}
@@ -227,11 +220,12 @@ def calibrate(cfg: CalibrationConfig, *, progress: bool = True) -> dict:
     }
 
 
-def markdown_table(payload: dict, split: str = "heldout") -> str:
+def markdown_table(payload: dict) -> str:
+    """The held-out accuracy and false-positive rate of every rule, as docs/rewards.md shows them."""
     lines = ["| attribute | verifier | statistic | threshold | accuracy | FPR | n pos | n neg |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for a, row in payload["attributes"].items():
-        m = row[split]
+        m = row["heldout"]
         lines.append(f"| {a} | {row['verifier']} | {row['statistic']} | {row['threshold']:.4g} | "
                      f"{m['accuracy']:.3f} | {m['fpr']:.3f} | {m['n_pos']} | {m['n_neg']} |")
     return "\n".join(lines)
@@ -251,6 +245,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pluralign.config import run_module
-
     sys.exit(run_module(main, "python -m pluralign.rewards.calibrate"))

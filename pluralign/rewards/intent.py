@@ -24,8 +24,9 @@ from .verifiers import to_array
 ContentScorer = Callable[[list, list], np.ndarray]
 
 
-def _small_luma(img, side: int) -> np.ndarray:
-    pil = Image.fromarray((to_array(img) * 255 + 0.5).astype(np.uint8)).convert("L").resize((side, side), Image.Resampling.BOX)
+def _small_luma(img) -> np.ndarray:
+    """Luminance box-averaged to 32 x 32: the scene's layout survives, the fine texture an attribute changes does not."""
+    pil = Image.fromarray((to_array(img) * 255 + 0.5).astype(np.uint8)).convert("L").resize((32, 32), Image.Resampling.BOX)
     return np.asarray(pil, dtype=np.float64) / 255.0
 
 
@@ -33,7 +34,7 @@ def _normalise(y: np.ndarray) -> np.ndarray:
     return (y - y.mean()) / (y.std() + 1e-3)
 
 
-def structural_similarity(images_a: Sequence, images_o: Sequence, side: int = 32) -> np.ndarray:
+def structural_similarity(images_a: Sequence, images_o: Sequence) -> np.ndarray:
     """Model-free content similarity in [0, 1]: correlation of standardised 32-px luminance, then SSIM-style structure term.
 
     Standardising each image first removes exposure and contrast changes (which the requested
@@ -43,8 +44,8 @@ def structural_similarity(images_a: Sequence, images_o: Sequence, side: int = 32
 
     out = np.zeros(len(images_a))
     for i, (a, o) in enumerate(zip(images_a, images_o)):
-        ya = gaussian_filter(_normalise(_small_luma(a, side)), 1.0)
-        yo = gaussian_filter(_normalise(_small_luma(o, side)), 1.0)
+        ya = gaussian_filter(_normalise(_small_luma(a)), 1.0)
+        yo = gaussian_filter(_normalise(_small_luma(o)), 1.0)
         ya, yo = ya - ya.mean(), yo - yo.mean()
         corr = float((ya * yo).sum() / np.sqrt((ya * ya).sum() * (yo * yo).sum() + 1e-12))
         out[i] = max(0.0, corr)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_ALPHA = (1 - 0.95) / 2  # each tail of a two-sided 95% interval (the ``ci95`` of every report)
+
 
 def _arr(x) -> np.ndarray:
     if hasattr(x, "detach"):
@@ -50,8 +52,8 @@ def delta_r(r_a_po, r_o_po) -> float:
     return float((a - o).mean())
 
 
-def bootstrap_ci(values, *, stat=np.mean, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``stat`` over per-item values (e.g. 0/1 wins, or paired differences).
+def bootstrap_ci(values, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% CI of the mean over per-item values (e.g. 0/1 wins, or paired differences).
 
     Paired metrics must pass the per-pair quantity (win indicator, r_a - r_o), so resampling
     keeps each pair together: that is the paired bootstrap.
@@ -62,30 +64,26 @@ def bootstrap_ci(values, *, stat=np.mean, n_boot: int = 2000, level: float = 0.9
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    if stat is np.mean:
-        boots = v[idx].mean(axis=1)
-    else:
-        boots = np.array([stat(v[i]) for i in idx])
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    boots = v[idx].mean(axis=1)
+    lo, hi = np.quantile(boots, [_ALPHA, 1 - _ALPHA])
     return (float(lo), float(hi))
 
 
-def paired_bootstrap_ci(x_a, x_b, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """CI of mean(x_a) - mean(x_b) when both were measured on the same items (resample items jointly)."""
+def paired_bootstrap_ci(x_a, x_b, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% CI of mean(x_a) - mean(x_b) when both were measured on the same items (resample items jointly)."""
     a, b = _arr(x_a), _arr(x_b)
     if a.shape != b.shape:
         raise ValueError(f"paired arrays differ in length: {a.shape} vs {b.shape}")
-    return bootstrap_ci(a - b, n_boot=n_boot, level=level, seed=seed)
+    return bootstrap_ci(a - b, n_boot=n_boot, seed=seed)
 
 
-def rate_with_ci(indicators, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def rate_with_ci(indicators, *, n_boot: int = 2000, seed: int = 0) -> dict:
     """``{"rate", "ci95": [lo, hi], "n"}`` for 0/1 (or fractional) per-item outcomes; NaNs are skipped."""
     v = _arr(indicators)
     v = v[~np.isnan(v)]
     if v.size == 0:
         return {"rate": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
-    lo, hi = bootstrap_ci(v, n_boot=n_boot, level=level, seed=seed)
+    lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
     return {"rate": float(v.mean()), "ci95": [lo, hi], "n": int(v.size)}
 
 
@@ -100,7 +98,3 @@ def accuracy_report(r_o_po, r_o_pa, r_a_po, r_a_pa, *, n_boot: int = 2000, seed:
         "matrix": four_way_matrix(r_o_po, r_o_pa, r_a_po, r_a_pa),
         "delta_r": {"value": float(diff.mean()), "ci95": [lo, hi], "n": int(diff.size)},
     }
-
-
-# The name the evaluation loop uses for the four-way matrix.
-reward_matrix = four_way_matrix

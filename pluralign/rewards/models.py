@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .base import MissingDependency, RewardModel, require
+from .rules import RULE_SPECS
+from .verifiers import measure
 
 
 def _check_local(path: str) -> None:
@@ -95,7 +98,7 @@ class HPSv2(RewardModel):
         self.checkpoint, self.arch = checkpoint, arch
 
     def load(self) -> None:
-        open_clip = require("open_clip", extra="rewards", pip_name="open_clip_torch")
+        open_clip = require("open_clip", "open_clip_torch")
         if not self.checkpoint or not Path(self.checkpoint).exists():
             raise MissingDependency(
                 f"hpsv2: checkpoint {self.checkpoint!r} not found; download HPS_v2.1_compressed.pt from the hub repo"
@@ -126,7 +129,7 @@ class ImageRewardModel(RewardModel):
         self.model_id = model_id
 
     def load(self) -> None:
-        rm = require("ImageReward", extra="rewards", pip_name="image-reward")
+        rm = require("ImageReward", "image-reward")
         try:
             self.model = rm.load(self.model_id, device=str(self.device))
         except Exception as exc:  # the package downloads on first use
@@ -212,40 +215,29 @@ class BLIPITM(RewardModel):
         return torch.softmax(logits.float(), dim=-1)[:, 1]
 
 
-class VerifierReward(RewardModel):
-    """A model-free reward from the verifiers: +1 per attribute named in the prompt that the image shows.
+# Each verifiable attribute as a prompt names it: "motion blur" or "motion-blur".
+_ATTRIBUTE_WORDS = {a: (a.replace("_", " "), a.replace("_", "-")) for a in RULE_SPECS}
 
-    Scores an image *alone* against its prompt: for each verifiable attribute whose name (with
-    ``_`` as space) appears in the prompt, add the attribute-direction verifier value,
-    standardised by its scale. Useful as a transparent baseline judge and in tests.
+
+class VerifierReward(RewardModel):
+    """A model-free reward: how strongly an image shows the verifiable attributes its prompt names.
+
+    For each attribute whose name (``_`` as space or hyphen) appears in the prompt, add
+    ``direction * log(verifier value + eps)``: the log puts verifiers of different scales on one
+    footing and the direction makes more of the attribute score higher. It judges an image
+    alone, so unlike the paired rules it cannot tell the attribute from the scene; it serves as
+    a transparent baseline judge that needs no weights (and so runs in tests).
     """
 
     name = "verifier"
-    prompt_aware = True
-
-    def __init__(self, attribute_words: dict[str, tuple[str, ...]] | None = None, **kw):
-        super().__init__(**kw)
-        self.attribute_words = attribute_words
-
-    def load(self) -> None:
-        from .rules import RULE_SPECS
-
-        words = self.attribute_words or {a: (a.replace("_", " "), a.replace("_", "-")) for a in RULE_SPECS}
-        self.words = words
 
     def _score_batch(self, images, prompts):
-        import numpy as np
-
-        from .rules import RULE_SPECS
-        from .verifiers import measure
-
-        needed = {RULE_SPECS[a][0] for a in self.words if a in RULE_SPECS}
-        vals = measure(images, sorted(needed))
+        vals = measure(images, sorted({verifier for verifier, _, _, _ in RULE_SPECS.values()}))
         out = np.zeros(len(images))
         for i, p in enumerate(prompts):
             low = p.lower()
-            for a, ws in self.words.items():
-                if a in RULE_SPECS and any(w in low for w in ws):
+            for a, ws in _ATTRIBUTE_WORDS.items():
+                if any(w in low for w in ws):
                     verifier, _, direction, eps = RULE_SPECS[a]
                     out[i] += direction * np.log(max(vals[verifier][i], 0) + eps + 1e-6)
         return torch.tensor(out, dtype=torch.float32)

@@ -28,7 +28,7 @@ the file also records the calibration config and held-out accuracy/false-positiv
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,14 +36,12 @@ import numpy as np
 
 from .verifiers import (
     BATCH_VERIFIERS,
-    CHUNK,
     SPECTRUM_ANGLES,
-    Batch,
+    batched,
     chroma_vector,
     coarse_contrast,
     dark_flat_fractions,
     gradient_tensor,
-    group_by_shape,
     lateral_ca,
     rotation_spectrum,
     subject_centroid,
@@ -55,8 +53,10 @@ STATISTICS = ("log_ratio", "coarse_log_ratio", "difference", "abs_difference", "
               "rotation", "centroid_shift")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
-# Features the paired statistics compare, beyond the scalar verifiers: name -> Batch -> N or N x k.
+# What the paired statistics compare: the scalar verifiers plus vector and other-scale forms
+# (names starting with "_"), name -> Batch -> N or N x k.
 FEATURES = {
+    **BATCH_VERIFIERS,
     "_chroma": chroma_vector,
     "_spectrum": rotation_spectrum,
     "_centroid": subject_centroid,
@@ -111,15 +111,15 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
 
 @lru_cache(maxsize=1)
 def _shipped() -> dict:
+    # absent until the first calibration: the rules then have NaN thresholds and adherence_table says to calibrate
     if not THRESHOLDS_PATH.exists():
         return {}
     return json.loads(THRESHOLDS_PATH.read_text(encoding="utf-8"))
 
 
-def load_rules(path: str | Path | None = None) -> dict[str, Rule]:
-    """Rules with thresholds from ``path`` (default: the shipped ``thresholds.json``)."""
-    data = _shipped() if path is None else json.loads(Path(path).read_text(encoding="utf-8"))
-    table = data.get("attributes", {})
+def load_rules() -> dict[str, Rule]:
+    """The rules with the shipped thresholds (``thresholds.json``); NaN for an attribute not calibrated yet."""
+    table = _shipped().get("attributes", {})
     rules = {}
     for attr, (verifier, statistic, direction, eps) in RULE_SPECS.items():
         thr = table.get(attr, {}).get("threshold")
@@ -137,34 +137,18 @@ def get_rule(attribute: str, rules: dict[str, Rule] | None = None) -> Rule:
     return rules[attribute]
 
 
-def verifiable(attribute: str) -> bool:
-    return attribute in RULE_SPECS
-
-
 def _features(arrays: list[np.ndarray], needs: set[str]) -> dict[str, np.ndarray]:
-    """Scalar verifiers plus the vector features the paired statistics need."""
-    n = len(arrays)
-    out: dict[str, np.ndarray] = {}
-    for idx in group_by_shape(arrays).values():
-        for s in range(0, len(idx), CHUNK):
-            part = idx[s : s + CHUNK]
-            b = Batch(np.stack([arrays[i] for i in part]))
-            for name in needs:
-                val = FEATURES[name](b) if name in FEATURES else BATCH_VERIFIERS[name](b)
-                if name not in out:
-                    out[name] = np.zeros((n,) + val.shape[1:], dtype=np.float64)
-                out[name][part] = val
-    return out
+    """The named :data:`FEATURES` of every image, batched like :func:`~pluralign.rewards.verifiers.measure`."""
+    return batched(arrays, {name: FEATURES[name] for name in needs})
 
 
 def _needs(rule: Rule) -> str:
+    """The :data:`FEATURES` entry ``rule``'s statistic compares."""
     if rule.statistic in _BY_STATISTIC:
         return _BY_STATISTIC[rule.statistic]
     if rule.statistic in ("abs_difference", "max_difference"):
-        return _FULL_FORM.get(rule.verifier, rule.verifier)
+        return _FULL_FORM[rule.verifier]
     if rule.statistic == "coarse_log_ratio":
-        if rule.verifier not in _COARSE_FORM:
-            raise ValueError(f"coarse_log_ratio needs a coarse form of {rule.verifier!r}; have {sorted(_COARSE_FORM)}")
         return _COARSE_FORM[rule.verifier]
     return rule.verifier
 
@@ -179,13 +163,10 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "abs_difference":
         return np.abs(a - o)
     if rule.statistic == "max_difference":
-        d = rule.direction * (a - o)
-        return d.max(axis=1) if d.ndim > 1 else d
+        return (rule.direction * (a - o)).max(axis=1)
     if rule.statistic == "directional_blur":
         return directional_blur(a, o, rule.direction, rule.eps)
-    if rule.statistic == "chroma_shift":
-        return np.linalg.norm(a - o, axis=1)
-    if rule.statistic == "centroid_shift":
+    if rule.statistic in ("chroma_shift", "centroid_shift"):
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
         return np.abs(estimate_rotation_spectra(a, o))
@@ -235,19 +216,9 @@ def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> n
     return (shift[best] + np.clip(frac, -0.5, 0.5)) * step
 
 
-def paired_statistic(images_a, images_o, attribute: str, rules: dict[str, Rule] | None = None) -> np.ndarray:
-    """The signed paired statistic for ``attribute`` per pair (larger = more of the attribute in I_a)."""
-    rule = get_rule(attribute, rules)
-    a, o = _as_list(images_a), _as_list(images_o)
-    _check_pairs(a, o)
-    need = {_needs(rule)}
-    return statistic_from_features(rule, _features(a, need), _features(o, need))
-
-
 def _as_list(images) -> list[np.ndarray]:
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return [to_array(x) for x in images]
-    if isinstance(images, np.ndarray) or hasattr(images, "convert"):
+    """A list of images, an ``N x H x W x 3`` array or one image (array or PIL) -> list of arrays."""
+    if hasattr(images, "convert") or (isinstance(images, np.ndarray) and images.ndim != 4):
         return [to_array(images)]
     return [to_array(x) for x in images]
 
@@ -298,22 +269,18 @@ def adherence_scores(images_a, images_o, attributes, rules: dict[str, Rule] | No
     NaN for pairs whose attributes have no verifier rule.
     """
     table = adherence_table(images_a, images_o, attributes, rules)
-    n = len(_as_list(images_a))
     if not table:
-        return np.full(n, np.nan)
+        return np.full(len(_as_list(images_a)), np.nan)
     stacked = np.stack(list(table.values()), axis=1)
-    with np.errstate(all="ignore"):
-        allnan = np.isnan(stacked).all(axis=1)
-        out = np.where(allnan, np.nan, np.nanmin(np.where(np.isnan(stacked), np.inf, stacked), axis=1))
-    return out
+    missing = np.isnan(stacked)
+    worst = np.where(missing, np.inf, stacked).min(axis=1)
+    return np.where(missing.all(axis=1), np.nan, worst)
 
 
 def adheres(image_a, image_o, attribute: str, rules: dict[str, Rule] | None = None) -> bool:
     """True when ``image_a`` shows ``attribute`` relative to ``image_o`` at the shipped threshold."""
-    return bool(adherence_table([image_a], [image_o], [[attribute]], rules)[get_rule(attribute, rules).attribute][0] > 0)
+    get_rule(attribute, rules)  # a prompt-only attribute has no rule: say so rather than answer False
+    return bool(adherence_table([image_a], [image_o], [[attribute]], rules)[attribute][0] > 0)
 
 
-RULES = load_rules()
-
-__all__ = ["Rule", "RULES", "RULE_SPECS", "load_rules", "get_rule", "verifiable", "paired_statistic",
-           "adherence_table", "adherence_scores", "adheres", "asdict"]
+__all__ = ["Rule", "RULE_SPECS", "load_rules", "get_rule", "adherence_table", "adherence_scores", "adheres"]

@@ -1,4 +1,4 @@
-"""Model-free image measurements ("verifiers") and the paired decision rule built on them.
+"""Model-free image measurements ("verifiers").
 
 Each verifier is a real measurement of one photographic property, computed with vectorised
 numpy on any image size. ``VERIFIERS[name](image) -> float`` measures one image;
@@ -7,9 +7,10 @@ numpy on any image size. ``VERIFIERS[name](image) -> float`` measures one image;
 batch at once.
 
 Images are float32 ``H x W x 3`` arrays in [0, 1]; PIL images, uint8 arrays and greyscale
-arrays are converted. The paired decision rule (does ``I_a`` show attribute ``a`` relative
-to ``I_o`` made from the same seed?) lives in :mod:`pluralign.rewards.rules` and is
-re-exported here as :func:`adheres` / :func:`adherence_scores`.
+arrays are converted. This module only measures: the paired decision rules (does ``I_a``
+show attribute ``a`` relative to ``I_o`` made from the same seed?) are thresholds on these
+measurements and live in :mod:`pluralign.rewards.rules`, which imports this module and never
+the other way round.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 def to_array(image) -> np.ndarray:
     """Any RGB(A)/greyscale PIL image or array -> float32 ``H x W x 3`` in [0, 1]."""
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
-        arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        return arr
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
@@ -143,7 +143,7 @@ class Batch:
         return self._get("y128", lambda: _area_downscale(self.y[..., None], 128)[..., 0])
 
 
-def _second_diff(a: np.ndarray, axis: int, step: int = 1) -> np.ndarray:
+def _second_diff(a: np.ndarray, axis: int, step: int) -> np.ndarray:
     """``a[i - step] - 2 a[i] + a[i + step]`` along ``axis`` (valid part), with in-place arithmetic.
 
     Written out with ``out=`` so a 256 x 256 batch allocates one array instead of three; the
@@ -252,14 +252,14 @@ def _opponent(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return r - g, 0.5 * (r + g) - bl
 
 
-def coarse_contrast(b: Batch, side: int = 16) -> np.ndarray:
-    """RMS contrast of luminance block-averaged to ``side`` pixels: the large-scale light and shadow.
+def coarse_contrast(b: Batch) -> np.ndarray:
+    """RMS contrast of luminance block-averaged to 16 pixels: the large-scale light and shadow.
 
     Flat, shadowless light removes the slow luminance variation across the frame while keeping
     texture; on grass or a star field, where texture carries almost all of the full-resolution
     contrast, only this coarse contrast shows the change.
     """
-    return b._get(f"coarse_contrast{side}", lambda: _area_downscale(b.y[..., None], side)[..., 0].std(axis=(1, 2)))
+    return b._get("coarse_contrast", lambda: _area_downscale(b.y[..., None], 16)[..., 0].std(axis=(1, 2)))
 
 
 def _colorfulness(b: Batch) -> np.ndarray:
@@ -347,14 +347,15 @@ def _grain(b: Batch) -> np.ndarray:
     return _abs_quantile(_immerkaer(b.y, step=2), 0.35) * _Q35_TO_SIGMA
 
 
-def _dct_matrix(n: int = 8) -> np.ndarray:
-    k = np.arange(n)
-    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2.0 / n)
+def _dct8() -> np.ndarray:
+    """The orthonormal 8-point DCT-II matrix (row ``u`` holds frequency ``u``): JPEG's block transform."""
+    k = np.arange(8)
+    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / 16) * np.sqrt(2.0 / 8)
     m[0] /= np.sqrt(2.0)
     return m.astype(np.float32)
 
 
-_DCT8 = _dct_matrix(8)
+_DCT8 = _dct8()
 
 
 def _block_hf_energy(y: np.ndarray, offset: int) -> np.ndarray:
@@ -380,8 +381,7 @@ def _blockiness(b: Batch) -> np.ndarray:
     JPEG quantises each aligned block separately: inside a block high frequencies are flattened,
     while the steps between blocks put high frequencies into any block that straddles a boundary.
     Comparing the two tilings of the same image cancels the scene's own texture, which a ratio
-    of boundary to interior pixel steps (the previous measure) could not do on 32 px images with
-    three boundaries per axis. The floor (half a grey level) keeps flat images at 0.
+    of boundary to interior pixel steps cannot do on 32 px images with three boundaries per axis. The floor (half a grey level) keeps flat images at 0.
     """
     y = b.y
     n, h, w = y.shape
@@ -669,11 +669,31 @@ def _check_names(names: Iterable[str] | None) -> list[str]:
     return names
 
 
-def group_by_shape(arrays: Sequence[np.ndarray]) -> dict[tuple[int, ...], list[int]]:
-    groups: dict[tuple[int, ...], list[int]] = {}
+def batched(arrays: Sequence[np.ndarray], fns: dict[str, Callable[[Batch], np.ndarray]],
+            chunk: int = CHUNK) -> dict[str, np.ndarray]:
+    """``{name: fn}`` applied to every image: ``{name: float64 array N or N x k}``, rows in input order.
+
+    Same-sized images are stacked into batches of at most ``chunk``, so numpy works on many
+    images at once and every ``fn`` shares the batch's cached intermediates. This one loop serves
+    both the scalar verifiers (:func:`measure`) and the vector features the paired rules
+    compare, so the two always see the same batches.
+    """
+    n = len(arrays)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, a in enumerate(arrays):
-        groups.setdefault(a.shape, []).append(i)
-    return groups
+        by_shape.setdefault(a.shape, []).append(i)
+    out: dict[str, np.ndarray] = {}
+    for idx in by_shape.values():
+        for s in range(0, len(idx), chunk):
+            part = idx[s : s + chunk]
+            b = Batch(np.stack([arrays[i] for i in part]))
+            for name, fn in fns.items():
+                val = fn(b)
+                if name not in out:  # the first batch tells a vector feature's width
+                    out[name] = np.zeros((n,) + val.shape[1:], dtype=np.float64)
+                out[name][part] = val
+    # without images no batch tells the width: every result is an empty vector
+    return {name: out.get(name, np.zeros(0)) for name in fns}
 
 
 def measure(images, names: Iterable[str] | None = None, *, chunk: int = CHUNK) -> dict[str, np.ndarray]:
@@ -681,27 +701,7 @@ def measure(images, names: Iterable[str] | None = None, *, chunk: int = CHUNK) -
 
     ``images`` is a list of PIL images / arrays or one ``N x H x W x 3`` array. Returns
     ``{name: float64 array [N]}``. Same-sized images are scored together in chunks of
-    ``chunk`` so shared intermediates are computed once and numpy works on whole batches.
+    ``chunk`` (see :func:`batched`).
     """
     names = _check_names(names)
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        arrays = [to_array(im) for im in images]
-    else:
-        arrays = [to_array(im) for im in images]
-    out = {n: np.zeros(len(arrays), dtype=np.float64) for n in names}
-    for idx in group_by_shape(arrays).values():
-        for s in range(0, len(idx), chunk):
-            part = idx[s : s + chunk]
-            b = Batch(np.stack([arrays[i] for i in part]))
-            for n in names:
-                out[n][part] = BATCH_VERIFIERS[n](b)
-    return out
-
-
-def __getattr__(name: str):
-    # Re-export the paired decision rule without an import cycle.
-    if name in ("adheres", "adherence_scores", "RULES", "paired_statistic"):
-        from . import rules
-
-        return getattr(rules, name)
-    raise AttributeError(name)
+    return batched([to_array(im) for im in images], {n: BATCH_VERIFIERS[n] for n in names}, chunk)
