@@ -20,7 +20,7 @@ from .config import option, parse, run_module
 from .eval.runner import EvalConfig, run_eval
 from .trainers.config import DPOTrainConfig
 from .trainers.export import attach_eval
-from .trainers.trainer import NonFiniteLossError, Plan, plan, train
+from .trainers.trainer import NonFiniteLossError, TrainResult, train
 
 
 @dataclass
@@ -36,14 +36,14 @@ class AfterTrainingEval:
     eval_guidance_scale: float = option(7.5, "classifier-free guidance scale of eval images", min=0)
 
 
-def evaluate_adapter(p: Plan, ev: AfterTrainingEval, adapter_name: str, adapter_dir: Path) -> dict[str, float]:
+def evaluate_adapter(c: DPOTrainConfig, result: TrainResult, ev: AfterTrainingEval, adapter_name: str,
+                     adapter_dir: Path) -> dict[str, float]:
     """Base vs adapter dial; the summary goes into the model card and ``eval_summary.json``."""
     from accelerate import PartialState
 
-    c = p.config
-    out = p.output_dir / "eval" / adapter_name
+    out = result.output_dir / "eval" / adapter_name
     results = run_eval(EvalConfig(
-        base=p.model, adapter=str(adapter_dir), adapter_name=adapter_name, weights=list(ev.eval_weights),
+        base=result.base_model, adapter=str(adapter_dir), adapter_name=adapter_name, weights=list(ev.eval_weights),
         suite=ev.eval_suite, n_prompts=ev.eval_n_prompts, num_inference_steps=ev.eval_inference_steps,
         guidance_scale=ev.eval_guidance_scale, height=c.resolution, width=c.resolution, output=str(out),
         dtype={"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[c.mixed_precision]))
@@ -71,9 +71,8 @@ def train_and_evaluate(config: DPOTrainConfig, ev: AfterTrainingEval):
     """Train; then, if asked, evaluate each adapter (its metrics join the result's)."""
     result = train(config)
     if ev.eval_before_after:
-        p = plan(config)
         for name, adapter_dir in result.adapter_dirs.items():
-            metrics = evaluate_adapter(p, ev, name, adapter_dir)
+            metrics = evaluate_adapter(config, result, ev, name, adapter_dir)
             prefix = f"{name}/" if len(result.adapter_dirs) > 1 else ""
             result.metrics.update({prefix + k: v for k, v in metrics.items()})
     return result

@@ -19,7 +19,7 @@ def toy_dir(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("toy")
     recipe = out / "align.yaml"
-    recipe.write_text(yaml.safe_dump({**yaml.safe_load(paths.recipe("align").read_text()), "max_steps": 1,
+    recipe.write_text(yaml.safe_dump({**yaml.safe_load(paths.recipe("align").read_text()), "max_steps": 1, "lr_warmup_steps": 0,
                                       "train_batch_size": 2}))
     main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
           "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",
@@ -138,7 +138,7 @@ def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp
     assert res["pooled"]["adapter"]["leakage_max_abs_points"] == max(a["leakage_max_abs_points"],
                                                                        b["leakage_max_abs_points"])
     assert set(res["pooled"]["adapter"]["content_by_attribute"]) == set(a["content_by_attribute"])
-    assert res["config"]["max_steps"] == 2 and res["validation"]["validation_seeds"] == [5000, 6000]
+    assert res["train_config"]["max_steps"] == 2 and res["validation"]["validation_seeds"] == [5000, 6000]
     assert (tmp_path / "v" / "runs" / "intent" / "adapter" / "pytorch_lora_weights.safetensors").is_file()
     assert [json.loads(line)["pooled"]["n"] for line in log.read_text().splitlines()] == [18]
 

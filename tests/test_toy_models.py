@@ -62,7 +62,7 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
 
     out = tmp_path / "toy"
     recipe = tmp_path / "align.yaml"  # the shipped alignment recipe, on a one-step budget
-    recipe.write_text(yaml.safe_dump({**yaml.safe_load(paths.recipe("align").read_text()), "max_steps": 1,
+    recipe.write_text(yaml.safe_dump({**yaml.safe_load(paths.recipe("align").read_text()), "max_steps": 1, "lr_warmup_steps": 0,
                                       "train_batch_size": 2}))
     rc = main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
                "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",

@@ -140,10 +140,12 @@ def test_ema_decay_exports_the_average_and_resumes_exactly(tiny_pipeline_dir, tm
     part = dict(common, max_steps=2)
     train(cfg(tmp_path / "resumed", model, ema_decay=0.9, checkpointing_steps=2, **part))
     resumed = weights(train(cfg(tmp_path / "resumed", model, ema_decay=0.9, checkpointing_steps=2,
-                                resume_from_checkpoint="latest", overwrite_output_dir=True, **common)))
+                                resume_from_checkpoint="latest", **common)))
     assert max((averaged[k] - resumed[k]).abs().max().item() for k in averaged) <= 1e-6
 
     train(cfg(tmp_path / "no_ema", model, checkpointing_steps=2, **part))
+    resume = dict(ema_decay=0.9, checkpointing_steps=2, resume_from_checkpoint="latest", **common)
+    with pytest.raises(ValueError, match=r"ema_decay: 0.0 -> 0.9"):  # the run's recorded trajectory had no EMA
+        train(cfg(tmp_path / "no_ema", model, **resume))
     with pytest.raises(ValueError, match="saved without ema_decay"):
-        train(cfg(tmp_path / "no_ema", model, ema_decay=0.9, checkpointing_steps=2, resume_from_checkpoint="latest",
-                  overwrite_output_dir=True, **common))
+        train(cfg(tmp_path / "no_ema", model, allow_config_change=True, **resume))

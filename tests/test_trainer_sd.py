@@ -164,7 +164,7 @@ def test_non_finite_loss_stops_with_last_checkpoint_intact(run, monkeypatch):
     from pluralign.trainers import train, trainer
     from pluralign.trainers.trainer import NonFiniteLossError, replace
 
-    real = trainer.diffusion_dpo_loss
+    real = trainer.intent_dpo_loss
     n = {"calls": 0}
 
     def poisoned(*a, **k):
@@ -172,7 +172,7 @@ def test_non_finite_loss_stops_with_last_checkpoint_intact(run, monkeypatch):
         loss, stats = real(*a, **k)
         return (loss * float("nan"), stats) if n["calls"] == 3 else (loss, stats)
 
-    monkeypatch.setattr(trainer, "diffusion_dpo_loss", poisoned)
+    monkeypatch.setattr(trainer, "intent_dpo_loss", poisoned)
     out = run["tmp"] / "nan"
     with pytest.raises(NonFiniteLossError, match=r"step 3 .*checkpoint-2"):
         train(replace(run["config"], output_dir=str(out), max_steps=5, checkpointing_steps=2))

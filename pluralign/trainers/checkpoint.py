@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,14 +92,55 @@ def load_ema(path: Path) -> dict[str, torch.Tensor] | None:
     return load_file(str(f)) if f.exists() else None
 
 
-def resolve_resume(arg: str | None, root: Path) -> Path | None:
-    """``latest`` -> newest checkpoint under ``root`` (None if there is none); a path must exist."""
+def problem(path: Path) -> str | None:
+    """What is wrong with a checkpoint directory (a file missing or unreadable), or None if every
+    file it needs loads."""
+    try:
+        json.loads((path / "state.json").read_text(encoding="utf-8"))
+        json.loads((path / "rng.json").read_text(encoding="utf-8"))
+        for name in ("lora.safetensors", "rng.safetensors"):
+            load_file(str(path / name))
+        if (path / "ema.safetensors").exists():
+            load_file(str(path / "ema.safetensors"))
+        for name in ("optimizer.pt", "scheduler.pt"):
+            torch.load(path / name, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read makes the checkpoint unusable
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def run_id_of(path: Path) -> str | None:
+    try:
+        return json.loads((path / "state.json").read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_resume(arg: str | None, root: Path, run_id: str | None = None) -> Path | None:
+    """The checkpoint to resume from.
+
+    ``latest``: the newest checkpoint under ``root`` that belongs to run ``run_id`` and loads; a
+    damaged one is skipped with a warning that names it, so a kill while the disk was failing costs
+    the steps since the previous checkpoint, not the run. None if there is none. A path must be an
+    intact checkpoint."""
     if not arg:
         return None
     if arg == "latest":
-        found = list_checkpoints(root)
-        return found[-1] if found else None
+        for path in reversed(list_checkpoints(root)):
+            owner = run_id_of(path)
+            if run_id is not None and owner != run_id:
+                warnings.warn(f"{path} belongs to run {owner}, not to this run ({run_id}); skipped", stacklevel=2)
+                continue
+            bad = problem(path)
+            if bad is None:
+                return path
+            warnings.warn(f"{path} is damaged ({bad}); falling back to the previous checkpoint", stacklevel=2)
+        return None
     path = Path(arg)
     if not (path / "state.json").exists():
         raise ValueError(f"resume_from_checkpoint {arg}: not a checkpoint directory (no state.json)")
+    bad = problem(path)
+    if bad is not None:
+        raise ValueError(f"resume_from_checkpoint {arg}: the checkpoint is damaged ({bad}); resume from another "
+                         "checkpoint or 'latest'")
     return path

@@ -111,7 +111,11 @@ class DPOTrainConfig:
     checkpointing_steps: int = option(0, "save a resumable checkpoint every N optimizer steps (0: only at the end)",
                                       min=0)
     checkpoints_total_limit: int | None = option(2, "keep at most this many checkpoints", min=1)
-    resume_from_checkpoint: str | None = option(None, "'latest' or a checkpoint directory")
+    resume_from_checkpoint: str | None = option(None, "'latest' (the newest intact checkpoint of the run in "
+                                                "output_dir) or a checkpoint directory")
+    allow_config_change: bool = option(False, "resume even though settings that change the trajectory (lr, batch, "
+                                       "seed, loss, data, base model...) differ from the run's run.json; the "
+                                       "accepted differences are recorded there")
     report_to: str = option("none", "accelerate tracker: wandb, tensorboard, all or none")
     tracker_project: str = option("pluralign", "tracker project name")
     logging_steps: int = option(1, "log metrics every N optimizer steps", min=1)

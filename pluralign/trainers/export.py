@@ -14,17 +14,34 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .adapters import adapter_state_dict
 
 
-def export_diffusers(pipeline_cls, family, denoiser, adapter_name: str, out_dir: Path) -> Path:
+def export_diffusers(pipeline_cls, family, denoiser, adapter_name: str, out_dir: Path,
+                     identity: dict[str, str] | None = None) -> Path:
+    """The diffusers LoRA directory; ``identity`` (:func:`~.identity.identity_metadata`) joins the
+    file's metadata, so whoever loads it can check it against their base."""
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = adapter_state_dict(denoiser, adapter_name)  # PEFT keys; the family picks the on-disk key format
     metadata = denoiser.peft_config[adapter_name].to_dict()
     pipeline_cls.save_lora_weights(str(out_dir), **family.save_lora_kwargs(layers, metadata))
-    return out_dir / "pytorch_lora_weights.safetensors"
+    path = out_dir / "pytorch_lora_weights.safetensors"
+    if identity:
+        add_metadata(path, identity)
+    return path
+
+
+def add_metadata(path: Path, extra: dict[str, str]) -> None:
+    """Add string ``extra`` entries to a safetensors file's metadata (tensors unchanged), atomically."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={**meta, **extra})
+    tmp.replace(path)
 
 
 def kohya_alpha(lora_cfg) -> float:
@@ -51,7 +68,7 @@ def export_kohya(family, denoiser, adapter_name: str, path: Path) -> Path:
 
 
 def model_card(*, base_model: str, family: str, adapter_name: str, data_mix: dict, hyper: dict,
-               metrics: dict, eval_summary: dict | None = None) -> str:
+               metrics: dict, eval_summary: dict | None = None, identity: dict | None = None) -> str:
     lines = [
         "---", "library_name: diffusers", f"base_model: {base_model}", "tags: [lora, diffusion-dpo, pluralign]",
         "---", "", f"# {adapter_name}: intent-conditioned Diffusion-DPO LoRA", "",
@@ -60,7 +77,12 @@ def model_card(*, base_model: str, family: str, adapter_name: str, data_mix: dic
         "its ordinary behaviour on plain prompts.", "", "## Use", "", "```python",
         "from diffusers import DiffusionPipeline", f'pipe = DiffusionPipeline.from_pretrained("{base_model}")',
         f'pipe.load_lora_weights("<this directory>", adapter_name="{adapter_name}")',
-        f'pipe.set_adapters(["{adapter_name}"], [1.0])', "```", "", "## Data mix", "",
+        f'pipe.set_adapters(["{adapter_name}"], [1.0])', "```", "",
+        *(["## Base model", "", "| field | value |", "|---|---|",
+           *[f"| {k} | {v} |" for k, v in identity.items() if v is not None], "",
+           "`pluralign eval` refuses to load this adapter into a base of another family or other weights.", ""]
+          if identity else []),
+        "## Data mix", "",
         f"{data_mix.get('pairs', 0)} pairs.", "", "| kind | pairs |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in sorted(data_mix.get("kind", {}).items())], "",
         "| category | pairs |", "|---|---|",

@@ -10,6 +10,7 @@ noise and timesteps. Family specifics come from :mod:`.families`, the target fro
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import time
@@ -38,7 +39,10 @@ from .data import check_columns, column, data_mix, load_pairs, select_rows
 from .ema import WeightEMA
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
+from .identity import base_identity, identity_metadata
 from .loss import IntentLossConfig, intent_dpo_loss, per_sample_mse, sft_loss
+from .manifest import NAME as MANIFEST
+from .manifest import clear_run, dataset_fingerprint, new_manifest, read_manifest, trajectory_changes, write_manifest
 from .objectives import objective_from_config, pair_noise, shared_noise
 
 
@@ -55,6 +59,7 @@ class TrainResult:
     metrics: dict[str, float]
     history: list[dict] = field(default_factory=list)
     steps: int = 0
+    base_model: str = ""  # the pipeline the adapters were trained on (a tiny:FAMILY spec resolved to its folder)
 
 
 @dataclass
@@ -63,8 +68,11 @@ class AdapterRun:
 
     name: str
     indices: list[int]
-    run_dir: Path      # checkpoints, validation images, tracker files
+    run_dir: Path      # run.json, checkpoints, validation images, tracker files
     adapter_dir: Path  # the exported diffusers LoRA and its model card
+    dataset: dict = field(default_factory=dict)  # spec, fingerprint and rows (run.json)
+    recorded: dict | None = None                 # the run.json found in run_dir, if any
+    manifest: dict | None = None                 # this run's run.json, once the run is opened
 
 
 @dataclass
@@ -78,6 +86,7 @@ class Plan:
     cache_dir: Path
     dataset: object
     runs: list[AdapterRun]
+    base: dict  # the base model's identity (identity.base_identity)
 
 
 def resolve_model(spec: str, cache_dir: Path) -> str:
@@ -150,23 +159,53 @@ def plan(config: DPOTrainConfig) -> Plan:
             if not any(c == cat for c in (column(ds, "category")[i] for i in idx)):
                 raise ValueError(f"dataset {config.dataset}: no rows of category {cat!r} (present: {present})")
             runs.append(AdapterRun(cat, idx, out / "runs" / cat, out / "adapter" / cat))
+    if config.overwrite_output_dir and config.resume_from_checkpoint:
+        raise ValueError("overwrite_output_dir starts a new run in output_dir and resume_from_checkpoint continues the "
+                         "one there: set only one of them")
+    base = base_identity(model, config.revision, family.name)
     for run in runs:
         if not run.indices:
             raise ValueError(f"dataset {config.dataset}: no rows to train adapter {run.name!r}")
-        if (run.adapter_dir / "pytorch_lora_weights.safetensors").exists() and not (
-                config.overwrite_output_dir or config.resume_from_checkpoint):
-            raise ValueError(f"{run.adapter_dir} already holds a trained adapter; set overwrite_output_dir: true, "
-                             "resume_from_checkpoint: latest, or another output_dir")
-    return Plan(config, model, family, out, cache_dir, ds, runs)
+        run.dataset = {"spec": config.dataset, "fingerprint": dataset_fingerprint(ds, config.dataset, run.indices),
+                       "rows": len(run.indices)}
+        run.recorded = read_manifest(run.run_dir)
+        _check_run_dir(config, run, base)
+    return Plan(config, model, family, out, cache_dir, ds, runs, base)
+
+
+def _check_run_dir(config: DPOTrainConfig, run: AdapterRun, base: dict) -> None:
+    """A run directory holds one run: starting over needs overwrite_output_dir, and a resume must
+    follow the recorded trajectory (allow_config_change accepts the differences it lists)."""
+    held = run.recorded is not None or (run.adapter_dir / "pytorch_lora_weights.safetensors").exists() \
+        or bool(ckpt.list_checkpoints(run.run_dir / "checkpoints"))
+    if not config.resume_from_checkpoint:
+        if held and not config.overwrite_output_dir:
+            raise ValueError(f"{run.run_dir} already holds a run; set overwrite_output_dir: true to replace it, "
+                             "resume_from_checkpoint: latest to continue it, or choose another output_dir")
+        return
+    if run.recorded is None:
+        if ckpt.list_checkpoints(run.run_dir / "checkpoints"):
+            raise ValueError(f"{run.run_dir} has checkpoints but no {MANIFEST}, so nothing says which run or "
+                             "settings they belong to; start a new run (overwrite_output_dir: true)")
+        return
+    changes = trajectory_changes(run.recorded, config, base, run.dataset)
+    if changes and not config.allow_config_change:
+        listed = "\n  ".join(changes)
+        raise ValueError(f"{run.run_dir / MANIFEST}: resuming with settings that change the run's trajectory:\n  "
+                         f"{listed}\nRestore them, or set allow_config_change: true to resume anyway (recorded in "
+                         f"{MANIFEST}).")
 
 
 def train(config: DPOTrainConfig) -> TrainResult:
     """Train (and export) the adapter(s) of ``config``; the public entry point of the trainer."""
     p = plan(config)
-    results = [_train_one(p, run) for run in p.runs]
+    results = []
+    for run in p.runs:
+        _open_run(p, run)
+        results.append(_train_one(p, run))
     if len(results) == 1:
         return results[0]
-    merged = TrainResult(p.output_dir, p.output_dir / "adapter", {}, {}, {}, [], 0)
+    merged = TrainResult(p.output_dir, p.output_dir / "adapter", {}, {}, {}, [], 0, p.model)
     for run, r in zip(p.runs, results):
         merged.adapter_dirs.update(r.adapter_dirs)
         merged.kohya_files.update(r.kohya_files)
@@ -174,6 +213,28 @@ def train(config: DPOTrainConfig) -> TrainResult:
         merged.history += [{"adapter": run.name, **h} for h in r.history]
         merged.steps += r.steps
     return merged
+
+
+def _open_run(p: Plan, run: AdapterRun) -> None:
+    """Continue the recorded run, or start a new one: under overwrite_output_dir nothing of an earlier
+    run stays that resume or export could pick up, and the new run gets its own id."""
+    from accelerate import PartialState
+
+    c, state = p.config, PartialState()
+    if state.is_main_process:
+        if c.resume_from_checkpoint and run.recorded is not None:
+            manifest = run.recorded
+            manifest.setdefault("resumes", []).append({
+                "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "max_steps": c.max_steps, "accepted_changes": trajectory_changes(manifest, c, p.base, run.dataset)})
+        else:
+            kohya = p.output_dir / "adapter_kohya" / f"{run.name}.safetensors"
+            for gone in clear_run(run.run_dir, run.adapter_dir, kohya) if c.overwrite_output_dir else []:
+                print(f"overwrite_output_dir: removed {gone}", flush=True)
+            manifest = new_manifest(c, p.base, run.dataset)
+        write_manifest(run.run_dir, manifest)
+    state.wait_for_everyone()
+    run.manifest = read_manifest(run.run_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -427,7 +488,7 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
 def _resume(p: Plan, run: AdapterRun, s: RunState) -> None:
     """Restore weights, optimizer, scheduler, RNG, data position and history from a checkpoint."""
     c = p.config
-    resume = ckpt.resolve_resume(c.resume_from_checkpoint, s.ckpt_root)
+    resume = ckpt.resolve_resume(c.resume_from_checkpoint, s.ckpt_root, run.manifest["run_id"])
     if resume is not None:
         lora, state = ckpt.load_checkpoint(resume, s.optimizer, s.lr_scheduler)
         load_adapter_state_dict(s.unwrapped, lora, run.name)
@@ -544,7 +605,8 @@ def _after_step(p: Plan, run: AdapterRun, s: RunState) -> None:
 
 def _save_checkpoint(p: Plan, run: AdapterRun, s: RunState) -> None:
     ckpt.save_checkpoint(s.ckpt_root, s.global_step, adapter_state_dict(s.unwrapped, run.name), s.optimizer,
-                         s.lr_scheduler, {"position": s.position, "history": s.history},
+                         s.lr_scheduler, {"position": s.position, "history": s.history,
+                                          "run_id": run.manifest["run_id"]},
                          p.config.checkpoints_total_limit, ema=s.ema.state_dict() if s.ema else None)
 
 
@@ -552,7 +614,7 @@ def _finish(p: Plan, run: AdapterRun, s: RunState) -> TrainResult:
     """The final checkpoint, the EMA swapped in, final validation images, and the export."""
     c, acc = p.config, s.accelerator
     acc.wait_for_everyone()
-    result = TrainResult(p.output_dir, run.adapter_dir, {}, {}, {}, s.history, s.global_step)
+    result = TrainResult(p.output_dir, run.adapter_dir, {}, {}, {}, s.history, s.global_step, p.model)
     if acc.is_main_process:
         if c.checkpointing_steps and s.global_step % c.checkpointing_steps:
             _save_checkpoint(p, run, s)
@@ -576,7 +638,9 @@ def _final_metrics(history: list[dict], last: int = 5) -> dict[str, float]:
 def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps) -> TrainResult:
     """The diffusers LoRA (and kohya file), its model card, config and data mix; pushed if asked."""
     c, adapter_name, adapter_dir = p.config, run.name, run.adapter_dir
-    export_diffusers(type(pipe), p.family, denoiser, adapter_name, adapter_dir)
+    identity = {**p.base, "run_id": run.manifest["run_id"]}
+    export_diffusers(type(pipe), p.family, denoiser, adapter_name, adapter_dir,
+                     identity_metadata(p.base, run.manifest["run_id"]))
     kohya = {}
     if c.export_kohya and not c.use_dora:
         kohya[adapter_name] = export_kohya(p.family, denoiser, adapter_name,
@@ -592,12 +656,13 @@ def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps) -> TrainRe
     (adapter_dir / "README.md").write_text(model_card(
         base_model=c.pretrained_model if not c.pretrained_model.startswith("tiny:") else p.model,
         family=p.family.name, adapter_name=adapter_name, data_mix=mix, hyper=hyper, metrics=metrics,
-        eval_summary=eval_summary))
+        eval_summary=eval_summary, identity=identity))
     (adapter_dir / "training_config.json").write_text(json.dumps(to_dict(c), indent=1, default=str))
+    (adapter_dir / "run.json").write_text(json.dumps(run.manifest, indent=1, default=str))  # provenance travels with it
     (adapter_dir / "data_mix.json").write_text(json.dumps(mix, indent=1))
     if c.push_to_hub:
         push_adapter(adapter_dir, c.hub_model_id if c.adapter_mode == "single" else f"{c.hub_model_id}-{adapter_name}")
-    return TrainResult(p.output_dir, adapter_dir, {adapter_name: adapter_dir}, kohya, metrics, history, steps)
+    return TrainResult(p.output_dir, adapter_dir, {adapter_name: adapter_dir}, kohya, metrics, history, steps, p.model)
 
 
 def replace(config: DPOTrainConfig, **changes) -> DPOTrainConfig:
