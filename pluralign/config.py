@@ -2,14 +2,15 @@
 
 A recipe is a flat YAML mapping whose keys are fields of one or more config dataclasses.
 Flags given on the command line (``--learning_rate 1e-4``) override the YAML. Every value is
-checked against the field's type, and against ``choices``/``min``/``max`` in the field's
-``metadata``; any problem raises :class:`ConfigError` naming the key and where it came from.
+checked against the field's type, and against ``choices``/``min``/``max``/``gt``/``lt``/``multiple_of``
+in the field's ``metadata``; NaN and infinity are refused everywhere. Any problem raises
+:class:`ConfigError` naming the key and where it came from.
 
 Declare fields with :func:`option` so help text and bounds live next to the default::
 
     @dataclass
     class TrainConfig:
-        beta: float = option(5000.0, "DPO temperature", min=0)
+        beta: float = option(5000.0, "DPO temperature", gt=0, max=1e6)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -69,9 +71,18 @@ def writable_dir(path: str | Path, key: str) -> Path:
     return path
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, min=None, max=None, factory=None):
-    """A dataclass field with help text and validation bounds in its metadata."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
+def option(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, min=None, max=None, gt=None,
+           lt=None, multiple_of=None, allow_nonfinite: bool = False, factory=None):
+    """A dataclass field with help text and validation bounds in its metadata.
+
+    ``min``/``max`` are inclusive bounds and ``gt``/``lt`` exclusive ones (a DPO ``beta`` of 0 makes
+    the sigmoid loss constant and IPO's divide by zero, so it takes ``gt=0``); ``multiple_of`` asks for
+    a multiple (image sides the VAE and the latent packing must divide). ``choices`` and every bound
+    apply to each element of a list value. NaN and infinity are refused unless ``allow_nonfinite``:
+    NaN compares false with every bound, so bounds alone would let it through.
+    """
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "gt": gt, "lt": lt, "multiple_of": multiple_of,
+            "allow_nonfinite": allow_nonfinite}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -151,22 +162,47 @@ def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     return value
 
 
+def _bound_problem(v: Any, meta) -> str | None:
+    """What is wrong with one value (a scalar or one element of a list) against the field's metadata."""
+    choices = meta.get("choices")
+    if choices is not None and v not in choices:
+        return f"{v!r} is not one of {list(choices)}"
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        if meta.get("allow_nonfinite"):
+            return None
+        return f"{v} is not a finite number (NaN and infinity are not allowed)"
+    lo, hi, gt, lt, step = (meta.get(k) for k in ("min", "max", "gt", "lt", "multiple_of"))
+    if lo is not None and v < lo:
+        return f"{v} is below the minimum {lo}"
+    if hi is not None and v > hi:
+        return f"{v} is above the maximum {hi}"
+    if gt is not None and not v > gt:
+        return f"{v} must be above {gt}"
+    if lt is not None and not v < lt:
+        return f"{v} must be below {lt}"
+    if step is not None and v % step != 0:
+        return f"{v} is not a multiple of {step}"
+    return None
+
+
 def _check_bounds(value: Any, field: dataclasses.Field, source: str) -> None:
-    meta = field.metadata
     if value is None:
         return
-    choices = meta.get("choices")
-    if choices is not None:
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            if v not in choices:
-                raise ConfigError(f"{source}: key '{field.name}': {v!r} is not one of {list(choices)}")
-    lo, hi = meta.get("min"), meta.get("max")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if lo is not None and value < lo:
-            raise ConfigError(f"{source}: key '{field.name}': {value} is below the minimum {lo}")
-        if hi is not None and value > hi:
-            raise ConfigError(f"{source}: key '{field.name}': {value} is above the maximum {hi}")
+    is_list = isinstance(value, (list, tuple))
+    for n, v in enumerate(value if is_list else [value]):
+        problem = _bound_problem(v, field.metadata)
+        if problem is not None:
+            item = f", item {n + 1}" if is_list else ""
+            raise ConfigError(f"{source}: key '{field.name}'{item}: {problem}")
+
+
+def _checked(value: Any, field: dataclasses.Field, tp: Any, source: str) -> Any:
+    """``value`` converted to the field's type and checked against its bounds."""
+    value = coerce(value, tp, field.name, source)
+    _check_bounds(value, field, source)
+    return value
 
 
 def _fields(cls) -> dict[str, tuple[dataclasses.Field, Any]]:
@@ -183,8 +219,7 @@ def build(cls, values: dict[str, Any], source: str = "<dict>"):
     kwargs = {}
     for key, value in values.items():
         field, tp = fields[key]
-        kwargs[key] = coerce(value, tp, key, source)
-        _check_bounds(kwargs[key], field, source)
+        kwargs[key] = _checked(value, field, tp, source)
     for name, (field, _) in fields.items():
         if name not in kwargs and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: required key '{name}' is missing")
@@ -200,16 +235,68 @@ def _unknown_message(key: str, known: list[str], source: str) -> str:
     return f"{source}: key '{key}' is not a known option{hint}"
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int, first: int):
+        super().__init__(f"key {key!r} on line {line} is also on line {first}")
+        self.key, self.line, self.first = key, line, first
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error: PyYAML keeps
+    the last one silently, so a recipe that sets ``learning_rate`` twice would run with whichever
+    came last and nobody would notice."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` overrides on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    raise _DuplicateKey(key, line, first_line[key])
+                first_line[key] = line
+            except TypeError:  # an unhashable key: SafeLoader's own error says so below
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: where it is and what is wrong (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return where + problem
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A recipe file as a dict; every problem is a :class:`ConfigError` naming the file (and the line)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from None
+    try:
+        data = yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no arbitrary objects
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: line {exc.line}: key '{exc.key}' is given twice (first on line {exc.first}); "
+                          "keep one") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    if data is None or data == {}:
+        # an empty file would otherwise run every default, which is rarely what its author meant
+        raise ConfigError(f"{path}: the recipe is empty; write option: value lines, or leave out --config to run "
+                          "the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of option: value, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: key {key!r} is not an option name")
     return data
 
 
@@ -259,8 +346,7 @@ def parse(classes: tuple[type, ...], argv: list[str] | None = None, *, prog: str
         kwargs = {}
         for key, (value, source) in mine.items():
             field, tp = names[key]
-            kwargs[key] = coerce(value, tp, key, source)
-            _check_bounds(kwargs[key], field, source)
+            kwargs[key] = _checked(value, field, tp, source)
         out.append(build(cls, kwargs, str(ns.config) if ns.config else "command line"))
     return tuple(out)
 

@@ -30,10 +30,11 @@ class AfterTrainingEval:
     eval_before_after: bool = option(False, "after training, evaluate the base model and the adapter dial with "
                                      "pluralign.eval and link the summary into the model card")
     eval_suite: str = option("toy", "eval suite: toy | a .jsonl/.csv prompt file | hf:REPO (anti-aesthetic schema)")
-    eval_n_prompts: int = option(32, "eval prompt pairs", min=1)
-    eval_weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the eval dial")
-    eval_inference_steps: int = option(20, "sampler steps of eval images", min=1)
-    eval_guidance_scale: float = option(7.5, "classifier-free guidance scale of eval images", min=0)
+    eval_n_prompts: int = option(32, "eval prompt pairs", min=1, max=100_000)
+    eval_weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the eval dial",
+                                      min=0, max=4)
+    eval_inference_steps: int = option(20, "sampler steps of eval images", min=1, max=1000)
+    eval_guidance_scale: float = option(7.5, "classifier-free guidance scale of eval images", min=0, max=50)
 
 
 def evaluate_adapter(c: DPOTrainConfig, result: TrainResult, ev: AfterTrainingEval, adapter_name: str,

@@ -87,8 +87,9 @@ def test_config_yaml_then_flags_override(tmp_path):
 def test_config_errors_name_key_and_source(tmp_path, yaml_text, flags, fragment):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(yaml_text)
+    config = ["--config", str(recipe)] if yaml_text else []  # an empty recipe is an error of its own
     with pytest.raises(ConfigError) as err:
-        parse((_Cfg,), ["--config", str(recipe), *flags])
+        parse((_Cfg,), [*config, *flags])
     assert fragment in str(err.value)
     if not flags:
         assert str(recipe) in str(err.value)

@@ -2,14 +2,19 @@
 
 The dataset is generated into a temporary folder beside ``output_dir`` and renamed into place only
 when complete, so a failed or interrupted build leaves neither a half-written dataset nor a damaged
-previous one.
+previous one. The temporary folder's name holds the host and process id of its build: a build that
+was killed cannot remove it, so the next build into the same parent folder does.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -17,20 +22,77 @@ from pathlib import Path
 import datasets
 import yaml
 
-from ..config import to_dict
+from ..config import to_dict, writable_dir
 from . import sources as S
 from .config import DataConfig
 from .pairs import FEATURES, generate_rows
 
 
-def _find_data_error(exc: BaseException) -> S.DataError | None:
+def _find_cause(exc: BaseException, test) -> BaseException | None:
+    """The first exception in ``exc``'s chain that passes ``test``: datasets wraps what the row
+    generator raises in its own errors."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, S.DataError):
+        if test(exc):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _find_data_error(exc: BaseException) -> S.DataError | None:
+    return _find_cause(exc, lambda e: isinstance(e, S.DataError))
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    return _find_cause(exc, lambda e: isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
+# ---------------------------------------------------------------- temporary folders
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old)-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def _temp_name(out: Path, what: str) -> Path:
+    return out.parent / f".{out.name}.{what}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    return True
+
+
+def clean_stale_temps(parent: Path) -> list[str]:
+    """Remove what killed builds into ``parent`` left behind; returns what was done, one line each.
+
+    A ``.tmp-`` folder is a half-written dataset. An ``.old-`` folder is a previous dataset moved aside
+    for the swap: when its output is missing, the build was killed between the two renames and the
+    folder is put back; otherwise it is garbage. Only folders of this host's dead processes are
+    touched: a live build, or one on another host sharing the folder, keeps its own."""
+    done = []
+    if not parent.is_dir():
+        return done
+    host = _host()
+    for d in sorted(parent.iterdir()):
+        m = _TEMP.match(d.name)
+        if not m or not d.is_dir() or m["host"] != host or _alive(int(m["pid"])):
+            continue
+        out = parent / m["name"]
+        if m["what"] == "old" and not out.exists():
+            os.replace(d, out)
+            done.append(f"restored {out} from {d.name}, left by process {m['pid']} (no longer running)")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+            done.append(f"removed {d}, left by process {m['pid']} (no longer running)")
+    return done
 
 
 def _logged_error(logs: Path) -> S.DataError | None:
@@ -39,7 +101,7 @@ def _logged_error(logs: Path) -> S.DataError | None:
     if not errors:
         return None
     e = min(errors, key=lambda e: (e["row"] is None, e["row"] if isinstance(e["row"], int) else 0))
-    return S.DataError(e["source"], e["row"], e["field"], e["problem"], e["kind"])
+    return S.DataError(e["source"], e["row"], e["field"], e["problem"], e["kind"], e.get("file"), e.get("line"))
 
 
 def check_sources(cfg: DataConfig) -> list[S.Source]:
@@ -74,52 +136,67 @@ def check_sources(cfg: DataConfig) -> list[S.Source]:
 def build_dataset(cfg: DataConfig) -> Path:
     """Build, save and document the dataset described by ``cfg``; returns ``output_dir``."""
     out = Path(cfg.output_dir)
+    for line in clean_stale_temps(out.parent):
+        print(f"pluralign data build: {line}", file=sys.stderr)
     if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite true to replace it (it is kept until the new one is complete)")
     srcs = check_sources(cfg)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    writable_dir(out.parent, "output_dir")
+    tmp = _temp_name(out, "tmp")
     try:
-        logs = tmp / "logs"
-        gen_kwargs = {"shard": list(range(cfg.num_proc)), "num_shards": cfg.num_proc, "config": to_dict(cfg),
-                      "log_dir": str(logs)}
-        try:
-            ds = datasets.Dataset.from_generator(generate_rows, features=FEATURES, gen_kwargs=gen_kwargs,
-                                                 cache_dir=str(tmp / "cache"),
-                                                 num_proc=cfg.num_proc if cfg.num_proc > 1 else None)
-        except Exception as exc:
-            err = _find_data_error(exc) or _logged_error(logs)
-            if err is not None:
-                raise err from None
+        _write(cfg, srcs, tmp, out)
+    except Exception as exc:
+        full = None if isinstance(exc, S.DataError) else _disk_full(exc)
+        if full is None:
             raise
-        final = tmp / "dataset"
-        ds.save_to_disk(str(final))
-        if cfg.parquet:
-            (final / "parquet").mkdir()
-            ds.to_parquet(str(final / "parquet" / "train-00000-of-00001.parquet"))
-        skipped, stats = [], Counter()
-        for f in sorted(logs.glob("shard-*.json")):
-            log = json.loads(f.read_text())
-            skipped += log["skipped"]
-            stats.update({k: v for k, v in log["stats"].items() if isinstance(v, int)})
-            if "stopped" in log["stats"]:
-                stats[f"stopped: {log['stats']['stopped']}"] += 1
-        skipped.sort(key=lambda r: (str(r["source"]), r["row"] if isinstance(r["row"], int) else -1))
-        (final / "README.md").write_text(dataset_card(ds, cfg, srcs, skipped, stats), encoding="utf-8")
-        (final / "build_log.json").write_text(json.dumps({"skipped": skipped, "stats": dict(stats),
-                                                          "config": to_dict(cfg)}, indent=1))
-        del ds
-        _swap_into_place(final, out)
+        kept = "the previous dataset there is untouched" if out.exists() else "nothing was written there"
+        raise S.DataError(str(out), None, None, f"no space left on the device while writing the dataset "
+                          f"({full.filename or tmp}); {kept}. Free space or choose another output_dir",
+                          kind="disk_full") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write(cfg: DataConfig, srcs: list[S.Source], tmp: Path, out: Path) -> None:
+    """Generate the rows into ``tmp``, document them, and swap the result in as ``out``."""
+    logs = tmp / "logs"
+    gen_kwargs = {"shard": list(range(cfg.num_proc)), "num_shards": cfg.num_proc, "config": to_dict(cfg),
+                  "log_dir": str(logs)}
+    try:
+        ds = datasets.Dataset.from_generator(generate_rows, features=FEATURES, gen_kwargs=gen_kwargs,
+                                             cache_dir=str(tmp / "cache"),
+                                             num_proc=cfg.num_proc if cfg.num_proc > 1 else None)
+    except Exception as exc:
+        err = _find_data_error(exc) or _logged_error(logs)
+        if err is not None:
+            raise err from None
+        raise
+    final = tmp / "dataset"
+    ds.save_to_disk(str(final))
+    if cfg.parquet:
+        (final / "parquet").mkdir()
+        ds.to_parquet(str(final / "parquet" / "train-00000-of-00001.parquet"))
+    skipped, stats = [], Counter()
+    for f in sorted(logs.glob("shard-*.json")):
+        log = json.loads(f.read_text())
+        skipped += log["skipped"]
+        stats.update({k: v for k, v in log["stats"].items() if isinstance(v, int)})
+        if "stopped" in log["stats"]:
+            stats[f"stopped: {log['stats']['stopped']}"] += 1
+    skipped.sort(key=lambda r: (str(r["source"]), r["row"] if isinstance(r["row"], int) else -1))
+    (final / "README.md").write_text(dataset_card(ds, cfg, srcs, skipped, stats), encoding="utf-8")
+    (final / "build_log.json").write_text(json.dumps({"skipped": skipped, "stats": dict(stats),
+                                                      "config": to_dict(cfg)}, indent=1))
+    del ds
+    _swap_into_place(final, out)
 
 
 def _swap_into_place(new: Path, out: Path) -> None:
     """Rename ``new`` to ``out``; an existing ``out`` is moved aside first and removed only after."""
     old = None
     if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = _temp_name(out, "old")
         os.replace(out, old)
     try:
         os.replace(new, out)
@@ -136,6 +213,12 @@ def _table(counter: Counter, title: str) -> str:
     for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"| {k or '(none)'} | {v} |")
     return "\n".join(lines)
+
+
+def _row_cell(skipped: dict) -> str:
+    if skipped.get("line") is None:
+        return str(skipped["row"])
+    return f"{skipped['row']} ({Path(skipped['file']).name if skipped.get('file') else ''} line {skipped['line']})"
 
 
 def dataset_card(ds: datasets.Dataset, cfg: DataConfig, srcs: list[S.Source], skipped: list[dict],
@@ -166,8 +249,8 @@ def dataset_card(ds: datasets.Dataset, cfg: DataConfig, srcs: list[S.Source], sk
     ]
     if skipped:
         parts += ["| source | row | field | kind | problem |", "|---|---:|---|---|---|"]
-        parts += [f"| {s['source']} | {s['row']} | {s['field'] or ''} | {s['kind']} | {s['problem'].replace('|', '/')} |"
-                  for s in skipped]
+        parts += [f"| {s['source']} | {_row_cell(s)} | {s['field'] or ''} | {s['kind']} | "
+                  f"{s['problem'].replace('|', '/')} |" for s in skipped]
     else:
         parts.append("None.")
     parts += ["", "## Config", "", "```yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).strip(), "```", ""]

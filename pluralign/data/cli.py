@@ -8,7 +8,7 @@ import sys
 
 from ..config import parse, run_module
 from .build import build_dataset
-from .config import DataConfig
+from .config import MAX_PIXELS, MAX_SIDE, DataConfig
 from .validate import validate_source
 
 USAGE = """usage: pluralign data {build,validate} ...
@@ -29,6 +29,19 @@ def _underscored(argv: list[str]) -> list[str]:
     return out
 
 
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi] (argparse reports anything else as a usage error, exit 2)."""
+    def parse_int(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is outside [{lo}, {hi}]")
+        return value
+    return parse_int
+
+
 def build_main(argv: list[str]) -> int:
     (cfg,) = parse((DataConfig,), _underscored(argv), prog="pluralign data build",
                    description="Build intent-conditioned (anti/mirror) and general preference pairs.")
@@ -40,9 +53,9 @@ def build_main(argv: list[str]) -> int:
 def validate_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="pluralign data validate", description="Report every problem of a data source.")
     p.add_argument("path", help="folder, parquet, save_to_disk dir or hub id")
-    p.add_argument("--max_pixels", type=int, default=64_000_000)
-    p.add_argument("--min_side", type=int, default=8)
-    p.add_argument("--max_rows", type=int, default=None)
+    p.add_argument("--max_pixels", type=_int_in(1, MAX_PIXELS), default=64_000_000)
+    p.add_argument("--min_side", type=_int_in(1, MAX_SIDE), default=8)
+    p.add_argument("--max_rows", type=_int_in(1, 10**9), default=None)
     p.add_argument("--split", default="train")
     args = p.parse_args(_underscored(argv))
     report = validate_source(args.path, max_pixels=args.max_pixels, min_side=args.min_side, split=args.split,

@@ -150,7 +150,7 @@ def _intent_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, 
                 yield list(intent_rows(img, rec.prompt, source=src.name, pair_id=pair_id, category=category,
                                        seed=seed, cfg=cfg, rewriter=rewriter))
         except S.DataError as exc:
-            skips.handle(exc)
+            skips.handle(src.locate(exc, raw))
 
 
 def _general_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, skips: Skips, stats: dict
@@ -161,7 +161,7 @@ def _general_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int,
                 if rec.kind == "preference":
                     yield [general_row(rec, pair_id=f"{src.name}#{i}" + (f".{k}" if k else ""), cfg=cfg)]
         except S.DataError as exc:
-            skips.handle(exc)
+            skips.handle(src.locate(exc, raw))
 
 
 def round_robin(streams: list[Iterator]) -> Iterator:

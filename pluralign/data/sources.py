@@ -12,8 +12,11 @@ A *source spec* is a string:
 
 The *schema* is detected from the column names (:data:`SCHEMAS`). Rows are streamed one at a time
 with raw image values (bytes, ``{"bytes", "path"}`` dicts or file paths); images are decoded only
-when used, through :func:`open_image`, which checks for zero-byte files, corrupt data and
-decompression bombs (the pixel count is read from the header before any decoding).
+when used, through :func:`open_image`, which checks for zero-byte files, corrupt data,
+decompression bombs (the pixel count is read from the header before any decoding) and, for
+folders, paths that lead outside the folder. The trainer reads a pair dataset's images and prompts
+with the same functions (:func:`pair_images`, :func:`pair_prompts`), so whatever ``pluralign data
+validate`` accepts, training reads.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .degradations import to_rgb_pil
 
@@ -33,19 +36,31 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 class DataError(ValueError):
-    """A bad input row: the message names the source, the row and the field, and what to do."""
+    """A bad input row: the message names the source, the row and the field, and what to do.
 
-    def __init__(self, source: str, row: int | str | None, field: str | None, problem: str, kind: str = "invalid"):
+    Rows read from a metadata/captions file also carry that ``file`` and its ``line``, which is what
+    a user opens an editor at."""
+
+    def __init__(self, source: str, row: int | str | None, field: str | None, problem: str, kind: str = "invalid",
+                 file: str | None = None, line: int | None = None):
         self.source, self.row, self.field, self.problem, self.kind = source, row, field, problem, kind
-        where = f"{source}" + (f", row {row}" if row is not None else "") + (f", field '{field}'" if field else "")
+        self.file, self.line = file, line
+        at = ""
+        if line is not None:
+            at = f" ({file}, line {line})" if file and file != source else f" (line {line})"
+        where = f"{source}" + (f", row {row}" if row is not None else "") + at + (f", field '{field}'" if field else "")
         super().__init__(f"{where}: {problem}")
 
     def __reduce__(self):  # survives the trip back from a worker process
-        return (DataError, (self.source, self.row, self.field, self.problem, self.kind))
+        return (DataError, (self.source, self.row, self.field, self.problem, self.kind, self.file, self.line))
+
+    def at_line(self, file: str | None, line: int | None) -> DataError:
+        """This error, located at ``line`` of ``file``."""
+        return DataError(self.source, self.row, self.field, self.problem, self.kind, file, line)
 
     def as_dict(self) -> dict:
         return {"source": self.source, "row": self.row, "field": self.field, "kind": self.kind,
-                "problem": self.problem}
+                "problem": self.problem, "file": self.file, "line": self.line}
 
 
 # schema -> (required columns, what the rows become)
@@ -78,8 +93,29 @@ def detect_schema(columns: list[str], where: str) -> str:
 
 
 # ---------------------------------------------------------------- images
+class OutsideFolder(ValueError):
+    """An image path of a folder source that leads outside the folder."""
+
+
+def _inside(base_dir: Path, p: Path) -> Path:
+    """``p`` (relative to ``base_dir``) if it stays inside ``base_dir`` once ``..`` and symlinks are
+    followed. A metadata file is data, often someone else's: it must not make a build read, and copy
+    into a dataset, files from elsewhere on the machine."""
+    full = p if p.is_absolute() else base_dir / p
+    try:
+        inside = full.resolve().is_relative_to(base_dir.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise OutsideFolder(f"image path {str(p)!r} leads outside the folder {base_dir} (an absolute path, '..' or "
+                            "a symlink); copy the image into the folder")
+    return full
+
+
 def image_bytes(value, base_dir: Path | None = None) -> tuple[bytes | None, str | None]:
-    """(raw bytes, path) of an image value; bytes are read from the path when only a path is given."""
+    """(raw bytes, path) of an image value; bytes are read from the path when only a path is given.
+
+    With ``base_dir`` (a folder source), a path must stay inside that folder (:class:`OutsideFolder`)."""
     if isinstance(value, Image.Image):
         buf = io.BytesIO()
         value.save(buf, format="PNG")
@@ -93,8 +129,8 @@ def image_bytes(value, base_dir: Path | None = None) -> tuple[bytes | None, str 
         return bytes(value), None
     if isinstance(value, (str, Path)) and str(value):
         p = Path(value)
-        if not p.is_absolute() and base_dir is not None:
-            p = base_dir / p
+        if base_dir is not None:
+            p = _inside(base_dir, p)
         if not p.is_file():
             raise FileNotFoundError(str(p))
         return p.read_bytes(), str(p)
@@ -103,36 +139,50 @@ def image_bytes(value, base_dir: Path | None = None) -> tuple[bytes | None, str 
 
 def open_image(value, *, source: str, row, field: str, base_dir: Path | None = None,
                max_pixels: int = 64_000_000, min_side: int = 1) -> Image.Image:
-    """Decode one image value into an RGB PIL image, or raise a DataError saying what is wrong."""
+    """Decode one image value into an RGB PIL image, or raise a DataError saying what is wrong.
+
+    A problem with an image file names that file, not only the row that points at it. An EXIF
+    orientation is applied, as ``datasets.Image`` does, so the pixels are the way a viewer shows them."""
     try:
-        data, _ = image_bytes(value, base_dir)
+        data, path = image_bytes(value, base_dir)
     except FileNotFoundError as exc:
         raise DataError(source, row, field, f"image file not found: {exc}", kind="missing_image") from None
+    except OutsideFolder as exc:
+        raise DataError(source, row, field, str(exc), kind="outside_folder") from None
+    except OSError as exc:
+        raise DataError(source, row, field, f"cannot read image file {exc.filename or value}: {exc.strerror or exc}",
+                        kind="missing_image") from None
     if data is None:
         raise DataError(source, row, field, f"no image (got {type(value).__name__})", kind="missing_image")
+    named = f"{path}: " if path else ""
     if len(data) == 0:
-        raise DataError(source, row, field, "zero-byte image file", kind="zero_byte")
+        raise DataError(source, row, field, f"{named}zero-byte image file", kind="zero_byte")
     try:
         img = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError as exc:
-        raise DataError(source, row, field, f"image too large to decode safely ({exc})", kind="extreme_size") from None
+        raise DataError(source, row, field, f"{named}image too large to decode safely ({exc})",
+                        kind="extreme_size") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(source, row, field, f"not a readable image ({exc.__class__.__name__})", kind="corrupt") from None
+        raise DataError(source, row, field, f"{named}not a readable image ({exc.__class__.__name__})",
+                        kind="corrupt") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise DataError(source, row, field, f"image is {w}x{h} = {w * h} pixels, over max_pixels={max_pixels} "
+        raise DataError(source, row, field, f"{named}image is {w}x{h} = {w * h} pixels, over max_pixels={max_pixels} "
                         "(possible decompression bomb); raise max_pixels if it is genuine", kind="extreme_size")
     if min(w, h) < min_side:
-        raise DataError(source, row, field, f"image is {w}x{h}, a side is under min_side={min_side}",
+        raise DataError(source, row, field, f"{named}image is {w}x{h}, a side is under min_side={min_side}",
                         kind="extreme_size")
     try:
         img.load()
-        rgb = to_rgb_pil(img)
+        orientation = img.getexif().get(0x0112, 1)
+        upright = ImageOps.exif_transpose(img) if orientation not in (None, 1) else img
+        rgb = to_rgb_pil(upright)
     except Image.DecompressionBombError as exc:
-        raise DataError(source, row, field, f"image too large to decode safely ({exc})", kind="extreme_size") from None
+        raise DataError(source, row, field, f"{named}image too large to decode safely ({exc})",
+                        kind="extreme_size") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(source, row, field, f"corrupt image data ({exc})", kind="corrupt") from None
-    if rgb is img and img.format in ("PNG", "JPEG") and img.getexif().get(0x0112, 1) == 1:
+        raise DataError(source, row, field, f"{named}corrupt image data ({exc})", kind="corrupt") from None
+    if rgb is img and img.format in ("PNG", "JPEG"):
         # the stored file already holds exactly these RGB pixels: writers may keep it instead of re-encoding
         rgb.source_bytes = data
     return rgb
@@ -150,10 +200,18 @@ class Source:
     base_dir: Path | None = None
     split: str = "train"
     streaming: bool = True
+    table: Path | None = None  # imagefolder/captions: the metadata or captions file the rows come from
 
     @property
     def name(self) -> str:
         return self.spec
+
+    def locate(self, exc: DataError, row: dict) -> DataError:
+        """``exc`` with the file and line ``row`` was read from, when it came from a table file."""
+        line = getattr(row, "line", None)
+        if line is None or exc.line is not None:
+            return exc
+        return exc.at_line(str(self.table), line)
 
     def rows(self, shard: int = 0, num_shards: int = 1) -> Iterator[tuple[int, dict]]:
         """(row index, raw row) for the rows of this shard (index % num_shards == shard)."""
@@ -176,18 +234,57 @@ def _metadata_file(d: Path) -> Path | None:
     return None
 
 
-def _read_table_file(path: Path) -> Iterator[dict]:
+class Row(dict):
+    """A row of a metadata/captions file, with the ``line`` it starts on. A line that cannot be read
+    as a row is an empty Row whose ``problem`` says why: it still counts as a row, so that
+    ``on_error: skip`` counts it and goes on to the next line."""
+
+    line: int | None = None
+    problem: str | None = None
+
+
+def _read_table_file(path: Path) -> Iterator[Row]:
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(str(path), n, None, f"not valid JSON ({exc.msg})", kind="columns") from None
+        with path.open("rb") as f:  # decoded line by line, so a bad byte spoils one line, not the file
+            for n, raw in enumerate(f, 1):
+                row = Row()
+                row.line = n
+                try:
+                    text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    row.problem = f"not UTF-8 text (byte {exc.start + 1} of the line)"
+                    yield row
+                    continue
+                if not text.strip():
+                    continue
+                try:
+                    value = json.loads(text.strip())
+                except json.JSONDecodeError as exc:
+                    row.problem = f"not valid JSON ({exc.msg} at column {exc.colno}); write one object per line"
+                else:
+                    if isinstance(value, dict):
+                        row.update(value)
+                    else:
+                        row.problem = f"expected a JSON object {{...}}, got {type(value).__name__}"
+                yield row
     else:
-        with path.open(encoding="utf-8", newline="") as f:
-            yield from csv.DictReader(f)
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            try:
+                for rec in reader:
+                    row = Row()
+                    row.line = reader.line_num
+                    if None in rec:
+                        row.problem = f"more values than the header's {len(reader.fieldnames)} columns"
+                    elif any(v is None for v in rec.values()):
+                        row.problem = f"fewer values than the header's {len(reader.fieldnames)} columns"
+                    else:
+                        row.update(rec)
+                    yield row
+            except (UnicodeDecodeError, csv.Error) as exc:  # the reader cannot find the next row: stop here
+                reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"not valid CSV ({exc})"
+                raise DataError(str(path), None, None, f"{reason} after line {reader.line_num}; fix the file",
+                                kind="bad_line", file=str(path), line=reader.line_num + 1) from None
 
 
 def _parquet_files(p: Path) -> list[Path]:
@@ -197,8 +294,7 @@ def _parquet_files(p: Path) -> list[Path]:
 def _iter_raw(src: Source) -> Iterator[dict]:
     p = Path(src.spec)
     if src.kind in ("imagefolder", "captions"):
-        meta = _metadata_file(p) if p.is_dir() else p
-        yield from _read_table_file(meta)
+        yield from _read_table_file(src.table)
     elif src.kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -268,12 +364,20 @@ def open_source(spec: str, split: str = "train", streaming: bool = True) -> Sour
             raise DataError(spec, None, None, "folder has no metadata.jsonl/metadata.csv (imagefolder) nor "
                             "captions.jsonl/captions.csv; add one with a file_name and a caption column",
                             kind="columns")
-        first = next(_read_table_file(meta), None)
+        first = broken = None
+        for row in _read_table_file(meta):
+            if row.problem is None:
+                first = row
+                break
+            broken = broken or row
+        if first is None and broken is not None:
+            raise DataError(str(meta), None, None, f"no readable row; the first: {broken.problem}", kind="columns",
+                            file=str(meta), line=broken.line)
         if first is None:
             raise DataError(str(meta), None, None, "captions file has no rows", kind="columns")
         cols = list(first)
         kind = "imagefolder" if meta.name.startswith("metadata") else "captions"
-        src = Source(str(p), kind, cols, "", meta.parent, split, streaming)
+        src = Source(str(p), kind, cols, "", meta.parent, split, streaming, table=meta)
     elif p.exists():
         raise DataError(spec, None, None, "unsupported file type; expected a directory, .parquet, .jsonl or .csv",
                         kind="source")
@@ -303,19 +407,61 @@ class Record:
     base_dir: Path | None = None  # relative image paths are relative to this folder
 
 
-def _text(row: dict, field: str, src: Source, i: int) -> str:
-    value = row.get(field)
+def text_value(value, *, source: str, row, field: str) -> str:
+    """A prompt value as text (a conversational prompt's contents joined), or a DataError."""
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):  # conversational prompt
         value = " ".join(str(m.get("content", "")) for m in value)
     if not isinstance(value, str):
-        raise DataError(src.name, i, field, f"expected text, got {type(value).__name__}", kind="wrong_type")
+        raise DataError(source, row, field, f"expected text, got {type(value).__name__}", kind="wrong_type")
     if not value.strip():
-        raise DataError(src.name, i, field, "empty prompt", kind="empty_prompt")
+        raise DataError(source, row, field, "empty prompt", kind="empty_prompt")
     return value.strip()
 
 
+def _text(row: dict, field: str, src: Source, i: int) -> str:
+    return text_value(row.get(field), source=src.name, row=i, field=field)
+
+
 def _first(row: dict, names: tuple[str, ...]) -> str:
-    return next(n for n in names if n in row)
+    """The first of ``names`` the row has (:func:`check_row` has made sure there is one)."""
+    return next((n for n in names if n in row), names[0])
+
+
+def check_row(src: Source, i: int, row: dict) -> None:
+    """Raise the DataError of a row that cannot be used at all: a line that is not a row, or a key
+    the schema needs that the row lacks (a metadata file's rows need not all have the same keys).
+    Callers add the file and line with :meth:`Source.locate`."""
+    if getattr(row, "problem", None):
+        raise DataError(src.name, i, None, row.problem, kind="bad_line")
+    if src.schema == "caption":
+        for names, what in ((IMAGE_COLUMNS, "image"), (CAPTION_COLUMNS, "caption")):
+            if not any(n in row for n in names):
+                raise DataError(src.name, i, None, f"missing key: no {what} key (one of {', '.join(names)}); the row "
+                                f"has {sorted(map(str, row))}", kind="missing_field")
+        return
+    for key in SCHEMAS[src.schema][0]:
+        if key not in row:
+            raise DataError(src.name, i, key, f"missing key '{key}'; the row has {sorted(map(str, row))}",
+                            kind="missing_field")
+
+
+# ---------------------------------------------------------------- what training reads
+def pair_images(ds, column: str, *, source: str, rows: list[int] | None = None) -> list[Image.Image]:
+    """The images of one column of a pair dataset (a ``datasets.Dataset``: raw bytes, ``{bytes, path}``
+    or decoded images), each read by :func:`open_image` as ``pluralign data validate`` reads it: what
+    validate accepts, training reads, and a bad image is a DataError naming the dataset, row and
+    column instead of a PIL traceback. ``rows`` are the dataset's row numbers of ``ds``'s rows, when
+    ``ds`` is a ``select``ion of it."""
+    values = _undecoded(ds.select_columns([column]))[column]
+    rows = range(len(ds)) if rows is None else rows
+    return [open_image(v, source=source, row=r, field=column) for r, v in zip(rows, values)]
+
+
+def pair_prompts(ds, column: str = "prompt", *, source: str, rows: list[int] | None = None) -> list[str]:
+    """The prompts of a pair dataset, read by :func:`text_value` as ``pluralign data validate`` reads
+    them (a conversational prompt becomes its text; an empty or missing one is a DataError)."""
+    rows = range(len(ds)) if rows is None else rows
+    return [text_value(v, source=source, row=r, field=column) for r, v in zip(rows, ds[column])]
 
 
 def parse_attributes(value) -> tuple[str, ...]:
@@ -341,7 +487,11 @@ def records(src: Source, rows: Iterator[tuple[int, dict]], ties: str = "drop", s
 def row_records(src: Source, i: int, row: dict, ties: str = "drop", stats: dict | None = None) -> list[Record]:
     """One raw row -> its records. Field problems raise DataError; Pick-a-Pic ties follow ``ties``
     (drop: no record, counted in ``stats['dropped_ties']``; keep_both: both orders; error: raise)."""
-    out = _row_records(src, i, row, ties, stats if stats is not None else {})
+    try:
+        check_row(src, i, row)
+        out = _row_records(src, i, row, ties, stats if stats is not None else {})
+    except DataError as exc:
+        raise src.locate(exc, row) from None
     for r in out:
         r.base_dir = src.base_dir
     return out

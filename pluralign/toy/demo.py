@@ -60,9 +60,10 @@ class DemoConfig:
     """Options of ``pluralign demo`` (YAML keys or ``--flags``)."""
 
     output: str = option("outputs/demo", "where results.json, the reports, the adapter and the W&B run go")
-    n_prompts: int = option(72, "eval prompt pairs (balanced over the world's 9 attributes)", min=1)
-    suite_seed: int = option(1000, "seed of the eval suite (disjoint from training scenes)")
-    intent_items: int = option(288, "scenes turned into an anti + mirror pair each", min=1)
+    n_prompts: int = option(72, "eval prompt pairs (balanced over the world's 9 attributes)", min=1, max=10_000)
+    suite_seed: int = option(1000, "seed of the eval suite (disjoint from training scenes)", min=0,
+                            max=2**32 - 1)
+    intent_items: int = option(288, "scenes turned into an anti + mirror pair each", min=1, max=100_000)
     over_severity: float = option(0.0, "also give the intent adapter, per intent item, an anti row in which the "
                                   "world's render beats the same degradation at this higher severity, bounding the "
                                   "request from above (toy.world_pairs.over_pairs; 0 disables)", min=0, max=1.0)
@@ -72,13 +73,16 @@ class DemoConfig:
              "(off_center only moves it further out; blurry is rendered at full severity already)", choices=ATTRIBUTES)
     anti_fraction: float = option(0.5, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs", min=0.01, max=1.0)
-    data_seed: int = option(2000, "seed of the training scenes")
-    weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve")
+    data_seed: int = option(2000, "seed of the training scenes", min=0, max=2**32 - 1)
+    weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve",
+                                 min=0, max=4)
     with_baselines: bool = option(False, "also train plain aesthetic DPO and anti-aesthetic SFT with the same budget")
-    num_inference_steps: int = option(0, "sampling steps (0 = the value recorded in the toy build config)", min=0)
-    guidance_scale: float = option(-1.0, "CFG scale (negative = the value recorded in the toy build config)")
-    batch_size: int = option(24, "prompt pairs per pipeline call during eval", min=1)
-    bootstrap: int = option(1000, "bootstrap resamples for the 95% CIs", min=100)
+    num_inference_steps: int = option(0, "sampling steps (0 = the value recorded in the toy build config)", min=0,
+                                     max=1000)
+    guidance_scale: float = option(-1.0, "CFG scale (negative = the value recorded in the toy build config)",
+                                  min=-1, max=50)
+    batch_size: int = option(24, "prompt pairs per pipeline call during eval", min=1, max=1024)
+    bootstrap: int = option(1000, "bootstrap resamples for the 95% CIs", min=100, max=1_000_000)
     report_to: str = option("wandb", "tracker for the demo run (W&B runs offline unless WANDB_MODE says otherwise)",
                             choices=("wandb", "none"))
 

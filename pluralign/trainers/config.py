@@ -21,8 +21,8 @@ class DPOTrainConfig:
     revision: str | None = option(None, "hub revision of pretrained_model")
     dataset: str = option("builtin:shapes", "pair dataset: a save_to_disk dir, a .parquet file, or 'builtin:shapes' "
                           "(18 intent pairs of drawn shapes with blur/dark degradations, for smoke runs)")
-    max_pairs: int | None = option(None, "use at most this many pairs (after category filtering)", min=1)
-    resolution: int = option(32, "training image size (square: resize + center crop)", min=8)
+    max_pairs: int | None = option(None, "use at most this many pairs (after category filtering)", min=1, max=10**9)
+    resolution: int = option(32, "training image size (square: resize + center crop)", min=8, max=4096, multiple_of=16)
     # output
     output_dir: str | None = option(None, "run directory; default outputs/runs/<run_name>")
     run_name: str = option("intent-dpo", "run name (output dir, tracker run)")
@@ -34,9 +34,9 @@ class DPOTrainConfig:
     categories: list[str] | None = option(None, "per_category: which categories (default: all present in the data)",
                                           choices=CATEGORY_NAMES)
     share_general_pairs: bool = option(True, "per_category: also train every category's adapter on kind=general rows")
-    rank: int = option(4, "LoRA rank", min=1)
-    alpha: float = option(4.0, "LoRA alpha (scale alpha/rank, or alpha/sqrt(rank) with use_rslora)", min=0)
-    dropout: float = option(0.0, "LoRA dropout", min=0, max=1)
+    rank: int = option(4, "LoRA rank", min=1, max=1024)
+    alpha: float = option(4.0, "LoRA alpha (scale alpha/rank, or alpha/sqrt(rank) with use_rslora)", gt=0, max=4096)
+    dropout: float = option(0.0, "LoRA dropout", min=0, lt=1)
     target_modules: list[str] | None = option(None, "module names to adapt; default: the family's attention "
                                               "projections (to_q, to_k, to_v, to_out.0)")
     use_rslora: bool = option(False, "rank-stabilised LoRA scaling")
@@ -44,73 +44,68 @@ class DPOTrainConfig:
     # objective
     method: str = option("dpo", "dpo: Diffusion-DPO on (chosen, rejected); sft: plain denoising loss on chosen only",
                          choices=("dpo", "sft"))
-    beta: float = option(5000.0, "DPO temperature (½β convention; ~5000 for SD1.5/SDXL)", min=0)
+    beta: float = option(5000.0, "DPO temperature (½β convention; ~5000 for SD1.5/SDXL)", gt=0, max=1e6)
     loss_type: str = option("sigmoid", "DPO loss", choices=LOSS_TYPES)
     label_smoothing: float = option(0.0, "cDPO/robust label smoothing ε", min=0, max=0.499)
-    sft_weight: float = option(0.0, "weight of an extra denoising loss on the chosen image", min=0)
-    guided_sft_scale: float = option(
-        0.0, "when > 1, the SFT term on kind=anti rows fits the classifier-free-guided prediction "
+    sft_weight: float = option(0.0, "weight of an extra denoising loss on the chosen image", min=0, max=1e7)
+    guided_sft_scale: float = option(0.0, "when > 1, the SFT term on kind=anti rows fits the classifier-free-guided prediction "
         "u_ref + s*(eps_c - u_ref) (u_ref: the frozen reference's null-prompt prediction) instead of the conditional "
         "one, so that sampling at guidance s reproduces the anti-aesthetic training images instead of exaggerating "
         "them (guidance multiplies an adapter's conditional change by about s). Set it to the guidance you sample "
-        "with; costs one reference forward pass per step (shared with preserve_null_weight); 0 or 1 disables", min=0)
-    preserve_weight: float = option(
-        0.0, "weight of an output-preservation term on rows of kind mirror/general: the mean squared difference "
+        "with; costs one reference forward pass per step (shared with preserve_null_weight); 0 or 1 disables", min=0, max=50)
+    preserve_weight: float = option(0.0, "weight of an output-preservation term on rows of kind mirror/general: the mean squared difference "
         "between the policy's and the frozen reference's predictions, which keeps ordinary prompts where the "
-        "reference had them (0 disables; costs nothing extra, the reference pass is already there)", min=0)
-    preserve_null_weight: float = option(
-        0.0, "weight of an output-preservation term on the null (empty) prompt: the mean squared difference between "
+        "reference had them (0 disables; costs nothing extra, the reference pass is already there)", min=0, max=1e7)
+    preserve_null_weight: float = option(0.0, "weight of an output-preservation term on the null (empty) prompt: the mean squared difference between "
         "the policy's and the reference's unconditional predictions on the batch's noisy latents. Classifier-free "
         "guidance extrapolates away from that prediction (eps_u + s*(eps_c - eps_u)), so a small adapter drift there "
         "moves every prompt's samples about (s-1) times as far; this term keeps ordinary prompts where the reference "
-        "had them. Costs one extra policy and one reference forward pass per step (0 disables)", min=0)
+        "had them. Costs one extra policy and one reference forward pass per step (0 disables)", min=0, max=1e7)
     prediction_type: str = option("auto", "training target; auto follows the scheduler",
                                   choices=("auto", "epsilon", "v_prediction", "flow_matching"))
     # flow-matching families (SD3/3.5, Flux.1)
     weighting_scheme: str = option("logit_normal", "how flow-matching timesteps are drawn (diffusers "
                                    "compute_density_for_timestep_sampling): uniform, logit_normal (SD3 paper) or mode",
                                    choices=("uniform", "logit_normal", "mode"))
-    logit_mean: float = option(0.0, "mean of the logit-normal timestep density")
-    logit_std: float = option(1.0, "std of the logit-normal timestep density", min=0)
-    mode_scale: float = option(1.29, "scale of the mode timestep density")
-    embedded_guidance_scale: float = option(
-        3.5, "Flux: the value fed to the transformer's guidance embedding during training (only when it has "
+    logit_mean: float = option(0.0, "mean of the logit-normal timestep density", min=-10, max=10)
+    logit_std: float = option(1.0, "std of the logit-normal timestep density", gt=0, max=10)
+    mode_scale: float = option(1.29, "scale of the mode timestep density", min=0, max=5)
+    embedded_guidance_scale: float = option(3.5, "Flux: the value fed to the transformer's guidance embedding during training (only when it has "
         "guidance_embeds, e.g. FLUX.1-dev, whose guidance is distilled into that input). Not the classifier-free "
-        "guidance scale of sampling (eval's guidance_scale)", min=0)
+        "guidance scale of sampling (eval's guidance_scale)", min=0, max=50)
     max_sequence_length: int | None = option(None, "SD3/Flux: T5 tokens per prompt (default: the pipeline's, 256 "
-                                             "for SD3, 512 for Flux)", min=1)
+                                             "for SD3, 512 for Flux)", min=1, max=512)
     # optimisation
-    learning_rate: float = option(1e-4, "peak learning rate", min=0)
+    learning_rate: float = option(1e-4, "peak learning rate", gt=0, max=1)
     lr_scheduler: str = option("constant_with_warmup", "diffusers get_scheduler name",
                                choices=("constant", "constant_with_warmup", "linear", "cosine",
                                         "cosine_with_restarts", "polynomial"))
-    lr_warmup_steps: int = option(0, "warmup optimizer steps", min=0)
-    max_steps: int = option(20, "optimizer steps (per adapter in per_category mode)", min=1)
-    train_batch_size: int = option(2, "pairs per micro-step per process", min=1)
-    gradient_accumulation_steps: int = option(1, "micro-steps per optimizer step", min=1)
+    lr_warmup_steps: int = option(0, "warmup optimizer steps", min=0, max=10**7)
+    max_steps: int = option(20, "optimizer steps (per adapter in per_category mode)", min=1, max=10**7)
+    train_batch_size: int = option(2, "pairs per micro-step per process", min=1, max=4096)
+    gradient_accumulation_steps: int = option(1, "micro-steps per optimizer step", min=1, max=4096)
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     mixed_precision: str = option("no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
     optimizer: str = option("adamw", "adamw (torch) or adamw8bit (bitsandbytes)", choices=("adamw", "adamw8bit"))
-    adam_beta1: float = option(0.9, "Adam β1", min=0, max=1)
-    adam_beta2: float = option(0.999, "Adam β2", min=0, max=1)
-    adam_weight_decay: float = option(1e-2, "AdamW weight decay", min=0)
-    adam_epsilon: float = option(1e-8, "Adam ε", min=0)
-    max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables)", min=0)
+    adam_beta1: float = option(0.9, "Adam β1", min=0, lt=1)
+    adam_beta2: float = option(0.999, "Adam β2", min=0, lt=1)
+    adam_weight_decay: float = option(1e-2, "AdamW weight decay", min=0, max=1)
+    adam_epsilon: float = option(1e-8, "Adam ε", gt=0, max=1)
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables)", min=0, max=1e6)
     ema_decay: float = option(0.0, "keep an exponential moving average of the LoRA weights with this decay (e.g. "
                               "0.995, about the last 200 steps; warmed up as (1+step)/(10+step)) and export it "
                               "instead of the last iterate; saved in checkpoints. 0 disables", min=0, max=0.99999)
-    seed: int = option(0, "seed for init, data order, noise and timesteps")
-    dataloader_num_workers: int = option(0, "dataloader workers", min=0)
+    seed: int = option(0, "seed for init, data order, noise and timesteps", min=0, max=2**32 - 1)
+    dataloader_num_workers: int = option(0, "dataloader workers", min=0, max=256)
     # cache
     use_cache: bool = option(True, "encode latents and prompt embeddings once and train from the on-disk cache")
     encode_batch_size: int = option(16, "images per VAE call when the dataset is encoded to latents; the VAE "
                                     "encoder's activations at 1024 px are large, so lower this if that step runs "
-                                    "out of GPU memory", min=1)
+                                    "out of GPU memory", min=1, max=4096)
     cache_dir: str | None = option(None, "cache root; default ~/.cache/pluralign (or $PLURALIGN_CACHE)")
     # checkpoints and logging
-    checkpointing_steps: int = option(0, "save a resumable checkpoint every N optimizer steps (0: only at the end)",
-                                      min=0)
-    checkpoints_total_limit: int | None = option(2, "keep at most this many checkpoints", min=1)
+    checkpointing_steps: int = option(0, "save a resumable checkpoint every N optimizer steps (0: only at the end)", min=0, max=10**7)
+    checkpoints_total_limit: int | None = option(2, "keep at most this many checkpoints", min=1, max=1000)
     resume_from_checkpoint: str | None = option(None, "'latest' (the newest intact checkpoint of the run in "
                                                 "output_dir) or a checkpoint directory")
     allow_config_change: bool = option(False, "resume even though settings that change the trajectory (lr, batch, "
@@ -118,12 +113,11 @@ class DPOTrainConfig:
                                        "accepted differences are recorded there")
     report_to: str = option("none", "accelerate tracker: wandb, tensorboard, all or none")
     tracker_project: str = option("pluralign", "tracker project name")
-    logging_steps: int = option(1, "log metrics every N optimizer steps", min=1)
-    validation_steps: int = option(0, "render validation images every N steps (0: only at the end if prompts set)",
-                                   min=0)
+    logging_steps: int = option(1, "log metrics every N optimizer steps", min=1, max=10**7)
+    validation_steps: int = option(0, "render validation images every N steps (0: only at the end if prompts set)", min=0, max=10**7)
     validation_prompts: list[str] | None = option(None, "validation prompts (ordinary and anti-aesthetic)")
-    validation_seed: int = option(0, "seed of validation images")
-    validation_inference_steps: int = option(4, "sampler steps of validation images", min=1)
+    validation_seed: int = option(0, "seed of validation images", min=0, max=2**32 - 1)
+    validation_inference_steps: int = option(4, "sampler steps of validation images", min=1, max=1000)
     # export
     export_kohya: bool = option(True, "also write a kohya/webui .safetensors beside the diffusers LoRA")
     push_to_hub: bool = option(False, "push the adapter directory to the hub")

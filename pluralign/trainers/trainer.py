@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import to_dict, writable_dir
+from ..data.sources import pair_images, pair_prompts
 from ..tiny import FAMILIES, save_tiny_pipeline
 from . import checkpoint as ckpt
 from .adapters import (
@@ -274,12 +275,14 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], terms: IntentLossConfig) 
     """Cached latents + conditioning for the run's rows (or pixels + prompts without the cache), the
     row-kind masks, and the null prompt's conditioning when a term needs it."""
     c, fam, ds = p.config, p.family, p.dataset.select(indices)
-    prompts = list(ds["prompt"])
     cols = ["chosen", "rejected"] if c.method == "dpo" else ["chosen"]
+    # read as `pluralign data validate` reads them: what validate accepts, training accepts
+    prompts = pair_prompts(ds, source=c.dataset, rows=indices)
+    images = {col: pair_images(ds, col, source=c.dataset, rows=indices) for col in cols}
     encode = lambda ps: fam.encode_prompts(pipe, ps, c.resolution)  # noqa: E731
     if not c.use_cache:
         txt_cache = None
-        data = {f"pixels_{s}": torch.stack([to_pixels(im, c.resolution) for im in ds[col]])
+        data = {f"pixels_{s}": torch.stack([to_pixels(im, c.resolution) for im in images[col]])
                 for s, col in zip("wl", cols)}
         data["prompts"] = prompts
     else:
@@ -287,7 +290,7 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], terms: IntentLossConfig) 
         encoders = [getattr(pipe, n) for n in fam.text_encoders]
         lat_cache = TensorCache(p.cache_dir, "latents", fingerprint(vae, extra=f"{fam.cache_id}:{c.resolution}"))
         txt_cache = TensorCache(p.cache_dir, "prompts", fingerprint(*encoders, extra=f"{fam.cache_id}:{c.resolution}"))
-        data = {f"latents_{s}": cached_latents(vae, list(ds[col]), c.resolution, lat_cache,
+        data = {f"latents_{s}": cached_latents(vae, images[col], c.resolution, lat_cache,
                                                 batch_size=c.encode_batch_size, desc=f"latents ({col})")
                 for s, col in zip("wl", cols)}
         data["cond"] = cached_prompts(encode, prompts, txt_cache)
