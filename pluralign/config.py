@@ -19,6 +19,8 @@ import argparse
 import dataclasses
 import difflib
 import math
+import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -31,25 +33,42 @@ class ConfigError(ValueError):
     """A recipe or flag is wrong; the message names the key and its source."""
 
 
+# Exit statuses of every command (docs/reliability.md).
+EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def debugging() -> bool:
+    """``--debug`` on the command line or ``PLURALIGN_DEBUG=1``: show the full traceback of an error
+    (``PLURALIGN_TRACEBACK=1`` is read too)."""
+    return bool(os.environ.get("PLURALIGN_DEBUG") or os.environ.get("PLURALIGN_TRACEBACK"))
+
+
 def run_module(main, prog: str) -> int:
     """Run an entry point's ``main()`` (every ``pluralign`` command and ``python -m`` module).
 
     Bad input (a :class:`ConfigError`, a suite or data row error: the project raises ``ValueError``
     subclasses naming the file, row and field; a missing file, or an output that exists and may not
-    be replaced) becomes one line on stderr and
-    exit status 2 instead of a traceback. ``PLURALIGN_TRACEBACK=1`` re-raises, for bug reports.
+    be replaced) becomes one line on stderr and exit status 2 instead of a traceback; Ctrl-C is one
+    line and status 130. ``--debug`` anywhere on the command line, or ``PLURALIGN_DEBUG=1``,
+    re-raises instead, for bug reports.
     """
-    import os
-    import sys
-
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+        os.environ["PLURALIGN_DEBUG"] = "1"
     try:
         return int(main() or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        if os.environ.get("PLURALIGN_TRACEBACK"):
+        if debugging():
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        print("(set PLURALIGN_TRACEBACK=1 to see where it was raised)", file=sys.stderr)
-        return 2
+        print("(run with --debug or PLURALIGN_DEBUG=1 to see where it was raised)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        if debugging():
+            raise
+        print(f"{prog}: interrupted; finished files are kept, unfinished ones were written under temporary names",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def writable_dir(path: str | Path, key: str) -> Path:

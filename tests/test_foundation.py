@@ -146,7 +146,7 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
 
     assert run_module(bad, "python -m pluralign.toy.ceiling") == 2
     first, hint = capsys.readouterr().err.strip().split("\n")
-    assert first == "python -m pluralign.toy.ceiling: error: key 'x': expected an integer" and "PLURALIGN_TRACEBACK" in hint
+    assert first == "python -m pluralign.toy.ceiling: error: key 'x': expected an integer" and "--debug" in hint and "PLURALIGN_DEBUG" in hint
     assert run_module(lambda: None, "prog") == 0
     # a row error from a suite file (a ValueError subclass) reads the same; the traceback is one variable away
     suite = tmp_path / "suite.jsonl"

@@ -94,7 +94,7 @@ def test_resume_skips_a_damaged_checkpoint_by_name(tiny_pipeline_dir, tmp_path):
     newest = root / "checkpoint-4"
     (newest / "optimizer.pt").write_bytes(b"\x00not a torch file")
     run_id = json.loads((first.output_dir / "run.json").read_text())["run_id"]
-    with pytest.warns(UserWarning, match=r"checkpoint-4 is damaged"):
+    with pytest.warns(UserWarning, match=r"checkpoint-4 is damaged \(optimizer.pt: "):
         assert ckpt.resolve_resume("latest", root, run_id) == root / "checkpoint-2"
     with pytest.raises(ValueError, match=r"checkpoint-4: the checkpoint is damaged"):
         ckpt.resolve_resume(str(newest), root, run_id)

@@ -82,8 +82,8 @@ def load_checkpoint(path: Path, optimizer, lr_scheduler) -> tuple[dict[str, torc
     """Restore optimizer, scheduler and RNG in place; return ``(lora_state, state)``."""
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     lr_scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    set_rng_state(load_file(str(path / "rng.safetensors")), json.loads((path / "rng.json").read_text()))
-    return load_file(str(path / "lora.safetensors")), json.loads((path / "state.json").read_text())
+    set_rng_state(load_file(str(path / "rng.safetensors")), _read_json(path / "rng.json"))
+    return load_file(str(path / "lora.safetensors")), _read_json(path / "state.json")
 
 
 def load_ema(path: Path) -> dict[str, torch.Tensor] | None:
@@ -95,18 +95,24 @@ def load_ema(path: Path) -> dict[str, torch.Tensor] | None:
 def problem(path: Path) -> str | None:
     """What is wrong with a checkpoint directory (a file missing or unreadable), or None if every
     file it needs loads."""
-    try:
-        json.loads((path / "state.json").read_text(encoding="utf-8"))
-        json.loads((path / "rng.json").read_text(encoding="utf-8"))
-        for name in ("lora.safetensors", "rng.safetensors"):
-            load_file(str(path / name))
-        if (path / "ema.safetensors").exists():
-            load_file(str(path / "ema.safetensors"))
-        for name in ("optimizer.pt", "scheduler.pt"):
-            torch.load(path / name, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read makes the checkpoint unusable
-        return f"{type(exc).__name__}: {exc}"
+    readers = {"state.json": _read_json, "rng.json": _read_json, "lora.safetensors": load_file,
+               "rng.safetensors": load_file, "optimizer.pt": _read_torch, "scheduler.pt": _read_torch}
+    if (path / "ema.safetensors").exists():
+        readers["ema.safetensors"] = load_file
+    for name, read in readers.items():
+        try:
+            read(path / name)
+        except Exception as exc:  # noqa: BLE001 - any failure to read makes the checkpoint unusable
+            return f"{name}: {type(exc).__name__}: {exc}"
     return None
+
+
+def _read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _read_torch(path: Path):
+    return torch.load(path, weights_only=True)
 
 
 def run_id_of(path: Path) -> str | None:
