@@ -139,3 +139,27 @@ def test_trajectory_changes_ignore_free_fields():
     changed = trajectory_changes(old, DPOTrainConfig(rank=8), {"fingerprint": "b", "model": "m2"},
                                  {"fingerprint": "d"})
     assert changed[0] == "rank: 4 -> 8" and changed[1].startswith("base fingerprint: a -> b")
+
+
+def test_a_second_run_on_a_busy_output_dir_is_refused(tiny_pipeline_dir, tmp_path):
+    from pluralign.locks import LockedError, directory_lock
+
+    model = tiny_pipeline_dir("sd")
+    config = cfg(tmp_path, model, max_steps=1, export_kohya=False)
+    with directory_lock(tmp_path / "run", "output_dir"):  # as another run would hold it
+        with pytest.raises(LockedError, match=r"output_dir .*run is in use by process \d+"):
+            train(config)
+    assert not (tmp_path / "run" / "run.json").exists()  # refused before it wrote anything
+    train(config)  # the lock is released with its holder
+    assert not (tmp_path / ".run.lock").exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, capsys):
+    import socket
+
+    from pluralign.locks import directory_lock
+
+    (tmp_path / ".out.lock").write_text(f"{socket.gethostname()} 999999999")
+    with directory_lock(tmp_path / "out", "output"):
+        pass
+    assert "taking over the lock of a process that is gone" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..config import to_dict, writable_dir
 from ..data.sources import pair_images, pair_prompts
+from ..locks import directory_lock
 from ..tiny import FAMILIES, save_tiny_pipeline
 from . import checkpoint as ckpt
 from .adapters import (
@@ -199,11 +200,15 @@ def _check_run_dir(config: DPOTrainConfig, run: AdapterRun, base: dict) -> None:
 
 def train(config: DPOTrainConfig) -> TrainResult:
     """Train (and export) the adapter(s) of ``config``; the public entry point of the trainer."""
+    from accelerate import PartialState
+
     p = plan(config)
     results = []
-    for run in p.runs:
-        _open_run(p, run)
-        results.append(_train_one(p, run))
+    # one process at a time per output_dir: two runs there would prune each other's checkpoints
+    with directory_lock(p.output_dir, "output_dir") if PartialState().is_main_process else nullcontext():
+        for run in p.runs:
+            _open_run(p, run)
+            results.append(_train_one(p, run))
     if len(results) == 1:
         return results[0]
     merged = TrainResult(p.output_dir, p.output_dir / "adapter", {}, {}, {}, [], 0, p.model)
