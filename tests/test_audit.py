@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pluralign.cli import main as cli
+from pluralign.data.sources import DataError
 from pluralign.eval.audit import AuditConfig, audit_scores, load_triplets, main, run_audit
+from pluralign.eval.fixtures import save_tiny_clip
 from pluralign.rewards import metrics as M
 
 
@@ -92,8 +95,73 @@ def test_audit_input_errors(tmp_path):
         load_triplets(tmp_path / "nope")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "triplets.jsonl").write_text(json.dumps({"prompt_a": "x", "image_a": "a.png"}))
-    with pytest.raises(ValueError, match="image_o"):
+    with pytest.raises(DataError, match=r"triplets.jsonl, row 0, field 'image_o': missing image_o"):
         load_triplets(tmp_path / "bad")
+
+
+def _one_row_folder(tmp_path, **changes):
+    """A valid two-row triplet folder, with ``changes`` applied to row 1 (a value of None removes the key)."""
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "o.png")
+    Image.new("RGB", (8, 8), (20, 30, 30)).save(tmp_path / "a.png")
+    good = {"prompt_o": "a red square", "prompt_a": "a dark red square", "image_o": "o.png", "image_a": "a.png",
+            "attributes": ["underexposed"]}
+    bad = {k: v for k, v in {**good, **changes}.items() if v is not None}
+    (tmp_path / "triplets.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("changes, field, problem", [
+    ({"prompt_a": "  "}, "prompt_a", "empty prompt"),
+    ({"prompt_a": None}, "prompt_a", "missing prompt_a"),
+    ({"prompt_o": ""}, "prompt_o", "missing or empty, while other rows have one"),
+    ({"image_a": "gone.png"}, "image_a", "image file not found"),
+    ({"image_o": None}, "image_o", "missing image_o"),
+    ({"attributes": ["underexposd"]}, "attributes", "unknown attribute 'underexposd'; did you mean 'underexposed'?"),
+])
+def test_audit_checks_every_row_and_names_file_row_and_field(tmp_path, capsys, changes, field, problem):
+    folder = _one_row_folder(tmp_path, **changes)
+    before = sorted(p.name for p in folder.iterdir())
+    rc = cli(["audit", "--data", str(folder), "--rewards", "verifier", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"{folder / 'triplets.jsonl'}, row 1, field '{field}'" in err and problem in err
+    assert sorted(p.name for p in folder.iterdir()) == before and not (tmp_path / "out").exists()
+
+
+def test_audit_names_a_line_that_is_not_json(tmp_path, capsys):
+    folder = _one_row_folder(tmp_path)
+    with (folder / "triplets.jsonl").open("a") as f:
+        f.write("{not json\n")
+    assert cli(["audit", "--data", str(folder), "--output", str(tmp_path / "out")]) == 2
+    assert f"{folder / 'triplets.jsonl'}, row 2: line 3 is not valid JSON" in capsys.readouterr().err
+
+
+def test_audit_refuses_an_image_over_max_pixels_before_decoding_it(tmp_path, capsys):
+    folder = _one_row_folder(tmp_path)
+    Image.new("RGB", (300, 200)).save(folder / "big.png")
+    rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines()]
+    rows[1]["image_o"] = "big.png"
+    (folder / "triplets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli(["audit", "--data", str(folder), "--max_pixels", "10000", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"row 1, field 'image_o': {folder / 'big.png'}: image is 300x200 = 60000 pixels, over max_pixels=10000" in err
+    assert load_triplets(folder, max_pixels=60000).image_o[1].size == (300, 200)  # at the limit it is read
+
+
+def test_audit_takes_a_reward_from_a_local_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "data").mkdir()
+    folder = _write_folder(tmp_path / "data", n_win=2, n_loss=1)
+    clip_dir = save_tiny_clip(tmp_path / "clip")
+    payload = run_audit(AuditConfig(data=str(folder), rewards=[f"clip={clip_dir}", "verifier"],
+                                    output=str(tmp_path / "out"), n_boot=100, device="cpu"))
+    assert set(payload["models"]) == {"clip", "verifier"} and payload["models"]["clip"]["accuracy"]["n"] == 3
+    # the default CLIP is not on this machine: the error says what to download, or which option takes a directory
+    rc = cli(["audit", "--data", str(folder), "--rewards", "verifier,clip", "--output", str(tmp_path / "out2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "clip: model openai/clip-vit-large-patch14 is not on this machine" in err
+    assert "`hf download openai/clip-vit-large-patch14`" in err and "(--rewards clip=PATH)" in err
+    assert not (tmp_path / "out2").exists()
 
 
 def test_audit_scores_without_prompt_o():

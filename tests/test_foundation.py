@@ -156,7 +156,7 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys):
 
 
 def test_hub_ids_are_not_taken_for_missing_paths():
-    from pluralign.eval.generate import _looks_local
+    from pluralign.hub import looks_local as _looks_local
 
     assert not _looks_local("stable-diffusion-v1-5/stable-diffusion-v1-5") and not _looks_local("tiny")
     assert all(_looks_local(p) for p in ("/abs/dir", "./rel", "../up", "~/home", "a/b/c"))

@@ -17,7 +17,7 @@ ALLOWED = {
     "eval": {"data", "rewards", "trainers"},
     "toy": {"data", "rewards", "trainers", "eval"},
 }
-HELPERS = {"config", "tokenizers", "tiny", "env", "__init__"}
+HELPERS = {"config", "tokenizers", "tiny", "env", "hub", "locks", "__init__"}
 
 
 def _imports(path: Path) -> list[tuple[str, int, bool]]:

@@ -5,31 +5,17 @@ import pytest
 import torch
 from PIL import Image
 
+from pluralign.config import run_module
+from pluralign.eval.fixtures import save_tiny_clip
+from pluralign.hub import ModelNotFound, require_model
+from pluralign.rewards import models
 from pluralign.rewards.base import MissingDependency
-from pluralign.rewards.registry import available, get_reward
+from pluralign.rewards.registry import UnknownReward, available, build_rewards, get_reward, load_rewards, parse_spec
 
 
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    from pluralign.tokenizers import clip_tokenizer
-
-    d = tmp_path_factory.mktemp("tiny-clip")
-    tok = clip_tokenizer()
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, projection_dim=16),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, projection_dim=16),
-        projection_dim=16)
-    CLIPModel(cfg).save_pretrained(d)
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                            crop_size={"height": 32, "width": 32}), tokenizer=tok)
-    proc.save_pretrained(d)
-    return d
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +81,9 @@ def test_aesthetic_head_from_safetensors(tiny_clip_dir, tmp_path):
     assert torch.allclose(s, model.score(imgs, ["other", "prompts"]))  # prompt-free
     with pytest.raises(MissingDependency, match="head weights"):
         get_reward("aesthetic", head=str(tmp_path / "missing.safetensors")).score(imgs, ["x", "y"])
+    # aesthetic=PATH names the head file
+    named = get_reward(f"aesthetic={tmp_path / 'head.safetensors'}", clip_id=str(tiny_clip_dir), device="cpu")
+    assert torch.equal(named.score(imgs, ["x", "y"]), s)
 
 
 def test_missing_optional_packages_are_named():
@@ -112,13 +101,109 @@ def test_missing_optional_packages_are_named():
 
 
 def test_missing_local_weights_and_unknown_names():
-    with pytest.raises(MissingDependency, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="clip: model '/nonexistent/clip': no such file or directory"):
         get_reward("clip", model_id="/nonexistent/clip").score(_images(1), ["x"])
-    with pytest.raises(MissingDependency, match="blip"):
+    with pytest.raises(FileNotFoundError, match="blip: model '/nonexistent/blip'"):
         get_reward("blip", model_id="/nonexistent/blip").score(_images(1), ["x"])
-    with pytest.raises(KeyError, match="registered"):
+    with pytest.raises(UnknownReward, match="unknown reward model 'hpsv9'; registered: aesthetic, blip, clip"):
         get_reward("hpsv9")
+    assert issubclass(UnknownReward, ValueError)  # the command line reports it as one line
     assert {"clip", "pickscore", "hpsv2", "imagereward", "aesthetic", "blip", "verifier"} <= set(available())
+
+
+def test_a_missing_package_is_one_line_on_the_command_line(capsys):
+    """MissingDependency stays an ImportError for callers, and is a ValueError for run_module: one line, exit 2."""
+    def needs_package():
+        raise MissingDependency("this reward model needs the optional package 'open_clip_torch'")
+
+    assert issubclass(MissingDependency, ImportError)
+    assert run_module(needs_package, "pluralign audit") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pluralign audit: error: this reward model needs") and "Traceback" not in err
+
+
+def _fake_hub_cache(root, repo: str):
+    """A hub cache holding one snapshot of ``repo``, laid out as huggingface_hub writes it."""
+    commit = "0" * 40
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    return snapshot
+
+
+def test_require_model_finds_local_and_cached_models(tmp_path):
+    assert require_model(str(tmp_path), "base") == str(tmp_path)
+    snapshot = _fake_hub_cache(tmp_path / "hub", "org/cached-model")
+    assert require_model("org/cached-model", "base", cache_dir=tmp_path / "hub") == str(snapshot)
+    with pytest.raises(FileNotFoundError, match=f"base '{tmp_path}/missing': no such file or directory"):
+        require_model(str(tmp_path / "missing"), "base")
+    with pytest.raises(FileNotFoundError, match="base '': no such file"):
+        require_model("", "base")
+
+
+def test_require_model_offline_says_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound) as err:
+        require_model("org/not-here", "base", local_option="--base DIR", cache_dir=tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("base org/not-here is not on this machine and the hub is offline (HF_HUB_OFFLINE=1)")
+    assert "`hf download org/not-here`" in msg and "(--base DIR)" in msg and "licence" not in msg
+    # a gated repo: the licence comes first, then the login
+    with pytest.raises(ModelNotFound) as err:
+        require_model("black-forest-labs/FLUX.1-dev", "pretrained_model", revision="abc", cache_dir=tmp_path)
+    msg = str(err.value)
+    assert "`hf download black-forest-labs/FLUX.1-dev --revision abc`" in msg
+    assert "accept its licence at https://huggingface.co/black-forest-labs/FLUX.1-dev, then `hf auth login`" in msg
+    assert issubclass(ModelNotFound, ValueError)
+
+
+def test_require_model_online_leaves_the_download_to_the_loader(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert require_model("org/not-here", "base", cache_dir=tmp_path) == "org/not-here"
+
+
+def test_a_registered_reward_takes_a_local_path(tiny_clip_dir, tmp_path):
+    assert parse_spec("clip") == ("clip", {})
+    assert parse_spec(f"clip={tiny_clip_dir}") == ("clip", {"model_id": str(tiny_clip_dir)})
+    assert parse_spec("hpsv2=/w/hps.safetensors") == ("hpsv2", {"checkpoint": "/w/hps.safetensors"})
+    assert parse_spec(f"pickscore={tiny_clip_dir}")[1] == {"model_id": str(tiny_clip_dir),
+                                                          "processor_id": str(tiny_clip_dir)}
+    imgs, prompts = _images(2), ["a cat", "a red house"]
+    by_spec = get_reward(f"clip={tiny_clip_dir}", device="cpu").score(imgs, prompts)
+    by_kwargs = get_reward("clip", model_id=str(tiny_clip_dir), device="cpu").score(imgs, prompts)
+    assert torch.equal(by_spec, by_kwargs)
+    with pytest.raises(UnknownReward, match="reward 'verifier=/x': verifier takes no local path"):
+        parse_spec("verifier=/x")
+    with pytest.raises(UnknownReward, match="imagereward takes no local path"):
+        parse_spec("imagereward=/x.pt")  # its package would unpickle the file
+    with pytest.raises(UnknownReward, match="give the path after '='"):
+        parse_spec("clip=")
+    with pytest.raises(UnknownReward, match="unknown reward model 'clipp'"):
+        parse_spec("clipp=/x")
+    with pytest.raises(UnknownReward, match="judges: clip is given twice"):
+        build_rewards(["clip", f"clip={tiny_clip_dir}"], option="judges")
+
+
+def test_every_model_is_checked_before_any_is_loaded(tiny_clip_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = []
+    monkeypatch.setattr(models.CLIPScore, "load", lambda self: loaded.append(self.model_id))
+    with pytest.raises(ModelNotFound) as err:
+        load_rewards([f"clip={tiny_clip_dir}", "pickscore"], option="judges")
+    msg = str(err.value)
+    assert msg.startswith("pickscore: model yuvalkirstain/PickScore_v1 is not on this machine")
+    assert "(--judges pickscore=PATH)" in msg
+    assert loaded == []  # the first judge was not loaded before the second was found missing
+    judges = load_rewards([f"clip={tiny_clip_dir}", "verifier"], option="judges")
+    assert loaded == [str(tiny_clip_dir)] and list(judges) == ["clip", "verifier"]  # loaded now, not at first score
+    with pytest.raises(MissingDependency, match="hpsv2=PATH|open_clip_torch"):
+        build_rewards(["hpsv2"])  # no checkpoint (or no package): found before anything loads
 
 
 def test_prompt_count_mismatch():

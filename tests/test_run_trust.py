@@ -163,3 +163,17 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, capsys):
     with directory_lock(tmp_path / "out", "output"):
         pass
     assert "taking over the lock of a process that is gone" in capsys.readouterr().err
+
+
+def test_an_uncached_base_offline_says_what_to_download(tmp_path, monkeypatch):
+    from pluralign.hub import ModelNotFound
+    from pluralign.trainers import DPOTrainConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    with pytest.raises(ModelNotFound) as err:
+        plan(DPOTrainConfig(pretrained_model="black-forest-labs/FLUX.1-dev", output_dir=str(tmp_path / "o"),
+                            cache_dir=str(tmp_path / "c")))
+    msg = str(err.value)
+    assert "pretrained_model black-forest-labs/FLUX.1-dev is not on this machine" in msg
+    assert "hf download black-forest-labs/FLUX.1-dev" in msg and "licence" in msg and "--pretrained_model DIR" in msg

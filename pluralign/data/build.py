@@ -23,6 +23,7 @@ import datasets
 import yaml
 
 from ..config import to_dict, writable_dir
+from ..hub import require_model
 from . import sources as S
 from .config import DataConfig
 from .pairs import FEATURES, generate_rows
@@ -141,6 +142,8 @@ def build_dataset(cfg: DataConfig) -> Path:
     if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite true to replace it (it is kept until the new one is complete)")
     srcs = check_sources(cfg)
+    if cfg.llm_rewriter:  # before any row is read: offline, a missing model would fail deep inside transformers
+        require_model(cfg.llm_rewriter, "llm_rewriter", local_option="--llm_rewriter DIR")
     writable_dir(out.parent, "output_dir")
     tmp = _temp_name(out, "tmp")
     try:

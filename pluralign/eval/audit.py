@@ -13,15 +13,19 @@ Input (``--data``), any of:
 * a folder with ``triplets.jsonl``: one JSON object per line with the same keys, ``image_o`` and
   ``image_a`` being image paths relative to the folder.
 
-``prompt_o`` may be missing (the paper's accuracy needs only P_a); the four-way matrix and Δr
-are then skipped. Outputs ``audit.json`` and ``audit.md`` under ``--output``.
+``prompt_o`` may be left out of every row (the paper's accuracy needs only P_a); the four-way
+matrix and Δr are then skipped. Every row is checked before any model scores it: a missing or
+empty prompt, a missing or unreadable image, an image over ``--max_pixels`` (read from its header,
+before decoding) or an attribute the taxonomy does not know is a DataError naming the file, the
+row and the field. Outputs ``audit.json`` and ``audit.md`` under ``--output``.
 
     pluralign audit --data triplets/ --rewards clip,pickscore,verifier --output outputs/audit
+    pluralign audit --data triplets/ --rewards clip=/models/clip-vit-large-patch14   # weights from a local directory
 """
 
 from __future__ import annotations
 
-import io
+import difflib
 import json
 import sys
 from dataclasses import dataclass
@@ -32,9 +36,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..config import option, parse, run_module, writable_dir
+from ..data.sources import DataError, open_image, parse_attributes
 from ..data.taxonomy import ATTRIBUTES
 from ..rewards import metrics as M
-from ..rewards.registry import get_reward
+from ..rewards.registry import build_rewards
 
 REQUIRED = ("prompt_a", "image_o", "image_a")
 
@@ -42,14 +47,17 @@ REQUIRED = ("prompt_a", "image_o", "image_a")
 @dataclass
 class AuditConfig:
     data: str = option("", "triplet dataset: save_to_disk dir, .parquet file, or folder with triplets.jsonl")
-    rewards: list[str] = option(None, "reward models to audit (names from pluralign.rewards.registry)",
+    rewards: list[str] = option(None, "reward models to audit (names from pluralign.rewards.registry); name=PATH "
+                                "loads one from a local directory or file, e.g. clip=/models/clip",
                                 factory=lambda: ["verifier"])
     output: str = option("outputs/audit", "directory for audit.json and audit.md")
     device: str = option("auto", "torch device for the reward models")
-    batch_size: int = option(16, "images per reward-model forward pass", min=1)
-    n_boot: int = option(2000, "bootstrap resamples for the 95 percent CIs", min=100)
+    batch_size: int = option(16, "images per reward-model forward pass", min=1, max=1024)
+    n_boot: int = option(2000, "bootstrap resamples for the 95 percent CIs", min=100, max=1_000_000)
     limit: int = option(0, "use only the first N triplets (0 = all)", min=0)
-    seed: int = option(0, "bootstrap seed")
+    max_pixels: int = option(64_000_000, "largest image (width x height) to decode; a bigger one is refused as a "
+                             "possible decompression bomb", min=1)
+    seed: int = option(0, "bootstrap seed", min=0, max=2**32 - 1)
 
 
 @dataclass
@@ -61,71 +69,108 @@ class Triplets:
     attributes: list[list[str]]
 
 
-def _image(value, base: Path, where: str) -> Image.Image:
-    try:
-        if isinstance(value, Image.Image):
-            return value.convert("RGB")
-        if isinstance(value, dict):
-            if value.get("bytes"):
-                return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
-            value = value.get("path")
-        if isinstance(value, (bytes, bytearray)):
-            return Image.open(io.BytesIO(value)).convert("RGB")
-        if isinstance(value, str):
-            path = Path(value) if Path(value).is_absolute() else base / value
-            return Image.open(path).convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{where}: cannot read the image ({exc})") from exc
-    raise ValueError(f"{where}: expected an image, bytes or a path, got {type(value).__name__}")
+def _at_base(value, base: Path):
+    """An image value with a relative path made relative to the data's folder."""
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        return str(base / value)
+    if isinstance(value, dict) and not value.get("bytes") and value.get("path") and \
+            not Path(value["path"]).is_absolute():
+        return {**value, "path": str(base / value["path"])}
+    return value
 
 
-def _attrs(value) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.replace(";", ",").split(",") if v.strip()]
-    return [str(v) for v in value]
+def _prompt(row: dict, field: str, src: str, i: int) -> str:
+    value = row.get(field)
+    if field not in row or value is None:
+        raise DataError(src, i, field, f"missing {field}; every row needs {', '.join(REQUIRED)}", kind="missing_field")
+    if not isinstance(value, str):
+        raise DataError(src, i, field, f"expected text, got {type(value).__name__}", kind="wrong_type")
+    if not value.strip():
+        raise DataError(src, i, field, "empty prompt", kind="empty_prompt")
+    return value
 
 
-def load_triplets(path: str | Path, limit: int = 0) -> Triplets:
-    """Read a triplet set (see the module docstring for the accepted layouts)."""
+def _attributes(row: dict, src: str, i: int) -> list[str]:
+    names = list(parse_attributes(row.get("attributes")))
+    for name in names:
+        if name not in ATTRIBUTES:
+            close = difflib.get_close_matches(name, list(ATTRIBUTES), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DataError(src, i, "attributes", f"unknown attribute {name!r}; {hint}attributes are the taxonomy's "
+                            "names (pluralign.data.taxonomy.ATTRIBUTES, e.g. blurry, underexposed, muted)",
+                            kind="unknown_attribute")
+    return names
+
+
+def _read_jsonl(path: Path, limit: int) -> list[dict]:
+    rows: list[dict] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(str(path), len(rows), None, f"line {lineno} is not valid JSON ({exc.msg}); write one "
+                            "object per line", kind="bad_line") from None
+        if not isinstance(row, dict):
+            raise DataError(str(path), len(rows), None, f"line {lineno} is a {type(row).__name__}, not an object "
+                            "with prompt_a, image_o, image_a", kind="bad_line")
+        rows.append(row)
+        if limit and len(rows) == limit:
+            break
+    return rows
+
+
+def _read_dataset(path: Path, limit: int) -> list[dict]:
+    import datasets
+
+    if path.is_dir():
+        ds = datasets.load_from_disk(str(path))
+    elif path.suffix == ".parquet":
+        ds = datasets.Dataset.from_parquet(str(path))
+    else:
+        raise ValueError(f"{path}: expected a save_to_disk directory, a .parquet file or a folder with triplets.jsonl")
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+    for name, feature in ds.features.items():  # raw bytes, so that open_image checks the size before decoding
+        if isinstance(feature, datasets.Image) and feature.decode:
+            ds = ds.cast_column(name, datasets.Image(decode=False))
+    return [ds[i] for i in range(len(ds))]
+
+
+def load_triplets(path: str | Path, limit: int = 0, max_pixels: int = 64_000_000) -> Triplets:
+    """Read a triplet set (see the module docstring for the accepted layouts); every row is checked."""
     path = Path(path)
     if not str(path) or not path.exists():
         raise FileNotFoundError(f"triplet data {str(path)!r} does not exist; pass --data DIR_OR_FILE")
     if path.is_dir() and (path / "triplets.jsonl").exists():
-        src = path / "triplets.jsonl"
-        rows = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
-        base = path
+        src, base = path / "triplets.jsonl", path
+        rows = _read_jsonl(src, limit)
     else:
-        if path.is_dir():
-            from datasets import load_from_disk
-
-            ds = load_from_disk(str(path))
-        elif path.suffix == ".parquet":
-            from datasets import Dataset
-
-            ds = Dataset.from_parquet(str(path))
-        else:
-            raise ValueError(f"{path}: expected a save_to_disk directory, a .parquet file or a folder with triplets.jsonl")
         src, base = path, (path if path.is_dir() else path.parent)
-        if limit:
-            ds = ds.select(range(min(limit, len(ds))))
-        rows = [ds[i] for i in range(len(ds))]
-    if limit:
-        rows = rows[:limit]
+        rows = _read_dataset(path, limit)
     if not rows:
         raise ValueError(f"{src}: no triplets")
-    missing = [k for k in REQUIRED if k not in rows[0]]
-    if missing:
-        raise ValueError(f"{src}: missing column(s) {missing}; need {list(REQUIRED)} (+ prompt_o, attributes)")
-    has_o = all(r.get("prompt_o") for r in rows)
-    return Triplets(
-        prompt_o=[str(r["prompt_o"]) for r in rows] if has_o else None,
-        prompt_a=[str(r["prompt_a"]) for r in rows],
-        image_o=[_image(r["image_o"], base, f"{src} row {i} field image_o") for i, r in enumerate(rows)],
-        image_a=[_image(r["image_a"], base, f"{src} row {i} field image_a") for i, r in enumerate(rows)],
-        attributes=[_attrs(r.get("attributes")) for r in rows],
-    )
+    where = str(src)
+    # prompt_o is all or nothing: a matrix over the rows that happen to have it would not be the data's
+    has_o = any(r.get("prompt_o") not in (None, "") for r in rows)
+    prompt_o, prompt_a, image_o, image_a, attributes = [], [], [], [], []
+    for i, row in enumerate(rows):
+        prompt_a.append(_prompt(row, "prompt_a", where, i))
+        if has_o:
+            if row.get("prompt_o") in (None, ""):
+                raise DataError(where, i, "prompt_o", "missing or empty, while other rows have one; give prompt_o "
+                                "on every row or on none", kind="missing_field")
+            prompt_o.append(_prompt(row, "prompt_o", where, i))
+        for field, out in (("image_o", image_o), ("image_a", image_a)):
+            if row.get(field) is None:
+                raise DataError(where, i, field, f"missing {field}; every row needs {', '.join(REQUIRED)}",
+                                kind="missing_image")
+            out.append(open_image(_at_base(row[field], base), source=where, row=i, field=field,
+                                  max_pixels=max_pixels))
+        attributes.append(_attributes(row, where, i))
+    return Triplets(prompt_o=prompt_o if has_o else None, prompt_a=prompt_a, image_o=image_o, image_a=image_a,
+                    attributes=attributes)
 
 
 def _dimension(attribute: str) -> str | None:
@@ -175,11 +220,17 @@ def score_triplets(model, t: Triplets) -> dict[str, np.ndarray]:
 
 
 def run_audit(cfg: AuditConfig, models: dict | None = None) -> dict:
-    """Score every model on the triplets and return the audit payload (also written to ``cfg.output``)."""
-    t = load_triplets(cfg.data, cfg.limit)
-    out = writable_dir(cfg.output, "output")  # before scoring, which can take long with real reward models
+    """Score every model on the triplets and return the audit payload (also written to ``cfg.output``).
+
+    The models are checked to be on this machine first, the triplets read and the output proved
+    writable next, and the weights loaded last, all before the first score."""
     if models is None:
-        models = {name: get_reward(name, device=cfg.device, batch_size=cfg.batch_size) for name in cfg.rewards}
+        models = build_rewards(list(cfg.rewards), option="rewards", device=cfg.device, batch_size=cfg.batch_size)
+    t = load_triplets(cfg.data, cfg.limit, cfg.max_pixels)
+    out = writable_dir(cfg.output, "output")
+    for model in models.values():
+        if hasattr(model, "ensure_loaded"):
+            model.ensure_loaded()
     results = {}
     for name, model in tqdm(models.items(), desc="reward models", disable=len(models) < 2):
         results[name] = audit_scores(score_triplets(model, t), t.attributes, n_boot=cfg.n_boot, seed=cfg.seed)

@@ -26,6 +26,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pluralign.hub import require_model
+
 from .suite import EvalRow
 
 BASE = "base"
@@ -56,20 +58,18 @@ def variants_for(weights: Sequence[float], with_adapter: bool) -> list[Variant]:
     return out
 
 
-def _looks_local(spec: str) -> bool:
-    """A path, not a hub id ("org/name"): absolute, relative with ./ or ../, ~, or more than one /."""
-    return spec.startswith(("/", "./", "../", "~", ".\\")) or spec.count("/") > 1 or "\\" in spec
-
-
 def load_pipeline(base: str, device: str = "auto", dtype: str = "float32"):
     """A stock diffusers pipeline from a hub id or local directory (safetensors only)."""
     from diffusers import DiffusionPipeline
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    if not Path(base).expanduser().exists() and _looks_local(base):
-        raise FileNotFoundError(f"base {base!r}: no such directory; pass a diffusers pipeline directory (with "
-                                "model_index.json) or a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5")
-    pipe = DiffusionPipeline.from_pretrained(base, dtype=torch_dtype, use_safetensors=True)
+    require_model(base, "base", local_option="--base DIR")
+    try:
+        pipe = DiffusionPipeline.from_pretrained(base, dtype=torch_dtype, use_safetensors=True)
+    except OSError as exc:  # a hub error, or a directory without the files: say which and what to pass
+        raise ValueError(f"base {base}: cannot load a diffusers pipeline ({type(exc).__name__}: {exc}); pass a "
+                         "diffusers pipeline directory (with model_index.json and safetensors weights) or a hub id "
+                         "such as stable-diffusion-v1-5/stable-diffusion-v1-5") from exc
     pipe.to(resolve_device(device))
     return pipe
 
@@ -92,11 +92,85 @@ def _loaded_adapters(pipe) -> set[str]:
         return set()
 
 
+LORA_WEIGHT_FILE = "pytorch_lora_weights.safetensors"
+# a LoRA matrix in any of the key formats diffusers loads (PEFT lora_A/B, diffusers lora.down/up, kohya lora_down/up)
+_FILE_LORA_KEY = re.compile(r"lora(_A|_B|\.down|\.up|_down|_up|_embedding_A|_embedding_B)\b")
+
+
+def adapter_weight_file(adapter: str | Path) -> Path:
+    """The safetensors file ``load_lora_weights`` reads for ``adapter`` (a LoRA directory or file).
+
+    A trained adapter's directory also holds a kohya copy; the diffusers file is the one to load, as
+    diffusers itself picks it. Raises FileNotFoundError naming the ``adapter`` option for a path that
+    is not there or holds no weights."""
+    path = Path(adapter).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"adapter {adapter}: no such file or directory; pass the adapter folder the trainer "
+                                f"wrote (it holds {LORA_WEIGHT_FILE}) or a LoRA .safetensors file")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise ValueError(f"adapter {adapter}: not a .safetensors file; LoRA weights are read as safetensors only")
+        return path
+    if (path / LORA_WEIGHT_FILE).is_file():
+        return path / LORA_WEIGHT_FILE
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"adapter {adapter}: no .safetensors LoRA weights in this directory; pass the folder "
+                                f"the trainer wrote (it holds {LORA_WEIGHT_FILE})")
+    if len(files) > 1:
+        raise ValueError(f"adapter {adapter}: {len(files)} .safetensors files and none is {LORA_WEIGHT_FILE} "
+                         f"({', '.join(f.name for f in files[:4])}); pass the file to load as adapter")
+    return files[0]
+
+
+def _created_lora(pipe, adapter_name: str) -> tuple[int, set[str]]:
+    """How many LoRA tensors ``adapter_name`` got in the pipeline's modules, and the modules that carry them
+    (``component.module.path``)."""
+    param = re.compile(rf"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)\.{re.escape(adapter_name)}(\.|$)")
+    count, modules = 0, set()
+    for component, module in getattr(pipe, "components", {}).items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for name, _ in module.named_parameters():
+            m = param.search(name)
+            if m:
+                count += 1
+                modules.add(f"{component}.{name[:m.start()]}")
+    return count, modules
+
+
+def check_lora_keys(pipe, weight_file: Path, adapter_name: str) -> None:
+    """Raise ValueError unless every LoRA tensor of ``weight_file`` became a LoRA parameter of the pipeline.
+
+    diffusers and PEFT load the keys that match a module and only warn about the rest, so an adapter
+    for another architecture (an SD1.5 LoRA on SDXL) loads a quarter of itself and changes the
+    images a little: a measurement of nothing that looks like a result."""
+    from safetensors import safe_open
+
+    with safe_open(str(weight_file), framework="pt") as f:
+        keys = [k for k in f.keys() if _FILE_LORA_KEY.search(k)]
+    created, modules = _created_lora(pipe, adapter_name)
+    if created >= len(keys):
+        return
+    bare = {m.split(".", 1)[1] for m in modules}  # older files name modules without the component prefix
+    unmatched = {}  # one key per module: lora_A and lora_B of a module fail together
+    for k in keys:
+        module = k.split(".lora")[0]
+        if module not in modules | bare:
+            unmatched.setdefault(module, k)
+    examples = f"; unmatched, e.g.: {', '.join(list(unmatched.values())[:3])}" if unmatched else ""
+    raise ValueError(f"adapter {weight_file}: only {created} of its {len(keys)} LoRA tensors match modules of this "
+                     f"{type(pipe).__name__}{examples}. It was made for another model: evaluate it on the base it "
+                     "was trained on")
+
+
 def load_adapter(pipe, adapter_dir: str | Path, adapter_name: str) -> str:
-    """Load a diffusers LoRA directory under ``adapter_name`` (once) and return the name.
+    """Load a diffusers LoRA directory (or file) under ``adapter_name`` (once) and return the name.
 
     A name already loaded from *another* directory is replaced, never silently reused: evaluating two
-    adapters in a row on one pipeline must measure the second one.
+    adapters in a row on one pipeline must measure the second one. Every LoRA tensor of the file must
+    land on a module (:func:`check_lora_keys`); otherwise the adapter is removed again and a
+    ValueError says how many matched.
     """
     sources = pipe.__dict__.setdefault("_pluralign_adapter_sources", {})
     source = str(Path(adapter_dir).resolve())
@@ -104,11 +178,14 @@ def load_adapter(pipe, adapter_dir: str | Path, adapter_name: str) -> str:
         if sources.get(adapter_name) == source:
             return adapter_name
         pipe.delete_adapters(adapter_name)
-    path = Path(adapter_dir)
-    if path.exists() and not any(path.glob("*.safetensors")) and path.is_dir():
-        raise FileNotFoundError(f"{path}: no .safetensors LoRA weights in this directory; pass the folder the "
-                                "trainer wrote (it holds pytorch_lora_weights.safetensors)")
-    pipe.load_lora_weights(str(adapter_dir), adapter_name=adapter_name)
+    weight_file = adapter_weight_file(adapter_dir)
+    pipe.load_lora_weights(str(weight_file.parent), weight_name=weight_file.name, adapter_name=adapter_name)
+    try:
+        check_lora_keys(pipe, weight_file, adapter_name)
+    except ValueError:
+        if adapter_name in _loaded_adapters(pipe):
+            pipe.delete_adapters(adapter_name)
+        raise
     sources[adapter_name] = source
     return adapter_name
 

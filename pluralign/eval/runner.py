@@ -3,6 +3,13 @@
 ``pluralign train`` (``eval_before_after``), the demo and ``pluralign eval`` all call :func:`run_eval`.
 It writes under ``config.output``: ``results.json``, ``report.md``, ``report.html``, ``grid.png``,
 the plots, and ``images/<variant>/<row>_<o|a>.png``; it returns the results dict.
+
+Generation is the long part (hours on SDXL), so everything that can fail is checked before the
+first image: every input path, that the base and every judge are on this machine (or can be
+downloaded), that the adapter was trained for this base (its identity metadata) and that each of
+its LoRA tensors lands on a module; judges and the pipeline are loaded up front. The output is
+written in one piece (:mod:`pluralign.eval.output`): all of this run's files, or the previous
+run's untouched.
 """
 
 from __future__ import annotations
@@ -15,12 +22,25 @@ from typing import Any
 
 import numpy as np
 
-from pluralign.config import option, to_dict, writable_dir
-from pluralign.rewards.registry import get_reward
+from pluralign.config import option, to_dict
+from pluralign.hub import require_model
+from pluralign.rewards.registry import load_rewards
 from pluralign.rewards.rules import load_rules
+from pluralign.trainers.families import family_for_class
+from pluralign.trainers.identity import base_identity, check_adapter_fits
 
 from . import metrics as M
-from .generate import BASE, generate_variants, load_pipeline, max_abs_difference, save_images, variants_for
+from .generate import (
+    BASE,
+    adapter_weight_file,
+    generate_variants,
+    load_adapter,
+    load_pipeline,
+    max_abs_difference,
+    save_images,
+    variants_for,
+)
+from .output import output_transaction
 from .report import log_wandb, write_reports
 from .results import build_results, write_results
 from .suite import EvalRow, load_suite, suite_source
@@ -33,49 +53,97 @@ class EvalConfig:
     """Options of ``pluralign eval`` (YAML keys and ``--flags``)."""
 
     base: str = option("", "base pipeline: hub id or local directory (ignored when a pipeline object is passed)")
-    adapter: str | None = option(None, "diffusers LoRA directory to evaluate; none = base model only")
+    adapter: str | None = option(None, "diffusers LoRA directory (or .safetensors file) to evaluate; none = base "
+                                  "model only")
     adapter_name: str = option("intent", "name the adapter is loaded under")
-    weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve")
+    allow_other_base: bool = option(False, "evaluate an adapter on another checkpoint of the family it was trained "
+                                    "for (its recorded base fingerprint differs); a family mismatch is always refused")
+    weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve",
+                                 min=0, max=4)
     suite: str = option("toy", "toy | a .jsonl/.csv prompt file | hf:REPO or a local copy in the anti-aesthetic schema")
-    n_prompts: int = option(32, "number of prompt pairs (0 = the whole suite)", min=0)
-    suite_seed: int | None = option(None, "seed of the suite (toy scenes / default generation seeds)")
-    judges: list[str] = option(factory=list, help="reward models/judges by registry name, e.g. clip,pickscore")
+    n_prompts: int = option(32, "number of prompt pairs (0 = the whole suite)", min=0, max=100_000)
+    suite_seed: int | None = option(None, "seed of the suite (toy scenes / default generation seeds)",
+                                      min=0, max=2**32 - 1)
+    judges: list[str] = option(factory=list, help="reward models/judges by registry name, e.g. clip,pickscore; "
+                               "name=PATH loads a judge from a local directory or file, e.g. clip=/models/clip")
     content_checker: str = option("auto", "content check: auto (the suite's own checker when it has one, e.g. the "
                                   "toy world's, else similarity) | suite | similarity | none",
                                   choices=("auto", "suite", "similarity", "none"))
     content_threshold: float = option(0.5, "similarity checker: structural similarity that counts as same content",
                                       min=0.0, max=1.0)
-    num_inference_steps: int = option(20, "denoising steps per image", min=1)
-    guidance_scale: float = option(7.5, "classifier-free guidance scale (Flux: distilled guidance)", min=0)
-    height: int | None = option(None, "image height (default: the pipeline's)")
-    width: int | None = option(None, "image width (default: the pipeline's)")
-    batch_size: int = option(8, "prompt pairs per pipeline call (2x images)", min=1)
+    num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)
+    guidance_scale: float = option(7.5, "classifier-free guidance scale (Flux: distilled guidance)", min=0,
+                                  max=50)
+    height: int | None = option(None, "image height (default: the pipeline's)", min=8, max=4096, multiple_of=16)
+    width: int | None = option(None, "image width (default: the pipeline's)", min=8, max=4096, multiple_of=16)
+    batch_size: int = option(8, "prompt pairs per pipeline call (2x images)", min=1, max=1024)
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     dtype: str = option("float32", "pipeline dtype", choices=("float32", "float16", "bfloat16"))
-    bootstrap: int = option(1000, "bootstrap resamples for the 95 percent CIs", min=100)
-    seed: int = option(0, "seed of the bootstrap")
+    bootstrap: int = option(1000, "bootstrap resamples for the 95 percent CIs", min=100, max=1_000_000)
+    seed: int = option(0, "seed of the bootstrap", min=0, max=2**32 - 1)
     output: str = option("outputs/eval", "output directory")
     save_images: bool = option(True, "write every generated image as PNG under output/images/")
-    html_rows: int = option(8, "prompt pairs shown in the HTML/W&B image grid", min=1)
+    html_rows: int = option(8, "prompt pairs shown in the HTML/W&B image grid", min=1, max=1000)
     check_weight_zero: bool = option(True, "check that the adapter at weight 0 reproduces the base images")
     report_to: str = option("none", "tracker for tables and images", choices=("none", "wandb"))
     wandb_project: str = option("pluralign", "W&B project (when report_to: wandb)")
 
     def __post_init__(self):
-        if any(w < 0 for w in self.weights):
-            raise ValueError(f"weights: adapter weights must be >= 0, got {self.weights}")
+        # also when the class is built directly, where no option bounds are checked (NaN fails every comparison)
+        if not all(0 <= w <= 4 for w in self.weights):
+            raise ValueError(f"weights: adapter weights must be finite and in [0, 4], got {self.weights}")
 
 
 # ---------------------------------------------------------------------------------------------
 # pluggable parts
 
 
-def load_judges(names: list[str]) -> dict[str, Any]:
-    """Reward models by registry name; a missing extra or weights fails here, before any generation."""
-    if not names:
+def load_judges(specs: list[str]) -> dict[str, Any]:
+    """Reward models by registry spec (``clip`` or ``clip=/local/dir``), all checked and then loaded, so
+    that a missing package or weight fails here, before any generation."""
+    if not specs:
         return {}
+    return load_rewards(list(specs), option="judges")
 
-    return {name: get_reward(name) for name in names}
+
+def _pipe_dir(pipe) -> str | None:
+    """The local directory a pipeline object was loaded from, if it was loaded from one."""
+    name = getattr(getattr(pipe, "config", None), "_name_or_path", None)
+    return str(name) if name and Path(str(name)).is_dir() else None
+
+
+def base_identity_of(base: str, pipe=None) -> dict | None:
+    """The identity (family, fingerprint) of the base an adapter is about to be evaluated on.
+
+    From ``base`` (hub id or directory) when no pipeline object is given, else from the directory
+    the pipeline was loaded from. When neither tells (a pipeline built in memory), the family
+    still comes from the pipeline's class, without a fingerprint; None when even that is unknown."""
+    source = base if pipe is None else _pipe_dir(pipe)
+    if source:
+        try:
+            return base_identity(source)
+        except ValueError:  # not a pipeline directory pluralign knows: fall back on the class
+            pass
+    if pipe is None:
+        return None
+    try:
+        family = family_for_class(type(pipe).__name__)
+    except ValueError:
+        return None
+    name = getattr(getattr(pipe, "config", None), "_name_or_path", None) or "the pipeline passed in"
+    return {"model": f"{name} ({type(pipe).__name__})", "revision": None, "family": family.name, "fingerprint": None}
+
+
+def check_adapter_identity(config: EvalConfig, weight_file: Path, pipe=None) -> bool:
+    """Refuse (:class:`~pluralign.trainers.identity.AdapterMismatchError`) an adapter whose recorded base
+    is another family, or other weights unless ``allow_other_base``. Returns whether the base's
+    identity was known; a third-party adapter without pluralign metadata passes (its LoRA keys
+    are still checked when it is loaded)."""
+    identity = base_identity_of(config.base, pipe)
+    if identity is None:
+        return False
+    check_adapter_fits(weight_file, identity, allow_other_base=config.allow_other_base)
+    return True
 
 
 def load_content_checker(kind: str, suite: str, threshold: float = 0.5):
@@ -165,9 +233,29 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
     """
     from accelerate import PartialState
 
+    overrides = {"rows": rows, "judges": judges, "content_checker": content_checker, "wandb_run": wandb_run,
+                 "rules": rules}
+    if not PartialState().is_main_process:
+        return _run(config, pipe, None, **overrides)
+    with output_transaction(config.output) as work_dir:
+        return _run(config, pipe, work_dir, **overrides)
+
+
+def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, content_checker, wandb_run,
+         rules) -> dict[str, Any]:
+    """:func:`run_eval` inside its output transaction: ``out_dir`` is the temp directory to write
+    into (None on processes other than the main one, which write nothing)."""
     t0 = time.perf_counter()
-    state = PartialState()
-    out_dir = writable_dir(config.output, "output") if state.is_main_process else Path(config.output)
+    # the cheap checks first, each naming what to fix: a wrong path, a model that is not here or an
+    # adapter for another base, found after the base images, would have cost the whole generation
+    weight_file = adapter_weight_file(config.adapter) if config.adapter else None
+    if pipe is None:
+        if not config.base:
+            raise ValueError("no base model: set `base` (hub id or directory) or pass a pipeline")
+        require_model(config.base, "base", local_option="--base DIR")
+    identity_checked = False
+    if weight_file is not None and pipe is None:  # from the base's files, before loading it
+        identity_checked = check_adapter_identity(config, weight_file)
     rows = rows if rows is not None else load_suite(config.suite, config.n_prompts, config.suite_seed)
     if not rows:
         raise ValueError(f"suite {config.suite!r} has no rows")
@@ -175,9 +263,11 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
     checker = content_checker if content_checker is not None else \
         load_content_checker(config.content_checker, config.suite, config.content_threshold)
     if pipe is None:
-        if not config.base:
-            raise ValueError("no base model: set `base` (hub id or directory) or pass a pipeline")
         pipe = load_pipeline(config.base, config.device, config.dtype)
+    if weight_file is not None:
+        if not identity_checked:
+            check_adapter_identity(config, weight_file, pipe)
+        load_adapter(pipe, config.adapter, config.adapter_name)  # its LoRA keys are checked before any image
 
     variants = variants_for(config.weights, config.adapter is not None)
     t_gen = time.perf_counter()
@@ -185,7 +275,7 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
                                batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
                                guidance_scale=config.guidance_scale, height=config.height, width=config.width)
     t_gen = time.perf_counter() - t_gen
-    if not state.is_main_process:
+    if out_dir is None:
         return {}
 
     if config.save_images:
@@ -226,7 +316,6 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
     results = build_results(config=cfg, suite=suite_info, variants=results_by_variant, reference=BASE, checks=checks,
                             timing={"generate_seconds": t_gen, "metrics_seconds": t_met},
                             wall_seconds=time.perf_counter() - t0)
-    write_results(results, out_dir / "results.json")  # written before the reports so a report failure loses nothing
     t_rep = time.perf_counter()
     write_reports(results, images, rows, out_dir, config.html_rows)
     if wandb_run is None and config.report_to == "wandb":

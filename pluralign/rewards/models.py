@@ -1,7 +1,9 @@
 """Reward models and judges behind :class:`~pluralign.rewards.base.RewardModel`.
 
 Each class takes a hub id *or a local directory* (the same ``from_pretrained`` path), so tests
-run the real code on tiny random models saved to disk. Weights are read as safetensors only:
+run the real code on tiny random models saved to disk. Each lists the models it loads
+(:meth:`~pluralign.rewards.base.RewardModel.required_models`), so that a caller can check that
+they are all on this machine before loading any. Weights are read as safetensors only:
 checkpoints published as pickles (HPSv2, the LAION aesthetic head) must be converted once with
 ``python -c "import torch, safetensors.torch as st; st.save_file(torch.load('in.pt', weights_only=True), 'out.safetensors')"``
 (state dict inside, nested ``state_dict`` key unwrapped) before use.
@@ -9,6 +11,7 @@ checkpoints published as pickles (HPSv2, the LAION aesthetic head) must be conve
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +22,10 @@ from .rules import RULE_SPECS
 from .verifiers import measure
 
 
-def _check_local(path: str) -> None:
-    p = Path(path)
-    if (p.is_absolute() or path.startswith(".")) and not p.exists():
-        raise MissingDependency(f"weights directory {path} does not exist; pass a hub id or a saved model directory")
-
-
 def _hub_error(name: str, model_id: str, exc: Exception) -> MissingDependency:
     return MissingDependency(
         f"{name}: could not load weights {model_id!r} ({type(exc).__name__}: {exc}). Download them with"
-        f" `huggingface-cli download {model_id}` on a machine with hub access, or pass model_id=<local dir>."
+        f" `hf download {model_id}` on a machine with hub access, or pass a local directory ({name}=DIR)."
     )
 
 
@@ -45,10 +42,14 @@ class CLIPScore(RewardModel):
         super().__init__(**kw)
         self.model_id, self.processor_id, self.scale = model_id, processor_id or model_id, scale
 
+    def required_models(self) -> list[tuple[str, str]]:
+        models = [(self.model_id, "model")]
+        return models + [(self.processor_id, "processor")] if self.processor_id != self.model_id else models
+
     def load(self) -> None:
         from transformers import AutoProcessor, CLIPModel
 
-        _check_local(self.model_id)
+        self.check_available()
         try:
             self.model = CLIPModel.from_pretrained(self.model_id, use_safetensors=True).to(self.device, self.dtype).eval()
             self.processor = AutoProcessor.from_pretrained(self.processor_id)
@@ -97,13 +98,18 @@ class HPSv2(RewardModel):
         super().__init__(**kw)
         self.checkpoint, self.arch = checkpoint, arch
 
-    def load(self) -> None:
-        open_clip = require("open_clip", "open_clip_torch")
-        if not self.checkpoint or not Path(self.checkpoint).exists():
+    def check_available(self, local_option: str | None = None) -> None:
+        if importlib.util.find_spec("open_clip") is None:
+            require("open_clip", "open_clip_torch")  # raises, naming the package
+        if not self.checkpoint or not Path(self.checkpoint).is_file():
             raise MissingDependency(
                 f"hpsv2: checkpoint {self.checkpoint!r} not found; download HPS_v2.1_compressed.pt from the hub repo"
-                " xswu/HPSv2, convert it to safetensors (see pluralign.rewards.models) and pass checkpoint=PATH"
+                " xswu/HPSv2, convert it to safetensors (see pluralign.rewards.models) and pass it as hpsv2=PATH"
             )
+
+    def load(self) -> None:
+        self.check_available()
+        open_clip = require("open_clip", "open_clip_torch")
         from safetensors.torch import load_file
 
         model, _, preprocess = open_clip.create_model_and_transforms(self.arch, pretrained=None)
@@ -127,6 +133,10 @@ class ImageRewardModel(RewardModel):
     def __init__(self, model_id: str = "ImageReward-v1.0", **kw):
         super().__init__(**kw)
         self.model_id = model_id
+
+    def check_available(self, local_option: str | None = None) -> None:
+        if importlib.util.find_spec("ImageReward") is None:
+            require("ImageReward", "image-reward")  # raises, naming the package
 
     def load(self) -> None:
         rm = require("ImageReward", "image-reward")
@@ -163,16 +173,22 @@ class LAIONAesthetic(RewardModel):
         super().__init__(**kw)
         self.head, self.clip_id = head, clip_id
 
+    def required_models(self) -> list[tuple[str, str]]:
+        return [(self.clip_id, "CLIP model")]
+
+    def check_available(self, local_option: str | None = None) -> None:
+        if not self.head or not Path(self.head).is_file():
+            raise MissingDependency(
+                f"aesthetic: head weights {self.head!r} not found; convert sac+logos+ava1-l14-linearMSE.pth (LAION"
+                " improved-aesthetic-predictor) to safetensors and pass it as aesthetic=PATH"
+            )
+        super().check_available(local_option)
+
     def load(self) -> None:
         from safetensors.torch import load_file
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        if not self.head or not Path(self.head).exists():
-            raise MissingDependency(
-                f"aesthetic: head weights {self.head!r} not found; convert sac+logos+ava1-l14-linearMSE.pth (LAION"
-                " improved-aesthetic-predictor) to safetensors and pass head=PATH"
-            )
-        _check_local(self.clip_id)
+        self.check_available()
         try:
             self.clip = CLIPVisionModelWithProjection.from_pretrained(self.clip_id, use_safetensors=True).to(self.device).eval()
             self.processor = CLIPImageProcessor.from_pretrained(self.clip_id)
@@ -198,10 +214,13 @@ class BLIPITM(RewardModel):
         super().__init__(**kw)
         self.model_id = model_id
 
+    def required_models(self) -> list[tuple[str, str]]:
+        return [(self.model_id, "model")]
+
     def load(self) -> None:
         from transformers import BlipForImageTextRetrieval, BlipProcessor
 
-        _check_local(self.model_id)
+        self.check_available()
         try:
             self.model = BlipForImageTextRetrieval.from_pretrained(self.model_id, use_safetensors=True).to(self.device).eval()
             self.processor = BlipProcessor.from_pretrained(self.model_id)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..config import to_dict, writable_dir
 from ..data.sources import pair_images, pair_prompts
+from ..hub import require_model
 from ..locks import directory_lock
 from ..tiny import FAMILIES, save_tiny_pipeline
 from . import checkpoint as ckpt
@@ -144,6 +145,8 @@ def plan(config: DPOTrainConfig) -> Plan:
     if config.resume_from_checkpoint not in (None, "latest"):
         ckpt.resolve_resume(config.resume_from_checkpoint, out)
     model = resolve_model(config.pretrained_model, cache_dir)
+    # offline, a model that is not cached would fail in from_pretrained after the data is loaded; say what to do now
+    require_model(model, "pretrained_model", revision=config.revision, local_option="--pretrained_model DIR")
     family = detect_family(model, config.family).configured(config)
     targets = config.target_modules or family.lora_targets
     _check_targets_from_config(model, family, targets)
