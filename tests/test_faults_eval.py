@@ -75,7 +75,7 @@ def test_an_sd_adapter_is_refused_on_an_sdxl_base_before_any_image(tiny_pipeline
     rc = cli(["eval", "--base", str(sdxl), "--adapter", str(adapter), "--suite", str(suite), "--output", str(out), *FAST])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
-    assert f"adapter {adapter / 'pytorch_lora_weights.safetensors'} was trained for a sd model ({sd})" in err
+    assert f"adapter {adapter / 'pytorch_lora_weights.safetensors'} was trained for the sd family ({sd})" in err
     assert f"but the base {sdxl} is sdxl" in err
     assert not out.exists() and _siblings(out) == []  # no images/, no partial output, no lock
 
@@ -94,7 +94,7 @@ def test_a_trained_sd_adapter_is_refused_on_an_sdxl_base(tiny_pipeline_dir, suit
     rc = cli(["eval", "--base", str(sdxl), "--adapter", str(result.adapter_dir), "--suite", str(suite),
               "--output", str(out), *FAST])
     err = capsys.readouterr().err
-    assert rc == 2 and f"trained for a sd model ({sd})" in err and f"the base {sdxl} is sdxl" in err
+    assert rc == 2 and f"trained for the sd family ({sd})" in err and f"the base {sdxl} is sdxl" in err
     assert not out.exists()
 
 

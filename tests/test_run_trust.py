@@ -109,7 +109,7 @@ def test_an_adapter_carries_its_base_and_refuses_another(tiny_pipeline_dir, tmp_
     assert ident["family"] == "sd" and ident["fingerprint"] == fingerprint_dir(sd / "unet")
     assert "| family | sd |" in (result.adapter_dir / "README.md").read_text()
     assert check_adapter_fits(result.adapter_dir, base_identity(sd))["family"] == "sd"
-    with pytest.raises(AdapterMismatchError, match=r"trained for a sd model .* is sdxl"):
+    with pytest.raises(AdapterMismatchError, match=r"trained for the sd family .* is sdxl"):
         check_adapter_fits(result.adapter_dir, base_identity(sdxl))
     # same family, other weights: refused unless asked for
     other = tmp_path / "other_sd"

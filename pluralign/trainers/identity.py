@@ -111,8 +111,8 @@ def check_adapter_fits(adapter: str | Path, base: dict, *, allow_other_base: boo
         return None
     if trained.get("family") and trained["family"] != base["family"]:
         raise AdapterMismatchError(
-            f"adapter {adapter} was trained for a {trained['family']} model ({trained.get('model')}), but the base "
-            f"{base['model']} is {base['family']}: its LoRA modules would not match. Use a {trained['family']} base.")
+            f"adapter {adapter} was trained for the {trained['family']} family ({trained.get('model')}), but the base "
+            f"{base['model']} is {base['family']}: its LoRA modules would not match. Use a base of the {trained['family']} family.")
     fp_a, fp_b = trained.get("fingerprint"), base.get("fingerprint")
     if fp_a and fp_b and fp_a != fp_b and not allow_other_base:
         raise AdapterMismatchError(
