@@ -177,3 +177,33 @@ def test_an_uncached_base_offline_says_what_to_download(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "pretrained_model black-forest-labs/FLUX.1-dev is not on this machine" in msg
     assert "hf download black-forest-labs/FLUX.1-dev" in msg and "licence" in msg and "--pretrained_model DIR" in msg
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_earlier_checkpoints(tiny_pipeline_dir, tmp_path, monkeypatch):
+    import errno
+
+    model = tiny_pipeline_dir("sd")
+    calls = {"n": 0}
+    real = ckpt.save_file
+
+    def filling(tensors, path, *a, **k):
+        calls["n"] += 1
+        if "checkpoint-4" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, *a, **k)
+
+    monkeypatch.setattr(ckpt, "save_file", filling)
+    with pytest.raises(ckpt.CheckpointWriteError, match=r"checkpoint-4; the last intact checkpoint is .*checkpoint-2"):
+        train(cfg(tmp_path, model, max_steps=4, checkpointing_steps=2, export_kohya=False))
+    root = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in root.iterdir()] == ["checkpoint-2"] and ckpt.problem(root / "checkpoint-2") is None
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys):
+    from pluralign.config import EXIT_INTERRUPTED, run_module
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_module(interrupted, "pluralign train") == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err.startswith("pluralign train: interrupted")

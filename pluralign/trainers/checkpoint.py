@@ -8,6 +8,7 @@ RNG tensors are safetensors; optimizer/scheduler state dicts are read back with
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import shutil
@@ -53,11 +54,32 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((version, tuple(state), gauss_next))
 
 
+class CheckpointWriteError(ValueError):
+    """A checkpoint could not be written (a full disk); the earlier checkpoints are intact."""
+
+
 def save_checkpoint(root: Path, step: int, lora: dict[str, torch.Tensor], optimizer, lr_scheduler,
                     state: dict, keep: int | None, ema: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``checkpoint-<step>`` under a temporary name and rename it into place: a kill or a full
+    disk leaves the earlier checkpoints as they were and no half-written one."""
+    tmp = root / f".tmp-{PREFIX}{step}"
+    try:
+        return _save(root, step, tmp, lora, optimizer, lr_scheduler, state, keep, ema)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        intact = list_checkpoints(root)
+        raise CheckpointWriteError(
+            f"no space left on the device writing {root / f'{PREFIX}{step}'}; "
+            f"{'the last intact checkpoint is ' + str(intact[-1]) if intact else 'no earlier checkpoint exists'}. "
+            "Free space, then resume with resume_from_checkpoint: latest") from None
+
+
+def _save(root: Path, step: int, tmp: Path, lora, optimizer, lr_scheduler, state: dict, keep: int | None,
+          ema) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step}"
-    tmp = root / f".tmp-{PREFIX}{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.contiguous() for k, v in lora.items()}, str(tmp / "lora.safetensors"))
