@@ -93,3 +93,14 @@ def test_rows_from_prompts_use_the_rewriter():
     assert all(r.prompt_a != r.prompt_o for r in rows)
     with pytest.raises(SuiteError, match="unknown attribute"):
         from_prompts(["x"], ["nonsense"])
+
+
+def test_undecodable_or_malformed_suite_files_name_the_file(tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes('{"prompt_o": "caf\xe9", "prompt_a": "a dark caf\xe9", "attributes": ["underexposed"]}\n'.encode("latin-1"))
+    with pytest.raises(SuiteError, match=rf"{bad}: not UTF-8 text \(byte \d+\)"):
+        load_suite(str(bad))
+    quoted = tmp_path / "quote.csv"
+    quoted.write_text('prompt_o,prompt_a,attributes\n"a cat,"a dark cat",underexposed\n', encoding="utf-8")
+    with pytest.raises(SuiteError, match=rf"{quoted}"):
+        load_suite(str(quoted))

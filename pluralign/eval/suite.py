@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -115,6 +116,13 @@ def from_records(records: Iterable[dict[str, Any]], source: str = "<records>", n
     return _limit(rows, n)
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+
+
 def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[EvalRow]:
     """Rows from a JSONL (one object per line) or CSV (header row) prompt file."""
     path = Path(path)
@@ -123,7 +131,7 @@ def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[Eva
     suffix = path.suffix.lower()
     records: list[dict[str, Any]] = []
     if suffix in (".jsonl", ".json"):
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = _text(path).splitlines()
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -141,12 +149,14 @@ def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[Eva
             rows.append(make_row(r, f"{path}: line {line}", seed + i))
         return _limit(rows, n)
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
+        reader = csv.DictReader(io.StringIO(_text(path), newline=""), strict=True)
+        try:
             missing = [c for c in ("prompt_o", "prompt_a", "attributes") if c not in (reader.fieldnames or [])]
             if missing:
                 raise SuiteError(f"{path}: header lacks column(s) {missing}; expected prompt_o,prompt_a,attributes[,seed]")
             rows = [make_row(r, f"{path}: row {i + 2}", seed + i) for i, r in enumerate(reader)]
+        except csv.Error as exc:
+            raise SuiteError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
         return _limit(rows, n)
     raise SuiteError(f"{path}: unsupported suite file type {suffix!r}; use .jsonl or .csv")
 
@@ -316,7 +326,7 @@ def load_suite(spec: str, n: int | None = None, seed: int | None = None) -> list
         return from_anti_aesthetic(path, n, seed or 0)
     if path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".csv"):
         # A file in the paper's schema is recognised by its columns.
-        head = path.read_text(encoding="utf-8")[:4096]
+        head = _text(path)[:4096]
         if "disorted_long_prompt" in head and "prompt_a" not in head:
             return from_anti_aesthetic(path, n, seed or 0)
     return from_file(path, n, seed or 0)
