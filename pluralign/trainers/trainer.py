@@ -203,14 +203,13 @@ def _check_run_dir(config: DPOTrainConfig, run: AdapterRun, base: dict) -> None:
 
 def train(config: DPOTrainConfig) -> TrainResult:
     """Train (and export) the adapter(s) of ``config``; the public entry point of the trainer."""
-    from accelerate import PartialState
-
     p = plan(config)
     results = []
-    # one process at a time per output_dir: two runs there would prune each other's checkpoints
-    with directory_lock(p.output_dir, "output_dir") if PartialState().is_main_process else nullcontext():
+    # one process at a time per output_dir: two runs there would prune each other's checkpoints. The
+    # launcher's RANK says which process is the main one before accelerate is set up
+    main_process = os.environ.get("RANK", "0") == "0"
+    with directory_lock(p.output_dir, "output_dir") if main_process else nullcontext():
         for run in p.runs:
-            _open_run(p, run)
             results.append(_train_one(p, run))
     if len(results) == 1:
         return results[0]
@@ -224,13 +223,11 @@ def train(config: DPOTrainConfig) -> TrainResult:
     return merged
 
 
-def _open_run(p: Plan, run: AdapterRun) -> None:
+def _open_run(p: Plan, run: AdapterRun, accelerator) -> None:
     """Continue the recorded run, or start a new one: under overwrite_output_dir nothing of an earlier
     run stays that resume or export could pick up, and the new run gets its own id."""
-    from accelerate import PartialState
-
-    c, state = p.config, PartialState()
-    if state.is_main_process:
+    c = p.config
+    if accelerator.is_main_process:
         if c.resume_from_checkpoint and run.recorded is not None:
             manifest = run.recorded
             manifest.setdefault("resumes", []).append({
@@ -242,7 +239,7 @@ def _open_run(p: Plan, run: AdapterRun) -> None:
                 print(f"overwrite_output_dir: removed {gone}", flush=True)
             manifest = new_manifest(c, p.base, run.dataset)
         write_manifest(run.run_dir, manifest)
-    state.wait_for_everyone()
+    accelerator.wait_for_everyone()
     run.manifest = read_manifest(run.run_dir)
 
 
@@ -466,6 +463,7 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
         raise ValueError(f"launched as {launched} processes but accelerate set up {accelerator.num_processes} "
                          "(no GPU found for a GPU config?); for CPU processes set ACCELERATE_USE_CPU=1 "
                          "(see recipes/accelerate/cpu_2proc.yaml)")
+    _open_run(p, run, accelerator)
     set_seed(c.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
