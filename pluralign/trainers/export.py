@@ -17,17 +17,18 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .adapters import adapter_state_dict
 
 
-def export_diffusers(pipeline_cls, family, denoiser, adapter_name: str, out_dir: Path,
+def export_diffusers(pipeline_cls, family, layers: dict[str, torch.Tensor], lora_cfg, out_dir: Path,
                      identity: dict[str, str] | None = None) -> Path:
-    """The diffusers LoRA directory; ``identity`` (:func:`~.identity.identity_metadata`) joins the
-    file's metadata, so whoever loads it can check it against their base."""
+    """The diffusers LoRA directory from PEFT-keyed ``layers`` and their ``LoraConfig``.
+
+    It takes the weights, not the module, because under sharded training (FSDP, DeepSpeed ZeRO-3)
+    only the gathered state dict holds whole tensors. ``identity``
+    (:func:`~.identity.identity_metadata`) joins the file's metadata, so whoever loads it can
+    check it against their base."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers = adapter_state_dict(denoiser, adapter_name)  # PEFT keys; the family picks the on-disk key format
-    metadata = denoiser.peft_config[adapter_name].to_dict()
-    pipeline_cls.save_lora_weights(str(out_dir), **family.save_lora_kwargs(layers, metadata))
+    pipeline_cls.save_lora_weights(str(out_dir), **family.save_lora_kwargs(layers, lora_cfg.to_dict()))
     path = out_dir / "pytorch_lora_weights.safetensors"
     if identity:
         add_metadata(path, identity)
@@ -50,13 +51,13 @@ def kohya_alpha(lora_cfg) -> float:
     return float(lora_cfg.lora_alpha * math.sqrt(r)) if lora_cfg.use_rslora else float(lora_cfg.lora_alpha)
 
 
-def export_kohya(family, denoiser, adapter_name: str, path: Path) -> Path:
+def export_kohya(family, layers: dict[str, torch.Tensor], lora_cfg, path: Path) -> Path:
+    """The kohya/webui file from PEFT-keyed ``layers`` (see :func:`export_diffusers`)."""
     from diffusers.utils import convert_state_dict_to_kohya
 
-    lora_cfg = denoiser.peft_config[adapter_name]
     if lora_cfg.use_dora:
         raise ValueError("kohya export of DoRA adapters is not supported; use the diffusers directory")
-    peft_sd = {f"{family.denoiser_attr}.{k}": v for k, v in adapter_state_dict(denoiser, adapter_name).items()}
+    peft_sd = {f"{family.denoiser_attr}.{k}": v for k, v in layers.items()}
     kohya = convert_state_dict_to_kohya(peft_sd)
     alpha = kohya_alpha(lora_cfg)
     for k in [k for k in kohya if k.endswith(".alpha")]:

@@ -648,11 +648,12 @@ def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps) -> TrainRe
     """The diffusers LoRA (and kohya file), its model card, config and data mix; pushed if asked."""
     c, adapter_name, adapter_dir = p.config, run.name, run.adapter_dir
     identity = {**p.base, "run_id": run.manifest["run_id"]}
-    export_diffusers(type(pipe), p.family, denoiser, adapter_name, adapter_dir,
+    layers, lora_cfg = adapter_state_dict(denoiser, adapter_name), denoiser.peft_config[adapter_name]
+    export_diffusers(type(pipe), p.family, layers, lora_cfg, adapter_dir,
                      identity_metadata(p.base, run.manifest["run_id"]))
     kohya = {}
     if c.export_kohya and not c.use_dora:
-        kohya[adapter_name] = export_kohya(p.family, denoiser, adapter_name,
+        kohya[adapter_name] = export_kohya(p.family, layers, lora_cfg,
                                            p.output_dir / "adapter_kohya" / f"{adapter_name}.safetensors")
     metrics = _final_metrics(history)
     eval_summary = json.loads(Path(c.eval_summary).read_text()) if c.eval_summary else None
