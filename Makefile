@@ -5,6 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+DEEPSPEED ?= deepspeed==0.19.8
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
@@ -15,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
 	$(BIN)/pip install --quiet "$(TORCH)" -e ".[dev]"
+	# DeepSpeed ships as source and its build imports torch: built against the torch just installed
+	# (no build isolation, which would fetch another torch), for the tests of ZeRO-2 training
+	$(BIN)/pip install --quiet --no-build-isolation "$(TORCH)" "$(DEEPSPEED)"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -4,6 +4,11 @@ A checkpoint is written to a temporary directory and renamed into place, so a ru
 saving never leaves a half-written ``checkpoint-N``; only the newest ``keep`` are kept. LoRA and
 RNG tensors are safetensors; optimizer/scheduler state dicts are read back with
 ``torch.load(weights_only=True)`` (plain tensors and numbers, no arbitrary pickles).
+
+When the optimizer state is sharded across processes (FSDP, DeepSpeed ZeRO), each process writes
+its own ``optimizer.rank<r>.pt`` into the staging directory (:func:`save_optimizer_shard`) before
+the main process writes the rest and renames the directory, so the rename still publishes a
+complete checkpoint or nothing.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ def save_checkpoint(root: Path, step: int, lora: dict[str, torch.Tensor], optimi
                     state: dict, keep: int | None, ema: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``checkpoint-<step>`` under a temporary name and rename it into place: a kill or a full
     disk leaves the earlier checkpoints as they were and no half-written one."""
-    tmp = root / f".tmp-{PREFIX}{step}"
+    tmp = staging_dir(root, step)
     try:
         return _save(root, step, tmp, lora, optimizer, lr_scheduler, state, keep, ema)
     except OSError as exc:
@@ -76,16 +81,43 @@ def save_checkpoint(root: Path, step: int, lora: dict[str, torch.Tensor], optimi
             "Free space, then resume with resume_from_checkpoint: latest") from None
 
 
+def staging_dir(root: Path, step: int) -> Path:
+    """Where ``checkpoint-<step>`` is assembled before it is renamed into place."""
+    return root / f".tmp-{PREFIX}{step}"
+
+
+def prepare_staging(tmp: Path) -> None:
+    """An empty staging directory (main process, before the processes write their optimizer shards)."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+
+def shard_name(rank: int) -> str:
+    return f"optimizer.rank{rank}.pt"
+
+
+def save_optimizer_shard(tmp: Path, optimizer, rank: int) -> None:
+    """This process's part of a sharded optimizer state, into the staging directory."""
+    torch.save(optimizer.state_dict(), tmp / shard_name(rank))
+
+
 def _save(root: Path, step: int, tmp: Path, lora, optimizer, lr_scheduler, state: dict, keep: int | None,
           ema) -> Path:
+    """``optimizer`` None: the processes have already written their shards into ``tmp``."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    if optimizer is not None:
+        prepare_staging(tmp)
+    else:
+        world = state["optimizer_world_size"]
+        missing = [shard_name(r) for r in range(world) if not (tmp / shard_name(r)).is_file()]
+        if missing:
+            raise RuntimeError(f"{tmp}: optimizer shards missing after every process wrote its own: {missing}")
     save_file({k: v.contiguous() for k, v in lora.items()}, str(tmp / "lora.safetensors"))
     if ema is not None:
         save_file(ema, str(tmp / "ema.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
     rng_t, rng_meta = rng_state()
     save_file(rng_t, str(tmp / "rng.safetensors"))
@@ -100,12 +132,41 @@ def _save(root: Path, step: int, tmp: Path, lora, optimizer, lr_scheduler, state
     return final
 
 
-def load_checkpoint(path: Path, optimizer, lr_scheduler) -> tuple[dict[str, torch.Tensor], dict]:
-    """Restore optimizer, scheduler and RNG in place; return ``(lora_state, state)``."""
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+def load_checkpoint(path: Path, optimizer, lr_scheduler, restore_weights, rank: int | None = None,
+                    world_size: int | None = None) -> dict:
+    """Restore the LoRA weights (through ``restore_weights(lora_state)``), then optimizer, scheduler and
+    RNG in place; return the saved ``state``.
+
+    Weights come first because DeepSpeed's ZeRO optimizer rebuilds its fp32 master partitions
+    from the model's weights when it loads its state; loaded the other way round it would resume
+    from the initial weights. ``rank``/``world_size`` given: the optimizer is sharded and this
+    process reads its own file; a checkpoint written by another number of processes is refused,
+    since its shards split the state differently."""
+    state = _read_json(path / "state.json")
+    if world_size is not None and state.get("optimizer_world_size") != world_size:
+        saved = state.get("optimizer_world_size")
+        raise ValueError(f"{path}: its optimizer state is sharded over {saved or 'no'} processes, this run has "
+                         f"{world_size}; resume with {saved or 'one process (or DDP)'}, or start a fresh output_dir")
+    restore_weights(load_file(str(path / "lora.safetensors")))
+    if world_size is None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    else:
+        optimizer.load_state_dict(_optimizer_state(path, rank, world_size))
     lr_scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     set_rng_state(load_file(str(path / "rng.safetensors")), _read_json(path / "rng.json"))
-    return load_file(str(path / "lora.safetensors")), _read_json(path / "state.json")
+    return state
+
+
+def _optimizer_state(path: Path, rank: int, world_size: int):
+    """This process's optimizer state. DeepSpeed's ZeRO optimizer takes the list of every process's
+    state and picks its own; a plain torch optimizer (FSDP) takes its own dict.
+
+    These files are read with full unpickling: DeepSpeed's state holds its own objects (the loss
+    scaler, the ZeRO stage enum). They are files the same run wrote, under its output_dir."""
+    mine = torch.load(path / shard_name(rank), weights_only=False)
+    if isinstance(mine, dict) and "zero_stage" in mine:
+        return [torch.load(path / shard_name(r), weights_only=False) if r != rank else mine for r in range(world_size)]
+    return mine
 
 
 def load_ema(path: Path) -> dict[str, torch.Tensor] | None:
@@ -118,7 +179,12 @@ def problem(path: Path) -> str | None:
     """What is wrong with a checkpoint directory (a file missing or unreadable), or None if every
     file it needs loads."""
     readers = {"state.json": _read_json, "rng.json": _read_json, "lora.safetensors": load_file,
-               "rng.safetensors": load_file, "optimizer.pt": _read_torch, "scheduler.pt": _read_torch}
+               "rng.safetensors": load_file, "scheduler.pt": _read_torch}
+    shards = sorted(path.glob("optimizer.rank*.pt"))
+    if shards:  # a sharded optimizer's files may hold DeepSpeed's own objects: check they are there and whole
+        readers.update({f.name: _read_any for f in shards})
+    else:
+        readers["optimizer.pt"] = _read_torch
     if (path / "ema.safetensors").exists():
         readers["ema.safetensors"] = load_file
     for name, read in readers.items():
@@ -135,6 +201,10 @@ def _read_json(path: Path):
 
 def _read_torch(path: Path):
     return torch.load(path, weights_only=True)
+
+
+def _read_any(path: Path):
+    return torch.load(path, weights_only=False)
 
 
 def run_id_of(path: Path) -> str | None:

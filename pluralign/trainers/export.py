@@ -18,7 +18,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 
-
 def export_diffusers(pipeline_cls, family, layers: dict[str, torch.Tensor], lora_cfg, out_dir: Path,
                      identity: dict[str, str] | None = None) -> Path:
     """The diffusers LoRA directory from PEFT-keyed ``layers`` and their ``LoraConfig``.

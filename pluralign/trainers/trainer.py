@@ -28,12 +28,12 @@ from ..hub import require_model
 from ..locks import directory_lock
 from ..tiny import FAMILIES, save_tiny_pipeline
 from . import checkpoint as ckpt
+from . import distributed as dist
 from .adapters import (
     adapter_state_dict,
     adapters_disabled,
     add_lora,
     check_target_modules,
-    load_adapter_state_dict,
     lora_config,
 )
 from .cache import TensorCache, cached_latents, cached_prompts, default_cache_dir, encode_pixels, fingerprint, to_pixels
@@ -335,7 +335,7 @@ def _null_predictions(p: Plan, s: RunState, noisy, t):
             for k, v in s.data["null_cond"].items()}
     pred = p.family.denoise(s.model, noisy, t, null) if s.terms.needs_null_policy else None
     with torch.no_grad(), adapters_disabled(s.unwrapped), s.accelerator.autocast():
-        ref = p.family.denoise(s.unwrapped, noisy, t, null)
+        ref = p.family.denoise(dist.forward_module(s.accelerator, s.model, s.unwrapped), noisy, t, null)
     return pred, ref
 
 
@@ -486,6 +486,9 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
     n_proc = accelerator.num_processes
     lr_scheduler = get_scheduler(c.lr_scheduler, optimizer, num_warmup_steps=c.lr_warmup_steps * n_proc,
                                  num_training_steps=c.max_steps * n_proc)
+    dist.configure_deepspeed(accelerator, micro_batch_size=c.train_batch_size,
+                             gradient_accumulation_steps=c.gradient_accumulation_steps, max_grad_norm=c.max_grad_norm)
+    _check_sharded_options(c, accelerator)
     model, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
     return RunState(accelerator=accelerator, pipe=pipe, model=model, unwrapped=accelerator.unwrap_model(model),
                     params=params, optimizer=optimizer, lr_scheduler=lr_scheduler, objective=objective, terms=terms,
@@ -494,13 +497,33 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
                     ema=WeightEMA(params, c.ema_decay) if c.ema_decay else None)
 
 
+def _check_sharded_options(c: DPOTrainConfig, accelerator) -> None:
+    """Refuse, before the first step, what needs the whole weights on one process while they are sharded."""
+    if dist.zero_stage(accelerator) >= 3:
+        raise ValueError("DeepSpeed ZeRO-3 is not supported: it shards the frozen base weights, which pluralign's "
+                         "reference pass and LoRA export do not gather under DeepSpeed; use ZeRO-2 (the LoRA optimizer "
+                         "state is what it shards) or FSDP FULL_SHARD for bases too large for one device "
+                         "(recipes/accelerate/fsdp.yaml)")
+    if not dist.params_sharded(accelerator):
+        return
+    how = f"{accelerator.distributed_type} with sharded parameters"
+    if c.ema_decay:
+        raise ValueError(f"ema_decay is not supported under {how} (the average would be of each process's slice); "
+                         "set ema_decay 0, or use DDP / DeepSpeed ZeRO-2")
+    if c.validation_prompts:
+        raise ValueError(f"validation_prompts are not supported under {how} (rendering runs on the main process "
+                         "only); leave them out and run `pluralign eval` on the exported adapter")
+
+
 def _resume(p: Plan, run: AdapterRun, s: RunState) -> None:
     """Restore weights, optimizer, scheduler, RNG, data position and history from a checkpoint."""
     c = p.config
     resume = ckpt.resolve_resume(c.resume_from_checkpoint, s.ckpt_root, run.manifest["run_id"])
     if resume is not None:
-        lora, state = ckpt.load_checkpoint(resume, s.optimizer, s.lr_scheduler)
-        load_adapter_state_dict(s.unwrapped, lora, run.name)
+        state = ckpt.load_checkpoint(
+            resume, s.optimizer, s.lr_scheduler,
+            lambda lora: dist.load_full_adapter_state(s.accelerator, s.model, s.unwrapped, lora, run.name),
+            **_optimizer_shards(s))
         s.global_step, s.position, s.history = state["global_step"], state["position"], state.get("history", [])
         if s.ema is not None:
             saved = ckpt.load_ema(resume)
@@ -558,7 +581,7 @@ def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
         pred = fam.denoise(s.model, noisy, t, cond)
         if c.method == "dpo":
             with torch.no_grad(), adapters_disabled(s.unwrapped), acc.autocast():
-                ref_pred = fam.denoise(s.unwrapped, noisy, t, cond)
+                ref_pred = fam.denoise(dist.forward_module(acc, s.model, s.unwrapped), noisy, t, cond)
             null_pred, null_ref = _null_predictions(p, s, noisy, t)
             loss, stats = intent_dpo_loss(pred, ref_pred, target, anti=s.data["anti"][idx],
                                           ordinary=s.data["ordinary"][idx], terms=s.terms, null_pred=null_pred,
@@ -577,7 +600,8 @@ def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
         acc.backward(loss)
         s.grad_norm = None
         if acc.sync_gradients and c.max_grad_norm > 0:
-            s.grad_norm = float(acc.clip_grad_norm_(s.params, c.max_grad_norm))
+            norm = acc.clip_grad_norm_(s.params, c.max_grad_norm)  # DeepSpeed clips inside backward; may be None
+            s.grad_norm = None if norm is None else float(norm)
         s.optimizer.step()
         s.lr_scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
@@ -604,19 +628,41 @@ def _after_step(p: Plan, run: AdapterRun, s: RunState) -> None:
     s.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs.get('implicit_acc', float('nan')):.2f}",
                       s_step=f"{dt:.2f}")
     s.bar.update(1)
-    if c.checkpointing_steps and s.global_step % c.checkpointing_steps == 0 and acc.is_main_process:
-        _save_checkpoint(p, run, s)
+    if c.checkpointing_steps and s.global_step % c.checkpointing_steps == 0:
+        _save_checkpoint(p, run, s)  # every process: gathering sharded state is a collective
     if c.validation_steps and c.validation_prompts and s.global_step % c.validation_steps == 0 \
             and acc.is_main_process:
         with s.ema.applied(s.params) if s.ema else nullcontext():
             _log_images(acc, render_validation(s.pipe, s.unwrapped, c, run.run_dir, s.global_step), s.global_step)
 
 
+def _optimizer_shards(s: RunState) -> dict:
+    """Under a sharded optimizer each process saves and restores its own state file."""
+    if not dist.optimizer_sharded(s.accelerator):
+        return {}
+    return {"rank": s.accelerator.process_index, "world_size": s.accelerator.num_processes}
+
+
 def _save_checkpoint(p: Plan, run: AdapterRun, s: RunState) -> None:
-    ckpt.save_checkpoint(s.ckpt_root, s.global_step, adapter_state_dict(s.unwrapped, run.name), s.optimizer,
-                         s.lr_scheduler, {"position": s.position, "history": s.history,
-                                          "run_id": run.manifest["run_id"]},
-                         p.config.checkpoints_total_limit, ema=s.ema.state_dict() if s.ema else None)
+    """Called on every process. The LoRA state is gathered (a collective when sharded); with a
+    sharded optimizer each process writes its own optimizer file into the staging directory
+    before the main process completes the checkpoint and renames it into place."""
+    acc = s.accelerator
+    lora = dist.full_adapter_state(acc, s.model, s.unwrapped, run.name)
+    shards = _optimizer_shards(s)
+    if shards:
+        staging = ckpt.staging_dir(s.ckpt_root, s.global_step)
+        if acc.is_main_process:
+            ckpt.prepare_staging(staging)
+        acc.wait_for_everyone()
+        ckpt.save_optimizer_shard(staging, s.optimizer, shards["rank"])
+        acc.wait_for_everyone()
+    if acc.is_main_process:
+        ckpt.save_checkpoint(s.ckpt_root, s.global_step, lora, None if shards else s.optimizer, s.lr_scheduler,
+                             {"position": s.position, "history": s.history, "run_id": run.manifest["run_id"],
+                              **({"optimizer_world_size": shards["world_size"]} if shards else {})},
+                             p.config.checkpoints_total_limit, ema=s.ema.state_dict() if s.ema else None)
+    acc.wait_for_everyone()
 
 
 def _finish(p: Plan, run: AdapterRun, s: RunState) -> TrainResult:
@@ -624,14 +670,16 @@ def _finish(p: Plan, run: AdapterRun, s: RunState) -> TrainResult:
     c, acc = p.config, s.accelerator
     acc.wait_for_everyone()
     result = TrainResult(p.output_dir, run.adapter_dir, {}, {}, {}, s.history, s.global_step, p.model)
+    if c.checkpointing_steps and s.global_step % c.checkpointing_steps:
+        _save_checkpoint(p, run, s)
+    sharded_layers = dist.full_adapter_state(acc, s.model, s.unwrapped, run.name) \
+        if dist.params_sharded(acc) else None
     if acc.is_main_process:
-        if c.checkpointing_steps and s.global_step % c.checkpointing_steps:
-            _save_checkpoint(p, run, s)
         if s.ema is not None:
             s.ema.copy_to(s.params)  # from here on the adapter is the average: what is rendered and exported
         if c.validation_prompts and not (c.validation_steps and s.global_step % c.validation_steps == 0):
             _log_images(acc, render_validation(s.pipe, s.unwrapped, c, run.run_dir, s.global_step), s.global_step)
-        result = _export(p, s.pipe, s.unwrapped, run, s.history, s.global_step)
+        result = _export(p, s.pipe, s.unwrapped, run, s.history, s.global_step, layers=sharded_layers)
     acc.end_training()
     return result
 
@@ -644,11 +692,13 @@ def _final_metrics(history: list[dict], last: int = 5) -> dict[str, float]:
     return {k: sum(h[k] for h in tail) / len(tail) for k in keys if all(k in h for h in tail)}
 
 
-def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps) -> TrainResult:
+def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps, layers=None) -> TrainResult:
     """The diffusers LoRA (and kohya file), its model card, config and data mix; pushed if asked."""
     c, adapter_name, adapter_dir = p.config, run.name, run.adapter_dir
     identity = {**p.base, "run_id": run.manifest["run_id"]}
-    layers, lora_cfg = adapter_state_dict(denoiser, adapter_name), denoiser.peft_config[adapter_name]
+    # ``layers`` is the gathered state under sharded parameters; otherwise the module holds whole tensors
+    layers = layers if layers is not None else adapter_state_dict(denoiser, adapter_name)
+    lora_cfg = denoiser.peft_config[adapter_name]
     export_diffusers(type(pipe), p.family, layers, lora_cfg, adapter_dir,
                      identity_metadata(p.base, run.manifest["run_id"]))
     kohya = {}
