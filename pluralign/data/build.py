@@ -117,6 +117,11 @@ def check_sources(cfg: DataConfig) -> list[S.Source]:
                               "disorted_long_prompt, selected): prompts without images. Render I_o/I_a for it and "
                               "give rows with columns P_o, I_o, P_a, I_a, or use it as an evaluation suite",
                               kind="columns")
+        if s.schema == "photo_set":
+            raise S.DataError(s.name, None, None, "this is a curated photo set (image, anti_aesthetic_caption, "
+                              "major_classes): photographs that show the qualities, without a clean counterpart to "
+                              "pair them with. Pair them with a generator's clean images by `pluralign data generate "
+                              f"--suite {s.spec} --generator MODEL ...`, then mix that dataset in here", kind="columns")
         if s.schema == "pairs":
             raise S.DataError(s.name, None, None, "this dataset was already built by pluralign (it has a 'kind' "
                               "column); load it with datasets.load_from_disk, or combine several with "

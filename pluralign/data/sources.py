@@ -26,11 +26,13 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .degradations import to_rgb_pil
+from .taxonomy import CATEGORIES
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -71,10 +73,15 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], str]] = {
     "prompt_set": (("original_prompt", "disorted_long_prompt", "selected"),
                    "the paper's anti-aesthetic prompt set: prompts without images"),
     "benchmark": (("P_o", "I_o", "P_a", "I_a"), "pre-rendered anti/mirror pairs"),
+    "photo_set": (("image", "anti_aesthetic_caption", "major_classes"),
+                  "curated photographs that show anti-aesthetic qualities, with their captions: the chosen "
+                  "images of on-policy pairs (`pluralign data generate --suite`); objective_caption or "
+                  "clean_caption, when present, is the content-only prompt"),
     "caption": (("<image: image|file_name|file|path|jpg|png>", "<caption: caption|text|prompt>"),
                 "(image, caption) rows for anti/mirror pairs"),
 }
 IMAGE_COLUMNS = ("image", "file_name", "file", "path", "jpg", "png")
+PHOTO_CLEAN_COLUMNS = ("objective_caption", "clean_caption")  # a photo set's content-only caption, if it has one
 CAPTION_COLUMNS = ("caption", "text", "prompt")
 BENCH_ALIASES = {"prompt_o": "P_o", "image_o": "I_o", "prompt_a": "P_a", "image_a": "I_a"}
 
@@ -82,7 +89,7 @@ BENCH_ALIASES = {"prompt_o": "P_o", "image_o": "I_o", "prompt_a": "P_a", "image_
 def detect_schema(columns: list[str], where: str) -> str:
     """The schema name for these columns, or a DataError listing what was found and what is expected."""
     cols = set(columns) | {BENCH_ALIASES[c] for c in columns if c in BENCH_ALIASES}
-    for name in ("pairs", "trl", "pickapic", "prompt_set", "benchmark"):
+    for name in ("pairs", "trl", "pickapic", "prompt_set", "benchmark", "photo_set"):
         if set(SCHEMAS[name][0]) <= cols:
             return name
     if any(c in cols for c in IMAGE_COLUMNS) and any(c in cols for c in CAPTION_COLUMNS):
@@ -393,7 +400,9 @@ def open_source(spec: str, split: str = "train", streaming: bool = True) -> Sour
 @dataclass
 class Record:
     """A normalised row. ``kind``: caption (an image to degrade), preference (general pair),
-    rendered (a pre-rendered anti/mirror pair), prompts (prompt set, no images)."""
+    rendered (a pre-rendered anti/mirror pair), prompts (prompt set, no images), photo (a curated
+    photograph that shows the anti-aesthetic qualities its ``prompt_a`` describes; ``prompt`` is its
+    content-only caption or empty)."""
 
     kind: str
     source: str
@@ -404,6 +413,7 @@ class Record:
     prompt_a: str = ""
     attributes: tuple[str, ...] = ()
     image_field: str = "image"  # the column the clean image came from (for error messages)
+    categories: tuple[str, ...] = ()  # photo: the adapter categories the photo shows (major_classes)
     base_dir: Path | None = None  # relative image paths are relative to this folder
 
 
@@ -476,6 +486,22 @@ def parse_attributes(value) -> tuple[str, ...]:
     return tuple(t.strip().lower().replace(" ", "_") for t in items if t and t.strip())
 
 
+
+def parse_categories(value, *, source: str, row) -> tuple[str, ...]:
+    """A photo set's ``major_classes``: a list (or comma-separated text) of adapter category names,
+    each checked against the taxonomy so a misspelt one is named, not silently filed under none."""
+    names = parse_attributes(value)
+    if not names:
+        raise DataError(source, row, "major_classes", "no category given; list the adapter categories the photo "
+                        f"shows ({', '.join(CATEGORIES)})", kind="missing")
+    for name in names:
+        if name not in CATEGORIES:
+            close = get_close_matches(name, list(CATEGORIES), n=1)
+            raise DataError(source, row, "major_classes", f"unknown category {name!r}"
+                            + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(CATEGORIES)}"),
+                            kind="unknown_name")
+    return names
+
 def records(src: Source, rows: Iterator[tuple[int, dict]], ties: str = "drop", stats: dict | None = None
             ) -> Iterator[Record]:
     """Raw rows -> :class:`Record` (raising DataError at the first bad row)."""
@@ -523,6 +549,11 @@ def _row_records(src: Source, i: int, row: dict, ties: str, stats: dict) -> list
         attrs = parse_attributes(row.get("attributes", row.get("selected")))
         return [Record("rendered", src.name, i, _text(row, "P_o", src, i), row.get("I_o"), row.get("I_a"),
                        _text(row, "P_a", src, i), attrs)]
+    if s == "photo_set":
+        clean = next((c for c in PHOTO_CLEAN_COLUMNS if row.get(c) not in (None, "")), None)
+        return [Record("photo", src.name, i, _text(row, clean, src, i) if clean else "", row.get("image"), None,
+                       _text(row, "anti_aesthetic_caption", src, i), (),
+                       categories=parse_categories(row.get("major_classes"), source=src.name, row=i))]
     if s == "prompt_set":
         return [Record("prompts", src.name, i, _text(row, "original_prompt", src, i), None, None,
                        _text(row, "disorted_long_prompt", src, i), parse_attributes(row.get("selected")))]

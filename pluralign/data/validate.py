@@ -32,6 +32,7 @@ _FIELDS = {
     "pickapic": (("caption",), ("jpg_0", "jpg_1")),
     "prompt_set": (("original_prompt", "disorted_long_prompt"), ()),
     "benchmark": (("P_o", "P_a"), ("I_o", "I_a")),
+    "photo_set": (("anti_aesthetic_caption",), ("image",)),
 }
 KINDS = ("anti", "mirror", "general")
 
@@ -100,6 +101,11 @@ def _names(src: S.Source, i: int, row: dict) -> list[S.DataError]:
             sev = row["severity"]
             if isinstance(sev, bool) or not isinstance(sev, (int, float)) or not math.isfinite(sev) or not 0 <= sev <= 1:
                 bad("severity", f"expected a number in [0, 1], got {sev!r}", "bad_number")
+    if src.schema == "photo_set":
+        try:
+            S.parse_categories(row.get("major_classes"), source=src.name, row=i)
+        except S.DataError as exc:
+            out.append(exc)
     if src.schema in ("pairs", "benchmark") and row.get("attributes") is not None:
         for name in S.parse_attributes(row["attributes"]):
             if name not in ATTRIBUTES and name not in DIMENSIONS:
