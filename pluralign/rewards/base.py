@@ -55,6 +55,9 @@ class RewardModel:
 
     name: str = "reward"
     prompt_aware: bool = True
+    # True when scores are probabilities in [0, 1] (BLIP ITM's match probability, a VLM's P(yes)) rather
+    # than unbounded scaled similarities; the intent scorers use them as content scores directly
+    probability: bool = False
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int = 16, dtype: torch.dtype | None = None):
         self.device = resolve_device(device)

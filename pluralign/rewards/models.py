@@ -209,6 +209,8 @@ class BLIPITM(RewardModel):
     """BLIP image-text matching: probability of the "match" class from the ITM head."""
 
     name = "blip"
+    # scores are match probabilities in [0, 1], not scaled similarities (the intent scorers read this)
+    probability = True
 
     def __init__(self, model_id: str = "Salesforce/blip-itm-large-coco", **kw):
         super().__init__(**kw)
@@ -238,12 +240,35 @@ class BLIPITM(RewardModel):
 _ATTRIBUTE_WORDS = {a: (a.replace("_", " "), a.replace("_", "-")) for a in RULE_SPECS}
 
 
+def attributes_named_in(prompt: str) -> list[str]:
+    """The verifiable attributes whose name (``_`` as space or hyphen) appears in ``prompt``."""
+    low = prompt.lower()
+    return [a for a, ws in _ATTRIBUTE_WORDS.items() if any(w in low for w in ws)]
+
+
+def verifier_statistics(images: list, attribute_rows: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the sum of ``direction * log(verifier value + eps)`` over its row's verifiable attributes,
+    and how many attributes that sum has (0 where none of the row's attributes has a verifier rule).
+
+    The log puts verifiers of different scales on one footing and the direction makes more of the
+    attribute score higher. Shared by :class:`VerifierReward` (attributes named in the prompt) and
+    the ``verifiers`` intent scorer (attributes given by the caller)."""
+    vals = measure(images, sorted({verifier for verifier, _, _, _ in RULE_SPECS.values()}))
+    total, count = np.zeros(len(images)), np.zeros(len(images), dtype=np.int64)
+    for i, attrs in enumerate(attribute_rows):
+        for a in attrs:
+            if a in RULE_SPECS:
+                verifier, _, direction, eps = RULE_SPECS[a]
+                total[i] += direction * np.log(max(vals[verifier][i], 0) + eps + 1e-6)
+                count[i] += 1
+    return total, count
+
+
 class VerifierReward(RewardModel):
     """A model-free reward: how strongly an image shows the verifiable attributes its prompt names.
 
     For each attribute whose name (``_`` as space or hyphen) appears in the prompt, add
-    ``direction * log(verifier value + eps)``: the log puts verifiers of different scales on one
-    footing and the direction makes more of the attribute score higher. It judges an image
+    ``direction * log(verifier value + eps)`` (:func:`verifier_statistics`). It judges an image
     alone, so unlike the paired rules it cannot tell the attribute from the scene; it serves as
     a transparent baseline judge that needs no weights (and so runs in tests).
     """
@@ -251,12 +276,5 @@ class VerifierReward(RewardModel):
     name = "verifier"
 
     def _score_batch(self, images, prompts):
-        vals = measure(images, sorted({verifier for verifier, _, _, _ in RULE_SPECS.values()}))
-        out = np.zeros(len(images))
-        for i, p in enumerate(prompts):
-            low = p.lower()
-            for a, ws in _ATTRIBUTE_WORDS.items():
-                if any(w in low for w in ws):
-                    verifier, _, direction, eps = RULE_SPECS[a]
-                    out[i] += direction * np.log(max(vals[verifier][i], 0) + eps + 1e-6)
-        return torch.tensor(out, dtype=torch.float32)
+        total, _ = verifier_statistics(images, [attributes_named_in(p) for p in prompts])
+        return torch.tensor(total, dtype=torch.float32)

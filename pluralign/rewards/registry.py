@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import models
 from .base import RewardModel
+from .vlm_judge import VLMJudge
 
 # name -> (class, default kwargs, one-line description)
 REWARDS: dict[str, tuple[type[RewardModel], dict, str]] = {
@@ -25,12 +26,13 @@ REWARDS: dict[str, tuple[type[RewardModel], dict, str]] = {
     "aesthetic": (models.LAIONAesthetic, {}, "LAION aesthetic predictor v2 (CLIP-L + MLP)"),
     "blip": (models.BLIPITM, {}, "BLIP ITM match probability (blip-itm-large-coco)"),
     "verifier": (models.VerifierReward, {}, "model-free: verifier values of attributes named in the prompt"),
+    "vlm": (VLMJudge, {}, "a local VLM's P(yes) that the image shows the prompt; needs vlm=MODEL_OR_DIR"),
 }
 
 # name -> the keyword argument that ``name=PATH`` sets. imagereward is missing on purpose: its package
 # reads a local checkpoint with torch.load (a pickle), which pluralign does not do with user files.
 LOCAL_PATH_ARG = {"clip": "model_id", "pickscore": "model_id", "blip": "model_id", "hpsv2": "checkpoint",
-                  "aesthetic": "head"}
+                  "aesthetic": "head", "vlm": "model_id"}
 
 
 class UnknownReward(ValueError):
