@@ -268,7 +268,9 @@ def test_verifiers_cannot_score_prompt_only_attributes(toy_triplets):
 # ------------------------------------------------------------------------------ combining, specs, plugins
 
 
-class _Fixed(IS.IntentScorer):
+class _Fixed:
+    """A plugin written to the bare interface: no base class, no ``references`` parameter."""
+
     def __init__(self, name, scores, content):
         self.name, self.scores, self.content = name, np.asarray(scores, float), np.asarray(content, float)
         self.calls = []
@@ -280,10 +282,10 @@ class _Fixed(IS.IntentScorer):
         self.calls.append("load")
         return self
 
-    def attribute_score(self, images, prompts_o, prompts_a, attributes, references=None):
+    def attribute_score(self, images, prompts_o, prompts_a, attributes):
         return self.scores[: len(images)]
 
-    def content_score(self, images, prompts_o, references=None):
+    def content_score(self, images, prompts_o):
         return self.content[: len(images)]
 
 

@@ -44,6 +44,13 @@ from .vlm_judge import CONTENT_QUESTION, VLMJudge
 ENTRY_POINT_GROUP = "pluralign.scorers"
 
 
+def with_references(method, *args, references=None) -> np.ndarray:
+    """``method(*args)``, with ``references=`` only when there are some: a plugin written to the bare
+    interface (no ``references`` parameter) is called the way it expects."""
+    out = method(*args) if references is None else method(*args, references=list(references))
+    return np.asarray(out, dtype=np.float64)
+
+
 def row_mean(x: np.ndarray) -> np.ndarray:
     """Mean of each row's non-NaN entries; NaN for a row with none (without numpy's empty-slice warning)."""
     ok = ~np.isnan(x)
@@ -206,13 +213,14 @@ class CombinedScorer(IntentScorer):
 
     def attribute_score(self, images, prompts_o, prompts_a, attributes, references=None):
         images = list(images)
-        z = np.stack([zscore(s.attribute_score(images, prompts_o, prompts_a, attributes, references=references))
-                      for s in self.scorers], axis=1)
+        z = np.stack([zscore(with_references(s.attribute_score, images, prompts_o, prompts_a, attributes,
+                                             references=references)) for s in self.scorers], axis=1)
         return row_mean(z)
 
     def content_score(self, images, prompts_o, references=None):
         images = list(images)
-        c = np.stack([s.content_score(images, prompts_o, references=references) for s in self.scorers], axis=1)
+        c = np.stack([with_references(s.content_score, images, prompts_o, references=references)
+                      for s in self.scorers], axis=1)
         return c.min(axis=1)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import option, parse, run_module, writable_dir
 from . import metrics as M
-from .intent_scorers import IntentScorer, build_intent_scorer
+from .intent_scorers import IntentScorer, build_intent_scorer, with_references
 from .triplets import Triplets, load_triplets
 
 
@@ -56,8 +56,8 @@ def accuracy(scorer: IntentScorer, t: Triplets, *, paired: bool = False, n_boot:
     images = list(t.image_a) + list(t.image_o)
     refs = list(t.image_o) * 2 if paired else None
     po, pa, attrs = t.prompt_o * 2, t.prompt_a * 2, t.attributes * 2
-    s = np.asarray(scorer.attribute_score(images, po, pa, attrs, references=refs), dtype=np.float64)
-    c = np.asarray(scorer.content_score(images, po, references=refs), dtype=np.float64)
+    s = with_references(scorer.attribute_score, images, po, pa, attrs, references=refs)
+    c = with_references(scorer.content_score, images, po, references=refs)
     sa, so = s[:n], s[n:]
     wins = np.where(np.isnan(sa) | np.isnan(so), np.nan, (sa > so) + 0.5 * (sa == so))
     per: dict[str, list[int]] = {}
