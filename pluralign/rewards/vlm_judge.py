@@ -184,12 +184,10 @@ class VLMJudge(RewardModel):
         flat = [(i, ATTRIBUTE_QUESTION.format(phrase=get_attribute(a).templates[0])) for i, r in enumerate(rows)
                 for a in r]
         p = self.yes_probability([images[i] for i, _ in flat], [q for _, q in flat])
-        out = np.full(len(images), np.nan)
-        for i in range(len(images)):
-            mine = [p[k] for k, (j, _) in enumerate(flat) if j == i]
-            if mine:
-                out[i] = float(np.mean(mine))
-        return out
+        owner = np.array([i for i, _ in flat], dtype=np.int64)
+        total, count = np.zeros(len(images)), np.bincount(owner, minlength=len(images))
+        np.add.at(total, owner, p)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
     def pairwise(self, images_first: Sequence, images_second: Sequence, prompts: Sequence[str] | str) -> PairwiseResult:
         """Which of each pair better matches its prompt; see the module docstring for the order."""
