@@ -51,8 +51,11 @@ class ScorerAccuracyConfig:
 
 def accuracy(scorer: IntentScorer, t: Triplets, *, paired: bool = False, n_boot: int = 2000, seed: int = 0) -> dict:
     """Accuracy of ``scorer`` on triplets ``t``: overall and per attribute (``rate``, ``ci95``, ``n``), the
-    number of triplets it could not score, and the mean content score of I_a and I_o."""
-    n = len(t)
+    number of triplets it could not score, and the mean content score of I_a and I_o.
+
+    ``t`` is anything with list fields ``prompt_o, prompt_a, image_o, image_a, attributes``
+    (:class:`~pluralign.rewards.triplets.Triplets`, or the audit's triplets)."""
+    n = len(t.prompt_a)
     images = list(t.image_a) + list(t.image_o)
     refs = list(t.image_o) * 2 if paired else None
     po, pa, attrs = t.prompt_o * 2, t.prompt_a * 2, t.attributes * 2
