@@ -4,7 +4,9 @@ The diffusers directory holds ``pytorch_lora_weights.safetensors`` with the adap
 as metadata, so ``load_lora_weights`` restores alpha (and rsLoRA/DoRA) instead of assuming
 alpha = rank. The kohya file gets a ``.alpha`` per module equal to the alpha that reproduces the
 trained scale (``alpha`` for plain LoRA, ``alpha * sqrt(rank)`` for rsLoRA, since kohya scales
-by alpha/rank).
+by alpha/rank). Its module names are the family's (:meth:`~.families.Family.kohya_state_dict`):
+diffusers' UNet conversion for SD1.x/SDXL, the original checkpoints' names with q/k/v fused for
+SD3 and Flux, where a fused module of ``n`` parts has rank ``n * rank`` and alpha ``n * alpha``.
 """
 
 from __future__ import annotations
@@ -51,16 +53,12 @@ def kohya_alpha(lora_cfg) -> float:
 
 
 def export_kohya(family, layers: dict[str, torch.Tensor], lora_cfg, path: Path) -> Path:
-    """The kohya/webui file from PEFT-keyed ``layers`` (see :func:`export_diffusers`)."""
-    from diffusers.utils import convert_state_dict_to_kohya
-
+    """The kohya/webui file from PEFT-keyed ``layers`` (see :func:`export_diffusers`), in the module
+    names the family's community tools load (:meth:`~.families.Family.kohya_state_dict`)."""
     if lora_cfg.use_dora:
         raise ValueError("kohya export of DoRA adapters is not supported; use the diffusers directory")
-    peft_sd = {f"{family.denoiser_attr}.{k}": v for k, v in layers.items()}
-    kohya = convert_state_dict_to_kohya(peft_sd)
     alpha = kohya_alpha(lora_cfg)
-    for k in [k for k in kohya if k.endswith(".alpha")]:
-        kohya[k] = torch.tensor(alpha)
+    kohya = family.kohya_state_dict(layers, alpha)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in kohya.items()}, str(path),
               metadata={"ss_network_dim": str(lora_cfg.r), "ss_network_alpha": str(alpha)})

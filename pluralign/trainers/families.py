@@ -72,6 +72,10 @@ class Family:
     # do; transformer LoRAs keep PEFT keys (lora_A/B), as its SD3/Flux scripts do. Converting a
     # transformer state dict would rename only the to_q/k/v/out keys and break load_lora_weights.
     diffusers_key_format: bool = True
+    # kohya/webui export: None writes diffusers' UNet conversion (lora_unet_down_blocks_...), which A1111,
+    # ComfyUI and diffusers load for SD1.x/SDXL. The transformers have no such names; their files use the
+    # original checkpoint's (SAI MMDiT, BFL Flux) module names, with q/k/v fused (flow_families.KohyaRule)
+    kohya_rules: tuple[flow.KohyaRule, ...] | None = None
 
     def configured(self, config) -> Family:
         """This family with its recipe options bound (call once per run, before encoding)."""
@@ -100,6 +104,29 @@ class Family:
                 layers = converted
         return {f"{self.denoiser_attr}_lora_layers": layers, f"{self.denoiser_attr}_lora_adapter_metadata": metadata}
 
+    def kohya_state_dict(self, layers: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+        """The kohya/webui state dict of PEFT-format ``layers`` with kohya alpha ``alpha`` (alpha/rank
+        is the LoRA scale): ``lora_unet_<module>.lora_down.weight``, ``.lora_up.weight`` and ``.alpha``,
+        named the way the community tools (A1111/Forge, ComfyUI, sd-scripts) name this family's modules."""
+        if self.kohya_rules is not None:
+            return flow.kohya_fused_state_dict(layers, alpha, self.kohya_rules, self.name)
+        from diffusers.utils import convert_state_dict_to_kohya
+
+        kohya = convert_state_dict_to_kohya({f"{self.denoiser_attr}.{k}": v for k, v in layers.items()})
+        for k in [k for k in kohya if k.endswith(".alpha")]:
+            kohya[k] = torch.tensor(alpha)
+        return kohya
+
+    def check_kohya_targets(self, denoiser, targets) -> None:
+        """Before training: raise ``ValueError`` if LoRA on ``targets`` (module names as in
+        ``target_modules``) of ``denoiser`` (weights may be on the meta device) could not be written
+        to the kohya file, which :meth:`kohya_state_dict` would otherwise say only at export."""
+        if self.kohya_rules is None:
+            return
+        paths = [n for n, m in denoiser.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+                 and any(n == t or n.endswith("." + t) for t in targets)]
+        flow.check_kohya_modules(paths, self.kohya_rules, self.name)
+
 
 FAMILIES: dict[str, Family] = {
     "sd": Family("sd", ("StableDiffusionPipeline",), "unet", ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
@@ -112,13 +139,14 @@ FAMILIES: dict[str, Family] = {
                    "tokenizer_3", "scheduler"),
                   flow.encode_sd3, flow.denoise_sd3, lora_targets=JOINT_ATTENTION_TARGETS,
                   text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
-                  encode_options=("max_sequence_length",), diffusers_key_format=False),
+                  encode_options=("max_sequence_length",), diffusers_key_format=False,
+                  kohya_rules=flow.SD3_KOHYA_RULES),
     "flux": Family("flux", ("FluxPipeline",), "transformer",
                    ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
                    flow.encode_flux, flow.denoise_flux, lora_targets=JOINT_ATTENTION_TARGETS,
                    text_encoders=("text_encoder", "text_encoder_2"),
                    encode_options=("max_sequence_length",), denoise_options=("embedded_guidance_scale",),
-                   diffusers_key_format=False),
+                   diffusers_key_format=False, kohya_rules=flow.FLUX_KOHYA_RULES),
 }
 
 
