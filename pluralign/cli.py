@@ -15,7 +15,7 @@ from .config import run_module
 # ValueError (naming the file, row or key) on bad input; ``run_module`` turns that into one line and
 # exit status 2, here and under ``python -m``, so all commands fail the same way.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("pluralign.data.cli", "build and validate intent-conditioned preference datasets"),
+    "data": ("pluralign.data.cli", "build, generate and validate intent-conditioned preference datasets"),
     "train": ("pluralign.train", "train a Diffusion-DPO LoRA adapter from a recipe"),
     "eval": ("pluralign.eval.cli", "measure prompt adherence before/after an adapter"),
     "audit": ("pluralign.eval.audit", "reward-model accuracy on anti-aesthetic triplets"),
@@ -23,6 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-toy": ("pluralign.toy.build_checkpoints", "rebuild the shipped toy checkpoints"),
     "env": ("pluralign.env", "print versions of the stack and the compute device"),
     "tiny": ("pluralign.tiny", "write a tiny pipeline of a family to a directory (for tests and trials)"),
+}
+# (command, subcommand) -> module, for a subcommand that lives above its command's package: `data generate`
+# samples images (eval's pipelines) and scores them (rewards), which pluralign.data may not import.
+SUBCOMMANDS: dict[tuple[str, str], str] = {
+    ("data", "generate"): "pluralign.onpolicy.cli",
 }
 
 
@@ -47,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}")
     module, _ = COMMANDS[name]
-    return run_module(lambda: importlib.import_module(module).main(rest), f"pluralign {name}")
+    prog = f"pluralign {name}"
+    if rest and (name, rest[0]) in SUBCOMMANDS:
+        module, prog, rest = SUBCOMMANDS[(name, rest[0])], f"{prog} {rest[0]}", rest[1:]
+    return run_module(lambda: importlib.import_module(module).main(rest), prog)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The package's imports run one way: data -> trainers -> eval (with rewards beside data), and the toy
-world plugs in from the side. A module that imports upward would make the lower layer unusable
+"""The package's imports run one way: data -> trainers -> eval (with rewards beside data) -> onpolicy, and
+the toy world plugs in from the side. A module that imports upward would make the lower layer unusable
 without the upper one (a trainer that needs the eval loop, an eval loop that needs the toy world)."""
 
 import ast
@@ -15,7 +15,8 @@ ALLOWED = {
     "rewards": {"data"},
     "trainers": {"data"},
     "eval": {"data", "rewards", "trainers"},
-    "toy": {"data", "rewards", "trainers", "eval"},
+    "onpolicy": {"data", "rewards", "trainers", "eval"},
+    "toy": {"data", "rewards", "trainers", "eval", "onpolicy"},
 }
 HELPERS = {"config", "tokenizers", "tiny", "env", "hub", "locks", "__init__"}
 

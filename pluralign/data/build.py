@@ -150,9 +150,20 @@ def build_dataset(cfg: DataConfig) -> Path:
     if cfg.llm_rewriter:  # before any row is read: offline, a missing model would fail deep inside transformers
         require_model(cfg.llm_rewriter, "llm_rewriter", local_option="--llm_rewriter DIR")
     writable_dir(out.parent, "output_dir")
+    save_atomically(out, lambda tmp: _write(cfg, srcs, tmp))
+    return out
+
+
+def save_atomically(out: Path, fill) -> None:
+    """Write a dataset folder as ``out`` in one piece: ``fill(tmp)`` writes into a temporary folder beside
+    ``out`` and returns the folder to put in place; a failure, a kill or a full disk leaves ``out`` as it was.
+
+    A full disk is a :class:`~pluralign.data.sources.DataError` (kind ``disk_full``) naming ``out``. Callers
+    run :func:`clean_stale_temps` first (the temporary folder of a killed writer names its process)."""
     tmp = _temp_name(out, "tmp")
     try:
-        _write(cfg, srcs, tmp, out)
+        final = fill(tmp)
+        swap_into_place(final, out)
     except Exception as exc:
         full = None if isinstance(exc, S.DataError) else _disk_full(exc)
         if full is None:
@@ -163,11 +174,10 @@ def build_dataset(cfg: DataConfig) -> Path:
                           kind="disk_full") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
-def _write(cfg: DataConfig, srcs: list[S.Source], tmp: Path, out: Path) -> None:
-    """Generate the rows into ``tmp``, document them, and swap the result in as ``out``."""
+def _write(cfg: DataConfig, srcs: list[S.Source], tmp: Path) -> Path:
+    """Generate the rows into ``tmp``, document them; returns the finished dataset folder."""
     logs = tmp / "logs"
     gen_kwargs = {"shard": list(range(cfg.num_proc)), "num_shards": cfg.num_proc, "config": to_dict(cfg),
                   "log_dir": str(logs)}
@@ -197,10 +207,10 @@ def _write(cfg: DataConfig, srcs: list[S.Source], tmp: Path, out: Path) -> None:
     (final / "build_log.json").write_text(json.dumps({"skipped": skipped, "stats": dict(stats),
                                                       "config": to_dict(cfg)}, indent=1))
     del ds
-    _swap_into_place(final, out)
+    return final
 
 
-def _swap_into_place(new: Path, out: Path) -> None:
+def swap_into_place(new: Path, out: Path) -> None:
     """Rename ``new`` to ``out``; an existing ``out`` is moved aside first and removed only after."""
     old = None
     if out.exists():

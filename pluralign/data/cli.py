@@ -11,10 +11,13 @@ from .build import build_dataset
 from .config import MAX_PIXELS, MAX_SIDE, DataConfig
 from .validate import validate_source
 
-USAGE = """usage: pluralign data {build,validate} ...
+USAGE = """usage: pluralign data {build,generate,validate} ...
 
   build     --config recipes/data_local_folder.yaml [--key value ...]   build a pairs dataset
+  generate  --generator DIR --suite toy --scorer toy [--key value ...]  on-policy pairs sampled from a generator
   validate  PATH [--max_pixels N] [--min_side N] [--max_rows N]        check a source or a built dataset
+
+(`pluralign data generate --help` lists generate's options; it lives in pluralign.onpolicy.cli.)
 """
 
 
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         return build_main(rest)
     if cmd == "validate":
         return validate_main(rest)
+    if cmd == "generate":  # it samples images and scores them: a package above this one runs it
+        print("pluralign data generate runs from the pluralign command (or `python -m pluralign.onpolicy.cli`); "
+              "this module builds and validates only", file=sys.stderr)
+        return 2
     print(f"pluralign data: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -1,0 +1,66 @@
+"""``GenerateConfig``: every option of ``pluralign data generate`` (YAML keys and ``--flags``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pluralign.config import option
+from pluralign.data.taxonomy import CATEGORIES
+
+# Options that do not change what a run generates: a resume may change them freely. Every other
+# option is recorded with the finished shards, and a resume with another value is refused.
+FREE_FIELDS = ("output_dir", "overwrite", "resume", "device")
+
+
+@dataclass
+class GenerateConfig:
+    generator: str = option("", "the model that samples the candidates: a diffusers pipeline directory, a hub id or "
+                            "tiny:FAMILY (sd, sdxl, sd3, flux)")
+    generator_adapter: str | None = option(None, "a LoRA directory (or .safetensors file) applied to the generator")
+    generator_adapter_weight: float = option(1.0, "weight of generator_adapter (set_adapters)", min=0.0, max=4.0)
+    allow_other_base: bool = option(False, "apply generator_adapter to another checkpoint of the family it was "
+                                    "trained for (its recorded base fingerprint differs)")
+    suite: str = option("toy", "prompt pairs: a registered suite (toy) | a .jsonl/.csv of prompt_o, prompt_a, "
+                        "attributes | hf:REPO (or a local copy) in the anti-aesthetic prompt-set schema | a .txt "
+                        "(one caption a line) or .jsonl/.csv with only a caption column, rewritten to P_a")
+    n_prompts: int = option(0, "prompt pairs to use (0 = the whole suite; a registered suite's own default size)",
+                            min=0, max=10_000_000)
+    suite_seed: int | None = option(None, "seed of the suite (toy scenes; rewriting and default seeds of captions)",
+                                    min=0, max=2**32 - 1)
+    categories: list[str] = option(factory=lambda: list(CATEGORIES), choices=tuple(CATEGORIES),
+                                   help="plain captions: adapter categories to draw the requested attributes from "
+                                   "(round-robin), prompt-only ones such as emotion_and_subject included")
+    min_attributes: int = option(1, "plain captions: fewest attributes requested per prompt", min=1, max=4)
+    max_attributes: int = option(2, "plain captions: most attributes requested per prompt", min=1, max=4)
+    num_candidates: int = option(4, "K: images sampled under P_a and under P_o per prompt pair (shared seeds)",
+                                 min=1, max=1024)
+    scorer: str = option("toy", "intent-aware scorer: verifiers | clip[:MODEL] | blip[:MODEL] | judge:MODEL | a "
+                         "plugin name (toy) | a comma list")
+    min_margin: float | None = option(None, "drop pairs whose attribute-score margin (chosen - rejected) is below "
+                                      "this, in the scorer's units (None: the scorer's own default, else 0); a pair "
+                                      "whose chosen image does not out-score the rejected one is always dropped",
+                                      min=0.0, max=1e6)
+    min_content: float = option(0.5, "content score (0..1) a candidate needs to count as still showing P_o's "
+                                "content", min=0.0, max=1.0)
+    num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)
+    guidance_scale: float = option(7.5, "classifier-free guidance scale (Flux: distilled guidance)", min=0, max=50)
+    height: int | None = option(None, "image height (default: the pipeline's)", min=8, max=4096, multiple_of=16)
+    width: int | None = option(None, "image width (default: the pipeline's)", min=8, max=4096, multiple_of=16)
+    batch_size: int = option(8, "images per pipeline call", min=1, max=4096)
+    shard_size: int = option(16, "prompt pairs per shard: the unit of work that is saved, resumed and split "
+                             "between processes", min=1, max=100_000)
+    seed: int = option(0, "seed of the candidates' seeds (candidate k of a pair gets the same seed under P_a and P_o)",
+                       min=0, max=2**32 - 1)
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps (under accelerate launch: each process's own)")
+    dtype: str = option("float32", "pipeline dtype", choices=("float32", "float16", "bfloat16"))
+    png_compress_level: int = option(1, "PNG compression of the stored images (0 fastest .. 9 smallest)", min=0, max=9)
+    output_dir: str = option("outputs/data/generated", "where the dataset (save_to_disk layout) and its README.md go")
+    overwrite: bool = option(False, "replace an existing output_dir (the old one is kept until the new one is complete)")
+    resume: bool = option(True, "keep the finished shards of an interrupted run with the same settings and generate "
+                          "only the rest (false: start over)")
+
+    def __post_init__(self):
+        if self.min_attributes > self.max_attributes:
+            raise ValueError(f"min_attributes ({self.min_attributes}) is above max_attributes ({self.max_attributes})")
+        if not self.categories:
+            raise ValueError("categories: name at least one adapter category")

@@ -1,0 +1,157 @@
+"""The prompt pairs (P_o, P_a, requested attributes, seed) that ``data generate`` samples images for.
+
+A ``--suite`` is one of:
+
+* a registered suite (``toy``, through the ``pluralign.suites`` entry points), a ``.jsonl``/``.csv`` file of
+  ``prompt_o, prompt_a, attributes[, seed]`` or ``hf:REPO`` (or a local copy) in the anti-aesthetic prompt-set
+  schema: read by :func:`pluralign.eval.suite.load_suite`, exactly as ``pluralign eval --suite`` reads it;
+* plain captions: a ``.txt`` file (one caption a line) or a ``.jsonl``/``.csv`` file whose rows have a caption
+  (``caption``, ``text``, ``prompt`` or ``prompt_o``) and no ``prompt_a``. Each caption gets 1-4 attributes of
+  one adapter category (categories taken round-robin, prompt-only ones such as grief included) and is
+  rewritten to P_a by the taxonomy rewriter (:func:`pluralign.data.rewrite.apply_attributes`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+from pathlib import Path
+
+from pluralign.data.pairs import category_for
+from pluralign.data.rewrite import apply_attributes, sample_attributes
+from pluralign.eval.suite import EvalRow, SuiteError, load_suite, suite_source
+
+from .config import GenerateConfig
+
+CAPTION_KEYS = ("caption", "text", "prompt", "prompt_o")
+PAIR_KEYS = ("prompt_a", "disorted_long_prompt")
+
+
+def candidate_seeds(seed: int, row_seed: int, k: int) -> list[int]:
+    """The ``k`` generation seeds of a prompt pair: candidate j gets ``seeds[j]`` under P_a *and* under P_o,
+    so the two images of a seed differ only by the prompt. A pure function of (seed, row seed, j)."""
+    out = []
+    for j in range(k):
+        h = hashlib.blake2b(f"onpolicy|{seed}|{row_seed}|{j}".encode(), digest_size=8).digest()
+        out.append(int.from_bytes(h, "little") & 0x7FFFFFFF)
+    return out
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+
+
+def _jsonl_records(path: Path) -> list[tuple[int, dict]]:
+    out = []
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SuiteError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); write one object per line") from None
+        if not isinstance(obj, dict):
+            raise SuiteError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        out.append((lineno, obj))
+    return out
+
+
+def _csv_records(path: Path) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), strict=True)
+    try:
+        return [(reader.line_num, dict(r)) for r in reader]
+    except csv.Error as exc:
+        raise SuiteError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _columns(path: Path) -> list[str]:
+    if path.suffix.lower() == ".csv":
+        reader = csv.reader(io.StringIO(_read_text(path).split("\n", 1)[0]))
+        return next(reader, [])
+    records = _jsonl_records(path)
+    return list(records[0][1]) if records else []
+
+
+def captions_to_rows(captions: list[tuple[str, str, int | None]], cfg: GenerateConfig) -> list[EvalRow]:
+    """``(where, caption, seed or None)`` -> rows with sampled attributes and the rewritten P_a.
+
+    Categories go round-robin (in a seeded order per block, as ``data build`` assigns them), so each gets
+    the same share of prompts; the attributes and the phrasing are seeded by (suite_seed, index)."""
+    base = cfg.suite_seed or 0
+    rows = []
+    for i, (where, caption, seed) in enumerate(captions):
+        caption = " ".join(caption.split())
+        if not caption:
+            raise SuiteError(f"{where}: empty caption; remove the line or write the caption")
+        category = category_for(i, list(cfg.categories), base)
+        rng = random.Random(f"onpolicy-attrs|{base}|{i}")
+        attrs = sample_attributes(rng, category, cfg.min_attributes, cfg.max_attributes, degradable=False)
+        row_seed = base + i if seed is None else seed
+        rows.append(EvalRow(caption, apply_attributes(caption, attrs, row_seed).text, attrs, row_seed,
+                            {"category": category, "rewritten": True}))
+    return rows
+
+
+def _caption_rows(path: Path, cfg: GenerateConfig) -> list[EvalRow]:
+    if path.suffix.lower() == ".txt":
+        captions = [(f"{path}: line {n}", line, None) for n, line in enumerate(_read_text(path).splitlines(), 1)
+                    if line.strip()]
+    else:
+        records = _csv_records(path) if path.suffix.lower() == ".csv" else _jsonl_records(path)
+        captions = []
+        for line, rec in records:
+            where = f"{path}: line {line}"
+            key = next((k for k in CAPTION_KEYS if k in rec), None)
+            if key is None or not isinstance(rec[key], str):
+                raise SuiteError(f"{where}: no caption; give a text field named one of {', '.join(CAPTION_KEYS)} "
+                                 f"(the row has {sorted(rec)})")
+            seed = rec.get("seed")
+            if seed not in (None, ""):
+                try:
+                    seed = int(seed)
+                except (TypeError, ValueError):
+                    raise SuiteError(f"{where}: field 'seed': {seed!r} is not an integer") from None
+            else:
+                seed = None
+            captions.append((where, rec[key], seed))
+    if not captions:
+        raise SuiteError(f"{path}: no captions in the file")
+    if cfg.n_prompts:
+        captions = captions[:cfg.n_prompts]
+    return captions_to_rows(captions, cfg)
+
+
+def load_prompt_pairs(cfg: GenerateConfig) -> list[EvalRow]:
+    """The suite's rows: ``(prompt_o, prompt_a, attributes, seed)``; errors name the file, line and field."""
+    spec = cfg.suite
+    n = cfg.n_prompts or None
+    if suite_source(spec) is not None or spec.startswith("hf:"):
+        rows = load_suite(spec, n, cfg.suite_seed)
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise SuiteError(f"suite {spec}: no such file, registered suite or hf:REPO; pass toy, a .jsonl/.csv of "
+                             "prompt_o, prompt_a, attributes, a .txt of captions, or hf:REPO")
+        suffix = path.suffix.lower()
+        if path.is_file() and suffix == ".txt":
+            rows = _caption_rows(path, cfg)
+        elif path.is_file() and suffix in (".jsonl", ".json", ".csv"):
+            cols = _columns(path)
+            if any(k in cols for k in PAIR_KEYS):
+                rows = load_suite(spec, n, cfg.suite_seed)
+            elif any(k in cols for k in CAPTION_KEYS):
+                rows = _caption_rows(path, cfg)
+            else:
+                raise SuiteError(f"{path}: columns {cols} hold neither prompt pairs (prompt_o, prompt_a, attributes) "
+                                 f"nor captions (one of {', '.join(CAPTION_KEYS)})")
+        else:
+            rows = load_suite(spec, n, cfg.suite_seed)
+    if not rows:
+        raise SuiteError(f"suite {spec}: no prompt pairs")
+    return rows

@@ -1,0 +1,92 @@
+"""Best-of-n: a prompt pair's K candidates under P_a and K under P_o -> one anti pair (or a reason to drop it).
+
+* chosen: among the P_a candidates that keep the content (content score >= ``min_content``), the one the
+  scorer rates highest for the requested attributes;
+* rejected: among the P_o candidates that keep the content, the one that shows the attributes least (the
+  cleanest). Among equally clean ones (scores within ``TIE`` of each other) it is the chosen image's
+  same-seed partner when that one qualifies: a scorer that rates each P_o candidate against its own
+  same-seed image (the verifiers with references) rates them all equal, and the pair is then the same-seed
+  pair its margin was measured on;
+* margin = attribute score of chosen - attribute score of rejected. The pair is kept when the margin is
+  positive and at least ``min_margin``.
+
+Other ties go to the higher content score, then to the lower candidate index, so the choice is a pure
+function of the scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TIE = 1e-9  # attribute scores this close (relative to the larger magnitude, at least 1) are equal
+
+# Why a prompt pair gives no rows, in the order they are checked.
+REASONS = {
+    "no_attributes": "the row requests no attribute",
+    "unscored": "the scorer gave no attribute score (NaN) to every candidate",
+    "content_lost_a": "no P_a candidate keeps P_o's content",
+    "content_lost_o": "no P_o candidate keeps P_o's content",
+    "below_min_margin": "the margin (chosen - rejected attribute score) is below min_margin or not positive",
+}
+
+
+@dataclass
+class Decision:
+    """What best-of-n made of one prompt pair; ``chosen``/``rejected`` index the P_a / P_o candidates."""
+
+    accepted: bool
+    reason: str | None = None  # a key of REASONS when not accepted
+    chosen: int | None = None
+    rejected: int | None = None
+    margin: float | None = None
+    scores_a: list[float] = field(default_factory=list)
+    scores_o: list[float] = field(default_factory=list)
+    content_a: list[float] = field(default_factory=list)
+    content_o: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"accepted": self.accepted, "reason": self.reason, "chosen": self.chosen, "rejected": self.rejected,
+                "margin": self.margin, "scores_a": self.scores_a, "scores_o": self.scores_o,
+                "content_a": self.content_a, "content_o": self.content_o}
+
+
+def _floats(x) -> list[float]:
+    return [float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
+
+
+def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float, min_margin: float,
+                has_attributes: bool = True) -> Decision:
+    """The decision for one prompt pair from its candidates' attribute and content scores."""
+    sa, so, ca, co = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (scores_a, scores_o, content_a, content_o))
+    if not (len(sa) == len(ca) and len(so) == len(co)):
+        raise ValueError(f"select_pair: {len(sa)} P_a scores but {len(ca)} content scores, or {len(so)} P_o scores "
+                         f"but {len(co)} content scores")
+    d = Decision(False, scores_a=_floats(sa), scores_o=_floats(so), content_a=_floats(ca), content_o=_floats(co))
+    if not has_attributes:
+        d.reason = "no_attributes"
+        return d
+    ok_a = (ca >= min_content) & ~np.isnan(sa)
+    ok_o = (co >= min_content) & ~np.isnan(so)
+    if np.isnan(sa).all() or np.isnan(so).all():
+        d.reason = "unscored"
+        return d
+    if not ok_a.any():
+        d.reason = "content_lost_a"
+        return d
+    if not ok_o.any():
+        d.reason = "content_lost_o"
+        return d
+    idx_a = np.flatnonzero(ok_a)
+    d.chosen = int(idx_a[np.argmax(sa[idx_a])])  # argmax: the first of equal scores
+    idx_o = np.flatnonzero(ok_o)
+    low = so[idx_o].min()
+    ties = [int(j) for j in idx_o if so[j] - low <= TIE * max(1.0, abs(low))]
+    d.rejected = min(ties, key=lambda j: (j != d.chosen, -co[j], j))
+    d.margin = float(sa[d.chosen] - so[d.rejected])
+    if d.margin <= 0 or d.margin < min_margin:
+        d.reason = "below_min_margin"
+        return d
+    d.accepted = True
+    return d

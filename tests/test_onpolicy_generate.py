@@ -1,0 +1,325 @@
+"""`pluralign data generate` on the toy world: best-of-n picks what the scorer says, the mirror is the anti row
+swapped, the margin filter drops and counts, the output is the pair schema that validate and training read,
+and a run interrupted after a shard resumes to the same dataset as one that was not."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from pluralign import cli
+from pluralign.data import sources as S
+from pluralign.data.pairs import FEATURES as PAIR_FEATURES
+from pluralign.data.validate import validate_source
+from pluralign.eval import generate as G
+from pluralign.eval.suite import SuiteError
+from pluralign.onpolicy import generate as OG
+from pluralign.onpolicy import shards as SH
+from pluralign.onpolicy.config import GenerateConfig
+from pluralign.onpolicy.prompts import candidate_seeds, load_prompt_pairs
+from pluralign.onpolicy.scoring import build_scorer
+from pluralign.onpolicy.select import select_pair
+from pluralign.toy import paths, world
+from pluralign.toy.scorer import ToyScorer
+from pluralign.trainers.data import check_columns, load_pairs, select_rows
+
+STEPS, K, N = 4, 3, 6  # 4 denoising steps, 3 candidates, 6 prompt pairs (3 shards of 2)
+
+
+def config(out, **kw) -> GenerateConfig:
+    base = dict(generator=str(paths.aligned_dir()), suite="toy", n_prompts=N, num_candidates=K, scorer="toy",
+                num_inference_steps=STEPS, guidance_scale=6.0, batch_size=2 * K, shard_size=2, device="cpu",
+                output_dir=str(out))
+    base.update(kw)
+    return GenerateConfig(**base)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads wait on each other (4 steps x 48 images took
+    65 s with two threads under load, 3 s with one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    p = G.load_pipeline(str(paths.aligned_dir()), "cpu")
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return ToyScorer().ensure_loaded()
+
+
+@pytest.fixture(scope="module")
+def generated(pipe, scorer, tmp_path_factory):
+    """One uninterrupted run (3 shards of 2 prompt pairs) at min_margin 0: every pair with a positive margin."""
+    out = tmp_path_factory.mktemp("gen") / "pairs"
+    cfg = config(out, min_margin=0.0)
+    OG.generate_dataset(cfg, pipe=pipe, scorer=scorer, progress=False)
+    log = json.loads((out / "generate_log.json").read_text())
+    return cfg, out, datasets.load_from_disk(str(out)), log
+
+
+def png_array(value) -> np.ndarray:
+    img = value if isinstance(value, Image.Image) else Image.open(io.BytesIO(value["bytes"]))
+    return np.asarray(img.convert("RGB"))
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+def test_select_pair_takes_the_top_scored_content_keeping_candidate():
+    d = select_pair([0.9, 0.5, 0.7], [0.3, -0.2, -0.2], [0.1, 0.8, 0.9], [0.9, 0.6, 0.95], min_content=0.5,
+                    min_margin=0.1)
+    # 0.9 lost the content; of the rest 0.7 is highest. Rejected: lowest score, ties to the higher content
+    assert d.accepted and (d.chosen, d.rejected) == (2, 2) and d.margin == pytest.approx(0.9)
+    assert select_pair([1, 1], [0, 0], [1, 1], [1, 1], min_content=0.5, min_margin=0).chosen == 0  # ties: first
+    # equally clean P_o candidates (a scorer that rates each against its own same-seed image): the chosen
+    # image's same-seed partner, so the pair is the one the margin was measured on
+    d = select_pair([0.1, 0.9, 0.2], [-1.0, -1.0 + 1e-12, -1.0], [1, 1, 1], [1.0, 0.7, 1.0], min_content=0.5,
+                    min_margin=0)
+    assert (d.chosen, d.rejected) == (1, 1)
+    reasons = {
+        "content_lost_a": ([1, 2], [0, 0], [0.2, 0.4], [1, 1]),
+        "content_lost_o": ([1, 2], [0, 0], [1, 1], [0.49, 0.0]),
+        "below_min_margin": ([0.35, 0.1], [0.2, 0.3], [1, 1], [1, 1]),  # 0.35 - 0.2 = 0.15 < 0.2
+        "unscored": ([np.nan, np.nan], [0, 0], [1, 1], [1, 1]),
+    }
+    for reason, args in reasons.items():
+        d = select_pair(*args, min_content=0.5, min_margin=0.2)
+        assert not d.accepted and d.reason == reason, reason
+    # a chosen image that does not out-score the rejected one is never a preference, whatever min_margin
+    assert select_pair([0.1], [0.1], [1], [1], min_content=0.5, min_margin=0.0).reason == "below_min_margin"
+    assert select_pair([], [], [], [], min_content=0.5, min_margin=0, has_attributes=False).reason == "no_attributes"
+
+
+def test_shards_split_disjointly_and_merge_in_shard_order(tmp_path):
+    ranges = SH.shard_ranges(10, 3)
+    assert ranges == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    for world_size in (1, 2, 3, 5):
+        parts = [SH.shards_of_process(len(ranges), r, world_size) for r in range(world_size)]
+        assert sorted(s for p in parts for s in p) == list(range(len(ranges)))  # every shard, once
+    d = tmp_path / "shards"
+    assert SH.prepare(d, {"settings": {"k": 1}}, 4, resume=True) == (0, [])
+
+    def row(i):
+        r = {k: None for k in SH.FEATURES}
+        r.update(prompt=f"p{i}", chosen={"bytes": b"x", "path": None}, rejected={"bytes": b"y", "path": None},
+                 kind="anti", attributes=["blurry"], seeds=[i], severity=1.0)
+        return r
+
+    for s in (3, 1, 0, 2):  # the processes finish in any order
+        SH.write_shard(d, s, [row(10 * s), row(10 * s + 1)] if s != 2 else [], {"decisions": []})
+    assert [r["prompt"] for r in SH.merged_rows(str(d), 4)] == ["p0", "p1", "p10", "p11", "p30", "p31"]
+    assert SH.finished_shards(d, 4) == {0, 1, 2, 3}
+    (d / "shard-00001.parquet").unlink()  # a log without its rows is not a finished shard
+    assert SH.finished_shards(d, 4) == {0, 2, 3}
+    with pytest.raises(RuntimeError, match="shard 1 is not finished"):
+        SH.merged_logs(d, 4)
+    assert SH.prepare(d, {"settings": {"k": 1}}, 4, resume=True)[0] == 3
+    with pytest.raises(ValueError, match=r"(?s)k: 1 -> 2.*--resume false"):
+        SH.prepare(d, {"settings": {"k": 2}}, 4, resume=True)
+    kept, notes = SH.prepare(d, {"settings": {"k": 2}}, 4, resume=False)
+    assert kept == 0 and "removed the 3 finished shards" in notes[0] and SH.finished_shards(d, 4) == set()
+
+
+def test_plain_captions_get_attributes_of_every_category_and_a_rewrite(tmp_path):
+    f = tmp_path / "captions.txt"
+    f.write_text("a lighthouse at dusk\n\nan old man on a bench\na bowl of fruit\na city street\na dog\n")
+    cfg = GenerateConfig(suite=str(f), categories=["emotion_and_subject", "color_and_tone"], max_attributes=2)
+    rows = load_prompt_pairs(cfg)
+    assert [r.prompt_o for r in rows] == ["a lighthouse at dusk", "an old man on a bench", "a bowl of fruit",
+                                         "a city street", "a dog"]
+    cats = [r.meta["category"] for r in rows]
+    assert cats[:2].count("emotion_and_subject") == 1 and cats[2:4].count("emotion_and_subject") == 1
+    from pluralign.data.taxonomy import ATTRIBUTES
+    for r in rows:
+        assert r.prompt_o in r.prompt_a and 1 <= len(r.attributes) <= 2
+        assert {ATTRIBUTES[a].category for a in r.attributes} == {r.meta["category"]}
+    assert any(ATTRIBUTES[a].degradation is None for r in rows for a in r.attributes)  # grief, decay, ... too
+    assert [r.to_dict() for r in load_prompt_pairs(cfg)] == [r.to_dict() for r in rows]  # seeded
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"caption": "a cat"}\n{"caption": 3}\n')
+    with pytest.raises(SuiteError, match=r"bad.jsonl: line 2: no caption"):
+        load_prompt_pairs(GenerateConfig(suite=str(bad)))
+
+
+def test_toy_scorer_reads_content_and_attributes_from_the_prompt(scorer):
+    scene = world.Scene("circle", "red", "light blue")
+    clean = world.render(scene)
+    blurry = world.degraded_image(scene, "blurry")
+    p_o = world.caption(scene)
+    att = scorer.attribute_score([blurry, clean], [p_o] * 2, [p_o + ", blurry"] * 2, [["blurry"]] * 2)
+    assert att[0] > 0 > att[1]
+    con = scorer.content_score([clean, world.render(world.Scene("square", "green", "white"))], [p_o] * 2)
+    assert con[0] > 0.9 and con[1] < 0.1
+    with pytest.raises(ValueError, match="names no toy object"):
+        scorer.content_score([clean], ["a lighthouse at dusk"])
+    assert type(build_scorer("toy")).__name__ == "ToyScorer"  # through the pluralign.scorers entry point
+
+
+# ------------------------------------------------------------------------------------------ a real run
+def test_output_is_the_pair_schema_with_provenance(generated):
+    cfg, out, ds, log = generated
+    assert list(ds.features) == list(PAIR_FEATURES) + list(SH.PROVENANCE)
+    assert len(ds) == 2 * log["summary"]["accepted"] > 0
+    assert set(ds["kind"]) == {"anti", "mirror"} and set(ds["severity"]) == {1.0}
+    assert all(s == "onpolicy:toy" for s in ds["source"]) and all(g == cfg.generator for g in ds["generator"])
+    report = validate_source(str(out), progress=False)
+    assert report.ok and report.trainable, report.summary()
+    # the trainer's reader takes it as it is
+    train_ds = load_pairs(str(out))
+    check_columns(train_ds, "dpo", str(out))
+    idx = select_rows(train_ds, "clarity_and_focus", False, None)
+    assert idx and all(train_ds[i]["category"] == "clarity_and_focus" for i in idx)
+    assert len(S.pair_images(train_ds, "chosen", source=str(out))) == len(ds)
+    card = (out / "README.md").read_text()
+    s = log["summary"]
+    assert f"**acceptance rate:** {s['acceptance_rate']:.1%}" in card and "| blurry |" in card
+
+
+def test_mirror_rows_are_the_anti_rows_swapped(generated):
+    _, _, ds, _ = generated
+    rows = ds.with_format(None).cast_column("chosen", datasets.Image(decode=False)) \
+        .cast_column("rejected", datasets.Image(decode=False))
+    for anti, mirror in zip(rows.select(range(0, len(ds), 2)), rows.select(range(1, len(ds), 2))):
+        assert (anti["kind"], mirror["kind"]) == ("anti", "mirror") and anti["pair_id"] == mirror["pair_id"]
+        assert anti["chosen"]["bytes"] == mirror["rejected"]["bytes"]
+        assert anti["rejected"]["bytes"] == mirror["chosen"]["bytes"]
+        assert (anti["chosen_seed"], anti["rejected_seed"]) == (mirror["rejected_seed"], mirror["chosen_seed"])
+        assert (anti["chosen_score"], anti["rejected_score"]) == (mirror["rejected_score"], mirror["chosen_score"])
+        assert anti["prompt"] != mirror["prompt"] and mirror["prompt"] in anti["prompt"]  # P_a, P_o
+        assert anti["chosen_score"] > anti["rejected_score"]
+
+
+def test_chosen_is_the_top_scored_content_keeping_candidate(generated, pipe, scorer):
+    """Sample the candidates again, independently of the run, score them and pick by hand."""
+    cfg, _, ds, log = generated
+    rows = load_prompt_pairs(cfg)
+    anti = [r for r in ds if r["kind"] == "anti"]
+    for r in anti[:2]:
+        i = int(r["pair_id"].rsplit("#", 1)[1])
+        row = rows[i]
+        seeds = candidate_seeds(cfg.seed, row.seed, K)
+        assert r["seeds"] == seeds
+        jobs = [(row.prompt_a, s) for s in seeds] + [(row.prompt_o, s) for s in seeds]
+        imgs = G._call_pipeline(pipe, [p for p, _ in jobs], [s for _, s in jobs], num_inference_steps=STEPS,
+                                guidance_scale=6.0, height=None, width=None)
+        att = scorer.attribute_score(imgs, [row.prompt_o] * 2 * K, [row.prompt_a] * 2 * K, [row.attributes] * 2 * K)
+        con = scorer.content_score(imgs, [row.prompt_o] * 2 * K)
+        keep_a = [j for j in range(K) if con[j] >= cfg.min_content]
+        keep_o = [j for j in range(K) if con[K + j] >= cfg.min_content]
+        best_a = max(keep_a, key=lambda j: att[j])
+        best_o = min(keep_o, key=lambda j: att[K + j])
+        assert np.array_equal(png_array(r["chosen"]), np.asarray(imgs[best_a]))
+        assert np.array_equal(png_array(r["rejected"]), np.asarray(imgs[K + best_o]))
+        assert (r["chosen_seed"], r["rejected_seed"]) == (seeds[best_a], seeds[best_o])
+        assert r["chosen_score"] == pytest.approx(att[best_a]) and r["rejected_score"] == pytest.approx(att[K + best_o])
+
+
+def test_margin_filter_drops_and_counts(generated, pipe, scorer, tmp_path):
+    cfg0, _, _, log0 = generated
+    margins = {d["index"]: d["margin"] for d in log0["decisions"] if d["margin"] is not None}
+    positive = sorted(m for m in margins.values() if m > 0)
+    assert len(positive) >= 2, margins
+    cut = (positive[len(positive) // 2 - 1] + positive[len(positive) // 2]) / 2  # between two margins
+    out = tmp_path / "strict"
+    OG.generate_dataset(config(out, min_margin=cut), pipe=pipe, scorer=scorer, progress=False)
+    log = json.loads((out / "generate_log.json").read_text())
+    kept = {i for i, m in margins.items() if m >= cut}
+    assert {d["index"] for d in log["decisions"] if d["accepted"]} == kept
+    s = log["summary"]
+    assert s["accepted"] == len(kept) and s["prompt_pairs"] == N
+    assert s["accepted"] + sum(s["dropped"].values()) == N
+    assert s["dropped"]["below_min_margin"] == sum(1 for m in margins.values() if m < cut)
+    assert f"| below_min_margin | {s['dropped']['below_min_margin']} |" in (out / "README.md").read_text()
+    assert len(datasets.load_from_disk(str(out))) == 2 * len(kept)
+
+
+def test_interrupted_run_resumes_to_the_same_dataset(generated, pipe, scorer, tmp_path):
+    cfg0, _, ds0, _ = generated
+    out = tmp_path / "pairs"
+    cfg = config(out, min_margin=0.0)
+    done = []
+
+    def stop_after_first(shard):
+        done.append(shard)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        OG.generate_dataset(cfg, pipe=pipe, scorer=scorer, on_shard=stop_after_first, progress=False)
+    shard_dir = SH.shard_dir_for(out)
+    assert not out.exists() and SH.finished_shards(shard_dir, 3) == {0}
+    assert not (out.parent / f".{out.name}.lock").exists()  # the lock went with the run
+    with pytest.raises(ValueError, match=r"(?s)num_candidates: 3 -> 4.*--resume false"):  # other settings cannot continue it
+        OG.generate_dataset(config(out, min_margin=0.0, num_candidates=4), pipe=pipe, scorer=scorer, progress=False)
+    OG.generate_dataset(cfg, pipe=pipe, scorer=scorer, on_shard=done.append, progress=False)
+    assert done == [0, 1, 2]  # the finished shard was not generated again
+    ds = datasets.load_from_disk(str(out))
+    assert ds.data.table.equals(ds0.data.table)
+    assert not shard_dir.exists() and "resuming: 1 of 3 shards are finished" in (out / "README.md").read_text()
+    with pytest.raises(FileExistsError, match="--overwrite true"):
+        OG.generate_dataset(cfg, pipe=pipe, scorer=scorer, progress=False)
+
+
+def test_verifiers_with_same_seed_references_pair_each_chosen_with_its_partner(pipe, tmp_path):
+    """The rewards package's model-free scorer rates each candidate against its same-seed P_o image: every
+    P_o candidate rates the same against itself, so the rejected image is the chosen one's same-seed partner."""
+    out = tmp_path / "v"
+    OG.generate_dataset(config(out, n_prompts=2, num_candidates=2, scorer="verifiers", min_margin=0.0),
+                        pipe=pipe, progress=False)
+    log = json.loads((out / "generate_log.json").read_text())
+    assert log["summary"]["prompt_pairs"] == 2 and log["summary"]["accepted"] >= 1
+    for d in log["decisions"]:
+        assert d["scores_o"] == pytest.approx([-1.0, -1.0]) and d["content_o"] == pytest.approx([1.0, 1.0])
+        if d["accepted"]:
+            assert d["rejected"] == d["chosen"] and d["margin"] == pytest.approx(d["scores_a"][d["chosen"]] + 1)
+    ds = datasets.load_from_disk(str(out))
+    assert all(r["chosen_seed"] == r["rejected_seed"] and r["scorer"] == "verifiers" for r in ds)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_bad_input_is_named_before_any_image(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(OG, "load_pipeline", lambda *a, **k: pytest.fail("loaded the generator"))
+    monkeypatch.setattr(OG, "_call_pipeline", lambda *a, **k: pytest.fail("generated an image"))
+    out = str(tmp_path / "o")
+    common = ["data", "generate", "--suite", "toy", "--n_prompts", "2", "--output_dir", out]
+    cases = [
+        (["--generator", str(tmp_path / "nowhere")], "generator"),
+        (["--generator", str(paths.aligned_dir()), "--scorer", "toy:" + str(tmp_path / "nochecker")],
+         "content checker is missing"),
+        (["--generator", str(paths.aligned_dir()), "--scorer", "nosuchscorer"], "nosuchscorer"),
+        (["--generator", str(paths.aligned_dir()), "--generator_adapter", str(tmp_path / "noadapter")],
+         "generator_adapter"),
+        (["--generator", str(paths.aligned_dir()), "--num_candidates", "0"], "num_candidates"),
+        (["--generator", str(paths.aligned_dir()), "--suite", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
+    ]
+    for extra, needle in cases:
+        assert cli.main(common + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert "pluralign data generate: error:" in err and needle in err, (extra, err)
+    bad = tmp_path / "suite.jsonl"
+    bad.write_text('{"prompt_o": "a red circle", "prompt_a": "a red circle, blurry", "attributes": ["blury"]}\n')
+    assert cli.main(common + ["--generator", str(paths.aligned_dir()), "--suite", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "suite.jsonl: line 1: field 'attributes': unknown attribute 'blury' (did you mean 'blurry'?)" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_help_lists_generate(capsys):
+    assert cli.main(["data", "--help"]) == 0
+    assert "generate" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["data", "generate", "--help"])
+    assert exc.value.code == 0 and "--num_candidates" in capsys.readouterr().out
