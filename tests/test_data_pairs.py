@@ -204,12 +204,19 @@ def test_prompt_set_is_refused_for_building_with_advice(tmp_path):
         check_sources(DataConfig(sources=[str(d)], anti_fraction=1.0))
 
 
-def test_built_dataset_is_not_rebuilt(tmp_path):
+def test_built_dataset_mixes_in_by_its_kinds(tmp_path):
+    """A built dataset is a source of the rows it has: anti/mirror rows only cannot fill a general share."""
     folder = write_folder(tmp_path / "f", n=1)
     out = build_dataset(DataConfig(sources=[str(folder)], anti_fraction=1.0, output_dir=str(tmp_path / "o")))
     assert S.open_source(str(out)).schema == "pairs"
-    with pytest.raises(S.DataError, match="already built"):
+    with pytest.raises(S.DataError, match="needs a preference source.*general rows"):
         check_sources(DataConfig(sources=[str(out)], anti_fraction=0.0))
+    with pytest.raises(S.DataError, match="pairs_fraction=0.5 leaves 0.5"):
+        check_sources(DataConfig(sources=[str(out)], anti_fraction=1.0, pairs_fraction=0.5))
+    again = build_dataset(DataConfig(sources=[str(out)], anti_fraction=1.0, output_dir=str(tmp_path / "o2")))
+    a, b = (datasets.load_from_disk(str(d)) for d in (out, again))
+    assert b["prompt"] == a["prompt"] and b["pair_id"] == [f"{out}#{p}" for p in a["pair_id"]]
+    assert b.data.column("chosen").to_pylist() == a.data.column("chosen").to_pylist()  # bytes kept as they are
 
 
 def test_missing_source_kind_for_ratio(tmp_path):

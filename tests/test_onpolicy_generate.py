@@ -289,6 +289,40 @@ def test_verifiers_with_same_seed_references_pair_each_chosen_with_its_partner(p
     assert all(r["chosen_seed"] == r["rejected_seed"] and r["scorer"] == "verifiers" for r in ds)
 
 
+def test_data_build_mixes_generated_degradation_and_general_pairs(generated, tmp_path):
+    from test_data_pairs import trl_parquet, write_folder
+
+    from pluralign.data.build import build_dataset
+    from pluralign.data.config import DataConfig
+
+    _, gen_dir, gen, _ = generated
+    n_gen = len(gen)  # anti + mirror rows
+    folder = write_folder(tmp_path / "photos", n=8)
+    trl = trl_parquet(tmp_path / "trl.parquet", 40)
+    out = tmp_path / "mix"
+    cfg = DataConfig(sources=[str(gen_dir), str(folder), str(trl)], anti_fraction=0.5, pairs_fraction=0.5,
+                     output_dir=str(out))
+    build_dataset(cfg)
+    ds = datasets.load_from_disk(str(out))
+    sources = ds["source"]
+    onpolicy = [i for i, s in enumerate(sources) if s == "onpolicy:toy"]
+    degraded = [i for i, s in enumerate(sources) if s == str(folder)]
+    general = [i for i, k in enumerate(ds["kind"]) if k == "general"]
+    # the generated pairs run out first: equal shares of anti+mirror rows, half of all rows general
+    assert len(onpolicy) == n_gen and len(degraded) == n_gen and len(general) == 2 * n_gen
+    rows = ds.cast_column("chosen", datasets.Image(decode=False)).cast_column("rejected", datasets.Image(decode=False))
+    g = gen.cast_column("chosen", datasets.Image(decode=False))
+    assert [rows[i]["chosen"]["bytes"] for i in onpolicy] == [r["chosen"]["bytes"] for r in g]  # images as made
+    for i in onpolicy[::2]:  # a pair stays together
+        assert (ds[i]["kind"], ds[i + 1]["kind"]) == ("anti", "mirror") and ds[i]["pair_id"] == ds[i + 1]["pair_id"]
+        assert ds[i]["pair_id"].startswith(f"{gen_dir}#onpolicy:toy#")
+    card = (out / "README.md").read_text()
+    assert "## Mix" in card and "requested 0.5, reached 0.500" in card
+    assert f"| built pairs: {gen_dir} | {n_gen} |" in card and f"| degradation pairs: {folder} | {n_gen} |" in card
+    assert "intent_stopped: pair datasets exhausted" in card
+    assert validate_source(str(out), progress=False).ok
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def test_bad_input_is_named_before_any_image(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(OG, "load_pipeline", lambda *a, **k: pytest.fail("loaded the generator"))

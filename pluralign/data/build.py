@@ -26,7 +26,7 @@ from ..config import to_dict, writable_dir
 from ..hub import require_model
 from . import sources as S
 from .config import DataConfig
-from .pairs import FEATURES, generate_rows
+from .pairs import FEATURES, ORIGIN, generate_rows
 
 
 def _find_cause(exc: BaseException, test) -> BaseException | None:
@@ -105,6 +105,19 @@ def _logged_error(logs: Path) -> S.DataError | None:
     return S.DataError(e["source"], e["row"], e["field"], e["problem"], e["kind"], e.get("file"), e.get("line"))
 
 
+def _built_kinds(src: S.Source) -> Counter | None:
+    """Rows per ``kind`` of a built pair dataset on disk (its ``kind`` column alone is read); None for a hub
+    dataset, which would have to be streamed to tell."""
+    if src.kind == "disk":
+        return Counter(datasets.load_from_disk(src.spec).data.column("kind").to_pylist())
+    if src.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return Counter(k for f in S._parquet_files(Path(src.spec)) for k in pq.read_table(f, columns=["kind"])
+                       .column("kind").to_pylist())
+    return None
+
+
 def check_sources(cfg: DataConfig) -> list[S.Source]:
     """Open every source, detect its schema and check the mix can be built from them."""
     if not cfg.sources:
@@ -122,20 +135,29 @@ def check_sources(cfg: DataConfig) -> list[S.Source]:
                               "major_classes): photographs that show the qualities, without a clean counterpart to "
                               "pair them with. Pair them with a generator's clean images by `pluralign data generate "
                               f"--suite {s.spec} --generator MODEL ...`, then mix that dataset in here", kind="columns")
-        if s.schema == "pairs":
-            raise S.DataError(s.name, None, None, "this dataset was already built by pluralign (it has a 'kind' "
-                              "column); load it with datasets.load_from_disk, or combine several with "
-                              "datasets.concatenate_datasets, instead of rebuilding from it", kind="columns")
-    has_intent = any(s.schema in ("caption", "benchmark") for s in srcs)
-    has_general = any(s.schema in ("trl", "pickapic") for s in srcs)
+    kinds = {s.name: _built_kinds(s) for s in srcs if s.schema == "pairs"}
+    built_intent = [n for n, k in kinds.items() if k is None or k["anti"] + k["mirror"]]
+    plain_intent = [s.name for s in srcs if s.schema in ("caption", "benchmark")]
+    has_intent = bool(plain_intent or built_intent)
+    has_general = any(s.schema in ("trl", "pickapic") for s in srcs) or any(k is None or k["general"]
+                                                                            for k in kinds.values())
     if cfg.anti_fraction > 0 and not has_intent:
         raise S.DataError("config", None, "anti_fraction", f"anti_fraction={cfg.anti_fraction} needs an (image, "
-                          "caption) or benchmark source; none of the sources is one (set anti_fraction: 0 or add one)",
-                          kind="source")
+                          "caption), benchmark or built pair source with anti/mirror rows; none of the sources is one "
+                          "(set anti_fraction: 0 or add one)", kind="source")
     if cfg.anti_fraction < 1 and not has_general:
         raise S.DataError("config", None, "anti_fraction", f"anti_fraction={cfg.anti_fraction} needs a preference "
-                          "source (Pick-a-Pic or trl prompt/chosen/rejected); none given (set anti_fraction: 1 or "
-                          "add one)", kind="source")
+                          "source (Pick-a-Pic, trl prompt/chosen/rejected or a built dataset with general rows); none "
+                          "given (set anti_fraction: 1 or add one)", kind="source")
+    pf = cfg.pairs_fraction
+    if pf is not None and pf > 0 and not built_intent:
+        raise S.DataError("config", None, "pairs_fraction", f"pairs_fraction={pf} needs a pair dataset built by "
+                          "pluralign (`data generate` output) with anti/mirror rows among the sources; none is one",
+                          kind="source")
+    if pf is not None and pf < 1 and not plain_intent:
+        raise S.DataError("config", None, "pairs_fraction", f"pairs_fraction={pf} leaves {1 - pf:g} of the anti+mirror "
+                          "rows to (image, caption) or benchmark sources; none given (set pairs_fraction: 1, or leave "
+                          "it unset, or add one)", kind="source")
     return srcs
 
 
@@ -200,8 +222,9 @@ def _write(cfg: DataConfig, srcs: list[S.Source], tmp: Path) -> Path:
         log = json.loads(f.read_text())
         skipped += log["skipped"]
         stats.update({k: v for k, v in log["stats"].items() if isinstance(v, int)})
-        if "stopped" in log["stats"]:
-            stats[f"stopped: {log['stats']['stopped']}"] += 1
+        for key in ("stopped", "intent_stopped"):
+            if key in log["stats"]:
+                stats[f"{key}: {log['stats'][key]}"] += 1
     skipped.sort(key=lambda r: (str(r["source"]), r["row"] if isinstance(r["row"], int) else -1))
     (final / "README.md").write_text(dataset_card(ds, cfg, srcs, skipped, stats), encoding="utf-8")
     (final / "build_log.json").write_text(json.dumps({"skipped": skipped, "stats": dict(stats),
@@ -239,6 +262,23 @@ def _row_cell(skipped: dict) -> str:
     return f"{skipped['row']} ({Path(skipped['file']).name if skipped.get('file') else ''} line {skipped['line']})"
 
 
+def _mix_section(stats: Counter, n: int, cfg: DataConfig) -> list[str]:
+    """Where the rows came from: per source and kind of pair, with the shares the build reached."""
+    origins = {k[len(ORIGIN):]: v for k, v in stats.items() if k.startswith(ORIGIN)}
+    if not origins:
+        return []
+    intent = sum(v for k, v in origins.items() if not k.startswith("general"))
+    built = sum(v for k, v in origins.items() if k.startswith("built pairs"))
+    lines = ["## Mix", "", f"anti_fraction: requested {cfg.anti_fraction}, reached {intent / n if n else 0:.3f}."]
+    if cfg.pairs_fraction is not None or built:
+        requested = "unset (round-robin)" if cfg.pairs_fraction is None else f"requested {cfg.pairs_fraction}"
+        lines.append(f"pairs_fraction (share of the anti+mirror rows from built pair datasets): {requested}, reached "
+                     f"{built / intent if intent else 0:.3f}.")
+    lines += ["", "| rows from | rows | share of all rows |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v} | {v / n if n else 0:.3f} |" for k, v in sorted(origins.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return lines + [""]
+
+
 def dataset_card(ds: datasets.Dataset, cfg: DataConfig, srcs: list[S.Source], skipped: list[dict],
                  stats: Counter) -> str:
     """README.md for the dataset: what it is, counts per kind/category/source, the config, skipped rows."""
@@ -256,13 +296,14 @@ def dataset_card(ds: datasets.Dataset, cfg: DataConfig, srcs: list[S.Source], sk
         "An *anti* row asks for the anti-aesthetic attributes and prefers the degraded image; its *mirror* "
         "(same `pair_id`) uses the original caption and prefers the clean image.", "",
         f"**Rows:** {n}  ·  **anti+mirror share:** {share:.3f} (requested {cfg.anti_fraction})", "",
+        *_mix_section(stats, n, cfg),
         "## Counts per kind", "", _table(kinds, "kind"), "",
         "## Counts per category (anti + mirror rows)", "", _table(cats, "category"), "",
         "## Counts per source", "", _table(sources, "source"), "",
         "## Sources", "",
         *[f"- `{s.name}`: {s.kind}, schema `{s.schema}`" for s in srcs], "",
         "## Build notes", "",
-        *([f"- {k}: {v}" for k, v in sorted(stats.items())] or ["- none"]), "",
+        *([f"- {k}: {v}" for k, v in sorted(stats.items()) if not k.startswith(ORIGIN)] or ["- none"]), "",
         f"## Skipped rows ({len(skipped)})", "",
     ]
     if skipped:

@@ -22,6 +22,10 @@ class DataConfig:
     streaming: bool = option(True, "stream hub sources instead of downloading them whole")
     anti_fraction: float = option(0.5, "share of anti+mirror rows in the mix (the rest are general preference rows)",
                                   min=0.0, max=1.0)
+    pairs_fraction: float | None = option(None, "share of the anti+mirror rows taken from pair datasets already "
+                                          "built by pluralign (`data generate` output, an earlier build); None: "
+                                          "round-robin with the other (image, caption) and benchmark sources",
+                                          min=0.0, max=1.0)
     max_rows: int | None = option(None, "stop after this many rows (None: until a needed source runs out)", min=1,
                                   max=10**9)
     categories: list[str] = option(factory=lambda: list(degradable_categories()),

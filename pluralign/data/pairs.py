@@ -4,6 +4,10 @@
 * mirror: prompt P_o, chosen = clean image,    rejected = degraded image   (same ``pair_id``)
 * general: an ordinary preference pair (Pick-a-Pic, trl), ``category`` "" and ``severity`` 0.
 
+A pair dataset pluralign already built (``data generate`` output, an earlier build) is mixed in as it is: its
+anti/mirror rows (kept together by ``pair_id``) join the intent rows, at ``pairs_fraction`` of them when that
+is set, and its general rows join the general rows.
+
 Everything is a generator: one record is decoded, degraded, encoded to PNG and yielded before the
 next is read, so memory does not grow with the dataset. Each record's randomness is seeded from
 (seed, source, row), so a row's content does not depend on how the work is split over processes.
@@ -40,6 +44,7 @@ FEATURES = datasets.Features({
     "pair_id": datasets.Value("string"),
 })
 COLUMNS = tuple(FEATURES)
+ORIGIN = "rows from "  # build-log counts of where the rows came from (the card's mix table)
 
 
 def encode_png(image: Image.Image, level: int = 1) -> dict:
@@ -119,6 +124,33 @@ def general_row(rec: S.Record, *, pair_id: str, cfg: DataConfig) -> dict:
             "severity": 0.0, "pair_id": pair_id}
 
 
+def built_row(src: S.Source, i: int, raw: dict, cfg: DataConfig) -> dict:
+    """A row of a pair dataset built by pluralign -> the same row in this build. Its images are kept as they
+    are (no re-encoding) after a full decode check; ``pair_id`` gets the source's name in front, so that two
+    datasets' pairs cannot share one; ``source`` stays where the row came from."""
+    S.check_row(src, i, raw)
+    kind = raw.get("kind")
+    if kind not in ("anti", "mirror", "general"):
+        raise S.DataError(src.name, i, "kind", f"unknown kind {kind!r}; expected anti, mirror or general",
+                          kind="unknown_name")
+    prompt = S.text_value(raw.get("prompt"), source=src.name, row=i, field="prompt")
+    images = {}
+    for field in ("chosen", "rejected"):
+        S.open_image(raw.get(field), source=src.name, row=i, field=field, base_dir=src.base_dir,
+                     max_pixels=cfg.max_pixels, min_side=cfg.min_side)
+        images[field] = {"bytes": S.image_bytes(raw.get(field), src.base_dir)[0], "path": None}
+    general = kind == "general"
+    severity = raw.get("severity")
+    severity = (0.0 if general else 1.0) if severity is None else severity
+    if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not 0 <= severity <= 1:
+        raise S.DataError(src.name, i, "severity", f"expected a number in [0, 1], got {severity!r}", kind="bad_number")
+    pair_id = raw.get("pair_id") or str(i)
+    return {"prompt": prompt, **images, "kind": kind, "attributes": [] if general else
+            list(S.parse_attributes(raw.get("attributes"))), "category": "" if general else str(raw.get("category")
+            or ""), "source": str(raw.get("source") or src.name), "severity": float(severity),
+            "pair_id": f"{src.name}#{pair_id}"}
+
+
 # ---------------------------------------------------------------- streams
 class Skips:
     """Bad rows skipped under ``on_error: skip`` (or raised under ``stop``)."""
@@ -164,6 +196,52 @@ def _general_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int,
             skips.handle(src.locate(exc, raw))
 
 
+def _built_groups(src: S.Source, shard: int, num_shards: int, intent: bool) -> Iterator[list[tuple[int, dict]]]:
+    """This shard's groups of raw rows of a built pair dataset: an anti row and its mirror (consecutive rows
+    with one ``pair_id``) are one group, any other row is a group of its own. Groups, not rows, are split
+    between shards, so a pair is never cut in two; ``intent`` picks the anti/mirror groups or the others."""
+    group: list[tuple[int, dict]] = []
+    key = None
+    g = -1
+
+    def done():
+        return g % num_shards == shard and (group[0][1].get("kind") in ("anti", "mirror")) == intent
+
+    for i, raw in src.rows():
+        kind, pid = raw.get("kind"), raw.get("pair_id")
+        k = ("pair", pid) if kind in ("anti", "mirror") and pid else ("row", i)
+        if group and k == key:
+            group.append((i, raw))
+            continue
+        if group:
+            g += 1
+            if done():
+                yield group
+        group, key = [(i, raw)], k
+    if group:
+        g += 1
+        if done():
+            yield group
+
+
+def _built_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, skips: Skips, intent: bool
+                  ) -> Iterator[list[dict]]:
+    """Groups of rows of a built pair dataset (its anti+mirror pairs, or its general rows)."""
+    for group in _built_groups(src, shard, num_shards, intent):
+        try:
+            yield [built_row(src, i, raw, cfg) for i, raw in group]
+        except S.DataError as exc:
+            skips.handle(exc)
+
+
+def _tagged(stream: Iterator[list[dict]], origin: str) -> Iterator[list[dict]]:
+    """The groups of ``stream``, each row marked with where it came from (counted for the card, then dropped)."""
+    for group in stream:
+        for row in group:
+            row["_origin"] = origin
+        yield group
+
+
 def round_robin(streams: list[Iterator]) -> Iterator:
     """Interleave several streams one item at a time until all are exhausted."""
     live = list(streams)
@@ -176,6 +254,24 @@ def round_robin(streams: list[Iterator]) -> Iterator:
             except StopIteration:
                 pass
         live = nxt
+
+
+def ratio_groups(first: Iterator[list[dict]], second: Iterator[list[dict]], fraction: float,
+                 stats: dict | None = None, names: tuple[str, str] = ("first", "second")) -> Iterator[list[dict]]:
+    """Groups from two streams so that the running share of rows from ``first`` tracks ``fraction`` (the
+    rule :func:`mix` applies); stops when a stream the ratio needs runs out (``stats['intent_stopped']``)."""
+    stats = stats if stats is not None else {}
+    n = n_first = 0
+    while True:
+        want_first = n_first < fraction * (n + 1)
+        try:
+            group = next(first if want_first else second)
+        except StopIteration:
+            stats["intent_stopped"] = f"{names[0] if want_first else names[1]} exhausted"
+            return
+        yield group
+        n += len(group)
+        n_first += len(group) if want_first else 0
 
 
 def mix(intent: Iterator[list[dict]], general: Iterator[list[dict]], anti_fraction: float,
@@ -213,16 +309,30 @@ def generate_rows(shard: list[int], num_shards: int, config: dict, log_dir: str)
     for sh in shard:
         skips, stats = Skips(cfg.on_error), {}
         srcs = [S.open_source(s, cfg.split, cfg.streaming) for s in cfg.sources]
-        intent_srcs = [s for s in srcs if s.schema in ("caption", "benchmark")]
-        general_srcs = [s for s in srcs if s.schema in ("trl", "pickapic")]
         per_shard = None
         if cfg.max_rows is not None:
             per_shard = cfg.max_rows // num_shards + (1 if sh < cfg.max_rows % num_shards else 0)
-        intent = round_robin([_intent_stream(s, cfg, sh, num_shards, skips, stats, rewriter) for s in intent_srcs])
-        general = round_robin([_general_stream(s, cfg, sh, num_shards, skips, stats) for s in general_srcs])
+        plain = [_tagged(_intent_stream(s, cfg, sh, num_shards, skips, stats, rewriter),
+                         f"{'degradation' if s.schema == 'caption' else 'pre-rendered'} pairs: {s.name}")
+                 for s in srcs if s.schema in ("caption", "benchmark")]
+        built = [_tagged(_built_stream(s, cfg, sh, num_shards, skips, True), f"built pairs: {s.name}")
+                 for s in srcs if s.schema == "pairs"]
+        if cfg.pairs_fraction is None:
+            intent = round_robin(plain + built)
+        else:
+            intent = ratio_groups(round_robin(built), round_robin(plain), cfg.pairs_fraction, stats,
+                                  ("pair datasets", "(image, caption) and benchmark sources"))
+        general = round_robin(
+            [_tagged(_general_stream(s, cfg, sh, num_shards, skips, stats), f"general: {s.name}")
+             for s in srcs if s.schema in ("trl", "pickapic")]
+            + [_tagged(_built_stream(s, cfg, sh, num_shards, skips, False), f"general: {s.name}")
+               for s in srcs if s.schema == "pairs"])
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         try:
-            yield from mix(intent, general, cfg.anti_fraction, per_shard, stats)
+            for row in mix(intent, general, cfg.anti_fraction, per_shard, stats):
+                origin = f"{ORIGIN}{row.pop('_origin')}"
+                stats[origin] = stats.get(origin, 0) + 1
+                yield row
         except S.DataError as exc:  # leave it where the parent process can find it
             (Path(log_dir) / f"error-{sh}.json").write_text(json.dumps(exc.as_dict()))
             raise
