@@ -34,6 +34,12 @@ class DPOTrainConfig:
     categories: list[str] | None = option(None, "per_category: which categories (default: all present in the data)",
                                           choices=CATEGORY_NAMES)
     share_general_pairs: bool = option(True, "per_category: also train every category's adapter on kind=general rows")
+    intent_fraction: float = option(0.5, "per_category with share_general_pairs: the share of each adapter's rows that "
+        "are its category's intent rows (anti + mirror). Each adapter gets a seeded draw of general rows of that size "
+        "instead of all of them, which would dilute a small category (2 intent rows among 14 general ones is 12.5% "
+        "intent where the dataset was built at 50%). 0.5 matches `pluralign data build`'s anti_fraction default; 1 "
+        "uses no general rows. With too few general rows the share comes out higher; data_mix.json and the model "
+        "card record the share achieved", gt=0, max=1)
     rank: int = option(4, "LoRA rank", min=1, max=1024)
     alpha: float = option(4.0, "LoRA alpha (scale alpha/rank, or alpha/sqrt(rank) with use_rslora)", gt=0, max=4096)
     dropout: float = option(0.0, "LoRA dropout", min=0, lt=1)

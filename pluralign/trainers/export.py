@@ -81,7 +81,7 @@ def model_card(*, base_model: str, family: str, adapter_name: str, data_mix: dic
            "`pluralign eval` refuses to load this adapter into a base of another family or other weights.", ""]
           if identity else []),
         "## Data mix", "",
-        f"{data_mix.get('pairs', 0)} pairs.", "", "| kind | pairs |", "|---|---|",
+        f"{data_mix.get('pairs', 0)} pairs.{_intent_share(data_mix)}", "", "| kind | pairs |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in sorted(data_mix.get("kind", {}).items())], "",
         "| category | pairs |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in sorted(data_mix.get("category", {}).items())], "",
@@ -95,6 +95,21 @@ def model_card(*, base_model: str, family: str, adapter_name: str, data_mix: dic
     else:
         lines += ["## Evaluation", "", "No evaluation was attached to this export (run `pluralign eval`).", ""]
     return "\n".join(lines)
+
+
+def _intent_share(mix: dict) -> str:
+    """The data mix's intent share, achieved and requested, as a sentence (empty for an older mix)."""
+    if mix.get("intent_fraction") is None:
+        return ""
+    text = (f" {mix['intent_rows']} intent rows (anti + mirror) and {mix['general_rows']} general rows: an intent "
+            f"share of {100 * mix['intent_fraction']:.1f}%")
+    asked = mix.get("requested_intent_fraction")
+    if asked is None:
+        return text + "."
+    text += f" (requested {100 * asked:.1f}%"
+    if mix["intent_fraction"] > asked + 1e-9 and mix["general_rows"] >= mix.get("general_available", 0):
+        text += f"; the dataset has only {mix['general_available']} general rows"
+    return text + ")."
 
 
 def attach_eval(card: Path, summary: dict) -> None:
