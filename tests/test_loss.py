@@ -239,3 +239,119 @@ def test_sft_loss_is_the_mean_error():
     pred, _, target, *_ = _batch()
     loss, stats = sft_loss(pred, target)
     assert torch.allclose(loss, per_sample_mse(pred, target).mean()) and stats["loss/sft"] == loss
+
+
+# ---- split_stats: accuracy and DPO loss per kind and category, apart from the loss -------------
+
+def _old_diffusion_dpo_loss(policy_err_w, policy_err_l, ref_err_w, ref_err_l, *, beta, loss_type="sigmoid",
+                            label_smoothing=0.0):
+    """diffusion_dpo_loss as it was before dpo_pair_losses was split out of it (commit 6a5d7f3), verbatim."""
+    import torch.nn.functional as F
+
+    ref_err_w, ref_err_l = ref_err_w.detach(), ref_err_l.detach()
+    logits = -0.5 * ((policy_err_w - policy_err_l) - (ref_err_w - ref_err_l))
+    inside = beta * logits
+    eps = label_smoothing
+    if loss_type == "sigmoid":
+        losses = -(1 - eps) * F.logsigmoid(inside) - eps * F.logsigmoid(-inside)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - inside)
+    elif loss_type == "ipo":
+        losses = (logits - 1 / (2 * beta)) ** 2
+    else:  # robust
+        losses = (-(1 - eps) * F.logsigmoid(inside) + eps * F.logsigmoid(-inside)) / (1 - 2 * eps)
+    reward_w = (-0.5 * beta * (policy_err_w - ref_err_w)).detach()
+    reward_l = (-0.5 * beta * (policy_err_l - ref_err_l)).detach()
+    inside_d = inside.detach()
+    acc = (inside_d > 0).float() + 0.5 * (inside_d == 0).float()
+    stats = {"implicit_acc": acc.mean(), "margin": inside_d.mean(), "reward_chosen": reward_w.mean(),
+             "reward_rejected": reward_l.mean(), "policy_err_chosen": policy_err_w.detach().mean(),
+             "policy_err_rejected": policy_err_l.detach().mean(), "ref_err_chosen": ref_err_w.mean(),
+             "ref_err_rejected": ref_err_l.mean()}
+    return losses.mean(), stats
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dpo_loss_is_bit_identical_to_before_the_split(loss_type, dtype):
+    g = torch.Generator().manual_seed(3)
+    for eps in (0.0, 0.1):
+        errs = [torch.rand(16, generator=g, dtype=torch.float64).to(dtype) for _ in range(4)]
+        new_in = [e.clone().requires_grad_(True) for e in errs[:2]] + errs[2:]
+        old_in = [e.clone().requires_grad_(True) for e in errs[:2]] + errs[2:]
+        new, new_stats = diffusion_dpo_loss(*new_in, beta=500.0, loss_type=loss_type, label_smoothing=eps)
+        old, old_stats = _old_diffusion_dpo_loss(*old_in, beta=500.0, loss_type=loss_type, label_smoothing=eps)
+        assert torch.equal(new, old)
+        assert new_stats.keys() == old_stats.keys()
+        assert all(torch.equal(new_stats[k], old_stats[k]) for k in new_stats)
+        new.backward()
+        old.backward()
+        assert torch.equal(new_in[0].grad, old_in[0].grad) and torch.equal(new_in[1].grad, old_in[1].grad)
+
+
+KINDS4 = ["anti", "mirror", "general", "anti"]
+CATS4 = ["clarity_and_focus", "clarity_and_focus", "", "color_and_tone"]
+
+
+def test_split_stats_groups_the_pairs_the_loss_averages():
+    from pluralign.trainers.loss import split_stats
+
+    pred, ref, target, _, _, _, _ = _batch(b=4, seed=5)
+    terms = IntentLossConfig(beta=100.0, sft_weight=2.0)
+    loss, stats = intent_dpo_loss(pred, ref, target, anti=torch.tensor([True, False, False, True]),
+                                  ordinary=torch.tensor([False, True, True, False]), terms=terms)
+    split = split_stats(pred, ref, target, kinds=KINDS4, categories=CATS4, terms=terms)
+    e, r = per_sample_mse(pred, target), per_sample_mse(ref, target)
+    for group, rows in {"anti": [0, 3], "mirror": [1], "general": [2], "category/clarity_and_focus": [0, 1],
+                        "category/color_and_tone": [3]}.items():
+        rows_t = torch.tensor(rows)
+        want_loss, want = diffusion_dpo_loss(e[:4][rows_t], e[4:][rows_t], r[:4][rows_t], r[4:][rows_t], beta=100.0)
+        assert split[f"{group}/n"] == len(rows)
+        assert split[f"{group}/acc"] == pytest.approx(want["implicit_acc"].item() * len(rows), abs=1e-12)
+        assert split[f"{group}/dpo_loss"] == pytest.approx(want_loss.item() * len(rows), rel=1e-6)
+    assert not any(k.startswith("category//") for k in split)  # general rows have no category group
+    # the kinds cover the batch: their sums give back the batch means intent_dpo_loss logs
+    assert sum(split[f"{k}/acc"] for k in ("anti", "mirror", "general")) / 4 == stats["implicit_acc"].item()
+    assert sum(split[f"{k}/dpo_loss"] for k in ("anti", "mirror", "general")) / 4 == pytest.approx(
+        stats["loss/dpo"].item(), rel=1e-6)
+
+
+def test_split_stats_leaves_the_loss_and_gradient_untouched():
+    from pluralign.trainers.loss import split_stats
+
+    pred, ref, target, _, _, anti, ordinary = _batch(seed=7)
+    terms = IntentLossConfig(beta=100.0, sft_weight=2.0, preserve_weight=3.0)
+
+    def loss_and_grad(with_split):
+        p = pred.clone().requires_grad_(True)
+        loss, stats = intent_dpo_loss(p, ref, target, anti=anti, ordinary=ordinary, terms=terms)
+        if with_split:
+            split_stats(p, ref, target, kinds=["anti", "mirror", "general"], categories=["c", "c", ""], terms=terms)
+        (g,) = torch.autograd.grad(loss, p)
+        return loss, stats, g
+
+    (l0, s0, g0), (l1, s1, g1) = loss_and_grad(False), loss_and_grad(True)
+    assert torch.equal(l0, l1) and torch.equal(g0, g1) and all(torch.equal(s0[k], s1[k]) for k in s0)
+
+
+def test_merge_split_stats_pools_pairs_over_micro_batches():
+    from pluralign.trainers.loss import merge_split_stats
+
+    # micro-batch 1 holds one anti pair (right), micro-batch 2 three anti pairs (one right, one tie) and a mirror
+    parts = [{"anti/n": 1, "anti/acc": 1.0, "anti/dpo_loss": 0.5},
+             {"anti/n": 3, "anti/acc": 1.5, "anti/dpo_loss": 2.1, "mirror/n": 1, "mirror/acc": 0.0,
+              "mirror/dpo_loss": 0.9}]
+    out = merge_split_stats(parts)
+    assert out["acc/anti"] == pytest.approx(2.5 / 4)  # per pair; the mean of the micro-batch means would say 0.75
+    assert out["dpo_loss/anti"] == pytest.approx(2.6 / 4) and out["pairs/anti"] == 4
+    assert out["acc/mirror"] == 0.0 and out["pairs/mirror"] == 1
+    assert not any("general" in k for k in out)  # not measured in this step: absent, not 0
+    assert merge_split_stats([]) == {}
+
+
+def test_split_stats_needs_a_kind_and_category_per_pair():
+    from pluralign.trainers.loss import split_stats
+
+    pred, ref, target, *_ = _batch()
+    with pytest.raises(ValueError, match="3 pairs"):
+        split_stats(pred, ref, target, kinds=["anti"], categories=["c"], terms=IntentLossConfig(beta=1.0))

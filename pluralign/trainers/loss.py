@@ -21,11 +21,14 @@ SD1.5/SDXL (diffusers' Diffusion-DPO example writes the same objective without t
 accuracy counts a tie (``inside == 0``) as 0.5, which is what a fresh adapter (policy == reference)
 reports. :func:`intent_dpo_loss` is the whole objective pluralign trains: the DPO term plus the
 SFT and preservation terms that make it intent-conditioned, each logged as ``loss/<name>``.
+:func:`split_stats` and :func:`merge_split_stats` split its accuracy and DPO loss by row kind and
+category, apart from the loss (which they leave bit-identical).
 :func:`sft_loss` is the plain denoising objective of the SFT baseline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -38,6 +41,35 @@ def diffusion_dpo_loss(policy_err_w: torch.Tensor, policy_err_l: torch.Tensor, r
                        ref_err_l: torch.Tensor, *, beta: float, loss_type: str = "sigmoid",
                        label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Diffusion-DPO loss over a batch of pairs; returns ``(loss, stats)``."""
+    losses, inside = dpo_pair_losses(policy_err_w, policy_err_l, ref_err_w, ref_err_l, beta=beta, loss_type=loss_type,
+                                     label_smoothing=label_smoothing)
+    ref_err_w, ref_err_l = ref_err_w.detach(), ref_err_l.detach()
+    reward_w = (-0.5 * beta * (policy_err_w - ref_err_w)).detach()
+    reward_l = (-0.5 * beta * (policy_err_l - ref_err_l)).detach()
+    inside_d = inside.detach()
+    stats = {
+        "implicit_acc": implicit_accuracy(inside_d).mean(),
+        "margin": inside_d.mean(),
+        "reward_chosen": reward_w.mean(),
+        "reward_rejected": reward_l.mean(),
+        "policy_err_chosen": policy_err_w.detach().mean(),
+        "policy_err_rejected": policy_err_l.detach().mean(),
+        "ref_err_chosen": ref_err_w.mean(),
+        "ref_err_rejected": ref_err_l.mean(),
+    }
+    return losses.mean(), stats
+
+
+def implicit_accuracy(inside: torch.Tensor) -> torch.Tensor:
+    """Per pair: 1 where the policy prefers the winner more than the reference does, 0.5 on a tie."""
+    return (inside > 0).float() + 0.5 * (inside == 0).float()
+
+
+def dpo_pair_losses(policy_err_w: torch.Tensor, policy_err_l: torch.Tensor, ref_err_w: torch.Tensor,
+                    ref_err_l: torch.Tensor, *, beta: float, loss_type: str = "sigmoid",
+                    label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair Diffusion-DPO losses ``[B]`` and ``inside`` (the sigmoid's argument, ``beta * logits``):
+    what :func:`diffusion_dpo_loss` averages, and what :func:`split_stats` groups."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type {loss_type!r} is not one of {LOSS_TYPES}")
     if not 0.0 <= label_smoothing < 0.5:
@@ -57,22 +89,7 @@ def diffusion_dpo_loss(policy_err_w: torch.Tensor, policy_err_l: torch.Tensor, r
         losses = (logits - 1 / (2 * beta)) ** 2
     else:  # robust
         losses = (-(1 - eps) * F.logsigmoid(inside) + eps * F.logsigmoid(-inside)) / (1 - 2 * eps)
-    reward_w = (-0.5 * beta * (policy_err_w - ref_err_w)).detach()
-    reward_l = (-0.5 * beta * (policy_err_l - ref_err_l)).detach()
-    inside_d = inside.detach()
-    acc = (inside_d > 0).float() + 0.5 * (inside_d == 0).float()
-    stats = {
-        "implicit_acc": acc.mean(),
-        "margin": inside_d.mean(),
-        "reward_chosen": reward_w.mean(),
-        "reward_rejected": reward_l.mean(),
-        "policy_err_chosen": policy_err_w.detach().mean(),
-        "policy_err_rejected": policy_err_l.detach().mean(),
-        "ref_err_chosen": ref_err_w.mean(),
-        "ref_err_rejected": ref_err_l.mean(),
-    }
-    return losses.mean(), stats
-
+    return losses, inside
 
 
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -191,6 +208,62 @@ def intent_dpo_loss(pred: torch.Tensor, ref_pred: torch.Tensor, target: torch.Te
         total = total + value
         stats[f"loss/{name}"] = value.detach()
     return total, stats
+
+
+KINDS = ("anti", "mirror", "general")
+
+
+@torch.no_grad()
+def split_stats(pred: torch.Tensor, ref_pred: torch.Tensor, target: torch.Tensor, *, kinds: Sequence[str],
+                categories: Sequence[str], terms: IntentLossConfig) -> dict[str, float]:
+    """The DPO health of one micro-batch split by row kind and by category: sums, not means.
+
+    :func:`intent_dpo_loss` averages over the batch, which mixes anti, mirror and general rows (an
+    adapter can fail its anti rows while the mean looks healthy). This takes the same inputs plus
+    each pair's ``kind`` and ``category`` (``[B]`` lists) and returns, for every group present, its
+    pair count and the *sums* of implicit accuracy and per-pair DPO loss, keyed ``<group>/n``,
+    ``<group>/acc``, ``<group>/dpo_loss``; groups are ``anti``, ``mirror``, ``general`` and
+    ``category/<name>`` (rows with a category: anti and mirror). Sums add up over micro-batches and
+    processes; :func:`merge_split_stats` turns them into means. It runs apart from the loss, under
+    ``no_grad``, so the loss and its gradient are untouched; the per-pair values are the ones
+    :func:`diffusion_dpo_loss` averages (:func:`dpo_pair_losses`).
+    """
+    b = pred.shape[0] // 2
+    if len(kinds) != b or len(categories) != b:
+        raise ValueError(f"kinds and categories must name the batch's {b} pairs, got {len(kinds)} and {len(categories)}")
+    err = per_sample_mse(pred, target)
+    ref = per_sample_mse(ref_pred, target)
+    losses, inside = dpo_pair_losses(err[:b], err[b:], ref[:b], ref[b:], beta=terms.beta, loss_type=terms.loss_type,
+                                     label_smoothing=terms.label_smoothing)
+    acc, losses = implicit_accuracy(inside).cpu().tolist(), losses.float().cpu().tolist()  # one transfer each
+    out: dict[str, float] = {}
+    for i, (kind, category) in enumerate(zip(kinds, categories)):
+        for group in (kind, f"category/{category}" if category else None):
+            if group is None:
+                continue
+            out[f"{group}/n"] = out.get(f"{group}/n", 0) + 1
+            out[f"{group}/acc"] = out.get(f"{group}/acc", 0.0) + acc[i]
+            out[f"{group}/dpo_loss"] = out.get(f"{group}/dpo_loss", 0.0) + losses[i]
+    return out
+
+
+def merge_split_stats(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Means of :func:`split_stats` sums over ``parts`` (the micro-batches of one optimizer step, or
+    of several steps): ``acc/<group>`` and ``dpo_loss/<group>`` averaged over every pair of that
+    group in ``parts``, and ``pairs/<group>``, how many there were. A group no part holds is left
+    out (no 0 or NaN stands in for "not measured"); weight means across steps by ``pairs/<group>``."""
+    total: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    out = {}
+    for key in sorted(k for k in total if k.endswith("/n")):
+        group, n = key[:-2], total[key]
+        if n:
+            out[f"acc/{group}"] = total[f"{group}/acc"] / n
+            out[f"dpo_loss/{group}"] = total[f"{group}/dpo_loss"] / n
+            out[f"pairs/{group}"] = n
+    return out
 
 
 def sft_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
