@@ -8,7 +8,10 @@ row's seed: the two images share their initial noise and differ only by the prom
 Variants:
 - ``base``: the pipeline with every LoRA adapter disabled (the reference);
 - ``adapter@W``: the adapter loaded with ``pipe.load_lora_weights(dir, adapter_name=...)`` and
-  dialled to weight W with ``pipe.set_adapters([name], [W])`` (the "dial curve").
+  dialled to weight W with ``pipe.set_adapters([name], [W])`` (the "dial curve");
+- ``<category>@W`` (per-category eval): every category adapter of the dial set is loaded (under its
+  category's name) and ``pipe.set_adapters(all, [..])`` puts this one at W and the others at 0, as a
+  user turns one dial of several. Such a variant may be generated on a subset of the rows.
 
 Rows are split across processes with accelerate's ``PartialState().split_between_processes``
 and gathered back in row order, so ``accelerate launch --num_processes N`` divides the work.
@@ -17,7 +20,7 @@ and gathered back in row order, so ``accelerate launch --num_processes N`` divid
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,7 @@ class Variant:
 
     name: str
     weight: float | None = None
+    adapter: str | None = None  # per-category eval: the adapter of the dial set this variant turns up
 
     @property
     def dirname(self) -> str:
@@ -48,6 +52,11 @@ class Variant:
 
 def adapter_variant(weight: float) -> Variant:
     return Variant(f"adapter@{weight:g}", float(weight))
+
+
+def category_variant(category: str, weight: float) -> Variant:
+    """``<category>@W``: the category's adapter at ``weight``, every other adapter of the dial set at 0."""
+    return Variant(f"{category}@{weight:g}", float(weight), category)
 
 
 def variants_for(weights: Sequence[float], with_adapter: bool) -> list[Variant]:
@@ -97,29 +106,31 @@ LORA_WEIGHT_FILE = "pytorch_lora_weights.safetensors"
 _FILE_LORA_KEY = re.compile(r"lora(_A|_B|\.down|\.up|_down|_up|_embedding_A|_embedding_B)\b")
 
 
-def adapter_weight_file(adapter: str | Path) -> Path:
+def adapter_weight_file(adapter: str | Path, label: str | None = None) -> Path:
     """The safetensors file ``load_lora_weights`` reads for ``adapter`` (a LoRA directory or file).
 
     A trained adapter's directory also holds a kohya copy; the diffusers file is the one to load, as
-    diffusers itself picks it. Raises FileNotFoundError naming the ``adapter`` option for a path that
-    is not there or holds no weights."""
+    diffusers itself picks it. Raises FileNotFoundError naming the ``adapter`` option (or ``label``,
+    e.g. ``adapters: clarity_and_focus=DIR``) for a path that is not there or holds no weights."""
+    where = label or f"adapter {adapter}"
     path = Path(adapter).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"adapter {adapter}: no such file or directory; pass the adapter folder the trainer "
+        raise FileNotFoundError(f"{where}: no such file or directory; pass the adapter folder the trainer "
                                 f"wrote (it holds {LORA_WEIGHT_FILE}) or a LoRA .safetensors file")
     if path.is_file():
         if path.suffix != ".safetensors":
-            raise ValueError(f"adapter {adapter}: not a .safetensors file; LoRA weights are read as safetensors only")
+            raise ValueError(f"{where}: not a .safetensors file; LoRA weights are read as safetensors only")
         return path
     if (path / LORA_WEIGHT_FILE).is_file():
         return path / LORA_WEIGHT_FILE
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"adapter {adapter}: no .safetensors LoRA weights in this directory; pass the folder "
+        raise FileNotFoundError(f"{where}: no .safetensors LoRA weights in this directory; pass the folder "
                                 f"the trainer wrote (it holds {LORA_WEIGHT_FILE})")
     if len(files) > 1:
-        raise ValueError(f"adapter {adapter}: {len(files)} .safetensors files and none is {LORA_WEIGHT_FILE} "
-                         f"({', '.join(f.name for f in files[:4])}); pass the file to load as adapter")
+        raise ValueError(f"{where}: {len(files)} .safetensors files and none is {LORA_WEIGHT_FILE} "
+                         f"({', '.join(f.name for f in files[:4])}); pass the file to load"
+                         f"{' as adapter' if label is None else ' in its place'}")
     return files[0]
 
 
@@ -190,17 +201,43 @@ def load_adapter(pipe, adapter_dir: str | Path, adapter_name: str) -> str:
     return adapter_name
 
 
-def apply_variant(pipe, variant: Variant, adapter_name: str | None) -> None:
-    """Put the pipeline in the state of ``variant``: all LoRA off for the base, the adapter at its weight otherwise."""
+def load_adapters(pipe, adapters: Mapping[str, str | Path]) -> list[str]:
+    """Load every adapter of a dial set (``{name: directory or file}``) with :func:`load_adapter`, each
+    under its own name, and return the names. All of them are checked before the first image: if
+    one fails (its LoRA keys match no module), those this call loaded are removed again and the
+    ValueError starts with the failing one's name."""
+    before = _loaded_adapters(pipe)
+    done = []
+    for name, path in adapters.items():
+        try:
+            load_adapter(pipe, path, name)
+        except ValueError as exc:
+            loaded = _loaded_adapters(pipe)
+            for other in done:
+                if other in loaded and other not in before:
+                    pipe.delete_adapters(other)
+            raise ValueError(f"{name}: {exc}") from exc
+        done.append(name)
+    return done
+
+
+def apply_variant(pipe, variant: Variant, adapter_name: str | None, dial: Sequence[str] | None = None) -> None:
+    """Put the pipeline in the state of ``variant``: all LoRA off for the base, the adapter at its weight otherwise.
+
+    With ``dial`` (the names of a dial set, e.g. one adapter per category), every adapter of the set is
+    active: ``adapter_name`` at the variant's weight and the others at 0."""
     loaded = _loaded_adapters(pipe)
     if variant.weight is None:
         if loaded:
             pipe.disable_lora()
         return
-    if adapter_name is None or adapter_name not in loaded:
-        raise ValueError(f"variant {variant.name} needs adapter {adapter_name!r} to be loaded first (loaded: {sorted(loaded)})")
+    names = list(dial) if dial else [adapter_name]
+    missing = [n for n in names + [adapter_name] if n is None or n not in loaded]
+    if missing:
+        raise ValueError(f"variant {variant.name} needs adapter(s) {sorted(set(map(str, missing)))} to be loaded first "
+                         f"(loaded: {sorted(loaded)})")
     pipe.enable_lora()
-    pipe.set_adapters([adapter_name], [variant.weight])
+    pipe.set_adapters(names, [variant.weight if n == adapter_name else 0.0 for n in names])
 
 
 def _call_pipeline(pipe, prompts: list[str], seeds: list[int], *, num_inference_steps: int, guidance_scale: float,
@@ -251,21 +288,33 @@ def generate_pairs(pipe, rows: Sequence[EvalRow], *, batch_size: int = 8, num_in
 
 
 def generate_variants(pipe, rows: Sequence[EvalRow], variants: Sequence[Variant], *, adapter_dir: str | Path | None = None,
-                      adapter_name: str = "intent", **gen_kwargs) -> dict[str, list[tuple[Image.Image, Image.Image]]]:
+                      adapter_name: str = "intent", adapters: Mapping[str, str | Path] | None = None,
+                      rows_for: Mapping[str, Sequence[int]] | None = None,
+                      **gen_kwargs) -> dict[str, list[tuple[Image.Image, Image.Image]]]:
     """Images of every variant: ``{variant.name: [(I_o, I_a), ...]}``.
 
     The base is generated first with all LoRA layers disabled; the adapter is then loaded (when
     ``adapter_dir`` is given; otherwise it must already be on the pipeline under ``adapter_name``).
+
+    Per-category eval: ``adapters`` (``{name: directory}``) is the dial set, loaded before the first
+    adapter variant; a variant whose ``adapter`` names one of them gets it at its weight and the others
+    at 0. ``rows_for`` maps a variant's name to the row indices to generate for it (default: every
+    row); its images are then in the order of those indices.
     """
     out: dict[str, list[tuple[Image.Image, Image.Image]]] = {}
     loaded = False
+    dial = list(adapters) if adapters else None
     for v in variants:
         if v.weight is not None and not loaded:
-            if adapter_dir is not None:
+            if adapters:
+                load_adapters(pipe, adapters)
+            elif adapter_dir is not None:
                 load_adapter(pipe, adapter_dir, adapter_name)
             loaded = True
-        apply_variant(pipe, v, adapter_name if v.weight is not None else None)
-        out[v.name] = generate_pairs(pipe, rows, desc=f"generate {v.name}", **gen_kwargs)
+        name = (v.adapter or adapter_name) if v.weight is not None else None
+        apply_variant(pipe, v, name, dial if v.weight is not None else None)
+        todo = rows if rows_for is None or v.name not in rows_for else [rows[i] for i in rows_for[v.name]]
+        out[v.name] = generate_pairs(pipe, todo, desc=f"generate {v.name}", **gen_kwargs)
     if loaded and _loaded_adapters(pipe):
         pipe.enable_lora()
     return out
@@ -286,10 +335,12 @@ def image_path(root: str | Path, variant: Variant, index: int, which: str) -> Pa
     return Path(root) / "images" / variant.dirname / f"{index:05d}_{which}.png"
 
 
-def save_images(root: str | Path, variant: Variant, pairs: Sequence[tuple[Image.Image, Image.Image]]) -> Path:
+def save_images(root: str | Path, variant: Variant, pairs: Sequence[tuple[Image.Image, Image.Image]],
+                indices: Sequence[int] | None = None) -> Path:
+    """Write a variant's images; ``indices``: the suite row of each pair (default 0, 1, ...), which names its files."""
     folder = Path(root) / "images" / variant.dirname
     folder.mkdir(parents=True, exist_ok=True)
-    for i, (o, a) in enumerate(pairs):
+    for i, (o, a) in zip(range(len(pairs)) if indices is None else indices, pairs):
         o.save(image_path(root, variant, i, "o"))
         a.save(image_path(root, variant, i, "a"))
     return folder

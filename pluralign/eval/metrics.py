@@ -78,13 +78,17 @@ def row_adherence(margins: dict[str, np.ndarray]) -> np.ndarray:
         return np.where(count > 0, hits.sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
+def attribute_hits(margin: Sequence[float]) -> np.ndarray:
+    """Per row, 1 where the attribute shows (margin > 0), 0 where it does not, NaN where it was not requested."""
+    m = np.asarray(margin, dtype=np.float64)
+    return np.where(np.isnan(m), np.nan, (np.nan_to_num(m, nan=-np.inf) > 0).astype(np.float64))
+
+
 def adherence_summary(margins: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Overall and per-attribute adherence rates with CIs (see the module docstring)."""
     by_attribute = {}
     for attr in sorted(margins):
-        m = np.asarray(margins[attr], dtype=np.float64)
-        hit = np.where(np.isnan(m), np.nan, (np.nan_to_num(m, nan=-np.inf) > 0).astype(np.float64))
-        by_attribute[attr] = rate_ci(hit, n_boot=n_boot, seed=seed)
+        by_attribute[attr] = rate_ci(attribute_hits(margins[attr]), n_boot=n_boot, seed=seed)
     out = rate_ci(row_adherence(margins), n_boot=n_boot, seed=seed)
     out["by_attribute"] = by_attribute
     return out
@@ -132,6 +136,33 @@ def leakage_fired(variant_o: Sequence[Any], reference_o: Sequence[Any], attribut
     drift = adherence_table(list(variant_o), list(reference_o), per_row, rules)
     self_ = adherence_table(list(reference_o), list(reference_o), per_row, rules)
     return ({a: drift[a] > 0 for a in drift}, {a: self_[a] > 0 for a in self_})
+
+
+def cross_effects(margins: dict[str, np.ndarray], zero_margins: dict[str, np.ndarray], leakage: dict[str, Any],
+                  columns: dict[str, Sequence[str]], *, n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict]:
+    """One adapter's row of the cross-effect matrix, at its top weight, over every row of the suite.
+
+    ``margins``/``zero_margins``: attribute -> per-row verifier margins (NaN where not requested) at the
+    top weight and at weight 0; ``leakage``: :func:`leakage_summary`'s ``by_attribute`` at the top
+    weight; ``columns``: category -> its attributes (the matrix's columns). Returns ``(by_attribute,
+    by_category)``: per attribute, its adherence, the paired change vs weight 0 and its leakage; per
+    category, the adherence over the rows that request its attributes (a row's share of them, as
+    :func:`row_adherence`), the paired change vs weight 0 and the largest |leakage| of its attributes.
+    """
+    kw = {"n_boot": n_boot, "seed": seed}
+    by_attribute: dict[str, Any] = {}
+    by_category: dict[str, Any] = {}
+    for category, attrs in columns.items():
+        for a in attrs:
+            hits, zero = attribute_hits(margins[a]), attribute_hits(zero_margins[a])
+            by_attribute[a] = {"adherence": rate_ci(hits, **kw), "adherence_delta_vs_weight0": paired_delta_ci(hits, zero, **kw),
+                               "leakage": leakage.get(a)}
+        top = row_adherence({a: margins[a] for a in attrs})
+        zero = row_adherence({a: zero_margins[a] for a in attrs})
+        points = [abs(leakage[a]["points"]) for a in attrs if (leakage.get(a) or {}).get("points") is not None]
+        by_category[category] = {"adherence": rate_ci(top, **kw), "adherence_delta_vs_weight0": paired_delta_ci(top, zero, **kw),
+                                 "leakage_max_abs_points": max(points) if points else None}
+    return by_attribute, by_category
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,35 +28,54 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _curve_point(name: str, v: dict[str, Any]) -> dict[str, Any]:
+    adh = v.get("adherence") or {}
+    leak = v.get("leakage") or {}
+    content = v.get("content_fidelity") or {}
+    return {"variant": name, "weight": v["weight"], "adherence": adh.get("value"), "ci95": adh.get("ci95"),
+            "leakage_max_abs_points": leak.get("max_abs_points"), "content_fidelity": content.get("value")}
+
+
 def dial_curve(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The adapter's weight sweep in weight order: adherence, leakage and content fidelity per weight."""
+    """The adapter's weight sweep in weight order: adherence, leakage and content fidelity per weight.
+    Empty for a per-category eval, whose curves are :func:`category_curve`'s."""
+    points = [_curve_point(name, v) for name, v in variants.items()
+              if v.get("weight") is not None and v.get("category") is None]
+    return sorted(points, key=lambda p: p["weight"])
+
+
+def category_curve(variants: dict[str, dict[str, Any]], category: str) -> list[dict[str, Any]]:
+    """One category adapter's sweep (the others at 0) in weight order, on its category's rows: the
+    points of :func:`dial_curve` plus ``n`` (rows with a verifiable attribute of the category) and the
+    paired adherence change vs the base on those rows."""
     points = []
     for name, v in variants.items():
-        if v.get("weight") is None:
+        if v.get("category") != category:
             continue
-        adh = v.get("adherence") or {}
-        leak = v.get("leakage") or {}
-        content = v.get("content_fidelity") or {}
-        points.append({
-            "variant": name, "weight": v["weight"], "adherence": adh.get("value"), "ci95": adh.get("ci95"),
-            "leakage_max_abs_points": leak.get("max_abs_points"), "content_fidelity": content.get("value"),
-        })
+        points.append({**_curve_point(name, v), "n": (v.get("adherence") or {}).get("n"),
+                       "adherence_delta_vs_base": v.get("adherence_delta_vs_reference")})
     return sorted(points, key=lambda p: p["weight"])
 
 
 def build_results(*, config: dict[str, Any], suite: dict[str, Any], variants: dict[str, dict[str, Any]],
-                  reference: str, checks: dict[str, Any], timing: dict[str, float], wall_seconds: float) -> dict[str, Any]:
-    return _clean({
+                  reference: str, checks: dict[str, Any], timing: dict[str, float], wall_seconds: float,
+                  category_dials: dict[str, Any] | None = None, cross_effects: dict[str, Any] | None = None,
+                  ) -> dict[str, Any]:
+    """The results dict; ``category_dials`` and ``cross_effects`` only for a per-category eval."""
+    out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "config": config,
         "suite": suite,
         "reference": reference,
         "variants": variants,
         "dial_curve": dial_curve(variants),
-        "checks": checks,
-        "timing": timing,
-        "wall_seconds": wall_seconds,
-    })
+    }
+    if category_dials is not None:
+        out["category_dials"] = category_dials
+    if cross_effects is not None:
+        out["cross_effects"] = cross_effects
+    out.update({"checks": checks, "timing": timing, "wall_seconds": wall_seconds})
+    return _clean(out)
 
 
 def write_results(results: dict[str, Any], path: str | Path) -> Path:

@@ -23,18 +23,31 @@ from typing import Any
 import numpy as np
 
 from pluralign.config import option, to_dict
+from pluralign.data.taxonomy import CATEGORIES
 from pluralign.hub import require_model
 from pluralign.rewards.registry import load_rewards
 from pluralign.rewards.rules import load_rules
 from pluralign.trainers.families import family_for_class
-from pluralign.trainers.identity import base_identity, check_adapter_fits
+from pluralign.trainers.identity import AdapterMismatchError, base_identity, check_adapter_fits
 
 from . import metrics as M
+from .categories import (
+    category_adapters,
+    category_of,
+    category_plan,
+    grid_rows,
+    only_category,
+    parse_adapter_entries,
+    rows_by_category,
+)
 from .generate import (
     BASE,
+    Variant,
     adapter_weight_file,
+    category_variant,
     generate_variants,
     load_adapter,
+    load_adapters,
     load_pipeline,
     max_abs_difference,
     save_images,
@@ -42,7 +55,7 @@ from .generate import (
 )
 from .output import output_transaction
 from .report import log_wandb, write_reports
-from .results import build_results, write_results
+from .results import build_results, category_curve, write_results
 from .suite import EvalRow, load_suite, suite_source
 
 log = logging.getLogger(__name__)
@@ -56,6 +69,13 @@ class EvalConfig:
     adapter: str | None = option(None, "diffusers LoRA directory (or .safetensors file) to evaluate; none = base "
                                   "model only")
     adapter_name: str = option("intent", "name the adapter is loaded under")
+    adapters: list[str] = option(factory=list, help="per-category eval: one LoRA per taxonomy category as "
+                                 "CATEGORY=PATH entries, e.g. clarity_and_focus=DIR,color_and_tone=DIR; each is swept "
+                                 "over weights with the others at 0 and scored on its category's rows (instead of "
+                                 "adapter)")
+    adapters_dir: str | None = option(None, "per-category eval: the output_dir of a training run with adapter_mode: "
+                                      "per_category (or its adapter/ folder); evaluates every adapter/<category>/ in it "
+                                      "(an adapters entry replaces the one found for its category)")
     allow_other_base: bool = option(False, "evaluate an adapter on another checkpoint of the family it was trained "
                                     "for (its recorded base fingerprint differs); a family mismatch is always refused")
     weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve",
@@ -92,6 +112,14 @@ class EvalConfig:
         # also when the class is built directly, where no option bounds are checked (NaN fails every comparison)
         if not all(0 <= w <= 4 for w in self.weights):
             raise ValueError(f"weights: adapter weights must be finite and in [0, 4], got {self.weights}")
+        if self.adapters or self.adapters_dir:
+            if self.adapter:
+                raise ValueError("adapter and adapters/adapters_dir: give one of them: adapter evaluates one adapter on "
+                                 "the whole suite, adapters/adapters_dir one adapter per category on its category's rows")
+            parse_adapter_entries(self.adapters)  # the form of each entry; the paths are checked when the run starts
+            if not any(w > 0 for w in self.weights):
+                raise ValueError(f"weights: a per-category eval needs a weight above 0, got {self.weights}: the top "
+                                 "weight is where each adapter's cross-effects on the other categories are measured")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +277,8 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     # the cheap checks first, each naming what to fix: a wrong path, a model that is not here or an
     # adapter for another base, found after the base images, would have cost the whole generation
     weight_file = adapter_weight_file(config.adapter) if config.adapter else None
+    dial = category_adapters(config.adapters, config.adapters_dir)  # per-category eval: {category: adapter}
+    dial_files = {c: adapter_weight_file(path, f"adapters: {c}={path}") for c, path in dial.items()}
     if pipe is None:
         if not config.base:
             raise ValueError("no base model: set `base` (hub id or directory) or pass a pipeline")
@@ -256,9 +286,12 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     identity_checked = False
     if weight_file is not None and pipe is None:  # from the base's files, before loading it
         identity_checked = check_adapter_identity(config, weight_file)
+    if dial_files and pipe is None:
+        identity_checked = _check_dial_identity(config, dial_files)
     rows = rows if rows is not None else load_suite(config.suite, config.n_prompts, config.suite_seed)
     if not rows:
         raise ValueError(f"suite {config.suite!r} has no rows")
+    rows_of = rows_by_category(rows, list(dial), config.suite) if dial else {}
     judges = judges if judges is not None else load_judges(list(config.judges))
     checker = content_checker if content_checker is not None else \
         load_content_checker(config.content_checker, config.suite, config.content_threshold)
@@ -268,10 +301,22 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
         if not identity_checked:
             check_adapter_identity(config, weight_file, pipe)
         load_adapter(pipe, config.adapter, config.adapter_name)  # its LoRA keys are checked before any image
+    if dial:
+        if not identity_checked:
+            _check_dial_identity(config, dial_files, pipe)
+        try:  # every adapter's LoRA keys, before any image
+            load_adapters(pipe, {c: str(path) for c, path in dial.items()})
+        except ValueError as exc:
+            raise ValueError(f"adapters: {exc}") from exc
 
-    variants = variants_for(config.weights, config.adapter is not None)
+    if dial:
+        variants, rows_for = category_plan(list(dial), config.weights, rows_of, len(rows))
+        variants = [Variant(BASE)] + variants
+    else:
+        variants, rows_for = variants_for(config.weights, config.adapter is not None), None
     t_gen = time.perf_counter()
     images = generate_variants(pipe, rows, variants, adapter_dir=config.adapter, adapter_name=config.adapter_name,
+                               adapters={c: str(path) for c, path in dial.items()} or None, rows_for=rows_for,
                                batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
                                guidance_scale=config.guidance_scale, height=config.height, width=config.width)
     t_gen = time.perf_counter() - t_gen
@@ -280,8 +325,54 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
 
     if config.save_images:
         for v in variants:
-            save_images(out_dir, v, images[v.name])
+            save_images(out_dir, v, images[v.name], (rows_for or {}).get(v.name))
 
+    t_met = time.perf_counter()
+    active_rules = rules if rules is not None else load_rules()
+    leak_attributes = sorted({a for r in rows for a in r.attributes if a in active_rules})
+    extra: dict[str, Any] = {}
+    if dial:
+        results_by_variant, checks, extra = _category_metrics(config, rows, images, dial, rows_of, rows_for, judges,
+                                                              checker, active_rules, leak_attributes)
+        shown = grid_rows(rows_of, config.html_rows, len(rows))
+        report_pairs = {v.name: [_pair_at(images[v.name], rows_for.get(v.name), i) for i in shown] for v in variants}
+        report_rows, row_ids = [rows[i] for i in shown], shown
+    else:
+        results_by_variant, checks = _single_metrics(config, rows, images, variants, judges, checker, active_rules,
+                                                     leak_attributes)
+        report_pairs, report_rows, row_ids = images, rows, None
+    t_met = time.perf_counter() - t_met
+
+    suite_info = {"source": config.suite, "n_rows": len(rows),
+                  "attributes": sorted({a for r in rows for a in r.attributes}),
+                  "verifiable_attributes": leak_attributes}
+    cfg = to_dict(config)
+    results = build_results(config=cfg, suite=suite_info, variants=results_by_variant, reference=BASE, checks=checks,
+                            timing={"generate_seconds": t_gen, "metrics_seconds": t_met},
+                            wall_seconds=time.perf_counter() - t0, **extra)
+    t_rep = time.perf_counter()
+    extra_kw = {"row_ids": row_ids} if row_ids is not None else {}  # per-category eval: the rows shown
+    write_reports(results, report_pairs, report_rows, out_dir, config.html_rows, **extra_kw)
+    if wandb_run is None and config.report_to == "wandb":
+        import wandb
+
+        wandb_run = wandb.init(project=config.wandb_project, config=cfg, job_type="eval", reinit="finish_previous")
+        own_run = True
+    else:
+        own_run = False
+    if wandb_run is not None:
+        log_wandb(wandb_run, results, report_pairs, report_rows, config.html_rows, **extra_kw)
+        if own_run:
+            wandb_run.finish()
+    results["timing"]["report_seconds"] = time.perf_counter() - t_rep
+    results["wall_seconds"] = time.perf_counter() - t0
+    write_results(results, out_dir / "results.json")
+    return results
+
+
+def _single_metrics(config: EvalConfig, rows, images, variants, judges, checker, active_rules,
+                    leak_attributes) -> tuple[dict[str, dict], dict]:
+    """The base and one adapter's dial, every variant on every row."""
     checks: dict[str, Any] = {}
     zero = [v for v in variants if v.weight == 0.0]
     if config.check_weight_zero and zero:
@@ -291,11 +382,8 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
             log.warning("the adapter at weight 0 differs from the base by up to %d/255 per pixel: set_adapters scales "
                         "only some LoRA layers (e.g. attention); layers it does not scale stay on", diff)
 
-    t_met = time.perf_counter()
     judge_scores = {v.name: {j: M.score_matrix(model.score, images[v.name], rows) for j, model in judges.items()}
                     for v in variants}
-    active_rules = rules if rules is not None else load_rules()
-    leak_attributes = sorted({a for r in rows for a in r.attributes if a in active_rules})
     results_by_variant: dict[str, dict[str, Any]] = {}
     reference_rows = None
     for v in variants:
@@ -307,29 +395,116 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
             reference_rows = per_row
         results_by_variant[v.name] = {"kind": "base" if v.weight is None else "adapter", "weight": v.weight,
                                       "images": f"images/{v.dirname}" if config.save_images else None, **metrics}
-    t_met = time.perf_counter() - t_met
+    return results_by_variant, checks
 
-    suite_info = {"source": config.suite, "n_rows": len(rows),
-                  "attributes": sorted({a for r in rows for a in r.attributes}),
-                  "verifiable_attributes": leak_attributes}
-    cfg = to_dict(config)
-    results = build_results(config=cfg, suite=suite_info, variants=results_by_variant, reference=BASE, checks=checks,
-                            timing={"generate_seconds": t_gen, "metrics_seconds": t_met},
-                            wall_seconds=time.perf_counter() - t0)
-    t_rep = time.perf_counter()
-    write_reports(results, images, rows, out_dir, config.html_rows)
-    if wandb_run is None and config.report_to == "wandb":
-        import wandb
 
-        wandb_run = wandb.init(project=config.wandb_project, config=cfg, job_type="eval", reinit="finish_previous")
-        own_run = True
-    else:
-        own_run = False
-    if wandb_run is not None:
-        log_wandb(wandb_run, results, images, rows, config.html_rows)
-        if own_run:
-            wandb_run.finish()
-    results["timing"]["report_seconds"] = time.perf_counter() - t_rep
-    results["wall_seconds"] = time.perf_counter() - t0
-    write_results(results, out_dir / "results.json")
-    return results
+# ---------------------------------------------------------------------------------------------
+# the per-category dial
+
+
+def _check_dial_identity(config: EvalConfig, files: dict[str, Path], pipe=None) -> bool:
+    """:func:`check_adapter_identity` for every adapter of a per-category dial set; the error names the category."""
+    known = False
+    for category, weight_file in files.items():
+        try:
+            known = check_adapter_identity(config, weight_file, pipe)
+        except AdapterMismatchError as exc:
+            raise AdapterMismatchError(f"adapters: {category}: {exc}") from None
+    return known
+
+
+def _pair_at(pairs, indices: list[int] | None, row: int):
+    """The pair of suite row ``row`` in a variant's images (generated on ``indices``, or on every row); None if absent."""
+    if indices is None:
+        return pairs[row]
+    try:
+        return pairs[indices.index(row)]
+    except ValueError:
+        return None
+
+
+def _subset(values, positions: list[int]):
+    return [values[p] for p in positions]
+
+
+def _category_metrics(config: EvalConfig, rows: list[EvalRow], images, dial: dict[str, Path],
+                      rows_of: dict[str, list[int]], rows_for: dict[str, list[int]], judges, checker, active_rules,
+                      leak_attributes: list[str]) -> tuple[dict[str, dict], dict, dict]:
+    """Metrics of a per-category eval: the base on every row; each ``<category>@W`` on its category's rows
+    (attributes narrowed to the category, paired with the base on the same rows), which give one dial
+    curve per category; and each adapter's cross-effects at its top weight on every row."""
+    kw = {"n_boot": config.bootstrap, "seed": config.seed}
+    weights, top = list(config.weights), max(config.weights)
+    base_scores = {j: M.score_matrix(model.score, images[BASE], rows) for j, model in judges.items()}
+    base_metrics, _ = _variant_metrics(BASE, images[BASE], rows, None, base_scores, base_scores, checker,
+                                       leak_attributes, config, None, active_rules)
+    variants: dict[str, dict[str, Any]] = {BASE: {"kind": "base", "weight": None,
+                                                  "images": f"images/{BASE}" if config.save_images else None,
+                                                  **base_metrics}}
+    dials: dict[str, Any] = {}
+    zero_checks: dict[str, Any] = {}
+    for c in dial:
+        idx = rows_of[c]
+        crows = [only_category(rows[i], c) for i in idx]
+        leak_c = sorted({a for r in crows for a in r.attributes if a in active_rules})
+        base_pairs = _subset(images[BASE], idx)
+        base_c_scores = {j: {k: np.asarray(v)[idx] for k, v in sc.items()} for j, sc in base_scores.items()}
+        base_c, base_c_rows = _variant_metrics(f"base ({c})", base_pairs, crows, None, base_c_scores, base_c_scores,
+                                               checker, leak_c, config, None, active_rules)
+        for w in weights:
+            v = category_variant(c, w)
+            got = rows_for[v.name]
+            positions = [got.index(i) for i in idx] if got != idx else list(range(len(idx)))
+            pairs = _subset(images[v.name], positions)
+            scores = {j: M.score_matrix(model.score, pairs, crows) for j, model in judges.items()}
+            metrics, _ = _variant_metrics(v.name, pairs, crows, base_pairs, scores, base_c_scores, checker, leak_c,
+                                          config, base_c_rows, active_rules)
+            variants[v.name] = {"kind": "adapter", "category": c, "weight": w, "n_rows": len(idx),
+                                "images": f"images/{v.dirname}" if config.save_images else None, **metrics}
+            if w == 0.0 and config.check_weight_zero:
+                diff = max_abs_difference(base_pairs, pairs)
+                zero_checks[c] = {"max_abs_diff": diff, "passed": diff <= 1}
+                if diff > 1:
+                    log.warning("%s at weight 0 (every category adapter at 0) differs from the base by up to %d/255 "
+                                "per pixel: set_adapters scales only some LoRA layers (e.g. attention); layers it does "
+                                "not scale stay on", c, diff)
+        dials[c] = {"adapter": str(dial[c]), "n_rows": len(idx),
+                    "attributes": sorted({a for r in crows for a in r.attributes}), "verifiable_attributes": leak_c,
+                    "base": {k: base_c["adherence"][k] for k in ("value", "ci95", "n")},
+                    "curve": category_curve(variants, c)}
+
+    # cross-effects: each adapter at its top weight, on every row, against weight 0 (every adapter of the set at 0:
+    # the same pipeline state whichever category's sweep it belongs to) where it was generated, else the base
+    columns = {k: [a for a in leak_attributes if category_of(a) == k] for k in CATEGORIES}
+    columns = {k: attrs for k, attrs in columns.items() if attrs}
+    base_margins = M.adherence_margins(images[BASE], rows, active_rules)
+    zero_margins = {a: np.asarray(m, dtype=np.float64).copy() for a, m in base_margins.items()}
+    zero_reference = {k: BASE for k in columns}
+    if 0.0 in weights:
+        for k in dial:
+            v0 = category_variant(k, 0.0)
+            got = rows_for[v0.name]
+            margins0 = M.adherence_margins(images[v0.name], [rows[i] for i in got], active_rules)
+            for a, m in margins0.items():
+                if category_of(a) == k:
+                    zero_margins[a][got] = m
+            if k in zero_reference:
+                zero_reference[k] = v0.name
+    base_o = [o for o, _ in images[BASE]]
+    by_attribute, by_category = {}, {}
+    for c in dial:
+        vt = category_variant(c, top)
+        margins = M.adherence_margins(images[vt.name], rows, active_rules)
+        fired, baseline = M.leakage_fired([o for o, _ in images[vt.name]], base_o, leak_attributes, active_rules)
+        leakage = M.leakage_summary(fired, baseline, **kw)["by_attribute"]
+        by_attribute[c], by_category[c] = M.cross_effects(margins, zero_margins, leakage, columns, **kw)
+    cross = {"top_weight": top, "adapters": list(dial), "categories": list(columns),
+             "attributes": [a for attrs in columns.values() for a in attrs],
+             "attribute_category": {a: k for k, attrs in columns.items() for a in attrs},
+             "weight0_reference": zero_reference, "by_category": by_category, "by_attribute": by_attribute}
+
+    checks: dict[str, Any] = {}
+    if zero_checks:
+        worst = max(z["max_abs_diff"] for z in zero_checks.values())
+        checks["weight0_equals_base"] = {"max_abs_diff": worst, "passed": worst <= 1, "by_category": zero_checks}
+    return variants, checks, {"category_dials": dials, "cross_effects": cross}
