@@ -351,6 +351,14 @@ def test_bad_input_is_named_before_any_image(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_launched_processes_that_accelerate_does_not_see_are_refused(tmp_path, monkeypatch):
+    """Two launched processes that each set up alone would both generate every shard into one folder."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(OG, "load_pipeline", lambda *a, **k: pytest.fail("loaded the generator"))
+    with pytest.raises(ValueError, match="launched as 2 processes but accelerate set up 1.*ACCELERATE_USE_CPU=1"):
+        OG.generate_dataset(config(tmp_path / "o"), progress=False)
+
+
 def test_data_help_lists_generate(capsys):
     assert cli.main(["data", "--help"]) == 0
     assert "generate" in capsys.readouterr().out

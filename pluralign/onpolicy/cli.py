@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                    description="On-policy intent pairs: sample K candidates under P_a and P_o per prompt pair, keep "
                    "the best-of-n anti pair and its mirror.")
     out = generate_dataset(cfg)
-    print(f"wrote {out} (card: {out / 'README.md'})")
+    if out is not None:  # the main process
+        print(f"wrote {out} (card: {out / 'README.md'})")
     return 0
 
 

@@ -77,11 +77,19 @@ class Prepared:
 
 
 def _process() -> tuple[int, int, bool]:
-    """(rank, world size, main process) of this process: accelerate's, the launcher's env when accelerate is
-    not set up (one process: 0, 1, True)."""
+    """(rank, world size, main process) of this process, from accelerate's ``PartialState``, set up here
+    first: on CPU processes (``ACCELERATE_USE_CPU=1``, as the trainer's Accelerator reads it) with gloo, else
+    on the launcher's accelerators. Launched as N processes, it must find N (else every process would
+    generate every shard)."""
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and state.num_processes != launched:
+        raise ValueError(f"launched as {launched} processes but accelerate set up {state.num_processes} (no GPU "
+                         "found for a GPU config?); for CPU processes set ACCELERATE_USE_CPU=1 (see "
+                         "recipes/accelerate/cpu_2proc.yaml)")
     return state.process_index, state.num_processes, state.is_main_process
 
 
@@ -237,8 +245,9 @@ def _load_generator(cfg: GenerateConfig, p: Prepared):
 
 
 def generate_dataset(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[EvalRow] | None = None,
-                     on_shard=None, progress: bool = True) -> Path:
-    """Generate, save and document the on-policy pairs of ``cfg``; returns ``output_dir``.
+                     on_shard=None, progress: bool = True) -> Path | None:
+    """Generate, save and document the on-policy pairs of ``cfg``; returns ``output_dir`` (None on the
+    processes other than the main one, which write no dataset).
 
     ``pipe`` (a loaded diffusers pipeline), ``scorer`` (a loaded intent scorer) and ``rows`` (the prompt
     pairs) replace what the config names. ``on_shard(index)`` is called after each shard is saved."""
@@ -248,11 +257,11 @@ def generate_dataset(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[
     if main_by_env:
         for line in clean_stale_temps(out.parent):
             print(f"pluralign data generate: {line}", file=sys.stderr)
+    rank, world, is_main = _process()
     p = prepare(cfg, pipe=pipe, scorer=scorer, rows=rows)
     ranges = SH.shard_ranges(len(p.rows), cfg.shard_size)
     shard_dir = SH.shard_dir_for(out)
     with directory_lock(out, "output_dir") if main_by_env else nullcontext():
-        rank, world, is_main = _process()
         notes = []
         if is_main:
             _, notes = SH.prepare(shard_dir, plan_of(cfg, p), len(ranges), cfg.resume)
@@ -284,7 +293,7 @@ def generate_dataset(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[
         _barrier()
         if is_main:
             merge(cfg, p, shard_dir, len(ranges), notes)
-    return out
+    return out if is_main else None
 
 
 def merge(cfg: GenerateConfig, p: Prepared, shard_dir: Path, n_shards: int, notes: list[str]) -> None:
