@@ -334,6 +334,8 @@ def test_bad_input_is_named_before_any_image(tmp_path, monkeypatch, capsys):
         (["--generator", str(paths.aligned_dir()), "--scorer", "toy:" + str(tmp_path / "nochecker")],
          "content checker is missing"),
         (["--generator", str(paths.aligned_dir()), "--scorer", "nosuchscorer"], "nosuchscorer"),
+        (["--generator", "someorg/not-downloaded-model"], "someorg/not-downloaded-model"),  # offline hub id
+        (["--generator", str(paths.aligned_dir()), "--scorer", "clip:" + str(tmp_path / "noclip")], "noclip"),
         (["--generator", str(paths.aligned_dir()), "--generator_adapter", str(tmp_path / "noadapter")],
          "generator_adapter"),
         (["--generator", str(paths.aligned_dir()), "--num_candidates", "0"], "num_candidates"),
@@ -349,6 +351,27 @@ def test_bad_input_is_named_before_any_image(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "suite.jsonl: line 1: field 'attributes': unknown attribute 'blury' (did you mean 'blurry'?)" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_tiny_generator_and_plain_captions_end_to_end(tmp_path, monkeypatch):
+    """``tiny:sd`` is built into the cache; captions get attributes and a rewrite; a prompt-only attribute
+    (grief, decay, ...) that the model-free verifiers cannot measure is counted as unscored, not guessed."""
+    monkeypatch.setenv("PLURALIGN_CACHE", str(tmp_path / "cache"))
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("".join(json.dumps({"caption": c}) + "\n" for c in ("a lighthouse", "a bowl of fruit")))
+    out = tmp_path / "o"
+    OG.generate_dataset(GenerateConfig(generator="tiny:sd", suite=str(captions), num_candidates=2, scorer="verifiers",
+                                       categories=["emotion_and_subject", "clarity_and_focus"], max_attributes=1,
+                                       num_inference_steps=2, device="cpu", output_dir=str(out)), progress=False)
+    assert (tmp_path / "cache" / "models" / "tiny-sd" / "model_index.json").exists()
+    log = json.loads((out / "generate_log.json").read_text())
+    by_cat = {d["category"]: d for d in log["decisions"]}
+    assert set(by_cat) == {"emotion_and_subject", "clarity_and_focus"}
+    assert by_cat["emotion_and_subject"]["reason"] == "unscored"
+    assert by_cat["clarity_and_focus"]["reason"] != "unscored"
+    assert all(d["prompt_o"] in d["prompt_a"] for d in log["decisions"])
+    card = (out / "README.md").read_text()
+    assert "| unscored | 1 |" in card and "tiny:sd" in card
 
 
 def test_launched_processes_that_accelerate_does_not_see_are_refused(tmp_path, monkeypatch):
