@@ -1,6 +1,8 @@
 """``pluralign eval``: measure prompt adherence before/after an adapter.
 
     pluralign eval --base DIR --adapter DIR --weights 0,0.5,1 --suite toy --judges clip --output DIR
+    pluralign eval --base DIR --adapters_dir RUN_DIR --weights 0,0.5,1 --suite prompts.jsonl --output DIR
+    pluralign eval --base DIR --adapters clarity_and_focus=DIR,color_and_tone=DIR ... (one dial per category)
 
 Options come from :class:`pluralign.eval.runner.EvalConfig` (YAML via ``--config``, flags override).
 """

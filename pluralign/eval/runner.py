@@ -1,5 +1,9 @@
 """``run_eval``: suite -> paired generation for the base and the adapter dial -> metrics -> reports.
 
+With ``adapters``/``adapters_dir`` the dial is one adapter per taxonomy category
+(:mod:`pluralign.eval.categories`): each swept with the others at 0 on its category's rows, plus
+its cross-effects on every other category at the top weight.
+
 ``pluralign train`` (``eval_before_after``), the demo and ``pluralign eval`` all call :func:`run_eval`.
 It writes under ``config.output``: ``results.json``, ``report.md``, ``report.html``, ``grid.png``,
 the plots, and ``images/<variant>/<row>_<o|a>.png``; it returns the results dict.
@@ -417,10 +421,7 @@ def _pair_at(pairs, indices: list[int] | None, row: int):
     """The pair of suite row ``row`` in a variant's images (generated on ``indices``, or on every row); None if absent."""
     if indices is None:
         return pairs[row]
-    try:
-        return pairs[indices.index(row)]
-    except ValueError:
-        return None
+    return pairs[indices.index(row)] if row in indices else None
 
 
 def _subset(values, positions: list[int]):
@@ -453,9 +454,8 @@ def _category_metrics(config: EvalConfig, rows: list[EvalRow], images, dial: dic
                                                checker, leak_c, config, None, active_rules)
         for w in weights:
             v = category_variant(c, w)
-            got = rows_for[v.name]
-            positions = [got.index(i) for i in idx] if got != idx else list(range(len(idx)))
-            pairs = _subset(images[v.name], positions)
+            at = {row: k for k, row in enumerate(rows_for[v.name])}  # suite row -> position in the variant's images
+            pairs = _subset(images[v.name], [at[i] for i in idx])
             scores = {j: M.score_matrix(model.score, pairs, crows) for j, model in judges.items()}
             metrics, _ = _variant_metrics(v.name, pairs, crows, base_pairs, scores, base_c_scores, checker, leak_c,
                                           config, base_c_rows, active_rules)
