@@ -92,3 +92,36 @@ def test_data_mix_and_model_card_record_the_share():
     old = {"pairs": 3, "kind": {"anti": 3}, "category": {"c": 3}}  # a mix written before the share was recorded
     assert "3 pairs.\n" in model_card(base_model="m", family="sd", adapter_name="c", data_mix=old, hyper={},
                                       metrics={})
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="needs trainer.py to pass intent_fraction to select_rows and data_mix and to "
+                   "log merge_split_stats (issue 22 item 4); remove this marker with that change")
+def test_per_category_run_trains_at_the_share_and_logs_split_metrics(tiny_pipeline_dir, tmp_path):
+    """End to end on the tiny SD pipeline: each adapter's rows, data_mix.json and card carry the share; the
+    history holds accuracy and DPO loss per kind and category, pooled over the step's pairs."""
+    from test_trainer_helpers import cfg
+
+    from pluralign.data.shapes import shape_pairs
+    from pluralign.trainers import train
+
+    ds = shape_pairs(n_general=12)
+    clarity = [i for i, c in enumerate(ds["category"]) if c == "clarity_and_focus"][:4]
+    lighting = [i for i, c in enumerate(ds["category"]) if c == "lighting_and_exposure"][:2]
+    general = [i for i, k in enumerate(ds["kind"]) if k == "general"]
+    ds.select(clarity + lighting + general).save_to_disk(str(tmp_path / "pairs"))
+    cats = ["clarity_and_focus", "lighting_and_exposure"]
+    r = train(cfg(tmp_path, tiny_pipeline_dir("sd"), dataset=str(tmp_path / "pairs"), adapter_mode="per_category",
+                  categories=cats, intent_fraction=0.5, max_steps=2, train_batch_size=2,
+                  gradient_accumulation_steps=2, export_kohya=False))
+    for cat, n in zip(cats, (4, 2)):
+        mix = json.loads((r.adapter_dirs[cat] / "data_mix.json").read_text())
+        assert (mix["intent_rows"], mix["general_rows"], mix["pairs"]) == (n, n, 2 * n)
+        assert mix["intent_fraction"] == 0.5 and mix["requested_intent_fraction"] == 0.5
+        assert "an intent share of 50.0% (requested 50.0%)" in (r.adapter_dirs[cat] / "README.md").read_text()
+    for h in (h for h in r.history if h["adapter"] == "clarity_and_focus"):
+        kinds = [k for k in ("anti", "mirror", "general") if f"pairs/{k}" in h]
+        assert sum(h[f"pairs/{k}"] for k in kinds) == 4  # 2 micro-batches of 2 pairs
+        assert all(0 <= h[f"acc/{k}"] <= 1 for k in kinds)
+        assert h.get("pairs/category/clarity_and_focus", 0) == sum(h.get(f"pairs/{k}", 0) for k in ("anti", "mirror"))
+        assert not any("lighting" in k for k in h)
