@@ -95,8 +95,6 @@ def test_data_mix_and_model_card_record_the_share():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs trainer.py to pass intent_fraction to select_rows and data_mix and to "
-                   "log merge_split_stats (issue 22 item 4); remove this marker with that change")
 def test_per_category_run_trains_at_the_share_and_logs_split_metrics(tiny_pipeline_dir, tmp_path):
     """End to end on the tiny SD pipeline: each adapter's rows, data_mix.json and card carry the share; the
     history holds accuracy and DPO loss per kind and category, pooled over the step's pairs."""

@@ -43,7 +43,7 @@ from .ema import WeightEMA
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
 from .identity import base_identity, identity_metadata
-from .loss import IntentLossConfig, intent_dpo_loss, per_sample_mse, sft_loss
+from .loss import IntentLossConfig, intent_dpo_loss, merge_split_stats, per_sample_mse, sft_loss, split_stats
 from .manifest import NAME as MANIFEST
 from .manifest import clear_run, dataset_fingerprint, new_manifest, read_manifest, trajectory_changes, write_manifest
 from .objectives import objective_from_config, pair_noise, shared_noise
@@ -112,8 +112,9 @@ def resolve_model(spec: str, cache_dir: Path) -> str:
     return str(path)
 
 
-def _check_targets_from_config(model: str, family: Family, targets) -> None:
-    """Instantiate the denoiser on the meta device (no weights) to check LoRA target names."""
+def _check_targets_from_config(model: str, family: Family, targets, kohya: bool = False) -> None:
+    """Instantiate the denoiser on the meta device (no weights) to check LoRA target names, and with
+    ``kohya`` that the kohya file can hold every targeted module."""
     sub = Path(model) / family.denoiser_attr
     if not (sub / "config.json").exists():
         return
@@ -127,6 +128,8 @@ def _check_targets_from_config(model: str, family: Family, targets) -> None:
     with init_empty_weights():
         model_ = cls.from_config(cls.load_config(str(sub)))
     check_target_modules(model_, targets)
+    if kohya:
+        family.check_kohya_targets(model_, targets)
 
 
 def plan(config: DPOTrainConfig) -> Plan:
@@ -149,7 +152,7 @@ def plan(config: DPOTrainConfig) -> Plan:
     require_model(model, "pretrained_model", revision=config.revision, local_option="--pretrained_model DIR")
     family = detect_family(model, config.family).configured(config)
     targets = config.target_modules or family.lora_targets
-    _check_targets_from_config(model, family, targets)
+    _check_targets_from_config(model, family, targets, kohya=config.export_kohya and not config.use_dora)
     ds = load_pairs(config.dataset)
     check_columns(ds, config.method, config.dataset)
     runs = []
@@ -160,7 +163,8 @@ def plan(config: DPOTrainConfig) -> Plan:
         present = sorted({c for c in column(ds, "category") if c})
         cats = config.categories or present
         for cat in cats:
-            idx = select_rows(ds, cat, config.share_general_pairs, config.max_pairs)
+            idx = select_rows(ds, cat, config.share_general_pairs, config.max_pairs,
+                              intent_fraction=config.intent_fraction, seed=config.seed)
             if not any(c == cat for c in (column(ds, "category")[i] for i in idx)):
                 raise ValueError(f"dataset {config.dataset}: no rows of category {cat!r} (present: {present})")
             runs.append(AdapterRun(cat, idx, out / "runs" / cat, out / "adapter" / cat))
@@ -300,6 +304,7 @@ def _encode_dataset(p: Plan, pipe, indices: list[int], terms: IntentLossConfig) 
                 for s, col in zip("wl", cols)}
         data["cond"] = cached_prompts(encode, prompts, txt_cache)
     data["ordinary"], data["anti"] = _kind_mask(ds, ("mirror", "general")), _kind_mask(ds, ("anti",))
+    data["kinds"], data["categories"] = column(ds, "kind"), column(ds, "category")  # split_stats' groups
     if terms.needs_null_reference:
         data["null_cond"] = cached_prompts(encode, [""], txt_cache, desc="encoding the null prompt")
     return data
@@ -427,6 +432,7 @@ class RunState:
     micro_step: int = 0
     history: list[dict] = field(default_factory=list)
     running: list[dict] = field(default_factory=list)  # per-micro-step stats of the current optimizer step
+    split: list[dict] = field(default_factory=list)    # per-micro-step split_stats sums of the current optimizer step
     step_t0: float = 0.0
     grad_norm: float | None = None
 
@@ -586,6 +592,8 @@ def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
             loss, stats = intent_dpo_loss(pred, ref_pred, target, anti=s.data["anti"][idx],
                                           ordinary=s.data["ordinary"][idx], terms=s.terms, null_pred=null_pred,
                                           null_ref=null_ref)
+            s.split.append(split_stats(pred, ref_pred, target, kinds=[s.data["kinds"][i] for i in idx],
+                                       categories=[s.data["categories"][i] for i in idx], terms=s.terms))
         else:
             loss, stats = sft_loss(pred, target)
         problem = _non_finite(loss, stats, pred, target)
@@ -617,7 +625,8 @@ def _after_step(p: Plan, run: AdapterRun, s: RunState) -> None:
     dt = time.perf_counter() - s.step_t0
     s.step_t0 = time.perf_counter()
     logs = {k: sum(r[k] for r in s.running) / len(s.running) for k in s.running[0]}
-    s.running = []
+    logs.update(merge_split_stats(s.split))  # per kind/category, pooled over the step's pairs
+    s.running, s.split = [], []
     per_step = c.train_batch_size * acc.num_processes * c.gradient_accumulation_steps
     logs.update(lr=s.lr_scheduler.get_last_lr()[0], s_per_step=dt, pairs_per_s=per_step / max(dt, 1e-9))
     if s.grad_norm is not None:
@@ -712,7 +721,8 @@ def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps, layers=Non
                                         "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}
     hyper["target_modules"] = ", ".join(c.target_modules or p.family.lora_targets)
-    mix = data_mix(p.dataset, run.indices)
+    shared = c.adapter_mode == "per_category" and c.share_general_pairs
+    mix = data_mix(p.dataset, run.indices, intent_fraction=c.intent_fraction if shared else None)
     (adapter_dir / "README.md").write_text(model_card(
         base_model=c.pretrained_model if not c.pretrained_model.startswith("tiny:") else p.model,
         family=p.family.name, adapter_name=adapter_name, data_mix=mix, hyper=hyper, metrics=metrics,
