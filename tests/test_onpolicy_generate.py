@@ -15,6 +15,7 @@ from PIL import Image
 from pluralign import cli
 from pluralign.data import sources as S
 from pluralign.data.pairs import FEATURES as PAIR_FEATURES
+from pluralign.data.taxonomy import ATTRIBUTES
 from pluralign.data.validate import validate_source
 from pluralign.eval import generate as G
 from pluralign.eval.suite import SuiteError
@@ -143,7 +144,6 @@ def test_plain_captions_get_attributes_of_every_category_and_a_rewrite(tmp_path)
                                          "a city street", "a dog"]
     cats = [r.meta["category"] for r in rows]
     assert cats[:2].count("emotion_and_subject") == 1 and cats[2:4].count("emotion_and_subject") == 1
-    from pluralign.data.taxonomy import ATTRIBUTES
     for r in rows:
         assert r.prompt_o in r.prompt_a and 1 <= len(r.attributes) <= 2
         assert {ATTRIBUTES[a].category for a in r.attributes} == {r.meta["category"]}
@@ -245,6 +245,12 @@ def test_margin_filter_drops_and_counts(generated, pipe, scorer, tmp_path):
     assert s["dropped"]["below_min_margin"] == sum(1 for m in margins.values() if m < cut)
     assert f"| below_min_margin | {s['dropped']['below_min_margin']} |" in (out / "README.md").read_text()
     assert len(datasets.load_from_disk(str(out))) == 2 * len(kept)
+    # nothing passes: an empty dataset of the same schema, and the card says why
+    none = tmp_path / "none"
+    OG.generate_dataset(config(none, min_margin=1e6, n_prompts=2), pipe=pipe, scorer=scorer, progress=False)
+    empty = datasets.load_from_disk(str(none))
+    assert len(empty) == 0 and empty.features == SH.FEATURES
+    assert "**acceptance rate:** 0.0%" in (none / "README.md").read_text()
 
 
 def test_interrupted_run_resumes_to_the_same_dataset(generated, pipe, scorer, tmp_path):
@@ -372,6 +378,38 @@ def test_tiny_generator_and_plain_captions_end_to_end(tmp_path, monkeypatch):
     assert all(d["prompt_o"] in d["prompt_a"] for d in log["decisions"])
     card = (out / "README.md").read_text()
     assert "| unscored | 1 |" in card and "tiny:sd" in card
+
+
+def test_photo_set_pairs_each_photo_with_a_generated_clean_image(pipe, scorer, tmp_path):
+    """A curated photo is the one P_a candidate: kept as it is (its own bytes) when it keeps the content and
+    shows its caption's attributes more than the cleanest of the generator's K images under the clean caption."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    scenes = world.sample_scenes(3, seed=5)
+    lines = []
+    for i, (scene, attr) in enumerate(zip(scenes, ["blurry", "underexposed", "noisy"])):
+        world.degraded_image(scene, attr).save(d / f"p{i}.png")
+        lines.append({"image": f"p{i}.png", "anti_aesthetic_caption": world.anti_caption(scene, attr, i),
+                      "objective_caption": world.caption(scene),
+                      "major_classes": [ATTRIBUTES[attr].category]})
+    (d / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "o"
+    OG.generate_dataset(config(out, suite=str(d), n_prompts=0, min_margin=0.0), pipe=pipe, scorer=scorer,
+                        progress=False)
+    log = json.loads((out / "generate_log.json").read_text())
+    assert [d["attributes"] for d in log["decisions"]] == [["blurry"], ["underexposed"], ["noisy"]]
+    assert all(d["photo"] and len(d["scores_a"]) == 1 and len(d["scores_o"]) == K for d in log["decisions"])
+    assert log["summary"]["accepted"] == 3 and log["summary"]["images"] == 3 * K  # only the clean side sampled
+    ds = datasets.load_from_disk(str(out)).cast_column("chosen", datasets.Image(decode=False))
+    anti = [r for r in ds if r["kind"] == "anti"]
+    assert [r["chosen"]["bytes"] for r in anti] == [(d / f"p{i}.png").read_bytes() for i in range(3)]
+    assert all(r["chosen_seed"] == -1 and r["rejected_seed"] in r["seeds"] for r in anti)
+    assert validate_source(str(out), progress=False).ok
+    del lines[1]["objective_caption"]
+    (d / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(S.DataError, match=r"metadata.jsonl, line 2.*objective_caption.*content-only caption"):
+        OG.generate_dataset(config(tmp_path / "o2", suite=str(d), n_prompts=0), pipe=pipe, scorer=scorer,
+                            progress=False)
 
 
 def test_launched_processes_that_accelerate_does_not_see_are_refused(tmp_path, monkeypatch):

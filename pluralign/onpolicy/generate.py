@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from pluralign.config import to_dict, writable_dir
 from pluralign.data.build import clean_stale_temps, save_atomically
 from pluralign.data.pairs import encode_png
+from pluralign.data.sources import open_image
 from pluralign.data.taxonomy import ATTRIBUTES, CATEGORIES
 from pluralign.eval.generate import (
     Variant,
@@ -74,7 +75,7 @@ class Prepared:
     generator: str  # provenance: the generator spec (and its adapter)
     scorer_label: str
     source: str  # the rows' ``source`` value
-
+    suite: str
 
 def _process() -> tuple[int, int, bool]:
     """(rank, world size, main process) of this process, from accelerate's ``PartialState``, set up here
@@ -133,12 +134,13 @@ def prepare(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[EvalRow] 
     if cfg.generator_adapter:
         generator += f" + {cfg.generator_adapter}@{cfg.generator_adapter_weight:g}"
     return Prepared(rows, model, weight_file, scorer, min_margin, generator, scorer_name(scorer, cfg.scorer),
-                    f"onpolicy:{cfg.suite}")
+                    f"onpolicy:{cfg.suite}", cfg.suite)
 
 
 def plan_of(cfg: GenerateConfig, p: Prepared) -> dict:
     """What the shards of a run depend on: every setting but :data:`FREE_FIELDS`, and the prompt pairs."""
-    h = hashlib.sha256(json.dumps([r.to_dict() for r in p.rows], sort_keys=True, default=str).encode())
+    rows = [{**r.to_dict(), "meta": {k: v for k, v in r.meta.items() if k != "photo"}} for r in p.rows]
+    h = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode())
     settings = {k: v for k, v in to_dict(cfg).items() if k not in FREE_FIELDS}
     return {"settings": settings, "prompt_pairs": len(p.rows), "prompts_sha256": h.hexdigest(),
             "min_margin": p.min_margin}
@@ -174,15 +176,17 @@ def _scores(values, n: int, what: str, scorer: str) -> np.ndarray:
     return arr
 
 
-def pair_rows(row: EvalRow, index: int, d: Decision, seeds: list[int], cand_a: list, cand_o: list,
-              cfg: GenerateConfig, p: Prepared) -> list[dict]:
-    """The anti row and its mirror for an accepted decision (images as PNG bytes)."""
-    a_png = encode_png(cand_a[d.chosen], cfg.png_compress_level)
+def pair_rows(row: EvalRow, index: int, d: Decision, seeds_a: list[int], seeds_o: list[int], cand_a: list,
+              cand_o: list, cfg: GenerateConfig, p: Prepared) -> list[dict]:
+    """The anti row and its mirror for an accepted decision (images as PNG bytes; a photo's own bytes)."""
+    win = cand_a[d.chosen]
+    a_png = {"bytes": win.source_bytes, "path": None} if getattr(win, "source_bytes", None) is not None \
+        else encode_png(win, cfg.png_compress_level)
     o_png = encode_png(cand_o[d.rejected], cfg.png_compress_level)
     common = {"attributes": list(row.attributes), "category": _category(row), "source": p.source, "severity": 1.0,
-              "pair_id": f"{p.source}#{index}", "generator": p.generator, "scorer": p.scorer_label, "seeds": seeds}
-    a = {"seed": seeds[d.chosen], "score": d.scores_a[d.chosen], "content": d.content_a[d.chosen]}
-    o = {"seed": seeds[d.rejected], "score": d.scores_o[d.rejected], "content": d.content_o[d.rejected]}
+              "pair_id": f"{p.source}#{index}", "generator": p.generator, "scorer": p.scorer_label, "seeds": seeds_o}
+    a = {"seed": seeds_a[d.chosen], "score": d.scores_a[d.chosen], "content": d.content_a[d.chosen]}
+    o = {"seed": seeds_o[d.rejected], "score": d.scores_o[d.rejected], "content": d.content_o[d.rejected]}
 
     def row_of(prompt, kind, win, lose, win_png, lose_png):
         return {"prompt": prompt, "chosen": win_png, "rejected": lose_png, "kind": kind, **common,
@@ -193,43 +197,79 @@ def pair_rows(row: EvalRow, index: int, d: Decision, seeds: list[int], cand_a: l
             row_of(" ".join(row.prompt_o.split()), "mirror", o, a, o_png, a_png)]
 
 
+PHOTO_SEED = -1  # the chosen_seed of a photograph: it was not generated
+
+
+def _images_of(row: EvalRow, k: int) -> int:
+    """How many images a prompt pair costs: K under P_o, K under P_a unless a photograph stands for them,
+    none when the row requests nothing."""
+    if "photo" in row.meta:
+        return k
+    return 2 * k if row.attributes else 0
+
+
+def _photo(row: EvalRow, p: Prepared):
+    """A photo-set row's photograph (checked when the suite was read; read again here, one shard at a time)."""
+    m = row.meta
+    base = Path(m["base_dir"]) if m.get("base_dir") else None
+    img = open_image(m["photo"], source=p.suite, row=m["photo_row"], field="image", base_dir=base)
+    if getattr(img, "source_bytes", None) is None:  # not PNG/JPEG RGB as stored: keep a lossless copy
+        img.source_bytes = encode_png(img, 1)["bytes"]
+    return img
+
+
 def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig, p: Prepared, bar=None
               ) -> tuple[list[dict], dict]:
-    """Sample, score and select the prompt pairs ``rows`` (suite indices from ``start``): (rows, log)."""
+    """Sample, score and select the prompt pairs ``rows`` (suite indices from ``start``): (rows, log).
+
+    A row's P_a candidates are K images sampled under P_a, or its photograph (photo sets); its P_o candidates
+    are K images sampled under P_o on the same K seeds."""
     t0 = time.perf_counter()
     k = cfg.num_candidates
     seeds = [candidate_seeds(cfg.seed, r.seed, k) for r in rows]
-    live = [i for i, r in enumerate(rows) if r.attributes]  # a row that requests nothing is not sampled
+    photo = [("photo" in r.meta) for r in rows]
+    live = [i for i, r in enumerate(rows) if r.attributes or photo[i]]  # a row that requests nothing: skipped
     jobs = []
     for i in live:
-        jobs += [(rows[i].prompt_a, s) for s in seeds[i]] + [(rows[i].prompt_o, s) for s in seeds[i]]
-    images = sample(pipe, jobs, cfg, bar)
+        if not photo[i]:
+            jobs += [(rows[i].prompt_a, s) for s in seeds[i]]
+        jobs += [(rows[i].prompt_o, s) for s in seeds[i]]
+    generated = iter(sample(pipe, jobs, cfg, bar))
+    cands, images, refs, po, pa, attrs = {}, [], [], [], [], []
+    for i in live:
+        cand_a = [_photo(rows[i], p)] if photo[i] else [next(generated) for _ in range(k)]
+        cand_o = [next(generated) for _ in range(k)]
+        cands[i] = (cand_a, cand_o, len(images))
+        images += cand_a + cand_o
+        # the same-seed P_o image is each candidate's reference; a photograph has none
+        refs += ([None] if photo[i] else cand_o) + cand_o
+        po += [rows[i].prompt_o] * (len(cand_a) + k)
+        pa += [rows[i].prompt_a] * (len(cand_a) + k)
+        attrs += [list(rows[i].attributes)] * (len(cand_a) + k)
     n = len(images)
     att = con = np.zeros(0)
-    if n:  # one call for all candidates of the shard, each with its same-seed P_o image as reference
-        po = [rows[i].prompt_o for i in live for _ in range(2 * k)]
-        pa = [rows[i].prompt_a for i in live for _ in range(2 * k)]
-        attrs = [list(rows[i].attributes) for i in live for _ in range(2 * k)]
-        refs = [images[b + k + (j % k)] for b in range(0, n, 2 * k) for j in range(2 * k)]
-        att = _scores(score(scorer.attribute_score, images, po, pa, attrs, references=refs), n, "attribute_score",
+    if n:  # one call for all candidates of the shard
+        ref = refs if all(r is not None for r in refs) else None
+        att = _scores(score(scorer.attribute_score, images, po, pa, attrs, references=ref), n, "attribute_score",
                       p.scorer_label)
-        con = _scores(score(scorer.content_score, images, po, references=refs), n, "content_score", p.scorer_label)
+        con = _scores(score(scorer.content_score, images, po, references=ref), n, "content_score", p.scorer_label)
     out_rows, decisions = [], []
     for i, row in enumerate(rows):
-        if i in live:
-            j = 2 * k * live.index(i)
-            cand_a, cand_o = images[j:j + k], images[j + k:j + 2 * k]
-            d = select_pair(att[j:j + k], att[j + k:j + 2 * k], con[j:j + k], con[j + k:j + 2 * k],
+        seeds_a = [PHOTO_SEED] if photo[i] else seeds[i]
+        if i in cands:
+            cand_a, cand_o, j = cands[i]
+            na = len(cand_a)
+            d = select_pair(att[j:j + na], att[j + na:j + na + k], con[j:j + na], con[j + na:j + na + k],
                             min_content=cfg.min_content, min_margin=p.min_margin)
             if d.accepted:
-                out_rows += pair_rows(row, start + i, d, seeds[i], cand_a, cand_o, cfg, p)
+                out_rows += pair_rows(row, start + i, d, seeds_a, seeds[i], cand_a, cand_o, cfg, p)
         else:
             d = select_pair([], [], [], [], min_content=cfg.min_content, min_margin=p.min_margin,
                             has_attributes=False)
         decisions.append({"index": start + i, "prompt_o": row.prompt_o, "prompt_a": row.prompt_a,
                           "attributes": list(row.attributes), "category": _category(row), "seeds": seeds[i],
-                          **d.to_dict()})
-    log = {"range": [start, start + len(rows)], "decisions": decisions, "images": n,
+                          "photo": photo[i], **d.to_dict()})
+    log = {"range": [start, start + len(rows)], "decisions": decisions, "images": len(jobs),
            "seconds": round(time.perf_counter() - t0, 3)}
     return out_rows, log
 
@@ -275,8 +315,7 @@ def generate_dataset(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[
             pipe = pipe if pipe is not None else _load_generator(cfg, p)
             if hasattr(pipe, "set_progress_bar_config"):
                 pipe.set_progress_bar_config(disable=True)
-            k2 = 2 * cfg.num_candidates
-            total = sum(k2 * sum(1 for r in p.rows[slice(*ranges[s])] if r.attributes) for s in todo)
+            total = sum(_images_of(r, cfg.num_candidates) for s in todo for r in p.rows[slice(*ranges[s])])
             bar = tqdm(total=total, desc=f"generate ({len(todo)} shards)", unit="img", disable=not progress or
                        not is_main, dynamic_ncols=True)
             accepted = pairs = 0
@@ -303,10 +342,13 @@ def merge(cfg: GenerateConfig, p: Prepared, shard_dir: Path, n_shards: int, note
     config = to_dict(cfg)
 
     def fill(tmp: Path) -> Path:
-        ds = datasets.Dataset.from_generator(SH.merged_rows, features=SH.FEATURES, cache_dir=str(tmp / "cache"),
-                                             gen_kwargs={"shard_dir": str(shard_dir), "n_shards": n_shards})
+        if summary["accepted"]:
+            ds = datasets.Dataset.from_generator(SH.merged_rows, features=SH.FEATURES, cache_dir=str(tmp / "cache"),
+                                                 gen_kwargs={"shard_dir": str(shard_dir), "n_shards": n_shards})
+        else:  # datasets builds no dataset from an empty generator; the card still says why
+            ds = datasets.Dataset.from_dict({k: [] for k in SH.FEATURES}, features=SH.FEATURES)
         final = tmp / "dataset"
-        ds.save_to_disk(str(final))
+        ds.save_to_disk(str(final), num_shards=1 if not len(ds) else None)  # datasets cannot read back 0 shards
         del ds
         (final / "README.md").write_text(dataset_card(summary, config, generator=p.generator, scorer=p.scorer_label,
                                                       min_margin=p.min_margin, notes=notes), encoding="utf-8")
@@ -321,3 +363,7 @@ def merge(cfg: GenerateConfig, p: Prepared, shard_dir: Path, n_shards: int, note
     print(f"pluralign data generate: {summary['accepted']} of {summary['prompt_pairs']} prompt pairs accepted "
           f"({summary['acceptance_rate']:.1%}), {summary['rows']} rows; dropped: "
           + (", ".join(f"{k} {v}" for k, v in summary["dropped"].items()) or "none"), file=sys.stderr)
+    if not summary["accepted"]:
+        print("pluralign data generate: warning: no pair was accepted, the dataset is empty; see the dropped reasons in "
+              f"{Path(cfg.output_dir) / 'README.md'} (lower min_margin or min_content, or sample more candidates)",
+              file=sys.stderr)

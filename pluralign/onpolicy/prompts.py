@@ -8,7 +8,11 @@ A ``--suite`` is one of:
 * plain captions: a ``.txt`` file (one caption a line) or a ``.jsonl``/``.csv`` file whose rows have a caption
   (``caption``, ``text``, ``prompt`` or ``prompt_o``) and no ``prompt_a``. Each caption gets 1-4 attributes of
   one adapter category (categories taken round-robin, prompt-only ones such as grief included) and is
-  rewritten to P_a by the taxonomy rewriter (:func:`pluralign.data.rewrite.apply_attributes`).
+  rewritten to P_a by the taxonomy rewriter (:func:`pluralign.data.rewrite.apply_attributes`);
+* a curated photo set (``image, anti_aesthetic_caption, major_classes`` and a content-only
+  ``objective_caption`` or ``clean_caption``; a folder, parquet or dataset as ``data validate`` reads it): the
+  photograph is the one P_a candidate and the generator samples the K clean P_o candidates it is paired with.
+  Its attributes are the taxonomy attributes of its categories that the caption names.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import hashlib
 import io
 import json
 import random
+import re
 from pathlib import Path
 
+from pluralign.data import sources as S
 from pluralign.data.pairs import category_for
 from pluralign.data.rewrite import apply_attributes, sample_attributes
+from pluralign.data.taxonomy import ATTRIBUTES
 from pluralign.eval.suite import EvalRow, SuiteError, load_suite, suite_source
 
 from .config import GenerateConfig
@@ -127,6 +134,53 @@ def _caption_rows(path: Path, cfg: GenerateConfig) -> list[EvalRow]:
     return captions_to_rows(captions, cfg)
 
 
+def infer_attributes(text: str, categories) -> list[str]:
+    """The attributes of ``categories`` that ``text`` names: the attribute's own name or one of its prompt
+    phrasings (whole words, any case), in taxonomy order. A curated caption says what the photo shows."""
+    low = " ".join(text.lower().split())
+    found = []
+    for name, attr in ATTRIBUTES.items():
+        if attr.category not in categories:
+            continue
+        phrases = [name.replace("_", " "), name.replace("_", "-"), *(t.lower() for t in attr.templates)]
+        if any(re.search(rf"(?<![a-z]){re.escape(p)}(?![a-z])", low) for p in phrases):
+            found.append(name)
+    return found
+
+
+def photo_rows(spec: str, cfg: GenerateConfig) -> list[EvalRow] | None:
+    """The rows of a curated photo set at ``spec`` (None when it is not one). Every photo is read and checked
+    here, before any image is generated; an error names the source, row and field."""
+    try:
+        src = S.open_source(spec)
+    except S.DataError:
+        return None
+    if src.schema != "photo_set":
+        return None
+    base = cfg.suite_seed or 0
+    rows = []
+    for i, raw in src.rows():
+        rec = S.row_records(src, i, raw)[0]
+        if not rec.prompt:
+            raise src.locate(S.DataError(src.name, i, "objective_caption", "no content-only caption: the generator "
+                                         "needs P_o for the clean images the photo is paired with; add an "
+                                         "objective_caption (or clean_caption) column", kind="missing_field"), raw)
+        try:
+            S.open_image(rec.image, source=src.name, row=i, field="image", base_dir=src.base_dir)
+            data, _ = S.image_bytes(rec.image, src.base_dir)
+        except S.DataError as exc:
+            raise src.locate(exc, raw) from None
+        meta = {"category": rec.categories[0], "categories": list(rec.categories), "photo_row": i,
+                "photo_sha256": hashlib.sha256(data).hexdigest(), "photo": rec.image,
+                "base_dir": str(src.base_dir) if src.base_dir else None}
+        rows.append(EvalRow(rec.prompt, rec.prompt_a, infer_attributes(rec.prompt_a, rec.categories), base + i, meta))
+        if cfg.n_prompts and len(rows) >= cfg.n_prompts:
+            break
+    if not rows:
+        raise SuiteError(f"{spec}: the photo set has no rows")
+    return rows
+
+
 def load_prompt_pairs(cfg: GenerateConfig) -> list[EvalRow]:
     """The suite's rows: ``(prompt_o, prompt_a, attributes, seed)``; errors name the file, line and field."""
     spec = cfg.suite
@@ -139,7 +193,10 @@ def load_prompt_pairs(cfg: GenerateConfig) -> list[EvalRow]:
             raise SuiteError(f"suite {spec}: no such file, registered suite or hf:REPO; pass toy, a .jsonl/.csv of "
                              "prompt_o, prompt_a, attributes, a .txt of captions, or hf:REPO")
         suffix = path.suffix.lower()
-        if path.is_file() and suffix == ".txt":
+        photos = photo_rows(spec, cfg) if suffix != ".txt" else None
+        if photos is not None:
+            rows = photos
+        elif path.is_file() and suffix == ".txt":
             rows = _caption_rows(path, cfg)
         elif path.is_file() and suffix in (".jsonl", ".json", ".csv"):
             cols = _columns(path)
