@@ -189,6 +189,18 @@ def test_output_is_the_pair_schema_with_provenance(generated):
     assert f"**acceptance rate:** {s['acceptance_rate']:.1%}" in card and "| blurry |" in card
 
 
+def test_training_takes_a_step_on_it(generated, tmp_path):
+    from pluralign.trainers import train
+    from pluralign.trainers.config import DPOTrainConfig
+
+    _, out, ds, _ = generated
+    result = train(DPOTrainConfig(pretrained_model=str(paths.aligned_dir()), dataset=str(out), max_steps=1,
+                                  train_batch_size=2, rank=4, alpha=4.0, report_to="none", export_kohya=False,
+                                  lr_warmup_steps=0, output_dir=str(tmp_path / "run"),
+                                  cache_dir=str(tmp_path / "cache")))
+    assert result.steps == 1 and (tmp_path / "run" / "adapter" / "pytorch_lora_weights.safetensors").exists()
+
+
 def test_mirror_rows_are_the_anti_rows_swapped(generated):
     _, _, ds, _ = generated
     rows = ds.with_format(None).cast_column("chosen", datasets.Image(decode=False)) \
