@@ -61,7 +61,7 @@ def _size(config: dict) -> str:
 
 
 def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, min_margin: float,
-                 notes: list[str]) -> str:
+                 min_chosen: float | None, notes: list[str]) -> str:
     s = summary
     m = s["margin"]
     margin_line = (f"mean {m['mean']:.3f}, median {m['median']:.3f}, min {m['min']:.3f}, max {m['max']:.3f}"
@@ -76,7 +76,8 @@ def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, mi
         "content and shows the attributes least; its *mirror* (prompt P_o, same `pair_id`) is the same two images "
         "with the labels swapped.", "",
         f"- **generator:** `{generator}`",
-        f"- **scorer:** `{scorer}` (content kept: content score >= {config['min_content']}; min_margin {min_margin})",
+        f"- **scorer:** `{scorer}` (content kept: content score >= {config['min_content']}; min_margin {min_margin}; "
+        f"min_chosen_score {'none' if min_chosen is None else min_chosen})",
         f"- **suite:** `{config['suite']}`",
         f"- **sampling:** {config['num_inference_steps']} steps, guidance {config['guidance_scale']}, "
         f"size {_size(config)}, seed {config['seed']}", "",

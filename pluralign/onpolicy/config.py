@@ -40,6 +40,11 @@ class GenerateConfig:
                                       "this, in the scorer's units (None: the scorer's own default, else 0); a pair "
                                       "whose chosen image does not out-score the rejected one is always dropped",
                                       min=0.0, max=1e6)
+    min_chosen_score: float | None = option(None, "drop pairs whose chosen image scores below this for the requested "
+                                            "attributes, in the scorer's units (None: no floor; 0 for the toy, "
+                                            "verifier and CLIP/BLIP scorers: the image shows them outright); the "
+                                            "margin alone accepts an image that shows them only a little more than "
+                                            "the clean one", min=-1e6, max=1e6)
     min_content: float = option(0.5, "content score (0..1) a candidate needs to count as still showing P_o's "
                                 "content", min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)

@@ -72,6 +72,7 @@ class Prepared:
     weight_file: Path | None
     scorer: object
     min_margin: float
+    min_chosen: float | None
     generator: str  # provenance: the generator spec (and its adapter)
     scorer_label: str
     source: str  # the rows' ``source`` value
@@ -130,10 +131,11 @@ def prepare(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[EvalRow] 
         scorer.check_available()
     writable_dir(out.parent, "output_dir")
     min_margin = cfg.min_margin if cfg.min_margin is not None else float(getattr(scorer, "min_margin", 0.0))
+    min_chosen = cfg.min_chosen_score
     generator = cfg.generator or str(getattr(getattr(pipe, "config", None), "_name_or_path", "") or type(pipe).__name__)
     if cfg.generator_adapter:
         generator += f" + {cfg.generator_adapter}@{cfg.generator_adapter_weight:g}"
-    return Prepared(rows, model, weight_file, scorer, min_margin, generator, scorer_name(scorer, cfg.scorer),
+    return Prepared(rows, model, weight_file, scorer, min_margin, min_chosen, generator, scorer_name(scorer, cfg.scorer),
                     f"onpolicy:{cfg.suite}", cfg.suite)
 
 
@@ -143,7 +145,7 @@ def plan_of(cfg: GenerateConfig, p: Prepared) -> dict:
     h = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode())
     settings = {k: v for k, v in to_dict(cfg).items() if k not in FREE_FIELDS}
     return {"settings": settings, "prompt_pairs": len(p.rows), "prompts_sha256": h.hexdigest(),
-            "min_margin": p.min_margin}
+            "min_margin": p.min_margin, "min_chosen_score": p.min_chosen}
 
 
 # ------------------------------------------------------------------------------------------ one shard
@@ -260,7 +262,7 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
             cand_a, cand_o, j = cands[i]
             na = len(cand_a)
             d = select_pair(att[j:j + na], att[j + na:j + na + k], con[j:j + na], con[j + na:j + na + k],
-                            min_content=cfg.min_content, min_margin=p.min_margin)
+                            min_content=cfg.min_content, min_margin=p.min_margin, min_chosen=p.min_chosen)
             if d.accepted:
                 out_rows += pair_rows(row, start + i, d, seeds_a, seeds[i], cand_a, cand_o, cfg, p)
         else:
@@ -351,10 +353,12 @@ def merge(cfg: GenerateConfig, p: Prepared, shard_dir: Path, n_shards: int, note
         ds.save_to_disk(str(final), num_shards=1 if not len(ds) else None)  # datasets cannot read back 0 shards
         del ds
         (final / "README.md").write_text(dataset_card(summary, config, generator=p.generator, scorer=p.scorer_label,
-                                                      min_margin=p.min_margin, notes=notes), encoding="utf-8")
+                                                      min_margin=p.min_margin, min_chosen=p.min_chosen, notes=notes),
+                                         encoding="utf-8")
         decisions = [d for log in logs for d in log["decisions"]]
         (final / "generate_log.json").write_text(json.dumps({"summary": summary, "config": config,
-                                                             "min_margin": p.min_margin, "decisions": decisions},
+                                                             "min_margin": p.min_margin,
+                                                             "min_chosen_score": p.min_chosen, "decisions": decisions},
                                                             indent=1), encoding="utf-8")
         return final
 

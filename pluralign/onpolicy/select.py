@@ -8,7 +8,9 @@
   same-seed image (the verifiers with references) rates them all equal, and the pair is then the same-seed
   pair its margin was measured on;
 * margin = attribute score of chosen - attribute score of rejected. The pair is kept when the margin is
-  positive and at least ``min_margin``.
+  positive and at least ``min_margin``, and, when ``min_chosen`` is given, the chosen image itself scores at
+  least that (a margin alone accepts an image that shows the attributes only a little more than the clean
+  one does).
 
 Other ties go to the higher content score, then to the lower candidate index, so the choice is a pure
 function of the scores.
@@ -28,6 +30,7 @@ REASONS = {
     "unscored": "the scorer gave no attribute score (NaN) to every candidate",
     "content_lost_a": "no P_a candidate keeps P_o's content",
     "content_lost_o": "no P_o candidate keeps P_o's content",
+    "weak_chosen": "the chosen image's attribute score is below min_chosen_score: it does not show the attributes outright",
     "below_min_margin": "the margin (chosen - rejected attribute score) is below min_margin or not positive",
 }
 
@@ -57,7 +60,7 @@ def _floats(x) -> list[float]:
 
 
 def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float, min_margin: float,
-                has_attributes: bool = True) -> Decision:
+                min_chosen: float | None = None, has_attributes: bool = True) -> Decision:
     """The decision for one prompt pair from its candidates' attribute and content scores."""
     sa, so, ca, co = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (scores_a, scores_o, content_a, content_o))
     if not (len(sa) == len(ca) and len(so) == len(co)):
@@ -85,6 +88,9 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
     ties = [int(j) for j in idx_o if so[j] - low <= TIE * max(1.0, abs(low))]
     d.rejected = min(ties, key=lambda j: (j != d.chosen, -co[j], j))
     d.margin = float(sa[d.chosen] - so[d.rejected])
+    if min_chosen is not None and sa[d.chosen] < min_chosen:
+        d.reason = "weak_chosen"
+        return d
     if d.margin <= 0 or d.margin < min_margin:
         d.reason = "below_min_margin"
         return d

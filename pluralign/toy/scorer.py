@@ -51,7 +51,9 @@ class ToyScorer(IntentScorer):
     """The toy world's content checker + verifier rules, behind the intent-scorer interface."""
 
     name = "toy"
-    # margins are (statistic - threshold) of the rules; below this a pair is noise at 32 x 32
+    # scores are (statistic - threshold) of the rules: a pair whose margin is below 0.2 is noise at 32 x 32.
+    # (A chosen image that scores below 0 does not show the attribute by the calibrated rule:
+    # --min_chosen_score 0 keeps only those that do.)
     min_margin = 0.2
 
     def __init__(self, checker_dir: str | None = None, device: str = "auto"):
