@@ -200,7 +200,15 @@ def test_training_takes_a_step_on_it(generated, tmp_path):
                                   train_batch_size=2, rank=4, alpha=4.0, report_to="none", export_kohya=False,
                                   lr_warmup_steps=0, output_dir=str(tmp_path / "run"),
                                   cache_dir=str(tmp_path / "cache")))
-    assert result.steps == 1 and (tmp_path / "run" / "adapter" / "pytorch_lora_weights.safetensors").exists()
+    adapter = tmp_path / "run" / "adapter"
+    assert result.steps == 1 and (adapter / "pytorch_lora_weights.safetensors").exists()
+    # and the adapter it made can sample the next round (its keys and base are checked first)
+    again = tmp_path / "again"
+    OG.generate_dataset(config(again, n_prompts=1, num_candidates=1, num_inference_steps=2, min_margin=0.0,
+                               generator_adapter=str(adapter), generator_adapter_weight=0.5), progress=False)
+    log = json.loads((again / "generate_log.json").read_text())
+    assert log["summary"]["images"] == 2 and log["config"]["generator_adapter_weight"] == 0.5
+    assert f"+ {adapter}@0.5" in (again / "README.md").read_text()
 
 
 def test_mirror_rows_are_the_anti_rows_swapped(generated):

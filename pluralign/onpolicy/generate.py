@@ -277,8 +277,10 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
 
 
 # ------------------------------------------------------------------------------------------ the run
-def _load_generator(cfg: GenerateConfig, p: Prepared):
-    pipe = load_pipeline(p.model, cfg.device, cfg.dtype)
+def _load_generator(cfg: GenerateConfig, p: Prepared, pipe=None):
+    """The generator (``pipe`` when one is given), with ``generator_adapter`` loaded and set to its weight."""
+    if pipe is None:
+        pipe = load_pipeline(p.model, cfg.device, cfg.dtype)
     if p.weight_file is not None:
         load_adapter(pipe, cfg.generator_adapter, ADAPTER_NAME)  # every LoRA tensor must land on a module
         apply_variant(pipe, Variant(f"adapter@{cfg.generator_adapter_weight:g}", cfg.generator_adapter_weight),
@@ -314,7 +316,7 @@ def generate_dataset(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[
         todo = [s for s in SH.shards_of_process(len(ranges), rank, world) if s not in done]
         if todo:
             scorer = p.scorer if scorer is not None else p.scorer.ensure_loaded()
-            pipe = pipe if pipe is not None else _load_generator(cfg, p)
+            pipe = _load_generator(cfg, p, pipe)
             if hasattr(pipe, "set_progress_bar_config"):
                 pipe.set_progress_bar_config(disable=True)
             total = sum(_images_of(r, cfg.num_candidates) for s in todo for r in p.rows[slice(*ranges[s])])
