@@ -22,7 +22,9 @@ class GenerateConfig:
                                     "trained for (its recorded base fingerprint differs)")
     suite: str = option("toy", "prompt pairs: a registered suite (toy) | a .jsonl/.csv of prompt_o, prompt_a, "
                         "attributes | hf:REPO (or a local copy) in the anti-aesthetic prompt-set schema | a .txt "
-                        "(one caption a line) or .jsonl/.csv with only a caption column, rewritten to P_a")
+                        "(one caption a line) or .jsonl/.csv with only a caption column, rewritten to P_a | a curated "
+                        "photo set (image, anti_aesthetic_caption, major_classes, objective_caption): each photo "
+                        "paired with the generator's clean images")
     n_prompts: int = option(0, "prompt pairs to use (0 = the whole suite; a registered suite's own default size)",
                             min=0, max=10_000_000)
     suite_seed: int | None = option(None, "seed of the suite (toy scenes; rewriting and default seeds of captions)",
@@ -41,10 +43,11 @@ class GenerateConfig:
                                       "whose chosen image does not out-score the rejected one is always dropped",
                                       min=0.0, max=1e6)
     min_chosen_score: float | None = option(None, "drop pairs whose chosen image scores below this for the requested "
-                                            "attributes, in the scorer's units (None: no floor; 0 for the toy, "
-                                            "verifier and CLIP/BLIP scorers: the image shows them outright); the "
-                                            "margin alone accepts an image that shows them only a little more than "
-                                            "the clean one", min=-1e6, max=1e6)
+                                            "attributes, in the scorer's units (None: no floor). The margin alone "
+                                            "accepts an image that shows them only a little more than the clean "
+                                            "one. 0 means 'shows them' for toy and verifiers (the calibrated rule "
+                                            "fires) and for clip/blip (matches P_a better than P_o); judge scores "
+                                            "are probabilities (0.5), comma lists z-scores", min=-1e6, max=1e6)
     min_content: float = option(0.5, "content score (0..1) a candidate needs to count as still showing P_o's "
                                 "content", min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)
