@@ -71,6 +71,17 @@ def run_module(main, prog: str) -> int:
         return EXIT_INTERRUPTED
 
 
+def underscored(argv: list[str]) -> list[str]:
+    """Accept ``--on-error`` as well as ``--on_error``: option names with hyphens become underscores."""
+    out = []
+    for a in argv:
+        if a.startswith("--"):
+            name, eq, value = a[2:].partition("=")
+            a = "--" + name.replace("-", "_") + eq + value
+        out.append(a)
+    return out
+
+
 def writable_dir(path: str | Path, key: str) -> Path:
     """Create ``path`` and prove it takes a file, before any work whose results would go there.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_trainer_helpers import cfg
+from test_trainer_helpers import cfg, launch_argv
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,15 +51,6 @@ COMMON = dict(max_steps=2, learning_rate=5e-3, beta=500.0, export_kohya=False, c
               seed=3)
 
 
-def _argv(config) -> list[str]:
-    out = []
-    for k in ("pretrained_model", "dataset", "output_dir", "cache_dir", "max_steps", "train_batch_size",
-              "learning_rate", "beta", "rank", "alpha", "report_to", "export_kohya", "checkpointing_steps",
-              "max_pairs", "seed", "lr_warmup_steps"):
-        out += [f"--{k}", str(getattr(config, k))]
-    return out
-
-
 def test_two_ranks_identical_and_equal_to_doubled_batch(tiny_pipeline_dir, tmp_path):
     from pluralign.trainers import train
 
@@ -77,7 +68,7 @@ def test_two_ranks_identical_and_equal_to_doubled_batch(tiny_pipeline_dir, tmp_p
     env = dict(os.environ, ACCELERATE_USE_CPU="1", WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml", "--main_process_port",
-           "29547", str(driver), str(dist), *_argv(config)]
+           "29547", str(driver), str(dist), *launch_argv(config)]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
 
@@ -109,7 +100,7 @@ def test_world_size_mismatch_is_refused(tiny_pipeline_dir, tmp_path):
     config = cfg(tmp_path, tiny_pipeline_dir("sd"), max_steps=1)
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml", "--main_process_port",
-           "29548", "-m", "pluralign.train", *_argv(config)]
+           "29548", "-m", "pluralign.train", *launch_argv(config)]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert "launched as 2 processes but accelerate set up 1" in res.stderr and "ACCELERATE_USE_CPU=1" in res.stderr

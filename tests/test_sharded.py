@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_trainer_helpers import cfg
+from test_trainer_helpers import cfg, launch_argv
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,15 +121,6 @@ COMMON = dict(max_steps=4, learning_rate=5e-3, beta=500.0, export_kohya=False, c
               seed=3, lr_warmup_steps=0)
 
 
-def _argv(config) -> list[str]:
-    out = []
-    for k in ("pretrained_model", "dataset", "output_dir", "cache_dir", "max_steps", "train_batch_size",
-              "learning_rate", "beta", "rank", "alpha", "report_to", "export_kohya", "checkpointing_steps",
-              "max_pairs", "seed", "lr_warmup_steps"):
-        out += [f"--{k}", str(getattr(config, k))]
-    return out
-
-
 def _launch(work: Path, yaml: str, port: int, config, *extra: str, kill_at: int = 0) -> subprocess.CompletedProcess:
     (work / "accelerate.yaml").write_text(yaml)
     (work / "driver.py").write_text(DRIVER)
@@ -141,7 +132,7 @@ def _launch(work: Path, yaml: str, port: int, config, *extra: str, kill_at: int 
         env["ACCELERATE_USE_CPU"] = "1"
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", str(work / "accelerate.yaml"), "--main_process_port", str(port),
-           str(work / "driver.py"), *_argv(config), *extra]
+           str(work / "driver.py"), *launch_argv(config), *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
 
 

@@ -19,6 +19,16 @@ def cfg(tmp: Path, model_dir, **kw) -> DPOTrainConfig:
     return DPOTrainConfig(**base)
 
 
+def launch_argv(config) -> list[str]:
+    """The command-line flags that reproduce ``config`` for a launched ``pluralign.train`` process."""
+    out = []
+    for k in ("pretrained_model", "dataset", "output_dir", "cache_dir", "max_steps", "train_batch_size",
+              "learning_rate", "beta", "rank", "alpha", "report_to", "export_kohya", "checkpointing_steps",
+              "max_pairs", "seed", "lr_warmup_steps"):
+        out += [f"--{k}", str(getattr(config, k))]
+    return out
+
+
 def image(pipe, prompt="a blurry photo of a red circle", seed=0) -> np.ndarray:
     g = torch.Generator().manual_seed(seed)
     out = pipe(prompt, num_inference_steps=2, generator=g, height=32, width=32, output_type="np")

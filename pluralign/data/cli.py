@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import parse, run_module
+from ..config import parse, run_module, underscored
 from .build import build_dataset
 from .config import MAX_PIXELS, MAX_SIDE, DataConfig
 from .validate import validate_source
@@ -19,17 +19,6 @@ USAGE = """usage: pluralign data {build,generate,validate} ...
 
 (`pluralign data generate --help` lists generate's options; it lives in pluralign.onpolicy.cli.)
 """
-
-
-def _underscored(argv: list[str]) -> list[str]:
-    """Accept --on-error as well as --on_error."""
-    out = []
-    for a in argv:
-        if a.startswith("--"):
-            name, eq, value = a[2:].partition("=")
-            a = "--" + name.replace("-", "_") + eq + value
-        out.append(a)
-    return out
 
 
 def _int_in(lo: int, hi: int):
@@ -46,7 +35,7 @@ def _int_in(lo: int, hi: int):
 
 
 def build_main(argv: list[str]) -> int:
-    (cfg,) = parse((DataConfig,), _underscored(argv), prog="pluralign data build",
+    (cfg,) = parse((DataConfig,), underscored(argv), prog="pluralign data build",
                    description="Build intent-conditioned (anti/mirror) and general preference pairs.")
     out = build_dataset(cfg)
     print(f"wrote {out} (card: {out / 'README.md'})")
@@ -60,7 +49,7 @@ def validate_main(argv: list[str]) -> int:
     p.add_argument("--min_side", type=_int_in(1, MAX_SIDE), default=8)
     p.add_argument("--max_rows", type=_int_in(1, 10**9), default=None)
     p.add_argument("--split", default="train")
-    args = p.parse_args(_underscored(argv))
+    args = p.parse_args(underscored(argv))
     report = validate_source(args.path, max_pixels=args.max_pixels, min_side=args.min_side, split=args.split,
                              max_rows=args.max_rows)
     print(report.summary())

@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import sys
 
-from pluralign.config import parse, run_module
+from pluralign.config import parse, run_module, underscored
 
 from .config import GenerateConfig
 from .generate import generate_dataset
 
 
-def _underscored(argv: list[str]) -> list[str]:
-    """Accept --num-candidates as well as --num_candidates (as ``data build`` does)."""
-    out = []
-    for a in argv:
-        if a.startswith("--"):
-            name, eq, value = a[2:].partition("=")
-            a = "--" + name.replace("-", "_") + eq + value
-        out.append(a)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = _underscored(list(sys.argv[1:] if argv is None else argv))
+    argv = underscored(list(sys.argv[1:] if argv is None else argv))
     (cfg,) = parse((GenerateConfig,), argv, prog="pluralign data generate",
                    description="On-policy intent pairs: sample K candidates under P_a and P_o per prompt pair, keep "
                    "the best-of-n anti pair and its mirror.")
