@@ -35,8 +35,8 @@ class BuildConfig:
     output: str = option(str(paths.SHIPPED), "directory of the toy checkpoints (default: the shipped ones)")
     stages: list[str] = option(None, "stages to run", choices=("checker", "base", "align", "measure"),
                                factory=lambda: ["checker", "base", "align", "measure"])
-    checker_scenes: int = option(4000, "training scenes of the content checker", min=1)
-    checker_steps: int = option(800, "training steps of the content checker", min=1)
+    checker_scenes: int = option(6000, "training scenes of the content checker", min=1)
+    checker_steps: int = option(1500, "training steps of the content checker", min=1)
     suite_size: int = option(72, "rows of the held-out suite the build measures (balanced over attributes)", min=1)
     suite_seed: int = option(1000, "seed of that suite (world.eval_suite's default)")
     progress: bool = option(True, "show progress bars")

@@ -1,8 +1,13 @@
-"""Content checker: a tiny CNN that names the shape and colour of the main object of a toy image.
+"""Content checker: a tiny CNN that names the shape and colour of the main object of a toy image,
+and the toy world's judge of its semantic attributes.
 
 Adherence alone rewards a model that returns a blurry grey square for every request; the checker
 measures content fidelity (is the requested red circle still there?). It is trained on clean and
 degraded renders of the toy world, so an anti-aesthetic image of the right object still counts.
+
+No pixel statistic measures ``decay``, ``unfinished`` or ``bleak`` (they are scene content), so the
+checker has a third head, one sigmoid per semantic attribute, trained on the world's renders of them
+against clean and pixel-degraded renders: the toy's stand-in for the VLM judge a real model needs.
 Weights are safetensors plus a JSON config, like every other model in the project.
 """
 
@@ -25,9 +30,9 @@ CONFIG = "config.json"
 
 
 class CheckerNet(nn.Module):
-    """Three conv stages (32 -> 16 -> 8 -> 4) and two linear heads (shape, colour)."""
+    """Three conv stages (32 -> 16 -> 8 -> 4) and three linear heads (shape, colour, semantic attributes)."""
 
-    def __init__(self, n_shapes: int, n_colours: int, width: int = 16):
+    def __init__(self, n_shapes: int, n_colours: int, width: int = 16, n_attributes: int = 0):
         super().__init__()
         self.width = width
 
@@ -40,10 +45,13 @@ class CheckerNet(nn.Module):
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.shape_head = nn.Linear(2 * width, n_shapes)
         self.colour_head = nn.Linear(2 * width, n_colours)
+        self.attribute_head = nn.Linear(2 * width, n_attributes) if n_attributes else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits of (shape, colour, semantic attributes); the last is N x 0 for a checker without that head."""
         h = self.features(x * 2 - 1)
-        return self.shape_head(h), self.colour_head(h)
+        attrs = self.attribute_head(h) if self.attribute_head is not None else h.new_zeros(len(h), 0)
+        return self.shape_head(h), self.colour_head(h), attrs
 
 
 def _to_tensor(images) -> torch.Tensor:
@@ -57,9 +65,11 @@ def _to_tensor(images) -> torch.Tensor:
 class ContentChecker:
     """Load with :meth:`from_pretrained`; :meth:`predict` names objects, :meth:`check` compares to suite rows."""
 
-    def __init__(self, net: CheckerNet, shapes: list[str], colours: list[str], config: dict | None = None):
+    def __init__(self, net: CheckerNet, shapes: list[str], colours: list[str], config: dict | None = None,
+                 attributes: list[str] | None = None):
         self.net = net.eval()
         self.shapes, self.colours = list(shapes), list(colours)
+        self.attributes = list(attributes or [])
         self.config = config or {}
 
     @classmethod
@@ -73,9 +83,10 @@ class ContentChecker:
             raise FileNotFoundError(f"{path}: no content checker here (need {CONFIG} and {WEIGHTS}); "
                                     "build one with `python -m pluralign.toy.build_checkpoints`")
         cfg = json.loads(cfg_file.read_text())
-        net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 16))
+        attributes = cfg.get("attributes", [])
+        net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 16), len(attributes))
         net.load_state_dict(load_file(str(w_file)))
-        return cls(net, cfg["shapes"], cfg["colours"], cfg)
+        return cls(net, cfg["shapes"], cfg["colours"], cfg, attributes)
 
     def save_pretrained(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -83,7 +94,7 @@ class ContentChecker:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / WEIGHTS))
-        cfg = {**self.config, "shapes": self.shapes, "colours": self.colours}
+        cfg = {**self.config, "shapes": self.shapes, "colours": self.colours, "attributes": self.attributes}
         (path / CONFIG).write_text(json.dumps(cfg, indent=2))
         return path
 
@@ -93,10 +104,22 @@ class ContentChecker:
         shapes, colours = [], []
         images = list(images)
         for i in range(0, len(images), batch_size):
-            s, c = self.net(_to_tensor(images[i:i + batch_size]))
+            s, c, _ = self.net(_to_tensor(images[i:i + batch_size]))
             shapes += [self.shapes[j] for j in s.argmax(1).tolist()]
             colours += [self.colours[j] for j in c.argmax(1).tolist()]
         return shapes, colours
+
+    @torch.no_grad()
+    def attribute_probs(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Per semantic attribute the checker judges, the probability that each image shows it."""
+        if not self.attributes:
+            raise ValueError("this content checker has no semantic-attribute head (it predates it); rebuild it "
+                             "with `pluralign build-toy --stages checker`")
+        images = list(images)
+        probs = [self.net(_to_tensor(images[i:i + batch_size]))[2].sigmoid().double().numpy()
+                 for i in range(0, len(images), batch_size)]
+        out = np.concatenate(probs) if probs else np.zeros((0, len(self.attributes)))
+        return {a: out[:, k] for k, a in enumerate(self.attributes)}
 
     def check(self, images, rows) -> np.ndarray:
         """True where the image shows the row's ``shape`` and ``colour``."""
@@ -121,20 +144,30 @@ class CheckerData:
     attributes: list  # N (None for clean)
 
 
-def make_data(n_scenes: int, seed: int, p_clean: float = 0.3, severity_range=(0.3, 1.0)) -> CheckerData:
-    """Renders of ``n_scenes`` scenes, each clean or degraded (random attribute, random severity).
+# every attribute the world draws, pixel and semantic: the checker judges the whole world whichever of
+# them a given base was trained to follow
+WORLD_ATTRIBUTES = world.PIXEL_ATTRIBUTES + world.SEMANTIC_ATTRIBUTES
+
+
+def make_data(n_scenes: int, seed: int, p_clean: float = 0.3, severity_range=(0.3, 1.0),
+              semantic_range=(0.5, 1.0), semantic_share: float = 0.4) -> CheckerData:
+    """Renders of ``n_scenes`` scenes, each clean or showing one attribute (random, at a random severity).
 
     Severities reach beyond the world's own so the checker stays robust on generated images,
-    which are rougher than renders.
+    which are rougher than renders. Semantic attributes start at a severity where they are
+    unmistakable, since the attribute head's label says "shows it", and make up ``semantic_share``
+    of the non-clean renders: the head needs positives, the pixel attributes are its negatives.
     """
     rng = random.Random(seed)
     imgs, shapes, colours, attrs = [], [], [], []
     for i, scene in enumerate(world.sample_scenes(n_scenes, seed, p_second=0.15)):
-        attr = None if rng.random() < p_clean else rng.choice(world.ATTRIBUTES)
+        attr = None if rng.random() < p_clean else rng.choice(
+            world.SEMANTIC_ATTRIBUTES if rng.random() < semantic_share else world.PIXEL_ATTRIBUTES)
         if attr is None:
             img = world.render(scene)
         else:
-            img = world.degraded_image(scene, attr, rng.uniform(*severity_range), seed=seed * 100003 + i)
+            lo, hi = semantic_range if attr in world.SEMANTIC_ATTRIBUTES else severity_range
+            img = world.degraded_image(scene, attr, rng.uniform(lo, hi), seed=seed * 100003 + i)
         imgs.append(world.to_array(img))
         shapes.append(world.SHAPES.index(scene.shape))
         colours.append(list(world.COLOURS).index(scene.colour))
@@ -157,13 +190,16 @@ def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, 
     t0 = time.time()
     torch.manual_seed(seed)
     data = make_data(n_scenes, seed)
-    net = CheckerNet(len(world.SHAPES), len(world.COLOURS), width)
+    semantic = list(world.SEMANTIC_ATTRIBUTES)
+    net = CheckerNet(len(world.SHAPES), len(world.COLOURS), width, len(semantic))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     x_all = torch.from_numpy(data.images).permute(0, 3, 1, 2)
     ys, yc = torch.from_numpy(data.shapes), torch.from_numpy(data.colours)
+    ya = torch.tensor([[float(a == s) for s in semantic] for a in data.attributes])
     g = torch.Generator().manual_seed(seed)
     ce = nn.CrossEntropyLoss()
+    bce = nn.BCEWithLogitsLoss()
     net.train()
     bar = tqdm(range(steps), desc="content checker", disable=not progress, mininterval=5)
     for _ in bar:
@@ -173,8 +209,8 @@ def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, 
         x = (x + 0.03 * torch.randn(x.shape, generator=g) * torch.rand(len(x), 1, 1, 1, generator=g)).clamp(0, 1)
         if torch.rand((), generator=g) < 0.5:
             x = x.flip(3)
-        s, c = net(x)
-        loss = ce(s, ys[idx]) + ce(c, yc[idx])
+        s, c, a = net(x)
+        loss = ce(s, ys[idx]) + ce(c, yc[idx]) + bce(a, ya[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -182,7 +218,7 @@ def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, 
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     checker = ContentChecker(net, list(world.SHAPES), list(world.COLOURS),
                              {"width": width, "n_scenes": n_scenes, "steps": steps, "batch_size": batch_size,
-                              "lr": lr, "seed": seed})
+                              "lr": lr, "seed": seed}, semantic)
     record = evaluate_checker(checker, seed=seed + 7919)
     record["wall_seconds"] = round(time.time() - t0, 1)
     checker.config["heldout"] = record
@@ -190,13 +226,21 @@ def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, 
 
 
 def evaluate_checker(checker: ContentChecker, n: int = 450, seed: int = 7919) -> dict:
-    """Held-out accuracy on clean renders and on each attribute at the world's severity."""
+    """Held-out content accuracy on clean renders and on each attribute at the world's severity, and
+    the semantic head as a judge: per semantic attribute, how often it fires on renders of it (recall)
+    and on renders of anything else, clean or another attribute (false positives)."""
     scenes = world.sample_scenes(n, seed)
     clean = [world.render(s) for s in scenes]
     rows = [{"shape": s.shape, "colour": s.colour} for s in scenes]
     out = {"n": n, "clean": float(checker.check(clean, rows).mean()), "by_attribute": {}}
-    for attr in world.ATTRIBUTES:
-        deg = [world.degraded_image(s, attr, seed=seed + i) for i, s in enumerate(scenes)]
-        out["by_attribute"][attr] = float(checker.check(deg, rows).mean())
+    shown = {None: clean}
+    for attr in WORLD_ATTRIBUTES:
+        shown[attr] = [world.degraded_image(s, attr, seed=seed + i) for i, s in enumerate(scenes)]
+        out["by_attribute"][attr] = float(checker.check(shown[attr], rows).mean())
     out["degraded"] = float(np.mean(list(out["by_attribute"].values())))
+    if checker.attributes:
+        probs = {k: checker.attribute_probs(v) for k, v in shown.items()}
+        out["judge"] = {a: {"recall": float((probs[a][a] > 0.5).mean()),
+                            "false_positive": float(np.mean([(probs[k][a] > 0.5).mean() for k in shown if k != a]))}
+                        for a in checker.attributes}
     return out

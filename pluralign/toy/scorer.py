@@ -110,7 +110,7 @@ class ToyScorer(IntentScorer):
         wanted = [parse_caption(p) for p in prompts_o]
         out = []
         for s in range(0, len(images), 256):
-            logits_s, logits_c = checker.net(_to_tensor(images[s:s + 256]))
+            logits_s, logits_c, _ = checker.net(_to_tensor(images[s:s + 256]))
             ps, pc = logits_s.softmax(1).double(), logits_c.softmax(1).double()
             for j, (colour, shape, _) in enumerate(wanted[s:s + 256]):
                 out.append(float(ps[j, checker.shapes.index(shape)] * pc[j, checker.colours.index(colour)]))

@@ -42,13 +42,20 @@ BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
 
 # Anti-aesthetic attributes of the world, with the severity of their variants. Chosen by eye
 # (see docs/toy.md): unmistakable at 32x32, object still recognisable.
-ATTRIBUTES: tuple[str, ...] = (
+PIXEL_ATTRIBUTES: tuple[str, ...] = (
     "blurry", "underexposed", "overexposed", "muted", "noisy", "low_contrast", "color_cast",
     "small_subject", "off_center",
 )
+# emotion_and_subject attributes the world draws as scene content (see :func:`render_semantic`): no
+# pixel operation on the clean render produces them, so a user's data for them has to come from a
+# generator that follows the request (``pluralign data generate``), and only a judge measures them
+# (the toy's is the content checker's attribute head).
+SEMANTIC_ATTRIBUTES: tuple[str, ...] = ("decay", "unfinished", "bleak")
+ATTRIBUTES: tuple[str, ...] = PIXEL_ATTRIBUTES
 SEVERITY: dict[str, float] = {
     "blurry": 1.0, "underexposed": 0.7, "overexposed": 0.7, "muted": 0.8, "noisy": 0.7,
     "low_contrast": 0.75, "color_cast": 0.7, "small_subject": 0.7, "off_center": 0.7,
+    "decay": 0.8, "unfinished": 0.8, "bleak": 0.8,
 }
 # Severity of the "ordinary" aesthetic pairs (clean vs. mildly degraded under the ordinary prompt).
 MILD_SEVERITY = 0.3
@@ -113,17 +120,129 @@ def _draw_object(draw: ImageDraw.ImageDraw, shape: str, colour: str, cx: float, 
         draw.polygon(_shape_polygon(shape, x, y, r - px / SIZE * 1.2, 0.0), fill=fill)
 
 
+def _gradient(top, bottom, px: int) -> np.ndarray:
+    top, bottom = (np.array(c, np.float32) for c in (top, bottom))
+    t = np.linspace(0.0, 1.0, px, dtype=np.float32)[:, None, None]
+    return (top * (1 - t) + bottom * t) * np.ones((1, px, 1), np.float32)
+
+
 def render(scene: Scene, size: int = SIZE) -> Image.Image:
     """Render ``scene`` as an RGB image of ``size`` x ``size`` (anti-aliased by 4x supersampling)."""
     px = size * SUPERSAMPLE
-    top, bottom = (np.array(c, np.float32) for c in BACKGROUNDS[scene.background])
-    t = np.linspace(0.0, 1.0, px, dtype=np.float32)[:, None, None]
-    bg = (top * (1 - t) + bottom * t) * np.ones((1, px, 1), np.float32)
-    img = Image.fromarray(bg.round().astype(np.uint8), "RGB")
+    img = Image.fromarray(_gradient(*BACKGROUNDS[scene.background], px).round().astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
     if scene.shape2 is not None:
         _draw_object(draw, scene.shape2, scene.colour2, scene.cx2, scene.cy2, scene.size * 0.45, px)
     _draw_object(draw, scene.shape, scene.colour, scene.cx, scene.cy, scene.size, px)
+    return img.resize((size, size), Image.Resampling.LANCZOS)
+
+
+# --- semantic attributes: scene content, not pixel operations -------------------------------------
+
+STAIN = (92, 70, 38)  # the brown-olive of rot and rust
+CRACK = (28, 22, 18)
+PENCIL = (150, 150, 150)
+STORM = ((84, 88, 100), (40, 42, 50))  # a low, dark overcast sky
+RAIN = (178, 182, 192)
+
+
+def _outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """Closed outline of ``shape`` as a point list (a circle as a 48-gon), starting at the top."""
+    if shape == "circle":
+        a = np.linspace(-np.pi / 2, 1.5 * np.pi, 49)
+        return [(cx + r * np.cos(t), cy + r * np.sin(t)) for t in a]
+    pts = _shape_polygon(shape, cx, cy, r, 0.0)
+    return pts + [pts[0]]
+
+
+def _decay(img: Image.Image, scene: Scene, sev: float, rng: random.Random, px: int) -> Image.Image:
+    """The object rotting: its colour browned, blotched with stains and split by dark cracks."""
+    r = scene.size * px / 2
+    x, y = scene.cx * px, scene.cy * px
+    mask = Image.new("L", img.size, 0)
+    ImageDraw.Draw(mask).polygon(_outline(scene.shape, x, y, r * 0.97), fill=255)
+    rot = img.copy()
+    arr = np.asarray(rot, np.float32)
+    arr = arr * (1 - 0.35 * sev) + np.array(STAIN, np.float32) * 0.35 * sev
+    rot = Image.fromarray(arr.round().astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(rot)
+    for _ in range(3 + round(4 * sev)):
+        a, d = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.65) * r
+        sr = rng.uniform(0.12, 0.22) * r
+        sx, sy = x + d * np.cos(a), y + d * np.sin(a)
+        draw.ellipse([sx - sr, sy - sr * rng.uniform(0.6, 1.0), sx + sr, sy + sr], fill=STAIN)
+    width = max(1, round(px / SIZE * 0.8))
+    for _ in range(2 + round(2 * sev)):
+        a = rng.uniform(0, 2 * np.pi)
+        pts = [(x + r * np.cos(a), y + r * np.sin(a))]
+        for _ in range(4):
+            a += rng.uniform(-0.9, 0.9)
+            step = rng.uniform(0.2, 0.35) * r
+            last = pts[-1]
+            pts.append((last[0] - step * np.cos(a), last[1] - step * np.sin(a)))
+        draw.line(pts, fill=CRACK, width=width, joint="curve")
+    return Image.composite(rot, img, mask)
+
+
+def _sketch(img: Image.Image, scene: Scene, sev: float, rng: random.Random, px: int) -> None:
+    """An unfilled outline in the object's colour with a gap left open, over pencil guide lines."""
+    r = scene.size * px / 2
+    x, y = scene.cx * px, scene.cy * px
+    draw = ImageDraw.Draw(img)
+    guide = max(1, round(px / SIZE * 0.5))
+    reach = r * 1.25
+    draw.line([(x - reach, y), (x + reach, y)], fill=PENCIL, width=guide)
+    draw.line([(x, y - reach), (x, y + reach)], fill=PENCIL, width=guide)
+    pts = _outline(scene.shape, x, y, r * 0.92)
+    # resample the outline evenly, then leave a gap of up to a third of it undrawn
+    seg = np.asarray(pts, np.float64)
+    lengths = np.r_[0, np.cumsum(np.hypot(*np.diff(seg, axis=0).T))]
+    s = np.linspace(0, lengths[-1], 97)
+    even = np.stack([np.interp(s, lengths, seg[:, 0]), np.interp(s, lengths, seg[:, 1])], 1)
+    gap = int(round(96 * 0.33 * sev))
+    start = rng.randrange(96)
+    keep = [tuple(even[(start + gap + k) % 96]) for k in range(96 - gap + 1)]
+    draw.line(keep, fill=COLOURS[scene.colour], width=max(1, round(px / SIZE * 1.3)), joint="curve")
+
+
+def _bleak(img: Image.Image, scene: Scene, sev: float, rng: random.Random, px: int) -> Image.Image:
+    """A dark overcast sky behind the object and rain streaking across the whole frame."""
+    arr = np.asarray(img, np.float32)
+    r = scene.size * px / 2
+    mask = Image.new("L", img.size, 0)
+    ImageDraw.Draw(mask).polygon(_outline(scene.shape, scene.cx * px, scene.cy * px, r), fill=255)
+    m = np.asarray(mask, np.float32)[..., None] / 255.0
+    storm = _gradient(*STORM, px)
+    arr = m * arr + (1 - m) * (arr * (1 - sev) + storm * sev)
+    rain = Image.fromarray(arr.round().astype(np.uint8), "RGB")
+    overlay = rain.copy()
+    draw = ImageDraw.Draw(overlay)
+    width = max(1, round(px / SIZE * 0.5))
+    for _ in range(round(60 * sev)):
+        sx, sy = rng.uniform(0, px * 1.1), rng.uniform(-0.1 * px, px)
+        draw.line([(sx, sy), (sx - 0.05 * px, sy + 0.14 * px)], fill=RAIN, width=width)
+    return Image.blend(rain, overlay, 0.55)
+
+
+def render_semantic(scene: Scene, attribute: str, severity: float | None = None, seed: int = 0,
+                    size: int = SIZE) -> Image.Image:
+    """``scene`` drawn showing a semantic attribute: ``decay`` (the object cracked, stained and
+    browned), ``unfinished`` (an unfilled outline with a gap and pencil guide lines) or ``bleak``
+    (a dark storm sky and rain around the object). ``severity`` scales how much of it there is."""
+    if attribute not in SEMANTIC_ATTRIBUTES:
+        raise ValueError(f"{attribute!r} is not a semantic attribute {SEMANTIC_ATTRIBUTES}")
+    sev = SEVERITY[attribute] if severity is None else severity
+    rng = random.Random(f"{attribute}:{seed}")
+    px = size * SUPERSAMPLE
+    img = Image.fromarray(_gradient(*BACKGROUNDS[scene.background], px).round().astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    if scene.shape2 is not None:
+        _draw_object(draw, scene.shape2, scene.colour2, scene.cx2, scene.cy2, scene.size * 0.45, px)
+    if attribute == "unfinished":
+        _sketch(img, scene, sev, rng, px)
+    else:
+        _draw_object(draw, scene.shape, scene.colour, scene.cx, scene.cy, scene.size, px)
+        img = _decay(img, scene, sev, rng, px) if attribute == "decay" else _bleak(img, scene, sev, rng, px)
     return img.resize((size, size), Image.Resampling.LANCZOS)
 
 
@@ -161,7 +280,7 @@ def degradation_for(attribute: str) -> str:
         raise KeyError(f"attribute {attribute!r} is not in pluralign.data.taxonomy.ATTRIBUTES")
     name = taxonomy.ATTRIBUTES[attribute].degradation
     if not name:
-        raise ValueError(f"attribute {attribute!r} has no degradation; the toy world renders only {ATTRIBUTES}")
+        raise ValueError(f"attribute {attribute!r} has no degradation; the toy world degrades only {PIXEL_ATTRIBUTES}")
     return name
 
 
@@ -211,6 +330,8 @@ def variant(scene: Scene, attribute: str | None, seed: int = 0, severity: float 
 
 def degraded_image(scene: Scene, attribute: str, severity: float | None = None, seed: int = 0) -> Image.Image:
     """The render of ``scene`` showing ``attribute``."""
+    if attribute in SEMANTIC_ATTRIBUTES:
+        return render_semantic(scene, attribute, severity, seed)
     if attribute in COMPOSITION:
         return render(recompose(scene, attribute, severity, seed))
     return degrade(render(scene), attribute, severity, seed)
