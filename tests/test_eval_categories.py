@@ -142,7 +142,9 @@ def test_cross_effect_matrix_shape_diagonal_and_cells(evaluated):
         assert cross["by_category"][c][c]["adherence"] == {k: top["adherence"][k] for k in ("value", "ci95", "n")}
         assert results["category_dials"][c]["curve"][-1]["adherence"] == top["adherence"]["value"]
         for a in ATTRS[c]:
-            assert cross["by_attribute"][c][a]["adherence"] == top["adherence"]["by_attribute"][a]
+            per_attr = top["adherence"]["by_attribute"][a]
+            assert cross["by_attribute"][c][a]["adherence"] == {k: per_attr[k] for k in ("value", "ci95", "n")}
+            assert per_attr["measured_by"] == "rule" and per_attr["requested"] == per_attr["n"]
         for k, attrs in ATTRS.items():  # each cell from the saved images: c at 1 on k's rows, k's attributes only
             rows = OF[k]
             margins = adherence_table([a for _, a in _pairs(out, f"{c}_w1", rows)],

@@ -69,6 +69,56 @@ def test_adherence_margins_pair_I_a_with_I_o_of_the_same_row():
     assert s["by_attribute"]["underexposed"]["n"] == 3
 
 
+class _RedJudge:
+    """A stand-in attribute judge: 'grief' is shown when the image's red channel dominates; a probability."""
+
+    name = "red"
+    decision_threshold = 0.5
+
+    def measures(self, attribute):
+        return attribute == "grief"
+
+    def attribute_score(self, images, prompts_o, prompts_a, attributes, references=None):
+        assert all(a == ["grief"] for a in attributes) and len(prompts_o) == len(prompts_a) == len(images)
+        return np.array([float(np.asarray(im)[..., 0].mean() > np.asarray(im)[..., 2].mean() + 20) for im in images])
+
+
+def _tinted(image, red: bool) -> Image.Image:
+    x = np.asarray(image).astype(np.float32)
+    if red:
+        x[..., 0] = np.minimum(255, x[..., 0] + 80)
+    return Image.fromarray(x.astype(np.uint8))
+
+
+def test_judge_only_attribute_is_unmeasured_without_a_judge_and_never_a_rate():
+    o = [_image(0.6, seed=i) for i in range(4)]
+    a = [Image.fromarray((np.asarray(im) * 0.3).astype(np.uint8)) for im in o]
+    rows = [EvalRow("p", "p dark", ["underexposed"], 0), EvalRow("p", "p sad", ["grief"], 1),
+            EvalRow("p", "p sad dark", ["grief", "underexposed"], 2), EvalRow("p", "p sad", ["grief"], 3)]
+    meter = M.AttributeMeter()
+    s = M.adherence_summary(meter.margins(list(zip(o, a)), rows), rows=rows, meter=meter, n_boot=200)
+    assert s["by_attribute"]["grief"] == {"value": None, "ci95": None, "n": 0, "requested": 3, "measured_by": None}
+    assert s["by_attribute"]["underexposed"]["requested"] == s["by_attribute"]["underexposed"]["n"] == 2
+    assert (s["rows"], s["rows_measured"], s["value"]) == (4, 2, 1.0)  # rows 1 and 3 are not counted either way
+
+
+def test_attribute_judge_measures_what_no_rule_does_and_its_leakage():
+    o = [_image(0.6, seed=i) for i in range(4)]
+    a = [_tinted(im, red=i < 3) for i, im in enumerate(o)]  # row 3 ignored the request
+    rows = [EvalRow("p", "p sad", ["grief"], i) for i in range(4)]
+    meter = M.AttributeMeter(judge=_RedJudge())
+    assert meter.source("grief") == "judge:red" and meter.source("underexposed") == "rule"
+    assert meter.source("surreal") is None
+    s = M.adherence_summary(meter.margins(list(zip(o, a)), rows), rows=rows, meter=meter, n_boot=200)
+    assert s["by_attribute"]["grief"]["value"] == 0.75 and s["by_attribute"]["grief"]["measured_by"] == "judge:red"
+    # leakage: the variant's ordinary images turned red on rows 0 and 1, against an untinted reference
+    variant_o = [_tinted(im, red=i < 2) for i, im in enumerate(o)]
+    fired, base = M.leakage_fired(variant_o, o, ["grief"], meter=meter, rows=rows)
+    assert M.leakage_summary(fired, base, n_boot=200)["by_attribute"]["grief"]["points"] == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="suite rows"):
+        M.leakage_fired(variant_o, o, ["grief"], meter=meter)
+
+
 def test_judge_summary_uses_the_four_way_matrix_by_hand():
     scores = {  # r(I_x, P_y)
         "oo": np.array([1.0, 2.0, 3.0, 4.0]),

@@ -3,12 +3,15 @@ those arrays from images with the verifier rules, reward models and content chec
 
 Definitions (every rate carries a paired bootstrap 95% CI over suite rows):
 
-- **Adherence** of a variant: per row, the share of its *verifiable* requested attributes for
-  which ``I_a`` shows the attribute relative to ``I_o`` from the same seed (verifier margin > 0,
-  i.e. ``pluralign.rewards.rules.adheres(I_a, I_o, attribute)``). The overall value is the
-  mean over rows with at least one verifiable attribute; ``by_attribute`` is the rate over the
-  rows that request the attribute.
-- **Leakage** of a variant on ordinary prompts, per verifiable attribute ``a`` of the suite:
+- **Adherence** of a variant: per row, the share of its *measured* requested attributes for
+  which ``I_a`` shows the attribute: relative to ``I_o`` from the same seed where a verifier rule
+  exists (margin > 0, i.e. ``pluralign.rewards.rules.adheres(I_a, I_o, attribute)``), else by the
+  attribute judge when one is configured (:class:`AttributeMeter`). The overall value is the mean
+  over rows with at least one measured attribute; ``by_attribute`` is the rate over the rows that
+  request the attribute, with ``n`` measured of ``requested`` and ``measured_by``; an attribute
+  nothing measures is reported as unmeasured, never as a rate.
+- **Leakage** of a variant on ordinary prompts, per measured attribute ``a`` of the suite (a judged
+  attribute: the judge's decision on the variant's ``I_o`` minus that on the reference's):
   ``points(a) = 100 * (P[adheres(I_o^variant, I_o^ref, a)] - P[adheres(I_o^ref, I_o^ref, a)])``
   over all rows, where ``ref`` is the base model. The first term is how often the adapter's
   ordinary image looks as if ``a`` had been requested, judged against the base's image from the
@@ -25,6 +28,7 @@ Definitions (every rate carries a paired bootstrap 95% CI over suite rows):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,19 +88,104 @@ def attribute_hits(margin: Sequence[float]) -> np.ndarray:
     return np.where(np.isnan(m), np.nan, (np.nan_to_num(m, nan=-np.inf) > 0).astype(np.float64))
 
 
-def adherence_summary(margins: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Overall and per-attribute adherence rates with CIs (see the module docstring)."""
+def adherence_summary(margins: dict[str, np.ndarray], *, rows: Sequence[EvalRow] | None = None,
+                      meter: AttributeMeter | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Overall and per-attribute adherence rates with CIs (see the module docstring).
+
+    Given the suite ``rows`` (and the ``meter`` that measured them), every *requested* attribute gets an
+    entry with ``requested`` (rows asking for it) beside ``n`` (rows measured) and ``measured_by``
+    (``rule``, ``judge:NAME`` or None): an attribute nothing measures shows as unmeasured, value None,
+    not as 0 or 100%. The overall value is over rows with at least one measured attribute
+    (``rows_measured`` of ``rows``)."""
     by_attribute = {}
-    for attr in sorted(margins):
-        by_attribute[attr] = rate_ci(attribute_hits(margins[attr]), n_boot=n_boot, seed=seed)
-    out = rate_ci(row_adherence(margins), n_boot=n_boot, seed=seed)
+    requested = Counter(a for r in rows or () for a in r.attributes)
+    for attr in sorted(set(margins) | set(requested)):
+        entry = rate_ci(attribute_hits(margins[attr]), n_boot=n_boot, seed=seed) if attr in margins else \
+            {"value": None, "ci95": None, "n": 0}
+        if rows is not None:
+            entry["requested"] = requested[attr]
+            entry["measured_by"] = meter.source(attr) if meter is not None and attr in margins else None
+        by_attribute[attr] = entry
+    out = rate_ci(row_adherence(margins), n_boot=n_boot, seed=seed) if margins else {"value": None, "ci95": None, "n": 0}
+    if rows is not None:
+        out["rows"] = len(rows)
+        out["rows_measured"] = out["n"]
     out["by_attribute"] = by_attribute
     return out
 
 
-def adherence_margins(pairs: Sequence[tuple[Any, Any]], rows: Sequence[EvalRow], rules=None) -> dict[str, np.ndarray]:
-    """Verifier margins of I_a vs I_o for each row's requested verifiable attributes."""
-    return adherence_table([a for _, a in pairs], [o for o, _ in pairs], [list(r.attributes) for r in rows], rules)
+class AttributeMeter:
+    """How the eval measures each requested attribute: by its verifier rule when it has one (model-free,
+    I_a against I_o from the same seed), else by the attribute judge when one is configured (an
+    intent scorer, e.g. the toy world's checker or a local VLM; its score minus its
+    ``decision_threshold`` is the margin, > 0 = shown), else not at all. Unmeasured attributes are
+    reported as such by :func:`adherence_summary`, never as a rate."""
+
+    def __init__(self, rules: dict | None = None, judge=None, judge_name: str | None = None):
+        from pluralign.rewards.rules import load_rules
+
+        self.rules = load_rules() if rules is None else rules
+        self.judge = judge
+        self.judge_name = judge_name or (getattr(judge, "name", None) if judge is not None else None)
+
+    def source(self, attribute: str) -> str | None:
+        """``rule``, ``judge:NAME`` or None (nothing here measures ``attribute``)."""
+        if attribute in self.rules:
+            return "rule"
+        if self.judge is not None and self.judge.measures(attribute):
+            return f"judge:{self.judge_name}"
+        return None
+
+    def measurable(self, attributes) -> list[str]:
+        return sorted(a for a in set(attributes) if self.source(a) is not None)
+
+    def _judge_margin(self, images, references, prompts_o, prompts_a, attribute: str) -> np.ndarray:
+        scores = self.judge.attribute_score(list(images), list(prompts_o), list(prompts_a), [[attribute]] * len(images),
+                                            references=list(references))
+        return np.asarray(scores, dtype=np.float64) - float(getattr(self.judge, "decision_threshold", 0.0))
+
+    def margins(self, pairs: Sequence[tuple[Any, Any]], rows: Sequence[EvalRow]) -> dict[str, np.ndarray]:
+        """Attribute -> per-row margin of I_a (NaN where the row did not request it), for every requested
+        attribute that is measured."""
+        images_o, images_a = [o for o, _ in pairs], [a for _, a in pairs]
+        wanted = [list(r.attributes) for r in rows]
+        out = adherence_table(images_a, images_o, wanted, self.rules)
+        for attr in sorted({a for w in wanted for a in w if a not in self.rules and self.source(a)}):
+            idx = [i for i, w in enumerate(wanted) if attr in w]
+            m = np.full(len(rows), np.nan)
+            m[idx] = self._judge_margin([images_a[i] for i in idx], [images_o[i] for i in idx],
+                                        [rows[i].prompt_o for i in idx], [rows[i].prompt_a for i in idx], attr)
+            out[attr] = m
+        return out
+
+    def fired(self, images: Sequence[Any], references: Sequence[Any], attributes: Sequence[str],
+              rows: Sequence[EvalRow]) -> dict[str, np.ndarray]:
+        """Attribute -> per-row bool: does ``images[i]`` (an ordinary-prompt image) show the attribute, judged
+        against ``references[i]`` (a rule's paired comparison; a judge gets the row's P_o and P_o plus the
+        attribute's phrasing)."""
+        from pluralign.data.taxonomy import ATTRIBUTES
+
+        attributes = [a for a in attributes if self.source(a)]
+        ruled = [a for a in attributes if a in self.rules]
+        out = {}
+        if ruled:
+            table = adherence_table(list(images), list(references), [ruled] * len(images), self.rules)
+            out.update({a: table[a] > 0 for a in table})
+        for attr in attributes:
+            if attr in self.rules:
+                continue
+            phrase = ATTRIBUTES[attr].templates[0] if attr in ATTRIBUTES else attr
+            prompts_o = [r.prompt_o for r in rows]
+            out[attr] = self._judge_margin(images, references, prompts_o, [f"{p}, {phrase}" for p in prompts_o],
+                                           attr) > 0
+        return out
+
+
+def adherence_margins(pairs: Sequence[tuple[Any, Any]], rows: Sequence[EvalRow], rules=None,
+                      meter: AttributeMeter | None = None) -> dict[str, np.ndarray]:
+    """Margins of I_a vs I_o for each row's requested attributes that are measured: by verifier rules
+    alone, or by ``meter`` (rules, then its attribute judge)."""
+    return (meter or AttributeMeter(rules)).margins(pairs, rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,15 +216,20 @@ def leakage_summary(fired: dict[str, np.ndarray], baseline: dict[str, np.ndarray
 
 
 def leakage_fired(variant_o: Sequence[Any], reference_o: Sequence[Any], attributes: Sequence[str],
-                  rules=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(fired, baseline)`` boolean arrays per attribute for :func:`leakage_summary`."""
+                  rules=None, *, meter: AttributeMeter | None = None, rows: Sequence[EvalRow] | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(fired, baseline)`` boolean arrays per attribute for :func:`leakage_summary`; judge-measured
+    attributes (through ``meter``) need the suite ``rows`` for their prompts."""
     attributes = list(attributes)
     if not attributes:
         return {}, {}
-    per_row = [attributes] * len(variant_o)
-    drift = adherence_table(list(variant_o), list(reference_o), per_row, rules)
-    self_ = adherence_table(list(reference_o), list(reference_o), per_row, rules)
-    return ({a: drift[a] > 0 for a in drift}, {a: self_[a] > 0 for a in self_})
+    meter = meter or AttributeMeter(rules)
+    if rows is None:
+        if any(a not in meter.rules for a in attributes):
+            raise ValueError("leakage_fired: judge-measured attributes need the suite rows")
+        rows = [None] * len(variant_o)
+    return (meter.fired(variant_o, reference_o, attributes, rows),
+            meter.fired(reference_o, reference_o, attributes, rows))
 
 
 def cross_effects(margins: dict[str, np.ndarray], zero_margins: dict[str, np.ndarray], leakage: dict[str, Any],

@@ -105,12 +105,16 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def attribute_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per-attribute adherence (and leakage) for every variant."""
     variants = list(results["variants"])
-    header = ["attribute", "n"] + [f"{v} adherence" for v in variants] + [f"{v} leakage" for v in variants[1:]]
+    header = ["attribute", "measured / requested", "measured by"] + [f"{v} adherence" for v in variants] + \
+        [f"{v} leakage" for v in variants[1:]]
     rows = []
     for attr in _attributes(results):
         by = [((results["variants"][v].get("adherence") or {}).get("by_attribute") or {}).get(attr) for v in variants]
-        n = next((b["n"] for b in by if b), 0)
-        row = [attr, str(n)] + [_rate(b) for b in by]
+        first = next((b for b in by if b), {})
+        n, requested = first.get("n", 0), first.get("requested")
+        source = first.get("measured_by") or ("not measured (no rule; configure attribute_judge)"
+                                               if requested is not None else "rule")
+        row = [attr, f"{n} / {requested}" if requested is not None else str(n), source] + [_rate(b) for b in by]
         for v in variants[1:]:
             leak = ((results["variants"][v].get("leakage") or {}).get("by_attribute") or {}).get(attr) or {}
             row.append(_points(leak.get("points")))
@@ -218,7 +222,8 @@ def markdown_summary(results: dict[str, Any]) -> str:
     elif w0:
         verdict = "yes" if w0.get("passed") else "NO"
         parts += ["", f"Adapter at weight 0 reproduces the base: {verdict} (max pixel difference {w0.get('max_abs_diff')})."]
-    parts += ["", "Adherence: share of requested verifiable attributes shown by I_a relative to I_o (same seed). "
+    parts += ["", "Adherence: share of requested measured attributes shown by I_a: by a verifier rule relative to I_o "
+              "(same seed), or by the attribute judge for attributes no rule measures. "
               "Leakage: percentage-point rate at which an attribute's rule fires on the variant's ordinary image "
               "against the base's. Brackets: paired bootstrap 95% CI. See docs/eval.md.", ""]
     return "\n".join(parts)

@@ -90,6 +90,10 @@ class EvalConfig:
                                       min=0, max=2**32 - 1)
     judges: list[str] = option(factory=list, help="reward models/judges by registry name, e.g. clip,pickscore; "
                                "name=PATH loads a judge from a local directory or file, e.g. clip=/models/clip")
+    attribute_judge: str = option("auto", "measures requested attributes no verifier rule measures (judge-only ones such "
+                                  "as grief or decay): auto (the suite's own judge when it has one, e.g. the toy "
+                                  "world's checker) | none | one scorer spec, e.g. judge:MODEL_OR_DIR or clip; "
+                                  "without one they are reported as unmeasured")
     content_checker: str = option("auto", "content check: auto (the suite's own checker when it has one, e.g. the "
                                   "toy world's, else similarity) | suite | similarity | none",
                                   choices=("auto", "suite", "similarity", "none"))
@@ -178,6 +182,34 @@ def check_adapter_identity(config: EvalConfig, weight_file: Path, pipe=None) -> 
     return True
 
 
+def load_attribute_judge(spec: str, suite: str, device: str = "auto"):
+    """The attribute judge of ``spec`` (see ``EvalConfig.attribute_judge``), loaded; None for none. ``auto``
+    takes the suite's own judge and, if it cannot be loaded, says so and measures without one."""
+    from pluralign.rewards.intent_scorers import CombinedScorer, build_intent_scorer
+
+    if spec == "none":
+        return None
+    auto = spec == "auto"
+    if auto:
+        source = suite_source(suite)
+        spec = source.attribute_judge if source is not None else None
+        if not spec:
+            return None
+    scorer = build_intent_scorer(spec, device)
+    if isinstance(scorer, CombinedScorer):
+        raise ValueError(f"attribute_judge: {spec!r} names several scorers; give one (its score against its own "
+                         "decision threshold decides adherence)")
+    try:
+        scorer.check_available()
+    except FileNotFoundError as exc:
+        if not auto:
+            raise
+        log.warning("suite %r: its attribute judge is not available (%s); judge-only attributes go unmeasured",
+                    suite, exc)
+        return None
+    return scorer.ensure_loaded()
+
+
 def load_content_checker(kind: str, suite: str, threshold: float = 0.5):
     """The content checker for ``kind``: ``suite`` is the registered suite's own checker (the toy world's
     trained one); ``auto`` uses it when the suite has one that is built, else the model-free
@@ -207,18 +239,19 @@ def load_content_checker(kind: str, suite: str, threshold: float = 0.5):
 
 def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, judge_scores: dict[str, dict],
                      reference_scores: dict[str, dict], checker, leak_attributes: list[str], cfg: EvalConfig,
-                     reference_rows: dict[str, np.ndarray] | None, rules=None) -> tuple[dict[str, Any], dict]:
+                     reference_rows: dict[str, np.ndarray] | None, meter: M.AttributeMeter) -> tuple[dict[str, Any], dict]:
     """Every metric of one variant; also returns its per-row adherence and content, which the
     reference variant's call hands to the others for paired (same row, same seed) deltas."""
     kw = {"n_boot": cfg.bootstrap, "seed": cfg.seed}
-    margins = M.adherence_margins(pairs, rows, rules)
-    out: dict[str, Any] = {"adherence": M.adherence_summary(margins, **kw)}
+    margins = meter.margins(pairs, rows)
+    out: dict[str, Any] = {"adherence": M.adherence_summary(margins, rows=rows, meter=meter, **kw)}
     hits = M.row_adherence(margins) if margins else np.full(len(rows), np.nan)
     is_reference = reference_pairs is None
     if not is_reference:
         if reference_rows is not None:
             out["adherence_delta_vs_reference"] = M.paired_delta_ci(hits, reference_rows["adherence"], **kw)
-        fired, baseline = M.leakage_fired([o for o, _ in pairs], [o for o, _ in reference_pairs], leak_attributes, rules)
+        fired, baseline = M.leakage_fired([o for o, _ in pairs], [o for o, _ in reference_pairs], leak_attributes,
+                                          meter=meter, rows=rows)
         out["leakage"] = M.leakage_summary(fired, baseline, **kw)
     else:
         out["leakage"] = None
@@ -255,18 +288,18 @@ def _variant_metrics(name: str, pairs, rows: list[EvalRow], reference_pairs, jud
 
 
 def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None, judges: dict[str, Any] | None = None,
-             content_checker=None, wandb_run=None, rules=None) -> dict[str, Any]:
+             content_checker=None, wandb_run=None, rules=None, attribute_judge=None) -> dict[str, Any]:
     """Evaluate the base model and the adapter dial; write every artifact under ``config.output``.
 
     ``pipe``: an already-loaded diffusers pipeline (else ``config.base`` is loaded). ``rows``,
     ``judges`` (name -> object with ``score(images, prompts)``), ``content_checker`` (``.check``)
-    and ``rules`` (verifier rules) override what the config would load. Only the main process
+    ``rules`` (verifier rules) and ``attribute_judge`` (an intent scorer) override what the config would load. Only the main process
     computes metrics and writes reports; other processes return an empty dict.
     """
     from accelerate import PartialState
 
     overrides = {"rows": rows, "judges": judges, "content_checker": content_checker, "wandb_run": wandb_run,
-                 "rules": rules}
+                 "rules": rules, "attribute_judge": attribute_judge}
     if not PartialState().is_main_process:
         return _run(config, pipe, None, **overrides)
     with output_transaction(config.output) as work_dir:
@@ -274,7 +307,7 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
 
 
 def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, content_checker, wandb_run,
-         rules) -> dict[str, Any]:
+         rules, attribute_judge) -> dict[str, Any]:
     """:func:`run_eval` inside its output transaction: ``out_dir`` is the temp directory to write
     into (None on processes other than the main one, which write nothing)."""
     t0 = time.perf_counter()
@@ -299,6 +332,8 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     judges = judges if judges is not None else load_judges(list(config.judges))
     checker = content_checker if content_checker is not None else \
         load_content_checker(config.content_checker, config.suite, config.content_threshold)
+    if attribute_judge is None:
+        attribute_judge = load_attribute_judge(config.attribute_judge, config.suite, config.device)
     if pipe is None:
         pipe = load_pipeline(config.base, config.device, config.dtype)
     if weight_file is not None:
@@ -332,24 +367,27 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
             save_images(out_dir, v, images[v.name], (rows_for or {}).get(v.name))
 
     t_met = time.perf_counter()
-    active_rules = rules if rules is not None else load_rules()
-    leak_attributes = sorted({a for r in rows for a in r.attributes if a in active_rules})
+    meter = M.AttributeMeter(rules if rules is not None else load_rules(), attribute_judge)
+    leak_attributes = meter.measurable(a for r in rows for a in r.attributes)
     extra: dict[str, Any] = {}
     if dial:
         results_by_variant, checks, extra = _category_metrics(config, rows, images, dial, rows_of, rows_for, judges,
-                                                              checker, active_rules, leak_attributes)
+                                                              checker, meter, leak_attributes)
         shown = grid_rows(rows_of, config.html_rows, len(rows))
         report_pairs = {v.name: [_pair_at(images[v.name], rows_for.get(v.name), i) for i in shown] for v in variants}
         report_rows, row_ids = [rows[i] for i in shown], shown
     else:
-        results_by_variant, checks = _single_metrics(config, rows, images, variants, judges, checker, active_rules,
+        results_by_variant, checks = _single_metrics(config, rows, images, variants, judges, checker, meter,
                                                      leak_attributes)
         report_pairs, report_rows, row_ids = images, rows, None
     t_met = time.perf_counter() - t_met
 
     suite_info = {"source": config.suite, "n_rows": len(rows),
                   "attributes": sorted({a for r in rows for a in r.attributes}),
-                  "verifiable_attributes": leak_attributes}
+                  "verifiable_attributes": sorted(a for a in leak_attributes if meter.source(a) == "rule"),
+                  "judged_attributes": sorted(a for a in leak_attributes if meter.source(a) != "rule"),
+                  "unmeasured_attributes": sorted({a for r in rows for a in r.attributes} - set(leak_attributes)),
+                  "attribute_judge": meter.judge_name}
     cfg = to_dict(config)
     results = build_results(config=cfg, suite=suite_info, variants=results_by_variant, reference=BASE, checks=checks,
                             timing={"generate_seconds": t_gen, "metrics_seconds": t_met},
@@ -374,7 +412,7 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     return results
 
 
-def _single_metrics(config: EvalConfig, rows, images, variants, judges, checker, active_rules,
+def _single_metrics(config: EvalConfig, rows, images, variants, judges, checker, meter,
                     leak_attributes) -> tuple[dict[str, dict], dict]:
     """The base and one adapter's dial, every variant on every row."""
     checks: dict[str, Any] = {}
@@ -394,7 +432,7 @@ def _single_metrics(config: EvalConfig, rows, images, variants, judges, checker,
         is_ref = v.name == BASE
         metrics, per_row = _variant_metrics(
             v.name, images[v.name], rows, None if is_ref else images[BASE], judge_scores[v.name], judge_scores[BASE],
-            checker, leak_attributes, config, reference_rows, active_rules)
+            checker, leak_attributes, config, reference_rows, meter)
         if is_ref:
             reference_rows = per_row
         results_by_variant[v.name] = {"kind": "base" if v.weight is None else "adapter", "weight": v.weight,
@@ -429,7 +467,7 @@ def _subset(values, positions: list[int]):
 
 
 def _category_metrics(config: EvalConfig, rows: list[EvalRow], images, dial: dict[str, Path],
-                      rows_of: dict[str, list[int]], rows_for: dict[str, list[int]], judges, checker, active_rules,
+                      rows_of: dict[str, list[int]], rows_for: dict[str, list[int]], judges, checker, meter,
                       leak_attributes: list[str]) -> tuple[dict[str, dict], dict, dict]:
     """Metrics of a per-category eval: the base on every row; each ``<category>@W`` on its category's rows
     (attributes narrowed to the category, paired with the base on the same rows), which give one dial
@@ -438,7 +476,7 @@ def _category_metrics(config: EvalConfig, rows: list[EvalRow], images, dial: dic
     weights, top = list(config.weights), max(config.weights)
     base_scores = {j: M.score_matrix(model.score, images[BASE], rows) for j, model in judges.items()}
     base_metrics, _ = _variant_metrics(BASE, images[BASE], rows, None, base_scores, base_scores, checker,
-                                       leak_attributes, config, None, active_rules)
+                                       leak_attributes, config, None, meter)
     variants: dict[str, dict[str, Any]] = {BASE: {"kind": "base", "weight": None,
                                                   "images": f"images/{BASE}" if config.save_images else None,
                                                   **base_metrics}}
@@ -447,18 +485,18 @@ def _category_metrics(config: EvalConfig, rows: list[EvalRow], images, dial: dic
     for c in dial:
         idx = rows_of[c]
         crows = [only_category(rows[i], c) for i in idx]
-        leak_c = sorted({a for r in crows for a in r.attributes if a in active_rules})
+        leak_c = meter.measurable(a for r in crows for a in r.attributes)
         base_pairs = _subset(images[BASE], idx)
         base_c_scores = {j: {k: np.asarray(v)[idx] for k, v in sc.items()} for j, sc in base_scores.items()}
         base_c, base_c_rows = _variant_metrics(f"base ({c})", base_pairs, crows, None, base_c_scores, base_c_scores,
-                                               checker, leak_c, config, None, active_rules)
+                                               checker, leak_c, config, None, meter)
         for w in weights:
             v = category_variant(c, w)
             at = {row: k for k, row in enumerate(rows_for[v.name])}  # suite row -> position in the variant's images
             pairs = _subset(images[v.name], [at[i] for i in idx])
             scores = {j: M.score_matrix(model.score, pairs, crows) for j, model in judges.items()}
             metrics, _ = _variant_metrics(v.name, pairs, crows, base_pairs, scores, base_c_scores, checker, leak_c,
-                                          config, base_c_rows, active_rules)
+                                          config, base_c_rows, meter)
             variants[v.name] = {"kind": "adapter", "category": c, "weight": w, "n_rows": len(idx),
                                 "images": f"images/{v.dirname}" if config.save_images else None, **metrics}
             if w == 0.0 and config.check_weight_zero:
@@ -477,14 +515,14 @@ def _category_metrics(config: EvalConfig, rows: list[EvalRow], images, dial: dic
     # the same pipeline state whichever category's sweep it belongs to) where it was generated, else the base
     columns = {k: [a for a in leak_attributes if category_of(a) == k] for k in CATEGORIES}
     columns = {k: attrs for k, attrs in columns.items() if attrs}
-    base_margins = M.adherence_margins(images[BASE], rows, active_rules)
+    base_margins = meter.margins(images[BASE], rows)
     zero_margins = {a: np.asarray(m, dtype=np.float64).copy() for a, m in base_margins.items()}
     zero_reference = {k: BASE for k in columns}
     if 0.0 in weights:
         for k in dial:
             v0 = category_variant(k, 0.0)
             got = rows_for[v0.name]
-            margins0 = M.adherence_margins(images[v0.name], [rows[i] for i in got], active_rules)
+            margins0 = meter.margins(images[v0.name], [rows[i] for i in got])
             for a, m in margins0.items():
                 if category_of(a) == k:
                     zero_margins[a][got] = m
@@ -494,8 +532,9 @@ def _category_metrics(config: EvalConfig, rows: list[EvalRow], images, dial: dic
     by_attribute, by_category = {}, {}
     for c in dial:
         vt = category_variant(c, top)
-        margins = M.adherence_margins(images[vt.name], rows, active_rules)
-        fired, baseline = M.leakage_fired([o for o, _ in images[vt.name]], base_o, leak_attributes, active_rules)
+        margins = meter.margins(images[vt.name], rows)
+        fired, baseline = M.leakage_fired([o for o, _ in images[vt.name]], base_o, leak_attributes, meter=meter,
+                                          rows=rows)
         leakage = M.leakage_summary(fired, baseline, **kw)["by_attribute"]
         by_attribute[c], by_category[c] = M.cross_effects(margins, zero_margins, leakage, columns, **kw)
     cross = {"top_weight": top, "adapters": list(dial), "categories": list(columns),

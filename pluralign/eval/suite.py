@@ -177,6 +177,9 @@ class SuiteSource:
     default_n: int = 72
     default_seed: int = 0
     content_checker: Callable[[], Any] | None = None
+    # an intent-scorer spec (pluralign.rewards.intent_scorers) that judges the suite's attributes no verifier
+    # rule measures; the eval uses it with attribute_judge: auto
+    attribute_judge: str | None = None
 
 
 ENTRY_POINT_GROUP = "pluralign.suites"

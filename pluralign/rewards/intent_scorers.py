@@ -72,6 +72,14 @@ class IntentScorer:
     """Base class; subclasses implement :meth:`attribute_score` and :meth:`content_score` (float64 [N])."""
 
     name: str = "scorer"
+    # attribute_score above this = "the image shows the attributes", which is how the eval's attribute judge
+    # decides adherence for attributes no verifier rule measures (probabilities: 0.5; margins and directional
+    # differences: 0)
+    decision_threshold: float = 0.0
+
+    def measures(self, attribute: str) -> bool:
+        """Whether :meth:`attribute_score` can say anything about ``attribute`` (NaN otherwise)."""
+        return True
 
     def check_available(self) -> None:
         """Raise, naming what is missing and how to get it, before any work; a model-free scorer has nothing to check."""
@@ -114,6 +122,9 @@ class VerifierScorer(IntentScorer):
     """
 
     name = "verifiers"
+
+    def measures(self, attribute: str) -> bool:
+        return attribute in load_rules()
 
     def attribute_score(self, images, prompts_o, prompts_a, attributes, references=None):
         images = list(images)
@@ -162,6 +173,8 @@ class PromptAwareScorer(IntentScorer):
 class JudgeScorer(IntentScorer):
     """A local VLM: mean P(yes) over the row's attributes (the taxonomy's phrasing), NaN for a row with
     none; content is P(yes) to "Does this image show <P_o>?"."""
+
+    decision_threshold = 0.5  # P(yes)
 
     def __init__(self, judge: VLMJudge, name: str):
         self.judge, self.name = judge, name

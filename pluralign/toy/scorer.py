@@ -6,11 +6,13 @@ interface (``check_available``, ``ensure_loaded``, ``attribute_score``, ``conten
 
 * ``content_score``: the checker's probability that the image shows the shape *and* colour named in P_o
   (``"a red circle on a light blue background"``), in [0, 1];
-* ``attribute_score``: the paired verifier rules (:func:`pluralign.rewards.rules.adherence_scores`) of the
-  image against the clean render of the scene P_o describes. A rule compares two images of one scene; the
-  world can draw that scene, so a single image gets a score: the smallest margin (statistic - calibrated
-  threshold) over the requested verifiable attributes, > 0 when the image shows all of them. NaN for an
-  attribute no rule measures (the toy world has none). Every candidate of a prompt pair, under P_a or P_o,
+* ``attribute_score``: for pixel attributes, the paired verifier rules
+  (:func:`pluralign.rewards.rules.adherence_scores`) of the image against the clean render of the scene P_o
+  describes. A rule compares two images of one scene; the world can draw that scene, so a single image gets
+  a score: the margin (statistic - calibrated threshold), > 0 when the image shows the attribute. For the
+  semantic attributes (decay, unfinished, bleak), which no rule measures, the checker's attribute head:
+  P(shows it) - 0.5. A row's score is the smallest margin over its requested attributes (> 0: it shows
+  all of them); NaN for an attribute neither measures. Every candidate of a prompt pair, under P_a or P_o,
   is measured against the same render, so their scores compare directly; same-seed ``references`` are
   accepted and not needed.
 
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from pluralign.rewards.intent_scorers import IntentScorer
-from pluralign.rewards.rules import THRESHOLDS_PATH, adherence_scores
+from pluralign.rewards.rules import THRESHOLDS_PATH, adherence_scores, load_rules
 
 from . import paths, world
 from .checker import CONFIG, WEIGHTS, ContentChecker, _to_tensor
@@ -83,6 +85,13 @@ class ToyScorer(IntentScorer):
             raise ValueError(f"toy scorer: {n} images but {len(rows)} attribute entries")
         return [[r] if isinstance(r, str) else list(r) for r in rows]
 
+    def judged(self) -> list[str]:
+        """The semantic attributes the checker's attribute head judges."""
+        return list(self.ensure_loaded().checker.attributes)
+
+    def measures(self, attribute: str) -> bool:
+        return attribute in load_rules() or attribute in self.judged()
+
     def attribute_score(self, images: Sequence, prompts_o: Sequence[str], prompts_a: Sequence[str],
                         attributes, references: Sequence | None = None) -> np.ndarray:
         images = list(images)
@@ -90,13 +99,22 @@ class ToyScorer(IntentScorer):
             raise ValueError(f"toy scorer: {len(images)} images but {len(prompts_o)} prompts P_o")
         if not images:
             return np.zeros(0)
+        wanted = self._lists(len(images), attributes)
+        judged = set(self.judged()) & {a for w in wanted for a in w}
+        ruled = [[a for a in w if a not in judged] for w in wanted]
         refs = {}
         for p in prompts_o:
             if p not in refs:
                 colour, shape, background = parse_caption(p)
                 refs[p] = world.render(world.Scene(shape, colour, background))
-        return np.asarray(adherence_scores(images, [refs[p] for p in prompts_o], self._lists(len(images), attributes)),
-                          dtype=np.float64)
+        score = np.asarray(adherence_scores(images, [refs[p] for p in prompts_o], ruled), dtype=np.float64)
+        if judged:
+            probs = self.checker.attribute_probs(images)
+            for i, w in enumerate(wanted):
+                for a in judged & set(w):
+                    m = probs[a][i] - 0.5
+                    score[i] = m if np.isnan(score[i]) else min(score[i], m)
+        return score
 
     @torch.no_grad()
     def content_score(self, images: Sequence, prompts_o: Sequence[str],

@@ -16,7 +16,7 @@ REPORTING_SEED = 1000  # the suite every reported number uses; tuning runs on ot
 
 def source() -> SuiteSource:
     return SuiteSource(records=world.eval_suite, default_n=72, default_seed=REPORTING_SEED,
-                       content_checker=ContentChecker.from_pretrained)
+                       content_checker=ContentChecker.from_pretrained, attribute_judge="toy")
 
 
 def toy_rows(n: int = 72, seed: int = REPORTING_SEED) -> list[EvalRow]:
