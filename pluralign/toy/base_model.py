@@ -68,6 +68,9 @@ class BaseModelConfig:
                                     "validation suite, seed 5000, among 4/6/8)", min=1)
     max_tokens: int = option(32, "tokenizer model_max_length (the world's longest caption is 25 tokens)", min=8,
                              max=77)
+    init_from: str = option("", "a toy base pipeline directory to continue from instead of training from scratch: its "
+                            "autoencoder, text encoder and denoiser start this build's (their architecture options are "
+                            "then ignored); the world's semantic attributes were added to the shipped base this way")
     device: str = option("cpu", "where the autoencoder and the denoiser train (cpu, cuda, cuda:1, ...); the models "
                          "are moved back to the CPU afterwards")
 
@@ -135,6 +138,23 @@ def make_vae(latent_channels: int, seed: int):
     )
 
 
+def _continued(cfg: BaseModelConfig, part: str):
+    """``part`` (vae, text_encoder, unet) of the pipeline at ``cfg.init_from``, to continue training."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    path = Path(cfg.init_from) / part
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"init_from: {path} has no config.json; give the directory of a toy base pipeline "
+                                "(e.g. pluralign/toy/checkpoints/base)")
+    cls = {"vae": AutoencoderKL, "text_encoder": CLIPTextModel, "unet": UNet2DConditionModel}[part]
+    model = cls.from_pretrained(str(path))
+    if part == "vae" and model.config.latent_channels != cfg.latent_channels:
+        raise ValueError(f"init_from: {path} has {model.config.latent_channels} latent channels, latent_channels is "
+                         f"{cfg.latent_channels}; set --latent_channels {model.config.latent_channels}")
+    return model.float()
+
+
 def high_frequency_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """L1 distance between the horizontal and vertical neighbour differences of two NCHW batches."""
     dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
@@ -146,7 +166,8 @@ def train_vae(data: ToyData, cfg: BaseModelConfig, progress: bool = True):
     from tqdm.auto import tqdm
 
     dev = torch.device(cfg.device)
-    vae = make_vae(cfg.latent_channels, cfg.seed).to(dev)
+    vae = _continued(cfg, "vae") if cfg.init_from else make_vae(cfg.latent_channels, cfg.seed)
+    vae = vae.to(dev)
     x_all = _nchw(data.images).to(dev)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.vae_lr, total_steps=cfg.vae_steps, pct_start=0.1)
@@ -266,8 +287,11 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
     from tqdm.auto import tqdm
 
     dev = torch.device(cfg.device)
-    text_encoder = make_text_encoder(tokenizer, cfg.text_hidden, cfg.text_layers, cfg.seed + 2).to(dev)
-    unet = make_unet(cfg.latent_channels, cfg.unet_channels, cfg.text_hidden, cfg.seed + 3).to(dev)
+    if cfg.init_from:
+        text_encoder, unet = _continued(cfg, "text_encoder").to(dev), _continued(cfg, "unet").to(dev)
+    else:
+        text_encoder = make_text_encoder(tokenizer, cfg.text_hidden, cfg.text_layers, cfg.seed + 2).to(dev)
+        unet = make_unet(cfg.latent_channels, cfg.unet_channels, cfg.text_hidden, cfg.seed + 3).to(dev)
     train_sched, _ = schedulers()
     alphas = train_sched.alphas_cumprod.to(dev)
     empty = tokenize(tokenizer, [""])[0].to(dev)

@@ -182,6 +182,13 @@ def accuracy(checker: ContentChecker, data: CheckerData) -> float:
     return float(np.mean(ok))
 
 
+def soften(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Each image of NCHW ``x`` blended with its 3x3 box blur by ``amount`` (per image, in [0, 1])."""
+    blurred = nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    w = amount.view(-1, 1, 1, 1)
+    return x * (1 - w) + blurred * w
+
+
 def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, lr: float = 3e-3,
                   width: int = 16, seed: int = 0, progress: bool = True) -> tuple[ContentChecker, dict]:
     """Train the checker from scratch; returns it and a record (config, held-out accuracies, wall time)."""
@@ -205,8 +212,10 @@ def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, 
     for _ in bar:
         idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
         x = x_all[idx]
-        # mild pixel noise + random flips: generated images are never exact renders
+        # mild pixel noise, softening and random flips: generated images are never exact renders (an
+        # autoencoder's round trip softens cracks, outlines and rain first)
         x = (x + 0.03 * torch.randn(x.shape, generator=g) * torch.rand(len(x), 1, 1, 1, generator=g)).clamp(0, 1)
+        x = soften(x, torch.rand(len(x), generator=g) * 0.6)
         if torch.rand((), generator=g) < 0.5:
             x = x.flip(3)
         s, c, a = net(x)
