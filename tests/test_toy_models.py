@@ -131,3 +131,36 @@ def test_content_ceiling_measures_renders_and_their_round_trip():
     assert np.abs(back[0] - images[0]).mean() < 0.05
     grey = np.full_like(images, 128 / 255)  # no subject at all
     assert ContentChecker.from_pretrained().check(list(reconstruct(vae, grey)), rows).mean() <= 0.25
+
+
+def test_checker_attribute_head_round_trips_and_feeds_the_toy_scorer(tmp_path):
+    import torch
+
+    from pluralign.toy.checker import CheckerNet, ContentChecker
+    from pluralign.toy.scorer import ToyScorer
+
+    torch.manual_seed(0)
+    net = CheckerNet(len(world.SHAPES), len(world.COLOURS), n_attributes=len(world.SEMANTIC_ATTRIBUTES))
+    c = ContentChecker(net, list(world.SHAPES), list(world.COLOURS), attributes=list(world.SEMANTIC_ATTRIBUTES))
+    scenes = world.sample_scenes(3)
+    images = [world.render_semantic(s, "decay") for s in scenes]
+    probs = c.attribute_probs(images)
+    assert list(probs) == list(world.SEMANTIC_ATTRIBUTES) and all(p.shape == (3,) for p in probs.values())
+    c.save_pretrained(tmp_path / "ck")
+    again = ContentChecker.from_pretrained(tmp_path / "ck")
+    assert again.attributes == c.attributes
+    np.testing.assert_array_equal(again.attribute_probs(images)["decay"], probs["decay"])
+    # the toy scorer judges semantic attributes with the head (P - 0.5) and pixel ones with the rules;
+    # a row asking for both gets the smaller margin
+    scorer = ToyScorer(str(tmp_path / "ck"))
+    assert scorer.measures("decay") and scorer.measures("blurry") and not scorer.measures("grief")
+    prompts = [world.caption(s) for s in scenes]
+    decay = scorer.attribute_score(images, prompts, prompts, "decay")
+    np.testing.assert_allclose(decay, probs["decay"] - 0.5)
+    blurry = scorer.attribute_score(images, prompts, prompts, "blurry")
+    both = scorer.attribute_score(images, prompts, prompts, [["blurry", "decay"]] * 3)
+    np.testing.assert_allclose(both, np.minimum(decay, blurry))
+    # a checker from before the head cannot judge them, and says how to get one that can
+    old = ContentChecker(CheckerNet(len(world.SHAPES), len(world.COLOURS)), list(world.SHAPES), list(world.COLOURS))
+    with pytest.raises(ValueError, match="build-toy --stages checker"):
+        old.attribute_probs(images)

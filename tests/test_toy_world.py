@@ -61,3 +61,36 @@ def test_eval_suite_is_balanced_and_complete():
         assert r["prompt_a"].startswith(r["prompt_o"]) and r["prompt_a"] != r["prompt_o"]
         assert f"{r['colour']} {r['shape']}" in r["prompt_o"]
     assert rows == world.eval_suite(36, seed=5)
+
+
+@pytest.mark.parametrize("attribute", world.SEMANTIC_ATTRIBUTES)
+def test_semantic_attributes_are_drawn_as_scene_content(attribute):
+    scene = world.Scene(shape="circle", colour="blue", background="white")
+    clean = world.to_array(world.render(scene))
+    img = world.to_array(world.degraded_image(scene, attribute, seed=3))
+    assert img.shape == (32, 32, 3)
+    assert np.array_equal(img, world.to_array(world.render_semantic(scene, attribute, seed=3)))  # a pure function
+    assert np.abs(img - clean).mean() > 0.005  # it changes the picture (decay: only the object) ...
+    # ... in its own way: not a pixel operation on the clean render, so no degradation exists for it
+    with pytest.raises(ValueError, match="has no degradation"):
+        world.degradation_for(attribute)
+    mild, strong = (world.to_array(world.render_semantic(scene, attribute, s, seed=3)) for s in (0.3, 1.0))
+    assert np.abs(strong - clean).mean() > np.abs(mild - clean).mean()  # severity scales it
+
+
+def test_semantic_content_looks_like_its_description():
+    scene = world.Scene(shape="square", colour="red", background="white")
+    clean = world.to_array(world.render(scene))
+    # unfinished: an outline only, the background shows through the middle of the object
+    sketch = world.to_array(world.render_semantic(scene, "unfinished", seed=0))
+    assert np.allclose(sketch[14, 14], clean[2, 16], atol=0.08) and not np.allclose(clean[14, 14], clean[2, 16], atol=0.08)
+    # bleak: the sky darkens around the object, the object keeps its colour
+    bleak = world.to_array(world.render_semantic(scene, "bleak", seed=0))
+    assert bleak[2:6].mean() < clean[2:6].mean() - 0.3
+    assert np.allclose(bleak[16, 16], clean[16, 16], atol=0.25)
+    # decay: the background untouched, the object browned and darkened
+    decay = world.to_array(world.render_semantic(scene, "decay", seed=0))
+    assert np.allclose(decay[:4], clean[:4], atol=1e-6)
+    assert decay[12:20, 12:20].mean() < clean[12:20, 12:20].mean() - 0.03
+    with pytest.raises(ValueError, match="not a semantic attribute"):
+        world.render_semantic(scene, "blurry")
