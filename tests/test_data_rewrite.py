@@ -20,8 +20,7 @@ def test_taxonomy_shape():
         assert name in ATTRIBUTES
     assert ATTRIBUTES["blurry"].verifier == "sharpness" and ATTRIBUTES["blurry"].direction == -1
     assert ATTRIBUTES["vignette"].verifier == "vignetting" and ATTRIBUTES["vignette"].direction == -1
-    assert ATTRIBUTES["overexposed"].verifier == "headroom" and ATTRIBUTES["overexposed"].direction == -1
-    assert ATTRIBUTES["grief"].degradation is None
+    assert ATTRIBUTES["overexposed"].direction == +1 and ATTRIBUTES["grief"].degradation is None
     assert category_of("tilted") == "composition_and_structure"
     assert "muted" in attributes_in("color_and_tone")
     assert attributes_in("emotion_and_subject", degradable=True) == ()

@@ -133,3 +133,18 @@ def test_loading_another_adapter_under_the_same_name_replaces_it(tiny_pipeline_d
     np.testing.assert_array_equal(first, image())
     load_adapter(pipe, two, "intent")  # another source under the same name: replaced, not silently reused
     assert np.abs(first - image()).max() > 1e-4
+
+
+def test_attribute_judge_auto_none_and_spec(tmp_path):
+    from pluralign.eval.runner import load_attribute_judge
+    from pluralign.toy.scorer import ToyScorer
+
+    judge = load_attribute_judge("auto", "toy")  # the toy suite brings its checker as judge
+    assert isinstance(judge, ToyScorer) and judge.checker is not None
+    assert load_attribute_judge("none", "toy") is None
+    assert load_attribute_judge("auto", str(tmp_path / "rows.jsonl")) is None  # a prompt file brings none
+    with pytest.raises(ValueError, match="several scorers"):
+        load_attribute_judge("verifiers,toy", "toy")
+    # a named judge that is not on this machine fails before any image, naming what is missing
+    with pytest.raises(FileNotFoundError, match="content checker is missing"):
+        load_attribute_judge(f"toy:{tmp_path / 'nowhere'}", "toy")

@@ -35,7 +35,7 @@ def test_bad_scene_is_rejected():
 
 # each attribute moves its verifier in the intended direction on every scene
 DIRECTION = {
-    "blurry": ("sharpness", -1), "underexposed": ("brightness", -1), "overexposed": ("headroom", -1),
+    "blurry": ("sharpness", -1), "underexposed": ("brightness", -1), "overexposed": ("brightness", +1),
     "muted": ("saturation", -1), "noisy": ("noise", +1), "low_contrast": ("contrast", -1),
     "color_cast": ("color_cast", +1), "small_subject": ("subject_size", -1), "off_center": ("subject_offcenter", +1),
 }

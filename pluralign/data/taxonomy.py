@@ -136,7 +136,7 @@ _ALL = [
        "underexposure", "brightness", -1, "exposure"),
     _a("overexposed", "exposure_extremes", "color_brightness",
        ["blown-out and overexposed", "washed out by too much light", "with clipped, burnt highlights"],
-       "overexposure", "headroom", -1, "exposure"),
+       "overexposure", "brightness", +1, "exposure"),
     _a("light_leak", "light_leak", "lighting_distinction",
        ["with an orange light leak", "with light leaking across the frame", "fogged by a light leak"],
        "light_leak"),

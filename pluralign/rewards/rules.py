@@ -95,7 +95,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "film_grain": ("grain", "log_ratio", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
-    "overexposed": ("headroom", "log_ratio", -1, 0.05),
+    "overexposed": ("brightness", "log_ratio", +1, 0.02),
     "low_contrast": ("contrast", "log_ratio", -1, 0.01),
     "flat_lighting": ("contrast", "coarse_log_ratio", -1, 0.005),
     "muted": ("saturation", "log_ratio", -1, 0.02),

@@ -232,13 +232,6 @@ def _brightness(b: Batch) -> np.ndarray:
     return b.y_stats[:, 0]
 
 
-def _headroom(b: Batch) -> np.ndarray:
-    """1 - mean luminance: how far the frame is from white. Overexposure eats it; unlike the mean
-    brightness, which a frame that is bright already cannot raise by much (a pale background blown
-    to white gains a few percent), it keeps shrinking by a large factor."""
-    return 1.0 - b.y_stats[:, 0]
-
-
 def _highlight_clipping(b: Batch) -> np.ndarray:
     """Fraction of pixels with luminance at or above 0.98 (blown highlights)."""
     return (b.y >= 0.98).mean(axis=(1, 2))
@@ -638,7 +631,6 @@ def _occlusion(b: Batch) -> np.ndarray:
 BATCH_VERIFIERS: dict[str, Callable[[Batch], np.ndarray]] = {
     "sharpness": _sharpness,
     "brightness": _brightness,
-    "headroom": _headroom,
     "highlight_clipping": _highlight_clipping,
     "shadow_clipping": _shadow_clipping,
     "contrast": _contrast,
