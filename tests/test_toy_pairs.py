@@ -37,7 +37,7 @@ def test_over_pairs_bound_the_request_from_above():
     anti = [r for r in world_pairs.intent_pairs(9, seed=5) if r["kind"] == "anti"]
     over = world_pairs.over_pairs(9, seed=5, over_severity=1.0)
     below = [r for r in anti if world.SEVERITY[r["attributes"][0]] < 1.0]
-    assert len(over) == len(below) == sum(s < 1.0 for s in world.SEVERITY.values())
+    assert len(over) == len(below) == sum(world.SEVERITY[a] < 1.0 for a in world.ATTRIBUTES)
     for o, a in zip(over, below):
         assert (o["kind"], o["prompt"], o["pair_id"]) == ("anti", a["prompt"], a["pair_id"])
         assert np.array_equal(np.asarray(o["chosen"]), np.asarray(a["chosen"]))

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from pluralign.data.taxonomy import ATTRIBUTES
 from pluralign.rewards.intent import structural_similarity
 from pluralign.rewards.metrics import accuracy_report, paired_bootstrap_ci, rate_with_ci
-from pluralign.rewards.rules import adherence_table
+from pluralign.rewards.rules import adherence_table, load_rules
 
 from .suite import EvalRow
 
@@ -122,8 +123,6 @@ class AttributeMeter:
     reported as such by :func:`adherence_summary`, never as a rate."""
 
     def __init__(self, rules: dict | None = None, judge=None, judge_name: str | None = None):
-        from pluralign.rewards.rules import load_rules
-
         self.rules = load_rules() if rules is None else rules
         self.judge = judge
         self.judge_name = judge_name or (getattr(judge, "name", None) if judge is not None else None)
@@ -163,8 +162,6 @@ class AttributeMeter:
         """Attribute -> per-row bool: does ``images[i]`` (an ordinary-prompt image) show the attribute, judged
         against ``references[i]`` (a rule's paired comparison; a judge gets the row's P_o and P_o plus the
         attribute's phrasing)."""
-        from pluralign.data.taxonomy import ATTRIBUTES
-
         attributes = [a for a in attributes if self.source(a)]
         ruled = [a for a in attributes if a in self.rules]
         out = {}

@@ -29,6 +29,7 @@ import numpy as np
 from pluralign.config import option, to_dict
 from pluralign.data.taxonomy import CATEGORIES
 from pluralign.hub import require_model
+from pluralign.rewards.intent_scorers import CombinedScorer, build_intent_scorer
 from pluralign.rewards.registry import load_rewards
 from pluralign.rewards.rules import load_rules
 from pluralign.trainers.families import family_for_class
@@ -185,8 +186,6 @@ def check_adapter_identity(config: EvalConfig, weight_file: Path, pipe=None) -> 
 def load_attribute_judge(spec: str, suite: str, device: str = "auto"):
     """The attribute judge of ``spec`` (see ``EvalConfig.attribute_judge``), loaded; None for none. ``auto``
     takes the suite's own judge and, if it cannot be loaded, says so and measures without one."""
-    from pluralign.rewards.intent_scorers import CombinedScorer, build_intent_scorer
-
     if spec == "none":
         return None
     auto = spec == "auto"
