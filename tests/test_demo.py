@@ -33,8 +33,9 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     env = {**__import__("os").environ, "PLURALIGN_TOY_DIR": str(toy_dir), "WANDB_MODE": "offline",
            "WANDB_DIR": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pluralign.cli", "demo", "--output", str(out), "--n_prompts", "9", "--intent_items", "6",
-         "--max_steps", "2", "--num_inference_steps", "2", "--bootstrap", "100"],
+        [sys.executable, "-m", "pluralign.cli", "demo", "--output", str(out), "--n_prompts", "12", "--intent_items", "6",
+         "--semantic_prompts", "1", "--semantic_candidates", "2", "--max_steps", "2", "--num_inference_steps", "2",
+         "--bootstrap", "100"],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| target | measured | met |" in proc.stdout
@@ -42,12 +43,14 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     assert set(results["variants"]) == {"base", "aligned", "intent_dpo"}
     for name in ("base", "aligned", "intent_dpo"):
         v = results["variants"][name]
-        assert v["adherence"]["n"] == 9 and len(v["adherence"]["ci95"]) == 2
-        assert set(v["adherence"]["by_attribute"]) <= set(json.loads((toy_dir / "build_config.json").read_text())
-                                                          ["world"]["attributes"])
+        assert len(v["adherence"]["ci95"]) == 2
+        # 12 rows round-robin over the world's attributes: each requested once, every one measured
+        by_attr = v["adherence"]["by_attribute"]
+        assert set(by_attr) == set(world.ATTRIBUTES) and all(d["requested"] == d["n"] == 1 for d in by_attr.values())
+        assert {by_attr[a]["measured_by"] for a in world.SEMANTIC_ATTRIBUTES} == {"judge:toy"}
         assert 0.0 <= v["content_fidelity"]["value"] <= 1.0
-        by = v["content_fidelity"]["by_attribute"]  # 9 rows round-robin over the world's 9 attributes
-        assert set(by) == set(v["adherence"]["by_attribute"]) and all(d["n"] == 1 for d in by.values())
+        by = v["content_fidelity"]["by_attribute"]
+        assert set(by) == set(by_attr) and all(d["n"] == 1 for d in by.values())
     for name in ("aligned", "intent_dpo"):
         assert "max_abs_points" in results["variants"][name]["leakage"]
     gap = results["variants"]["intent_dpo"]["content_fidelity_delta_vs_reference"]  # paired, vs the aligned model
@@ -55,10 +58,20 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
                                                            - results["variants"]["aligned"]["content_fidelity"]["value"])
     assert results["targets"]["content fidelity within 5 pts of aligned"]["shown"].endswith("pts, paired")
     assert [p["weight"] for p in results["dial_curve"]] == [0.0, 0.5, 1.0]
+    curve = results["category_curves"]["emotion_and_subject"]  # the semantic rows, along the same dial
+    assert [p["weight"] for p in curve] == [0.0, 0.5, 1.0] and all(p["n"] == 3 for p in curve)
+    assert "emotion_and_subject adherence rises with adapter weight" in results["targets"]
     assert results["wall_seconds"] > 0
+    stages = results["stage_seconds"]
+    assert list(stages) == ["eval_base", "onpolicy_pairs", "train_intent", "eval_dial"]
+    assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= results["wall_seconds"]
     assert results["training"]["intent_dpo"]["steps"] == 2
+    # on-policy pairs: one prompt per semantic attribute, 2 candidates each way from the base model
+    onpolicy = results["onpolicy_pairs"]
+    assert onpolicy["prompt_pairs"] == 3 and onpolicy["rows"] == 2 * onpolicy["accepted"]
     rows = results["training"]["intent_dpo"]["rows_by_kind"]
-    assert rows["anti"] == rows["mirror"] == 6 and rows["general"] == 12  # anti_fraction 0.5
+    n_anti = 6 + onpolicy["accepted"]
+    assert rows["anti"] == rows["mirror"] == n_anti and rows["general"] == 2 * n_anti  # anti_fraction 0.5
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     md = (out / "report.md").read_text()
@@ -99,8 +112,8 @@ def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, 
 
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
     out = tmp_path / "demo"
-    assert main(["--output", str(out), "--n_prompts", "9", "--intent_items", "4", "--max_steps", "2",
-                 "--num_inference_steps", "2", "--bootstrap", "100", "--with_baselines", "true",
+    assert main(["--output", str(out), "--n_prompts", "9", "--intent_items", "4", "--semantic_prompts", "0",
+                 "--max_steps", "2", "--num_inference_steps", "2", "--bootstrap", "100", "--with_baselines", "true",
                  "--report_to", "none"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["variants"]) == {"base", "aligned", "intent_dpo", "dpo_aesthetic", "sft_anti"}
@@ -178,7 +191,8 @@ def test_targets_judge_each_promise_and_show_the_content_drop_with_its_direction
     from pluralign.toy.demo import check_targets, summary_tables
 
     def v(adh, content, leak=None):
-        out = {"adherence": {"value": adh}, "content_fidelity": {"value": content}}
+        by = {"muted": {"value": adh, "ci95": [adh - 0.1, min(1.0, adh + 0.1)]}}
+        out = {"adherence": {"value": adh, "by_attribute": by}, "content_fidelity": {"value": content}}
         if leak is not None:
             out["leakage"] = {"max_abs_points": leak, "by_attribute": {"muted": {"points": leak}}}
         return out
@@ -186,11 +200,12 @@ def test_targets_judge_each_promise_and_show_the_content_drop_with_its_direction
     dial = [{"weight": 0.0, "adherence": 0.236}, {"weight": 0.5, "adherence": 0.569}, {"weight": 1.0, "adherence": 0.875}]
     variants = {"base": v(0.931, 0.931), "aligned": v(0.236, 1.0), "intent_dpo": v(0.875, 68 / 72, 0.0)}
     t = check_targets(variants, dial)
+    assert "emotion_and_subject adherence rises with adapter weight" not in t  # no category curves given
     content = t["content fidelity within 5 pts of aligned"]
     assert content["measured"] == pytest.approx(100 * 4 / 72) and not content["met"]  # one row over 5 points
     assert content["shown"] == "5.6 pts below (94.4% vs 100.0%)"
     assert all(t[k]["met"] for k in t if k != "content fidelity within 5 pts of aligned")
-    rows = {r[0]: r[1:] for r in summary_tables({"variants": variants, "dial_curve": dial, "targets": t})[2][1]}
+    rows = {r[0]: r[1:] for r in summary_tables({"variants": variants, "dial_curve": dial, "targets": t})[-1][1]}
     assert rows["content fidelity within 5 pts of aligned"] == ["5.6 pts below (94.4% vs 100.0%)", "NO"]
 
     # with the paired gap from the eval (adapter minus aligned on the same rows) the row shows its interval
@@ -205,3 +220,39 @@ def test_targets_judge_each_promise_and_show_the_content_drop_with_its_direction
     assert t["content fidelity within 5 pts of aligned"]["shown"].startswith("4.2 pts above")
     assert t["content fidelity within 5 pts of aligned"]["met"] and t["adherence rises with adapter weight"]["met"]
     assert not t["leakage <= 3 pts on every attribute"]["met"]
+
+
+def test_every_attribute_is_held_to_its_own_bounds_and_the_semantic_dial_must_rise():
+    from pluralign.toy.demo import check_targets, summary_tables
+
+    def variant(by):
+        return {"adherence": {"value": 0.5, "by_attribute": {a: {"value": x, "ci95": [x - w, x + w]}
+                                                             for a, (x, w) in by.items()}}}
+
+    ok = {"base": variant({"blurry": (1.0, 0.05), "decay": (0.9, 0.1)}),
+          "aligned": variant({"blurry": (0.1, 0.1), "decay": (0.3, 0.12)}),
+          "intent_dpo": variant({"blurry": (0.9, 0.1), "decay": (0.82, 0.14)})}  # semantic: 80% is enough
+    dial = [{"weight": 0.0, "adherence": 0.2}, {"weight": 1.0, "adherence": 0.9}]
+    rising = {"emotion_and_subject": [{"weight": 0.0, "adherence": 0.3, "ci95": [0.1, 0.5], "n": 16},
+                                      {"weight": 1.0, "adherence": 0.8, "ci95": [0.6, 0.95], "n": 16}]}
+    t = check_targets(ok, dial, rising)
+    per_attr = "every attribute: base >= 85%, aligned <= 35%, intent-DPO >= 85% (semantic >= 80%)"
+    assert t[per_attr] == {"measured": [], "shown": "all met", "met": True}
+    assert t["every attribute's 95% CI half-width <= 15 pts"]["met"]
+    assert t["every attribute's 95% CI half-width <= 15 pts"]["measured"] == pytest.approx(14.0)
+    assert t["emotion_and_subject adherence rises with adapter weight"]["met"]
+
+    bad = {**ok, "aligned": variant({"blurry": (1.0, 0.2), "decay": (0.3, 0.1)}),
+           "intent_dpo": variant({"blurry": (0.84, 0.1)})}  # pixel needs 85%; decay not measured at all
+    flat = {"emotion_and_subject": [{**p, "adherence": 0.5} for p in rising["emotion_and_subject"]]}
+    t = check_targets(bad, dial, flat)
+    assert t[per_attr]["measured"] == ["blurry: aligned 100%", "blurry: intent_dpo 84%", "decay: intent_dpo unmeasured"]
+    assert not t[per_attr]["met"] and not t["every attribute's 95% CI half-width <= 15 pts"]["met"]
+    assert not t["emotion_and_subject adherence rises with adapter weight"]["met"]
+    # the report shows each category's dial with its CI, and names every miss
+    tables = summary_tables({"variants": bad, "dial_curve": dial, "category_curves": flat, "targets": t})
+    header, body = tables[2]
+    assert header == ["category (rows)", "weight 0 [95% CI]", "weight 1 [95% CI]"]
+    assert body == [["emotion_and_subject (16)", "50.0% [10, 50]", "50.0% [60, 95]"]]
+    shown = {r[0]: r[1] for r in tables[-1][1]}
+    assert shown[per_attr] == "blurry: aligned 100%; blurry: intent_dpo 84%; decay: intent_dpo unmeasured"

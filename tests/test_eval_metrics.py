@@ -90,6 +90,19 @@ def _tinted(image, red: bool) -> Image.Image:
     return Image.fromarray(x.astype(np.uint8))
 
 
+def test_category_adherence_counts_each_row_on_its_own_category_attributes_only():
+    # row 0: blurry (clarity) shown + grief (emotion) missed; row 1: grief shown; row 2: underexposed
+    # (lighting) missed; row 3: an attribute outside the taxonomy (no category)
+    margins = {"blurry": np.array([0.3, NAN, NAN, NAN]), "grief": np.array([-0.1, 0.2, NAN, NAN]),
+               "underexposed": np.array([NAN, NAN, -0.5, NAN]), "my_rule": np.array([NAN, NAN, NAN, 1.0])}
+    by = M.adherence_summary(margins, n_boot=200)["by_category"]
+    assert set(by) == {"clarity_and_focus", "emotion_and_subject", "lighting_and_exposure"}
+    assert (by["emotion_and_subject"]["value"], by["emotion_and_subject"]["n"]) == (0.5, 2)
+    assert by["emotion_and_subject"]["attributes"] == ["grief"]
+    assert (by["clarity_and_focus"]["value"], by["clarity_and_focus"]["n"]) == (1.0, 1)
+    assert (by["lighting_and_exposure"]["value"], by["lighting_and_exposure"]["n"]) == (0.0, 1)
+
+
 def test_judge_only_attribute_is_unmeasured_without_a_judge_and_never_a_rate():
     o = [_image(0.6, seed=i) for i in range(4)]
     a = [Image.fromarray((np.asarray(im) * 0.3).astype(np.uint8)) for im in o]

@@ -112,7 +112,20 @@ def adherence_summary(margins: dict[str, np.ndarray], *, rows: Sequence[EvalRow]
         out["rows"] = len(rows)
         out["rows_measured"] = out["n"]
     out["by_attribute"] = by_attribute
+    out["by_category"] = category_adherence(margins, n_boot=n_boot, seed=seed)
     return out
+
+
+def category_adherence(margins: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Per taxonomy category, adherence over the rows that request one of its measured attributes, counting
+    only those attributes (the category adapter's share of a multi-attribute row). Attributes outside the
+    taxonomy have no category and are left out."""
+    by_cat: dict[str, dict[str, np.ndarray]] = {}
+    for attr, m in margins.items():
+        if attr in ATTRIBUTES:
+            by_cat.setdefault(ATTRIBUTES[attr].category, {})[attr] = m
+    return {c: {**rate_ci(row_adherence(ms), n_boot=n_boot, seed=seed), "attributes": sorted(ms)}
+            for c, ms in sorted(by_cat.items())}
 
 
 class AttributeMeter:

@@ -5,7 +5,10 @@ anti-aesthetic requests and an *aligned* one after "universal aesthetic" Diffusi
 does not. The demo
 
 1. evaluates the base and the aligned model on the toy suite (paired I_o / I_a, same seed);
-2. builds intent-conditioned pairs (anti + mirror) mixed with ordinary aesthetic pairs;
+2. builds intent-conditioned pairs (anti + mirror) mixed with ordinary aesthetic pairs: for the pixel
+   attributes from the world's degradations, for the semantic ones (decay, unfinished, bleak: scene
+   content no pixel operation fakes) on-policy, sampled from the base model and picked best-of-K by the
+   toy scorer (``pluralign data generate``);
 3. trains an intent-conditioned Diffusion-DPO LoRA on the aligned model with ``pluralign.trainers``;
 4. evaluates the adapter along the dial (weights 0, 0.5, 1) with ``pluralign.eval``;
 5. optionally (``--with_baselines``) trains, with the same budget and data sources, plain
@@ -36,14 +39,17 @@ from pluralign.eval import metrics as M
 from pluralign.eval.generate import load_pipeline
 from pluralign.eval.report import data_uri, html_table, md_table
 from pluralign.eval.runner import EvalConfig, run_eval
-from pluralign.rewards.rules import load_rules
+from pluralign.eval.suite import from_records
+from pluralign.onpolicy.config import GenerateConfig
+from pluralign.onpolicy.generate import generate_dataset
 from pluralign.trainers import DPOTrainConfig, train
 
-from . import paths, world_pairs
+from . import paths, world, world_pairs
 from .align import save_pairs
 from .checker import ContentChecker
+from .scorer import ToyScorer
 from .suite import toy_rows
-from .world import ATTRIBUTES, SIZE
+from .world import ATTRIBUTES, PIXEL_ATTRIBUTES, SEMANTIC_ATTRIBUTES, SIZE
 
 # What the demo promises, checked on every run and reported with the measured values.
 TARGETS = {
@@ -52,7 +58,13 @@ TARGETS = {
     "intent_adherence_min": 0.85,
     "leakage_max_points": 3.0,
     "content_fidelity_max_drop_points": 5.0,
+    # per attribute: the same bounds, except that a semantic attribute (scene content, learnt from on-policy
+    # samples of the base rather than exact renders) is held to 80% after the fix
+    "semantic_intent_adherence_min": 0.80,
+    "attribute_ci_half_width_max_points": 15.0,
 }
+# the category whose dial curve must rise: the one only on-policy pairs reach
+DIAL_CATEGORY = "emotion_and_subject"
 
 
 @dataclass
@@ -60,10 +72,16 @@ class DemoConfig:
     """Options of ``pluralign demo`` (YAML keys or ``--flags``)."""
 
     output: str = option("outputs/demo", "where results.json, the reports, the adapter and the W&B run go")
-    n_prompts: int = option(72, "eval prompt pairs (balanced over the world's 9 attributes)", min=1, max=10_000)
+    n_prompts: int = option(72, "eval prompt pairs (balanced over the world's attributes, pixel and semantic)", min=1, max=10_000)
     suite_seed: int = option(1000, "seed of the eval suite (disjoint from training scenes)", min=0,
                             max=2**32 - 1)
-    intent_items: int = option(288, "scenes turned into an anti + mirror pair each", min=1, max=100_000)
+    intent_items: int = option(288, "scenes turned into an anti + mirror pair each (pixel attributes, round-robin)",
+                               min=1, max=100_000)
+    semantic_prompts: int = option(32, "prompt pairs per semantic attribute (decay, unfinished, bleak) sampled from "
+                                   "the base model for on-policy anti + mirror pairs (0: no semantic pairs)",
+                                   min=0, max=100_000)
+    semantic_candidates: int = option(4, "K: candidates per on-policy prompt pair under P_a and under P_o (shared "
+                                      "seeds); the toy scorer keeps the best", min=1, max=64)
     over_severity: float = option(0.0, "also give the intent adapter, per intent item, an anti row in which the "
                                   "world's render beats the same degradation at this higher severity, bounding the "
                                   "request from above (toy.world_pairs.over_pairs; 0 disables)", min=0, max=1.0)
@@ -107,20 +125,55 @@ def _check_checkpoints() -> None:
                                 "rebuild them with `pluralign build-toy` (or set PLURALIGN_TOY_DIR).")
 
 
-def training_rows(cfg: DemoConfig, kind: str) -> list[dict]:
+# the on-policy prompts' scenes: disjoint from the degradation pairs' (data_seed) and the suites'
+ONPOLICY_SEED_OFFSET = 500
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "kind", "attributes", "category", "source", "severity", "pair_id")
+
+
+def onpolicy_prompts(cfg: DemoConfig):
+    """The semantic attributes' prompt pairs (round-robin over the attributes) as eval rows for ``data generate``."""
+    seed = cfg.data_seed + ONPOLICY_SEED_OFFSET
+    records = world.eval_suite(cfg.semantic_prompts * len(SEMANTIC_ATTRIBUTES), seed, SEMANTIC_ATTRIBUTES)
+    return from_records(records, "toy on-policy prompts", seed=seed)
+
+
+def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path) -> tuple[list[dict], dict]:
+    """On-policy anti + mirror rows for the semantic attributes: the base model samples K candidates under
+    P_a and P_o per prompt pair, the toy scorer (the checker's attribute head) picks the best P_a image that
+    shows the request and keeps the subject, against the cleanest P_o image (``pluralign data generate``,
+    resumable: a killed demo keeps the finished shards). Returns the rows and the run's summary."""
+    import datasets
+
+    if not cfg.semantic_prompts:
+        return [], {}
+    t0 = time.perf_counter()
+    gcfg = GenerateConfig(generator=str(paths.base_dir()), suite="toy", num_candidates=cfg.semantic_candidates,
+                          scorer="toy", min_chosen_score=0.0, num_inference_steps=sampling["num_inference_steps"],
+                          guidance_scale=sampling["guidance_scale"], batch_size=cfg.batch_size * 2, seed=cfg.data_seed,
+                          output_dir=str(out / "data" / "onpolicy"), overwrite=True)
+    path = generate_dataset(gcfg, pipe=pipe, scorer=scorer, rows=onpolicy_prompts(cfg))
+    ds = datasets.load_from_disk(str(path))
+    rows = [{k: r[k] for k in PAIR_COLUMNS} for r in ds]
+    log = json.loads((path / "generate_log.json").read_text(encoding="utf-8"))["summary"]
+    return rows, {**log, "wall_seconds": time.perf_counter() - t0}
+
+
+def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None) -> list[dict]:
     """The training rows of one method, all from the same scenes (same data sources, same budget).
 
-    * ``intent``: anti + mirror pairs (and, with ``over_severity``, the over-degradation rows of
-      :func:`~pluralign.toy.world_pairs.over_pairs`) mixed with ordinary aesthetic pairs at ``anti_fraction``;
+    * ``intent``: anti + mirror pairs - from the world's degradations for the pixel attributes, the
+      ``onpolicy`` rows (:func:`generate_onpolicy`) for the semantic ones - and, with ``over_severity``,
+      the over-degradation rows of :func:`~pluralign.toy.world_pairs.over_pairs`, mixed with ordinary
+      aesthetic pairs at ``anti_fraction``;
     * ``aesthetic``: what the field does - the same scenes, the clean render preferred under both
       the ordinary and the anti-aesthetic caption, plus the same ordinary aesthetic pairs;
     * ``sft``: the anti-aesthetic images with their anti-aesthetic captions only (the source
       paper's mitigation), trained with the plain denoising loss.
     """
-    intent = world_pairs.intent_pairs(cfg.intent_items, cfg.data_seed)
+    intent = world_pairs.intent_pairs(cfg.intent_items, cfg.data_seed, PIXEL_ATTRIBUTES) + list(onpolicy or [])
     # over-degradation rows are part of the intent method's data; the baselines keep their mix
-    over = world_pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity,
-                            over_attributes=tuple(cfg.over_attributes)) \
+    over = world_pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity, PIXEL_ATTRIBUTES,
+                                  over_attributes=tuple(cfg.over_attributes)) \
         if cfg.over_severity and kind == "intent" else []
     n_general = round(len(intent + over) * (1 - cfg.anti_fraction) / cfg.anti_fraction)
     general = world_pairs.aesthetic_pairs(n_general, cfg.data_seed + 1000) if n_general else []
@@ -162,10 +215,11 @@ def training_config(train: DPOTrainConfig, kind: str, data_dir: Path, out: Path,
     return dataclasses.replace(train, **changes)
 
 
-def train_adapter(cfg: DemoConfig, train_cfg: DPOTrainConfig, kind: str, out: Path, report_to: str) -> tuple[Path, dict]:
+def train_adapter(cfg: DemoConfig, train_cfg: DPOTrainConfig, kind: str, out: Path, report_to: str,
+                  onpolicy: list[dict] | None = None) -> tuple[Path, dict]:
     """Train one adapter on the aligned model; returns its diffusers LoRA dir and a summary."""
     t0 = time.perf_counter()
-    rows = training_rows(cfg, kind)
+    rows = training_rows(cfg, kind, onpolicy)
     data_dir = save_pairs(rows, out / "data" / kind)
     result = train(training_config(train_cfg, kind, data_dir, out, report_to))
     kinds = dict(Counter(r["kind"] for r in rows))
@@ -179,12 +233,12 @@ def _load(path: Path):
     return pipe
 
 
-def _evaluate(pipe, rows, checker, out: Path, cfg: DemoConfig, sampling: dict, adapter: Path | None,
+def _evaluate(pipe, rows, checker, judge, out: Path, cfg: DemoConfig, sampling: dict, adapter: Path | None,
               weights: list[float], wandb_run=None, adapter_name: str = "intent") -> dict:
     ecfg = EvalConfig(adapter=str(adapter) if adapter else None, adapter_name=adapter_name, weights=weights, suite="toy",
                       n_prompts=len(rows), suite_seed=cfg.suite_seed, batch_size=cfg.batch_size,
                       bootstrap=cfg.bootstrap, output=str(out), check_weight_zero=0.0 in weights, **sampling)
-    return run_eval(ecfg, pipe=pipe, rows=rows, content_checker=checker, wandb_run=wandb_run)
+    return run_eval(ecfg, pipe=pipe, rows=rows, content_checker=checker, wandb_run=wandb_run, attribute_judge=judge)
 
 
 def _o_images(images_dir: Path, n: int):
@@ -193,12 +247,13 @@ def _o_images(images_dir: Path, n: int):
     return [Image.open(images_dir / f"{i:05d}_o.png").convert("RGB") for i in range(n)]
 
 
-def _leakage_between(model_dir: Path, reference_dir: Path, rows, bootstrap: int) -> dict:
-    """Leakage of one model's ordinary-prompt images against another's (same seeds)."""
-    rules = load_rules()
-    attrs = sorted({a for r in rows for a in r.attributes if a in rules})
+def _leakage_between(model_dir: Path, reference_dir: Path, rows, judge, bootstrap: int) -> dict:
+    """Leakage of one model's ordinary-prompt images against another's (same seeds), every attribute measured
+    as the eval measures it (rule, else the toy judge)."""
+    meter = M.AttributeMeter(judge=judge)
+    attrs = meter.measurable(a for r in rows for a in r.attributes)
     fired, baseline = M.leakage_fired(_o_images(model_dir, len(rows)), _o_images(reference_dir, len(rows)),
-                                      attrs, rules)
+                                      attrs, meter=meter, rows=rows)
     return M.leakage_summary(fired, baseline, n_boot=bootstrap)
 
 
@@ -218,7 +273,45 @@ def _score(v: dict) -> float | None:
     return adh - leak / 100.0
 
 
-def check_targets(variants: dict[str, dict], dial: list[dict]) -> dict[str, dict]:
+def category_curves(eval_variants: dict[str, dict]) -> dict[str, list[dict]]:
+    """Per taxonomy category, the adapter's adherence on the rows requesting that category at each dial
+    weight (weight 0 is the aligned model), with its CI: the aesthetic dial read per category."""
+    curves: dict[str, list[dict]] = {}
+    for v in eval_variants.values():
+        if v.get("weight") is None:
+            continue
+        for cat, a in ((v.get("adherence") or {}).get("by_category") or {}).items():
+            curves.setdefault(cat, []).append({"weight": v["weight"], "adherence": a.get("value"),
+                                               "ci95": a.get("ci95"), "n": a.get("n")})
+    return {c: sorted(points, key=lambda p: p["weight"]) for c, points in sorted(curves.items())}
+
+
+def attribute_misses(variants: dict[str, dict]) -> tuple[list[str], float | None]:
+    """Every (attribute, model) that misses its per-attribute bound, as ``"color_cast: aligned 100%"``, and
+    the widest per-attribute CI half-width (points) among base, aligned and intent-DPO."""
+    by = {n: ((variants.get(n) or {}).get("adherence") or {}).get("by_attribute") or {}
+          for n in ("base", "aligned", "intent_dpo")}
+    misses, widest = [], None
+    for attr in sorted(set().union(*by.values())):
+        intent_min = TARGETS["semantic_intent_adherence_min"] if attr in SEMANTIC_ATTRIBUTES \
+            else TARGETS["intent_adherence_min"]
+        bounds = {"base": (TARGETS["base_adherence_min"], None), "aligned": (None, TARGETS["aligned_adherence_max"]),
+                  "intent_dpo": (intent_min, None)}
+        for name, (lo, hi) in bounds.items():
+            entry = by[name].get(attr) or {}
+            value = entry.get("value")
+            if value is None:
+                misses.append(f"{attr}: {name} unmeasured")
+            elif (lo is not None and value < lo) or (hi is not None and value > hi):
+                misses.append(f"{attr}: {name} {100 * value:.0f}%")
+            if entry.get("ci95"):
+                half = 50 * (entry["ci95"][1] - entry["ci95"][0])
+                widest = half if widest is None else max(widest, half)
+    return misses, widest
+
+
+def check_targets(variants: dict[str, dict], dial: list[dict], categories: dict[str, list[dict]] | None = None
+                  ) -> dict[str, dict]:
     """Each target of the demo with the measured value and whether it is met."""
     val = lambda name, key: ((variants.get(name) or {}).get(key) or {}).get("value")  # noqa: E731
     t: dict[str, dict] = {}
@@ -248,6 +341,15 @@ def check_targets(variants: dict[str, dict], dial: list[dict]) -> dict[str, dict
     curve = [p["adherence"] for p in sorted(dial, key=lambda p: p["weight"])]
     t["adherence rises with adapter weight"] = {
         "measured": curve, "met": len(curve) >= 2 and all(b > a for a, b in zip(curve, curve[1:]))}
+    misses, widest = attribute_misses(variants)
+    t["every attribute: base >= 85%, aligned <= 35%, intent-DPO >= 85% (semantic >= 80%)"] = {
+        "measured": misses, "shown": "; ".join(misses) or "all met", "met": not misses}
+    t["every attribute's 95% CI half-width <= 15 pts"] = {
+        "measured": widest, "met": widest is not None and widest <= TARGETS["attribute_ci_half_width_max_points"]}
+    if categories is not None:
+        cat = [p["adherence"] for p in categories.get(DIAL_CATEGORY, [])]
+        t[f"{DIAL_CATEGORY} adherence rises with adapter weight"] = {
+            "measured": cat, "met": len(cat) >= 2 and None not in cat and all(b > a for a, b in zip(cat, cat[1:]))}
     baselines = [n for n in ("dpo_aesthetic", "sft_anti") if n in variants]
     if baselines:
         mine = _score(variants["intent_dpo"])
@@ -262,12 +364,12 @@ def check_targets(variants: dict[str, dict], dial: list[dict]) -> dict[str, dict
 # reports
 
 
-def _fmt_rate(d: dict | None) -> str:
+def _fmt_rate(d: dict | None, digits: int = 1) -> str:
     if not d or d.get("value") is None:
         return "–"
     lo, hi = d.get("ci95") or (None, None)
     ci = f" [{100 * lo:.0f}, {100 * hi:.0f}]" if lo is not None else ""
-    return f"{100 * d['value']:.1f}%{ci}"
+    return f"{100 * d['value']:.{digits}f}%{ci}"
 
 
 Table = tuple[list[str], list[list[str]]]
@@ -291,29 +393,46 @@ def summary_tables(results: dict) -> list[Table]:
         elif isinstance(m, dict):
             m = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
         targets.append([name, str(m), "yes" if t["met"] else "NO"])
-    return [
+    tables = [
         (["model", "adherence (anti prompts) [95% CI]", "leakage max abs pts", "content fidelity [95% CI]"], models),
         (["adapter weight", "adherence", "leakage max abs pts"], dial),
-        (["target", "measured", "met"], targets),
     ]
+    curves = results.get("category_curves") or {}
+    if curves:
+        weights = sorted({p["weight"] for points in curves.values() for p in points})
+        cells = {c: {p["weight"]: _fmt_rate({"value": p["adherence"], "ci95": p["ci95"]}) for p in points}
+                 for c, points in curves.items()}
+        tables.append((["category (rows)", *(f"weight {w:g} [95% CI]" for w in weights)],
+                       [[f"{c} ({points[0]['n']})", *(cells[c].get(w, "–") for w in weights)]
+                        for c, points in curves.items()]))
+    tables.append((["target", "measured", "met"], targets))
+    return tables
 
 
 def _by_attribute(results: dict, metric: str) -> tuple[list[str], dict[str, list[str]]]:
-    """The attributes any variant reports for ``metric``, and per attribute one cell per variant (percent)."""
+    """The attributes any variant reports for ``metric``, and per attribute one cell per variant (percent
+    with its 95% CI)."""
     by = {n: ((v.get(metric) or {}).get("by_attribute") or {}) for n, v in results["variants"].items()}
     attrs = sorted({a for d in by.values() for a in d})
-    cells = {a: ["–" if (d.get(a) or {}).get("value") is None else f"{100 * d[a]['value']:.0f}%" for d in by.values()]
-             for a in attrs}
+    cells = {a: [_fmt_rate(d.get(a), 0) for d in by.values()] for a in attrs}
     return attrs, cells
 
 
 def attribute_rows(results: dict) -> Table:
-    """Adherence per attribute for every variant, and the intent adapter's leakage."""
+    """Adherence per attribute for every variant (rows measured / requested, what measured it), and the
+    intent adapter's leakage."""
     attrs, cells = _by_attribute(results, "adherence")
     leak = ((results["variants"].get("intent_dpo") or {}).get("leakage") or {}).get("by_attribute") or {}
-    rows = [[a, *cells[a], "–" if (pts := (leak.get(a) or {}).get("points")) is None else f"{pts:+.1f}"]
-            for a in attrs]
-    return ["attribute", *(f"{n} adherence" for n in results["variants"]), "intent_dpo leakage pts"], rows
+    ref = ((results["variants"].get("intent_dpo") or {}).get("adherence") or {}).get("by_attribute") or {}
+
+    def n_of(a):
+        e = ref.get(a) or {}
+        return f"{e.get('n', 0)}/{e['requested']}" if "requested" in e else str(e.get("n", "–"))
+
+    rows = [[a, n_of(a), (ref.get(a) or {}).get("measured_by") or "–", *cells[a],
+             "–" if (pts := (leak.get(a) or {}).get("points")) is None else f"{pts:+.1f}"] for a in attrs]
+    return ["attribute", "measured / requested", "measured by", *(f"{n} adherence [95% CI]" for n in results["variants"]),
+            "intent_dpo leakage pts"], rows
 
 
 def content_rows(results: dict) -> Table:
@@ -374,13 +493,20 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     sampling = _sampling(cfg)
     rows = toy_rows(cfg.n_prompts, cfg.suite_seed)
     checker = ContentChecker.from_pretrained(paths.checker_dir())
-    step = _Steps(5 + (2 if cfg.with_baselines else 0))
+    judge = ToyScorer(str(paths.checker_dir())).ensure_loaded()  # measures the semantic attributes
+    stage_seconds: dict[str, float] = {}
+    step = _Steps(6 + (2 if cfg.with_baselines else 0), stage_seconds)
 
-    step("evaluating the base model")
-    base_eval = _evaluate(_load(paths.base_dir()), rows, checker, out / "eval" / "base", cfg, sampling, None, [])
+    step("evaluating the base model", "eval_base")
+    base = _load(paths.base_dir())
+    base_eval = _evaluate(base, rows, checker, judge, out / "eval" / "base", cfg, sampling, None, [])
 
-    step("training the intent-conditioned Diffusion-DPO adapter on the aligned model")
-    intent_dir, intent_train = train_adapter(cfg, train_cfg, "intent", out, cfg.report_to)
+    step("on-policy pairs for the semantic attributes: sampling the base model, best-of-K", "onpolicy_pairs")
+    onpolicy, onpolicy_log = generate_onpolicy(cfg, base, judge, sampling, out)
+    del base
+
+    step("training the intent-conditioned Diffusion-DPO adapter on the aligned model", "train_intent")
+    intent_dir, intent_train = train_adapter(cfg, train_cfg, "intent", out, cfg.report_to, onpolicy)
 
     run = None
     if cfg.report_to == "wandb":
@@ -389,9 +515,9 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
         run = wandb.init(project="pluralign", name="demo", job_type="demo",
                          config={**to_dict(cfg), "train": to_dict(train_cfg)},
                          dir=os.environ["WANDB_DIR"], reinit="finish_previous")
-    step("evaluating the aligned model and the adapter dial")
+    step("evaluating the aligned model and the adapter dial", "eval_dial")
     aligned = _load(paths.aligned_dir())
-    intent_eval = _evaluate(aligned, rows, checker, out / "eval" / "intent_dpo", cfg, sampling, intent_dir,
+    intent_eval = _evaluate(aligned, rows, checker, judge, out / "eval" / "intent_dpo", cfg, sampling, intent_dir,
                             list(cfg.weights), wandb_run=run)
 
     iv = intent_eval["variants"]
@@ -399,33 +525,37 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     variants = {"base": _variant(base_eval["variants"]["base"]), "aligned": _variant(iv["base"]),
                 "intent_dpo": _variant(iv[f"adapter@{top:g}"])}
     variants["aligned"]["leakage"] = _leakage_between(out / "eval" / "intent_dpo" / "images" / "base",
-                                                      out / "eval" / "base" / "images" / "base", rows, cfg.bootstrap)
+                                                      out / "eval" / "base" / "images" / "base", rows, judge,
+                                                      cfg.bootstrap)
     training = {"intent_dpo": intent_train}
     eval_dirs = {"base": out / "eval" / "base", "intent_dpo": out / "eval" / "intent_dpo"}
     if cfg.with_baselines:
         for kind in ("aesthetic", "sft"):
             name = ADAPTER_NAMES[kind]
-            step(f"baseline {name}: training and evaluating")
-            adapter, summary = train_adapter(cfg, train_cfg, kind, out, "none")
-            res = _evaluate(aligned, rows, checker, out / "eval" / name, cfg, sampling, adapter, [top],
+            step(f"baseline {name}: training and evaluating", f"baseline_{name}")
+            adapter, summary = train_adapter(cfg, train_cfg, kind, out, "none", onpolicy)
+            res = _evaluate(aligned, rows, checker, judge, out / "eval" / name, cfg, sampling, adapter, [top],
                             adapter_name=name)
             variants[name] = _variant(res["variants"][f"adapter@{top:g}"])
             training[name] = summary
             eval_dirs[name] = out / "eval" / name
 
-    step("writing results and reports")
+    step("writing results and reports", "report")
     results = {
         "variants": variants,
         "dial_curve": intent_eval["dial_curve"],
+        "category_curves": category_curves(iv),
         "suite": intent_eval["suite"],
         "sampling": sampling,
         "training": training,
+        "onpolicy_pairs": onpolicy_log,
         "config": to_dict(cfg),
         "train_config": to_dict(train_cfg),
         "targets": {},
+        "stage_seconds": stage_seconds,
         "wall_seconds": None,
     }
-    results["targets"] = check_targets(variants, results["dial_curve"])
+    results["targets"] = check_targets(variants, results["dial_curve"], results["category_curves"])
     results["wall_seconds"] = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     write_reports(results, out, eval_dirs)
@@ -445,16 +575,27 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
 
 
 class _Steps:
-    """One line per demo stage with elapsed time: the long parts have their own progress bars."""
+    """One line per demo stage with elapsed time, and each stage's wall seconds into ``seconds`` (for
+    results.json: on a loaded machine they say which stage was slow). The long stages have their own
+    progress bars with an ETA."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, seconds: dict[str, float]):
         self.total, self.i, self.t0 = total, 0, time.perf_counter()
+        self.seconds, self.stage, self.t_stage = seconds, None, self.t0
 
-    def __call__(self, what: str) -> None:
+    def close_stage(self) -> None:
+        if self.stage is not None:
+            self.seconds[self.stage] = round(time.perf_counter() - self.t_stage, 1)
+            self.stage = None
+
+    def __call__(self, what: str, stage: str) -> None:
+        self.close_stage()
         self.i += 1
+        self.stage, self.t_stage = stage, time.perf_counter()
         print(f"[{self.i}/{self.total}] {what} (t={time.perf_counter() - self.t0:.0f}s)", flush=True)
 
     def done(self) -> None:
+        self.close_stage()
         print(f"done in {time.perf_counter() - self.t0:.0f}s", flush=True)
 
 
