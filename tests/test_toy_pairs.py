@@ -5,8 +5,9 @@ from pluralign.toy import world, world_pairs
 
 
 def test_intent_pairs_are_anti_and_mirror_of_the_same_two_images():
-    rows = world_pairs.intent_pairs(9, seed=5)
-    assert len(rows) == 18
+    n = len(world.ATTRIBUTES)
+    rows = world_pairs.intent_pairs(n, seed=5)
+    assert len(rows) == 2 * n
     for anti, mirror in zip(rows[::2], rows[1::2]):
         assert (anti["kind"], mirror["kind"]) == ("anti", "mirror")
         assert anti["pair_id"] == mirror["pair_id"]
@@ -34,8 +35,9 @@ def test_items_carry_both_captions():
 
 def test_over_pairs_bound_the_request_from_above():
     """Same prompt and winner as the item's anti row; the loser is the same degradation pushed further."""
-    anti = [r for r in world_pairs.intent_pairs(9, seed=5) if r["kind"] == "anti"]
-    over = world_pairs.over_pairs(9, seed=5, over_severity=1.0)
+    n = len(world.ATTRIBUTES)
+    anti = [r for r in world_pairs.intent_pairs(n, seed=5) if r["kind"] == "anti"]
+    over = world_pairs.over_pairs(n, seed=5, over_severity=1.0)
     below = [r for r in anti if world.SEVERITY[r["attributes"][0]] < 1.0]
     assert len(over) == len(below) == sum(world.SEVERITY[a] < 1.0 for a in world.ATTRIBUTES)
     for o, a in zip(over, below):
@@ -49,7 +51,7 @@ def test_over_pairs_bound_the_request_from_above():
 
 
 def test_over_pairs_can_be_limited_to_some_attributes():
-    rows = world_pairs.over_pairs(18, seed=5, over_attributes=("small_subject", "muted"))
+    rows = world_pairs.over_pairs(2 * len(world.ATTRIBUTES), seed=5, over_attributes=("small_subject", "muted"))
     assert sorted(r["attributes"][0] for r in rows) == ["muted", "muted", "small_subject", "small_subject"]
     with pytest.raises(ValueError, match="over_attributes"):
         world_pairs.over_pairs(2, over_attributes=("sepia",))
