@@ -136,8 +136,8 @@ def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp
     from pluralign.toy.sweep import main
 
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
-    small = ["--n_prompts", "9", "--intent_items", "6", "--max_steps", "2", "--num_inference_steps", "2",
-             "--bootstrap", "100"]
+    small = ["--n_prompts", "9", "--intent_items", "6", "--semantic_prompts", "1", "--semantic_candidates", "1",
+             "--max_steps", "2", "--num_inference_steps", "2", "--bootstrap", "100"]
     with pytest.raises(ConfigError, match="reporting suite_seed 1000"):
         main(["--output", str(tmp_path / "bad"), "--validation_seeds", "5000,1000", *small])
     assert not (tmp_path / "bad").exists(), "a refused run must not start work"

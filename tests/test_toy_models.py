@@ -81,6 +81,15 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
     a = StableDiffusionPipeline.from_pretrained(str(out / "base")).unet.state_dict()
     b = StableDiffusionPipeline.from_pretrained(str(out / "aligned")).unet.state_dict()
     assert any(not np.allclose(a[k].numpy(), b[k].numpy()) for k in a)
+    assert record["base_lineage"] == [record["command"]]
+
+    # a base continued from this one inherits its lineage: the chain of commands that rebuilds it
+    more = tmp_path / "more"
+    assert main(["--output", str(more), "--stages", "base", "--init_from", str(out / "base"), "--n_scenes", "30",
+                 "--vae_steps", "1", "--vae_extra_renders", "4", "--unet_steps", "1", "--progress", "false"]) == 0
+    continued = json.loads((more / "build_config.json").read_text())
+    assert continued["base_lineage"] == [record["command"], continued["command"]]
+    assert continued["config"]["base"]["init_from"] == str(out / "base")
 
 
 def test_high_frequency_l1_sees_grain_not_exposure():

@@ -57,6 +57,21 @@ def _measure(pipe_dir: Path, rows, base_cfg: dict, checker) -> dict:
     return out
 
 
+def base_lineage(init_from: str, command: str | None) -> list[str]:
+    """The build commands that made the base, oldest first: a base continued from another (``init_from``)
+    inherits that one's lineage from the ``build_config.json`` beside it, so the chain of commands that
+    rebuilds it from scratch stays on record (each command's output is the next one's ``--init_from``)."""
+    prior: list[str] = []
+    if init_from:
+        previous = Path(init_from).parent / "build_config.json"
+        if previous.is_file():
+            rec = json.loads(previous.read_text())
+            prior = list(rec.get("base_lineage") or ([rec["command"]] if rec.get("command") else []))
+        else:
+            prior = [f"(unrecorded: the base at {init_from} has no build_config.json beside it)"]
+    return prior + [command or "(command not recorded)"]
+
+
 def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str | None = None) -> dict:
     import torch
 
@@ -98,6 +113,7 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         record["base"] = rec
         record["config"]["base"] = to_dict(base)
         record["wall_seconds"]["base"] = round(time.time() - t, 1)
+        record["base_lineage"] = base_lineage(base.init_from, command)
         save()
     if "align" in cfg.stages:
         t = time.time()

@@ -72,7 +72,7 @@ class DemoConfig:
     """Options of ``pluralign demo`` (YAML keys or ``--flags``)."""
 
     output: str = option("outputs/demo", "where results.json, the reports, the adapter and the W&B run go")
-    n_prompts: int = option(72, "eval prompt pairs (balanced over the world's attributes, pixel and semantic)", min=1, max=10_000)
+    n_prompts: int = option(288, "eval prompt pairs (balanced over the world's 12 attributes: 24 each)", min=1, max=10_000)
     suite_seed: int = option(1000, "seed of the eval suite (disjoint from training scenes)", min=0,
                             max=2**32 - 1)
     intent_items: int = option(288, "scenes turned into an anti + mirror pair each (pixel attributes, round-robin)",
@@ -82,6 +82,12 @@ class DemoConfig:
                                    min=0, max=100_000)
     semantic_candidates: int = option(4, "K: candidates per on-policy prompt pair under P_a and under P_o (shared "
                                       "seeds); the toy scorer keeps the best", min=1, max=64)
+    onpolicy_generator: str = option("base", "the model whose samples become the semantic attributes' on-policy "
+                                     "pairs in round 1: base (a less-aligned teacher, as SDXL base is for an aligned "
+                                     "SDXL) or aligned (the model's own samples, no teacher)", choices=("base", "aligned"))
+    rounds: int = option(1, "rounds of on-policy pairs: round r > 1 samples fresh prompts from the aligned model with "
+                         "round r-1's adapter, and a fresh adapter trains on every round's pairs so far",
+                         min=1, max=10)
     over_severity: float = option(0.0, "also give the intent adapter, per intent item, an anti row in which the "
                                   "world's render beats the same degradation at this higher severity, bounding the "
                                   "request from above (toy.world_pairs.over_pairs; 0 disables)", min=0, max=1.0)
@@ -130,32 +136,39 @@ ONPOLICY_SEED_OFFSET = 500
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "kind", "attributes", "category", "source", "severity", "pair_id")
 
 
-def onpolicy_prompts(cfg: DemoConfig):
+ROUND_SEED_STRIDE = 10_000  # each round's prompts are new scenes
+
+
+def onpolicy_prompts(cfg: DemoConfig, round_index: int = 0):
     """The semantic attributes' prompt pairs (round-robin over the attributes) as eval rows for ``data generate``."""
-    seed = cfg.data_seed + ONPOLICY_SEED_OFFSET
+    seed = cfg.data_seed + ONPOLICY_SEED_OFFSET + ROUND_SEED_STRIDE * round_index
     records = world.eval_suite(cfg.semantic_prompts * len(SEMANTIC_ATTRIBUTES), seed, SEMANTIC_ATTRIBUTES)
     return from_records(records, "toy on-policy prompts", seed=seed)
 
 
-def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path) -> tuple[list[dict], dict]:
-    """On-policy anti + mirror rows for the semantic attributes: the base model samples K candidates under
-    P_a and P_o per prompt pair, the toy scorer (the checker's attribute head) picks the best P_a image that
-    shows the request and keeps the subject, against the cleanest P_o image (``pluralign data generate``,
-    resumable: a killed demo keeps the finished shards). Returns the rows and the run's summary."""
+def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, round_index: int = 0,
+                      generator: Path | None = None, adapter: Path | None = None) -> tuple[list[dict], dict]:
+    """On-policy anti + mirror rows for the semantic attributes: the generator (the loaded ``pipe``, found at
+    ``generator``, with ``adapter`` applied at weight 1 when given) samples K candidates under P_a and P_o per
+    prompt pair, the toy scorer (the checker's attribute head) picks the best P_a image that shows the
+    request and keeps the subject, against the cleanest P_o image (``pluralign data generate``, resumable: a
+    killed demo keeps the finished shards). Returns the rows and the run's summary."""
     import datasets
 
     if not cfg.semantic_prompts:
         return [], {}
     t0 = time.perf_counter()
-    gcfg = GenerateConfig(generator=str(paths.base_dir()), suite="toy", num_candidates=cfg.semantic_candidates,
-                          scorer="toy", min_chosen_score=0.0, num_inference_steps=sampling["num_inference_steps"],
-                          guidance_scale=sampling["guidance_scale"], batch_size=cfg.batch_size * 2, seed=cfg.data_seed,
-                          output_dir=str(out / "data" / "onpolicy"), overwrite=True)
-    path = generate_dataset(gcfg, pipe=pipe, scorer=scorer, rows=onpolicy_prompts(cfg))
+    gcfg = GenerateConfig(generator=str(generator or paths.base_dir()), generator_adapter=str(adapter) if adapter else None,
+                          suite="toy", num_candidates=cfg.semantic_candidates, scorer="toy", min_chosen_score=0.0,
+                          num_inference_steps=sampling["num_inference_steps"], guidance_scale=sampling["guidance_scale"],
+                          batch_size=cfg.batch_size * 2, seed=cfg.data_seed + round_index,
+                          output_dir=str(out / "data" / f"onpolicy_round{round_index + 1}"), overwrite=True)
+    path = generate_dataset(gcfg, pipe=pipe, scorer=scorer, rows=onpolicy_prompts(cfg, round_index))
     ds = datasets.load_from_disk(str(path))
     rows = [{k: r[k] for k in PAIR_COLUMNS} for r in ds]
     log = json.loads((path / "generate_log.json").read_text(encoding="utf-8"))["summary"]
-    return rows, {**log, "wall_seconds": time.perf_counter() - t0}
+    return rows, {**log, "generator": gcfg.generator, "generator_adapter": gcfg.generator_adapter,
+                  "wall_seconds": time.perf_counter() - t0}
 
 
 def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None) -> list[dict]:
@@ -495,18 +508,27 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     checker = ContentChecker.from_pretrained(paths.checker_dir())
     judge = ToyScorer(str(paths.checker_dir())).ensure_loaded()  # measures the semantic attributes
     stage_seconds: dict[str, float] = {}
-    step = _Steps(6 + (2 if cfg.with_baselines else 0), stage_seconds)
+    step = _Steps(3 + 2 * cfg.rounds + (2 if cfg.with_baselines else 0), stage_seconds)
 
     step("evaluating the base model", "eval_base")
     base = _load(paths.base_dir())
     base_eval = _evaluate(base, rows, checker, judge, out / "eval" / "base", cfg, sampling, None, [])
 
-    step("on-policy pairs for the semantic attributes: sampling the base model, best-of-K", "onpolicy_pairs")
-    onpolicy, onpolicy_log = generate_onpolicy(cfg, base, judge, sampling, out)
+    onpolicy, onpolicy_logs, intent_dir = [], [], None
+    for r in range(cfg.rounds):
+        # round 1 samples the chosen generator; later rounds the aligned model with the last round's adapter
+        gen_dir = paths.base_dir() if r == 0 and cfg.onpolicy_generator == "base" else paths.aligned_dir()
+        suffix = "" if cfg.rounds == 1 else f"_round{r + 1}"
+        step(f"on-policy pairs for the semantic attributes: sampling the {gen_dir.name} model"
+             f"{' with the round ' + str(r) + ' adapter' if intent_dir else ''}, best-of-K", f"onpolicy_pairs{suffix}")
+        pipe = base if gen_dir == paths.base_dir() else _load(gen_dir)
+        new, log = generate_onpolicy(cfg, pipe, judge, sampling, out, r, gen_dir, intent_dir)
+        onpolicy += new
+        onpolicy_logs.append(log)
+        del pipe
+        step("training the intent-conditioned Diffusion-DPO adapter on the aligned model", f"train_intent{suffix}")
+        intent_dir, intent_train = train_adapter(cfg, train_cfg, "intent", out, cfg.report_to, onpolicy)
     del base
-
-    step("training the intent-conditioned Diffusion-DPO adapter on the aligned model", "train_intent")
-    intent_dir, intent_train = train_adapter(cfg, train_cfg, "intent", out, cfg.report_to, onpolicy)
 
     run = None
     if cfg.report_to == "wandb":
@@ -548,7 +570,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
         "suite": intent_eval["suite"],
         "sampling": sampling,
         "training": training,
-        "onpolicy_pairs": onpolicy_log,
+        "onpolicy_pairs": onpolicy_logs[0] if cfg.rounds == 1 else onpolicy_logs,
         "config": to_dict(cfg),
         "train_config": to_dict(train_cfg),
         "targets": {},

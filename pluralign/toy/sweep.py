@@ -23,7 +23,17 @@ from pluralign.trainers import DPOTrainConfig
 
 from . import paths
 from .checker import ContentChecker
-from .demo import DemoConfig, _check_checkpoints, _evaluate, _load, _sampling, parse_demo, train_adapter
+from .demo import (
+    DemoConfig,
+    _check_checkpoints,
+    _evaluate,
+    _load,
+    _sampling,
+    generate_onpolicy,
+    parse_demo,
+    train_adapter,
+)
+from .scorer import ToyScorer
 from .suite import toy_rows
 
 
@@ -97,16 +107,19 @@ def run_validation(cfg: DemoConfig, train_cfg: DPOTrainConfig, vcfg: ValidationC
 
     t0 = time.perf_counter()
     out = writable_dir(cfg.output, "output")
+    judge, sampling = ToyScorer(str(paths.checker_dir())).ensure_loaded(), _sampling(cfg)
     if vcfg.adapter:
         adapter, train_s = Path(vcfg.adapter), 0.0
-    else:
-        adapter, summary = train_adapter(cfg, train_cfg, "intent", out, "none")
+    else:  # the demo's training data: degradation pairs, and on-policy pairs for the semantic attributes
+        gen_dir = paths.base_dir() if cfg.onpolicy_generator == "base" else paths.aligned_dir()
+        onpolicy, _ = generate_onpolicy(cfg, _load(gen_dir), judge, sampling, out, 0, gen_dir)
+        adapter, summary = train_adapter(cfg, train_cfg, "intent", out, "none", onpolicy)
         train_s = summary["wall_seconds"]
     pipe, checker = _load(paths.aligned_dir()), ContentChecker.from_pretrained(paths.checker_dir())
-    sampling, suites = _sampling(cfg), {}
+    suites = {}
     for seed in vcfg.validation_seeds:
         rows = toy_rows(cfg.n_prompts, seed)
-        res = _evaluate(pipe, rows, checker, out / f"eval_{seed}", cfg, sampling, adapter, [1.0])
+        res = _evaluate(pipe, rows, checker, judge, out / f"eval_{seed}", cfg, sampling, adapter, [1.0])
         suites[str(seed)] = _suite_summary(res, len(rows))
         s = suites[str(seed)]["adapter"]
         print(f"suite {seed}: adherence {s['adherence']:.3f}  content {s['content']:.3f}  "
