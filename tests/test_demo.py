@@ -54,7 +54,7 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     for name in ("aligned", "intent_dpo"):
         assert "max_abs_points" in results["variants"][name]["leakage"]
     gap = results["variants"]["intent_dpo"]["content_fidelity_delta_vs_reference"]  # paired, vs the aligned model
-    assert gap["n"] == 9 and gap["value"] == pytest.approx(results["variants"]["intent_dpo"]["content_fidelity"]["value"]
+    assert gap["n"] == 12 and gap["value"] == pytest.approx(results["variants"]["intent_dpo"]["content_fidelity"]["value"]
                                                            - results["variants"]["aligned"]["content_fidelity"]["value"])
     assert results["targets"]["content fidelity within 5 pts of aligned"]["shown"].endswith("pts, paired")
     assert [p["weight"] for p in results["dial_curve"]] == [0.0, 0.5, 1.0]
@@ -103,7 +103,7 @@ def test_training_rows_use_the_same_scenes_for_every_method():
     # by default off_center gets no over row (further out does not erase the subject): items 0-8 give 7
     default = training_rows(DemoConfig(intent_items=9, over_severity=1.0), "intent")
     assert sorted(r["attributes"][0] for r in default if r["source"] == "toy:world_over") == sorted(
-        a for a in world.ATTRIBUTES if a not in ("blurry", "off_center"))
+        a for a in world.PIXEL_ATTRIBUTES if a not in ("blurry", "off_center"))
 
 
 @pytest.mark.slow

@@ -256,9 +256,11 @@ def test_margin_filter_drops_and_counts(generated, pipe, scorer, tmp_path):
     first run's scores say."""
     cfg0, _, _, log0 = generated
     scored = {d["index"]: (d["margin"], d["scores_a"][d["chosen"]]) for d in log0["decisions"] if d["margin"] is not None}
-    positive = sorted(m for m, _ in scored.values() if m > 0)
-    assert len(positive) >= 2, scored
-    cut = (positive[len(positive) // 2 - 1] + positive[len(positive) // 2]) / 2  # between two margins
+    # between the two smallest positive margins of pairs whose chosen image clears the floor: one of them is
+    # dropped for its margin, the other kept
+    strong = sorted(m for m, top in scored.values() if m > 0 and top >= 0)
+    assert len(strong) >= 2, scored
+    cut = (strong[0] + strong[1]) / 2
     out = tmp_path / "strict"
     OG.generate_dataset(config(out, min_margin=cut, min_chosen_score=0.0), pipe=pipe, scorer=scorer, progress=False)
     log = json.loads((out / "generate_log.json").read_text())

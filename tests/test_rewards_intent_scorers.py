@@ -20,7 +20,7 @@ from pluralign.rewards.directional import NULL_CAPTION, content_probability, dir
 from pluralign.rewards.registry import get_reward
 from pluralign.rewards.triplets import load_triplets, triplets_from_rows
 from pluralign.rewards.vlm_judge import CONTENT_QUESTION, VLMJudge, answer_token_ids
-from pluralign.toy import world_pairs
+from pluralign.toy import world, world_pairs
 
 TOY = "pluralign.toy.world_pairs:intent_pairs"
 
@@ -241,7 +241,9 @@ def test_verifiers_rank_the_toy_worlds_degraded_image_first(toy_triplets):
     scorer = IS.build_intent_scorer("verifiers")
     sa = scorer.attribute_score(t.image_a, t.prompt_o, t.prompt_a, t.attributes)
     so = scorer.attribute_score(t.image_o, t.prompt_o, t.prompt_a, t.attributes)
-    assert (sa > so).mean() >= 0.9
+    semantic = np.array([a[0] in world.SEMANTIC_ATTRIBUTES for a in t.attributes])
+    assert semantic.sum() == 6 and np.isnan(sa[semantic]).all()  # scene content: no rule measures it
+    assert (sa[~semantic] > so[~semantic]).mean() >= 0.9
     # per image: VerifierReward's direction * log(verifier) of the requested attribute
     reward = get_reward("verifier").score(t.image_a[:1], [t.attributes[0][0].replace("_", " ")])
     assert sa[0] == pytest.approx(float(reward[0]), abs=1e-5)
@@ -249,8 +251,9 @@ def test_verifiers_rank_the_toy_worlds_degraded_image_first(toy_triplets):
     # paired with I_o as reference: margin in threshold units, so I_o against itself sits at -1 (statistic 0)
     pa = scorer.attribute_score(t.image_a, t.prompt_o, t.prompt_a, t.attributes, references=t.image_o)
     po = scorer.attribute_score(t.image_o, t.prompt_o, t.prompt_a, t.attributes, references=t.image_o)
-    np.testing.assert_allclose(po, -1.0, atol=1e-9)
-    assert (pa > 0).mean() >= 0.9  # the calibrated rules fire on the toy world's degradations
+    np.testing.assert_allclose(po[~semantic], -1.0, atol=1e-9)
+    assert np.isnan(po[semantic]).all() and np.isnan(pa[semantic]).all()
+    assert (pa[~semantic] > 0).mean() >= 0.9  # the calibrated rules fire on the toy world's degradations
     sim = scorer.content_score(t.image_a, t.prompt_o, references=t.image_o)
     assert ((sim >= 0) & (sim <= 1)).all() and sim.mean() > 0.5
     np.testing.assert_allclose(scorer.content_score(t.image_o, t.prompt_o, references=t.image_o), 1.0, atol=1e-9)
@@ -397,20 +400,22 @@ def test_a_pair_set_registers_through_its_entry_point_group(monkeypatch):
 
 def test_accuracy_command_reports_per_attribute_rates_with_cis(tmp_path, capsys):
     out = tmp_path / "acc"
-    assert SA.main(["--scorers", "verifiers", "--pairs", TOY, "--n", "18", "--output", str(out), "--n_boot", "200"]) == 0
+    assert SA.main(["--scorers", "verifiers", "--pairs", TOY, "--n", "24", "--output", str(out), "--n_boot", "200"]) == 0
     payload = json.loads((out / "scorer_accuracy.json").read_text())
     r = payload["scorers"]["verifiers"]
-    assert payload["n"] == 18 and r["accuracy"]["n"] == 18 and r["unscored"] == 0
+    # two rows per attribute; the six semantic rows have no rule, so they count as unscored, not as misses
+    assert payload["n"] == 24 and r["accuracy"]["n"] == 18 and r["unscored"] == 6
     assert r["accuracy"]["rate"] >= 0.9 and r["accuracy"]["ci95"][0] <= r["accuracy"]["rate"] <= r["accuracy"]["ci95"][1]
-    assert len(r["per_attribute"]) == 9 and all(v["n"] == 2 for v in r["per_attribute"].values())
+    assert {a: v["n"] for a, v in r["per_attribute"].items()} == {a: 0 if a in world.SEMANTIC_ATTRIBUTES else 2
+                                                                  for a in world.ATTRIBUTES}
     assert r["content"] == {"I_a": 1.0, "I_o": 1.0}
     md = (out / "scorer_accuracy.md").read_text()
     assert "| verifiers | " in md and "| blurry | " in md
     assert "wrote" in capsys.readouterr().out
     # the same numbers from the function, and a combined scorer through a+b
-    t = load_triplets(TOY, n=18, seed=1000)
+    t = load_triplets(TOY, n=24, seed=1000)
     assert SA.accuracy(IS.build_intent_scorer("verifiers"), t, n_boot=200)["accuracy"] == r["accuracy"]
-    fixed = IS.CombinedScorer([IS.VerifierScorer(), _Fixed("zero", np.zeros(36), np.full(36, 0.7))])
+    fixed = IS.CombinedScorer([IS.VerifierScorer(), _Fixed("zero", np.zeros(48), np.full(48, 0.7))])
     assert SA.accuracy(fixed, t, n_boot=200)["content"] == pytest.approx({"I_a": 0.7, "I_o": 0.7})  # min of 1 and 0.7
     assert SA._spec("verifiers+clip:/m") == "verifiers,clip:/m"
 

@@ -26,7 +26,7 @@ from .base_model import save_pipeline
 class AlignConfig:
     """The alignment stage of ``pluralign build-toy``: which pairs, and the training recipe."""
 
-    align_scenes: int = option(600, "scenes for the universal-aesthetic pairs", min=1)
+    align_scenes: int = option(1200, "scenes for the universal-aesthetic pairs (100 per attribute)", min=1)
     align_anti_fraction: float = option(0.5, "share of pairs whose prompt is the anti-aesthetic caption", min=0, max=1)
     align_recipe: str = option(str(paths.recipe("align")), "DPOTrainConfig recipe of the alignment run (its seed "
                                "also seeds the pairs)")

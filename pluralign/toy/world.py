@@ -51,7 +51,7 @@ PIXEL_ATTRIBUTES: tuple[str, ...] = (
 # generator that follows the request (``pluralign data generate``), and only a judge measures them
 # (the toy's is the content checker's attribute head).
 SEMANTIC_ATTRIBUTES: tuple[str, ...] = ("decay", "unfinished", "bleak")
-ATTRIBUTES: tuple[str, ...] = PIXEL_ATTRIBUTES
+ATTRIBUTES: tuple[str, ...] = PIXEL_ATTRIBUTES + SEMANTIC_ATTRIBUTES
 SEVERITY: dict[str, float] = {
     "blurry": 1.0, "underexposed": 0.7, "overexposed": 0.7, "muted": 0.8, "noisy": 0.7,
     "low_contrast": 0.75, "color_cast": 0.7, "small_subject": 0.7, "off_center": 0.7,
