@@ -256,3 +256,24 @@ def test_every_attribute_is_held_to_its_own_bounds_and_the_semantic_dial_must_ri
     assert body == [["emotion_and_subject (16)", "50.0% [10, 50]", "50.0% [60, 95]"]]
     shown = {r[0]: r[1] for r in tables[-1][1]}
     assert shown[per_attr] == "blurry: aligned 100%; blurry: intent_dpo 84%; decay: intent_dpo unmeasured"
+
+
+@pytest.mark.slow
+def test_rounds_sample_the_aligned_model_with_the_last_rounds_adapter(toy_dir, tmp_path, monkeypatch):
+    """Self-generated rounds: round 1 samples the aligned model itself (no teacher), round 2 the aligned model
+    with round 1's adapter, each round's data in its own folder and its stages timed separately."""
+    from pluralign.toy.demo import main
+
+    monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
+    out = tmp_path / "demo"
+    assert main(["--output", str(out), "--n_prompts", "12", "--intent_items", "6", "--semantic_prompts", "1",
+                 "--semantic_candidates", "2", "--max_steps", "2", "--num_inference_steps", "2", "--bootstrap", "100",
+                 "--onpolicy_generator", "aligned", "--rounds", "2", "--report_to", "none"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    first, second = results["onpolicy_pairs"]
+    assert first["generator"] == second["generator"] == str(paths.aligned_dir())
+    assert first["generator_adapter"] is None and second["generator_adapter"] == str(out / "runs" / "intent" / "adapter")
+    assert first["prompt_pairs"] == second["prompt_pairs"] == 3
+    assert (out / "data" / "onpolicy_round1" / "README.md").is_file() and (out / "data" / "onpolicy_round2").is_dir()
+    assert list(results["stage_seconds"]) == ["eval_base", "onpolicy_pairs_round1", "train_intent_round1",
+                                             "onpolicy_pairs_round2", "train_intent_round2", "eval_dial"]
