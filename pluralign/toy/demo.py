@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.config import option, parse, run_module, to_dict, writable_dir
+from pluralign.data.pairs import COLUMNS as PAIR_COLUMNS
 from pluralign.eval import metrics as M
 from pluralign.eval.generate import load_pipeline
 from pluralign.eval.report import data_uri, html_table, md_table
@@ -46,7 +47,6 @@ from pluralign.trainers import DPOTrainConfig, train
 
 from . import paths, world, world_pairs
 from .align import save_pairs
-from .checker import ContentChecker
 from .scorer import ToyScorer
 from .suite import toy_rows
 from .world import ATTRIBUTES, PIXEL_ATTRIBUTES, SEMANTIC_ATTRIBUTES, SIZE
@@ -131,12 +131,9 @@ def _check_checkpoints() -> None:
                                 "rebuild them with `pluralign build-toy` (or set PLURALIGN_TOY_DIR).")
 
 
-# the on-policy prompts' scenes: disjoint from the degradation pairs' (data_seed) and the suites'
+# the on-policy prompts' scenes: disjoint from the degradation pairs' (data_seed) and the suites', new each round
 ONPOLICY_SEED_OFFSET = 500
-PAIR_COLUMNS = ("prompt", "chosen", "rejected", "kind", "attributes", "category", "source", "severity", "pair_id")
-
-
-ROUND_SEED_STRIDE = 10_000  # each round's prompts are new scenes
+ROUND_SEED_STRIDE = 10_000
 
 
 def onpolicy_prompts(cfg: DemoConfig, round_index: int = 0):
@@ -505,8 +502,8 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
 
     sampling = _sampling(cfg)
     rows = toy_rows(cfg.n_prompts, cfg.suite_seed)
-    checker = ContentChecker.from_pretrained(paths.checker_dir())
     judge = ToyScorer(str(paths.checker_dir())).ensure_loaded()  # measures the semantic attributes
+    checker = judge.checker  # the same content checker, loaded once
     stage_seconds: dict[str, float] = {}
     step = _Steps(3 + 2 * cfg.rounds + (2 if cfg.with_baselines else 0), stage_seconds)
 

@@ -22,7 +22,6 @@ from pluralign.config import ConfigError, option, run_module, to_dict, writable_
 from pluralign.trainers import DPOTrainConfig
 
 from . import paths
-from .checker import ContentChecker
 from .demo import (
     DemoConfig,
     _check_checkpoints,
@@ -115,7 +114,7 @@ def run_validation(cfg: DemoConfig, train_cfg: DPOTrainConfig, vcfg: ValidationC
         onpolicy, _ = generate_onpolicy(cfg, _load(gen_dir), judge, sampling, out, 0, gen_dir)
         adapter, summary = train_adapter(cfg, train_cfg, "intent", out, "none", onpolicy)
         train_s = summary["wall_seconds"]
-    pipe, checker = _load(paths.aligned_dir()), ContentChecker.from_pretrained(paths.checker_dir())
+    pipe, checker = _load(paths.aligned_dir()), judge.checker
     suites = {}
     for seed in vcfg.validation_seeds:
         rows = toy_rows(cfg.n_prompts, seed)
