@@ -19,6 +19,7 @@ from pathlib import Path
 from .config import option, parse, run_module
 from .eval.runner import EvalConfig, run_eval
 from .trainers.config import DPOTrainConfig
+from .trainers.distributed import shutdown
 from .trainers.export import attach_eval
 from .trainers.trainer import NonFiniteLossError, TrainResult, train
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:
         print(f"pluralign train: stopped: {exc}", file=sys.stderr)
         return 3
+    shutdown()
     for name, path in result.adapter_dirs.items():
         print(f"adapter {name}: {path}")
     shown = {k: round(v, 5) for k, v in result.metrics.items() if "loss" in k or "acc" in k}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from pluralign.config import parse, run_module, underscored
+from pluralign.trainers.distributed import shutdown
 
 from .config import GenerateConfig
 from .generate import generate_dataset
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
                    description="On-policy intent pairs: sample K candidates under P_a and P_o per prompt pair, keep "
                    "the best-of-n anti pair and its mirror.")
     out = generate_dataset(cfg)
+    shutdown()
     if out is not None:  # the main process
         print(f"wrote {out} (card: {out / 'README.md'})")
     return 0

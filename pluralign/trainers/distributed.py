@@ -136,3 +136,18 @@ def load_full_adapter_state(accelerator, model, unwrapped, lora: dict[str, torch
 def _clean(name: str) -> str:
     """A parameter name as state dicts write it, without the wrappers FSDP nests inside the module."""
     return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+
+
+def shutdown() -> None:
+    """End a launched run's process group once every process is done.
+
+    A process that leaves the interpreter with the default group still up lets the group's
+    background threads be destroyed while joinable, and the C++ runtime then aborts the finished
+    process ("terminate called without an active exception", exit -6) after its work is saved:
+    ``accelerate launch`` reports the run as failed. A barrier first, so no process tears the group
+    down while another still talks to it. A no-op outside a launched run."""
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.barrier()
+        td.destroy_process_group()
