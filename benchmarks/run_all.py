@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_data.py", "bench_verifiers.py", "bench_trainer.py", "bench_eval.py")
+SCRIPTS = ("bench_data.py", "bench_verifiers.py", "bench_trainer.py", "bench_eval.py", "bench_dial.py")
 
 
 def main() -> int:

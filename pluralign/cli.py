@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("pluralign.eval.cli", "measure prompt adherence before/after an adapter"),
     "audit": ("pluralign.eval.audit", "reward-model accuracy on anti-aesthetic triplets"),
     "demo": ("pluralign.toy.demo", "the embedded default: reversed alignment, fixed and measured"),
+    "dial": ("pluralign.dial.app", "the aesthetic dial in a browser: one slider per category adapter"),
     "build-toy": ("pluralign.toy.build_checkpoints", "rebuild the shipped toy checkpoints"),
     "env": ("pluralign.env", "print versions of the stack and the compute device"),
     "tiny": ("pluralign.tiny", "write a tiny pipeline of a family to a directory (for tests and trials)"),

@@ -25,3 +25,22 @@ def tiny_pipeline_dir(tmp_path_factory):
         return cache[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A Chromium executable for Playwright (from pip; its own browser download cannot run offline): Debian's
+    ``chromium`` (.ci/run installs it), or PLURALIGN_CHROMIUM. No browser is a failure that says how to get
+    one, never a silent skip: the browser tests are the only check of what a user sees."""
+    import shutil
+
+    path = os.environ.get("PLURALIGN_CHROMIUM") or next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if not path or not os.path.exists(path):
+        pytest.fail("no Chromium for the browser tests: install it (as root: apt-get update && apt-get install -y "
+                    "chromium) or set PLURALIGN_CHROMIUM to a Chrome/Chromium executable")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e '.[dev]' (it is a dev dependency)")
+    return path

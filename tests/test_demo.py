@@ -277,3 +277,77 @@ def test_rounds_sample_the_aligned_model_with_the_last_rounds_adapter(toy_dir, t
     assert (out / "data" / "onpolicy_round1" / "README.md").is_file() and (out / "data" / "onpolicy_round2").is_dir()
     assert list(results["stage_seconds"]) == ["eval_base", "onpolicy_pairs_round1", "train_intent_round1",
                                              "onpolicy_pairs_round2", "train_intent_round2", "eval_dial"]
+
+
+def test_demo_html_shows_every_model_by_attribute_from_the_saved_eval_images(tmp_path):
+    """report.html reads the shown rows' images back from each eval's folder: base (the base eval), aligned (the
+    intent eval's base), the adapter at each weight and each baseline, under the names the report gives them."""
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from pluralign.eval.suite import EvalRow
+    from pluralign.toy.demo import _html, check_targets, image_folders
+
+    rows = [EvalRow(f"a red circle {i}", f"a {a} red circle {i} <i>", [a], 10 + i)
+            for i, a in enumerate(["blurry", "muted"] * 4)]
+    evals = {"base": {"base": None}, "intent_dpo": {"base": None, "adapter@0": 0.0, "adapter@1": 1.0},
+             "dpo_aesthetic": {"base": None, "adapter@1": 1.0}}
+    colour = {}  # (folder, row, o|a) -> the flat colour saved there, all different
+    eval_dirs = {}
+    for name, variants in evals.items():
+        d = eval_dirs[name] = tmp_path / "eval" / name
+        saved = {}
+        for v, w in variants.items():
+            folder = "images/base" if w is None else f"images/adapter_w{w:g}"
+            saved[v] = {"weight": w, "images": folder}
+            (d / folder).mkdir(parents=True)
+            for i in range(len(rows)):
+                for which in "oa":
+                    c = (len(colour) % 250, len(colour) // 250, 7)
+                    colour[d / folder, i, which] = c
+                    Image.new("RGB", (32, 32), c).save(d / folder / f"{i:05d}_{which}.png")
+        (d / "results.json").write_text(json.dumps({"variants": saved}))
+
+    folders = image_folders(eval_dirs)
+    assert folders == {"base": eval_dirs["base"] / "images/base", "aligned": eval_dirs["intent_dpo"] / "images/base",
+                       "intent_dpo@0": eval_dirs["intent_dpo"] / "images/adapter_w0",
+                       "intent_dpo@1": eval_dirs["intent_dpo"] / "images/adapter_w1",
+                       "dpo_aesthetic@1": eval_dirs["dpo_aesthetic"] / "images/adapter_w1"}
+
+    def rate(x):
+        return {"value": x, "ci95": [x - 0.05, x + 0.05], "n": 4}
+
+    def model(x):
+        return {"adherence": {**rate(x), "by_attribute": {"blurry": rate(x), "muted": rate(x)}},
+                "content_fidelity": {**rate(0.9), "by_attribute": {"blurry": rate(0.9)}},
+                "leakage": {"max_abs_points": 1.0, "by_attribute": {"blurry": {"points": 1.0}}}}
+
+    variants = {"base": model(0.9), "aligned": model(0.2), "intent_dpo": model(0.9)}
+    dial = [{"variant": "adapter@0", "weight": 0.0, "adherence": 0.2, "ci95": [0.1, 0.3], "leakage_max_abs_points": 0.0},
+            {"variant": "adapter@1", "weight": 1.0, "adherence": 0.9, "ci95": [0.8, 1.0], "leakage_max_abs_points": 1.0}]
+    curves = {"clarity_and_focus": [{"weight": 0.0, "adherence": 0.2, "ci95": [0.1, 0.3], "n": 4},
+                                    {"weight": 1.0, "adherence": 0.9, "ci95": [0.8, 1.0], "n": 4}]}
+    results = {"variants": variants, "dial_curve": dial, "category_curves": curves, "wall_seconds": 3.0,
+               "suite": {"n_rows": len(rows)}, "sampling": {"num_inference_steps": 2, "guidance_scale": 4.0},
+               "targets": check_targets(variants, dial, curves)}
+    _html(results, tmp_path, eval_dirs, rows)
+    html = (tmp_path / "report.html").read_text()
+
+    assert re.findall(r"<h2>([^<]*)</h2>", html) == ["Models", "Dial", "Dial per category", "Targets", "Per attribute",
+                                                     "Content fidelity per attribute", "Plots", "Images",
+                                                     "Detailed eval reports"]
+    assert re.findall(r"<h3 id='[^']*'>([^<]*)</h3>", html) == ["blurry", "muted"]
+    assert html.count("4 of 4 prompt pairs that request it.") == 2
+    cells = re.findall(r"<img alt='([^']*) row (\d+) (I_[oa])' src='data:image/png;base64,([^']*)'>", html)
+    assert len(cells) == 8 * 5 * 2  # 4 rows per attribute, 5 models, I_o and I_a
+    assert [int(r) for _, r, k, _ in cells[::10]] == [0, 2, 4, 6, 1, 3, 5, 7]
+    for label, row, which, data in cells:
+        shown = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+        assert shown.size == (128, 128)  # 32 px enlarged 4x
+        assert np.all(np.asarray(shown) == colour[folders[label], int(row), which[-1]])
+    assert "a blurry red circle 0 &lt;i&gt;" in html and "<i>" not in html
+    assert html.count("<figure>") == 3 and "href='eval/intent_dpo/report.html'" in html

@@ -80,7 +80,11 @@ def test_pluralign_eval_end_to_end_writes_every_output(sd_with_adapter, tmp_path
     assert results["variants"]["adapter@0"]["leakage"]["max_abs_points"] == 0.0
     assert [p["weight"] for p in results["dial_curve"]] == [0.0, 0.5, 1.0]
     assert results["config"]["weights"] == [0.0, 0.5, 1.0]
-    for name in ("report.md", "report.html", "grid.png", "adherence_by_attribute.png", "dial_curve.png"):
+    curves = results["category_curves"]  # the dial per taxonomy category, from each weight's by_category
+    assert curves and all([p["weight"] for p in c] == [0.0, 0.5, 1.0] for c in curves.values())
+    assert curves["clarity_and_focus"][-1]["adherence"] == adapter1["adherence"]["by_category"]["clarity_and_focus"]["value"]
+    for name in ("report.md", "report.html", "grid.png", "adherence_by_attribute.png", "dial_curve.png",
+                 "category_curves.png"):
         assert (out / name).stat().st_size > 0, name
     for folder in ("base", "adapter_w0", "adapter_w0.5", "adapter_w1"):
         assert sorted(p.name for p in (out / "images" / folder).iterdir()) == [

@@ -1,4 +1,4 @@
-"""The package's imports run one way: data -> trainers -> eval (with rewards beside data) -> onpolicy, and
+"""The package's imports run one way: data -> trainers -> eval (with rewards beside data) -> onpolicy and dial, and
 the toy world plugs in from the side. A module that imports upward would make the lower layer unusable
 without the upper one (a trainer that needs the eval loop, an eval loop that needs the toy world)."""
 
@@ -16,7 +16,8 @@ ALLOWED = {
     "trainers": {"data"},
     "eval": {"data", "rewards", "trainers"},
     "onpolicy": {"data", "rewards", "trainers", "eval"},
-    "toy": {"data", "rewards", "trainers", "eval", "onpolicy"},
+    "dial": {"data", "rewards", "trainers", "eval"},
+    "toy": {"data", "rewards", "trainers", "eval", "onpolicy", "dial"},
 }
 HELPERS = {"config", "tokenizers", "tiny", "env", "hub", "locks", "__init__"}
 

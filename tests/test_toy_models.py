@@ -66,10 +66,21 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
                                       "train_batch_size": 2}))
     rc = main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
                "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",
-               "--align_recipe", str(recipe), "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false"])
+               "--align_recipe", str(recipe), "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false",
+               "--dial_max_steps", "1", "--dial_validation_size", "12",
+               "--dial_overrides", "--intent_items 9 --semantic_prompts 1 --semantic_candidates 1 --train_batch_size 2"])
     assert rc == 0
     record = json.loads((out / "build_config.json").read_text())
-    assert set(record["wall_seconds"]) >= {"checker", "base", "align", "measure"}
+    assert set(record["wall_seconds"]) >= {"checker", "base", "align", "measure", "dial"}
+    # the dial stage: one adapter per category present in the demo's data, each measured on its own rows
+    dial = record["dial"]
+    assert dial["max_steps"] == 1 and dial["recipe_overrides"][:2] == ["--intent_items", "9"]
+    assert set(dial["adapters"]) >= {"clarity_and_focus", "lighting_and_exposure", "color_and_tone"}
+    assert sorted(p.name for p in (out / "dial").iterdir()) == dial["adapters"]
+    for name in dial["adapters"]:
+        assert (out / "dial" / name / "pytorch_lora_weights.safetensors").is_file()
+        m = dial["measured"][name]
+        assert m["rows"] > 0 and 0 <= m["adherence_weight0"] <= 1 and 0 <= m["adherence_weight1"] <= 1
     assert record["command"].startswith("python -m pluralign.toy.build_checkpoints --output ") and "--vae_extra_renders 4" in record["command"]
     assert record["measured"]["base"]["n"] == 9 and "adherence" in record["measured"]["aligned"]
     assert record["config"]["base"]["unet_steps"] == 2 and record["config"]["base"]["vae_extra_renders"] == 4

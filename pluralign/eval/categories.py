@@ -134,16 +134,3 @@ def category_plan(categories: Sequence[str], weights: Sequence[float], rows_of: 
             rows_for[v.name] = list(range(n_rows)) if w == top else list(rows_of[c])
     return variants, rows_for
 
-
-def grid_rows(rows_of: dict[str, list[int]], n: int, n_rows: int) -> list[int]:
-    """Up to ``n`` row indices for the image grid, taken in turn from each category's rows, then from the
-    rows of no adapter's category."""
-    out: list[int] = []
-    queues = [list(idx) for idx in rows_of.values()] + [list(range(n_rows))]
-    while len(out) < n and any(queues):
-        for q in queues:
-            while q and q[0] in out:
-                q.pop(0)
-            if q and len(out) < n:
-                out.append(q.pop(0))
-    return sorted(out)

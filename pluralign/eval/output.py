@@ -25,7 +25,7 @@ from pluralign.locks import LockedError, directory_lock
 # Everything an eval run writes at the top of its output (pluralign.eval.report, runner). The swap
 # replaces the whole directory, so a directory holding anything else is not the eval's to replace.
 ARTIFACTS = frozenset({"results.json", "report.md", "report.html", "grid.png", "adherence_by_attribute.png",
-                       "dial_curve.png", "category_dials.png", "images"})
+                       "dial_curve.png", "category_curves.png", "category_dials.png", "images"})
 
 
 class OutputError(ValueError):

@@ -57,11 +57,27 @@ def category_curve(variants: dict[str, dict[str, Any]], category: str) -> list[d
     return sorted(points, key=lambda p: p["weight"])
 
 
+def adapter_category_curves(variants: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A single adapter's dial read per taxonomy category: at each weight, its adherence on the rows that request
+    the category (``adherence.by_category``), with the CI and ``n``, in weight order. The overall curve averages
+    the categories, so a category the adapter never learnt (no pairs reached it) hides behind the others.
+    Empty for a per-category eval, whose adapters have :func:`category_curve` each."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for name, v in variants.items():
+        if v.get("weight") is None or v.get("category") is not None:
+            continue
+        for cat, a in ((v.get("adherence") or {}).get("by_category") or {}).items():
+            curves.setdefault(cat, []).append({"variant": name, "weight": v["weight"], "adherence": a.get("value"),
+                                               "ci95": a.get("ci95"), "n": a.get("n")})
+    return {c: sorted(points, key=lambda p: p["weight"]) for c, points in sorted(curves.items())}
+
+
 def build_results(*, config: dict[str, Any], suite: dict[str, Any], variants: dict[str, dict[str, Any]],
                   reference: str, checks: dict[str, Any], timing: dict[str, float], wall_seconds: float,
                   category_dials: dict[str, Any] | None = None, cross_effects: dict[str, Any] | None = None,
                   ) -> dict[str, Any]:
-    """The results dict; ``category_dials`` and ``cross_effects`` only for a per-category eval."""
+    """The results dict; ``category_dials`` and ``cross_effects`` for a per-category eval, ``category_curves``
+    (:func:`adapter_category_curves`) otherwise."""
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "config": config,
@@ -70,6 +86,8 @@ def build_results(*, config: dict[str, Any], suite: dict[str, Any], variants: di
         "variants": variants,
         "dial_curve": dial_curve(variants),
     }
+    if category_dials is None:
+        out["category_curves"] = adapter_category_curves(variants)
     if category_dials is not None:
         out["category_dials"] = category_dials
     if cross_effects is not None:

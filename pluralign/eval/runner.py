@@ -40,7 +40,6 @@ from .categories import (
     category_adapters,
     category_of,
     category_plan,
-    grid_rows,
     only_category,
     parse_adapter_entries,
     rows_by_category,
@@ -59,7 +58,7 @@ from .generate import (
     variants_for,
 )
 from .output import output_transaction
-from .report import log_wandb, write_reports
+from .report import log_wandb, shown_rows, write_reports
 from .results import build_results, category_curve, write_results
 from .suite import EvalRow, load_suite, suite_source
 
@@ -112,7 +111,7 @@ class EvalConfig:
     seed: int = option(0, "seed of the bootstrap", min=0, max=2**32 - 1)
     output: str = option("outputs/eval", "output directory")
     save_images: bool = option(True, "write every generated image as PNG under output/images/")
-    html_rows: int = option(8, "prompt pairs shown in the HTML/W&B image grid", min=1, max=1000)
+    html_rows: int = option(4, "prompt pairs shown per requested attribute in the HTML/W&B images", min=1, max=1000)
     check_weight_zero: bool = option(True, "check that the adapter at weight 0 reproduces the base images")
     report_to: str = option("none", "tracker for tables and images", choices=("none", "wandb"))
     wandb_project: str = option("pluralign", "W&B project (when report_to: wandb)")
@@ -372,7 +371,7 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     if dial:
         results_by_variant, checks, extra = _category_metrics(config, rows, images, dial, rows_of, rows_for, judges,
                                                               checker, meter, leak_attributes)
-        shown = grid_rows(rows_of, config.html_rows, len(rows))
+        shown = shown_rows(rows, config.html_rows)
         report_pairs = {v.name: [_pair_at(images[v.name], rows_for.get(v.name), i) for i in shown] for v in variants}
         report_rows, row_ids = [rows[i] for i in shown], shown
     else:

@@ -27,18 +27,28 @@ from . import paths, world
 from .align import AlignConfig, align
 from .base_model import BaseModelConfig, save_pipeline, train_base
 from .checker import ContentChecker, train_checker
+from .dial_adapters import build_dial_adapters
 from .measure import measure_pipeline
 
 
 @dataclass
 class BuildConfig:
     output: str = option(str(paths.SHIPPED), "directory of the toy checkpoints (default: the shipped ones)")
-    stages: list[str] = option(None, "stages to run", choices=("checker", "base", "align", "measure"),
-                               factory=lambda: ["checker", "base", "align", "measure"])
+    stages: list[str] = option(None, "stages to run (dial: the per-category adapters pluralign dial opens on)",
+                               choices=("checker", "base", "align", "measure", "dial"),
+                               factory=lambda: ["checker", "base", "align", "measure", "dial"])
     checker_scenes: int = option(6000, "training scenes of the content checker", min=1)
     checker_steps: int = option(1500, "training steps of the content checker", min=1)
     suite_size: int = option(72, "rows of the held-out suite the build measures (balanced over attributes)", min=1)
     suite_seed: int = option(1000, "seed of that suite (world.eval_suite's default)")
+    dial_max_steps: int = option(900, "dial stage: optimizer steps per category adapter (0: the demo recipe's "
+                                 "max_steps); each adapter trains on one category's rows, a fifth of the demo's", min=0)
+    dial_validation_seed: int = option(5000, "dial stage: seed of the validation suite each adapter is measured on "
+                                       "(never the demo's reporting suite)", min=0)
+    dial_validation_size: int = option(288, "dial stage: rows of that suite (each adapter is measured on its own "
+                                       "category's rows)", min=1)
+    dial_overrides: str = option("", "dial stage: pluralign demo options for the adapters' data and recipe, e.g. "
+                                 "'--semantic_prompts 16 --learning_rate 5e-4' (default: the demo's own)")
     progress: bool = option(True, "show progress bars")
     threads: int = option(1, "torch CPU threads; 1 is fastest on a shared machine (OpenMP spin-waits when "
                           "cores are oversubscribed) and keeps the build bit-reproducible; 0 keeps torch's default",
@@ -134,9 +144,17 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
             if (out / name / "model_index.json").exists():
                 record["measured"][name] = _measure(out / name, rows, record["sampling"], checker)
         record["wall_seconds"]["measure"] = round(time.time() - t, 1)
+    if "dial" in cfg.stages:
+        t = time.time()
+        record["dial"] = build_dial_adapters(out, cfg.dial_max_steps, cfg.dial_validation_seed,
+                                             cfg.dial_validation_size, shlex.split(cfg.dial_overrides))
+        record["dial"]["command"] = command
+        record["wall_seconds"]["dial"] = round(time.time() - t, 1)
+        save()
     record["wall_seconds"]["total_this_run"] = round(time.time() - t_all, 1)
     # the stage configs above are the full record; the command line says how this run was asked for
-    record["command"] = command or "python -m pluralign.toy.build_checkpoints --output " + str(cfg.output)
+    if set(cfg.stages) - {"dial"}:  # the dial stage records its own command and leaves the models' alone
+        record["command"] = command or "python -m pluralign.toy.build_checkpoints --output " + str(cfg.output)
     save()
     return record
 

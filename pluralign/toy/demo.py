@@ -38,7 +38,20 @@ from pluralign.config import option, parse, run_module, to_dict, writable_dir
 from pluralign.data.pairs import COLUMNS as PAIR_COLUMNS
 from pluralign.eval import metrics as M
 from pluralign.eval.generate import load_pipeline
-from pluralign.eval.report import data_uri, html_table, md_table
+from pluralign.eval.report import (
+    Pairs,
+    attribute_counts,
+    html_figure,
+    html_images,
+    html_page,
+    html_plots,
+    html_table,
+    md_table,
+    plot_attributes,
+    plot_category_curves,
+    plot_dial,
+    shown_rows,
+)
 from pluralign.eval.runner import EvalConfig, run_eval
 from pluralign.eval.suite import from_records
 from pluralign.onpolicy.config import GenerateConfig
@@ -283,19 +296,6 @@ def _score(v: dict) -> float | None:
     return adh - leak / 100.0
 
 
-def category_curves(eval_variants: dict[str, dict]) -> dict[str, list[dict]]:
-    """Per taxonomy category, the adapter's adherence on the rows requesting that category at each dial
-    weight (weight 0 is the aligned model), with its CI: the aesthetic dial read per category."""
-    curves: dict[str, list[dict]] = {}
-    for v in eval_variants.values():
-        if v.get("weight") is None:
-            continue
-        for cat, a in ((v.get("adherence") or {}).get("by_category") or {}).items():
-            curves.setdefault(cat, []).append({"weight": v["weight"], "adherence": a.get("value"),
-                                               "ci95": a.get("ci95"), "n": a.get("n")})
-    return {c: sorted(points, key=lambda p: p["weight"]) for c, points in sorted(curves.items())}
-
-
 def attribute_misses(variants: dict[str, dict]) -> tuple[list[str], float | None]:
     """Every (attribute, model) that misses its per-attribute bound, as ``"color_cast: aligned 100%"``, and
     the widest per-attribute CI half-width (points) among base, aligned and intent-DPO."""
@@ -468,26 +468,63 @@ def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
 
-def _html(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
+REPORT_ROWS = 4  # prompt pairs per attribute in report.html, as in the eval reports (EvalConfig.html_rows)
+
+
+def image_folders(eval_dirs: dict[str, Path]) -> dict[str, Path]:
+    """The saved images of every variant the demo report shows, by the name it shows them under: the base model,
+    the aligned model (the intent eval's adapter-free pass), the intent adapter at each dial weight and each
+    baseline adapter (whose evals repeat the aligned model)."""
+    folders: dict[str, Path] = {}
+    for name, d in eval_dirs.items():
+        for res in json.loads((d / "results.json").read_text(encoding="utf-8"))["variants"].values():
+            if res.get("images") is None:
+                continue
+            label = ("base" if name == "base" else "aligned") if res.get("weight") is None else f"{name}@{res['weight']:g}"
+            folders.setdefault(label, d / res["images"])
+    return folders
+
+
+def report_pairs(folders: dict[str, Path], shown: list[int]) -> Pairs:
+    """The images of the ``shown`` suite rows only: every row of every variant would be thousands of files read."""
+    from PIL import Image
+
+    def load(folder: Path, i: int, which: str):
+        return Image.open(folder / f"{i:05d}_{which}.png").convert("RGB")
+
+    return {label: [(load(f, i, "o"), load(f, i, "a")) for i in shown] for label, f in folders.items()}
+
+
+def _html(results: dict, out: Path, eval_dirs: dict[str, Path], rows: list) -> None:
     import html
 
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>pluralign demo</title><style>"
-             "body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:collapse;margin:10px 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{background:#f3f3f3}"
-             "img{image-rendering:pixelated;max-width:100%}</style></head><body>",
-             "<h1>pluralign demo: reversed alignment, fixed and measured</h1>",
-             f"<p>Wall time {results['wall_seconds']:.0f} s; {results['suite']['n_rows']} prompt pairs.</p>"]
-    parts += [html_table(*t) for t in summary_tables(results)]
-    parts += ["<h2>Per attribute</h2>", html_table(*attribute_rows(results)),
-              "<h2>Content fidelity per attribute</h2>", html_table(*content_rows(results))]
-    for name, d in eval_dirs.items():
-        parts.append(f"<h2>{html.escape(name)}</h2>")
-        for img in ("dial_curve.png", "adherence_by_attribute.png", "grid.png"):
-            p = d / img
-            if p.is_file():
-                parts.append(f"<p><img alt='{html.escape(name)} {img}' src='{data_uri(p.read_bytes())}'></p>")
-    parts.append("</body></html>")
-    (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
+    body = ["<h1>pluralign demo: reversed alignment, fixed and measured</h1>",
+            f"<p class='meta'>Wall time {results['wall_seconds']:.0f} s; {results['suite']['n_rows']} toy prompt pairs "
+            f"(P_o, P_a, same seed); {results['sampling']['num_inference_steps']} sampling steps, guidance "
+            f"{results['sampling']['guidance_scale']}.</p>"]
+    titles = ["Models", "Dial", *(["Dial per category"] if results.get("category_curves") else []), "Targets"]
+    for title, table in zip(titles, summary_tables(results)):
+        body += [f"<h2>{title}</h2>", html_table(*table)]
+    body += ["<h2>Per attribute</h2>", html_table(*attribute_rows(results)),
+             "<h2>Content fidelity per attribute</h2>",
+             "<p>Share of anti-aesthetic images in which the content checker finds the requested shape and colour.</p>",
+             html_table(*content_rows(results))]
+    plots = [html_figure(plot_attributes(results), "adherence per attribute",
+                         "Adherence per attribute for each model; whiskers: 95% CI.")]
+    if results.get("dial_curve"):
+        plots.append(html_figure(plot_dial(results), "dial curve", "intent_dpo's weight vs adherence (error bars: 95% "
+                                 "CI) and the largest leakage; weight 0 is the aligned model, dashed: the base model."))
+    if results.get("category_curves"):
+        plots.append(html_figure(plot_category_curves(results), "dial per category",
+                                 "intent_dpo's weight vs adherence on the rows that request each taxonomy category."))
+    body += ["<h2>Plots</h2>", html_plots(plots)]
+    shown = shown_rows(rows, REPORT_ROWS)
+    body += html_images(report_pairs(image_folders(eval_dirs), shown), [rows[i] for i in shown], REPORT_ROWS, shown,
+                        attribute_counts(rows))
+    links = ", ".join(f"<a href='{html.escape(d.relative_to(out).as_posix())}/report.html'>{html.escape(name)}</a>"
+                      for name, d in eval_dirs.items())
+    body += ["<h2>Detailed eval reports</h2>", f"<p>{links}</p>"]
+    (out / "report.html").write_text(html_page("pluralign demo", body), encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,7 +600,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     results = {
         "variants": variants,
         "dial_curve": intent_eval["dial_curve"],
-        "category_curves": category_curves(iv),
+        "category_curves": intent_eval["category_curves"],
         "suite": intent_eval["suite"],
         "sampling": sampling,
         "training": training,
@@ -578,7 +615,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     results["wall_seconds"] = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     write_reports(results, out, eval_dirs)
-    _html(results, out, eval_dirs)
+    _html(results, out, eval_dirs, rows)
     if run is not None:
         import wandb
 

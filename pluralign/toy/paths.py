@@ -39,3 +39,8 @@ def checker_dir() -> Path:
 
 def build_config() -> Path:
     return toy_dir() / "build_config.json"
+
+
+def dial_dir() -> Path:
+    """The per-category intent adapters ``pluralign dial`` opens on, one directory per category."""
+    return toy_dir() / "dial"
