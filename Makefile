@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(BIN)/pluralign demo --output outputs/demo
 
 test: $(STAMP)
+	@sh scripts/install_chromium.sh
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

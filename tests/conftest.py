@@ -30,7 +30,7 @@ def tiny_pipeline_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def chromium():
     """A Chromium executable for Playwright (from pip; its own browser download cannot run offline): Debian's
-    ``chromium`` (.ci/run installs it), or PLURALIGN_CHROMIUM. No browser is a failure that says how to get
+    ``chromium`` (``make test`` installs it as root), or PLURALIGN_CHROMIUM. No browser is a failure that says how to get
     one, never a silent skip: the browser tests are the only check of what a user sees."""
     import shutil
 

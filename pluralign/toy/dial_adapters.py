@@ -76,7 +76,9 @@ def build_dial_adapters(out: Path, max_steps: int, validation_seed: int, n_valid
                               "adherence_weight0": v0["adherence"]["value"],
                               "adherence_weight1": v1["adherence"]["value"],
                               "adherence_weight1_ci95": v1["adherence"].get("ci95"),
-                              "content_weight1": v1["content_fidelity"]["value"]}
+                              "content_weight1": v1["content_fidelity"]["value"],
+                              "adherence_weight1_by_attribute": {a: d["value"] for a, d in
+                                                                 v1["adherence"]["by_attribute"].items()}}
     return {"adapters": sorted(result.adapter_dirs), "rows": len(rows), "max_steps": train_cfg.max_steps,
             "recipe": paths.recipe("intent_dpo").relative_to(paths.HERE.parent.parent).as_posix(), "recipe_overrides": list(recipe_overrides or []),
             "validation": {"suite_seed": validation_seed, "n": n_validation}, "measured": measured,
