@@ -7,8 +7,15 @@ through ``pluralign.trainers.train`` exactly as a recipe would: bf16, 8-bit Adam
 checkpointing, LoRA on the family's default targets, real resolution. Prints a markdown table of
 s/step, pairs/s and peak GPU memory.
 
+Then (``--generate N``, on by default; also after a failed training run) ``pluralign data generate``'s
+``generate_dataset`` samples N prompt pairs with K = 2 candidates from the same pipeline directory,
+scored by the model-free ``verifiers``, and a second table gives images/s, accepted pairs and peak GPU
+memory. Random weights make noise, so the acceptance says nothing about a model; the stage checks that
+on-policy generation runs at real shapes on the GPU.
+
     scripts/gpu_smoke.sh                       # all four families on cuda:0
     python scripts/gpu_smoke.py --families flux --steps 6 --resolution 512
+    python scripts/gpu_smoke.py --generate 0   # training only
     python scripts/gpu_smoke.py --dry-run      # CPU, tiny sizes: checks the script itself
 
 Without a CUDA GPU (and without ``--dry-run``) it exits with status 2 and says so.
@@ -34,6 +41,18 @@ PIPELINE_FAMILY = {"sd15": "sd", "sdxl": "sdxl", "sd35m": "sd3", "flux": "flux"}
 DRY_DESCRIPTION = "tiny layout of the same classes (dry run)"
 DESCRIPTION = {"sd15": "SD1.5 UNet (full size)", "sdxl": "SDXL UNet (full size)",
                "sd35m": "SD3.5-Medium MMDiT, 12 of 24 blocks", "flux": "FLUX.1-dev, 10+19 of 19+38 blocks"}
+# the generation stage: K candidates per prompt, each family's usual guidance (Flux: the distilled guidance)
+GEN_CANDIDATES = 2
+GEN_GUIDANCE = {"sd15": 7.5, "sdxl": 7.0, "sd35m": 7.0, "flux": 3.5}
+# prompt pairs whose attributes the model-free verifiers measure, so every pair is scored
+GEN_PAIRS = (("a lighthouse on a rocky coast at dusk", "a blurry, out-of-focus photo of a lighthouse on a rocky "
+              "coast at dusk", ["blurry"]),
+             ("a bowl of oranges on a wooden table", "an underexposed, very dark photo of a bowl of oranges on a "
+              "wooden table", ["underexposed"]),
+             ("a portrait of an old fisherman at the harbour", "a noisy, grainy portrait of an old fisherman at the "
+              "harbour", ["noisy"]),
+             ("a red bicycle leaning against a brick wall", "a red bicycle leaning against a brick wall, with a strong "
+              "blue colour cast", ["color_cast"]))
 
 
 # ---------------------------------------------------------------------------------------------- components
@@ -215,6 +234,60 @@ def run_family(family: str, work: Path, args) -> dict:
     return row
 
 
+def run_generate(family: str, work: Path, args) -> dict:
+    """The generation stage of ``family`` on the pipeline :func:`run_family` saved (whether or not its
+    training passed): the ``gen_*`` entries of its row, or ``generate_error``."""
+    model_dir = work / f"model-{family}"
+    res = args.resolution or (32 if args.dry_run else RESOLUTION[family])
+    print(f"== {family}: data generate, {args.generate} prompt pairs", file=sys.stderr, flush=True)
+    try:
+        if not (model_dir / "model_index.json").is_file():
+            raise FileNotFoundError(f"no pipeline at {model_dir}: building it failed")
+        return generate_family(family, model_dir, work, res, args)
+    except Exception as exc:
+        traceback.print_exc()
+        return {"gen_resolution": res, "generate_error": f"{type(exc).__name__}: {exc}"[:300]}
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            try:
+                torch.cuda.empty_cache()
+            except RuntimeError:  # a sticky CUDA error: the next family reports it
+                pass
+
+
+def generate_family(family: str, model_dir: Path, work: Path, res: int, args) -> dict:
+    """``generate_dataset`` on ``args.generate`` prompt pairs, K = 2, scorer ``verifiers``, from ``model_dir``."""
+    from pluralign.eval.generate import load_pipeline
+    from pluralign.onpolicy.config import GenerateConfig
+    from pluralign.onpolicy.generate import generate_dataset
+
+    small = args.dry_run
+    device, dtype = ("cpu", "float32") if small else ("cuda", "bfloat16")
+    suite = work / f"generate-{family}.jsonl"
+    suite.write_text("".join(json.dumps({"prompt_o": o, "prompt_a": a, "attributes": attrs, "seed": i}) + "\n"
+                             for i, (o, a, attrs) in ((i, GEN_PAIRS[i % len(GEN_PAIRS)]) for i in range(args.generate))))
+    cfg = GenerateConfig(generator=str(model_dir), suite=str(suite), num_candidates=GEN_CANDIDATES, scorer="verifiers",
+                         num_inference_steps=args.generate_steps, guidance_scale=GEN_GUIDANCE[family], height=res,
+                         width=res, batch_size=2 * GEN_CANDIDATES, shard_size=args.generate, device=device, dtype=dtype,
+                         output_dir=str(work / f"generated-{family}"), overwrite=True, resume=False)
+    if not small:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    pipe = load_pipeline(str(model_dir), device, dtype)  # what generate_dataset itself loads from cfg.generator
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = generate_dataset(cfg, pipe=pipe, progress=False)
+    gen_s = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**30 if not small else float("nan")
+    del pipe
+    summary = json.loads((out / "generate_log.json").read_text())["summary"]
+    return {"gen_resolution": res, "gen_prompt_pairs": summary["prompt_pairs"], "gen_candidates": GEN_CANDIDATES,
+            "gen_images": summary["images"], "gen_steps": args.generate_steps, "gen_load_s": load_s, "gen_s": gen_s,
+            "gen_images_per_s": summary["images"] / gen_s, "gen_accepted": summary["accepted"],
+            "gen_dropped": summary["dropped"], "gen_peak_gpu_mem_GiB": peak}
+
+
 def table(rows: list[dict], header: str) -> str:
     lines = [header, "",
              "| family | model (random init) | denoiser params | resolution | pairs/step | s/step | pairs/s | peak GPU memory |",
@@ -226,6 +299,27 @@ def table(rows: list[dict], header: str) -> str:
         mem = "n/a (CPU)" if r["peak_gpu_mem_GiB"] != r["peak_gpu_mem_GiB"] else f"{r['peak_gpu_mem_GiB']:.1f} GiB"
         lines.append(f"| {r['family']} | {r['model']} | {r['denoiser_params_M']:.0f}M | {r['resolution']} | "
                      f"{r['pairs_per_step']} | {r['s_per_step']:.3f} | {r['pairs_per_s']:.2f} | {mem} |")
+    return "\n".join(lines)
+
+
+def generate_table(rows: list[dict], header: str) -> str:
+    """The generation stage's rows (families that reached it), or "" when none did."""
+    rows = [r for r in rows if "gen_images" in r or "generate_error" in r]
+    if not rows:
+        return ""
+    lines = [header, "",
+             "| family | resolution | prompt pairs | images | steps | images/s | accepted pairs | dropped | peak GPU memory |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "generate_error" in r:
+            lines.append(f"| {r['family']} | {r['gen_resolution']} | FAILED: {r['generate_error']} | | | | | | |")
+            continue
+        peak = r["gen_peak_gpu_mem_GiB"]
+        mem = "n/a (CPU)" if peak != peak else f"{peak:.1f} GiB"
+        dropped = ", ".join(f"{k} {v}" for k, v in r["gen_dropped"].items()) or "none"
+        lines.append(f"| {r['family']} | {r['gen_resolution']} | {r['gen_prompt_pairs']} | {r['gen_images']} | "
+                     f"{r['gen_steps']} | {r['gen_images_per_s']:.2f} | {r['gen_accepted']} of {r['gen_prompt_pairs']} | "
+                     f"{dropped} | {mem} |")
     return "\n".join(lines)
 
 
@@ -241,8 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=None, help="override the per-family real resolution")
     parser.add_argument("--work-dir", type=Path, default=None, help="where models/runs go (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--generate", type=int, default=2, metavar="N",
+                        help="after training, run data generate's generate_dataset on N prompt pairs per family "
+                        f"(K={GEN_CANDIDATES}, scorer verifiers) and report images/s; 0 skips it")
+    parser.add_argument("--generate-steps", type=int, default=20, help="denoising steps per generated image")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, fp32: checks the script, no GPU")
     args = parser.parse_args(argv)
+    if args.generate < 0 or args.generate_steps < 1:
+        parser.error("--generate must be >= 0 and --generate-steps >= 1")
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -268,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         torch.cuda.empty_cache()
                     except RuntimeError as cleanup:  # a sticky CUDA error (illegal address) poisons the context:
                         print(f"gpu_smoke: CUDA unusable after {fam}: {cleanup}", file=sys.stderr)  # later rows fail too
+            if args.generate > 0:  # also after a failed training step: generation is forward passes only
+                rows[-1].update(run_generate(fam, work, args))
             if args.json:  # after every family, so a run cut short keeps what it measured
                 args.json.write_text(json.dumps({"device": gpu, "rows": rows}, indent=1))
     header = (f"GPU smoke, {time.strftime('%Y-%m-%d')}, {gpu}, torch {torch.__version__}: bf16, "
@@ -275,7 +377,15 @@ def main(argv: list[str] | None = None) -> int:
               f"checkpointing, LoRA rank {args.rank}, median over steps 2..{args.steps}" if not args.dry_run else
               f"GPU smoke DRY RUN (CPU, tiny models, fp32), {time.strftime('%Y-%m-%d')}: not GPU numbers")
     print(table(rows, header))
-    return 1 if any("error" in r for r in rows) else 0
+    gen = generate_table(rows, f"data generate on the same pipelines ({'bf16' if not args.dry_run else 'fp32, CPU'}): "
+                         f"{args.generate} prompt pairs x K={GEN_CANDIDATES} candidates x 2 prompts, scorer verifiers; "
+                         "images/s over the whole generate_dataset call (sampling with the first call's warm-up, "
+                         "scoring, writing the dataset). Random weights make noise: the accepted pairs say nothing "
+                         "about a model.")
+    if gen:
+        print()
+        print(gen)
+    return 1 if any("error" in r or "generate_error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

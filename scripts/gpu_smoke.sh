@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One short intent-DPO run per family (SD1.5, SDXL, SD3.5-Medium, FLUX.1-dev) on random-init models of
 # real shape at real resolution: bf16, 8-bit AdamW, gradient checkpointing. Prints a markdown table of
-# s/step, pairs/s and peak GPU memory. No downloads.
+# s/step, pairs/s and peak GPU memory, then one of `data generate` on the same pipelines (2 prompt pairs,
+# K=2, verifiers scorer: images/s and accepted pairs; --generate 0 skips it). No downloads.
 #   scripts/gpu_smoke.sh                      # all families on GPU 0
 #   scripts/gpu_smoke.sh --families sdxl,flux --steps 8
 #   scripts/gpu_smoke.sh --dry-run            # CPU self-check with tiny models (no GPU numbers)

@@ -122,3 +122,70 @@ def test_real_recipes_train_the_intent_objective(name):
     assert c.sft_weight > 0 and c.preserve_weight > 0
     cfg_free = name == "flux1_dev"  # guidance is distilled into an input: nothing extrapolates from the null prompt
     assert (c.guided_sft_scale > 1) != cfg_free and (c.preserve_null_weight > 0) != cfg_free
+
+
+# ------------------------------------------------------------------------------ data generate recipes
+TEACHERS = {"sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", 30, 7.0),
+            "flux": ("black-forest-labs/FLUX.1-dev", 28, 3.5)}
+
+
+def _load_generate(name: str, *overrides: str):
+    from pluralign.onpolicy.config import GenerateConfig
+
+    (config,) = parse((GenerateConfig,), ["--config", str(ROOT / "recipes" / f"data_generate_{name}.yaml"),
+                                          *overrides])
+    return config
+
+
+@pytest.mark.parametrize("name", sorted(TEACHERS))
+def test_generate_recipes_load_with_the_real_parser(name):
+    """Every key is a GenerateConfig field (the parser refuses any other), and the scorer spec builds:
+    CLIP-L directional plus a VLM judge, on the category no degradation reaches."""
+    from pluralign.rewards.intent_scorers import CombinedScorer, JudgeScorer, PromptAwareScorer, build_intent_scorer
+
+    hub_id, steps, guidance = TEACHERS[name]
+    c = _load_generate(name)
+    assert c.generator == hub_id
+    assert (c.num_inference_steps, c.guidance_scale) == (steps, guidance)
+    assert c.categories == ["emotion_and_subject"] and c.num_candidates >= 2 and c.dtype == "bfloat16"
+    assert c.min_margin is not None and c.min_margin > 0
+    scorer = build_intent_scorer(c.scorer, "cpu")  # constructs; reads no weights
+    assert isinstance(scorer, CombinedScorer)
+    clip, judge = scorer.scorers
+    assert isinstance(clip, PromptAwareScorer) and clip.model.model_id == "openai/clip-vit-large-patch14"
+    assert isinstance(judge, JudgeScorer) and judge.judge.model_id.count("/") == 1  # a hub id
+    # both recipes share suite, scorer and thresholds: their pairs mix as one teacher set
+    assert c.scorer == _load_generate("sdxl").scorer and c.suite == _load_generate("sdxl").suite
+
+
+def test_generate_recipe_typo_is_refused(tmp_path):
+    from pluralign.config import ConfigError
+    from pluralign.onpolicy.config import GenerateConfig
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "recipes" / "data_generate_sdxl.yaml").read_text().replace("num_candidates:",
+                                                                                      "num_candidate:"))
+    with pytest.raises(ConfigError, match="num_candidate"):
+        parse((GenerateConfig,), ["--config", str(bad)])
+
+
+@pytest.mark.parametrize("name", sorted(TEACHERS))
+def test_generate_recipes_name_what_to_download_offline(name, tmp_path, monkeypatch):
+    """Offline and not cached, the run stops before any work with the `hf download` command for the
+    teacher (and the licence gate for FLUX.1-dev), then for the scorer's weights: what docs/data.md says."""
+    from huggingface_hub import constants
+
+    from pluralign.hub import ModelNotFound
+    from pluralign.onpolicy.generate import prepare
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a portrait of an old fisherman at the harbour\na lighthouse on a rocky coast\n")
+    c = _load_generate(name, "--suite", str(captions), "--output_dir", str(tmp_path / "out"), "--device", "cpu")
+    hub_id = TEACHERS[name][0]
+    with pytest.raises(ModelNotFound, match=f"hf download {hub_id}") as err:
+        prepare(c)
+    assert ("accept its licence" in str(err.value)) == (name == "flux")
+    with pytest.raises(ModelNotFound, match="hf download openai/clip-vit-large-patch14"):
+        prepare(c, pipe=object())  # a loaded generator: the scorer's weights are checked next
