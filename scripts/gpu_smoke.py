@@ -288,6 +288,10 @@ def generate_family(family: str, model_dir: Path, work: Path, res: int, args) ->
             "gen_dropped": summary["dropped"], "gen_peak_gpu_mem_GiB": peak}
 
 
+def _memory(gib: float) -> str:
+    return "n/a (CPU)" if gib != gib else f"{gib:.1f} GiB"  # NaN: no CUDA device to measure
+
+
 def table(rows: list[dict], header: str) -> str:
     lines = [header, "",
              "| family | model (random init) | denoiser params | resolution | pairs/step | s/step | pairs/s | peak GPU memory |",
@@ -296,7 +300,7 @@ def table(rows: list[dict], header: str) -> str:
         if "error" in r:
             lines.append(f"| {r['family']} | {r['model']} | FAILED: {r['error']} | | | | | |")
             continue
-        mem = "n/a (CPU)" if r["peak_gpu_mem_GiB"] != r["peak_gpu_mem_GiB"] else f"{r['peak_gpu_mem_GiB']:.1f} GiB"
+        mem = _memory(r["peak_gpu_mem_GiB"])
         lines.append(f"| {r['family']} | {r['model']} | {r['denoiser_params_M']:.0f}M | {r['resolution']} | "
                      f"{r['pairs_per_step']} | {r['s_per_step']:.3f} | {r['pairs_per_s']:.2f} | {mem} |")
     return "\n".join(lines)
@@ -314,8 +318,7 @@ def generate_table(rows: list[dict], header: str) -> str:
         if "generate_error" in r:
             lines.append(f"| {r['family']} | {r['gen_resolution']} | FAILED: {r['generate_error']} | | | | | | |")
             continue
-        peak = r["gen_peak_gpu_mem_GiB"]
-        mem = "n/a (CPU)" if peak != peak else f"{peak:.1f} GiB"
+        mem = _memory(r["gen_peak_gpu_mem_GiB"])
         dropped = ", ".join(f"{k} {v}" for k, v in r["gen_dropped"].items()) or "none"
         lines.append(f"| {r['family']} | {r['gen_resolution']} | {r['gen_prompt_pairs']} | {r['gen_images']} | "
                      f"{r['gen_steps']} | {r['gen_images_per_s']:.2f} | {r['gen_accepted']} of {r['gen_prompt_pairs']} | "

@@ -88,8 +88,8 @@ class DialSession:
                 continue
             self.adapters[name] = weight_file.resolve()
 
-        # the LoRA-wrapped layers' own weights, to return to bit for bit after a fused setting
-        self._pristine = {name: m.base_layer.weight.detach().clone() for name, m in self._lora_layers()}
+        # the LoRA-wrapped layers with their own weights, to return to bit for bit after a fused setting
+        self._pristine = [(m, m.base_layer.weight.detach().clone()) for m in self._lora_layers()]
         self._fused: dict[str, float] = {}
         self._off: tuple = (None, None)
         if self.adapters:  # loading leaves the last adapter active; the dial starts with every slider at 0
@@ -100,9 +100,9 @@ class DialSession:
             module = getattr(self.pipe, component, None)
             if module is None:
                 continue
-            for name, m in module.named_modules():
+            for m in module.modules():
                 if hasattr(m, "base_layer") and hasattr(m, "lora_A"):
-                    yield f"{component}.{name}", m
+                    yield m
 
     def _set(self, weights: Mapping[str, float]) -> None:
         """Put the pipeline at a dial setting: the adapters in use fused into the base weights at their weights.
@@ -119,8 +119,8 @@ class DialSession:
         if self._fused:
             self.pipe.unfuse_lora()
             with torch.no_grad():
-                for name, m in self._lora_layers():
-                    m.base_layer.weight.copy_(self._pristine[name])
+                for m, weight in self._pristine:
+                    m.base_layer.weight.copy_(weight)
             self._fused = {}
         if active:
             self.pipe.enable_lora()

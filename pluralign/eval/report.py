@@ -562,6 +562,28 @@ def html_images(pairs: Pairs, rows: Sequence[EvalRow], max_rows: int = 4, row_id
     return parts
 
 
+PLOT_CAPTIONS = {
+    "attributes": "Adherence per attribute for each variant; whiskers: paired bootstrap 95% CI.",
+    "dial": "Adapter weight vs adherence (error bars: 95% CI) and the largest leakage; dashed: the base's adherence.",
+    "category_curves": "Adapter weight vs adherence on the rows that request each taxonomy category.",
+    "category_dials": "Each category adapter turned up alone vs adherence on its category's rows.",
+}
+
+
+def html_result_plots(results: dict[str, Any], captions: dict[str, str] | None = None) -> str:
+    """Every plot ``results`` has data for, side by side with its caption. One place decides which plots a
+    results dict gets, for the eval report and the demo's; ``captions`` overrides :data:`PLOT_CAPTIONS` by key."""
+    cap = {**PLOT_CAPTIONS, **(captions or {})}
+    plots = [html_figure(plot_attributes(results), "adherence per attribute", cap["attributes"])]
+    if results.get("dial_curve"):
+        plots.append(html_figure(plot_dial(results), "dial curve", cap["dial"]))
+    if results.get("category_curves"):
+        plots.append(html_figure(plot_category_curves(results), "dial per category", cap["category_curves"]))
+    if _per_category(results):
+        plots.append(html_figure(plot_category_dials(results), "dial per category", cap["category_dials"]))
+    return html_plots(plots)
+
+
 def html_report(results: dict[str, Any], pairs: Pairs, rows: Sequence[EvalRow], max_rows: int = 4,
                 row_ids: Sequence[int] | None = None) -> str:
     """A self-contained HTML page: tables, plots and the images by attribute, every image a PNG data URI.
@@ -591,18 +613,7 @@ def html_report(results: dict[str, Any], pairs: Pairs, rows: Sequence[EvalRow], 
         body += ["<h2>Per attribute</h2>", html_table(*attribute_rows(results))]
         if results.get("category_curves"):
             body += ["<h2>Dial per category</h2>", f"<p>{_CURVES_TEXT}</p>", html_table(*category_curve_rows(results))]
-    plots = [html_figure(plot_attributes(results), "adherence per attribute",
-                         "Adherence per attribute for each variant; whiskers: paired bootstrap 95% CI.")]
-    if results.get("dial_curve"):
-        plots.append(html_figure(plot_dial(results), "dial curve", "Adapter weight vs adherence (error bars: 95% CI) "
-                                 "and the largest leakage; dashed: the base's adherence."))
-    if results.get("category_curves"):
-        plots.append(html_figure(plot_category_curves(results), "dial per category",
-                                 "Adapter weight vs adherence on the rows that request each taxonomy category."))
-    if _per_category(results):
-        plots.append(html_figure(plot_category_dials(results), "dial per category",
-                                 "Each category adapter turned up alone vs adherence on its category's rows."))
-    body += ["<h2>Plots</h2>", html_plots(plots)]
+    body += ["<h2>Plots</h2>", html_result_plots(results)]
     reference = ((results["variants"].get(results.get("reference", "base")) or {}).get("adherence") or {})
     requested = {a: d["requested"] for a, d in (reference.get("by_attribute") or {}).items()
                  if d.get("requested") is not None}  # a per-category eval's rows are a selection: the base saw all

@@ -41,15 +41,11 @@ from pluralign.eval.generate import load_pipeline
 from pluralign.eval.report import (
     Pairs,
     attribute_counts,
-    html_figure,
     html_images,
     html_page,
-    html_plots,
+    html_result_plots,
     html_table,
     md_table,
-    plot_attributes,
-    plot_category_curves,
-    plot_dial,
     shown_rows,
 )
 from pluralign.eval.runner import EvalConfig, run_eval
@@ -468,6 +464,13 @@ def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
 
+# the demo's models have names: the captions say which one is which
+PLOT_CAPTIONS = {
+    "attributes": "Adherence per attribute for each model; whiskers: 95% CI.",
+    "dial": "intent_dpo's weight vs adherence (error bars: 95% CI) and the largest leakage; weight 0 is the aligned "
+            "model, dashed: the base model.",
+    "category_curves": "intent_dpo's weight vs adherence on the rows that request each taxonomy category.",
+}
 REPORT_ROWS = 4  # prompt pairs per attribute in report.html, as in the eval reports (EvalConfig.html_rows)
 
 
@@ -509,15 +512,7 @@ def _html(results: dict, out: Path, eval_dirs: dict[str, Path], rows: list) -> N
              "<h2>Content fidelity per attribute</h2>",
              "<p>Share of anti-aesthetic images in which the content checker finds the requested shape and colour.</p>",
              html_table(*content_rows(results))]
-    plots = [html_figure(plot_attributes(results), "adherence per attribute",
-                         "Adherence per attribute for each model; whiskers: 95% CI.")]
-    if results.get("dial_curve"):
-        plots.append(html_figure(plot_dial(results), "dial curve", "intent_dpo's weight vs adherence (error bars: 95% "
-                                 "CI) and the largest leakage; weight 0 is the aligned model, dashed: the base model."))
-    if results.get("category_curves"):
-        plots.append(html_figure(plot_category_curves(results), "dial per category",
-                                 "intent_dpo's weight vs adherence on the rows that request each taxonomy category."))
-    body += ["<h2>Plots</h2>", html_plots(plots)]
+    body += ["<h2>Plots</h2>", html_result_plots(results, PLOT_CAPTIONS)]
     shown = shown_rows(rows, REPORT_ROWS)
     body += html_images(report_pairs(image_folders(eval_dirs), shown), [rows[i] for i in shown], REPORT_ROWS, shown,
                         attribute_counts(rows))
