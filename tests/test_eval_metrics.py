@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from pluralign.eval import metrics as M
 from pluralign.eval.suite import EvalRow
@@ -130,6 +130,31 @@ def test_attribute_judge_measures_what_no_rule_does_and_its_leakage():
     assert M.leakage_summary(fired, base, n_boot=200)["by_attribute"]["grief"]["points"] == pytest.approx(50.0)
     with pytest.raises(ValueError, match="suite rows"):
         M.leakage_fired(variant_o, o, ["grief"], meter=meter)
+
+
+def test_a_dimension_request_is_shown_when_any_of_its_rules_fires_and_judge_only_ones_stay_unmeasured():
+    o = [_image(0.6, seed=i) for i in range(4)]
+    dark = [Image.fromarray((np.asarray(im) * 0.3).astype(np.uint8)) for im in o]
+    blurred = [im.filter(ImageFilter.GaussianBlur(2)) for im in o]
+    pairs = [(o[0], dark[0]), (o[1], blurred[1]), (o[2], o[2].copy()), (o[3], blurred[3])]
+    rows = [EvalRow("p", "p dark", ["dimension:color_brightness"], 0), EvalRow("p", "p blurry", ["dimension:clarity"], 1),
+            EvalRow("p", "p blurry", ["dimension:clarity"], 2),
+            EvalRow("p", "p ugly", ["dimension:color_aesthetic", "dimension:clarity"], 3)]
+    meter = M.AttributeMeter()
+    assert meter.source("dimension:clarity") == "rules:blurry|motion_blur|defocused"
+    assert meter.source("dimension:color_brightness") == "rules:underexposed"
+    assert meter.source("dimension:color_aesthetic") is None  # judge only: no rule pretends to see "ugly colors"
+    margins = meter.margins(pairs, rows)
+    assert margins["dimension:color_brightness"][0] > 0 and np.isnan(margins["dimension:color_brightness"][1:]).all()
+    clarity = margins["dimension:clarity"]
+    assert np.isnan(clarity[0]) and clarity[1] > 0 and clarity[2] < 0 and clarity[3] > 0
+    s = M.adherence_summary(margins, rows=rows, meter=meter, n_boot=200)
+    assert s["by_attribute"]["dimension:color_aesthetic"] == {"value": None, "ci95": None, "n": 0, "requested": 1,
+                                                             "measured_by": None}
+    assert (s["by_attribute"]["dimension:clarity"]["value"], s["by_attribute"]["dimension:clarity"]["n"]) == (2 / 3, 3)
+    # a darkened image does not pass for a blurred one: the dimension's margin is its own rules' largest
+    assert M.AttributeMeter().margins([(o[0], dark[0])], [EvalRow("p", "p", ["dimension:clarity"], 0)])[
+        "dimension:clarity"][0] < 0
 
 
 def test_judge_summary_uses_the_four_way_matrix_by_hand():

@@ -63,11 +63,13 @@ def test_anti_aesthetic_schema_from_a_dataset_and_a_local_file(tmp_path):
     })
     rows = from_anti_aesthetic(ds, seed=5)
     assert rows[0].prompt_a == "a blurry, dark cat on a sofa"
-    assert rows[0].attributes == ["blurry", "underexposed"]  # dimension -> its first verifiable attribute
+    # a dimension is its own request, measured by any of its rules (taxonomy.DIMENSION_MEASURES) or a judge
+    assert rows[0].attributes == ["dimension:clarity", "dimension:color_brightness"]
+    assert rows[1].attributes == ["dimension:color_aesthetic"]
     assert rows[1].meta["unmapped"] == ["no_such_thing"] and rows[1].seed == 6
     as_lists = datasets.Dataset.from_dict({"original_prompt": ["x"], "disorted_long_prompt": ["x, noisy"],
                                            "selected": [["noisy", "clarity: blurry"]]})
-    assert from_anti_aesthetic(as_lists)[0].attributes == ["noisy", "blurry"]
+    assert from_anti_aesthetic(as_lists)[0].attributes == ["noisy", "dimension:clarity"]
     f = tmp_path / "aas.jsonl"
     ds.to_json(str(f))
     assert [r.prompt_o for r in load_suite(str(f))] == ["a cat on a sofa", "a bridge"]

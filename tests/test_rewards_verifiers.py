@@ -69,7 +69,21 @@ def test_rules_agree_with_taxonomy():
             assert name in RULE_SPECS, name
             verifier, _, direction, _ = RULE_SPECS[name]
             assert (verifier, direction) == (attr.verifier, attr.direction) or name == "film_grain", name
+        assert attr.judge_only == (name not in RULE_SPECS), name  # a rule and only a rule lifts "judge only"
     assert all(np.isfinite(r.threshold) for r in load_rules().values())
+
+
+def test_every_dimension_maps_to_the_rules_that_measure_it_or_is_judge_only():
+    from pluralign.data.taxonomy import ATTRIBUTES, DIMENSION_MEASURES, DIMENSIONS
+
+    assert set(DIMENSION_MEASURES) == set(DIMENSIONS)
+    for dim, members in DIMENSION_MEASURES.items():
+        assert any(a.dimension == dim for a in ATTRIBUTES.values()), dim  # "background" too has an attribute
+        for name in members:
+            assert name in RULE_SPECS and ATTRIBUTES[name].dimension == dim, (dim, name)
+    # the two the seed schema used to score wrongly: ugly colours are not chromatic aberration, rough
+    # details are not film grain; no rule measures either, so a judge must
+    assert DIMENSION_MEASURES["color_aesthetic"] == DIMENSION_MEASURES["detail_refinement"] == ()
 
 
 def test_adherence_batched_layout(photo):

@@ -73,6 +73,13 @@ class Attribute:
     direction: int = 0
     exclusive: str | None = None
 
+    @property
+    def judge_only(self) -> bool:
+        """No model-free verifier measures it (emotions, surrealism, clashing colours): only a judge (a
+        VLM, the toy world's checker) can say whether an image shows it, and without one the eval
+        reports it as unmeasured."""
+        return self.verifier is None
+
     def __post_init__(self):
         if _SUBCLASS_TO_CATEGORY.get(self.subclass) != self.category:
             raise ValueError(f"attribute {self.name}: subclass {self.subclass!r} is not in category {self.category!r}")
@@ -161,10 +168,13 @@ _ALL = [
     _a("obstructed", "obstructed_cropping", "main_object",
        ["partly blocked by an object in front of the lens", "with something obstructing the view",
         "half hidden behind a blurry foreground blob"],
-       "obstruction"),
+       "obstruction", "occlusion", +1),
     _a("cropped", "obstructed_cropping", "main_object",
        ["awkwardly cropped", "with the subject cut off at the edge", "with a careless tight crop"],
        "crop", exclusive="framing"),
+    _a("no_background", "unconventional_framing", "background",
+       ["on a blank, empty background", "with no background at all, floating in a void",
+        "isolated against a plain featureless backdrop"]),
     _a("scale_mismatch", "scale_inconsistency", "detail_realism",
        ["with objects at inconsistent, impossible scales", "where sizes do not match each other"]),
     _a("small_subject", "unconventional_scale", "main_object",
@@ -191,6 +201,27 @@ _ALL = [
 ]
 
 ATTRIBUTES: dict[str, Attribute] = {a.name: a for a in _ALL}
+
+# A request for a whole VisionReward dimension (the paper's prompt set lists dimensions, not attributes,
+# in ``selected``) is written ``dimension:NAME``. It is shown when any of the attributes below is: the
+# ones whose verifier rules measure that dimension's negative option. Every other attribute of the
+# dimension is left out on purpose: "dark" is underexposure, never overexposure; "not prominent" is a
+# small, off-centre or obstructed subject, not a tight crop. An empty tuple means no model-free
+# measurement exists ("ugly colors", "negative emotion"): the dimension is judge only.
+DIMENSION_PREFIX = "dimension:"
+DIMENSION_MEASURES: dict[str, tuple[str, ...]] = {
+    "object_pairing": (),
+    "main_object": ("small_subject", "off_center", "obstructed"),
+    "richness": (),
+    "background": (),
+    "clarity": ("blurry", "motion_blur", "defocused"),
+    "color_brightness": ("underexposed",),
+    "color_aesthetic": (),
+    "lighting_distinction": ("flat_lighting", "low_contrast"),
+    "emotion": (),
+    "detail_refinement": (),
+    "detail_realism": (),
+}
 
 
 def attributes_in(category: str, *, degradable: bool = False) -> tuple[str, ...]:
@@ -221,3 +252,36 @@ def degradable_categories() -> tuple[str, ...]:
 def dimension_key(name: str) -> str | None:
     key = name.strip().lower().replace("-", " ").replace(" ", "_")
     return key if key in DIMENSIONS else None
+
+
+def dimension_request(dimension: str) -> str:
+    """The requestable name of a whole dimension, ``dimension:clarity``."""
+    if dimension not in DIMENSIONS:
+        raise KeyError(f"unknown dimension {dimension!r}; known: {', '.join(DIMENSIONS)}")
+    return DIMENSION_PREFIX + dimension
+
+
+def requested_dimension(name: str) -> str | None:
+    """The dimension a ``dimension:NAME`` request names (None for an attribute name)."""
+    if name.startswith(DIMENSION_PREFIX) and name[len(DIMENSION_PREFIX):] in DIMENSIONS:
+        return name[len(DIMENSION_PREFIX):]
+    return None
+
+
+def is_requestable(name: str) -> bool:
+    """An attribute name or a ``dimension:NAME`` request."""
+    return name in ATTRIBUTES or requested_dimension(name) is not None
+
+
+def phrase(name: str) -> str:
+    """How a judge is asked about a request: the attribute's first phrasing, or the dimension's first
+    negative option ("blurry", "ugly colors")."""
+    dim = requested_dimension(name)
+    return DIMENSIONS[dim][0] if dim is not None else get(name).templates[0]
+
+
+# Attribute -> attributes its physics implies, so a rule for the second also fires on an image that
+# shows only the first (darkening an image lowers its absolute contrast). The verifier checks list these
+# pairs apart from the specificity target, and multi-attribute adherence does not count the implied
+# attribute as shown when only the implying one is (see pluralign.rewards.rules.adherence_table).
+IMPLIES: dict[str, tuple[str, ...]] = {}

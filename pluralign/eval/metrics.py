@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from pluralign.data.taxonomy import ATTRIBUTES
+from pluralign.data.taxonomy import ATTRIBUTES, DIMENSION_MEASURES, phrase, requested_dimension
 from pluralign.rewards.intent import structural_similarity
 from pluralign.rewards.metrics import accuracy_report, paired_bootstrap_ci, rate_with_ci
 from pluralign.rewards.rules import adherence_table, load_rules
@@ -133,17 +133,28 @@ class AttributeMeter:
     I_a against I_o from the same seed), else by the attribute judge when one is configured (an
     intent scorer, e.g. the toy world's checker or a local VLM; its score minus its
     ``decision_threshold`` is the margin, > 0 = shown), else not at all. Unmeasured attributes are
-    reported as such by :func:`adherence_summary`, never as a rate."""
+    reported as such by :func:`adherence_summary`, never as a rate.
+
+    A whole-dimension request (``dimension:clarity``, from the paper's ``selected`` column) is shown when
+    any of its rules in ``taxonomy.DIMENSION_MEASURES`` fires (its margin is the largest of theirs); a
+    dimension with none goes to the judge, asked with the dimension's negative option."""
 
     def __init__(self, rules: dict | None = None, judge=None, judge_name: str | None = None):
         self.rules = load_rules() if rules is None else rules
         self.judge = judge
         self.judge_name = judge_name or (getattr(judge, "name", None) if judge is not None else None)
 
+    def _members(self, attribute: str) -> list[str]:
+        """The rules that measure ``attribute``: itself, or a dimension request's member attributes."""
+        dim = requested_dimension(attribute)
+        names = DIMENSION_MEASURES[dim] if dim is not None else (attribute,)
+        return [a for a in names if a in self.rules]
+
     def source(self, attribute: str) -> str | None:
-        """``rule``, ``judge:NAME`` or None (nothing here measures ``attribute``)."""
-        if attribute in self.rules:
-            return "rule"
+        """``rule``, ``rules:A|B`` (a dimension request), ``judge:NAME`` or None (nothing measures ``attribute``)."""
+        members = self._members(attribute)
+        if members:
+            return "rule" if members == [attribute] else "rules:" + "|".join(members)
         if self.judge is not None and self.judge.measures(attribute):
             return f"judge:{self.judge_name}"
         return None
@@ -156,13 +167,25 @@ class AttributeMeter:
                                             references=list(references))
         return np.asarray(scores, dtype=np.float64) - float(getattr(self.judge, "decision_threshold", 0.0))
 
+    def _rule_margins(self, images_a, images_o, wanted: list[list[str]]) -> dict[str, np.ndarray]:
+        """Per requested rule-measured name, per-row margins (NaN where not requested): a dimension request
+        takes the largest margin of its member rules on its rows."""
+        expanded = [sorted({m for a in w for m in self._members(a)}) for w in wanted]
+        table = adherence_table(images_a, images_o, expanded, self.rules) if any(expanded) else {}
+        out = {}
+        for name in sorted({a for w in wanted for a in w if self._members(a)}):
+            rows = np.array([name in w for w in wanted])
+            stacked = np.stack([table[m] for m in self._members(name)], axis=1)
+            out[name] = np.where(rows, np.nanmax(np.where(rows[:, None], stacked, -np.inf), axis=1), np.nan)
+        return out
+
     def margins(self, pairs: Sequence[tuple[Any, Any]], rows: Sequence[EvalRow]) -> dict[str, np.ndarray]:
         """Attribute -> per-row margin of I_a (NaN where the row did not request it), for every requested
         attribute that is measured."""
         images_o, images_a = [o for o, _ in pairs], [a for _, a in pairs]
         wanted = [list(r.attributes) for r in rows]
-        out = adherence_table(images_a, images_o, wanted, self.rules)
-        for attr in sorted({a for w in wanted for a in w if a not in self.rules and self.source(a)}):
+        out = self._rule_margins(images_a, images_o, wanted)
+        for attr in sorted({a for w in wanted for a in w if not self._members(a) and self.source(a)}):
             idx = [i for i, w in enumerate(wanted) if attr in w]
             m = np.full(len(rows), np.nan)
             m[idx] = self._judge_margin([images_a[i] for i in idx], [images_o[i] for i in idx],
@@ -176,17 +199,16 @@ class AttributeMeter:
         against ``references[i]`` (a rule's paired comparison; a judge gets the row's P_o and P_o plus the
         attribute's phrasing)."""
         attributes = [a for a in attributes if self.source(a)]
-        ruled = [a for a in attributes if a in self.rules]
+        ruled = [a for a in attributes if self._members(a)]
         out = {}
         if ruled:
-            table = adherence_table(list(images), list(references), [ruled] * len(images), self.rules)
+            table = self._rule_margins(list(images), list(references), [ruled] * len(images))
             out.update({a: table[a] > 0 for a in table})
         for attr in attributes:
-            if attr in self.rules:
+            if attr in out:
                 continue
-            phrase = ATTRIBUTES[attr].templates[0] if attr in ATTRIBUTES else attr
             prompts_o = [r.prompt_o for r in rows]
-            out[attr] = self._judge_margin(images, references, prompts_o, [f"{p}, {phrase}" for p in prompts_o],
+            out[attr] = self._judge_margin(images, references, prompts_o, [f"{p}, {phrase(attr)}" for p in prompts_o],
                                            attr) > 0
         return out
 
@@ -235,7 +257,7 @@ def leakage_fired(variant_o: Sequence[Any], reference_o: Sequence[Any], attribut
         return {}, {}
     meter = meter or AttributeMeter(rules)
     if rows is None:
-        if any(a not in meter.rules for a in attributes):
+        if any(not meter._members(a) for a in attributes):
             raise ValueError("leakage_fired: judge-measured attributes need the suite rows")
         rows = [None] * len(variant_o)
     return (meter.fired(variant_o, reference_o, attributes, rows),

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.data.rewrite import rewrite_prompt
-from pluralign.data.taxonomy import ATTRIBUTES
+from pluralign.data.taxonomy import ATTRIBUTES, dimension_key, dimension_request, is_requestable
 
 
 class SuiteError(ValueError):
@@ -77,10 +77,11 @@ def _split_attributes(value: Any, where: str) -> list[str]:
 
 def _check_attributes(attributes: list[str], where: str) -> None:
     for a in attributes:
-        if a not in ATTRIBUTES:
+        if not is_requestable(a):
             close = difflib.get_close_matches(a, list(ATTRIBUTES), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(sorted(ATTRIBUTES))}"
-            raise SuiteError(f"{where}: field 'attributes': unknown attribute {a!r}{hint}")
+            raise SuiteError(f"{where}: field 'attributes': unknown attribute {a!r}{hint} "
+                             "(a whole VisionReward dimension is written dimension:NAME)")
 
 
 def make_row(record: dict[str, Any], where: str, default_seed: int) -> EvalRow:
@@ -217,26 +218,22 @@ def from_source(name: str, n: int | None = None, seed: int | None = None) -> lis
 
 
 def _attributes_from_selected(selected: Any, where: str) -> tuple[list[str], list[str]]:
-    """Map the paper's ``selected`` entries to taxonomy attributes.
+    """Map the paper's ``selected`` entries to requests.
 
-    An entry may be an attribute name (``blurry``), a VisionReward dimension (``clarity``) or a
-    ``dimension: option`` string. A dimension maps to its first attribute that has a verifier
-    (the one the eval loop can measure). Entries that map to nothing are returned separately so
-    they stay visible in ``meta`` instead of silently vanishing.
+    An entry may be an attribute name (``blurry``), a VisionReward dimension (``color brightness``) or a
+    ``dimension: option`` string. A dimension becomes the request ``dimension:NAME``, which the eval
+    measures by any of the rules in ``taxonomy.DIMENSION_MEASURES`` or, for a judge-only dimension, by
+    the attribute judge. Entries that map to nothing are returned separately so they stay visible in
+    ``meta`` instead of silently vanishing.
     """
     entries = _split_attributes(selected, where) if selected is not None else []
-    by_dimension: dict[str, str] = {}
-    for name, attr in ATTRIBUTES.items():
-        dim = getattr(attr, "dimension", None)
-        if dim and getattr(attr, "verifier", None) and dim not in by_dimension:
-            by_dimension[dim] = name
     attributes, unmapped = [], []
     for entry in entries:
         key = re.sub(r"[\s\-]+", "_", entry.split(":")[0].strip().lower())
         if key in ATTRIBUTES:
             name = key
-        elif key in by_dimension:
-            name = by_dimension[key]
+        elif dimension_key(key) is not None:
+            name = dimension_request(dimension_key(key))
         else:
             unmapped.append(entry)
             continue

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.taxonomy import get as get_attribute
+from ..data.taxonomy import phrase
 from .base import RewardModel, _to_pil
 from .models import _hub_error
 
@@ -181,7 +181,7 @@ class VLMJudge(RewardModel):
         images, rows = list(images), [list(r) for r in attributes]
         if len(images) != len(rows):
             raise ValueError(f"{self.name}: got {len(images)} images but {len(rows)} attribute lists")
-        flat = [(i, ATTRIBUTE_QUESTION.format(phrase=get_attribute(a).templates[0])) for i, r in enumerate(rows)
+        flat = [(i, ATTRIBUTE_QUESTION.format(phrase=phrase(a))) for i, r in enumerate(rows)
                 for a in r]
         p = self.yes_probability([images[i] for i, _ in flat], [q for _, q in flat])
         owner = np.array([i for i, _ in flat], dtype=np.int64)
