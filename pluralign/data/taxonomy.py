@@ -143,10 +143,10 @@ _ALL = [
        "underexposure", "brightness", -1, "exposure"),
     _a("overexposed", "exposure_extremes", "color_brightness",
        ["blown-out and overexposed", "washed out by too much light", "with clipped, burnt highlights"],
-       "overexposure", "brightness", +1, "exposure"),
+       "overexposure", "value", +1, "exposure"),
     _a("light_leak", "light_leak", "lighting_distinction",
        ["with an orange light leak", "with light leaking across the frame", "fogged by a light leak"],
-       "light_leak"),
+       "light_leak", "glow", +1),
     _a("flat_lighting", "flat_lighting", "lighting_distinction",
        ["under flat, shadowless light", "lit flatly with no depth", "with dull, even lighting and no shadows"],
        "flat_lighting", "contrast", -1),
@@ -171,7 +171,7 @@ _ALL = [
        "obstruction", "occlusion", +1),
     _a("cropped", "obstructed_cropping", "main_object",
        ["awkwardly cropped", "with the subject cut off at the edge", "with a careless tight crop"],
-       "crop", exclusive="framing"),
+       "crop", "zoom", +1, "framing"),
     _a("no_background", "unconventional_framing", "background",
        ["on a blank, empty background", "with no background at all, floating in a void",
         "isolated against a plain featureless backdrop"]),
@@ -284,4 +284,19 @@ def phrase(name: str) -> str:
 # shows only the first (darkening an image lowers its absolute contrast). The verifier checks list these
 # pairs apart from the specificity target, and multi-attribute adherence does not count the implied
 # attribute as shown when only the implying one is (see pluralign.rewards.rules.adherence_table).
-IMPLIES: dict[str, tuple[str, ...]] = {}
+IMPLIES: dict[str, tuple[str, ...]] = {
+    "motion_blur": ("blurry",),  # a smear is a blur
+    "defocused": ("blurry",),  # so is a defocus
+    # an isotropic blur: at these sizes no rule tells a Gaussian point spread from a lens's disk
+    "blurry": ("defocused",),
+    "cropped": ("blurry", "defocused"),  # a crop enlarged to the frame is interpolated: softer per pixel
+    # darkening compresses absolute contrast and crushes shadows into dark, featureless areas
+    "underexposed": ("low_contrast", "obstructed"),
+    "obstructed": ("underexposed", "blurry"),  # a dark, out-of-focus occluder: a darker frame with less detail
+    "vignette": ("underexposed", "obstructed"),  # dark corners: a darker frame, dark featureless corners
+    "noisy": ("film_grain",),  # grain is noise: they differ in clump size and colour,
+    "film_grain": ("noisy",),  # which a 64 px image cannot resolve
+    "light_leak": ("color_cast", "overexposed"),  # fogging warm light: a local cast and added light
+    "double_exposure": ("low_contrast",),  # blending two exposures averages each one's light and shadow
+    "small_subject": ("low_contrast",),  # an empty frame: less of it carries light and shadow
+}

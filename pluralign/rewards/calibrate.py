@@ -1,11 +1,12 @@
 """Calibrate the paired decision rules on degraded real photographs and write ``thresholds.json``.
 
 Validation set: scikit-image's bundled photographs, randomly cropped (50-100% of the short side,
-aspect 3:4..4:3) and resized to a mix of sizes (32, 64, 128, 256 px on the short side, so the
-rules hold for tiny-model outputs and full images alike). For every verifiable attribute a
+aspect 3:4..4:3) and resized to a mix of sizes (32 to 1024 px on the short side, so the rules hold
+for tiny-model outputs and full-size generations alike). For every verifiable attribute a
 *positive* pair is ``(degrade(I, attribute's degradation, s), I)`` with ``s ~ U[sev_min, sev_max]``.
 *Negative* pairs are ``(I', I)`` where ``I'`` is ``I`` untouched or after a benign change (JPEG
-re-encode at quality 95, a tiny down-and-up resize, a crop shifted by a few percent). Photos are
+re-encode at quality 90 or 95, a +-2% brightness change, a down-and-up resize, a crop shifted by up
+to 5%). Photos are
 split into a calibration half and a held-out half; thresholds are fitted on the calibration
 photos only, and accuracy (true-positive rate) and false-positive rate are reported on the
 held-out photos.
@@ -34,13 +35,13 @@ from .rules import RULE_SPECS, THRESHOLDS_PATH, Rule, _features, _needs, statist
 CALIBRATION_PHOTOS = ("astronaut", "chelsea", "immunohistochemistry", "retina", "hubble_deep_field", "brick",
                       "grass", "coins", "moon")
 HELDOUT_PHOTOS = ("coffee", "rocket", "camera", "motorcycle", "gravel", "clock")
-BENIGN = ("identity", "jpeg95", "tiny_resize", "shifted_crop")
+BENIGN = ("identity", "jpeg90", "jpeg95", "brightness", "resize", "shift")
 
 
 @dataclass
 class CalibrationConfig:
     output: Path = option(THRESHOLDS_PATH, "where to write the thresholds JSON")
-    sizes: list[int] = option(None, "short-side sizes of the validation images", factory=lambda: [32, 64, 128, 256])
+    sizes: list[int] = option(None, "short-side sizes of the validation images", factory=lambda: [32, 64, 128, 256, 512, 1024])
     sev_min: float = option(0.3, "lowest severity of a positive pair", min=0.0, max=1.0)
     sev_max: float = option(1.0, "highest severity of a positive pair", min=0.0, max=1.0)
     n_pos: int = option(160, "positive pairs per attribute and split", min=1)
@@ -90,23 +91,31 @@ def sample_view(photo: np.ndarray, size: int, rng: np.random.Generator, box=None
     return _resize_to(photo[top : top + ch, left : left + cw], size), (top, left, ch, cw)
 
 
-def benign(photo: np.ndarray, view: np.ndarray, box: tuple, size: int, kind: str, rng) -> np.ndarray:
-    """A perturbation that must not count as any attribute."""
+def benign(photo: np.ndarray, view: np.ndarray, box: tuple, size: int, kind: str, rng,
+           shift: float | None = None) -> np.ndarray:
+    """A perturbation that must not count as any attribute: what re-saving, a small exposure nudge, a
+    resize round trip or a slightly different crop do to a picture. ``shift``: the crop's offset as a
+    fraction of its size (default: random, up to 5% each way)."""
     if kind == "identity":
         return view
-    if kind == "jpeg95":
+    if kind in ("jpeg90", "jpeg95"):
         buf = io.BytesIO()
-        _pil(view).save(buf, format="JPEG", quality=95)
+        _pil(view).save(buf, format="JPEG", quality=int(kind[4:]))
         return _arr(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    if kind == "tiny_resize":
+    if kind == "brightness":
+        return np.clip(view * (1.0 + rng.choice([-0.02, 0.02])), 0.0, 1.0).astype(np.float32)
+    if kind == "resize":
         h, w = view.shape[:2]
-        f = rng.uniform(0.9, 0.97)
+        f = rng.uniform(0.7, 0.97)
         small = _pil(view).resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
         return _arr(small.resize((w, h), Image.Resampling.BICUBIC))
-    if kind == "shifted_crop":
+    if kind == "shift":
         top, left, ch, cw = box
         H, W = photo.shape[:2]
-        dy, dx = (rng.uniform(-0.05, 0.05, size=2) * np.array([ch, cw])).astype(int)
+        if shift is None:
+            dy, dx = (rng.uniform(-0.05, 0.05, size=2) * np.array([ch, cw])).astype(int)
+        else:
+            dy, dx = (rng.choice([-1, 1], size=2) * np.round(shift * np.array([ch, cw]))).astype(int)
         top, left = int(np.clip(top + dy, 0, H - ch)), int(np.clip(left + dx, 0, W - cw))
         out = _resize_to(photo[top : top + ch, left : left + cw], size)
         # rounding can give the shifted crop a pixel more or less than the view: resize to match
@@ -121,58 +130,70 @@ def degradation_of(attribute: str) -> str:
     return name
 
 
-def build_pairs(photos: tuple[str, ...], attributes, cfg: CalibrationConfig, seed: int, *, progress: bool = True):
-    """Positive pairs per attribute and negative pairs, as ``{"pos": {attr: (imgs_a, imgs_o, meta)}, "neg": (imgs_a, imgs_o, meta)}``."""
+def pair_statistics(photos: tuple[str, ...], attributes, cfg: CalibrationConfig, seed: int, rules: dict[str, Rule],
+                    *, progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Paired statistics on fresh validation pairs: ``pos[attr]`` of each attribute's rule on that attribute's
+    positives, ``pos[(attr, implied)]`` of the rule of each attribute ``attr`` implies
+    (``taxonomy.IMPLIES``) on the same positives, ``neg[attr]`` of every rule on the shared negatives.
+
+    Pairs are measured as they are made, a few at a time, and then dropped: a thousand 1024 px pairs
+    would not fit in memory, their features do.
+    """
     rng = np.random.default_rng(seed)
     loaded = {p: load_photo(p) for p in photos}
-    out: dict = {"pos": {}, "neg": None}
     bar = tqdm(total=len(attributes) * cfg.n_pos + cfg.n_neg, desc="validation pairs", disable=not progress)
+    pos: dict[str, np.ndarray] = {}
     for attr in attributes:
         deg = degradation_of(attr)
-        imgs_a, imgs_o, meta = [], [], []
-        tries = 0
-        while len(imgs_a) < cfg.n_pos and tries < cfg.n_pos * 5:
+        # the attribute's own rule, and the rules of the attributes it implies (measured on its positives)
+        measured = {a: rules[a] for a in (attr, *taxonomy.IMPLIES.get(attr, ())) if a in rules}
+        stats, imgs_a, imgs_o, tries = [], [], [], 0
+        while sum(len(st[attr]) for st in stats) + len(imgs_a) < cfg.n_pos and tries < cfg.n_pos * 5:
             tries += 1
             name = photos[int(rng.integers(len(photos)))]
             size = int(rng.choice(cfg.sizes))
             view, _ = sample_view(loaded[name], size, rng)
             sev = float(rng.uniform(cfg.sev_min, cfg.sev_max))
             deg_img = degrade(view, deg, sev, seed=int(rng.integers(2**31)))
-            if deg_img.shape != view.shape or float(np.abs(deg_img - view).max()) < 2 / 255:
+            if deg_img.shape != view.shape:  # a crop: enlarged to the frame, as the trainers do with pairs
+                deg_img = _arr(_pil(deg_img).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
+            if float(np.abs(deg_img - view).max()) < 2 / 255:
                 # the degradation is a no-op here: sub-pixel aberration on 32 px, desaturating a grey photo
                 continue
             imgs_a.append(deg_img)
             imgs_o.append(view)
-            meta.append({"photo": name, "size": size, "severity": sev})
             bar.update(1)
-        out["pos"][attr] = (imgs_a, imgs_o, meta)
-    imgs_a, imgs_o, meta = [], [], []
+            if len(imgs_a) == 16:
+                stats.append(_statistics(measured, imgs_a, imgs_o))
+                imgs_a, imgs_o = [], []
+        if imgs_a:
+            stats.append(_statistics(measured, imgs_a, imgs_o))
+        for a in measured:
+            key = attr if a == attr else (attr, a)
+            pos[key] = np.concatenate([st[a] for st in stats]) if stats else np.zeros(0)
+    negs: dict[str, list[np.ndarray]] = {a: [] for a in rules}
+    imgs_a, imgs_o = [], []
     for i in range(cfg.n_neg):
         name = photos[int(rng.integers(len(photos)))]
         size = int(rng.choice(cfg.sizes))
         view, box = sample_view(loaded[name], size, rng)
-        kind = BENIGN[i % len(BENIGN)]
-        imgs_a.append(benign(loaded[name], view, box, size, kind, rng))
+        imgs_a.append(benign(loaded[name], view, box, size, BENIGN[i % len(BENIGN)], rng))
         imgs_o.append(view)
-        meta.append({"photo": name, "size": size, "kind": kind})
         bar.update(1)
+        if len(imgs_a) == 16 or i == cfg.n_neg - 1:
+            needs = {_needs(r) for r in rules.values()}
+            fa, fo = _features(imgs_a, needs), _features(imgs_o, needs)
+            for a, r in rules.items():
+                negs[a].append(statistic_from_features(r, fa, fo))
+            imgs_a, imgs_o = [], []
     bar.close()
-    out["neg"] = (imgs_a, imgs_o, meta)
-    return out
+    return pos, {a: np.concatenate(v) for a, v in negs.items()}
 
 
-def statistics(pairs, rules: dict[str, Rule]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Paired statistics: ``pos[attr]`` on that attribute's positives, ``neg[attr]`` on the shared negatives."""
-    needs = {_needs(r) for r in rules.values()}
-    nA, nO, _ = pairs["neg"]
-    fa, fo = _features(nA, needs), _features(nO, needs)
-    neg = {a: statistic_from_features(r, fa, fo) for a, r in rules.items()}
-    pos = {}
-    for a, r in rules.items():
-        imgs_a, imgs_o, _ = pairs["pos"][a]
-        need = {_needs(r)}
-        pos[a] = statistic_from_features(r, _features(imgs_a, need), _features(imgs_o, need))
-    return pos, neg
+def _statistics(rules: dict[str, Rule], imgs_a: list, imgs_o: list) -> dict[str, np.ndarray]:
+    need = {_needs(r) for r in rules.values()}
+    fa, fo = _features(imgs_a, need), _features(imgs_o, need)
+    return {a: statistic_from_features(r, fa, fo) for a, r in rules.items()}
 
 
 def fit_threshold(pos: np.ndarray, neg: np.ndarray, target_fpr: float) -> float:
@@ -195,17 +216,28 @@ def evaluate(pos: dict[str, np.ndarray], neg: dict[str, np.ndarray], thresholds:
     }
 
 
+def implied_thresholds(pos: dict, thresholds: dict[str, float], quantile: float = 0.95) -> dict[str, dict[str, float]]:
+    """``{implied: {implying: threshold}}``: for a row that requests both, the implied attribute's rule must
+    pass what the implying attribute alone makes it read on 95% of its calibration positives (never less
+    than its own threshold), so underexposure cannot stand in for a requested low contrast."""
+    out: dict[str, dict[str, float]] = {}
+    for key, values in pos.items():
+        if isinstance(key, tuple) and len(values):
+            implying, implied = key
+            out.setdefault(implied, {})[implying] = max(thresholds[implied], float(np.quantile(values, quantile)))
+    return out
+
+
 def calibrate(cfg: CalibrationConfig, *, progress: bool = True) -> dict:
     """Fit thresholds on the calibration photos, evaluate on the held-out photos; return the JSON payload."""
     attributes = list(RULE_SPECS)
     base = {a: Rule(a, v, st, d, e, np.nan) for a, (v, st, d, e) in RULE_SPECS.items()}
-    cal = build_pairs(CALIBRATION_PHOTOS, attributes, cfg, cfg.seed, progress=progress)
-    pos, neg = statistics(cal, base)
+    pos, neg = pair_statistics(CALIBRATION_PHOTOS, attributes, cfg, cfg.seed, base, progress=progress)
     thresholds = {a: fit_threshold(pos[a], neg[a], cfg.target_fpr) for a in attributes}
     cal_metrics = evaluate(pos, neg, thresholds)
-    held = build_pairs(HELDOUT_PHOTOS, attributes, cfg, cfg.seed + 1, progress=progress)
-    hpos, hneg = statistics(held, base)
+    hpos, hneg = pair_statistics(HELDOUT_PHOTOS, attributes, cfg, cfg.seed + 1, base, progress=progress)
     held_metrics = evaluate(hpos, hneg, thresholds)
+    given = implied_thresholds(pos, thresholds)
     cfg_dict = to_dict(cfg)
     cfg_dict.pop("output", None)
     return {
@@ -214,7 +246,7 @@ def calibrate(cfg: CalibrationConfig, *, progress: bool = True) -> dict:
         "attributes": {
             a: {"verifier": base[a].verifier, "statistic": base[a].statistic, "direction": base[a].direction,
                 "eps": base[a].eps, "degradation": degradation_of(a), "threshold": thresholds[a],
-                "calibration": cal_metrics[a], "heldout": held_metrics[a]}
+                "calibration": cal_metrics[a], "heldout": held_metrics[a], **({"given": given[a]} if a in given else {})}
             for a in attributes
         },
     }

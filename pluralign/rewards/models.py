@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .base import MissingDependency, RewardModel, require
-from .rules import RULE_SPECS
+from .rules import PAIRED_ONLY, RULE_SPECS
 from .verifiers import measure
 
 
@@ -253,7 +253,8 @@ def verifier_statistics(images: list, attribute_rows: list[list[str]]) -> tuple[
     The log puts verifiers of different scales on one footing and the direction makes more of the
     attribute score higher. Shared by :class:`VerifierReward` (attributes named in the prompt) and
     the ``verifiers`` intent scorer (attributes given by the caller)."""
-    vals = measure(images, sorted({verifier for verifier, _, _, _ in RULE_SPECS.values()}))
+    # a paired-only rule (a crop, a light leak: how I_a maps onto I_o) says nothing about one image alone
+    vals = measure(images, sorted({verifier for verifier, _, _, _ in RULE_SPECS.values() if verifier not in PAIRED_ONLY}))
     total, count = np.zeros(len(images)), np.zeros(len(images), dtype=np.int64)
     for i, attrs in enumerate(attribute_rows):
         for a in attrs:

@@ -5,19 +5,23 @@ image generated for the anti-aesthetic prompt with the one generated for the ori
 from the same seed removes the scene, so each rule thresholds a *paired statistic*:
 
 * ``log_ratio``  ``direction * log((v_a + eps) / (v_o + eps))`` - scale-free changes (sharpness, noise, ...)
-* ``difference`` ``direction * (v_a - v_o)`` - quantities with a natural zero (blockiness, centroid offset)
-* ``chroma_shift`` length of the change of the grey-world chroma vector (a cast in any hue)
-* ``coarse_log_ratio`` ``log_ratio`` of the verifier measured on a 16-px block average (contrast:
-  the large-scale light and shadow that flat lighting removes)
+* ``difference`` ``direction * (v_a - v_o)`` - quantities with a natural zero (blockiness)
 * ``abs_difference`` ``|v_a - v_o|`` of a signed measurement whose sign carries no meaning
   (chromatic aberration: red magnified vs shrunk relative to blue)
-* ``directional_blur`` the largest loss of directional gradient energy (log, over 36 directions)
-  less half the smallest: a smear along one direction (motion blur) scores high, the slight
-  isotropic softening of a resize low
 * ``max_difference`` the largest ``direction * (v_a - v_o)`` over the components of a vector
   measurement (obstruction: newly dark and featureless area at any of several darkness levels)
+* ``directional_blur`` the largest loss of directional gradient energy (log, over 36 directions)
+  less the smallest, at most the largest: a smear along one direction (motion blur)
+* ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both);
+  ``coarse_drop`` the coarse band's drop less the fine band's, at most the coarse drop (flat light
+  lowers only the first; noise raises only the second)
+* ``chroma_shift`` length of the change of the grey-world chroma vector that is not a pull
+  towards neutral (a cast in any hue, not a fade)
 * ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
   spectrum onto I_a's (Fourier-Mellin registration)
+* ``zoom``         the log magnification that best maps I_o onto I_a (template matching over
+  scales: a tight crop enlarged to the frame)
+* ``edge_glow``    how much warmer and brighter one edge became than the opposite one (a light leak)
 * ``centroid_shift`` how far the subject mask's centroid moved (frame fractions)
 
 The rule fires when the statistic exceeds the attribute's threshold. Thresholds are calibrated
@@ -39,18 +43,22 @@ from .verifiers import (
     SPECTRUM_ANGLES,
     batched,
     chroma_vector,
-    coarse_contrast,
+    contrast_bands,
     dark_flat_fractions,
+    GLOW_GRID,
+    glow_field,
     gradient_tensor,
     lateral_ca,
+    registration_grid,
+    REGISTRATION_SIDE,
     rotation_spectrum,
     subject_centroid,
     to_array,
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "coarse_log_ratio", "difference", "abs_difference", "max_difference", "directional_blur", "chroma_shift",
-              "rotation", "centroid_shift")
+STATISTICS = ("log_ratio", "difference", "abs_difference", "max_difference", "directional_blur", "chroma_shift",
+              "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
 # What the paired statistics compare: the scalar verifiers plus vector and other-scale forms
@@ -64,15 +72,17 @@ FEATURES = {
     "_ca": lambda b: lateral_ca(b) @ np.array([1.0, -1.0]),
     "_dark_flat": dark_flat_fractions,
     "_tensor": gradient_tensor,
-    "_coarse_contrast": coarse_contrast,
+    "_bands": contrast_bands,
+    "_grid": registration_grid,
+    "_glow": glow_field,
 }
 _BY_STATISTIC = {"chroma_shift": "_chroma", "rotation": "_spectrum", "centroid_shift": "_centroid",
-                 "directional_blur": "_tensor"}
+                 "directional_blur": "_tensor", "zoom": "_grid",
+                 "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_bands",
+}
 _BLUR_ANGLES = np.radians(np.arange(0.0, 180.0, 5.0))
 # The signed or vector form of a scalar verifier, used by abs_difference / max_difference.
 _FULL_FORM = {"chromatic_aberration": "_ca", "occlusion": "_dark_flat"}
-# The coarse-scale form of a scalar verifier, used by coarse_log_ratio.
-_COARSE_FORM = {"contrast": "_coarse_contrast"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,13 @@ class Rule:
     direction: int
     eps: float = 0.0
     threshold: float = 0.0
+    # (implying attribute, threshold): used instead when the row also requests an attribute whose
+    # physics implies this one (taxonomy.IMPLIES), calibrated on images showing only the implying one
+    given: tuple[tuple[str, float], ...] = ()
+
+    def threshold_for(self, requested) -> float:
+        """The threshold for a row that requests ``requested`` (all its attributes)."""
+        return max([self.threshold, *(t for a, t in self.given if a in requested)])
 
 
 # The statistic for each attribute; thresholds come from thresholds.json. Verifier names and
@@ -95,9 +112,9 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "film_grain": ("grain", "log_ratio", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
-    "overexposed": ("brightness", "log_ratio", +1, 0.02),
-    "low_contrast": ("contrast", "log_ratio", -1, 0.01),
-    "flat_lighting": ("contrast", "coarse_log_ratio", -1, 0.005),
+    "overexposed": ("value", "log_ratio", +1, 0.02),
+    "low_contrast": ("contrast", "band_drop", -1, 0.005),
+    "flat_lighting": ("contrast", "coarse_drop", -1, 0.005),
     "muted": ("saturation", "log_ratio", -1, 0.02),
     "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "abs_difference", +1, 0.0),
@@ -106,24 +123,31 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
     "obstructed": ("occlusion", "max_difference", +1, 0.0),
+    "cropped": ("zoom", "zoom", +1, 0.0),
+    "light_leak": ("glow", "edge_glow", +1, 0.0),
 }
+# Rules whose measurement exists only for a pair (how I_a maps onto I_o), not for one image alone.
+PAIRED_ONLY = ("zoom", "glow")
 
 
-@lru_cache(maxsize=1)
-def _shipped() -> dict:
+@lru_cache(maxsize=4)
+def _read(path: Path) -> dict:
     # absent until the first calibration: the rules then have NaN thresholds and adherence_table says to calibrate
-    if not THRESHOLDS_PATH.exists():
+    if not path.exists():
         return {}
-    return json.loads(THRESHOLDS_PATH.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_rules() -> dict[str, Rule]:
-    """The rules with the shipped thresholds (``thresholds.json``); NaN for an attribute not calibrated yet."""
-    table = _shipped().get("attributes", {})
+def load_rules(path: str | Path | None = None) -> dict[str, Rule]:
+    """The rules with the shipped thresholds (``thresholds.json``; ``path``: a candidate calibration to
+    check before shipping it); NaN for an attribute not calibrated yet."""
+    table = _read(Path(path) if path is not None else THRESHOLDS_PATH).get("attributes", {})
     rules = {}
     for attr, (verifier, statistic, direction, eps) in RULE_SPECS.items():
-        thr = table.get(attr, {}).get("threshold")
-        rules[attr] = Rule(attr, verifier, statistic, direction, eps, float(thr) if thr is not None else np.nan)
+        entry = table.get(attr, {})
+        thr = entry.get("threshold")
+        given = tuple(sorted((a, float(t)) for a, t in entry.get("given", {}).items()))
+        rules[attr] = Rule(attr, verifier, statistic, direction, eps, float(thr) if thr is not None else np.nan, given)
     return rules
 
 
@@ -148,15 +172,13 @@ def _needs(rule: Rule) -> str:
         return _BY_STATISTIC[rule.statistic]
     if rule.statistic in ("abs_difference", "max_difference"):
         return _FULL_FORM[rule.verifier]
-    if rule.statistic == "coarse_log_ratio":
-        return _COARSE_FORM[rule.verifier]
     return rule.verifier
 
 
 def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str, np.ndarray]) -> np.ndarray:
     key = _needs(rule)
     a, o = fa[key], fo[key]
-    if rule.statistic in ("log_ratio", "coarse_log_ratio"):
+    if rule.statistic == "log_ratio":
         return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
     if rule.statistic == "difference":
         return rule.direction * (a - o)
@@ -166,10 +188,22 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return (rule.direction * (a - o)).max(axis=1)
     if rule.statistic == "directional_blur":
         return directional_blur(a, o, rule.direction, rule.eps)
-    if rule.statistic in ("chroma_shift", "centroid_shift"):
+    if rule.statistic in ("band_drop", "coarse_drop"):
+        d = rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))  # N x [coarse, fine]
+        if rule.statistic == "band_drop":
+            return d.min(axis=1)
+        return np.minimum(d[:, 0], d[:, 0] - d[:, 1])
+
+    if rule.statistic == "chroma_shift":
+        return chroma_shift(a, o)
+    if rule.statistic == "centroid_shift":
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
         return np.abs(estimate_rotation_spectra(a, o))
+    if rule.statistic == "zoom":
+        return rule.direction * estimate_zoom(a, o)
+    if rule.statistic == "edge_glow":
+        return edge_glow(a, o)
     raise ValueError(f"unknown statistic {rule.statistic!r}; expected one of {STATISTICS}")
 
 
@@ -179,16 +213,34 @@ def directional_energy(tensor: np.ndarray) -> np.ndarray:
     return tensor[:, 0:1] * c**2 + 2 * tensor[:, 1:2] * c * s + tensor[:, 2:3] * s**2
 
 
-def directional_blur(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int = -1, eps: float = 1e-3) -> np.ndarray:
-    """Largest directional change ``direction * log((e_a + eps) / (e_o + eps))`` less half the smallest.
+def directional_change(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int = -1, eps: float = 1e-3) -> np.ndarray:
+    """``direction * log((e_a + eps) / (e_o + eps))`` of the gradient energy along each of 36 directions: N x 36."""
+    return direction * (np.log(directional_energy(tensor_a) + eps) - np.log(directional_energy(tensor_o) + eps))
 
-    Motion blur smears along one direction, so the change peaks there and stays small across it;
-    a resize or a slightly different crop changes every direction a little. Discounting half the
-    change common to all directions keeps the second from passing for the first, while a strong
-    isotropic blur (which also drops the smallest) still counts through the other half.
+
+def directional_blur(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int = -1, eps: float = 1e-3) -> np.ndarray:
+    """Largest directional loss of gradient energy less the smallest (and never more than the largest
+    loss itself): how one-sided a blur is.
+
+    Motion blur smears along one direction, so the loss peaks there and stays small across it; a
+    defocus or Gaussian blur loses energy in every direction alike and scores about 0, as does the
+    slight isotropic softening of a resize. Added noise gains energy unevenly but loses none, and
+    scores below 0.
     """
-    d = direction * (np.log(directional_energy(tensor_a) + eps) - np.log(directional_energy(tensor_o) + eps))
-    return d.max(axis=1) - 0.5 * d.min(axis=1)
+    d = directional_change(tensor_a, tensor_o, direction, eps)
+    return np.minimum(d.max(axis=1), d.max(axis=1) - d.min(axis=1))
+
+
+def chroma_shift(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
+    """How far the grey-world chroma moved to a new hue or grew, from two :func:`chroma_vector` features.
+
+    Muting, fading or clipping to white pull the average colour towards neutral along the line it
+    already lies on: that part of the change (a shrink by a factor in [0, 1]) is not a cast, and is
+    removed before measuring the length of what is left.
+    """
+    dot = (chroma_a * chroma_o).sum(axis=1)
+    shrink = np.clip(dot / ((chroma_o * chroma_o).sum(axis=1) + 1e-12), 0.0, 1.0)
+    return np.linalg.norm(chroma_a - shrink[:, None] * chroma_o, axis=1)
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:
@@ -216,6 +268,101 @@ def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> n
     return (shift[best] + np.clip(frac, -0.5, 0.5)) * step
 
 
+def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
+    """How much warmer and brighter I_a became at one edge of the frame than at the opposite edge, from
+    two :func:`glow_field` features: the largest over the four edges of the change of ``(R - B) + luma``
+    in the outer quarter less that in the opposite quarter (and at most the gain at that edge). A light
+    leak fogs one edge; a colour cast,
+    an exposure change or a vignette changes opposite edges alike and scores about 0.
+    """
+    g = GLOW_GRID
+    d = (glow_a - glow_o).reshape(len(glow_a), 2, g, g).sum(axis=1)
+    q = max(1, g // 4)
+    top, bottom = d[:, :q].mean(axis=(1, 2)), d[:, -q:].mean(axis=(1, 2))
+    left, right = d[:, :, :q].mean(axis=(1, 2)), d[:, :, -q:].mean(axis=(1, 2))
+    # the lit edge itself must gain: a dark occluder at the opposite edge is not a leak
+    sides = [np.minimum(e, e - opp) for e, opp in ((top, bottom), (bottom, top), (left, right), (right, left))]
+    return np.max(np.stack(sides, axis=1), axis=1)
+
+
+# Scales searched by the zoom registration: 1/2.5 .. 2.5, 4% apart, 1 included.
+ZOOM_SCALES = np.exp(np.linspace(-np.log(2.5), np.log(2.5), 47))
+_ZOOM_KEEP = 0.9  # the template is the central 90% of the rescaled image, so shifts of +-5% are searched too
+
+
+def _resample(g: np.ndarray, side: int) -> np.ndarray:
+    """Bilinear resample of a square grid to ``side`` x ``side``."""
+    n = g.shape[0]
+    c = np.clip((np.arange(side) + 0.5) * n / side - 0.5, 0, n - 1)
+    i0 = np.floor(c).astype(int)
+    i1, f = np.minimum(i0 + 1, n - 1), c - i0
+    rows = g[i0] * (1 - f)[:, None] + g[i1] * f[:, None]
+    return rows[:, i0] * (1 - f)[None, :] + rows[:, i1] * f[None, :]
+
+
+class _Search:
+    """One image of a pair prepared for template matching: its spectrum and running sums, computed once
+    and shared by every scale of :func:`estimate_zoom`."""
+
+    def __init__(self, image: np.ndarray):
+        self.image, self.n = image, image.shape[0]
+        self.pad = 2 * self.n
+        self.spectrum = np.fft.rfft2(image, s=(self.pad, self.pad))
+        self.c1 = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+        self.c2 = np.pad(image * image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+
+    def best_ncc(self, template: np.ndarray) -> float:
+        """Largest normalised cross-correlation of ``template`` over every position inside the image."""
+        t = template - template.mean()
+        tn = np.sqrt((t * t).sum()) + 1e-9
+        h, w = t.shape
+        full = np.fft.irfft2(self.spectrum * np.fft.rfft2(t[::-1, ::-1], s=(self.pad, self.pad)), s=(self.pad, self.pad))
+        corr = full[h - 1 : self.n, w - 1 : self.n]
+        c1, c2 = self.c1, self.c2
+        s1 = c1[h:, w:] - c1[:-h, w:] - c1[h:, :-w] + c1[:-h, :-w]
+        s2 = c2[h:, w:] - c2[:-h, w:] - c2[h:, :-w] + c2[:-h, :-w]
+        sd = np.sqrt(np.maximum(s2 - s1 * s1 / (h * w), 1e-9))
+        return float((corr / (sd * tn)).max())
+
+
+def _zoom_score(searches: dict, grids: dict, m: float) -> float:
+    """How well I_a matches I_o magnified by ``m`` (> 1) or shrunk (< 1): see :func:`estimate_zoom`."""
+    side = REGISTRATION_SIDE
+    big, small = ("a", "o") if m >= 1 else ("o", "a")
+    scaled = max(4, int(round(side / max(m, 1 / m))))
+    k = max(4, int(round(scaled * _ZOOM_KEEP)))
+    t = _resample(grids[big], scaled)
+    off = (scaled - k) // 2
+    return searches[small].best_ncc(t[off : off + k, off : off + k])
+
+
+def estimate_zoom(grids_a: np.ndarray, grids_o: np.ndarray) -> np.ndarray:
+    """Log of the magnification that maps I_o onto I_a (> 0: I_a shows a smaller part of the scene,
+    enlarged: a crop), from two :func:`registration_grid` features.
+
+    For each scale m it shrinks the magnified image of the pair by m, keeps the central 90% and finds
+    where it best fits in the other (normalised cross-correlation, so exposure, contrast and colour
+    changes do not matter); the scale with the best fit wins, searched on a coarse grid of scales and
+    refined around the best. A tight crop resized back to the frame is a magnification of 1.2-2.5; a
+    shifted crop, a resize round trip or a change of tone stays at 1.
+    """
+    side = REGISTRATION_SIDE
+    out = np.zeros(len(grids_a))
+    coarse = ZOOM_SCALES[::4]
+    step = np.log(ZOOM_SCALES[1] / ZOOM_SCALES[0])
+    for i, (ga, go) in enumerate(zip(grids_a, grids_o)):
+        grids = {"a": ga.reshape(side, side), "o": go.reshape(side, side)}
+        searches = {k: _Search(g) for k, g in grids.items()}
+        scores = {float(m): _zoom_score(searches, grids, m) for m in coarse}
+        best = max(scores, key=scores.get)
+        for j in (-3, -2, -1, 1, 2, 3):
+            m = float(best * np.exp(j * step))
+            if ZOOM_SCALES[0] <= m <= ZOOM_SCALES[-1]:
+                scores[m] = _zoom_score(searches, grids, m)
+        out[i] = np.log(max(scores, key=scores.get))
+    return out
+
+
 def _as_list(images) -> list[np.ndarray]:
     """A list of images, an ``N x H x W x 3`` array or one image (array or PIL) -> list of arrays."""
     if hasattr(images, "convert") or (isinstance(images, np.ndarray) and images.ndim != 4):
@@ -240,6 +387,11 @@ def _per_row(attributes, n: int) -> list[list[str]]:
 def adherence_table(images_a, images_o, attributes, rules: dict[str, Rule] | None = None) -> dict[str, np.ndarray]:
     """Per verifiable attribute, the margin (statistic - threshold) for every pair; NaN where not requested.
 
+    Where a row also requests an attribute whose physics implies this one (``taxonomy.IMPLIES``:
+    underexposure lowers contrast), the threshold is the one calibrated on images showing only the
+    implying attribute (:attr:`Rule.given`), so the implied attribute counts only when it shows beyond
+    what the other one explains.
+
     ``attributes`` is one attribute name for all pairs or, per pair, a name or a list of names.
     Attributes without a rule (prompt-only ones such as ``grief``) are skipped.
     """
@@ -257,9 +409,11 @@ def adherence_table(images_a, images_o, attributes, rules: dict[str, Rule] | Non
     fa, fo = _features(a, needs), _features(o, needs)
     out = {}
     for attr in used:
-        margin = statistic_from_features(rules[attr], fa, fo) - rules[attr].threshold
+        rule = rules[attr]
+        # a row that also requests an attribute implying this one is held to the stricter threshold
+        thresholds = np.array([rule.threshold_for(r) for r in rows])
         mask = np.array([attr in r for r in rows])
-        out[attr] = np.where(mask, margin, np.nan)
+        out[attr] = np.where(mask, statistic_from_features(rule, fa, fo) - thresholds, np.nan)
     return out
 
 

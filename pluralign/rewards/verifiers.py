@@ -139,6 +139,15 @@ class Batch:
         return self._get("planes", lambda: np.ascontiguousarray(np.moveaxis(self.x, -1, 1)))
 
     @property
+    def planes256(self) -> np.ndarray:  # N x 3 x h x w, longer side <= 256 (chromatic aberration)
+        def f():
+            if max(self.x.shape[1:3]) <= 256:
+                return self.planes
+            return np.ascontiguousarray(np.moveaxis(_area_downscale_planes(self.planes, 256), -1, 1))
+
+        return self._get("planes256", f)
+
+    @property
     def y128(self) -> np.ndarray:  # luminance, longer side <= 128 (edge orientation, rotation spectrum)
         return self._get("y128", lambda: _area_downscale(self.y[..., None], 128)[..., 0])
 
@@ -232,6 +241,15 @@ def _brightness(b: Batch) -> np.ndarray:
     return b.y_stats[:, 0]
 
 
+def _value(b: Batch) -> np.ndarray:
+    """Mean HSV value, the brightest channel per pixel, on the thumbnail.
+
+    More light raises every channel, so it raises this as it raises luminance; a fade of colour
+    towards grey at constant value (HSV desaturation) raises the luminance of saturated pixels
+    without adding light, and leaves this unchanged."""
+    return b.thumb.max(axis=-1).mean(axis=(1, 2))
+
+
 def _highlight_clipping(b: Batch) -> np.ndarray:
     """Fraction of pixels with luminance at or above 0.98 (blown highlights)."""
     return (b.y >= 0.98).mean(axis=(1, 2))
@@ -260,6 +278,18 @@ def coarse_contrast(b: Batch) -> np.ndarray:
     contrast, only this coarse contrast shows the change.
     """
     return b._get("coarse_contrast", lambda: _area_downscale(b.y[..., None], 16)[..., 0].std(axis=(1, 2)))
+
+
+def contrast_bands(b: Batch) -> np.ndarray:
+    """RMS contrast split into a coarse and a fine band: N x 2 ``[coarse, fine]``.
+
+    Coarse is :func:`coarse_contrast`; fine is the rest of the luminance variance (the variance
+    within the 16-pixel blocks). A faded, low-contrast look compresses both alike; flat light
+    removes the coarse band and keeps texture; a blur removes the fine band and keeps the layout.
+    """
+    coarse = coarse_contrast(b)
+    fine = np.sqrt(np.maximum(b.y_stats[:, 1] - coarse * coarse, 0.0))
+    return np.stack([coarse, fine], axis=1)
 
 
 def _colorfulness(b: Batch) -> np.ndarray:
@@ -395,7 +425,7 @@ def _saliency(b: Batch) -> np.ndarray:
     """Soft subject mask on the thumbnail: colour distance from the border-estimated background.
 
     The background colour is the median of a one-sixteenth-wide border ring; a pixel's weight
-    rises linearly from 0 at distance 0.08 to 1 at 0.25 (RGB Euclidean distance).
+    rises linearly from 0 at 15% to 1 at 45% of the largest RGB distance from it in the frame.
     """
 
     def f():
@@ -407,7 +437,11 @@ def _saliency(b: Batch) -> np.ndarray:
              t[:, k:-k, :k].reshape(n, -1, 3), t[:, k:-k, -k:].reshape(n, -1, 3)], axis=1)
         bg = np.median(ring, axis=1)  # N x 3
         d = np.sqrt(np.square(t - bg[:, None, None, :]).sum(axis=-1))
-        return np.clip((d - 0.08) / 0.17, 0.0, 1.0)
+        # distances relative to the largest one (at least 0.15), so a fade or an exposure change that
+        # compresses every colour difference alike does not shrink the subject, while a smaller
+        # subject of the same colour still covers less of the frame
+        scale = np.maximum(d.reshape(n, -1).max(axis=1), 0.15)[:, None, None]
+        return np.clip((d / scale - 0.15) / 0.3, 0.0, 1.0)
 
     return b._get("saliency", f)
 
@@ -526,6 +560,64 @@ def rotation_spectrum(b: Batch) -> np.ndarray:
     return b._get("rotation_spectrum", f)
 
 
+GLOW_GRID = 8  # cells per side of the light-leak field
+
+
+def glow_field(b: Batch) -> np.ndarray:
+    """Warmth and luminance on an 8 x 8 grid of cells: N x 2 x 8 x 8 (``R - B``, then luma), cell means.
+
+    A light leak is fog from stray light entering at one edge of the frame: warm (orange-red) and
+    additive, strongest at that edge and fading across. The paired rule compares two of these fields,
+    so the scene's own warm or bright side cancels.
+    """
+
+    def f():
+        t = b.mid
+        n, h, w, _ = t.shape
+        g = GLOW_GRID
+        ys = (np.arange(h) * g) // h
+        xs = (np.arange(w) * g) // w
+        planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA], axis=1)  # N x 2 x h x w
+        rows = np.zeros((n, 2, g, w), dtype=np.float64)
+        np.add.at(rows, (slice(None), slice(None), ys), planes)
+        cells = np.zeros((n, 2, g, g), dtype=np.float64)
+        np.add.at(cells, (slice(None), slice(None), slice(None), xs), rows)
+        counts = np.bincount(ys, minlength=g)[:, None] * np.bincount(xs, minlength=g)[None, :]
+        return (cells / np.maximum(counts, 1)).reshape(n, -1)
+
+    return b._get("glow_field", f)
+
+
+REGISTRATION_SIDE = 48  # the fixed grid the zoom registration compares two images on
+
+
+def registration_grid(b: Batch) -> np.ndarray:
+    """Standardised luminance resampled to a fixed 48 x 48 grid (bilinear): N x 2304.
+
+    The zoom registration (:func:`pluralign.rewards.rules.estimate_zoom`) matches one image of a pair
+    inside the other at many scales; a fixed grid makes every pair's search the same size whatever
+    the image size, and both images of a pair share their aspect, so stretching it to a square
+    distorts both alike.
+    """
+
+    def f():
+        y = b.y128
+        n, h, w = y.shape
+        side = REGISTRATION_SIDE
+        ys = np.clip((np.arange(side) + 0.5) * h / side - 0.5, 0, h - 1)
+        xs = np.clip((np.arange(side) + 0.5) * w / side - 0.5, 0, w - 1)
+        y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+        y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+        fy, fx = (ys - y0)[None, :, None], (xs - x0)[None, None, :]
+        top = y[:, y0][:, :, x0] * (1 - fx) + y[:, y0][:, :, x1] * fx
+        bot = y[:, y1][:, :, x0] * (1 - fx) + y[:, y1][:, :, x1] * fx
+        g = (top * (1 - fy) + bot * fy).reshape(n, -1)
+        g = g - g.mean(axis=1, keepdims=True)
+        return g / (g.std(axis=1, keepdims=True) + 1e-6)
+
+    return b._get("registration_grid", f)
+
+
 def lateral_ca(b: Batch) -> np.ndarray:
     """Radial magnification of red and of blue relative to green, in percent: N x 2 ``[k_r, k_b]``.
 
@@ -535,11 +627,13 @@ def lateral_ca(b: Batch) -> np.ndarray:
     the last coefficient is ``-k`` (times the plane's gain on green). The least-squares fit
     uses every pixel, so it resolves sub-pixel misregistration (0.1 px at the border of a 32 px
     image) that a gradient-correlation score cannot separate from scene colour. A colour cast or
-    gain change moves only the ``G`` and ``1`` coefficients.
+    gain change moves only the ``G`` and ``1`` coefficients. The first-order expansion holds for
+    shifts up to about a pixel, so large images are measured at 256 px (``k`` is a fraction of the
+    radius, the same at any size): at 1024 px a visible fringe is several pixels wide.
     """
 
     def f():
-        rgb = b.planes
+        rgb = b.planes256
         n, _, h, w = rgb.shape
         if h < 3 or w < 3:
             return np.zeros((n, 2))
@@ -631,6 +725,7 @@ def _occlusion(b: Batch) -> np.ndarray:
 BATCH_VERIFIERS: dict[str, Callable[[Batch], np.ndarray]] = {
     "sharpness": _sharpness,
     "brightness": _brightness,
+    "value": _value,
     "highlight_clipping": _highlight_clipping,
     "shadow_clipping": _shadow_clipping,
     "contrast": _contrast,

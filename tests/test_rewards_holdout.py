@@ -1,0 +1,91 @@
+"""The held-out verifier check (pluralign.rewards.holdout) and the rules it asked for: zoom, light leak,
+cast vs fade, and implied attributes in multi-attribute rows."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pluralign.rewards import calibrate as C
+from pluralign.rewards import holdout as H
+from pluralign.rewards.reference_degradations import degrade as reference_degrade
+from pluralign.rewards.rules import Rule, _features, adherence_table, chroma_shift, edge_glow, estimate_zoom, load_rules
+
+
+@pytest.fixture(scope="module")
+def view():
+    return C.sample_view(C.load_photo("coffee"), 128, np.random.default_rng(0), box=(40, 100, 300, 360))
+
+
+def _crop(x, keep):
+    h, w = x.shape[:2]
+    ch, cw = int(h * keep), int(w * keep)
+    c = x[(h - ch) // 3 : (h - ch) // 3 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+    return np.asarray(Image.fromarray((c * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC), np.float32) / 255
+
+
+def test_zoom_registration_reads_the_magnification_of_a_crop_and_1_for_a_shift(view):
+    img, box = view
+    shifted = C.benign(C.load_photo("coffee"), img, box, 128, "shift", np.random.default_rng(1), shift=0.02)
+    darker = img * 0.5
+    imgs = [_crop(img, 0.8), _crop(img, 0.5), shifted, darker]
+    g = _features(imgs + [img] * 4, {"_grid"})["_grid"]
+    zoom = np.exp(estimate_zoom(g[:4], g[4:]))
+    assert zoom[0] == pytest.approx(1.25, rel=0.06) and zoom[1] == pytest.approx(2.0, rel=0.06)
+    assert zoom[2] == pytest.approx(1.0, abs=0.05) and zoom[3] == pytest.approx(1.0, abs=0.01)
+
+
+def test_edge_glow_sees_a_leak_at_one_edge_and_not_a_cast_over_the_frame(view):
+    img, _ = view
+    leak = reference_degrade(img, "light_leak", 0.6, np.random.default_rng(2))
+    warm = np.clip(img + np.array([0.08, 0.0, -0.08], np.float32), 0, 1)  # the same warmth everywhere
+    g = _features([leak, warm, img, img], {"_glow"})["_glow"]
+    glow = edge_glow(g[:2], g[2:])
+    assert glow[0] > 0.15 and abs(glow[1]) < 0.05
+
+
+def test_a_fade_towards_grey_is_not_a_colour_cast():
+    o = np.array([[0.2, 0.1]])
+    assert chroma_shift(0.3 * o, o)[0] == pytest.approx(0.0, abs=1e-9)  # muted: pulled towards neutral
+    assert chroma_shift(np.array([[0.2, 0.3]]), o)[0] == pytest.approx(0.2)  # a new hue
+    assert chroma_shift(np.array([[0.4, 0.2]]), o)[0] == pytest.approx(np.hypot(0.2, 0.1))  # a stronger cast
+
+
+def test_an_implied_attribute_is_held_to_its_given_threshold_in_a_row_that_requests_the_implying_one(view):
+    img, _ = view
+    dark = reference_degrade(img, "underexposed", 0.8, np.random.default_rng(3))
+    rules = load_rules()
+    plain = rules["low_contrast"]
+    assert adherence_table([dark], [img], [["low_contrast"]], rules)["low_contrast"][0] > 0  # darkening lowers contrast
+    strict = Rule(**{**plain.__dict__, "given": (("underexposed", 10.0),)})
+    table = adherence_table([dark, dark], [img, img], [["low_contrast"], ["underexposed", "low_contrast"]],
+                            {**rules, "low_contrast": strict})
+    m = table["low_contrast"]
+    assert m[0] > 0 and m[1] < 0  # asked for both, the darkening alone no longer passes for low contrast
+    assert m[0] - m[1] == pytest.approx(10.0 - plain.threshold)
+
+
+def test_summary_tables_and_misses_from_known_hits(monkeypatch):
+    pairs = [{"applied": "blurry", "size": 64}, {"applied": "blurry", "size": 512}, {"applied": "underexposed", "size": 64},
+             {"applied": "benign:identity", "size": 64}, {"applied": "benign:jpeg90", "size": 512}]
+    hits = {"blurry": np.array([1, 0, 0, 0, 1], bool), "low_contrast": np.array([0, 0, 1, 0, 0], bool)}
+    s = H.summarise(pairs, hits, [64, 512])
+    b = s["rules"]["blurry"]
+    assert b["accuracy"] == 0.5 and b["accuracy_by_size"] == {64: 1.0, 512: 0.0}
+    assert b["fpr"] == 0.5 and b["fpr_by_edit"]["jpeg90"] == 1.0 and b["fpr_by_edit"]["identity"] == 0.0
+    assert s["confusion"]["low_contrast"] == {"blurry": 0.0, "underexposed": 1.0}
+    monkeypatch.setattr(H.taxonomy, "IMPLIES", {})
+    assert any("low_contrast: fires on 1.00 of underexposed" in m for m in H.misses(s))
+    monkeypatch.setattr(H.taxonomy, "IMPLIES", {"underexposed": ("low_contrast",)})
+    assert not any("underexposed" in m for m in H.misses(s))  # a pair physics implies is listed apart
+    assert "blurry: accuracy at 512 px 0.00 < 0.8" in H.misses(s)
+    assert "0.00*" not in H.markdown(s, [64, 512]) and "1.00*" in H.markdown(s, [64, 512])
+
+
+def test_the_held_out_run_measures_every_rule_on_every_applied_attribute_and_benign_edit():
+    cfg = H.HoldoutConfig(sizes=[64], n_per_size=1)
+    s = H.run(cfg, progress=False)
+    assert set(s["rules"]) == set(load_rules())
+    assert set(s["applied"]) >= set(load_rules())
+    for e in s["rules"].values():
+        assert e["n_neg"] == len(H.BENIGN_EDITS) and e["fpr_by_edit"]["identity"] == 0.0
+    assert all(set(row) == set(s["applied"]) for row in s["confusion"].values())
