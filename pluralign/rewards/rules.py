@@ -15,8 +15,7 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both);
   ``coarse_drop`` the coarse band's drop less the fine band's, at most the coarse drop (flat light
   lowers only the first; noise raises only the second)
-* ``chroma_shift`` length of the change of the grey-world chroma vector that is not a pull
-  towards neutral (a cast in any hue, not a fade)
+* ``chroma_shift`` length of the change of the grey-world chroma vector (a cast in any hue)
 * ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
   spectrum onto I_a's (Fourier-Mellin registration)
 * ``zoom``         the log magnification that best maps I_o onto I_a (template matching over
@@ -40,17 +39,17 @@ import numpy as np
 
 from .verifiers import (
     BATCH_VERIFIERS,
+    GLOW_GRID,
+    REGISTRATION_SIDE,
     SPECTRUM_ANGLES,
     batched,
     chroma_vector,
     contrast_bands,
     dark_flat_fractions,
-    GLOW_GRID,
     glow_field,
     gradient_tensor,
     lateral_ca,
     registration_grid,
-    REGISTRATION_SIDE,
     rotation_spectrum,
     subject_centroid,
     to_array,
@@ -194,9 +193,7 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
             return d.min(axis=1)
         return np.minimum(d[:, 0], d[:, 0] - d[:, 1])
 
-    if rule.statistic == "chroma_shift":
-        return chroma_shift(a, o)
-    if rule.statistic == "centroid_shift":
+    if rule.statistic in ("chroma_shift", "centroid_shift"):
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
         return np.abs(estimate_rotation_spectra(a, o))
@@ -229,18 +226,6 @@ def directional_blur(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int 
     """
     d = directional_change(tensor_a, tensor_o, direction, eps)
     return np.minimum(d.max(axis=1), d.max(axis=1) - d.min(axis=1))
-
-
-def chroma_shift(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
-    """How far the grey-world chroma moved to a new hue or grew, from two :func:`chroma_vector` features.
-
-    Muting, fading or clipping to white pull the average colour towards neutral along the line it
-    already lies on: that part of the change (a shrink by a factor in [0, 1]) is not a cast, and is
-    removed before measuring the length of what is left.
-    """
-    dot = (chroma_a * chroma_o).sum(axis=1)
-    shrink = np.clip(dot / ((chroma_o * chroma_o).sum(axis=1) + 1e-12), 0.0, 1.0)
-    return np.linalg.norm(chroma_a - shrink[:, None] * chroma_o, axis=1)
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:

@@ -425,7 +425,7 @@ def _saliency(b: Batch) -> np.ndarray:
     """Soft subject mask on the thumbnail: colour distance from the border-estimated background.
 
     The background colour is the median of a one-sixteenth-wide border ring; a pixel's weight
-    rises linearly from 0 at 15% to 1 at 45% of the largest RGB distance from it in the frame.
+    rises linearly from 0 at distance 0.08 to 1 at 0.25 (RGB Euclidean distance).
     """
 
     def f():
@@ -437,11 +437,7 @@ def _saliency(b: Batch) -> np.ndarray:
              t[:, k:-k, :k].reshape(n, -1, 3), t[:, k:-k, -k:].reshape(n, -1, 3)], axis=1)
         bg = np.median(ring, axis=1)  # N x 3
         d = np.sqrt(np.square(t - bg[:, None, None, :]).sum(axis=-1))
-        # distances relative to the largest one (at least 0.15), so a fade or an exposure change that
-        # compresses every colour difference alike does not shrink the subject, while a smaller
-        # subject of the same colour still covers less of the frame
-        scale = np.maximum(d.reshape(n, -1).max(axis=1), 0.15)[:, None, None]
-        return np.clip((d / scale - 0.15) / 0.3, 0.0, 1.0)
+        return np.clip((d - 0.08) / 0.17, 0.0, 1.0)
 
     return b._get("saliency", f)
 
