@@ -124,7 +124,8 @@ def summarise(pairs: list[dict], hits: dict[str, np.ndarray], sizes: list[int]) 
         entry = {"accuracy": float(h[own].mean()) if own.any() else None, "n_pos": int(own.sum()),
                  "accuracy_by_size": {int(s): float(h[own & (size == s)].mean()) for s in sizes if (own & (size == s)).any()},
                  "fpr": float(h[benign].mean()), "n_neg": int(benign.sum()),
-                 "fpr_by_edit": {k: float(h[applied == f"benign:{k}"].mean()) for k in BENIGN_EDITS},
+                 "fpr_by_edit": {k: float(h[applied == f"benign:{k}"].mean()) for k in BENIGN_EDITS
+                                 if (applied == f"benign:{k}").any()},
                  "fpr_by_size": {int(s): float(h[benign & (size == s)].mean()) for s in sizes}}
         out["rules"][rule] = entry
         out["confusion"][rule] = {k: float(h[applied == k].mean()) for k in kinds}
@@ -145,7 +146,7 @@ def markdown(summary: dict, sizes: list[int]) -> str:
     for rule, e in summary["rules"].items():
         acc = "–" if e["accuracy"] is None else f"{e['accuracy']:.2f}"
         by = " | ".join(f"{e['accuracy_by_size'].get(s, float('nan')):.2f}" for s in sizes)
-        fp = " | ".join(f"{e['fpr_by_edit'][k]:.2f}" for k in BENIGN_EDITS)
+        fp = " | ".join(f"{e['fpr_by_edit'][k]:.2f}" if k in e["fpr_by_edit"] else "–" for k in BENIGN_EDITS)
         lines.append(f"| {rule} | {acc} | {by} | {e['fpr']:.3f} | {fp} |")
     lines += ["", "Confusion: share of images degraded with the column's attribute on which the row's rule fires "
               "(diagonal: accuracy; * marks a pair the taxonomy lists as implied by physics).", ""]

@@ -291,8 +291,10 @@ class _Search:
 
     def __init__(self, image: np.ndarray):
         self.image, self.n = image, image.shape[0]
-        self.pad = 2 * self.n
-        self.spectrum = np.fft.rfft2(image, s=(self.pad, self.pad))
+        # a circular correlation of the image's own size: only positions where the template lies wholly
+        # inside the image are read, and those never wrap
+        self.pad = self.n
+        self.spectrum = np.fft.rfft2(image)
         self.c1 = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
         self.c2 = np.pad(image * image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
 
@@ -301,8 +303,8 @@ class _Search:
         t = template - template.mean()
         tn = np.sqrt((t * t).sum()) + 1e-9
         h, w = t.shape
-        full = np.fft.irfft2(self.spectrum * np.fft.rfft2(t[::-1, ::-1], s=(self.pad, self.pad)), s=(self.pad, self.pad))
-        corr = full[h - 1 : self.n, w - 1 : self.n]
+        full = np.fft.irfft2(np.conj(np.fft.rfft2(t, s=(self.pad, self.pad))) * self.spectrum, s=(self.pad, self.pad))
+        corr = full[: self.n - h + 1, : self.n - w + 1]
         c1, c2 = self.c1, self.c2
         s1 = c1[h:, w:] - c1[:-h, w:] - c1[h:, :-w] + c1[:-h, :-w]
         s2 = c2[h:, w:] - c2[:-h, w:] - c2[h:, :-w] + c2[:-h, :-w]

@@ -571,15 +571,14 @@ def glow_field(b: Batch) -> np.ndarray:
         t = b.mid
         n, h, w, _ = t.shape
         g = GLOW_GRID
-        ys = (np.arange(h) * g) // h
-        xs = (np.arange(w) * g) // w
-        planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA], axis=1)  # N x 2 x h x w
-        rows = np.zeros((n, 2, g, w), dtype=np.float64)
-        np.add.at(rows, (slice(None), slice(None), ys), planes)
-        cells = np.zeros((n, 2, g, g), dtype=np.float64)
-        np.add.at(cells, (slice(None), slice(None), slice(None), xs), rows)
-        counts = np.bincount(ys, minlength=g)[:, None] * np.bincount(xs, minlength=g)[None, :]
-        return (cells / np.maximum(counts, 1)).reshape(n, -1)
+        if h < g or w < g:  # fewer pixels than cells: each cell takes the nearest pixel
+            t = t[:, (np.arange(max(h, g)) * h) // max(h, g)][:, :, (np.arange(max(w, g)) * w) // max(w, g)]
+            h, w = t.shape[1:3]
+        ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)  # first row / column of each cell
+        planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA], axis=1).astype(np.float64)  # N x 2 x h x w
+        cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
+        counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
+        return (cells / counts).reshape(n, -1)
 
     return b._get("glow_field", f)
 
