@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..config import option, parse, run_module, to_dict
 from ..data import taxonomy
 from ..data.degradations import degrade
-from .rules import RULE_SPECS, THRESHOLDS_PATH, Rule, _features, _needs, statistic_from_features
+from .rules import RULE_SPECS, THRESHOLDS_PATH, Rule, paired_statistics
 
 CALIBRATION_PHOTOS = ("astronaut", "chelsea", "immunohistochemistry", "retina", "hubble_deep_field", "brick",
                       "grass", "coins", "moon")
@@ -164,10 +164,10 @@ def pair_statistics(photos: tuple[str, ...], attributes, cfg: CalibrationConfig,
             imgs_o.append(view)
             bar.update(1)
             if len(imgs_a) == 16:
-                stats.append(_statistics(measured, imgs_a, imgs_o))
+                stats.append(paired_statistics(measured, imgs_a, imgs_o))
                 imgs_a, imgs_o = [], []
         if imgs_a:
-            stats.append(_statistics(measured, imgs_a, imgs_o))
+            stats.append(paired_statistics(measured, imgs_a, imgs_o))
         for a in measured:
             key = attr if a == attr else (attr, a)
             pos[key] = np.concatenate([st[a] for st in stats]) if stats else np.zeros(0)
@@ -181,19 +181,11 @@ def pair_statistics(photos: tuple[str, ...], attributes, cfg: CalibrationConfig,
         imgs_o.append(view)
         bar.update(1)
         if len(imgs_a) == 16 or i == cfg.n_neg - 1:
-            needs = {_needs(r) for r in rules.values()}
-            fa, fo = _features(imgs_a, needs), _features(imgs_o, needs)
-            for a, r in rules.items():
-                negs[a].append(statistic_from_features(r, fa, fo))
+            for a, st in paired_statistics(rules, imgs_a, imgs_o).items():
+                negs[a].append(st)
             imgs_a, imgs_o = [], []
     bar.close()
     return pos, {a: np.concatenate(v) for a, v in negs.items()}
-
-
-def _statistics(rules: dict[str, Rule], imgs_a: list, imgs_o: list) -> dict[str, np.ndarray]:
-    need = {_needs(r) for r in rules.values()}
-    fa, fo = _features(imgs_a, need), _features(imgs_o, need)
-    return {a: statistic_from_features(r, fa, fo) for a, r in rules.items()}
 
 
 def fit_threshold(pos: np.ndarray, neg: np.ndarray, target_fpr: float) -> float:

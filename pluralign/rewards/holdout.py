@@ -33,7 +33,7 @@ from ..data import taxonomy
 from .calibrate import HELDOUT_PHOTOS, benign, load_photo, sample_view
 from .reference_degradations import REFERENCE_DEGRADATIONS
 from .reference_degradations import degrade as reference_degrade
-from .rules import Rule, _features, _needs, load_rules, statistic_from_features
+from .rules import Rule, load_rules, paired_statistics
 
 BENIGN_EDITS = ("identity", "jpeg90", "brightness", "resize", "shift")
 TARGET_ACCURACY, TARGET_ACCURACY_PER_SIZE, TARGET_FPR, TARGET_CROSS = 0.90, 0.80, 0.05, 0.20
@@ -70,14 +70,12 @@ def measure(cfg: HoldoutConfig, attributes: list[str], rules: dict[str, Rule], *
     rng = np.random.default_rng(cfg.seed)
     photos = {p: load_photo(p) for p in HELDOUT_PHOTOS}
     names = list(photos)
-    needs = {_needs(r) for r in rules.values()}
     pairs: list[dict] = []
     hits: dict[str, list[np.ndarray]] = {r: [] for r in rules}
 
     def flush(imgs_a, imgs_o):
-        fa, fo = _features(imgs_a, needs), _features(imgs_o, needs)
-        for a, r in rules.items():
-            hits[a].append(statistic_from_features(r, fa, fo) > r.threshold)
+        for a, st in paired_statistics(rules, imgs_a, imgs_o).items():
+            hits[a].append(st > rules[a].threshold)
 
     total = len(cfg.sizes) * cfg.n_per_size * (len(attributes) + len(BENIGN_EDITS))
     bar = tqdm(total=total, desc="held-out pairs", disable=not progress)

@@ -50,6 +50,7 @@ from .verifiers import (
     gradient_tensor,
     lateral_ca,
     registration_grid,
+    resample_bilinear,
     rotation_spectrum,
     subject_centroid,
     to_array,
@@ -174,6 +175,13 @@ def _needs(rule: Rule) -> str:
     return rule.verifier
 
 
+def paired_statistics(rules: dict[str, Rule], arrays_a: list[np.ndarray], arrays_o: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Each rule's paired statistic on every (I_a, I_o) pair, features computed once for all the rules."""
+    needs = {_needs(r) for r in rules.values()}
+    fa, fo = _features(arrays_a, needs), _features(arrays_o, needs)
+    return {a: statistic_from_features(r, fa, fo) for a, r in rules.items()}
+
+
 def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str, np.ndarray]) -> np.ndarray:
     key = _needs(rule)
     a, o = fa[key], fo[key]
@@ -192,7 +200,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         if rule.statistic == "band_drop":
             return d.min(axis=1)
         return np.minimum(d[:, 0], d[:, 0] - d[:, 1])
-
     if rule.statistic in ("chroma_shift", "centroid_shift"):
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
@@ -210,11 +217,6 @@ def directional_energy(tensor: np.ndarray) -> np.ndarray:
     return tensor[:, 0:1] * c**2 + 2 * tensor[:, 1:2] * c * s + tensor[:, 2:3] * s**2
 
 
-def directional_change(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int = -1, eps: float = 1e-3) -> np.ndarray:
-    """``direction * log((e_a + eps) / (e_o + eps))`` of the gradient energy along each of 36 directions: N x 36."""
-    return direction * (np.log(directional_energy(tensor_a) + eps) - np.log(directional_energy(tensor_o) + eps))
-
-
 def directional_blur(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int = -1, eps: float = 1e-3) -> np.ndarray:
     """Largest directional loss of gradient energy less the smallest (and never more than the largest
     loss itself): how one-sided a blur is.
@@ -224,7 +226,7 @@ def directional_blur(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int 
     slight isotropic softening of a resize. Added noise gains energy unevenly but loses none, and
     scores below 0.
     """
-    d = directional_change(tensor_a, tensor_o, direction, eps)
+    d = direction * (np.log(directional_energy(tensor_a) + eps) - np.log(directional_energy(tensor_o) + eps))
     return np.minimum(d.max(axis=1), d.max(axis=1) - d.min(axis=1))
 
 
@@ -257,8 +259,8 @@ def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     """How much warmer and brighter I_a became at one edge of the frame than at the opposite edge, from
     two :func:`glow_field` features: the largest over the four edges of the change of ``(R - B) + luma``
     in the outer quarter less that in the opposite quarter (and at most the gain at that edge). A light
-    leak fogs one edge; a colour cast,
-    an exposure change or a vignette changes opposite edges alike and scores about 0.
+    leak fogs one edge; a colour cast, an exposure change or a vignette changes opposite edges alike and
+    scores about 0.
     """
     g = GLOW_GRID
     d = (glow_a - glow_o).reshape(len(glow_a), 2, g, g).sum(axis=1)
@@ -275,25 +277,14 @@ ZOOM_SCALES = np.exp(np.linspace(-np.log(2.5), np.log(2.5), 47))
 _ZOOM_KEEP = 0.9  # the template is the central 90% of the rescaled image, so shifts of +-5% are searched too
 
 
-def _resample(g: np.ndarray, side: int) -> np.ndarray:
-    """Bilinear resample of a square grid to ``side`` x ``side``."""
-    n = g.shape[0]
-    c = np.clip((np.arange(side) + 0.5) * n / side - 0.5, 0, n - 1)
-    i0 = np.floor(c).astype(int)
-    i1, f = np.minimum(i0 + 1, n - 1), c - i0
-    rows = g[i0] * (1 - f)[:, None] + g[i1] * f[:, None]
-    return rows[:, i0] * (1 - f)[None, :] + rows[:, i1] * f[None, :]
-
-
 class _Search:
     """One image of a pair prepared for template matching: its spectrum and running sums, computed once
     and shared by every scale of :func:`estimate_zoom`."""
 
     def __init__(self, image: np.ndarray):
-        self.image, self.n = image, image.shape[0]
+        self.n = image.shape[0]
         # a circular correlation of the image's own size: only positions where the template lies wholly
         # inside the image are read, and those never wrap
-        self.pad = self.n
         self.spectrum = np.fft.rfft2(image)
         self.c1 = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
         self.c2 = np.pad(image * image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
@@ -303,7 +294,7 @@ class _Search:
         t = template - template.mean()
         tn = np.sqrt((t * t).sum()) + 1e-9
         h, w = t.shape
-        full = np.fft.irfft2(np.conj(np.fft.rfft2(t, s=(self.pad, self.pad))) * self.spectrum, s=(self.pad, self.pad))
+        full = np.fft.irfft2(np.conj(np.fft.rfft2(t, s=(self.n, self.n))) * self.spectrum, s=(self.n, self.n))
         corr = full[: self.n - h + 1, : self.n - w + 1]
         c1, c2 = self.c1, self.c2
         s1 = c1[h:, w:] - c1[:-h, w:] - c1[h:, :-w] + c1[:-h, :-w]
@@ -318,7 +309,7 @@ def _zoom_score(searches: dict, grids: dict, m: float) -> float:
     big, small = ("a", "o") if m >= 1 else ("o", "a")
     scaled = max(4, int(round(side / max(m, 1 / m))))
     k = max(4, int(round(scaled * _ZOOM_KEEP)))
-    t = _resample(grids[big], scaled)
+    t = resample_bilinear(grids[big][None], scaled, scaled)[0]
     off = (scaled - k) // 2
     return searches[small].best_ncc(t[off : off + k, off : off + k])
 
@@ -392,15 +383,13 @@ def adherence_table(images_a, images_o, attributes, rules: dict[str, Rule] | Non
             raise RuntimeError(
                 f"no calibrated threshold for {attr!r} in {THRESHOLDS_PATH}; run `python -m pluralign.rewards.calibrate`"
             )
-    needs = {_needs(rules[x]) for x in used}
-    fa, fo = _features(a, needs), _features(o, needs)
+    stats = paired_statistics({x: rules[x] for x in used}, a, o)
     out = {}
     for attr in used:
-        rule = rules[attr]
         # a row that also requests an attribute implying this one is held to the stricter threshold
-        thresholds = np.array([rule.threshold_for(r) for r in rows])
+        thresholds = np.array([rules[attr].threshold_for(r) for r in rows])
         mask = np.array([attr in r for r in rows])
-        out[attr] = np.where(mask, statistic_from_features(rule, fa, fo) - thresholds, np.nan)
+        out[attr] = np.where(mask, stats[attr] - thresholds, np.nan)
     return out
 
 

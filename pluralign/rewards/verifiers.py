@@ -583,6 +583,20 @@ def glow_field(b: Batch) -> np.ndarray:
     return b._get("glow_field", f)
 
 
+def resample_bilinear(y: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resample of ``N x h x w`` planes to ``N x height x width`` (pixel centres aligned, edges clamped)."""
+
+    def axis(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0, n - 1)
+        i0 = np.floor(c).astype(int)
+        return i0, np.minimum(i0 + 1, n - 1), c - i0
+
+    y0, y1, fy = axis(y.shape[1], height)
+    x0, x1, fx = axis(y.shape[2], width)
+    rows = y[:, y0] * (1 - fy)[None, :, None] + y[:, y1] * fy[None, :, None]
+    return rows[:, :, x0] * (1 - fx)[None, None, :] + rows[:, :, x1] * fx[None, None, :]
+
+
 REGISTRATION_SIDE = 48  # the fixed grid the zoom registration compares two images on
 
 
@@ -596,17 +610,7 @@ def registration_grid(b: Batch) -> np.ndarray:
     """
 
     def f():
-        y = b.y128
-        n, h, w = y.shape
-        side = REGISTRATION_SIDE
-        ys = np.clip((np.arange(side) + 0.5) * h / side - 0.5, 0, h - 1)
-        xs = np.clip((np.arange(side) + 0.5) * w / side - 0.5, 0, w - 1)
-        y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-        y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-        fy, fx = (ys - y0)[None, :, None], (xs - x0)[None, None, :]
-        top = y[:, y0][:, :, x0] * (1 - fx) + y[:, y0][:, :, x1] * fx
-        bot = y[:, y1][:, :, x0] * (1 - fx) + y[:, y1][:, :, x1] * fx
-        g = (top * (1 - fy) + bot * fy).reshape(n, -1)
+        g = resample_bilinear(b.y128, REGISTRATION_SIDE, REGISTRATION_SIDE).reshape(len(b.x), -1)
         g = g - g.mean(axis=1, keepdims=True)
         return g / (g.std(axis=1, keepdims=True) + 1e-6)
 
