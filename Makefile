@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEEPSPEED ?= deepspeed==0.19.8
 STAMP := $(VENV)/.installed
+# pytest workers: one per core this process may run on (affinity, not the host's count; tests/conftest.py
+# gives each worker one thread so workers never fight over a core)
+JOBS ?= $(shell $(PY) -c "import os; print(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())")
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
@@ -28,10 +31,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@sh scripts/install_chromium.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check pluralign tests

@@ -1,5 +1,8 @@
-"""Every training recipe loads, and runs two optimizer steps through ``accelerate launch`` on CPU with
-the hub model swapped for the tiny factory of its family and the hub data for ``builtin:shapes``.
+"""Every training recipe loads, and runs two optimizer steps through the training entry point
+(``pluralign.train.main``, what ``accelerate launch -m pluralign.train`` runs) on CPU with the hub model
+swapped for the tiny factory of its family and the hub data for ``builtin:shapes``. The launcher itself is
+family-independent and runs once, in test_trainer_runs.py::test_accelerate_launch_recipe_with_offline_wandb;
+here each recipe runs in the test process, which saves the launcher's two interpreter start-ups per recipe.
 
 Every other setting of the recipe stays: LoRA rank/alpha, β, loss, learning rate and schedule,
 8-bit Adam, gradient checkpointing, gradient accumulation, per-category mode, flow timestep
@@ -10,9 +13,6 @@ categories (-> the one the toy data has) and the step counts.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,9 +72,8 @@ def _cpu_argv(name: str, tmp: Path) -> list[str]:
     return argv
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in all_recipes() if n != "tiny_sd"])  # tiny_sd: test_trainer_runs.py
-def test_recipe_two_steps_through_accelerate_launch(name, tmp_path):
+def test_recipe_two_steps_through_the_training_entry_point(name, tmp_path, monkeypatch, capsys):
     argv = _cpu_argv(name, tmp_path)
     (config,) = parse((DPOTrainConfig,), argv[:1] + [str(ROOT / argv[1])] + argv[2:])
     kept = _load(name)
@@ -82,12 +81,14 @@ def test_recipe_two_steps_through_accelerate_launch(name, tmp_path):
                   "gradient_checkpointing", "gradient_accumulation_steps", "adapter_mode", "weighting_scheme",
                   "embedded_guidance_scale", "max_sequence_length", "report_to"):
         assert getattr(config, field) == getattr(kept, field), field
-    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", PLURALIGN_CACHE=str(tmp_path / "cache"),
-               OMP_NUM_THREADS="1")
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--config_file", "recipes/accelerate/cpu.yaml", "-m", "pluralign.train", *argv]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert res.returncode == 0, res.stderr[-4000:]
+    from pluralign.train import main
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("PLURALIGN_CACHE", str(tmp_path / "cache"))
+    rc = main(argv)
+    stdout, stderr = capsys.readouterr()
+    assert rc == 0, stderr[-4000:]
     out = tmp_path / "out"
     adapters = ([out / "adapter" / "clarity_and_focus"] if config.adapter_mode == "per_category"
                 else [out / "adapter"])
@@ -95,7 +96,7 @@ def test_recipe_two_steps_through_accelerate_launch(name, tmp_path):
         assert (adir / "pytorch_lora_weights.safetensors").stat().st_size > 0
     run_dir = out / "runs" / "clarity_and_focus" if config.adapter_mode == "per_category" else out
     assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
-    assert "final metrics" in res.stdout
+    assert "final metrics" in stdout
 
 
 @pytest.mark.parametrize("name,kind,procs", [("cpu", "NO", 1), ("cpu_2proc", "MULTI_GPU", 2), ("single_gpu", "NO", 1),
