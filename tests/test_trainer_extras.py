@@ -73,11 +73,13 @@ def test_guided_sft_scale_acts_on_anti_rows_only(tiny_pipeline_dir, tmp_path):
 
     plain_m, _ = weights("plain_m", "mirror")
     guided_m, r = weights("guided_m", "mirror", guided_sft_scale=6.0)
-    assert all(torch.equal(plain_m[k], guided_m[k]) for k in plain_m)
+    # the same up to float rounding: with the guided term on, the reference runs its null-prompt rows in the
+    # same call, and a batch of 2B may round differently from one of B (measured 2.5e-7)
+    assert max((plain_m[k] - guided_m[k]).abs().max().item() for k in plain_m) < 1e-5
     assert "guided_sft_scale" in (r.adapter_dir / "README.md").read_text()
     plain_a, _ = weights("plain_a", "anti")
     guided_a, _ = weights("guided_a", "anti", guided_sft_scale=6.0)
-    assert max((plain_a[k] - guided_a[k]).abs().max().item() for k in plain_a) > 1e-6
+    assert max((plain_a[k] - guided_a[k]).abs().max().item() for k in plain_a) > 1e-3  # measured 1.8e-2
 
 
 def test_guided_scale_without_sft_term_skips_the_null_pass(tiny_pipeline_dir, tmp_path, monkeypatch):
@@ -86,14 +88,14 @@ def test_guided_scale_without_sft_term_skips_the_null_pass(tiny_pipeline_dir, tm
     from pluralign.trainers import trainer
 
     calls = {"n": 0}
-    real = trainer._null_predictions
+    real = trainer._dpo_predictions
 
     def counted(*a, **k):
-        pred, ref = real(*a, **k)
-        calls["n"] += ref is not None
-        return pred, ref
+        pred, ref, null_pred, null_ref = real(*a, **k)
+        calls["n"] += null_ref is not None
+        return pred, ref, null_pred, null_ref
 
-    monkeypatch.setattr(trainer, "_null_predictions", counted)
+    monkeypatch.setattr(trainer, "_dpo_predictions", counted)
     model = tiny_pipeline_dir("sd")
     train(cfg(tmp_path / "off", model, max_steps=1, export_kohya=False, guided_sft_scale=6.0))
     assert calls["n"] == 0
