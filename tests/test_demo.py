@@ -66,6 +66,12 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     assert list(stages) == ["eval_base", "onpolicy_pairs", "train_intent", "eval_dial"]
     # each stage is rounded to 0.1 s, so their sum may pass the unrounded wall time by up to 0.05 s a stage
     assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= results["wall_seconds"] + 0.05 * len(stages)
+    # what the times depend on travels with them: the load at each stage's start and end, cores and threads
+    assert list(results["stage_load_average"]) == list(stages)
+    assert all(len(v) == 2 and all(x is None or x >= 0 for x in v) for v in results["stage_load_average"].values())
+    assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cores_available"] >= 1
+    report = (out / "report.md").read_text()
+    assert f"eval_base {stages['eval_base']:.0f} s" in report and "torch threads" in report
     assert results["training"]["intent_dpo"]["steps"] == 2
     # on-policy pairs: one prompt per semantic attribute, 2 candidates each way from the base model
     onpolicy = results["onpolicy_pairs"]

@@ -74,12 +74,15 @@ def test_guided_sft_scale_acts_on_anti_rows_only(tiny_pipeline_dir, tmp_path):
     plain_m, _ = weights("plain_m", "mirror")
     guided_m, r = weights("guided_m", "mirror", guided_sft_scale=6.0)
     # the same up to float rounding: with the guided term on, the reference runs its null-prompt rows in the
-    # same call, and a batch of 2B may round differently from one of B (measured 2.5e-7)
-    assert max((plain_m[k] - guided_m[k]).abs().max().item() for k in plain_m) < 1e-5
+    # same call, a batch of 2B may round differently from one of B, and Adam scales each update by the
+    # gradient's own size (measured 2.5e-7 on two threads, 1.5e-5 on one; the anti rows below move 1.8e-2)
+    d_mirror = max((plain_m[k] - guided_m[k]).abs().max().item() for k in plain_m)
+    assert d_mirror < 1e-3
     assert "guided_sft_scale" in (r.adapter_dir / "README.md").read_text()
     plain_a, _ = weights("plain_a", "anti")
     guided_a, _ = weights("guided_a", "anti", guided_sft_scale=6.0)
-    assert max((plain_a[k] - guided_a[k]).abs().max().item() for k in plain_a) > 1e-3  # measured 1.8e-2
+    d_anti = max((plain_a[k] - guided_a[k]).abs().max().item() for k in plain_a)
+    assert d_anti > 5e-3 and d_anti > 100 * d_mirror
 
 
 def test_guided_scale_without_sft_term_skips_the_null_pass(tiny_pipeline_dir, tmp_path, monkeypatch):

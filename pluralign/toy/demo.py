@@ -454,7 +454,7 @@ def summary_table(results: dict) -> str:
 
 def write_reports(results: dict, out: Path, eval_dirs: dict[str, Path]) -> None:
     md = ["# pluralign demo: reversed alignment, fixed and measured", "",
-          f"Wall time {results['wall_seconds']:.0f} s. Suite: {results['suite']['n_rows']} toy prompt pairs "
+          f"{timing_line(results)} Suite: {results['suite']['n_rows']} toy prompt pairs "
           f"(P_o, P_a, same seed), {results['sampling']['num_inference_steps']} sampling steps, "
           f"guidance {results['sampling']['guidance_scale']}.", "", summary_table(results), "", "## Per attribute", "",
           md_table(*attribute_rows(results)), "", "## Content fidelity per attribute", "",
@@ -502,7 +502,7 @@ def _html(results: dict, out: Path, eval_dirs: dict[str, Path], rows: list) -> N
     import html
 
     body = ["<h1>pluralign demo: reversed alignment, fixed and measured</h1>",
-            f"<p class='meta'>Wall time {results['wall_seconds']:.0f} s; {results['suite']['n_rows']} toy prompt pairs "
+            f"<p class='meta'>{html.escape(timing_line(results))} {results['suite']['n_rows']} toy prompt pairs "
             f"(P_o, P_a, same seed); {results['sampling']['num_inference_steps']} sampling steps, guidance "
             f"{results['sampling']['guidance_scale']}.</p>"]
     titles = ["Models", "Dial", *(["Dial per category"] if results.get("category_curves") else []), "Targets"]
@@ -537,7 +537,8 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     judge = ToyScorer(str(paths.checker_dir())).ensure_loaded()  # measures the semantic attributes
     checker = judge.checker  # the same content checker, loaded once
     stage_seconds: dict[str, float] = {}
-    step = _Steps(3 + 2 * cfg.rounds + (2 if cfg.with_baselines else 0), stage_seconds)
+    stage_loads: dict[str, list] = {}
+    step = _Steps(3 + 2 * cfg.rounds + (2 if cfg.with_baselines else 0), stage_seconds, stage_loads)
 
     step("evaluating the base model", "eval_base")
     base = _load(paths.base_dir())
@@ -604,6 +605,8 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
         "train_config": to_dict(train_cfg),
         "targets": {},
         "stage_seconds": stage_seconds,
+        "stage_load_average": {k: v for k, v in stage_loads.items() if k in stage_seconds},  # closed stages
+        "machine": machine(),
         "wall_seconds": None,
     }
     results["targets"] = check_targets(variants, results["dial_curve"], results["category_curves"])
@@ -625,24 +628,61 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     return results
 
 
-class _Steps:
-    """One line per demo stage with elapsed time, and each stage's wall seconds into ``seconds`` (for
-    results.json: on a loaded machine they say which stage was slow). The long stages have their own
-    progress bars with an ETA."""
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return None
 
-    def __init__(self, total: int, seconds: dict[str, float]):
+
+def machine() -> dict:
+    """What the wall times depend on: the cores this process may use, torch's thread count, the CPU."""
+    import platform
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cores_available": cores, "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.is_available()}
+
+
+def timing_line(results: dict) -> str:
+    """``Wall time 455 s: eval_base 31 s, ... (1-min load average 1.1 -> 2.0; 2 cores, 2 torch threads)``, for
+    the reports: the same run on a loaded machine can take twice as long, and this says which stage paid."""
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in (results.get("stage_seconds") or {}).items())
+    loads = [v for pair in (results.get("stage_load_average") or {}).values() for v in pair if v is not None]
+    m = results.get("machine") or {}
+    extra = []
+    if loads:
+        extra.append(f"1-min load average {loads[0]:.1f} at start, {min(loads):.1f}–{max(loads):.1f} at stage edges")
+    if m:
+        extra.append(f"{m.get('cores_available')} cores, {m.get('torch_threads')} torch threads")
+    return f"Wall time {results['wall_seconds']:.0f} s" + (f": {stages}" if stages else "") + \
+        (f" ({'; '.join(extra)})" if extra else "") + "."
+
+
+class _Steps:
+    """One line per demo stage with elapsed time, and each stage's wall seconds into ``seconds`` and the
+    1-minute load average at its start and end into ``loads`` (for results.json and the reports: on a
+    loaded machine they say which stage was slow and why). The long stages have their own progress
+    bars with an ETA."""
+
+    def __init__(self, total: int, seconds: dict[str, float], loads: dict[str, list] | None = None):
         self.total, self.i, self.t0 = total, 0, time.perf_counter()
         self.seconds, self.stage, self.t_stage = seconds, None, self.t0
+        self.loads = {} if loads is None else loads
 
     def close_stage(self) -> None:
         if self.stage is not None:
             self.seconds[self.stage] = round(time.perf_counter() - self.t_stage, 1)
+            self.loads[self.stage].append(_load_average())
             self.stage = None
 
     def __call__(self, what: str, stage: str) -> None:
         self.close_stage()
         self.i += 1
         self.stage, self.t_stage = stage, time.perf_counter()
+        self.loads[stage] = [_load_average()]
         print(f"[{self.i}/{self.total}] {what} (t={time.perf_counter() - self.t0:.0f}s)", flush=True)
 
     def done(self) -> None:
