@@ -9,6 +9,24 @@ PACKAGES = ("pluralign", "torch", "diffusers", "transformers", "peft", "accelera
             "bitsandbytes", "wandb", "safetensors", "numpy", "pillow")
 
 
+def machine() -> dict:
+    """What wall times depend on: the cores this process may use (its affinity, not the host's count),
+    torch's thread count, the CPU model and whether CUDA is there. Runs record it beside their timings."""
+    import os
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux names the model; platform only the architecture
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cores_available": cores, "torch_threads": torch.get_num_threads(), "cpu": cpu,
+            "cuda": torch.cuda.is_available()}
+
+
 def collect() -> dict[str, str]:
     info = {"python": platform.python_version(), "platform": platform.platform()}
     for name in PACKAGES:
@@ -24,7 +42,8 @@ def collect() -> dict[str, str]:
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         info["device"] = "mps"
     else:
-        info["device"] = f"cpu ({torch.get_num_threads()} threads)"
+        m = machine()
+        info["device"] = f"cpu: {m['cpu']}, {m['cores_available']} cores available, {m['torch_threads']} torch threads"
     return info
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from pluralign.config import option, parse, run_module, to_dict, writable_dir
 from pluralign.data.pairs import COLUMNS as PAIR_COLUMNS
+from pluralign.env import machine
 from pluralign.eval import metrics as M
 from pluralign.eval.generate import load_pipeline
 from pluralign.eval.report import (
@@ -635,23 +636,6 @@ def _load_average() -> float | None:
         return None
 
 
-def machine() -> dict:
-    """What the wall times depend on: the cores this process may use, torch's thread count, the CPU."""
-    import platform
-
-    import torch
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    try:  # Linux names the model; platform only the architecture
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cores_available": cores, "torch_threads": torch.get_num_threads(), "cpu": cpu,
-            "cuda": torch.cuda.is_available()}
-
-
 def timing_line(results: dict) -> str:
     """``Wall time 450 s: eval_base 33 s, ..., eval_dial 104 s (1-min load average 0.6 at start, 0.6–1.9 at stage
     edges; 2 cores, 2 torch threads).`` for the reports: the same run on a loaded machine can take twice as
@@ -674,10 +658,9 @@ class _Steps:
     loaded machine they say which stage was slow and why). The long stages have their own progress
     bars with an ETA."""
 
-    def __init__(self, total: int, seconds: dict[str, float], loads: dict[str, list] | None = None):
+    def __init__(self, total: int, seconds: dict[str, float], loads: dict[str, list]):
         self.total, self.i, self.t0 = total, 0, time.perf_counter()
-        self.seconds, self.stage, self.t_stage = seconds, None, self.t0
-        self.loads = {} if loads is None else loads
+        self.seconds, self.loads, self.stage, self.t_stage = seconds, loads, None, self.t0
 
     def close_stage(self) -> None:
         if self.stage is not None:
