@@ -251,20 +251,23 @@ def test_chosen_is_the_top_scored_content_keeping_candidate(generated, pipe, sco
 
 
 def test_margin_filter_drops_and_counts(generated, pipe, scorer, tmp_path):
-    """The same candidates again (same seeds), with a margin between two of the first run's and a floor of 0
-    on the chosen image's score: each pair is kept or dropped, for the first reason that applies, as the
-    first run's scores say."""
+    """The same candidates again (same seeds), with a margin between two of the first run's and a floor on
+    the chosen image's score that only two positive-margin pairs clear: each pair is kept or dropped, for
+    the first reason that applies, as the first run's scores say."""
     cfg0, _, _, log0 = generated
     scored = {d["index"]: (d["margin"], d["scores_a"][d["chosen"]]) for d in log0["decisions"] if d["margin"] is not None}
-    # between the two smallest positive margins of pairs whose chosen image clears the floor: one of them is
-    # dropped for its margin, the other kept
-    strong = sorted(m for m, top in scored.values() if m > 0 and top >= 0)
-    assert len(strong) >= 2, scored
+    tops = sorted((top for m, top in scored.values() if m > 0), reverse=True)
+    assert len(tops) >= 2, scored
+    floor = tops[1] - 1e-9
+    # between the margins of the two pairs whose chosen image clears the floor: one of them is dropped for
+    # its margin, the other kept
+    strong = sorted(m for m, top in scored.values() if m > 0 and top >= floor)
     cut = (strong[0] + strong[1]) / 2
     out = tmp_path / "strict"
-    OG.generate_dataset(config(out, min_margin=cut, min_chosen_score=0.0), pipe=pipe, scorer=scorer, progress=False)
+    OG.generate_dataset(config(out, min_margin=cut, min_chosen_score=floor), pipe=pipe, scorer=scorer, progress=False)
     log = json.loads((out / "generate_log.json").read_text())
-    expected = {i: "weak_chosen" if top < 0 else "below_min_margin" if m < cut else None for i, (m, top) in scored.items()}
+    expected = {i: "weak_chosen" if top < floor else "below_min_margin" if m < cut else None
+                for i, (m, top) in scored.items()}
     assert {d["index"]: d["reason"] for d in log["decisions"]} == expected
     s = log["summary"]
     kept = [i for i, r in expected.items() if r is None]

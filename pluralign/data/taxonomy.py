@@ -289,7 +289,9 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     "defocused": ("blurry",),  # so is a defocus
     # an isotropic blur: at these sizes no rule tells a Gaussian point spread from a lens's disk
     "blurry": ("defocused",),
-    "cropped": ("blurry", "defocused"),  # a crop enlarged to the frame is interpolated: softer per pixel
+    # a crop enlarged to the frame is interpolated (softer per pixel), and a window away from the frame's
+    # centre moves the scene's centre off it
+    "cropped": ("blurry", "defocused", "off_center"),
     # darkening compresses absolute contrast and crushes shadows into dark, featureless areas
     "underexposed": ("low_contrast", "obstructed"),
     "obstructed": ("underexposed", "blurry"),  # a dark, out-of-focus occluder: a darker frame with less detail
@@ -299,4 +301,5 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     "light_leak": ("color_cast", "overexposed"),  # fogging warm light: a local cast and added light
     "double_exposure": ("low_contrast",),  # blending two exposures averages each one's light and shadow
     "small_subject": ("low_contrast",),  # an empty frame: less of it carries light and shadow
+    "low_contrast": ("muted",),  # a veil of light adds the same grey to every channel: colours pale
 }

@@ -12,10 +12,17 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   measurement (obstruction: newly dark and featureless area at any of several darkness levels)
 * ``directional_blur`` the largest loss of directional gradient energy (log, over 36 directions)
   less the smallest, at most the largest: a smear along one direction (motion blur)
+* ``corner_falloff`` the corners' luminance change relative to the centre's, beyond one tone curve
+  fitted over an 8 x 8 grid of HSV-value cells (vignette)
 * ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both);
   ``coarse_drop`` the coarse band's drop less the fine band's, at most the coarse drop (flat light
   lowers only the first; noise raises only the second)
-* ``chroma_shift`` length of the change of the grey-world chroma vector (a cast in any hue)
+* ``max_log_ratio`` the largest log change of a vector measurement's components (film grain: the
+  residual in three pass bands, since a clump spans more pixels of a larger scan)
+* ``joint_log_ratio`` the smaller log change of a vector measurement's components (overexposure: value
+  and luminance both rise)
+* ``chroma_shift`` length of the change of the grey-world chroma vector that a change of saturation does
+  not explain (a cast in any hue, not a fade to grey)
 * ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
   spectrum onto I_a's (Fourier-Mellin registration)
 * ``zoom``         the log magnification that best maps I_o onto I_a (template matching over
@@ -37,27 +44,29 @@ from pathlib import Path
 
 import numpy as np
 
+from .registration import Registration, register, shared_content
 from .verifiers import (
     BATCH_VERIFIERS,
     GLOW_GRID,
-    REGISTRATION_SIDE,
     SPECTRUM_ANGLES,
     batched,
-    chroma_vector,
+    chroma_moments,
     contrast_bands,
     dark_flat_fractions,
+    exposure_pair,
     glow_field,
     gradient_tensor,
+    grain_scales,
     lateral_ca,
     registration_grid,
-    resample_bilinear,
     rotation_spectrum,
     subject_centroid,
     to_array,
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "difference", "abs_difference", "max_difference", "directional_blur", "chroma_shift",
+STATISTICS = ("log_ratio", "joint_log_ratio", "max_log_ratio", "difference", "abs_difference", "max_difference", "directional_blur",
+              "corner_falloff", "chroma_shift",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
@@ -65,7 +74,8 @@ MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repea
 # (names starting with "_"), name -> Batch -> N or N x k.
 FEATURES = {
     **BATCH_VERIFIERS,
-    "_chroma": chroma_vector,
+    "_chroma": chroma_moments,
+    "_exposure": exposure_pair,
     "_spectrum": rotation_spectrum,
     "_centroid": subject_centroid,
     # signed red-vs-blue magnification: the scalar verifier is its absolute value
@@ -75,14 +85,16 @@ FEATURES = {
     "_bands": contrast_bands,
     "_grid": registration_grid,
     "_glow": glow_field,
+    "_grain_scales": grain_scales,
 }
-_BY_STATISTIC = {"chroma_shift": "_chroma", "rotation": "_spectrum", "centroid_shift": "_centroid",
+_BY_STATISTIC = {"chroma_shift": "_chroma", "joint_log_ratio": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "directional_blur": "_tensor", "zoom": "_grid",
+                 "corner_falloff": "_glow",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_bands",
 }
 _BLUR_ANGLES = np.radians(np.arange(0.0, 180.0, 5.0))
 # The signed or vector form of a scalar verifier, used by abs_difference / max_difference.
-_FULL_FORM = {"chromatic_aberration": "_ca", "occlusion": "_dark_flat"}
+_FULL_FORM = {"chromatic_aberration": "_ca", "occlusion": "_dark_flat", "grain": "_grain_scales"}
 
 
 @dataclass(frozen=True)
@@ -109,16 +121,16 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "motion_blur": ("sharpness", "directional_blur", -1, 1e-3),
     "defocused": ("sharpness", "log_ratio", -1, 1e-3),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
-    "film_grain": ("grain", "log_ratio", +1, 0.011),
+    "film_grain": ("grain", "max_log_ratio", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
-    "overexposed": ("value", "log_ratio", +1, 0.02),
+    "overexposed": ("value", "joint_log_ratio", +1, 0.02),
     "low_contrast": ("contrast", "band_drop", -1, 0.005),
     "flat_lighting": ("contrast", "coarse_drop", -1, 0.005),
     "muted": ("saturation", "log_ratio", -1, 0.02),
     "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "abs_difference", +1, 0.0),
-    "vignette": ("vignetting", "log_ratio", -1, 0.0),
+    "vignette": ("vignetting", "corner_falloff", -1, 0.0),
     "small_subject": ("subject_size", "log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
@@ -170,19 +182,58 @@ def _needs(rule: Rule) -> str:
     """The :data:`FEATURES` entry ``rule``'s statistic compares."""
     if rule.statistic in _BY_STATISTIC:
         return _BY_STATISTIC[rule.statistic]
-    if rule.statistic in ("abs_difference", "max_difference"):
+    if rule.statistic in ("abs_difference", "max_difference", "max_log_ratio"):
         return _FULL_FORM[rule.verifier]
     return rule.verifier
 
 
+# What a confident registration says directly, per verifier: the statistic in the units of the
+# whole-frame rule it replaces (subject area log-ratio, centroid shift in frame fractions, degrees).
+_FROM_TRANSFORM = {
+    "subject_size": lambda r, reg: r.direction * 2 * np.log(reg.scale),  # area scales with magnification squared
+    "subject_offcenter": lambda r, reg: reg.centre_shift(),
+    "tilt": lambda r, reg: np.abs(reg.angle),
+    "zoom": lambda r, reg: r.direction * np.log(reg.scale),
+}
+# Verifiers anchored to the frame itself rather than to its content: compared on whole frames always
+# (the 8-px JPEG grid starts at the top-left pixel; lateral chromatic aberration is radial about the
+# frame centre).
+_FRAME_ANCHORED = ("blockiness", "chromatic_aberration")
+
+
 def paired_statistics(rules: dict[str, Rule], arrays_a: list[np.ndarray], arrays_o: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Each rule's paired statistic on every (I_a, I_o) pair, features computed once for all the rules."""
-    needs = {_needs(r) for r in rules.values()}
+    """Each rule's paired statistic on every (I_a, I_o) pair, features computed once for all the rules.
+
+    Every pair is registered first (:mod:`~pluralign.rewards.registration`). Where the transform
+    explains I_a, the geometric rules read it (a shrink is a smaller subject, whatever a fade did to
+    the subject mask), and where it also re-frames the scene, the photometric rules compare I_a with
+    I_o warped onto the content they share (a crop into a red coat is not a red cast). Elsewhere every
+    rule compares the whole frames.
+    """
+    needs = {_needs(r) for r in rules.values()} | {"_grid", "_spectrum"}
     fa, fo = _features(arrays_a, needs), _features(arrays_o, needs)
-    return {a: statistic_from_features(r, fa, fo) for a, r in rules.items()}
+    reg = register(fa["_grid"], fo["_grid"], estimate_rotation_spectra(fa["_spectrum"], fo["_spectrum"]))
+    out = {a: statistic_from_features(r, fa, fo, reg) for a, r in rules.items()}
+    confident = reg.confident
+    for a, r in rules.items():
+        if r.verifier in _FROM_TRANSFORM:
+            out[a] = np.where(confident, _FROM_TRANSFORM[r.verifier](r, reg), out[a])
+    photometric = {a: r for a, r in rules.items() if r.verifier not in _FROM_TRANSFORM and r.verifier not in _FRAME_ANCHORED}
+    shared_needs = {_needs(r) for r in photometric.values()}
+    if photometric:
+        for i in np.flatnonzero(confident & ~reg.is_identity()):
+            shared = shared_content(arrays_a[i], arrays_o[i], reg.A[i], reg.t[i])
+            if shared is None:
+                continue
+            ga, go = _features([shared[0]], shared_needs), _features([shared[1]], shared_needs)
+            for a, r in photometric.items():
+                out[a][i] = statistic_from_features(r, ga, go, None)[0]
+    return out
 
 
-def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str, np.ndarray]) -> np.ndarray:
+def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str, np.ndarray],
+                            reg: Registration | None) -> np.ndarray:
+    """``rule``'s paired statistic from the two images' features (and, for the zoom rule, the registration)."""
     key = _needs(rule)
     a, o = fa[key], fo[key]
     if rule.statistic == "log_ratio":
@@ -195,20 +246,40 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return (rule.direction * (a - o)).max(axis=1)
     if rule.statistic == "directional_blur":
         return directional_blur(a, o, rule.direction, rule.eps)
+    if rule.statistic == "corner_falloff":
+        return rule.direction * corner_falloff(a, o)
     if rule.statistic in ("band_drop", "coarse_drop"):
         d = rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))  # N x [coarse, fine]
         if rule.statistic == "band_drop":
             return d.min(axis=1)
         return np.minimum(d[:, 0], d[:, 0] - d[:, 1])
-    if rule.statistic in ("chroma_shift", "centroid_shift"):
+    if rule.statistic == "max_log_ratio":
+        return (rule.direction * (np.log(np.maximum(a, 0) + rule.eps) - np.log(np.maximum(o, 0) + rule.eps))).max(axis=1)
+    if rule.statistic == "joint_log_ratio":
+        return (rule.direction * (np.log(np.maximum(a, 0) + rule.eps) - np.log(np.maximum(o, 0) + rule.eps))).min(axis=1)
+    if rule.statistic == "chroma_shift":
+        return cast_offset(a, o)
+    if rule.statistic == "centroid_shift":
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
         return np.abs(estimate_rotation_spectra(a, o))
     if rule.statistic == "zoom":
-        return rule.direction * estimate_zoom(a, o)
+        return _FROM_TRANSFORM["zoom"](rule, reg)
     if rule.statistic == "edge_glow":
         return edge_glow(a, o)
     raise ValueError(f"unknown statistic {rule.statistic!r}; expected one of {STATISTICS}")
+
+
+def cast_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
+    """Length of the change of the grey-world chroma that a change of saturation does not explain, from two
+    :func:`chroma_moments` features.
+
+    I_o's mean chroma is first scaled by the ratio of the two chroma spreads (a desaturation, a fade
+    towards grey or a veil of light scales every pixel's chroma about grey, the mean with the spread);
+    what remains of I_a's mean is the offset a cast adds to every pixel.
+    """
+    f = (chroma_a[:, 2] + 1e-3) / (chroma_o[:, 2] + 1e-3)
+    return np.linalg.norm(chroma_a[:, :2] - f[:, None] * chroma_o[:, :2], axis=1)
 
 
 def directional_energy(tensor: np.ndarray) -> np.ndarray:
@@ -228,6 +299,33 @@ def directional_blur(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int 
     """
     d = direction * (np.log(directional_energy(tensor_a) + eps) - np.log(directional_energy(tensor_o) + eps))
     return np.minimum(d.max(axis=1), d.max(axis=1) - d.min(axis=1))
+
+
+def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
+    """N x planes x g x g: what is left of I_a's :func:`glow_field` planes after regressing each on I_o's
+    (one affine map per plane: a fade, a desaturation or an exposure change maps every cell alike)."""
+    g = GLOW_GRID
+    a, o = glow_a.reshape(len(glow_a), -1, g * g), glow_o.reshape(len(glow_o), -1, g * g)
+    oc = o - o.mean(axis=2, keepdims=True)
+    slope = (oc * (a - a.mean(axis=2, keepdims=True))).sum(axis=2, keepdims=True) / ((oc * oc).sum(axis=2, keepdims=True) + 1e-6)
+    return (a - a.mean(axis=2, keepdims=True) - slope * oc).reshape(len(glow_a), -1, g, g)
+
+
+def corner_falloff(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
+    """How much brighter I_a's corners became than its centre, beyond one tone curve (negative: darker
+    corners, a vignette), relative to I_o's mean HSV value, from two :func:`glow_field` features.
+
+    A fade or an exposure change maps every cell alike and leaves nothing, and a desaturation keeps the
+    value of every pixel; a vignette darkens the corners more than the centre, which no single curve does.
+    """
+    g = GLOW_GRID
+    r = _tone_residual(glow_a, glow_o)[:, 2]
+    q = max(1, g // 4)
+    corners = np.concatenate([r[:, :q, :q], r[:, :q, -q:], r[:, -q:, :q], r[:, -q:, -q:]], axis=1).mean(axis=(1, 2))
+    lo, hi = g // 2 - q, g // 2 + q
+    centre = r[:, lo:hi, lo:hi].mean(axis=(1, 2))
+    mean = glow_o.reshape(len(glow_o), -1, g * g)[:, 2].mean(axis=1)
+    return (corners - centre) / (np.abs(mean) + 0.05)
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:
@@ -258,87 +356,26 @@ def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> n
 def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     """How much warmer and brighter I_a became at one edge of the frame than at the opposite edge, from
     two :func:`glow_field` features: the largest over the four edges of the change of ``(R - B) + luma``
-    in the outer quarter less that in the opposite quarter (and at most the gain at that edge). A light
-    leak fogs one edge; a colour cast, an exposure change or a vignette changes opposite edges alike and
-    scores about 0.
+    in the outer quarter less that in the opposite quarter (and at most the gain at that edge), after
+    what one affine map per plane explains (regressing I_a's cells on I_o's). A light leak fogs one
+    edge; a colour cast, an exposure change, a fade or a vignette changes opposite edges alike, or maps
+    every cell by one curve, and scores about 0.
     """
     g = GLOW_GRID
-    d = (glow_a - glow_o).reshape(len(glow_a), 2, g, g).sum(axis=1)
+    # what one tone curve per plane explains is not a leak: regress I_a's cells on I_o's, keep the residual
+    d = _tone_residual(glow_a, glow_o)[:, :2].sum(axis=1)
+    raw = (glow_a - glow_o).reshape(len(glow_a), -1, g, g)[:, :2].sum(axis=1)
     q = max(1, g // 4)
-    top, bottom = d[:, :q].mean(axis=(1, 2)), d[:, -q:].mean(axis=(1, 2))
-    left, right = d[:, :, :q].mean(axis=(1, 2)), d[:, :, -q:].mean(axis=(1, 2))
-    # the lit edge itself must gain: a dark occluder at the opposite edge is not a leak
-    sides = [np.minimum(e, e - opp) for e, opp in ((top, bottom), (bottom, top), (left, right), (right, left))]
+
+    def edges(x):
+        return x[:, :q].mean(axis=(1, 2)), x[:, -q:].mean(axis=(1, 2)), x[:, :, :q].mean(axis=(1, 2)), x[:, :, -q:].mean(axis=(1, 2))
+
+    (top, bottom, left, right), gains = edges(d), edges(raw)
+    # the lit edge itself must gain light, before and after the regression: a dark occluder at the
+    # opposite edge is not a leak
+    sides = [np.minimum(np.minimum(e, e - opp), gain)
+             for (e, opp), gain in zip(((top, bottom), (bottom, top), (left, right), (right, left)), gains)]
     return np.max(np.stack(sides, axis=1), axis=1)
-
-
-# Scales searched by the zoom registration: 1/2.5 .. 2.5, 4% apart, 1 included.
-ZOOM_SCALES = np.exp(np.linspace(-np.log(2.5), np.log(2.5), 47))
-_ZOOM_KEEP = 0.9  # the template is the central 90% of the rescaled image, so shifts of +-5% are searched too
-
-
-class _Search:
-    """One image of a pair prepared for template matching: its spectrum and running sums, computed once
-    and shared by every scale of :func:`estimate_zoom`."""
-
-    def __init__(self, image: np.ndarray):
-        self.n = image.shape[0]
-        # a circular correlation of the image's own size: only positions where the template lies wholly
-        # inside the image are read, and those never wrap
-        self.spectrum = np.fft.rfft2(image)
-        self.c1 = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-        self.c2 = np.pad(image * image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-
-    def best_ncc(self, template: np.ndarray) -> float:
-        """Largest normalised cross-correlation of ``template`` over every position inside the image."""
-        t = template - template.mean()
-        tn = np.sqrt((t * t).sum()) + 1e-9
-        h, w = t.shape
-        full = np.fft.irfft2(np.conj(np.fft.rfft2(t, s=(self.n, self.n))) * self.spectrum, s=(self.n, self.n))
-        corr = full[: self.n - h + 1, : self.n - w + 1]
-        c1, c2 = self.c1, self.c2
-        s1 = c1[h:, w:] - c1[:-h, w:] - c1[h:, :-w] + c1[:-h, :-w]
-        s2 = c2[h:, w:] - c2[:-h, w:] - c2[h:, :-w] + c2[:-h, :-w]
-        sd = np.sqrt(np.maximum(s2 - s1 * s1 / (h * w), 1e-9))
-        return float((corr / (sd * tn)).max())
-
-
-def _zoom_score(searches: dict, grids: dict, m: float) -> float:
-    """How well I_a matches I_o magnified by ``m`` (> 1) or shrunk (< 1): see :func:`estimate_zoom`."""
-    side = REGISTRATION_SIDE
-    big, small = ("a", "o") if m >= 1 else ("o", "a")
-    scaled = max(4, int(round(side / max(m, 1 / m))))
-    k = max(4, int(round(scaled * _ZOOM_KEEP)))
-    t = resample_bilinear(grids[big][None], scaled, scaled)[0]
-    off = (scaled - k) // 2
-    return searches[small].best_ncc(t[off : off + k, off : off + k])
-
-
-def estimate_zoom(grids_a: np.ndarray, grids_o: np.ndarray) -> np.ndarray:
-    """Log of the magnification that maps I_o onto I_a (> 0: I_a shows a smaller part of the scene,
-    enlarged: a crop), from two :func:`registration_grid` features.
-
-    For each scale m it shrinks the magnified image of the pair by m, keeps the central 90% and finds
-    where it best fits in the other (normalised cross-correlation, so exposure, contrast and colour
-    changes do not matter); the scale with the best fit wins, searched on a coarse grid of scales and
-    refined around the best. A tight crop resized back to the frame is a magnification of 1.2-2.5; a
-    shifted crop, a resize round trip or a change of tone stays at 1.
-    """
-    side = REGISTRATION_SIDE
-    out = np.zeros(len(grids_a))
-    coarse = ZOOM_SCALES[::4]
-    step = np.log(ZOOM_SCALES[1] / ZOOM_SCALES[0])
-    for i, (ga, go) in enumerate(zip(grids_a, grids_o)):
-        grids = {"a": ga.reshape(side, side), "o": go.reshape(side, side)}
-        searches = {k: _Search(g) for k, g in grids.items()}
-        scores = {float(m): _zoom_score(searches, grids, m) for m in coarse}
-        best = max(scores, key=scores.get)
-        for j in (-3, -2, -1, 1, 2, 3):
-            m = float(best * np.exp(j * step))
-            if ZOOM_SCALES[0] <= m <= ZOOM_SCALES[-1]:
-                scores[m] = _zoom_score(searches, grids, m)
-        out[i] = np.log(max(scores, key=scores.get))
-    return out
 
 
 def _as_list(images) -> list[np.ndarray]:

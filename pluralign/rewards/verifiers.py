@@ -319,6 +319,28 @@ def chroma_vector(b: Batch) -> np.ndarray:
     return np.stack([rg.mean(axis=(1, 2)), yb.mean(axis=(1, 2))], axis=1) / m
 
 
+def chroma_moments(b: Batch) -> np.ndarray:
+    """:func:`chroma_vector` and the spread of the opponent chroma about its mean, both relative to mean
+    luminance: N x 3 (mean r-g, mean y-b, std).
+
+    A desaturation or a fade towards grey scales every pixel's chroma by one factor, the mean and the
+    spread alike; a cast moves them all by one offset, which leaves the spread. The paired colour-cast
+    rule compares the two (:func:`pluralign.rewards.rules.cast_offset`).
+    """
+    t = b.thumb
+    rg, yb = _opponent(t)
+    m = b.thumb_y.mean(axis=(1, 2)) + 0.05
+    mean = np.stack([rg.mean(axis=(1, 2)), yb.mean(axis=(1, 2))], axis=1)
+    spread = np.sqrt(rg.var(axis=(1, 2)) + yb.var(axis=(1, 2)))
+    return np.concatenate([mean, spread[:, None]], axis=1) / m[:, None]
+
+
+def exposure_pair(b: Batch) -> np.ndarray:
+    """Mean HSV value and mean luminance: N x 2. More light raises both; a cast that keeps luminance
+    raises only the brightest channel, a fade towards grey only the luminance of saturated pixels."""
+    return np.stack([_value(b), _brightness(b)], axis=1)
+
+
 def _color_cast(b: Batch) -> np.ndarray:
     """Length of the grey-world chroma offset: how far the average colour sits from neutral."""
     return np.linalg.norm(chroma_vector(b), axis=1)
@@ -375,6 +397,15 @@ def _grain(b: Batch) -> np.ndarray:
     absolute residual, rather than the median, keeps texture (a minority of large values) out.
     """
     return _abs_quantile(_immerkaer(b.y, step=2), 0.35) * _Q35_TO_SIGMA
+
+
+def grain_scales(b: Batch) -> np.ndarray:
+    """The :func:`_grain` sigma with taps 1, 2 and 4 pixels apart: N x 3.
+
+    Grain is a size on the film, not in pixels: the same clumps span under a pixel of a 128 px scan and
+    several of a 1024 px one. The paired rule takes the largest rise over the three pass bands.
+    """
+    return np.stack([_abs_quantile(_immerkaer(b.y, step=k), 0.35) * _Q35_TO_SIGMA for k in (1, 2, 4)], axis=1)
 
 
 def _dct8() -> np.ndarray:
@@ -560,11 +591,12 @@ GLOW_GRID = 8  # cells per side of the light-leak field
 
 
 def glow_field(b: Batch) -> np.ndarray:
-    """Warmth and luminance on an 8 x 8 grid of cells: N x 2 x 8 x 8 (``R - B``, then luma), cell means.
+    """Warmth, luminance and HSV value on an 8 x 8 grid of cells: N x 3 x 8 x 8 (``R - B``, luma, the
+    brightest channel), cell means.
 
     A light leak is fog from stray light entering at one edge of the frame: warm (orange-red) and
-    additive, strongest at that edge and fading across. The paired rule compares two of these fields,
-    so the scene's own warm or bright side cancels.
+    additive, strongest at that edge and fading across; a vignette darkens the corners. The paired
+    rules compare two of these fields, so the scene's own warm, bright or dark side cancels.
     """
 
     def f():
@@ -575,7 +607,7 @@ def glow_field(b: Batch) -> np.ndarray:
             t = t[:, (np.arange(max(h, g)) * h) // max(h, g)][:, :, (np.arange(max(w, g)) * w) // max(w, g)]
             h, w = t.shape[1:3]
         ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)  # first row / column of each cell
-        planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA], axis=1).astype(np.float64)  # N x 2 x h x w
+        planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, t.max(axis=-1)], axis=1).astype(np.float64)  # N x 3 x h x w
         cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
         counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
         return (cells / counts).reshape(n, -1)

@@ -1,0 +1,96 @@
+"""Registration (pluralign.rewards.registration): the transform it reads off re-framed pairs, and how the
+paired rules use it - geometric attributes from the transform, photometric ones on the shared content."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.transform import rotate
+
+from pluralign.rewards import calibrate as C
+from pluralign.rewards.registration import register, shared_content
+from pluralign.rewards.rules import _features, cast_offset, estimate_rotation_spectra, load_rules, paired_statistics
+
+
+@pytest.fixture(scope="module")
+def view():
+    img, _ = C.sample_view(C.load_photo("coffee"), 128, np.random.default_rng(0), box=(40, 100, 300, 360))
+    return img
+
+
+def _resize(x, w, h):
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c]), mode="F").resize((w, h), Image.BICUBIC))
+                     for c in range(3)], axis=-1).clip(0, 1).astype(np.float32)
+
+
+def _crop(x, keep, top_frac=1 / 3, left_frac=1 / 2):
+    h, w = x.shape[:2]
+    ch, cw = int(h * keep), int(w * keep)
+    t, left = int((h - ch) * top_frac), int((w - cw) * left_frac)
+    return _resize(x[t : t + ch, left : left + cw], w, h)
+
+
+def _shrink_shift(x, scale, shift):
+    """The frame shrunk by ``scale`` and moved by ``shift`` (frame fractions, down and right) on a grey canvas."""
+    h, w = x.shape[:2]
+    small = _resize(x, round(w * scale), round(h * scale))
+    out = np.full_like(x, 0.5)
+    top, left = round((h - small.shape[0]) / 2 + shift * h), round((w - small.shape[1]) / 2 + shift * w)
+    vis = out[top : top + small.shape[0], left : left + small.shape[1]]
+    vis[...] = small[: vis.shape[0], : vis.shape[1]]
+    return out
+
+
+def _register(imgs_a, imgs_o):
+    fa, fo = _features(imgs_a, {"_grid", "_spectrum"}), _features(imgs_o, {"_grid", "_spectrum"})
+    return register(fa["_grid"], fo["_grid"], estimate_rotation_spectra(fa["_spectrum"], fo["_spectrum"]))
+
+
+def test_register_reads_crops_shrinks_shifts_and_rolls(view):
+    tilted = rotate(view, 12, mode="edge", order=1).astype(np.float32)
+    imgs = [_crop(view, 0.8), _crop(view, 0.5), _shrink_shift(view, 0.85, 0.25), _shrink_shift(view, 0.45, 0.0), tilted]
+    reg = _register(imgs, [view] * len(imgs))
+    assert reg.confident.all()
+    assert reg.scale[:4] == pytest.approx([1.25, 2.0, 0.85, 0.45], rel=0.06)
+    assert reg.centre_shift()[2] == pytest.approx(np.sqrt(2) * 0.25, abs=0.03)  # moved towards a corner
+    assert reg.centre_shift()[3] < 0.03  # shrunk in place
+    assert abs(reg.angle[4]) == pytest.approx(12, abs=1.5) and reg.scale[4] == pytest.approx(1.0, abs=0.05)
+    assert not reg.is_identity().any()
+
+
+def test_photometric_edits_and_small_shifts_register_as_the_identity(view):
+    shifted = C.benign(C.load_photo("coffee"), view, (40, 100, 300, 360), 128, "shift", np.random.default_rng(1), shift=0.02)
+    imgs = [view * 0.5, np.clip(view * [1.2, 1.0, 0.8], 0, 1).astype(np.float32), shifted,
+            np.clip(view + np.random.default_rng(2).normal(0, 0.08, view.shape), 0, 1).astype(np.float32)]
+    reg = _register(imgs, [view] * len(imgs))
+    assert reg.confident.all() and reg.is_identity().all()
+
+
+def test_unrelated_images_do_not_register_confidently(view):
+    other, _ = C.sample_view(C.load_photo("rocket"), 128, np.random.default_rng(3))
+    other = np.ascontiguousarray(other[:128, :128])
+    reg = _register([other], [np.ascontiguousarray(view[:128, :128])])
+    assert not reg.confident[0]
+
+
+def test_shared_content_warps_I_o_onto_the_window_of_I_a_it_also_shows(view):
+    crop = _crop(view, 0.6)
+    reg = _register([crop], [view])
+    a, o = shared_content(crop, view, reg.A[0], reg.t[0])
+    assert a.shape == o.shape and a.shape[0] > 0.8 * crop.shape[0]
+    assert np.abs(a - o).mean() < 0.03  # the same content, lined up
+
+
+def test_a_crop_into_one_colour_is_not_a_cast_and_a_shrink_reads_from_the_transform(view):
+    rules = load_rules()
+    # the crop window sits in the warm, saturated top-left: its grey-world chroma differs from the frame's
+    crop = _crop(view, 0.5, top_frac=0.0, left_frac=0.0)
+    fa, fo = _features([crop], {"_chroma"}), _features([view], {"_chroma"})
+    whole_frame_shift = float(cast_offset(fa["_chroma"], fo["_chroma"])[0])
+    stats = paired_statistics({k: rules[k] for k in ("color_cast", "cropped", "small_subject")}, [crop], [view])
+    assert whole_frame_shift > rules["color_cast"].threshold  # the frame alone would call it a cast
+    assert stats["color_cast"][0] < rules["color_cast"].threshold  # the shared content does not
+    assert stats["cropped"][0] > rules["cropped"].threshold and stats["small_subject"][0] < 0
+
+    shrunk = _shrink_shift(view, 0.45, 0.0)
+    st = paired_statistics({"small_subject": rules["small_subject"]}, [shrunk], [view])
+    assert st["small_subject"][0] == pytest.approx(-2 * np.log(0.45), abs=0.15)  # area ratio from the scale
