@@ -302,4 +302,6 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     "double_exposure": ("low_contrast",),  # blending two exposures averages each one's light and shadow
     "small_subject": ("low_contrast",),  # an empty frame: less of it carries light and shadow
     "low_contrast": ("muted",),  # a veil of light adds the same grey to every channel: colours pale
+    # a subject moved off centre by d that stays in the frame spans at most 1 - 2d of it
+    "off_center": ("small_subject",),
 }

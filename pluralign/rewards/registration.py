@@ -43,7 +43,8 @@ _BLOCK, _FLAT = 8, 0.25  # agreement blocks (grid pixels a side); flat: std unde
 CONFIDENT_AGREEMENT = 0.8  # agreement below this: the transform does not explain I_a, the rules use whole frames
 # A transform this close to the identity is the identity: no re-framing, compare whole frames.
 IDENTITY_LOG_SCALE, IDENTITY_ANGLE, IDENTITY_SHIFT = 0.04, 1.5, 0.03
-_MIN_ANGLE = 1.5  # a rotation estimate smaller than this is not tried apart from 0
+_MIN_ANGLE = 3.0  # a rotation estimate smaller than this is not tried apart from 0 (no tilt is this small)
+_IDENTITY_EXPLAINS = 0.9  # identity agreement at which no other transform is searched for
 
 
 class _Search:
@@ -69,14 +70,13 @@ class _Search:
         column) of the template's top-left corner there (may be negative, and fractional)."""
         k = template.shape[0]
         s = (self.size, self.size)
-        # correlation = convolution with the flipped template
+        # correlation = convolution with the flipped template; one batched transform each way (the
+        # transforms are small, so the calls, not the arithmetic, are the cost)
         tf = template[::-1, ::-1]
-        t, t2, tm = np.fft.rfft2(tf, s=s), np.fft.rfft2(tf * tf, s=s), np.fft.rfft2(np.ones_like(tf), s=s)
-        inv = lambda x: np.fft.irfft2(x, s=s)[: self.n + k - 1, : self.n + k - 1]  # noqa: E731
-        count = np.maximum(np.round(inv(self.m * tm)), 1.0)
-        sf, sf2 = inv(self.f * tm), inv(self.f2 * tm)
-        st, st2 = inv(self.m * t), inv(self.m * t2)
-        sft = inv(self.f * t)
+        t, t2, tm = np.fft.rfft2(np.stack([tf, tf * tf, np.ones_like(tf)]), s=s)
+        sums = np.fft.irfft2(np.stack([self.m * tm, self.f * tm, self.f2 * tm, self.m * t, self.m * t2, self.f * t]), s=s)
+        count, sf, sf2, st, st2, sft = sums[:, : self.n + k - 1, : self.n + k - 1]
+        count = np.maximum(np.round(count), 1.0)
         num = sft - sf * st / count
         den = np.sqrt(np.maximum(sf2 - sf * sf / count, 1e-9) * np.maximum(st2 - st * st / count, 1e-9))
         ncc = np.where(count >= min_overlap * k * k - 0.5, num / den, -np.inf)
@@ -260,14 +260,17 @@ def register(grids_a: np.ndarray, grids_o: np.ndarray, angles: np.ndarray) -> Re
         tries = [0.0] + ([-float(angles[i])] if abs(angles[i]) >= _MIN_ANGLE else [])
         # (agreement, masked NCC, A, t, angle) per candidate; the identity's NCC is the plain one
         cands = [(agreement(ga, go, np.eye(2), np.zeros(2)), _ncc(ga, go), np.eye(2), np.zeros(2), 0.0)]
-        if cands[0][0] + _PREFER_IDENTITY > 1.0:
-            # the identity's blocks agree so well that no candidate can beat its margin: no search
+        if cands[0][0] >= _IDENTITY_EXPLAINS:
+            # the identity explains I_a almost block for block: it is taken without a search (most pairs of
+            # an evaluation; the search is what registration costs)
             tries = []
         search_o = _Search(go) if tries else None
         for angle in tries:
             g = ga if angle == 0 else _derotate(ga, angle)
             grids, searches = {"a": g, "o": go}, {"a": _Search(g), "o": search_o}
             for mode in _MODES if angle == 0 else ("inside",):
+                if mode == "overlap" and cands[-1][0] >= CONFIDENT_AGREEMENT:
+                    continue  # the scene lies wholly inside the other image: nothing hangs over the edge
                 ncc, m, b = _search_scales(searches, grids, mode)
                 a, t = _to_matrix(angle, m, b)
                 cands.append((agreement(ga, go, a, t), ncc, a, t, angle))
