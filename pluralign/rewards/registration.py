@@ -261,9 +261,10 @@ def register(grids_a: np.ndarray, grids_o: np.ndarray, angles: np.ndarray) -> Re
         # (agreement, masked NCC, A, t, angle) per candidate; the identity's NCC is the plain one
         cands = [(agreement(ga, go, np.eye(2), np.zeros(2)), _ncc(ga, go), np.eye(2), np.zeros(2), 0.0)]
         if cands[0][0] >= _IDENTITY_EXPLAINS:
-            # the identity explains I_a almost block for block: it is taken without a search (most pairs of
-            # an evaluation; the search is what registration costs)
-            tries = []
+            # the identity explains I_a almost block for block: no magnification or shift is searched for
+            # (most pairs of an evaluation; the search is what registration costs). A small image turned
+            # by a few degrees still agrees this well, so a rotation the spectrum sees is still tried.
+            tries = tries[1:]
         search_o = _Search(go) if tries else None
         for angle in tries:
             g = ga if angle == 0 else _derotate(ga, angle)
