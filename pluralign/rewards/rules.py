@@ -237,7 +237,7 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     key = _needs(rule)
     a, o = fa[key], fo[key]
     if rule.statistic == "log_ratio":
-        return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
+        return _log_change(rule, a, o)
     if rule.statistic == "difference":
         return rule.direction * (a - o)
     if rule.statistic == "abs_difference":
@@ -254,9 +254,9 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
             return d.min(axis=1)
         return np.minimum(d[:, 0], d[:, 0] - d[:, 1])
     if rule.statistic == "max_log_ratio":
-        return (rule.direction * (np.log(np.maximum(a, 0) + rule.eps) - np.log(np.maximum(o, 0) + rule.eps))).max(axis=1)
+        return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "joint_log_ratio":
-        return (rule.direction * (np.log(np.maximum(a, 0) + rule.eps) - np.log(np.maximum(o, 0) + rule.eps))).min(axis=1)
+        return _log_change(rule, a, o).min(axis=1)
     if rule.statistic == "chroma_shift":
         return cast_offset(a, o)
     if rule.statistic == "centroid_shift":
@@ -268,6 +268,11 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "edge_glow":
         return edge_glow(a, o)
     raise ValueError(f"unknown statistic {rule.statistic!r}; expected one of {STATISTICS}")
+
+
+def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """``direction * log((a + eps) / (o + eps))``, elementwise (negative measurements count as 0)."""
+    return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
 
 
 def cast_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
