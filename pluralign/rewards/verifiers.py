@@ -635,7 +635,7 @@ REGISTRATION_SIDE = 48  # the fixed grid the zoom registration compares two imag
 def registration_grid(b: Batch) -> np.ndarray:
     """Standardised luminance resampled to a fixed 48 x 48 grid (bilinear): N x 2304.
 
-    The zoom registration (:func:`pluralign.rewards.rules.estimate_zoom`) matches one image of a pair
+    The registration (:func:`pluralign.rewards.registration.register`) matches one image of a pair
     inside the other at many scales; a fixed grid makes every pair's search the same size whatever
     the image size, and both images of a pair share their aspect, so stretching it to a square
     distorts both alike.
