@@ -47,94 +47,129 @@ _MIN_ANGLE = 3.0  # a rotation estimate smaller than this is not tried apart fro
 _IDENTITY_EXPLAINS = 0.9  # identity agreement at which no other transform is searched for
 
 
-class _Search:
-    """One image prepared for masked template matching (Padfield's masked normalised cross-correlation):
-    the spectra of the image, its square and its support, computed once and shared by every scale.
+def _integral(x: np.ndarray) -> np.ndarray:
+    """T x (h + 1) x (w + 1) summed-area tables of a T x h x w stack (a zero row and column first)."""
+    out = np.zeros((x.shape[0], x.shape[1] + 1, x.shape[2] + 1))
+    out[:, 1:, 1:] = x.cumsum(axis=1).cumsum(axis=2)
+    return out
+
+
+def _box(table: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """T x R x R sums of the boxes ``[lo[r], hi[r]) x [lo[c], hi[c])`` from :func:`_integral` tables."""
+    r0, r1, c0, c1 = lo[:, None], hi[:, None], lo[None, :], hi[None, :]
+    return table[:, r1, c1] - table[:, r0, c1] - table[:, r1, c0] + table[:, r0, c0]
+
+
+def _best_shifts(spectra: np.ndarray, tables: np.ndarray, size: int, templates: np.ndarray, min_overlap: float,
+                 penalty: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per task, the best shift of ``templates[i]`` over image ``i`` (Padfield's masked normalised
+    cross-correlation) among the shifts where at least ``min_overlap`` of the template overlaps the image:
+    its NCC, its rank score (the NCC less ``penalty / sqrt(overlap pixels)``, since a small overlap
+    correlates well by chance), and the (row, column) of the template's top-left corner, to a fraction of
+    a grid pixel (may be negative).
 
     Unlike a template that must lie wholly inside the image, the template may hang over the edge: the
     correlation at each shift is taken over the overlap only. A subject pushed towards a corner leaves
     part of the scene outside the frame, and that part has nothing to match.
+
+    ``spectra``: the images' spectra zero-padded to ``size`` (twice the grid side gives every overlap; the
+    side itself gives exactly the shifts wholly inside, where the circular correlation does not wrap, at
+    a quarter of the arithmetic). ``tables``: :func:`_integral` of the images and of their squares
+    (T x 2 x ...). Only the cross term needs a transform; the overlap's sums of image and template are
+    box sums. All templates have one size, and the tasks go through the transforms in one batch: one
+    call per task would cost more than the arithmetic.
     """
-
-    def __init__(self, image: np.ndarray):
-        n = image.shape[0]
-        self.n, self.size = n, 2 * n
-        s = (self.size, self.size)
-        self.f = np.fft.rfft2(image, s=s)
-        self.f2 = np.fft.rfft2(image * image, s=s)
-        self.m = np.fft.rfft2(np.ones_like(image), s=s)
-
-    def best(self, template: np.ndarray, min_overlap: float, penalty: float) -> tuple[float, float, float, float]:
-        """The best shift of ``template`` among those where at least ``min_overlap`` of its area overlaps
-        the image: its masked NCC, its rank score (the NCC less a small-overlap penalty), and the (row,
-        column) of the template's top-left corner there (may be negative, and fractional)."""
-        k = template.shape[0]
-        s = (self.size, self.size)
-        # correlation = convolution with the flipped template; one batched transform each way (the
-        # transforms are small, so the calls, not the arithmetic, are the cost)
-        tf = template[::-1, ::-1]
-        t, t2, tm = np.fft.rfft2(np.stack([tf, tf * tf, np.ones_like(tf)]), s=s)
-        sums = np.fft.irfft2(np.stack([self.m * tm, self.f * tm, self.f2 * tm, self.m * t, self.m * t2, self.f * t]), s=s)
-        count, sf, sf2, st, st2, sft = sums[:, : self.n + k - 1, : self.n + k - 1]
-        count = np.maximum(np.round(count), 1.0)
-        num = sft - sf * st / count
-        den = np.sqrt(np.maximum(sf2 - sf * sf / count, 1e-9) * np.maximum(st2 - st * st / count, 1e-9))
-        ncc = np.where(count >= min_overlap * k * k - 0.5, num / den, -np.inf)
-        score = ncc - penalty / np.sqrt(count)
-        i = int(np.argmax(score))
-        r, c = divmod(i, ncc.shape[1])
-        # index (r, c) of the full correlation puts the template's bottom-right pixel at (r, c); a parabola
-        # through the peak's neighbours places it to a fraction of a grid pixel
-        dr, dc = _vertex(ncc, r, c, 0), _vertex(ncc, r, c, 1)
-        return float(ncc[r, c]), float(score[r, c]), r + dr - k + 1, c + dc - k + 1
+    n = REGISTRATION_SIDE
+    k = templates.shape[-1]
+    lo, hi = (k - 1, n) if size == n else (0, n + k - 1)
+    # full-correlation index r puts the template's top-left pixel at row r - k + 1: the overlap's rows of
+    # the image and of the template (the same on both axes)
+    top = np.arange(lo, hi) - k + 1
+    i0, i1 = np.maximum(top, 0), np.minimum(top + k, n)
+    u0, u1 = i0 - top, i1 - top
+    count = ((i1 - i0)[:, None] * (i1 - i0)[None, :]).astype(float)[None]
+    sf, sf2 = _box(tables[:, 0], i0, i1), _box(tables[:, 1], i0, i1)
+    st, st2 = _box(_integral(templates), u0, u1), _box(_integral(templates * templates), u0, u1)
+    # correlation = convolution with the flipped template
+    t = np.fft.rfft2(templates[:, ::-1, ::-1], s=(size, size))
+    sft = np.fft.irfft2(spectra * t, s=(size, size))[:, lo:hi, lo:hi]
+    num = sft - sf * st / count
+    den = np.sqrt(np.maximum(sf2 - sf * sf / count, 1e-9) * np.maximum(st2 - st * st / count, 1e-9))
+    ncc = np.where(count >= min_overlap * k * k - 0.5, num / den, -np.inf)
+    score = ncc - penalty / np.sqrt(count)
+    r, c = np.divmod(np.argmax(score.reshape(len(score), -1), axis=1), ncc.shape[2])
+    # a parabola through the peak's neighbours places it to a fraction of a grid pixel
+    dr, dc = _vertex(ncc, r, c, 0), _vertex(ncc, r, c, 1)
+    i = np.arange(len(ncc))
+    return ncc[i, r, c], score[i, r, c], top[r] + dr, top[c] + dc
 
 
-def _vertex(v: np.ndarray, r: int, c: int, axis: int) -> float:
-    """Offset (within +-0.5) of the vertex of the parabola through a peak and its two neighbours along ``axis``."""
-    i = (r, c)[axis]
-    if i == 0 or i == v.shape[axis] - 1:
-        return 0.0
-    lo, hi = (v[r - 1, c], v[r + 1, c]) if axis == 0 else (v[r, c - 1], v[r, c + 1])
-    curv = lo - 2 * v[r, c] + hi
-    if not np.isfinite(curv) or curv >= 0:
-        return 0.0
-    return float(np.clip(0.5 * (lo - hi) / curv, -0.5, 0.5))
+def _vertex(v: np.ndarray, r: np.ndarray, c: np.ndarray, axis: int) -> np.ndarray:
+    """Per task, the offset (within +-0.5) of the vertex of the parabola through the peak ``v[i, r, c]``
+    and its two neighbours along ``axis`` (0 at the border, or where the three do not make a peak)."""
+    i = np.arange(len(v))
+    j, size = (r, v.shape[1]) if axis == 0 else (c, v.shape[2])
+    before, after = np.maximum(j - 1, 0), np.minimum(j + 1, size - 1)
+    lo = v[i, before, c] if axis == 0 else v[i, r, before]
+    hi = v[i, after, c] if axis == 0 else v[i, r, after]
+    with np.errstate(invalid="ignore"):
+        curv = lo - 2 * v[i, r, c] + hi
+        ok = (j > 0) & (j < size - 1) & np.isfinite(curv) & (curv < 0)
+        return np.where(ok, np.clip(0.5 * (lo - hi) / np.where(ok, curv, -1.0), -0.5, 0.5), 0.0)
 
 
-def _match(searches: dict, grids: dict, m: float, mode: str) -> tuple[float, float, np.ndarray]:
-    """How well I_a matches I_o magnified by ``m`` (> 1) or shrunk (< 1) (NCC and rank score), and the
-    shift ``b`` of the resulting map ``q = p / m + b`` from I_a's frame (after any derotation) to I_o's."""
+def _match(grids: dict, spectra: dict, tables: dict, size: int, m: float, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per task, how well I_a matches I_o magnified by ``m`` (> 1) or shrunk (< 1) (NCC and rank score), and
+    the shift ``b`` (T x 2) of the resulting map ``q = p / m + b`` from I_a's frame (after any derotation)
+    to I_o's."""
     side = REGISTRATION_SIDE
     big, small = ("a", "o") if m >= 1 else ("o", "a")
     scaled = max(4, int(round(side / max(m, 1 / m))))
     min_overlap, keep, penalty = _MODES[mode]
-    t = resample_bilinear(grids[big][None], scaled, scaled)[0]
+    t = resample_bilinear(grids[big], scaled, scaled)
     k = max(4, int(round(scaled * keep)))
     off = (scaled - k) // 2
-    ncc, score, r, c = searches[small].best(t[off : off + k, off : off + k], min_overlap, penalty)
-    pos = np.array([r - off, c - off], dtype=float) / side
+    ncc, score, r, c = _best_shifts(spectra[small], tables[small], size, t[:, off : off + k, off : off + k],
+                                    min_overlap, penalty)
+    pos = np.stack([r - off, c - off], axis=1) / side
     # the template is the big image at `scaled / side` of its size: a point u of the big image's frame
     # lies at u * scaled / side + pos in the small one's frame
     f = scaled / side
     return ncc, score, (pos if big == "a" else -pos / f)
 
 
-def _search_scales(searches: dict, grids: dict, mode: str) -> tuple[float, float, np.ndarray]:
-    """Best (ncc, magnification, shift) over :data:`ZOOM_SCALES` in one of :data:`_MODES`: a coarse pass,
-    then the neighbours of the best scale."""
-    step = np.log(ZOOM_SCALES[1] / ZOOM_SCALES[0])
-    found = {float(m): _match(searches, grids, float(m), mode) for m in ZOOM_SCALES[::4]}
-    best = max(found, key=lambda m: found[m][1])
-    for j in (-3, -2, -1, 1, 2, 3):
-        m = float(best * np.exp(j * step))
-        if ZOOM_SCALES[0] * 0.999 <= m <= ZOOM_SCALES[-1] * 1.001:
-            found[m] = _match(searches, grids, m, mode)
-    m = max(found, key=lambda m: found[m][1])
-    ncc, _, b = found[m]
+def _search_scales(grids_a: np.ndarray, grids_o: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per task, the best (ncc, magnification, shift) over :data:`ZOOM_SCALES` in one of :data:`_MODES`:
+    a coarse pass over every fourth scale, then the three neighbours either side of the best."""
+    size = REGISTRATION_SIDE if _MODES[mode][0] >= 1 else 2 * REGISTRATION_SIDE
+    grids = {"a": grids_a, "o": grids_o}
+    # per image, computed once and shared by every scale
+    spectra = {x: np.fft.rfft2(g, s=(size, size)) for x, g in grids.items()}
+    tables = {x: np.stack([_integral(g), _integral(g * g)], axis=1) for x, g in grids.items()}
+    n_tasks, n_scales = len(grids_a), len(ZOOM_SCALES)
+    ncc, score = np.full((n_tasks, n_scales), np.nan), np.full((n_tasks, n_scales), -np.inf)
+    shift = np.zeros((n_tasks, n_scales, 2))
+
+    def run(j: int, tasks: np.ndarray) -> None:
+        sub = {x: g[tasks] for x, g in grids.items()}
+        spec = {x: s[tasks] for x, s in spectra.items()}
+        tab = {x: s[tasks] for x, s in tables.items()}
+        ncc[tasks, j], score[tasks, j], shift[tasks, j] = _match(sub, spec, tab, size, float(ZOOM_SCALES[j]), mode)
+
+    everyone = np.arange(n_tasks)
+    for j in range(0, n_scales, 4):
+        run(j, everyone)
+    coarse = 4 * np.argmax(score[:, ::4], axis=1)
+    near = coarse[:, None] + np.array([-3, -2, -1, 1, 2, 3])[None]
+    for j in np.unique(near[(near >= 0) & (near < n_scales)]):
+        run(int(j), np.flatnonzero((near == j).any(axis=1)))
+    best = np.argmax(score, axis=1)
+    i = np.arange(n_tasks)
     # the scale a template of whole grid pixels actually used, not the nominal one
-    scaled = max(4, int(round(REGISTRATION_SIDE / max(m, 1 / m))))
-    used = REGISTRATION_SIDE / scaled if m >= 1 else scaled / REGISTRATION_SIDE
-    return ncc, used, b
+    m = ZOOM_SCALES[best]
+    scaled = np.maximum(4, np.round(REGISTRATION_SIDE / np.maximum(m, 1 / m)))
+    used = np.where(m >= 1, REGISTRATION_SIDE / scaled, scaled / REGISTRATION_SIDE)
+    return ncc[i, best], used, shift[i, best]
 
 
 def _rotation(angle: float) -> np.ndarray:
@@ -187,57 +222,69 @@ class Registration:
                 & (self.centre_shift() < IDENTITY_SHIFT))
 
 
-def _ncc(a: np.ndarray, o: np.ndarray) -> float:
-    a, o = a - a.mean(), o - o.mean()
-    return float((a * o).sum() / (np.sqrt((a * a).sum() * (o * o).sum()) + 1e-9))
+def _ncc(a: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """Per row, the normalised cross-correlation of two N x P stacks."""
+    a, o = a - a.mean(axis=1, keepdims=True), o - o.mean(axis=1, keepdims=True)
+    return (a * o).sum(axis=1) / (np.sqrt((a * a).sum(axis=1) * (o * o).sum(axis=1)) + 1e-9)
 
 
-def _to_matrix(angle: float, m: float, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(A, t)`` of ``q = A p + t`` for I_a derotated by ``angle`` (``p' = c + R(-angle)(p - c)``) and
-    then matched as ``q = p' / m + b``."""
+def _to_matrix(angle: np.ndarray, m: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per task, ``(A, t)`` of ``q = A p + t`` for I_a derotated by ``angle`` (``p' = c + R(-angle)(p - c)``)
+    and then matched as ``q = p' / m + b``."""
     c = np.full(2, 0.5)
-    r = _rotation(-angle)
-    return r / m, (c - r @ c) / m + b
+    r = np.stack([_rotation(-a) for a in angle])  # T x 2 x 2
+    m = np.asarray(m, dtype=float)[:, None]
+    return r / m[:, :, None], (c - r @ c) / m + b
 
 
-def agreement(grid_a: np.ndarray, grid_o: np.ndarray, A: np.ndarray, t: np.ndarray) -> float:
-    """How well ``q = A p + t`` explains I_a: the median NCC over 8 x 8 blocks of the registration grid
-    between I_a and I_o warped into its frame, over the blocks that lie inside I_o and are not flat.
+def _smooth(grids: np.ndarray) -> np.ndarray:
+    """N x side x side registration grids smoothed for :func:`agreement`: grain and sensor noise are not
+    content, and would decorrelate small blocks."""
+    return ndimage.gaussian_filter(grids, (0, 1.0, 1.0))
+
+
+def agreement(smooth_a: np.ndarray, smooth_o: np.ndarray, A: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per task, how well ``q = A p + t`` explains I_a: the median NCC over 8 x 8 blocks of the registration
+    grid between I_a and I_o warped into its frame, over the blocks that lie inside I_o and are not flat.
 
     A median over blocks ignores what a photographic edit adds to part of the frame (an occluder, a
     light leak, a vignette's corners) and counts only how well the content lines up; a fill the
     re-framing left (a shrunk scene's canvas) lies outside I_o and is not counted. With fewer than four
     blocks of detail, the correlation over the whole shared area; with under four blocks' area shared, 0.
+    ``smooth_a``, ``smooth_o``: T x side x side grids from :func:`_smooth`; ``A``: T x 2 x 2; ``t``: T x 2.
     """
-    n = REGISTRATION_SIDE
-    # smoothed first: grain and sensor noise are not content, and would decorrelate small blocks
-    grid_a, grid_o = ndimage.gaussian_filter(grid_a, 1.0), ndimage.gaussian_filter(grid_o, 1.0)
+    n, k = REGISTRATION_SIDE, _BLOCK
+    n_tasks = len(A)
     u = (np.arange(n) + 0.5) / n
     p = np.stack(np.meshgrid(u, u, indexing="ij"), axis=0).reshape(2, -1)
-    q = A @ p + t[:, None]
-    inside = np.all((q > 0) & (q < 1), axis=0).reshape(n, n)
-    warped = ndimage.map_coordinates(grid_o, q * n - 0.5, order=1, mode="nearest").reshape(n, n)
-    if inside.sum() < 4 * _BLOCK * _BLOCK:
-        return 0.0
+    q = A @ p + t[:, :, None]  # T x 2 x n*n
+    inside = np.all((q > 0) & (q < 1), axis=1).reshape(n_tasks, n, n)
+    # one interpolation for every task: the first coordinate picks the task's own grid
+    task = np.broadcast_to(np.arange(n_tasks, dtype=float)[:, None], (n_tasks, n * n))
+    coords = np.stack([task, q[:, 0] * n - 0.5, q[:, 1] * n - 0.5]).reshape(3, -1)
+    warped = ndimage.map_coordinates(smooth_o, coords, order=1, mode="nearest").reshape(n_tasks, n, n)
+    area = inside.sum(axis=(1, 2))
     # flat relative to the registered content: a crop enlarges it, so its blocks hold less detail
-    flat = _FLAT * float(warped[inside].std())
-    k = _BLOCK
-    blocks = []
-    for r in range(0, n - k + 1, k):
-        for c in range(0, n - k + 1, k):
-            if not inside[r : r + k, c : c + k].all():
-                continue
-            x, y = grid_a[r : r + k, c : c + k], warped[r : r + k, c : c + k]
-            x, y = x - x.mean(), y - y.mean()
-            sx, sy = np.sqrt((x * x).mean()), np.sqrt((y * y).mean())
-            if sy < flat:
-                continue
-            blocks.append(float((x * y).mean() / (sx * sy + 1e-9)))
-    if len(blocks) >= 4:
-        return float(np.median(blocks))
+    mean_in = (warped * inside).sum(axis=(1, 2)) / np.maximum(area, 1)
+    spread = np.sqrt((((warped - mean_in[:, None, None]) ** 2) * inside).sum(axis=(1, 2)) / np.maximum(area, 1))
+    flat = _FLAT * spread
+
+    def blocks(x: np.ndarray) -> np.ndarray:  # T x side x side -> T x blocks x k*k
+        b = n // k
+        return x[:, : b * k, : b * k].reshape(n_tasks, b, k, b, k).transpose(0, 1, 3, 2, 4).reshape(n_tasks, b * b, k * k)
+
+    x, y, whole = blocks(smooth_a), blocks(warped), blocks(inside).all(axis=2)
+    x, y = x - x.mean(axis=2, keepdims=True), y - y.mean(axis=2, keepdims=True)
+    sx, sy = np.sqrt((x * x).mean(axis=2)), np.sqrt((y * y).mean(axis=2))
+    used = whole & (sy >= flat[:, None])
+    r = np.where(used, (x * y).mean(axis=2) / (sx * sy + 1e-9), np.nan)
+    enough = used.sum(axis=1) >= 4
+    median = np.nanmedian(np.where(enough[:, None], r, 0.0), axis=1)
     # too little detail for blocks (a sky, a crop into one): the correlation of the whole shared area
-    x, y = grid_a[inside] - grid_a[inside].mean(), warped[inside] - warped[inside].mean()
-    return float((x * y).sum() / (np.sqrt((x * x).sum() * (y * y).sum()) + 1e-9))
+    a_in = np.where(inside, smooth_a - ((smooth_a * inside).sum(axis=(1, 2)) / np.maximum(area, 1))[:, None, None], 0.0)
+    o_in = np.where(inside, warped - mean_in[:, None, None], 0.0)
+    whole_ncc = (a_in * o_in).sum(axis=(1, 2)) / (np.sqrt((a_in * a_in).sum(axis=(1, 2)) * (o_in * o_in).sum(axis=(1, 2))) + 1e-9)
+    return np.where(area < 4 * k * k, 0.0, np.where(enough, median, whole_ncc))
 
 
 def register(grids_a: np.ndarray, grids_o: np.ndarray, angles: np.ndarray) -> Registration:
@@ -250,46 +297,67 @@ def register(grids_a: np.ndarray, grids_o: np.ndarray, angles: np.ndarray) -> Re
     magnification and shift. Of the candidates whose blocks agree (:func:`agreement` at least
     :data:`CONFIDENT_AGREEMENT`), the best wins, the identity breaking near-ties; when none agrees, the best
     template match, and the registration is not confident.
+
+    The search runs for all pairs at once, one batch per scale and mode: pair by pair, the calls into
+    the small transforms cost more than their arithmetic.
     """
     side = REGISTRATION_SIDE
     n = len(grids_a)
+    ga = np.asarray(grids_a, dtype=np.float64).reshape(n, side, side)
+    go = np.asarray(grids_o, dtype=np.float64).reshape(n, side, side)
+    sa, so = _smooth(ga), _smooth(go)
+    eye, zero = np.broadcast_to(np.eye(2), (n, 2, 2)), np.zeros((n, 2))
+    # candidates per pair, in order: (agreement, masked NCC, A, t, angle); the identity's NCC is the plain one
+    identity = agreement(sa, so, eye, zero)
+    cands = [[(identity[i], ncc, np.eye(2), np.zeros(2), 0.0)] for i, ncc in enumerate(_ncc(ga.reshape(n, -1), go.reshape(n, -1)))]
+
+    def add(pairs: np.ndarray, angle: np.ndarray, grids: np.ndarray, mode: str) -> np.ndarray:
+        """Search ``pairs`` (I_a's grids after derotation by ``angle``) in ``mode``; their agreements."""
+        ncc, m, b = _search_scales(grids, go[pairs], mode)
+        A, t = _to_matrix(angle, m, b)
+        agree = agreement(sa[pairs], so[pairs], A, t)
+        for j, i in enumerate(pairs):
+            cands[i].append((agree[j], ncc[j], A[j], t[j], float(angle[j])))
+        return agree
+
+    # the identity explains I_a almost block for block: no magnification or shift is searched for (most
+    # pairs of an evaluation; the search is what registration costs)
+    unrotated = np.flatnonzero(identity < _IDENTITY_EXPLAINS)
+    if len(unrotated):
+        inside = add(unrotated, np.zeros(len(unrotated)), ga[unrotated], "inside")
+        # a scene wholly inside the other image has nothing hanging over the edge
+        over = unrotated[inside < CONFIDENT_AGREEMENT]
+        if len(over):
+            add(over, np.zeros(len(over)), ga[over], "overlap")
+    # A small image turned by a few degrees agrees with the identity as well, so a rotation the spectrum
+    # sees is tried either way. The spectrum estimate turns I_o onto I_a; turning I_a back takes the
+    # opposite angle.
+    turned = np.flatnonzero(np.abs(angles) >= _MIN_ANGLE)
+    if len(turned):
+        back = -np.asarray(angles, dtype=float)[turned]
+        add(turned, back, np.stack([_derotate(ga[i], a) for i, a in zip(turned, back)]), "inside")
     A, T, N, ANG = np.zeros((n, 2, 2)), np.zeros((n, 2)), np.zeros(n), np.zeros(n)
-    for i in range(n):
-        ga, go = grids_a[i].reshape(side, side), grids_o[i].reshape(side, side)
-        # the spectrum estimate turns I_o onto I_a; turning I_a back takes the opposite angle
-        tries = [0.0] + ([-float(angles[i])] if abs(angles[i]) >= _MIN_ANGLE else [])
-        # (agreement, masked NCC, A, t, angle) per candidate; the identity's NCC is the plain one
-        cands = [(agreement(ga, go, np.eye(2), np.zeros(2)), _ncc(ga, go), np.eye(2), np.zeros(2), 0.0)]
-        if cands[0][0] >= _IDENTITY_EXPLAINS:
-            # the identity explains I_a almost block for block: no magnification or shift is searched for
-            # (most pairs of an evaluation; the search is what registration costs). A small image turned
-            # by a few degrees still agrees this well, so a rotation the spectrum sees is still tried.
-            tries = tries[1:]
-        search_o = _Search(go) if tries else None
-        for angle in tries:
-            g = ga if angle == 0 else _derotate(ga, angle)
-            grids, searches = {"a": g, "o": go}, {"a": _Search(g), "o": search_o}
-            for mode in _MODES if angle == 0 else ("inside",):
-                if mode == "overlap" and cands[-1][0] >= CONFIDENT_AGREEMENT:
-                    continue  # the scene lies wholly inside the other image: nothing hangs over the edge
-                ncc, m, b = _search_scales(searches, grids, mode)
-                a, t = _to_matrix(angle, m, b)
-                cands.append((agreement(ga, go, a, t), ncc, a, t, angle))
+    for i, c in enumerate(cands):
         # a candidate the blocks confirm wins by its agreement; when none is confirmed the best template
         # match still says the most about the magnification (the zoom rule reads it either way). The
         # identity breaks near-ties in both.
-        bonus = [_PREFER_IDENTITY] + [0.0] * (len(cands) - 1)
-        confirmed = [j for j, c in enumerate(cands) if c[0] >= CONFIDENT_AGREEMENT]
+        bonus = [_PREFER_IDENTITY] + [0.0] * (len(c) - 1)
+        confirmed = [j for j, x in enumerate(c) if x[0] >= CONFIDENT_AGREEMENT]
         if confirmed:
-            j = max(confirmed, key=lambda j: cands[j][0] + bonus[j])
+            j = max(confirmed, key=lambda j: c[j][0] + bonus[j])
         else:
-            j = max(range(len(cands)), key=lambda j: cands[j][1] + bonus[j])
-        N[i], _, A[i], T[i], ANG[i] = cands[j]
+            j = max(range(len(c)), key=lambda j: c[j][1] + bonus[j])
+        N[i], _, A[i], T[i], ANG[i] = c[j]
     return Registration(A, T, N, ANG)
 
 
 def _largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(top, left, height, width) of the largest all-True axis-aligned rectangle in a boolean mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) and len(cols):
+        top, left, height, width = rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+        if mask[top : top + height, left : left + width].all() and mask.sum() == height * width:
+            return int(top), int(left), int(height), int(width)  # the mask is one rectangle (no rotation)
     h, w = mask.shape
     heights = np.zeros(w, dtype=int)
     best = (0, 0, 0, 0, 0)
