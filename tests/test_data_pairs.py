@@ -284,6 +284,24 @@ def test_build_mix_ratio_and_balance_on_1k_rows(tmp_path, num_proc):
     assert "anti+mirror share" in card and str(cap) in card and "| general |" in card
 
 
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_the_build_keeps_its_arrow_files_and_loads_as_save_to_disk_would(tmp_path, num_proc):
+    from pluralign.data.build import adopt_cache_files
+
+    gen = trl_parquet(tmp_path / "trl.parquet", 40)
+    cfg = DataConfig(sources=[str(gen)], anti_fraction=0.0, max_rows=40, num_proc=num_proc, max_side=None,
+                     output_dir=str(tmp_path / "out"))
+    out = build_dataset(cfg)
+    assert sorted(p.name for p in out.glob("*.arrow")) == [f"data-{i:05d}-of-{num_proc:05d}.arrow" for i in range(num_proc)]
+    ds = datasets.load_from_disk(str(out))
+    saved = tmp_path / "saved"
+    ds.save_to_disk(str(saved))
+    again = datasets.load_from_disk(str(saved))
+    assert ds.features == again.features and ds.to_list() == again.to_list() and len(ds) == 40
+    # a dataset that is not exactly its cache files (a selection) is left for save_to_disk
+    assert not adopt_cache_files(ds.select([1, 0]), tmp_path / "never") and not (tmp_path / "never").exists()
+
+
 def test_rows_do_not_depend_on_random_state(tmp_path):
     folder = write_folder(tmp_path / "f", n=3)
     cfg = DataConfig(sources=[str(folder)], anti_fraction=1.0, output_dir=str(tmp_path / "o"))

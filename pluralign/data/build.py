@@ -8,6 +8,7 @@ was killed cannot remove it, so the next build into the same parent folder does.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -213,7 +214,8 @@ def _write(cfg: DataConfig, srcs: list[S.Source], tmp: Path) -> Path:
             raise err from None
         raise
     final = tmp / "dataset"
-    ds.save_to_disk(str(final))
+    if not adopt_cache_files(ds, final):
+        ds.save_to_disk(str(final))
     if cfg.parquet:
         (final / "parquet").mkdir()
         ds.to_parquet(str(final / "parquet" / "train-00000-of-00001.parquet"))
@@ -231,6 +233,31 @@ def _write(cfg: DataConfig, srcs: list[S.Source], tmp: Path) -> Path:
                                                       "config": to_dict(cfg)}, indent=1))
     del ds
     return final
+
+
+def adopt_cache_files(ds: datasets.Dataset, final: Path) -> bool:
+    """Make ``final`` the ``save_to_disk`` folder of ``ds`` by moving in the Arrow files ``from_generator``
+    wrote, rather than writing every row a second time: the rows are mostly PNG bytes, and the second
+    write (with its re-embedding of every image) took a third of a build. Only the two small JSON files
+    ``load_from_disk`` reads are written, as ``save_to_disk`` writes them. Returns False, having moved
+    nothing, where ``ds`` is not exactly its cache files (an index mapping, rows in memory); the caller
+    then saves it the ordinary way.
+    """
+    files = [Path(f["filename"]) for f in ds.cache_files]
+    if not files or ds._indices is not None:
+        return False
+    final.mkdir(parents=True)
+    names = [f"data-{i:05d}-of-{len(files):05d}.arrow" for i in range(len(files))]
+    for f, name in zip(files, names):
+        os.replace(f, final / name)  # the same file system (both under the build's temporary folder)
+    keys = ("_fingerprint", "_format_columns", "_format_kwargs", "_format_type", "_output_all_columns")
+    state = {k: ds.__dict__[k] for k in keys}
+    state["_split"] = str(ds.split) if ds.split is not None else None
+    state["_data_files"] = [{"filename": n} for n in names]
+    (final / datasets.config.DATASET_STATE_JSON_FILENAME).write_text(json.dumps(state, indent=2, sort_keys=True))
+    info = dataclasses.asdict(ds.info)
+    (final / datasets.config.DATASET_INFO_FILENAME).write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2))
+    return True
 
 
 def swap_into_place(new: Path, out: Path) -> None:
