@@ -384,9 +384,11 @@ def test_full_disk_while_saving_keeps_the_previous_dataset(tmp_path, capsys, mon
     build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(out)))
     before = sorted(p.name for p in out.iterdir())
 
-    def full(self, path, *a, **k):
+    def full(ds, path, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
+    # the dataset's files are put in place by adopt_cache_files, or save_to_disk where it declines
+    monkeypatch.setattr(B, "adopt_cache_files", full)
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", full)
     folder(d, [row("0.png"), row("1.png")])
     code, err = cli(capsys, "build", "--sources", d, "--output_dir", out, "--anti_fraction", "1", "--overwrite", "true")
