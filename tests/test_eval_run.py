@@ -152,3 +152,35 @@ def test_attribute_judge_auto_none_and_spec(tmp_path):
     # a named judge that is not on this machine fails before any image, naming what is missing
     with pytest.raises(FileNotFoundError, match="content checker is missing"):
         load_attribute_judge(f"toy:{tmp_path / 'nowhere'}", "toy")
+
+
+@pytest.mark.parametrize("matches", [True, False])
+def test_weight_zero_rows_reuse_the_base_only_when_the_generated_rows_match(sd_with_adapter, tmp_path, monkeypatch,
+                                                                           matches):
+    from pluralign.eval import generate as G
+    from pluralign.eval import runner as R
+
+    generated = []
+    real = G.generate_pairs
+
+    def counting(pipe, rows, desc="", **kw):
+        generated.append((desc, len(rows)))
+        return real(pipe, rows, desc=desc, **kw)
+
+    monkeypatch.setattr(G, "generate_pairs", counting)
+    if not matches:  # as if set_adapters left some LoRA layer on at weight 0
+        monkeypatch.setattr(R, "max_abs_difference", lambda a, b: 7)
+    base, adapter = sd_with_adapter
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in ROWS))
+    cfg = R.EvalConfig(base=str(base), adapter=str(adapter), weights=[0.0, 1.0], num_inference_steps=2, batch_size=2,
+                       bootstrap=100, judges=[], suite=str(suite), weight_zero_rows=1, output=str(tmp_path / "eval"))
+    results = R.run_eval(cfg, rows=ROWS)
+    zero_rows = [n for desc, n in generated if desc == "generate adapter@0"]
+    check = results["checks"]["weight0_equals_base"]
+    if matches:  # one row generated at weight 0; the base stands for the other two
+        assert zero_rows == [1] and check == {"max_abs_diff": 0, "passed": True, "rows_generated": 1}
+        assert results["variants"]["adapter@0"]["adherence"] == results["variants"]["base"]["adherence"]
+    else:  # every row generated and checked
+        assert zero_rows == [1, 2] and check["passed"] is False and "rows_generated" not in check
+    assert len(list((tmp_path / "eval" / "images" / "adapter_w0").glob("*_a.png"))) == len(ROWS)

@@ -113,6 +113,10 @@ class EvalConfig:
     save_images: bool = option(True, "write every generated image as PNG under output/images/")
     html_rows: int = option(4, "prompt pairs shown per requested attribute in the HTML/W&B images", min=1, max=1000)
     check_weight_zero: bool = option(True, "check that the adapter at weight 0 reproduces the base images")
+    weight_zero_rows: int = option(0, "single adapter, weight 0 in weights: generate weight 0 on this many rows only "
+                                   "and, when they equal the base's images, let the base's images stand for the rest "
+                                   "(weight 0 is the base by construction); otherwise, or at 0, every row",
+                                   min=0, max=1_000_000)
     report_to: str = option("none", "tracker for tables and images", choices=("none", "wandb"))
     wandb_project: str = option("pluralign", "W&B project (when report_to: wandb)")
 
@@ -352,10 +356,25 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     else:
         variants, rows_for = variants_for(config.weights, config.adapter is not None), None
     t_gen = time.perf_counter()
+    gen_kwargs = dict(batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
+                      guidance_scale=config.guidance_scale, height=config.height, width=config.width)
+    zero = next((v for v in variants if v.weight == 0.0), None) if not dial and config.check_weight_zero else None
+    sample = min(config.weight_zero_rows, len(rows)) if zero is not None and config.weight_zero_rows else 0
+    if sample:
+        rows_for = {zero.name: list(range(sample))}
     images = generate_variants(pipe, rows, variants, adapter_dir=config.adapter, adapter_name=config.adapter_name,
                                adapters={c: str(path) for c, path in dial.items()} or None, rows_for=rows_for,
-                               batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
-                               guidance_scale=config.guidance_scale, height=config.height, width=config.width)
+                               **gen_kwargs)
+    zero_rows = None
+    if sample:
+        rows_for = None
+        if sample < len(rows) and max_abs_difference(images[BASE][:sample], images[zero.name]) <= 1:
+            zero_rows = sample  # the base's images stand for weight 0 on the other rows
+            images[zero.name] = images[zero.name] + images[BASE][sample:]
+        elif sample < len(rows):  # weight 0 is not the base: every row of it is generated and measured
+            rest = generate_variants(pipe, rows, [zero], adapter_name=config.adapter_name,
+                                     rows_for={zero.name: list(range(sample, len(rows)))}, **gen_kwargs)
+            images[zero.name] = images[zero.name] + rest[zero.name]
     t_gen = time.perf_counter() - t_gen
     if out_dir is None:
         return {}
@@ -377,6 +396,8 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     else:
         results_by_variant, checks = _single_metrics(config, rows, images, variants, judges, checker, meter,
                                                      leak_attributes)
+        if zero_rows is not None:
+            checks["weight0_equals_base"]["rows_generated"] = zero_rows
         report_pairs, report_rows, row_ids = images, rows, None
     t_met = time.perf_counter() - t_met
 

@@ -257,7 +257,8 @@ def _evaluate(pipe, rows, checker, judge, out: Path, cfg: DemoConfig, sampling: 
               weights: list[float], wandb_run=None, adapter_name: str = "intent") -> dict:
     ecfg = EvalConfig(adapter=str(adapter) if adapter else None, adapter_name=adapter_name, weights=weights, suite="toy",
                       n_prompts=len(rows), suite_seed=cfg.suite_seed, batch_size=cfg.batch_size,
-                      bootstrap=cfg.bootstrap, output=str(out), check_weight_zero=0.0 in weights, **sampling)
+                      bootstrap=cfg.bootstrap, output=str(out), check_weight_zero=0.0 in weights,
+                      weight_zero_rows=cfg.batch_size, **sampling)
     return run_eval(ecfg, pipe=pipe, rows=rows, content_checker=checker, wandb_run=wandb_run, attribute_judge=judge)
 
 
