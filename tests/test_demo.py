@@ -107,6 +107,12 @@ def test_training_rows_use_the_same_scenes_for_every_method():
     over = [r for r in with_over if r["source"] == "toy:world_over"]
     assert len(over) == 3 and len(with_over) == 2 * (8 + 3)  # items 0-3: blurry (severity 1.0) gets none
     assert len(training_rows(DemoConfig(intent_items=4, over_severity=1.0), "aesthetic")) == 16
+    # semantic_repeat repeats the on-policy rows for the intent adapter only; the ordinary pairs keep the ratio
+    onpolicy = [{**r, "source": "onpolicy"} for r in intent[:2]]
+    twice = training_rows(DemoConfig(intent_items=4, semantic_repeat=2), "intent", onpolicy)
+    assert sum(r["source"] == "onpolicy" for r in twice) == 4 and len(twice) == 2 * (8 + 4)
+    assert sum(r["source"] == "onpolicy" for r in training_rows(DemoConfig(intent_items=4, semantic_repeat=2),
+                                                                "sft", onpolicy)) == 1
     # by default off_center gets no over row (further out does not erase the subject): items 0-8 give 7
     default = training_rows(DemoConfig(intent_items=9, over_severity=1.0), "intent")
     assert sorted(r["attributes"][0] for r in default if r["source"] == "toy:world_over") == sorted(

@@ -90,6 +90,9 @@ class DemoConfig:
     semantic_prompts: int = option(32, "prompt pairs per semantic attribute (decay, unfinished, bleak) sampled from "
                                    "the base model for on-policy anti + mirror pairs (0: no semantic pairs)",
                                    min=0, max=100_000)
+    semantic_repeat: int = option(1, "times each on-policy semantic row appears in the intent adapter's training rows: "
+                                  "a larger share of the semantic attributes in every batch without sampling more",
+                                  min=1, max=100)
     semantic_candidates: int = option(4, "K: candidates per on-policy prompt pair under P_a and under P_o (shared "
                                       "seeds); the toy scorer keeps the best", min=1, max=64)
     onpolicy_generator: str = option("base", "the model whose samples become the semantic attributes' on-policy "
@@ -182,7 +185,8 @@ def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None
     """The training rows of one method, all from the same scenes (same data sources, same budget).
 
     * ``intent``: anti + mirror pairs - from the world's degradations for the pixel attributes, the
-      ``onpolicy`` rows (:func:`generate_onpolicy`) for the semantic ones - and, with ``over_severity``,
+      ``onpolicy`` rows (:func:`generate_onpolicy`, each ``semantic_repeat`` times) for the semantic
+      ones - and, with ``over_severity``,
       the over-degradation rows of :func:`~pluralign.toy.world_pairs.over_pairs`, mixed with ordinary
       aesthetic pairs at ``anti_fraction``;
     * ``aesthetic``: what the field does - the same scenes, the clean render preferred under both
@@ -190,7 +194,8 @@ def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None
     * ``sft``: the anti-aesthetic images with their anti-aesthetic captions only (the source
       paper's mitigation), trained with the plain denoising loss.
     """
-    intent = world_pairs.intent_pairs(cfg.intent_items, cfg.data_seed, PIXEL_ATTRIBUTES) + list(onpolicy or [])
+    intent = world_pairs.intent_pairs(cfg.intent_items, cfg.data_seed, PIXEL_ATTRIBUTES) + list(onpolicy or []) * (
+        cfg.semantic_repeat if kind == "intent" else 1)
     # over-degradation rows are part of the intent method's data; the baselines keep their mix
     over = world_pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity, PIXEL_ATTRIBUTES,
                                   over_attributes=tuple(cfg.over_attributes)) \
