@@ -94,3 +94,20 @@ def test_a_crop_into_one_colour_is_not_a_cast_and_a_shrink_reads_from_the_transf
     shrunk = _shrink_shift(view, 0.45, 0.0)
     st = paired_statistics({"small_subject": rules["small_subject"]}, [shrunk], [view])
     assert st["small_subject"][0] == pytest.approx(-2 * np.log(0.45), abs=0.15)  # area ratio from the scale
+
+
+def test_registration_in_chunks_equals_one_batch(monkeypatch):
+    from pluralign.rewards import registration as RG
+    from pluralign.rewards.verifiers import Batch, registration_grid
+
+    rng = np.random.default_rng(0)
+    photo = C._resize_to(C.load_photo("astronaut"), 96)
+    views = [photo[i : i + 64, j : j + 64] for i, j in rng.integers(0, 32, size=(5, 2))]
+    grids = registration_grid(Batch(np.stack(views)))
+    angles = np.array([0.0, 4.0, 0.0, -5.0, 0.0])
+    whole = RG.register(grids[:4], grids[1:], angles[:4])
+    monkeypatch.setattr(RG, "CHUNK", 3)
+    parts = RG.register(grids[:4], grids[1:], angles[:4])
+    for f in ("A", "t", "agreement", "angle"):
+        assert np.allclose(getattr(whole, f), getattr(parts, f), atol=1e-9), f
+    assert RG.register(grids[:0], grids[:0], angles[:0]).A.shape == (0, 2, 2)

@@ -298,9 +298,22 @@ def register(grids_a: np.ndarray, grids_o: np.ndarray, angles: np.ndarray) -> Re
     :data:`CONFIDENT_AGREEMENT`), the best wins, the identity breaking near-ties; when none agrees, the best
     template match, and the registration is not confident.
 
-    The search runs for all pairs at once, one batch per scale and mode: pair by pair, the calls into
-    the small transforms cost more than their arithmetic.
+    The search runs for :data:`CHUNK` pairs at once, one batch per scale and mode: pair by pair, the calls
+    into the small transforms cost more than their arithmetic, and all pairs of a large evaluation at once
+    would hold gigabytes of correlation planes.
     """
+    parts = [_register(grids_a[s : s + CHUNK], grids_o[s : s + CHUNK], np.asarray(angles)[s : s + CHUNK])
+             for s in range(0, len(grids_a), CHUNK)]
+    if not parts:
+        return Registration(np.zeros((0, 2, 2)), np.zeros((0, 2)), np.zeros(0), np.zeros(0))
+    return Registration(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("A", "t", "agreement", "angle")))
+
+
+CHUNK = 256  # pairs registered in one batch (each correlation plane of a chunk takes about 18 MB)
+
+
+def _register(grids_a: np.ndarray, grids_o: np.ndarray, angles: np.ndarray) -> Registration:
+    """:func:`register` for one chunk of pairs."""
     side = REGISTRATION_SIDE
     n = len(grids_a)
     ga = np.asarray(grids_a, dtype=np.float64).reshape(n, side, side)
