@@ -319,3 +319,13 @@ def test_rewards_imports_run_one_way():
             if internal:
                 assert node in top, f"{path.name}:{node.lineno} imports a pluralign module inside a function"
                 assert path.stem != "verifiers", f"verifiers.py:{node.lineno} imports from pluralign"
+
+
+def test_overexposure_of_a_pale_scene_counts_and_a_small_brightening_of_it_does_not(photo):
+    from pluralign.data.degradations import degrade
+
+    pale = (0.75 + 0.25 * photo).astype(np.float32)  # a snow scene, a product on white: little headroom left
+    brighter = np.clip(pale * 1.02, 0, 1).astype(np.float32)  # the benign +2% edit of the held-out check
+    blown = degrade(pale, "overexposure", 0.5, seed=0)
+    table = adherence_table([brighter, blown], [pale, pale], "overexposed")
+    assert table["overexposed"][0] < 0 < table["overexposed"][1]

@@ -19,9 +19,9 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   lowers only the first; noise raises only the second)
 * ``max_log_ratio`` the largest log change of a vector measurement's components (film grain: the
   residual in three pass bands, since a clump spans more pixels of a larger scan)
-* ``headroom_gain`` the smaller share of the headroom to white that each component used up, ``(a - o) /
-  (1 - o + eps)`` (overexposure: value and luminance both rise; a bright scene cannot rise by much, but
-  what little room it has is blown out)
+* ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
+  added, as mean HSV value and mean luminance both rise; a bright scene cannot rise by a large ratio, but
+  blowing it out adds more than a small brightness edit can)
 * ``chroma_shift`` length of the change of the grey-world chroma vector that a change of saturation does
   not explain (a cast in any hue, not a fade to grey)
 * ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
@@ -66,7 +66,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "headroom_gain", "max_log_ratio", "difference", "abs_difference", "max_difference", "directional_blur",
+STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "max_difference", "directional_blur",
               "corner_falloff", "chroma_shift",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -88,7 +88,7 @@ FEATURES = {
     "_glow": glow_field,
     "_grain_scales": grain_scales,
 }
-_BY_STATISTIC = {"chroma_shift": "_chroma", "headroom_gain": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
+_BY_STATISTIC = {"chroma_shift": "_chroma", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "directional_blur": "_tensor", "zoom": "_grid",
                  "corner_falloff": "_glow",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_bands",
@@ -125,7 +125,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "film_grain": ("grain", "max_log_ratio", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
-    "overexposed": ("value", "headroom_gain", +1, 0.02),
+    "overexposed": ("value", "joint_difference", +1, 0.0),
     "low_contrast": ("contrast", "band_drop", -1, 0.005),
     "flat_lighting": ("contrast", "coarse_drop", -1, 0.005),
     "muted": ("saturation", "log_ratio", -1, 0.02),
@@ -256,8 +256,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return np.minimum(d[:, 0], d[:, 0] - d[:, 1])
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
-    if rule.statistic == "headroom_gain":
-        return (rule.direction * (a - o) / (1.0 - o + rule.eps)).min(axis=1)
+    if rule.statistic == "joint_difference":
+        return (rule.direction * (a - o)).min(axis=1)
     if rule.statistic == "chroma_shift":
         return cast_offset(a, o)
     if rule.statistic == "centroid_shift":
