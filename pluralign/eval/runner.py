@@ -359,19 +359,17 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     gen_kwargs = dict(batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
                       guidance_scale=config.guidance_scale, height=config.height, width=config.width)
     zero = next((v for v in variants if v.weight == 0.0), None) if not dial and config.check_weight_zero else None
-    sample = min(config.weight_zero_rows, len(rows)) if zero is not None and config.weight_zero_rows else 0
-    if sample:
-        rows_for = {zero.name: list(range(sample))}
+    # weight 0 generated on the first `sample` rows only (0: on every row)
+    sample = config.weight_zero_rows if zero is not None and 0 < config.weight_zero_rows < len(rows) else 0
     images = generate_variants(pipe, rows, variants, adapter_dir=config.adapter, adapter_name=config.adapter_name,
-                               adapters={c: str(path) for c, path in dial.items()} or None, rows_for=rows_for,
-                               **gen_kwargs)
+                               adapters={c: str(path) for c, path in dial.items()} or None,
+                               rows_for={zero.name: list(range(sample))} if sample else rows_for, **gen_kwargs)
     zero_rows = None
     if sample:
-        rows_for = None
-        if sample < len(rows) and max_abs_difference(images[BASE][:sample], images[zero.name]) <= 1:
+        if max_abs_difference(images[BASE][:sample], images[zero.name]) <= 1:
             zero_rows = sample  # the base's images stand for weight 0 on the other rows
             images[zero.name] = images[zero.name] + images[BASE][sample:]
-        elif sample < len(rows):  # weight 0 is not the base: every row of it is generated and measured
+        else:  # weight 0 is not the base: every row of it is generated and measured
             rest = generate_variants(pipe, rows, [zero], adapter_name=config.adapter_name,
                                      rows_for={zero.name: list(range(sample, len(rows)))}, **gen_kwargs)
             images[zero.name] = images[zero.name] + rest[zero.name]
