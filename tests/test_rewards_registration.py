@@ -8,7 +8,7 @@ from skimage.transform import rotate
 
 from pluralign.rewards import calibrate as C
 from pluralign.rewards.registration import register, shared_content
-from pluralign.rewards.rules import _features, cast_offset, estimate_rotation_spectra, load_rules, paired_statistics
+from pluralign.rewards.rules import _features, grey_world_offset, estimate_rotation_spectra, load_rules, paired_statistics
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,9 @@ def test_a_crop_into_one_colour_is_not_a_cast_and_a_shrink_reads_from_the_transf
     # the crop window sits in the warm, saturated top-left: its grey-world chroma differs from the frame's
     crop = _crop(view, 0.5, top_frac=0.0, left_frac=0.0)
     fa, fo = _features([crop], {"_chroma"}), _features([view], {"_chroma"})
-    whole_frame_shift = float(cast_offset(fa["_chroma"], fo["_chroma"])[0])
+    whole_frame_shift = float(grey_world_offset(fa["_chroma"][:, :3], fo["_chroma"][:, :3])[0])
     stats = paired_statistics({k: rules[k] for k in ("color_cast", "cropped", "small_subject")}, [crop], [view])
-    assert whole_frame_shift > rules["color_cast"].threshold  # the frame alone would call it a cast
+    assert whole_frame_shift > rules["color_cast"].threshold  # the frame's mean alone would call it a cast
     assert stats["color_cast"][0] < rules["color_cast"].threshold  # the shared content does not
     assert stats["cropped"][0] > rules["cropped"].threshold and stats["small_subject"][0] < 0
 

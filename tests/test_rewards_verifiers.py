@@ -260,22 +260,58 @@ def test_measure_does_not_depend_on_the_chunk_size(photo):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-def test_directional_blur_separates_a_smear_from_isotropic_softening(photo):
+def test_the_spectral_blur_statistics_tell_a_smear_from_a_lens_blur(photo):
     from pluralign.data.degradations import degrade
-    from pluralign.rewards.rules import directional_blur, directional_energy
-    from pluralign.rewards.verifiers import Batch, gradient_tensor
+    from pluralign.rewards.rules import isotropic_loss, spectral_smear
+    from pluralign.rewards.verifiers import Batch, band_spectrum
 
     x = photo
     pad = np.pad(x, ((0, 0), (2, 2), (0, 0)), mode="edge")
     smear = np.ascontiguousarray(sum(pad[:, i : i + x.shape[1]] for i in range(5)) / 5)  # 5 px along x
-    soft = C.benign(x, x, None, 128, "resize", np.random.default_rng(0))
-    t = gradient_tensor(Batch(np.stack([x, smear, soft])))
-    e = directional_energy(t)  # 0 degrees = along x, 90 degrees = along y
-    kept_x, kept_y = e[1, 0] / e[0, 0], e[1, 18] / e[0, 18]
-    assert kept_x < 0.45 and kept_y > 0.6  # the smear takes x-gradients, y-gradients mostly survive
-    stat = directional_blur(t[1:], t[[0, 0]])
-    assert stat[0] > 0.6 and stat[1] < 0.15
-    assert adheres(degrade(x, "motion_blur", 0.5, seed=3), x, "motion_blur") and not adheres(soft, x, "motion_blur")
+    lens = degrade(x, "defocus_blur", 0.6, seed=0)
+    darker = x * 0.6  # scales every bin alike: neither a smear nor a blur
+    s = band_spectrum(Batch(np.stack([x, smear, lens, darker])))
+    loss = -(s[1] - s[0]).reshape(-1, 4)  # sectors x bands; sector 0 holds the frequencies along x
+    assert loss[0, 3] > 2.0 and loss[6, 3] < 0.3  # the smear takes the x frequencies, the y ones survive
+    smear_stat = spectral_smear(s[1:], s[[0, 0, 0]])
+    iso_stat = isotropic_loss(s[1:], s[[0, 0, 0]])
+    assert smear_stat[0] > 2.0 and smear_stat[1] < 1.5 and abs(smear_stat[2]) < 0.05
+    assert iso_stat[1] > 1.0 and iso_stat[0] < 0.3 and abs(iso_stat[2]) < 0.05
+    assert adheres(degrade(x, "motion_blur", 0.5, seed=3), x, "motion_blur") and not adheres(lens, x, "motion_blur")
+    assert adheres(lens, x, "defocused") and not adheres(smear, x, "defocused")
+
+
+def test_the_cast_rule_needs_most_pixels_to_move_not_only_the_mean():
+    from pluralign.rewards.reference_degradations import degrade as reference_degrade
+    from pluralign.rewards.rules import _features, cast_offset, grey_world_offset, pixel_offset
+
+    x = C._resize_to(C.load_photo("chelsea"), 128)  # an orange cat: a dark occluder pulls the mean off orange
+    occluded = reference_degrade(x, "obstructed", 0.8, np.random.default_rng(0))
+    cast = reference_degrade(x, "color_cast", 0.5, np.random.default_rng(0))
+    muted = x.max(axis=2, keepdims=True) - 0.3 * (x.max(axis=2, keepdims=True) - x)  # saturation x 0.3
+    f = _features([occluded, cast, muted, x], {"_chroma"})["_chroma"]
+    o = f[[3, 3, 3]]
+    grey, pixels, both = grey_world_offset(f[:3, :3], o[:, :3]), pixel_offset(f[:3, 3:], o[:, 3:]), cast_offset(f[:3], o)
+    assert grey[0] > 0.15 and pixels[0] < 0.02  # the occluder moves the mean, not the pixels it leaves alone
+    assert grey[1] > 0.08 and pixels[1] > 0.08  # a cast moves both
+    assert pixels[2] < 0.02 and grey[2] < 0.02  # a desaturation moves each pixel towards grey only
+    np.testing.assert_allclose(both, np.minimum(grey, pixels))
+    assert adheres(cast, x, "color_cast") and not adheres(occluded, x, "color_cast") and not adheres(muted, x, "color_cast")
+
+
+def test_a_vignette_darkens_every_corner_and_light_on_one_side_is_not_one(photo):
+    from pluralign.rewards.reference_degradations import degrade as reference_degrade
+    from pluralign.rewards.rules import _features, corner_falloff
+
+    x = photo
+    vignetted = reference_degrade(x, "vignette", 0.6, np.random.default_rng(0))
+    ramp = np.linspace(1.0, 0.55, x.shape[1], dtype=np.float32)[None, :, None]  # darker towards the right side
+    one_side = x * ramp
+    g = _features([vignetted, one_side, x], {"_glow"})["_glow"]
+    falloff = corner_falloff(g[:2], g[[2, 2]])
+    assert falloff[0] < -0.08  # even the corner that darkened least darkened beyond the centre
+    assert falloff[1] > -0.02  # the left corners did not darken beyond the centre
+    assert adheres(vignetted, x, "vignette") and not adheres(one_side, x, "vignette")
 
 
 def test_coarse_contrast_sees_flat_lighting_on_texture():

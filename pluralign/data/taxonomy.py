@@ -294,7 +294,8 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     "cropped": ("blurry", "defocused", "off_center"),
     # darkening compresses absolute contrast and crushes shadows into dark, featureless areas
     "underexposed": ("low_contrast", "obstructed"),
-    "obstructed": ("underexposed", "blurry"),  # a dark, out-of-focus occluder: a darker frame with less detail
+    # a dark occluder near the lens is out of focus: a darker frame with less detail, lost in every direction
+    "obstructed": ("underexposed", "blurry", "defocused"),
     "vignette": ("underexposed", "obstructed"),  # dark corners: a darker frame, dark featureless corners
     "noisy": ("film_grain",),  # grain is noise: they differ in clump size and colour,
     "film_grain": ("noisy",),  # which a 64 px image cannot resolve

@@ -10,10 +10,13 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   (chromatic aberration: red magnified vs shrunk relative to blue)
 * ``max_difference`` the largest ``direction * (v_a - v_o)`` over the components of a vector
   measurement (obstruction: newly dark and featureless area at any of several darkness levels)
-* ``directional_blur`` the largest loss of directional gradient energy (log, over 36 directions)
-  less the smallest, at most the largest: a smear along one direction (motion blur)
-* ``corner_falloff`` the corners' luminance change relative to the centre's, beyond one tone curve
-  fitted over an 8 x 8 grid of HSV-value cells (vignette)
+* ``spectral_smear`` the largest loss of spectral power over 12 direction sectors less the smallest (at most
+  the largest), in the two finest octave bands, each loss capped at 3.5 nats: a smear along one
+  direction (motion blur)
+* ``isotropic_loss`` the loss of spectral power that every direction sector shows, beyond the coarsest
+  band's: a blur that takes detail in every direction alike (a lens out of focus), not a smear
+* ``corner_falloff`` the change of the corner that darkened least relative to the centre, beyond one tone
+  curve fitted over an 8 x 8 grid of HSV-value cells (vignette: all four corners darken)
 * ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both);
   ``coarse_drop`` the coarse band's drop less the fine band's, at most the coarse drop (flat light
   lowers only the first; noise raises only the second)
@@ -22,8 +25,9 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
   added, as mean HSV value and mean luminance both rise; a bright scene cannot rise by a large ratio, but
   blowing it out adds more than a small brightness edit can)
-* ``chroma_shift`` length of the change of the grey-world chroma vector that a change of saturation does
-  not explain (a cast in any hue, not a fade to grey)
+* ``chroma_shift`` length of the colour offset that the frame's grey-world mean and most of its pixels
+  agree on, beyond what a change of saturation explains (a cast in any hue, not a fade to grey, not
+  an occluder)
 * ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
   spectrum onto I_a's (Fourier-Mellin registration)
 * ``zoom``         the log magnification that best maps I_o onto I_a (template matching over
@@ -48,15 +52,16 @@ import numpy as np
 from .registration import Registration, register, shared_content
 from .verifiers import (
     BATCH_VERIFIERS,
+    BLUR_SECTORS,
     GLOW_GRID,
     SPECTRUM_ANGLES,
     batched,
-    chroma_moments,
+    cast_features,
     contrast_bands,
     dark_flat_fractions,
     exposure_pair,
     glow_field,
-    gradient_tensor,
+    band_spectrum,
     grain_scales,
     lateral_ca,
     registration_grid,
@@ -66,7 +71,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "max_difference", "directional_blur",
+STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "max_difference", "spectral_smear", "isotropic_loss",
               "corner_falloff", "chroma_shift",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -75,25 +80,29 @@ MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repea
 # (names starting with "_"), name -> Batch -> N or N x k.
 FEATURES = {
     **BATCH_VERIFIERS,
-    "_chroma": chroma_moments,
+    "_chroma": cast_features,
     "_exposure": exposure_pair,
     "_spectrum": rotation_spectrum,
     "_centroid": subject_centroid,
     # signed red-vs-blue magnification: the scalar verifier is its absolute value
     "_ca": lambda b: lateral_ca(b) @ np.array([1.0, -1.0]),
     "_dark_flat": dark_flat_fractions,
-    "_tensor": gradient_tensor,
+    "_band_spectrum": band_spectrum,
     "_bands": contrast_bands,
     "_grid": registration_grid,
     "_glow": glow_field,
     "_grain_scales": grain_scales,
 }
 _BY_STATISTIC = {"chroma_shift": "_chroma", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
-                 "directional_blur": "_tensor", "zoom": "_grid",
+                 "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "corner_falloff": "_glow",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_bands",
 }
-_BLUR_ANGLES = np.radians(np.arange(0.0, 180.0, 5.0))
+# A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
+# power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
+# reads as a smear.
+SMEAR_CAP = 3.5
+SMEAR_BANDS = slice(2, 4)  # 0.12-0.5 cycles/px of the <= 128 px luminance: where a smear of 2 px or more shows
 # The signed or vector form of a scalar verifier, used by abs_difference / max_difference.
 _FULL_FORM = {"chromatic_aberration": "_ca", "occlusion": "_dark_flat", "grain": "_grain_scales"}
 
@@ -119,15 +128,15 @@ class Rule:
 # directions agree with pluralign.data.taxonomy (a test checks this).
 RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "blurry": ("sharpness", "log_ratio", -1, 1e-3),
-    "motion_blur": ("sharpness", "directional_blur", -1, 1e-3),
-    "defocused": ("sharpness", "log_ratio", -1, 1e-3),
+    "motion_blur": ("sharpness", "spectral_smear", -1, 0.0),
+    "defocused": ("sharpness", "isotropic_loss", -1, 0.0),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
     "film_grain": ("grain", "max_log_ratio", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("value", "joint_difference", +1, 0.0),
     "low_contrast": ("contrast", "band_drop", -1, 0.005),
-    "flat_lighting": ("contrast", "coarse_drop", -1, 0.005),
+    "flat_lighting": ("contrast", "coarse_drop", -1, 0.001),
     "muted": ("saturation", "log_ratio", -1, 0.02),
     "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "abs_difference", +1, 0.0),
@@ -245,8 +254,10 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return np.abs(a - o)
     if rule.statistic == "max_difference":
         return (rule.direction * (a - o)).max(axis=1)
-    if rule.statistic == "directional_blur":
-        return directional_blur(a, o, rule.direction, rule.eps)
+    if rule.statistic == "spectral_smear":
+        return spectral_smear(a, o, rule.direction)
+    if rule.statistic == "isotropic_loss":
+        return isotropic_loss(a, o, rule.direction)
     if rule.statistic == "corner_falloff":
         return rule.direction * corner_falloff(a, o)
     if rule.statistic in ("band_drop", "coarse_drop"):
@@ -276,7 +287,18 @@ def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
 
 
-def cast_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
+def cast_offset(cast_a: np.ndarray, cast_o: np.ndarray) -> np.ndarray:
+    """The colour cast two :func:`cast_features` rows agree on: the smaller of the frame's grey-world offset
+    (:func:`grey_world_offset`) and the offset most pixels share (:func:`pixel_offset`).
+
+    Each alone reads other changes as a cast. A dark brown occluder or a blended second exposure moves the
+    frame's mean colour, but only a minority of pixels, or each pixel its own way; re-saving a small image
+    shifts single pixels' chroma but not the mean. A cast moves the mean and every pixel alike.
+    """
+    return np.minimum(grey_world_offset(cast_a[:, :3], cast_o[:, :3]), pixel_offset(cast_a[:, 3:], cast_o[:, 3:]))
+
+
+def grey_world_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
     """Length of the change of the grey-world chroma that a change of saturation does not explain, from two
     :func:`chroma_moments` features.
 
@@ -288,50 +310,119 @@ def cast_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
     return np.linalg.norm(chroma_a[:, :2] - f[:, None] * chroma_o[:, :2], axis=1)
 
 
-def directional_energy(tensor: np.ndarray) -> np.ndarray:
-    """Gradient energy along 36 directions (5 degrees apart) from :func:`gradient_tensor` rows: N x 36."""
-    c, s = np.cos(_BLUR_ANGLES), np.sin(_BLUR_ANGLES)
-    return tensor[:, 0:1] * c**2 + 2 * tensor[:, 1:2] * c * s + tensor[:, 2:3] * s**2
+_LUMA3 = np.array([0.2126, 0.7152, 0.0722])
 
 
-def directional_blur(tensor_a: np.ndarray, tensor_o: np.ndarray, direction: int = -1, eps: float = 1e-3) -> np.ndarray:
-    """Largest directional loss of gradient energy less the smallest (and never more than the largest
-    loss itself): how one-sided a blur is.
+def _chromaticity(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Opponent chroma (r-g, y-b) over luminance per grid pixel, N x 2 x P, and the luminance, N x P."""
+    x = grid.reshape(len(grid), 3, -1)
+    y = np.einsum("c,ncp->np", _LUMA3, x)
+    opp = np.stack([x[:, 0] - x[:, 1], 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]], axis=1)
+    return opp / (y[:, None] + 0.02), y
 
-    Motion blur smears along one direction, so the loss peaks there and stays small across it; a
-    defocus or Gaussian blur loses energy in every direction alike and scores about 0, as does the
-    slight isotropic softening of a resize. Added noise gains energy unevenly but loses none, and
-    scores below 0.
+
+def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, iterations: int = 8) -> np.ndarray:
+    """Length of the chromaticity offset most pixels share, beyond what changes each pixel's saturation alone.
+
+    A desaturation, a fade or an exposure change moves a pixel's chromaticity along its own direction
+    from grey (radially); a cast adds one offset to every pixel. So only the part of each pixel's change
+    across its own direction counts (all of it for near-grey pixels), and the offset ``t`` that best
+    explains those parts is fitted by iteratively reweighted least squares with L1 weights: a minority of
+    pixels that changed for another reason (an occluder, a blended second scene) does not move it.
+    Near-black and clipped pixels, whose colour says little, are left out, and so are pixels whose
+    brightness changed unlike the frame's.
     """
-    d = direction * (np.log(directional_energy(tensor_a) + eps) - np.log(directional_energy(tensor_o) + eps))
-    return np.minimum(d.max(axis=1), d.max(axis=1) - d.min(axis=1))
+    ca, ya = _chromaticity(grid_a)
+    co, yo = _chromaticity(grid_o)
+    xa, xo = grid_a.reshape(len(grid_a), 3, -1), grid_o.reshape(len(grid_o), 3, -1)
+    valid = ((xa < 0.98) & (xo < 0.98)).all(axis=1) & (ya > 0.03) & (yo > 0.03)
+    # a pixel whose brightness changed unlike the frame's shows another surface (an occluder, a second
+    # scene), not the same one under another light
+    lift = np.log((ya + 0.02) / (yo + 0.02))
+    valid &= np.abs(lift - np.median(lift, axis=1, keepdims=True)) < 0.15
+    d = ca - co
+    norm = np.linalg.norm(co, axis=1, keepdims=True)
+    u = co / np.maximum(norm, 1e-9)
+    radial = norm[:, 0] > 0.05  # chroma strong enough to have a direction
+    # per pixel, the projector onto the directions a change of saturation cannot move it along
+    proj = np.eye(2)[None, :, :, None] - radial[:, None, None, :] * u[:, :, None, :] * u[:, None, :, :]
+    w = valid.astype(np.float64)
+    t = np.zeros((len(grid_a), 2))
+    for _ in range(iterations):
+        m = np.einsum("np,nijp->nij", w, proj) + 1e-6 * np.eye(2)
+        t = np.linalg.solve(m, np.einsum("np,nijp,njp->ni", w, proj, d)[..., None])[..., 0]
+        r = np.einsum("nijp,njp->nip", proj, d - t[:, :, None])
+        w = valid / np.maximum(np.linalg.norm(r, axis=1), 0.01)
+    return np.linalg.norm(t, axis=1)
+
+
+def _band_losses(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: int) -> np.ndarray:
+    """N x sectors x bands: ``direction`` times the log power change of every bin of two :func:`band_spectrum` features."""
+    d = direction * (spectrum_a - spectrum_o)
+    return d.reshape(len(d), BLUR_SECTORS, -1)
+
+
+def spectral_smear(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: int = -1) -> np.ndarray:
+    """How one-sided a loss of fine detail is: in the two finest octave bands, the largest sector's loss
+    less the smallest's (and never more than the largest), each loss capped at :data:`SMEAR_CAP`; the
+    larger of the two bands.
+
+    A smear along one direction multiplies the spectrum by a sinc along it and leaves the frequencies
+    across it alone; a Gaussian or a lens disk lowers every sector alike and scores about 0, and so does
+    a change of exposure or contrast, which scales every bin.
+    """
+    loss = np.minimum(_band_losses(spectrum_a, spectrum_o, direction)[:, :, SMEAR_BANDS], SMEAR_CAP)
+    top = loss.max(axis=1)
+    return np.minimum(top, top - loss.min(axis=1)).max(axis=1)
+
+
+def isotropic_loss(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: int = -1) -> np.ndarray:
+    """The loss of power every direction sector shows in a band beyond what the coarsest band lost (its
+    median over sectors), the largest over the finer bands.
+
+    A lens out of focus or a Gaussian takes detail in every direction; a smear keeps the frequencies
+    across its direction, so its smallest sector loss is about 0. Measuring from the coarsest band
+    leaves out what scales every band alike (exposure, contrast).
+    """
+    loss = _band_losses(spectrum_a, spectrum_o, direction)
+    coarse = np.median(loss[:, :, 0], axis=1)
+    return (loss[:, :, 1:].min(axis=1) - coarse[:, None]).max(axis=1)
 
 
 def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     """N x planes x g x g: what is left of I_a's :func:`glow_field` planes after regressing each on I_o's
-    (one affine map per plane: a fade, a desaturation or an exposure change maps every cell alike)."""
+    with one tone curve per plane, a quadratic in I_o's cell value.
+
+    A fade, a desaturation or an exposure change maps every cell of a plane by one curve, whatever its
+    place in the frame. The curve is quadratic because exposure bends it: the highlights clip, so a
+    brightened scene's brightest cells gain less than an affine map predicts, and the residual would
+    otherwise sit wherever the scene was brightest (an edge, the centre) and read as a leak or a vignette.
+    """
     g = GLOW_GRID
     a, o = glow_a.reshape(len(glow_a), -1, g * g), glow_o.reshape(len(glow_o), -1, g * g)
-    oc = o - o.mean(axis=2, keepdims=True)
-    slope = (oc * (a - a.mean(axis=2, keepdims=True))).sum(axis=2, keepdims=True) / ((oc * oc).sum(axis=2, keepdims=True) + 1e-6)
-    return (a - a.mean(axis=2, keepdims=True) - slope * oc).reshape(len(glow_a), -1, g, g)
+    z = (o - o.mean(axis=2, keepdims=True)) / (o.std(axis=2, keepdims=True) + 1e-6)  # standardised: a well-posed fit
+    x = np.stack([np.ones_like(z), z, z * z], axis=-1)  # N x planes x cells x 3
+    coef = np.linalg.solve(np.einsum("npki,npkj->npij", x, x) + 1e-9 * np.eye(3), np.einsum("npki,npk->npi", x, a)[..., None])
+    return (a - (x @ coef)[..., 0]).reshape(len(glow_a), -1, g, g)
 
 
 def corner_falloff(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
-    """How much brighter I_a's corners became than its centre, beyond one tone curve (negative: darker
-    corners, a vignette), relative to I_o's mean HSV value, from two :func:`glow_field` features.
+    """How much brighter I_a's brightest corner became than its centre, beyond one tone curve (negative:
+    every corner darker, a vignette), relative to I_o's mean HSV value, from two :func:`glow_field` features.
 
     A fade or an exposure change maps every cell alike and leaves nothing, and a desaturation keeps the
-    value of every pixel; a vignette darkens the corners more than the centre, which no single curve does.
+    value of every pixel; a vignette darkens all four corners more than the centre, which no single curve
+    does. Taking the corner that darkened least keeps out light that changed on one side only: flat
+    lighting lifts the shadows wherever the scene had them, clipped highlights dim wherever it was brightest.
     """
     g = GLOW_GRID
     r = _tone_residual(glow_a, glow_o)[:, 2]
     q = max(1, g // 4)
-    corners = np.concatenate([r[:, :q, :q], r[:, :q, -q:], r[:, -q:, :q], r[:, -q:, -q:]], axis=1).mean(axis=(1, 2))
+    corners = np.stack([r[:, :q, :q], r[:, :q, -q:], r[:, -q:, :q], r[:, -q:, -q:]], axis=1).mean(axis=(2, 3))
     lo, hi = g // 2 - q, g // 2 + q
     centre = r[:, lo:hi, lo:hi].mean(axis=(1, 2))
     mean = glow_o.reshape(len(glow_o), -1, g * g)[:, 2].mean(axis=1)
-    return (corners - centre) / (np.abs(mean) + 0.05)
+    return (corners.max(axis=1) - centre) / (np.abs(mean) + 0.05)
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:
@@ -363,7 +454,7 @@ def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     """How much warmer and brighter I_a became at one edge of the frame than at the opposite edge, from
     two :func:`glow_field` features: the largest over the four edges of the change of ``(R - B) + luma``
     in the outer quarter less that in the opposite quarter (and at most the gain at that edge), after
-    what one affine map per plane explains (regressing I_a's cells on I_o's). A light leak fogs one
+    what one tone curve per plane explains (:func:`_tone_residual`). A light leak fogs one
     edge; a colour cast, an exposure change, a fade or a vignette changes opposite edges alike, or maps
     every cell by one curve, and scores about 0.
     """

@@ -214,26 +214,55 @@ def _sharpness(b: Batch) -> np.ndarray:
     return lap.var(axis=(1, 2)) / (b.y_stats[:, 1] + 1e-4)
 
 
-def gradient_tensor(b: Batch) -> np.ndarray:
-    """Structure tensor of luminance over the luminance variance: N x 3 ``[<gx^2>, <gx gy>, <gy^2>]``.
+BLUR_SECTORS = 12  # 15-degree sectors of frequency direction, over 180 (the power spectrum of a real image is symmetric)
+BLUR_BANDS = (0.03, 0.06, 0.12, 0.24, 0.5)  # octave band edges, cycles per pixel of the <= 128 px luminance
 
-    Central differences. The gradient energy along a direction ``phi`` is
-    ``Jxx cos^2 + 2 Jxy cos sin + Jyy sin^2``; motion blur removes it along the direction of
-    motion and barely across it, which the isotropic Laplacian variance averages away (see the
-    ``directional_blur`` statistic in :mod:`pluralign.rewards.rules`).
+
+@cache
+def _sector_bands(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bin label (sector * bands + band, -1 outside the bands) of every rfft2 coefficient of a ``side`` square,
+    the count per bin and the separable Hann window (computed once per side)."""
+    fy = np.fft.fftfreq(side)[:, None]
+    fx = np.fft.rfftfreq(side)[None, :]
+    sector = np.minimum((np.mod(np.degrees(np.arctan2(fy, fx)), 180.0) * BLUR_SECTORS / 180.0).astype(np.int64),
+                        BLUR_SECTORS - 1)
+    band = np.searchsorted(np.asarray(BLUR_BANDS), np.hypot(fx, fy), side="right") - 1
+    inside = (band >= 0) & (band < len(BLUR_BANDS) - 1)
+    label = np.where(inside, sector * (len(BLUR_BANDS) - 1) + band, -1).ravel()
+    counts = np.bincount(label[label >= 0], minlength=BLUR_SECTORS * (len(BLUR_BANDS) - 1))
+    hann = np.hanning(side + 2)[1:-1].astype(np.float32)
+    return label, np.maximum(counts, 1), np.outer(hann, hann)
+
+
+def band_spectrum(b: Batch) -> np.ndarray:
+    """Log mean power of the luminance spectrum per direction sector and octave band: N x (12 * 4),
+    sector-major (central square of the <= 128 px luminance, Hann-windowed, mean removed).
+
+    A blur multiplies the spectrum by its transfer function, so the ratio of two images' powers in a
+    bin is that function there whatever the scene: a Gaussian or a lens disk lowers every direction
+    alike, a smear along one direction lowers only the frequencies along it (the ``spectral_smear``
+    and ``isotropic_loss`` statistics in :mod:`pluralign.rewards.rules`). Gradient energies mix
+    all frequencies by the scene's own spectrum, and an isotropic blur of a scene with strong
+    edges in one direction then looks one-sided.
     """
 
     def f():
-        y = b.y
+        y = b.y128
         n, h, w = y.shape
-        if h < 3 or w < 3:
-            return np.zeros((n, 3))
-        gx = y[:, 1:-1, 2:] - y[:, 1:-1, :-2]
-        gy = y[:, 2:, 1:-1] - y[:, :-2, 1:-1]
-        scale = 0.25 / (gx[0].size * (b.y_stats[:, 1].astype(np.float64) + 1e-4))
-        return np.stack([_dots(gx, gx), _dots(gx, gy), _dots(gy, gy)], axis=1) * scale[:, None]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        sq = y[:, top : top + side, left : left + side]
+        label, counts, window = _sector_bands(side)
+        mean = sq.mean(axis=(1, 2))
+        power = np.square(np.abs(_fft.rfft2((sq - mean[:, None, None]) * window, axes=(1, 2), workers=1))).reshape(n, -1)
+        keep = label >= 0
+        nbins = len(counts)
+        # one bincount over all images: offset each image's labels by its row
+        lab = (label[keep][None, :] + nbins * np.arange(n)[:, None]).ravel()
+        sums = np.bincount(lab, weights=power[:, keep].ravel(), minlength=n * nbins).reshape(n, nbins)
+        return np.log(sums / counts + 1e-10)
 
-    return b._get("gradient_tensor", f)
+    return b._get("band_spectrum", f)
 
 
 def _brightness(b: Batch) -> np.ndarray:
@@ -333,6 +362,23 @@ def chroma_moments(b: Batch) -> np.ndarray:
     mean = np.stack([rg.mean(axis=(1, 2)), yb.mean(axis=(1, 2))], axis=1)
     spread = np.sqrt(rg.var(axis=(1, 2)) + yb.var(axis=(1, 2)))
     return np.concatenate([mean, spread[:, None]], axis=1) / m[:, None]
+
+
+CAST_GRID = 32  # side of the fixed grid the colour-cast rule compares pixels on
+
+
+def cast_features(b: Batch) -> np.ndarray:
+    """:func:`chroma_moments` followed by the thumbnail's sRGB colour resampled to a fixed 32 x 32 grid:
+    N x (3 + 3 * 32 * 32).
+
+    The moments give the grey-world offset of the whole frame; the grid lets the paired rule ask whether
+    most pixels moved the same way (:func:`pluralign.rewards.rules.cast_offset`). The grid is the same
+    size for every image, so pairs of any size batch together.
+    """
+    t = np.moveaxis(b.thumb, -1, 1)  # N x 3 x h x w
+    n, _, h, w = t.shape
+    grid = resample_bilinear(t.reshape(n * 3, h, w), CAST_GRID, CAST_GRID).reshape(n, -1)
+    return np.concatenate([chroma_moments(b), grid], axis=1)
 
 
 def exposure_pair(b: Batch) -> np.ndarray:
