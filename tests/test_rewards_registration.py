@@ -8,7 +8,13 @@ from skimage.transform import rotate
 
 from pluralign.rewards import calibrate as C
 from pluralign.rewards.registration import register, shared_content
-from pluralign.rewards.rules import _features, grey_world_offset, estimate_rotation_spectra, load_rules, paired_statistics
+from pluralign.rewards.rules import (
+    _features,
+    estimate_rotation_spectra,
+    grey_world_offset,
+    load_rules,
+    paired_statistics,
+)
 
 
 @pytest.fixture(scope="module")
