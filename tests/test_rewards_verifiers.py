@@ -296,6 +296,12 @@ def test_the_cast_rule_needs_most_pixels_to_move_not_only_the_mean():
     assert grey[1] > 0.08 and pixels[1] > 0.08  # a cast moves both
     assert pixels[2] < 0.02 and grey[2] < 0.02  # a desaturation moves each pixel towards grey only
     np.testing.assert_allclose(both, np.minimum(grey, pixels))
+    # another layout (a different generation of the seed, here the frame rolled by half): too few pixels
+    # are comparable, so the pixel term abstains and the frame's mean decides
+    rolled = np.roll(cast, x.shape[1] // 2, axis=1)
+    fr = _features([rolled], {"_chroma"})["_chroma"]
+    assert pixel_offset(fr[:, 3:], o[:1, 3:])[0] == np.inf
+    assert cast_offset(fr, o[:1])[0] == grey_world_offset(fr[:, :3], o[:1, :3])[0]
     assert adheres(cast, x, "color_cast") and not adheres(occluded, x, "color_cast") and not adheres(muted, x, "color_cast")
 
 

@@ -330,7 +330,9 @@ def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, iterations: int = 8) ->
     explains those parts is fitted by iteratively reweighted least squares with L1 weights: a minority of
     pixels that changed for another reason (an occluder, a blended second scene) does not move it.
     Near-black and clipped pixels, whose colour says little, are left out, and so are pixels whose
-    brightness changed unlike the frame's.
+    brightness changed unlike the frame's. Where fewer than half the pixels are left, "most pixels" cannot
+    be told, and the offset is infinite (no veto on :func:`grey_world_offset`): two generations of one seed
+    often differ in layout, and a heavily clipped overexposure keeps few pixels with a colour.
     """
     ca, ya = _chromaticity(grid_a)
     co, yo = _chromaticity(grid_o)
@@ -353,7 +355,7 @@ def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, iterations: int = 8) ->
         t = np.linalg.solve(m, np.einsum("np,nijp,njp->ni", w, proj, d)[..., None])[..., 0]
         r = np.einsum("nijp,njp->nip", proj, d - t[:, :, None])
         w = valid / np.maximum(np.linalg.norm(r, axis=1), 0.01)
-    return np.linalg.norm(t, axis=1)
+    return np.where(valid.mean(axis=1) >= 0.5, np.linalg.norm(t, axis=1), np.inf)
 
 
 def _band_losses(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: int) -> np.ndarray:
