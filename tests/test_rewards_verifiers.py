@@ -281,6 +281,20 @@ def test_the_spectral_blur_statistics_tell_a_smear_from_a_lens_blur(photo):
     assert adheres(lens, x, "defocused") and not adheres(smear, x, "defocused")
 
 
+@pytest.mark.parametrize("side", [16, 32, 64])
+def test_the_spectral_blur_statistics_read_no_blur_into_a_tone_change_of_a_small_image(side):
+    from pluralign.rewards.rules import isotropic_loss, spectral_smear
+    from pluralign.rewards.verifiers import Batch, band_spectrum
+
+    # up to 64 px the coarsest band has empty bins: they must drop out, not read as a loss of 0
+    x = C._resize_to(C.load_photo("chelsea"), side)
+    faded = np.clip((x - 0.5) * 0.4 + 0.5, 0, 1).astype(np.float32)
+    s = band_spectrum(Batch(np.stack([x, x * 0.3, faded])))
+    assert np.isnan(s[0]).any()  # empty bins up to a side of 64 (none from 80)
+    for stat in (isotropic_loss(s[1:], s[[0, 0]]), spectral_smear(s[1:], s[[0, 0]])):
+        assert np.isfinite(stat).all() and np.abs(stat).max() < 0.05
+
+
 def test_the_cast_rule_needs_most_pixels_to_move_not_only_the_mean():
     from pluralign.rewards.reference_degradations import degrade as reference_degrade
     from pluralign.rewards.rules import _features, cast_offset, grey_world_offset, pixel_offset
@@ -371,3 +385,17 @@ def test_overexposure_of_a_pale_scene_counts_and_a_small_brightening_of_it_does_
     blown = degrade(pale, "overexposure", 0.5, seed=0)
     table = adherence_table([brighter, blown], [pale, pale], "overexposed")
     assert table["overexposed"][0] < 0 < table["overexposed"][1]
+
+
+def test_the_shipped_implied_thresholds_match_the_taxonomy():
+    # a calibration older than an edit of taxonomy.IMPLIES would hold rows to a stale stricter threshold
+    import json
+
+    from pluralign.data import taxonomy
+    from pluralign.rewards.rules import THRESHOLDS_PATH
+
+    table = json.loads(THRESHOLDS_PATH.read_text())["attributes"]
+    shown = [a for a in taxonomy.ATTRIBUTES if taxonomy.get(a).degradation]
+    for attr, entry in table.items():
+        expected = {b for b in shown if b != attr and attr in taxonomy.IMPLIES.get(b, ())}
+        assert set(entry.get("given", {})) == expected, attr

@@ -43,6 +43,7 @@ the file also records the calibration config and held-out accuracy/false-positiv
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -371,24 +372,37 @@ def spectral_smear(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: in
 
     A smear along one direction multiplies the spectrum by a sinc along it and leaves the frequencies
     across it alone; a Gaussian or a lens disk lowers every sector alike and scores about 0, and so does
-    a change of exposure or contrast, which scales every bin.
+    a change of exposure or contrast, which scales every bin. Empty bins (a small image) are left out;
+    with no bin at all the statistic is 0.
     """
     loss = np.minimum(_band_losses(spectrum_a, spectrum_o, direction)[:, :, SMEAR_BANDS], SMEAR_CAP)
-    top = loss.max(axis=1)
-    return np.minimum(top, top - loss.min(axis=1)).max(axis=1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty band: NaN, dropped below
+        top = np.nanmax(loss, axis=1)
+        smear = np.minimum(top, top - np.nanmin(loss, axis=1))
+        return np.nan_to_num(np.nanmax(smear, axis=1), nan=0.0)
 
 
 def isotropic_loss(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: int = -1) -> np.ndarray:
-    """The loss of power every direction sector shows in a band beyond what the coarsest band lost (its
-    median over sectors), the largest over the finer bands.
+    """The loss of power every direction sector shows in a band beyond what the coarsest non-empty band
+    lost (its median over sectors), the largest over the finer bands.
 
     A lens out of focus or a Gaussian takes detail in every direction; a smear keeps the frequencies
     across its direction, so its smallest sector loss is about 0. Measuring from the coarsest band
-    leaves out what scales every band alike (exposure, contrast).
+    leaves out what scales every band alike (exposure, contrast). Empty bins (a small image) are left
+    out; with fewer than two non-empty bands the statistic is 0.
     """
     loss = _band_losses(spectrum_a, spectrum_o, direction)
-    coarse = np.median(loss[:, :, 0], axis=1)
-    return (loss[:, :, 1:].min(axis=1) - coarse[:, None]).max(axis=1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-empty bands: NaN, dropped below
+        band = np.nanmin(loss, axis=1)  # N x bands: the loss every sector of the band shows
+        median = np.nanmedian(loss, axis=1)  # N x bands
+        filled = ~np.isnan(median)
+        first = np.argmax(filled, axis=1)  # the coarsest band with a bin
+        coarse = median[np.arange(len(loss)), first]
+        finer = np.arange(loss.shape[2])[None, :] > first[:, None]
+        out = np.nanmax(np.where(finer, band - coarse[:, None], np.nan), axis=1)
+        return np.nan_to_num(out, nan=0.0)
 
 
 def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:

@@ -221,7 +221,8 @@ BLUR_BANDS = (0.03, 0.06, 0.12, 0.24, 0.5)  # octave band edges, cycles per pixe
 @cache
 def _sector_bands(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bin label (sector * bands + band, -1 outside the bands) of every rfft2 coefficient of a ``side`` square,
-    the count per bin and the separable Hann window (computed once per side)."""
+    the count per bin (0 for a bin no coefficient falls in: a small square has no coarse band) and the
+    separable Hann window (computed once per side)."""
     fy = np.fft.fftfreq(side)[:, None]
     fx = np.fft.rfftfreq(side)[None, :]
     sector = np.minimum((np.mod(np.degrees(np.arctan2(fy, fx)), 180.0) * BLUR_SECTORS / 180.0).astype(np.int64),
@@ -231,12 +232,13 @@ def _sector_bands(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     label = np.where(inside, sector * (len(BLUR_BANDS) - 1) + band, -1).ravel()
     counts = np.bincount(label[label >= 0], minlength=BLUR_SECTORS * (len(BLUR_BANDS) - 1))
     hann = np.hanning(side + 2)[1:-1].astype(np.float32)
-    return label, np.maximum(counts, 1), np.outer(hann, hann)
+    return label, counts, np.outer(hann, hann)
 
 
 def band_spectrum(b: Batch) -> np.ndarray:
     """Log mean power of the luminance spectrum per direction sector and octave band: N x (12 * 4),
-    sector-major (central square of the <= 128 px luminance, Hann-windowed, mean removed).
+    sector-major (central square of the <= 128 px luminance, Hann-windowed, mean removed); NaN for a bin
+    with no frequency of the square in it (up to a 64 px square the coarsest band is partly empty).
 
     A blur multiplies the spectrum by its transfer function, so the ratio of two images' powers in a
     bin is that function there whatever the scene: a Gaussian or a lens disk lowers every direction
@@ -260,7 +262,8 @@ def band_spectrum(b: Batch) -> np.ndarray:
         # one bincount over all images: offset each image's labels by its row
         lab = (label[keep][None, :] + nbins * np.arange(n)[:, None]).ravel()
         sums = np.bincount(lab, weights=power[:, keep].ravel(), minlength=n * nbins).reshape(n, nbins)
-        return np.log(sums / counts + 1e-10)
+        # an empty bin is NaN, not a power: the paired statistics leave it out rather than read a loss of 0
+        return np.where(counts > 0, np.log(sums / np.maximum(counts, 1) + 1e-10), np.nan)
 
     return b._get("band_spectrum", f)
 
@@ -354,7 +357,7 @@ def chroma_moments(b: Batch) -> np.ndarray:
 
     A desaturation or a fade towards grey scales every pixel's chroma by one factor, the mean and the
     spread alike; a cast moves them all by one offset, which leaves the spread. The paired colour-cast
-    rule compares the two (:func:`pluralign.rewards.rules.cast_offset`).
+    rule compares the two (:func:`pluralign.rewards.rules.grey_world_offset`).
     """
     t = b.thumb
     rg, yb = _opponent(t)
