@@ -90,8 +90,8 @@ def test_a_crop_into_one_colour_is_not_a_cast_and_a_shrink_reads_from_the_transf
     rules = load_rules()
     # the crop window sits in the warm, saturated top-left: its grey-world chroma differs from the frame's
     crop = _crop(view, 0.5, top_frac=0.0, left_frac=0.0)
-    fa, fo = _features([crop], {"_chroma"}), _features([view], {"_chroma"})
-    whole_frame_shift = float(grey_world_offset(fa["_chroma"][:, :3], fo["_chroma"][:, :3])[0])
+    fa, fo = _features([crop], {"_cast"}), _features([view], {"_cast"})
+    whole_frame_shift = float(grey_world_offset(fa["_cast"][:, :3], fo["_cast"][:, :3])[0])
     stats = paired_statistics({k: rules[k] for k in ("color_cast", "cropped", "small_subject")}, [crop], [view])
     assert whole_frame_shift > rules["color_cast"].threshold  # the frame's mean alone would call it a cast
     assert stats["color_cast"][0] < rules["color_cast"].threshold  # the shared content does not

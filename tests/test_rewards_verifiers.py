@@ -303,7 +303,7 @@ def test_the_cast_rule_needs_most_pixels_to_move_not_only_the_mean():
     occluded = reference_degrade(x, "obstructed", 0.8, np.random.default_rng(0))
     cast = reference_degrade(x, "color_cast", 0.5, np.random.default_rng(0))
     muted = x.max(axis=2, keepdims=True) - 0.3 * (x.max(axis=2, keepdims=True) - x)  # saturation x 0.3
-    f = _features([occluded, cast, muted, x], {"_chroma"})["_chroma"]
+    f = _features([occluded, cast, muted, x], {"_cast"})["_cast"]
     o = f[[3, 3, 3]]
     grey, pixels, both = grey_world_offset(f[:3, :3], o[:, :3]), pixel_offset(f[:3, 3:], o[:, 3:]), cast_offset(f[:3], o)
     assert grey[0] > 0.15 and pixels[0] < 0.02  # the occluder moves the mean, not the pixels it leaves alone
@@ -313,7 +313,7 @@ def test_the_cast_rule_needs_most_pixels_to_move_not_only_the_mean():
     # another layout (a different generation of the seed, here the frame rolled by half): too few pixels
     # are comparable, so the pixel term abstains and the frame's mean decides
     rolled = np.roll(cast, x.shape[1] // 2, axis=1)
-    fr = _features([rolled], {"_chroma"})["_chroma"]
+    fr = _features([rolled], {"_cast"})["_cast"]
     assert pixel_offset(fr[:, 3:], o[:1, 3:])[0] == np.inf
     assert cast_offset(fr, o[:1])[0] == grey_world_offset(fr[:, :3], o[:1, :3])[0]
     assert adheres(cast, x, "color_cast") and not adheres(occluded, x, "color_cast") and not adheres(muted, x, "color_cast")

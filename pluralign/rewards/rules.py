@@ -81,7 +81,7 @@ MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repea
 # (names starting with "_"), name -> Batch -> N or N x k.
 FEATURES = {
     **BATCH_VERIFIERS,
-    "_chroma": cast_features,
+    "_cast": cast_features,
     "_exposure": exposure_pair,
     "_spectrum": rotation_spectrum,
     "_centroid": subject_centroid,
@@ -94,7 +94,7 @@ FEATURES = {
     "_glow": glow_field,
     "_grain_scales": grain_scales,
 }
-_BY_STATISTIC = {"chroma_shift": "_chroma", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
+_BY_STATISTIC = {"chroma_shift": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "corner_falloff": "_glow",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_bands",
