@@ -52,10 +52,12 @@ import numpy as np
 
 from .registration import Registration, register, shared_content
 from .verifiers import (
+    _LUMA,
     BATCH_VERIFIERS,
     BLUR_SECTORS,
     GLOW_GRID,
     SPECTRUM_ANGLES,
+    _opponent,
     band_spectrum,
     batched,
     cast_features,
@@ -311,15 +313,11 @@ def grey_world_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
     return np.linalg.norm(chroma_a[:, :2] - f[:, None] * chroma_o[:, :2], axis=1)
 
 
-_LUMA3 = np.array([0.2126, 0.7152, 0.0722])
-
-
 def _chromaticity(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Opponent chroma (r-g, y-b) over luminance per grid pixel, N x 2 x P, and the luminance, N x P."""
-    x = grid.reshape(len(grid), 3, -1)
-    y = np.einsum("c,ncp->np", _LUMA3, x)
-    opp = np.stack([x[:, 0] - x[:, 1], 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]], axis=1)
-    return opp / (y[:, None] + 0.02), y
+    x = np.moveaxis(grid.reshape(len(grid), 3, -1), 1, -1)  # N x P x 3, as the verifiers take colour
+    y = x @ _LUMA
+    return np.stack(_opponent(x), axis=1) / (y[:, None] + 0.02), y
 
 
 def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, iterations: int = 8) -> np.ndarray:
