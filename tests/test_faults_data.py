@@ -32,11 +32,11 @@ def png(i: int, size: int = 16) -> bytes:
     return buf.getvalue()
 
 
-def folder(d: Path, lines: list[str], n_images: int = 3) -> Path:
+def folder(d: Path, lines: list[str], n_images: int = 3, size: int = 16) -> Path:
     """An imagefolder whose metadata.jsonl holds exactly ``lines``; images 0.png .. are valid."""
     d.mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
-        (d / f"{i}.png").write_bytes(png(i))
+        (d / f"{i}.png").write_bytes(png(i, size))
     (d / "metadata.jsonl").write_text("".join(line + "\n" for line in lines))
     return d
 
@@ -274,14 +274,15 @@ def test_validate_and_training_refuse_the_same_rows_with_the_same_words(tmp_path
 def test_corrupt_image_in_a_built_dataset_is_one_error_for_training(tmp_path):
     from pluralign.trainers.data import load_pairs
 
-    d = folder(tmp_path / "imgs", [row("0.png"), row("1.png")])
+    # 32 px sources: the pairs' randomness is seeded from the source path (a pytest temp folder), and a
+    # `crop` draw at full severity keeps 0.4 of each side, which at 16 px falls under validate's min_side=8
+    d = folder(tmp_path / "imgs", [row("0.png"), row("1.png")], size=32)
     out = build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(tmp_path / "built")))
     rows = datasets.load_from_disk(str(out)).cast_column("chosen", datasets.Image(decode=False)).to_list()
     rows[3]["chosen"] = {"bytes": rows[3]["chosen"]["bytes"][:120], "path": None}
     bad = tmp_path / "bad"
     datasets.Dataset.from_list(rows, features=P.FEATURES).save_to_disk(str(bad))
     problems = validate_source(str(bad), progress=False).problems
-    # one failure in a loaded full-suite run (2026-12-04) found a second problem; name them all if it recurs
     assert len(problems) == 1, [(p["row"], p["field"], p["kind"], p["problem"]) for p in problems]
     problem = problems[0]
     assert (problem["row"], problem["field"], problem["kind"]) == (3, "chosen", "corrupt")
