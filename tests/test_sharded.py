@@ -41,6 +41,13 @@ from accelerate import Accelerator
 from accelerate.state import PartialState
 from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
 
+if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
+    # DeepSpeed's shared-memory all-reduce serves tensor-parallel inference only (ZeRO training never calls
+    # it), and it is C++ compiled on first use: about a minute of both cores on every fresh machine
+    # (by its module: the attribute `deepspeed.comm.torch` is torch itself, which deepspeed.comm imports)
+    import importlib
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+
 _init = Accelerator.__init__
 
 def __init__(self, *a, **k):
