@@ -19,6 +19,8 @@ import hashlib
 import io
 import json
 import random
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,16 +49,43 @@ COLUMNS = tuple(FEATURES)
 ORIGIN = "rows from "  # build-log counts of where the rows came from (the card's mix table)
 
 
-# zlib's run-length strategy (Z_RLE): after PNG's row filters, photographs compress about as well with runs
-# alone, and the encoder skips the match search (256 px photos at level 1: 3.7 ms and 110 KB an image against
-# 4.5 ms and 117 KB with the default strategy). Any PNG decoder reads it.
-_Z_RLE = 3
-
-
 def encode_png(image: Image.Image, level: int = 1) -> dict:
+    """An image as PNG bytes in the ``datasets.Image`` layout.
+
+    RGB images (every image pairs are made of) go through :func:`png_rgb`; other modes through Pillow."""
+    if image.mode == "RGB":
+        return {"bytes": png_rgb(np.asarray(image), level), "path": None}
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=level, compress_type=_Z_RLE)
+    image.save(buf, format="PNG", compress_level=level, compress_type=zlib.Z_RLE)
     return {"bytes": buf.getvalue(), "path": None}
+
+
+def png_rgb(rgb: np.ndarray, level: int = 1) -> bytes:
+    """An 8-bit ``H x W x 3`` array as a PNG file: every row filtered with PNG's Up filter, then deflated
+    at zlib ``level`` with the run-length strategy.
+
+    Encoding is the largest cost of building pairs. Pillow tries all five row filters on every row and
+    keeps the best; one fixed filter is half the time (256 px photos: 1.9 ms against 4.0 ms), for files
+    2-15% larger (softer images gain most from the adaptive choice). After filtering, runs alone
+    compress photographs about as well as zlib's match search (Z_RLE), so the deflate is cheap too. Any
+    PNG decoder reads the result; the pixels are exact."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 uint8 array, got shape {rgb.shape}")
+    h, w = rgb.shape[:2]
+    rows = rgb.reshape(h, w * 3)
+    filtered = np.empty((h, w * 3 + 1), np.uint8)
+    filtered[:, 0] = 2  # filter type Up: each byte minus the byte above it, modulo 256 (uint8 arithmetic)
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    idat = deflate.compress(filtered) + deflate.flush()
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits per channel, truecolour, no interlace
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def record_seed(seed: int, source: str, row: int, sub: int = 0) -> int:
