@@ -64,8 +64,8 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
     recipe = tmp_path / "align.yaml"  # the shipped alignment recipe, on a one-step budget
     recipe.write_text(yaml.safe_dump({**yaml.safe_load(paths.recipe("align").read_text()), "max_steps": 1, "lr_warmup_steps": 0,
                                       "train_batch_size": 2}))
-    rc = main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--n_scenes", "30",
-               "--vae_steps", "2", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",
+    rc = main(["--output", str(out), "--checker_scenes", "40", "--checker_steps", "3", "--checker_eval_scenes", "24",
+               "--n_scenes", "30", "--vae_steps", "2", "--fidelity_scenes", "8", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",
                "--align_recipe", str(recipe), "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false",
                "--dial_max_steps", "1", "--dial_validation_size", "12",
                "--dial_overrides", "--intent_items 9 --semantic_prompts 1 --semantic_candidates 1 --train_batch_size 2"])
@@ -83,6 +83,7 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
         assert m["rows"] > 0 and 0 <= m["adherence_weight0"] <= 1 and 0 <= m["adherence_weight1"] <= 1
     assert record["command"].startswith("python -m pluralign.toy.build_checkpoints --output ") and "--vae_extra_renders 4" in record["command"]
     assert record["measured"]["base"]["n"] == 9 and "adherence" in record["measured"]["aligned"]
+    assert record["checker"]["n"] == 24 and record["config"]["base"]["fidelity_scenes"] == 8
     assert record["config"]["base"]["unet_steps"] == 2 and record["config"]["base"]["vae_extra_renders"] == 4
     assert record["config"]["align"]["train"]["max_steps"] == 1 and record["config"]["align"]["train"]["beta"] == 2000
     for name in ("base", "aligned"):
@@ -97,7 +98,7 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
     # a base continued from this one inherits its lineage: the chain of commands that rebuilds it
     more = tmp_path / "more"
     assert main(["--output", str(more), "--stages", "base", "--init_from", str(out / "base"), "--n_scenes", "30",
-                 "--vae_steps", "1", "--vae_extra_renders", "4", "--unet_steps", "1", "--progress", "false"]) == 0
+                 "--vae_steps", "1", "--fidelity_scenes", "8", "--vae_extra_renders", "4", "--unet_steps", "1", "--progress", "false"]) == 0
     continued = json.loads((more / "build_config.json").read_text())
     assert continued["base_lineage"] == [record["command"], continued["command"]]
     assert continued["config"]["base"]["init_from"] == str(out / "base")

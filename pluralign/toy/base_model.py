@@ -42,6 +42,7 @@ class BaseModelConfig:
     n_scenes: int = option(8000, "scenes in the training set; each gives a clean and one degraded image", min=1)
     latent_channels: int = option(12, "VAE latent channels (16x16 latents)", min=1)
     vae_steps: int = option(3000, "autoencoder training steps", min=1)
+    fidelity_scenes: int = option(64, "held-out scenes of the autoencoder's per-attribute fidelity check", min=1)
     vae_batch_size: int = option(32, "autoencoder batch size", min=1)
     vae_lr: float = option(2e-3, "autoencoder learning rate", min=0)
     vae_kl_weight: float = option(1e-6, "weight of the KL term of the autoencoder", min=0)
@@ -368,7 +369,7 @@ def train_base(cfg: BaseModelConfig, progress: bool = True):
     record["vae_seconds"] = round(time.time() - t1, 1)
     record["vae_scaling_factor"] = scale
     try:
-        record["vae_fidelity"] = vae_fidelity(vae)
+        record["vae_fidelity"] = vae_fidelity(vae, cfg.fidelity_scenes)
     except ImportError:  # verifiers not installed in a trimmed environment
         pass
     else:  # worth seeing before the long denoiser stage: an attribute the latent drops cannot be generated

@@ -190,7 +190,8 @@ def soften(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
 
 
 def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, lr: float = 3e-3,
-                  width: int = 16, seed: int = 0, progress: bool = True) -> tuple[ContentChecker, dict]:
+                  width: int = 16, seed: int = 0, progress: bool = True, eval_scenes: int = 450
+                  ) -> tuple[ContentChecker, dict]:
     """Train the checker from scratch; returns it and a record (config, held-out accuracies, wall time)."""
     from tqdm.auto import tqdm
 
@@ -228,7 +229,7 @@ def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, 
     checker = ContentChecker(net, list(world.SHAPES), list(world.COLOURS),
                              {"width": width, "n_scenes": n_scenes, "steps": steps, "batch_size": batch_size,
                               "lr": lr, "seed": seed}, semantic)
-    record = evaluate_checker(checker, seed=seed + 7919)
+    record = evaluate_checker(checker, eval_scenes, seed=seed + 7919)
     record["wall_seconds"] = round(time.time() - t0, 1)
     checker.config["heldout"] = record
     return checker, record
