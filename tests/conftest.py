@@ -50,3 +50,9 @@ def chromium():
     except ImportError:
         pytest.fail("playwright is not installed: pip install -e '.[dev]' (it is a dev dependency)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (longest-first packing): `make test`'s workers then finish on short tests at about
+    the same time, instead of one idling while the other runs a late half-minute test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
