@@ -83,7 +83,8 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
         assert m["rows"] > 0 and 0 <= m["adherence_weight0"] <= 1 and 0 <= m["adherence_weight1"] <= 1
     assert record["command"].startswith("python -m pluralign.toy.build_checkpoints --output ") and "--vae_extra_renders 4" in record["command"]
     assert record["measured"]["base"]["n"] == 9 and "adherence" in record["measured"]["aligned"]
-    assert record["checker"]["n"] == 24 and record["config"]["base"]["fidelity_scenes"] == 8
+    assert record["checker"]["n"] == record["config"]["checker"]["eval_scenes"] == 24
+    assert record["config"]["base"]["fidelity_scenes"] == 8 and len(record["base"]["vae_fidelity"]["by_attribute"]) > 0
     assert record["config"]["base"]["unet_steps"] == 2 and record["config"]["base"]["vae_extra_renders"] == 4
     assert record["config"]["align"]["train"]["max_steps"] == 1 and record["config"]["align"]["train"]["beta"] == 2000
     for name in ("base", "aligned"):

@@ -113,7 +113,8 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
                                      eval_scenes=cfg.checker_eval_scenes)
         checker.save_pretrained(out / "checker")
         record["checker"] = rec
-        record["config"]["checker"] = {"n_scenes": cfg.checker_scenes, "steps": cfg.checker_steps}
+        record["config"]["checker"] = {"n_scenes": cfg.checker_scenes, "steps": cfg.checker_steps,
+                                       "eval_scenes": cfg.checker_eval_scenes}
         record["wall_seconds"]["checker"] = round(time.time() - t, 1)
         save()
     if "base" in cfg.stages:
