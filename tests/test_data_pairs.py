@@ -66,7 +66,7 @@ def trl_parquet(path, n, size=8):
     return path
 
 
-def caption_parquet(path, n, size=16):
+def caption_parquet(path, n, size=24):
     feats = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")})
     ds = datasets.Dataset.from_dict({"image": [tiny(i, size) for i in range(n)],
                                      "caption": [f"a caption {i}" for i in range(n)]}, features=feats)

@@ -26,13 +26,13 @@ from pluralign.data.config import DataConfig
 from pluralign.data.validate import validate_source
 
 
-def png(i: int, size: int = 16) -> bytes:
+def png(i: int, size: int = 24) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def folder(d: Path, lines: list[str], n_images: int = 3, size: int = 16) -> Path:
+def folder(d: Path, lines: list[str], n_images: int = 3, size: int = 24) -> Path:
     """An imagefolder whose metadata.jsonl holds exactly ``lines``; images 0.png .. are valid."""
     d.mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
@@ -274,9 +274,7 @@ def test_validate_and_training_refuse_the_same_rows_with_the_same_words(tmp_path
 def test_corrupt_image_in_a_built_dataset_is_one_error_for_training(tmp_path):
     from pluralign.trainers.data import load_pairs
 
-    # 32 px sources: the pairs' randomness is seeded from the source path (a pytest temp folder), and a
-    # `crop` draw at full severity keeps 0.4 of each side, which at 16 px falls under validate's min_side=8
-    d = folder(tmp_path / "imgs", [row("0.png"), row("1.png")], size=32)
+    d = folder(tmp_path / "imgs", [row("0.png"), row("1.png")])
     out = build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(tmp_path / "built")))
     rows = datasets.load_from_disk(str(out)).cast_column("chosen", datasets.Image(decode=False)).to_list()
     rows[3]["chosen"] = {"bytes": rows[3]["chosen"]["bytes"][:120], "path": None}
@@ -289,6 +287,24 @@ def test_corrupt_image_in_a_built_dataset_is_one_error_for_training(tmp_path):
     with pytest.raises(S.DataError) as err:
         S.pair_images(load_pairs(str(bad)), "chosen", source=str(bad))
     assert str(err.value) == f"{bad}, row 3, field 'chosen': {problem['problem']}"
+
+
+def test_a_degradation_that_leaves_an_image_under_min_side_is_an_error_for_its_row():
+    # a careless crop keeps 1 - 0.6 * severity of each side: 12 px at severity 1 leaves 5 px, under min_side=8
+    cfg = DataConfig(severity_min=1.0, severity_max=1.0, max_attributes=1, categories=["composition_and_structure"])
+    img = Image.open(io.BytesIO(png(0, 12))).convert("RGB")
+    outcomes = []
+    for seed in range(40):
+        try:
+            anti, _ = P.intent_rows(img, "a thing", source="src", pair_id=f"p{seed}", category="composition_and_structure",
+                                    seed=seed, cfg=cfg, row=7)
+            outcomes.append(anti["attributes"])
+        except S.DataError as exc:
+            assert (exc.source, exc.row, exc.field, exc.kind) == ("src", 7, "image", "extreme_size")
+            assert "cropped" in exc.problem and "leaves 5x5" in exc.problem and "min_side=8" in exc.problem
+            outcomes.append("error")
+    assert "error" in outcomes and ["cropped"] not in outcomes
+    assert any(o != "error" for o in outcomes)  # the other composition edits keep the size
 
 
 def test_exif_orientation_is_applied_as_datasets_applies_it():

@@ -113,14 +113,22 @@ def _downscale(img: Image.Image, max_side: int | None) -> Image.Image:
 
 
 def intent_rows(image: Image.Image, caption: str, *, source: str, pair_id: str, category: str, seed: int,
-                cfg: DataConfig, rewriter=None) -> tuple[dict, dict]:
-    """One clean (image, caption) -> an anti row and its mirror row (images as PNG bytes)."""
+                cfg: DataConfig, rewriter=None, row: int | None = None) -> tuple[dict, dict]:
+    """One clean (image, caption) -> an anti row and its mirror row (images as PNG bytes).
+
+    A degraded image under ``cfg.min_side`` (a tight crop of a tiny source) is a :class:`DataError` for
+    ``row``: training refuses such an image, so the build must not write it."""
     rng = random.Random(seed)
     attrs = sample_attributes(rng, category, cfg.min_attributes, cfg.max_attributes)
     severity = round(rng.uniform(cfg.severity_min, cfg.severity_max), 4)
     rw = rewriter(caption, attrs, seed) if rewriter is not None else apply_attributes(caption, attrs, seed)
     clean = _downscale(image, cfg.max_side)
     degraded = to_uint8(apply_float(to_float(clean), [(get(a).degradation, severity) for a in attrs], seed))
+    if min(degraded.shape[:2]) < cfg.min_side:
+        h, w = degraded.shape[:2]
+        raise S.DataError(source, row, "image", f"degrading the {clean.size[0]}x{clean.size[1]} image ({', '.join(attrs)}"
+                          f" at severity {severity}) leaves {w}x{h}, a side under min_side={cfg.min_side}; use a "
+                          "larger source image or lower severity_max", kind="extreme_size")
     reuse = clean is image and getattr(image, "source_bytes", None) is not None
     clean_png = {"bytes": image.source_bytes, "path": None} if reuse else encode_png(clean, cfg.png_compress_level)
     bad_png = encode_png(Image.fromarray(degraded), cfg.png_compress_level)
@@ -215,7 +223,7 @@ def _intent_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, 
                 seed = record_seed(cfg.seed, src.name, i, k)
                 category = category_for(i, list(cfg.categories), cfg.seed, cfg.category_balance)
                 yield list(intent_rows(img, rec.prompt, source=src.name, pair_id=pair_id, category=category,
-                                       seed=seed, cfg=cfg, rewriter=rewriter))
+                                       seed=seed, cfg=cfg, rewriter=rewriter, row=i))
         except S.DataError as exc:
             skips.handle(src.locate(exc, raw))
 
@@ -382,5 +390,5 @@ def pairs_from_images(items, cfg: DataConfig | None = None, source: str = "memor
             img = Image.fromarray(to_uint8(to_float(np.asarray(img))))
         category = category_for(i, list(cfg.categories), cfg.seed, cfg.category_balance)
         yield from intent_rows(img, caption, source=source, pair_id=f"{source}#{i}", category=category,
-                               seed=record_seed(cfg.seed, source, i), cfg=cfg)
+                               seed=record_seed(cfg.seed, source, i), cfg=cfg, row=i)
 
