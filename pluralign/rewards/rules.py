@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -357,6 +358,15 @@ def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, iterations: int = 8) ->
     return np.where(valid.mean(axis=1) >= 0.5, np.linalg.norm(t, axis=1), np.inf)
 
 
+@contextmanager
+def _empty_bins_quiet():
+    """Silence numpy's warnings on NaN reductions: an empty spectrum bin is NaN on purpose (a small image
+    has no frequency there), and the statistics drop it."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
 def _band_losses(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: int) -> np.ndarray:
     """N x sectors x bands: ``direction`` times the log power change of every bin of two :func:`band_spectrum` features."""
     d = direction * (spectrum_a - spectrum_o)
@@ -374,8 +384,7 @@ def spectral_smear(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: in
     with no bin at all the statistic is 0.
     """
     loss = np.minimum(_band_losses(spectrum_a, spectrum_o, direction)[:, :, SMEAR_BANDS], SMEAR_CAP)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty band: NaN, dropped below
+    with _empty_bins_quiet():
         top = np.nanmax(loss, axis=1)
         smear = np.minimum(top, top - np.nanmin(loss, axis=1))
         return np.nan_to_num(np.nanmax(smear, axis=1), nan=0.0)
@@ -391,8 +400,7 @@ def isotropic_loss(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: in
     out; with fewer than two non-empty bands the statistic is 0.
     """
     loss = _band_losses(spectrum_a, spectrum_o, direction)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-empty bands: NaN, dropped below
+    with _empty_bins_quiet():
         band = np.nanmin(loss, axis=1)  # N x bands: the loss every sector of the band shows
         median = np.nanmedian(loss, axis=1)  # N x bands
         filled = ~np.isnan(median)
