@@ -69,3 +69,26 @@ def test_build_errors_are_clear(tmp_path):
 def test_cli_help_and_unknown_command():
     assert run("--help").returncode == 0
     assert run("frobnicate").returncode == 2
+
+
+def test_one_folder_gives_the_same_pairs_whatever_path_names_it(tmp_path, monkeypatch):
+    from pluralign.data.build import build_dataset
+    from pluralign.data.config import DataConfig
+
+    d = folder(tmp_path / "photos", n=6)
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "photos"
+    d.rename(moved)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    columns = ("prompt", "chosen", "rejected", "attributes", "severity")
+
+    def rows(spec, out):
+        ds = build_dataset(DataConfig(sources=[spec], anti_fraction=1.0, output_dir=str(tmp_path / out)))
+        ds = datasets.load_from_disk(str(ds)).cast_column("chosen", datasets.Image(decode=False))
+        ds = ds.cast_column("rejected", datasets.Image(decode=False))
+        return [{k: (r[k]["bytes"] if k in ("chosen", "rejected") else r[k]) for k in columns} for r in ds]
+
+    relative, absolute, dotted = rows("photos", "a"), rows(str(moved), "b"), rows("./photos/", "c")
+    assert len(relative) == 12 and relative == absolute == dotted
+    other = folder(tmp_path / "other", n=6)  # the same images under another name: other draws
+    assert rows(str(other), "d") != relative

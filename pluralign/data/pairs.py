@@ -10,7 +10,8 @@ is set, and its general rows join the general rows.
 
 Everything is a generator: one record is decoded, degraded, encoded to PNG and yielded before the
 next is read, so memory does not grow with the dataset. Each record's randomness is seeded from
-(seed, source, row), so a row's content does not depend on how the work is split over processes.
+(seed, source's folder or file name, row), so a row's content does not depend on how the work is split over
+processes, nor on the path the source was given by.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def _intent_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, 
                     continue
                 img = S.open_image(rec.image, source=src.name, row=i, field=rec.image_field, base_dir=rec.base_dir,
                                    max_pixels=cfg.max_pixels, min_side=cfg.min_side)
-                seed = record_seed(cfg.seed, src.name, i, k)
+                seed = record_seed(cfg.seed, src.seed_key, i, k)
                 category = category_for(i, list(cfg.categories), cfg.seed, cfg.category_balance)
                 yield list(intent_rows(img, rec.prompt, source=src.name, pair_id=pair_id, category=category,
                                        seed=seed, cfg=cfg, rewriter=rewriter, row=i))

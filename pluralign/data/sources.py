@@ -213,6 +213,15 @@ class Source:
     def name(self) -> str:
         return self.spec
 
+    @property
+    def seed_key(self) -> str:
+        """What a row's randomness is seeded from besides its index: the folder or file name for a local
+        source, so that one folder given as ``data``, ``./data/`` or an absolute path (or copied to another
+        machine) yields the same pairs; the spec itself for a hub dataset."""
+        if self.kind == "hub":
+            return self.spec
+        return Path(self.spec).resolve().name or self.spec
+
     def locate(self, exc: DataError, row: dict) -> DataError:
         """``exc`` with the file and line ``row`` was read from, when it came from a table file."""
         line = getattr(row, "line", None)
