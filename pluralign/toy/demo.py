@@ -87,14 +87,15 @@ class DemoConfig:
                             max=2**32 - 1)
     intent_items: int = option(288, "scenes turned into an anti + mirror pair each (pixel attributes, round-robin)",
                                min=1, max=100_000)
-    semantic_prompts: int = option(32, "prompt pairs per semantic attribute (decay, unfinished, bleak) sampled from "
-                                   "the base model for on-policy anti + mirror pairs (0: no semantic pairs)",
+    semantic_prompts: int = option(16, "prompt pairs per semantic attribute (decay, unfinished, bleak) sampled from "
+                                   "the base model for on-policy anti + mirror pairs (0: no semantic pairs); 16 with "
+                                   "best of 8 beat 32 with best of 4 at the same sampling cost (docs/toy.md, round 9)",
                                    min=0, max=100_000)
     semantic_repeat: int = option(1, "times each on-policy semantic row appears in the intent adapter's training rows: "
                                   "a larger share of the semantic attributes in every batch without sampling more "
                                   "(3 lost 9.7 points of validation adherence: docs/toy.md, round 8)",
                                   min=1, max=100)
-    semantic_candidates: int = option(4, "K: candidates per on-policy prompt pair under P_a and under P_o (shared "
+    semantic_candidates: int = option(8, "K: candidates per on-policy prompt pair under P_a and under P_o (shared "
                                       "seeds); the toy scorer keeps the best", min=1, max=64)
     onpolicy_generator: str = option("base", "the model whose samples become the semantic attributes' on-policy "
                                      "pairs in round 1: base (a less-aligned teacher, as SDXL base is for an aligned "
