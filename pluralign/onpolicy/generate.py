@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pluralign.config import to_dict, writable_dir
-from pluralign.data.build import clean_stale_temps, save_atomically
+from pluralign.data.build import adopt_cache_files, clean_stale_temps, save_atomically
 from pluralign.data.pairs import encode_png
 from pluralign.data.sources import open_image
 from pluralign.data.taxonomy import ATTRIBUTES, CATEGORIES
@@ -352,7 +352,8 @@ def merge(cfg: GenerateConfig, p: Prepared, shard_dir: Path, n_shards: int, note
         else:  # datasets builds no dataset from an empty generator; the card still says why
             ds = datasets.Dataset.from_dict({k: [] for k in SH.FEATURES}, features=SH.FEATURES)
         final = tmp / "dataset"
-        ds.save_to_disk(str(final), num_shards=1 if not len(ds) else None)  # datasets cannot read back 0 shards
+        if not adopt_cache_files(ds, final):  # the rows in memory (none accepted): write them
+            ds.save_to_disk(str(final), num_shards=1 if not len(ds) else None)  # datasets cannot read back 0 shards
         del ds
         (final / "README.md").write_text(dataset_card(summary, config, generator=p.generator, scorer=p.scorer_label,
                                                       min_margin=p.min_margin, min_chosen=p.min_chosen, notes=notes),
