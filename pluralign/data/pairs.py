@@ -212,6 +212,7 @@ class Skips:
 def _intent_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, skips: Skips, stats: dict,
                    rewriter=None) -> Iterator[list[dict]]:
     """Groups of rows ([anti, mirror]) from an (image, caption) or pre-rendered source."""
+    seed_key = src.seed_key  # resolves the source's path: once, not per row
     for i, raw in src.rows(shard, num_shards):
         try:
             for k, rec in enumerate(S.row_records(src, i, raw, cfg.ties, stats)):
@@ -221,7 +222,7 @@ def _intent_stream(src: S.Source, cfg: DataConfig, shard: int, num_shards: int, 
                     continue
                 img = S.open_image(rec.image, source=src.name, row=i, field=rec.image_field, base_dir=rec.base_dir,
                                    max_pixels=cfg.max_pixels, min_side=cfg.min_side)
-                seed = record_seed(cfg.seed, src.seed_key, i, k)
+                seed = record_seed(cfg.seed, seed_key, i, k)
                 category = category_for(i, list(cfg.categories), cfg.seed, cfg.category_balance)
                 yield list(intent_rows(img, rec.prompt, source=src.name, pair_id=pair_id, category=category,
                                        seed=seed, cfg=cfg, rewriter=rewriter, row=i))
