@@ -60,6 +60,7 @@ from .generate import (
 from .output import output_transaction
 from .report import log_wandb, shown_rows, write_reports
 from .results import build_results, category_curve, write_results
+from .samplers import SAMPLER_NAMES, use_sampler
 from .suite import EvalRow, load_suite, suite_source
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,9 @@ class EvalConfig:
     content_threshold: float = option(0.5, "similarity checker: structural similarity that counts as same content",
                                       min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)
+    sampler: str = option("default", "scheduler to sample with: default (the checkpoint's own) | ddim | dpmsolver++ | "
+                          "euler | unipc, built from the checkpoint's scheduler config (SD1.x, SDXL; SD3 and Flux: "
+                          "default only)", choices=SAMPLER_NAMES)
     guidance_scale: float = option(7.5, "classifier-free guidance scale (Flux: distilled guidance)", min=0,
                                   max=50)
     height: int | None = option(None, "image height (default: the pipeline's)", min=8, max=4096, multiple_of=16)
@@ -338,6 +342,7 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
         attribute_judge = load_attribute_judge(config.attribute_judge, config.suite, config.device)
     if pipe is None:
         pipe = load_pipeline(config.base, config.device, config.dtype)
+    use_sampler(pipe, config.sampler)
     if weight_file is not None:
         if not identity_checked:
             check_adapter_identity(config, weight_file, pipe)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pluralign.config import option
 from pluralign.data.taxonomy import CATEGORIES
+from pluralign.eval.samplers import SAMPLER_NAMES
 
 # Options that do not change what a run generates: a resume may change them freely. Every other
 # option is recorded with the finished shards, and a resume with another value is refused.
@@ -51,6 +52,8 @@ class GenerateConfig:
     min_content: float = option(0.5, "content score (0..1) a candidate needs to count as still showing P_o's "
                                 "content", min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)
+    sampler: str = option("default", "scheduler to sample with: default (the checkpoint's own) | ddim | dpmsolver++ | "
+                          "euler | unipc (SD3 and Flux: default only)", choices=SAMPLER_NAMES)
     guidance_scale: float = option(7.5, "classifier-free guidance scale (Flux: distilled guidance)", min=0, max=50)
     height: int | None = option(None, "image height (default: the pipeline's)", min=8, max=4096, multiple_of=16)
     width: int | None = option(None, "image width (default: the pipeline's)", min=8, max=4096, multiple_of=16)

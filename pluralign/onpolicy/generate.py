@@ -46,6 +46,7 @@ from pluralign.eval.generate import (
     resolve_device,
 )
 from pluralign.eval.runner import base_identity_of
+from pluralign.eval.samplers import use_sampler
 from pluralign.eval.suite import EvalRow
 from pluralign.hub import require_model
 from pluralign.locks import directory_lock
@@ -278,9 +279,11 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
 
 # ------------------------------------------------------------------------------------------ the run
 def _load_generator(cfg: GenerateConfig, p: Prepared, pipe=None):
-    """The generator (``pipe`` when one is given), with ``generator_adapter`` loaded and set to its weight."""
+    """The generator (``pipe`` when one is given) sampling with ``cfg.sampler``, with ``generator_adapter`` loaded
+    and set to its weight."""
     if pipe is None:
         pipe = load_pipeline(p.model, cfg.device, cfg.dtype)
+    use_sampler(pipe, cfg.sampler)
     if p.weight_file is not None:
         load_adapter(pipe, cfg.generator_adapter, ADAPTER_NAME)  # every LoRA tensor must land on a module
         apply_variant(pipe, Variant(f"adapter@{cfg.generator_adapter_weight:g}", cfg.generator_adapter_weight),

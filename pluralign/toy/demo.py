@@ -50,6 +50,7 @@ from pluralign.eval.report import (
     shown_rows,
 )
 from pluralign.eval.runner import EvalConfig, run_eval
+from pluralign.eval.samplers import SAMPLER_NAMES
 from pluralign.eval.suite import from_records
 from pluralign.onpolicy.config import GenerateConfig
 from pluralign.onpolicy.generate import generate_dataset
@@ -118,6 +119,8 @@ class DemoConfig:
     with_baselines: bool = option(False, "also train plain aesthetic DPO and anti-aesthetic SFT with the same budget")
     num_inference_steps: int = option(0, "sampling steps (0 = the value recorded in the toy build config)", min=0,
                                      max=1000)
+    sampler: str = option("default", "scheduler every stage samples with (default: the checkpoints' DDIM)",
+                          choices=SAMPLER_NAMES)
     guidance_scale: float = option(-1.0, "CFG scale (negative = the value recorded in the toy build config)",
                                   min=-1, max=50)
     batch_size: int = option(24, "prompt pairs per pipeline call during eval", min=1, max=1024)
@@ -135,6 +138,7 @@ def _sampling(cfg: DemoConfig) -> dict[str, Any]:
     return {
         "num_inference_steps": cfg.num_inference_steps or int(recorded.get("num_inference_steps", 20)),
         "guidance_scale": cfg.guidance_scale if cfg.guidance_scale >= 0 else float(recorded.get("guidance_scale", 4.0)),
+        "sampler": cfg.sampler,
     }
 
 
@@ -173,6 +177,7 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
     gcfg = GenerateConfig(generator=str(generator or paths.base_dir()), generator_adapter=str(adapter) if adapter else None,
                           suite="toy", num_candidates=cfg.semantic_candidates, scorer="toy", min_chosen_score=0.0,
                           num_inference_steps=sampling["num_inference_steps"], guidance_scale=sampling["guidance_scale"],
+                          sampler=sampling["sampler"],
                           batch_size=cfg.batch_size * 2, seed=cfg.data_seed + round_index,
                           output_dir=str(out / "data" / f"onpolicy_round{round_index + 1}"), overwrite=True)
     path = generate_dataset(gcfg, pipe=pipe, scorer=scorer, rows=onpolicy_prompts(cfg, round_index))
