@@ -55,3 +55,25 @@ def test_over_pairs_can_be_limited_to_some_attributes():
     assert sorted(r["attributes"][0] for r in rows) == ["muted", "muted", "small_subject", "small_subject"]
     with pytest.raises(ValueError, match="over_attributes"):
         world_pairs.over_pairs(2, over_attributes=("sepia",))
+
+
+def test_alignment_weights_give_an_attribute_more_pairs_and_the_default_keeps_the_round_robin():
+    import pytest
+
+    from pluralign.config import parse
+    from pluralign.toy.align import AlignConfig, attribute_cycle, universal_pairs
+    from pluralign.toy.world import ATTRIBUTES
+
+    assert attribute_cycle() == list(ATTRIBUTES)  # the shipped alignment's order, unchanged
+    plain = universal_pairs(24, seed=1)
+    assert [r["attributes"][0] for r in plain] == list(ATTRIBUTES) * 2
+    (cfg,) = parse((AlignConfig,), ["--align_weights", "color_cast=3,noisy=2"])
+    weights = cfg.weights()
+    assert weights == {"color_cast": 3, "noisy": 2}
+    rows = universal_pairs(15 * 4, seed=1, weights=weights)
+    counts = {a: sum(r["attributes"][0] == a for r in rows) for a in ATTRIBUTES}
+    assert counts["color_cast"] == 12 and counts["noisy"] == 8 and counts["blurry"] == 4
+    for bad in ("colour_cast=3", "noisy=0", "noisy=two", "noisy"):
+        (cfg,) = parse((AlignConfig,), ["--align_weights", bad])
+        with pytest.raises(ValueError, match="align_weights: .* is not ATTRIBUTE=N"):
+            cfg.weights()

@@ -28,23 +28,47 @@ class AlignConfig:
 
     align_scenes: int = option(1200, "scenes for the universal-aesthetic pairs (100 per attribute)", min=1)
     align_anti_fraction: float = option(0.5, "share of pairs whose prompt is the anti-aesthetic caption", min=0, max=1)
+    align_weights: list[str] = option(
+        factory=list, help="ATTRIBUTE=N entries: that attribute's scenes come N times as often in the attribute "
+        "round-robin (an attribute the preference reverses only partly gets more of its pairs); empty: every "
+        "attribute once")
     align_recipe: str = option(str(paths.recipe("align")), "DPOTrainConfig recipe of the alignment run (its seed "
                                "also seeds the pairs)")
 
     def train_config(self) -> DPOTrainConfig:
         return build(DPOTrainConfig, load_yaml(self.align_recipe), self.align_recipe)
 
+    def weights(self) -> dict[str, int]:
+        """``align_weights`` as ``{attribute: N}``; ValueError naming the entry that is not ``ATTRIBUTE=N``
+        with a world attribute and a whole N >= 1."""
+        out = {}
+        for entry in self.align_weights:
+            name, _, n = entry.partition("=")
+            if name not in world.ATTRIBUTES or not n.isdigit() or int(n) < 1:
+                raise ValueError(f"align_weights: {entry!r} is not ATTRIBUTE=N with N a whole number >= 1 and "
+                                 f"ATTRIBUTE one of {', '.join(world.ATTRIBUTES)}")
+            out[name] = int(n)
+        return out
 
-def universal_pairs(n_scenes: int, seed: int, anti_fraction: float = 0.5) -> list[dict]:
+
+def attribute_cycle(weights: dict[str, int] | None = None) -> list[str]:
+    """The round-robin of attributes the pairs follow: each world attribute, ``weights[a]`` times in a row."""
+    return [a for a in world.ATTRIBUTES for _ in range((weights or {}).get(a, 1))]
+
+
+def universal_pairs(n_scenes: int, seed: int, anti_fraction: float = 0.5,
+                    weights: dict[str, int] | None = None) -> list[dict]:
     """Pair rows (the project's trl-style schema): chosen = clean render, rejected = degraded twin.
 
     The prompt is the anti-aesthetic caption for ``anti_fraction`` of the rows (the request the
-    preference ignores) and the ordinary caption for the rest.
+    preference ignores) and the ordinary caption for the rest. Scenes take the attributes in turn,
+    ``weights[a]`` times for attribute ``a`` (:func:`attribute_cycle`).
     """
     rng = random.Random(seed)
+    cycle = attribute_cycle(weights)
     rows = []
     for i, scene in enumerate(world.sample_scenes(n_scenes, seed + 50_000)):
-        attr = world.ATTRIBUTES[i % len(world.ATTRIBUTES)]
+        attr = cycle[i % len(cycle)]
         clean = world.render(scene)
         bad = world.degraded_image(scene, attr, seed=seed + i)
         anti = rng.random() < anti_fraction
@@ -79,7 +103,7 @@ def align(base_dir: str | Path, out_dir: str | Path, work_dir: str | Path, cfg: 
 
     work_dir = Path(work_dir)
     recipe = cfg.train_config()
-    pairs = save_pairs(universal_pairs(cfg.align_scenes, recipe.seed, cfg.align_anti_fraction),
+    pairs = save_pairs(universal_pairs(cfg.align_scenes, recipe.seed, cfg.align_anti_fraction, cfg.weights()),
                        work_dir / "universal_pairs")
     result = train(dataclasses.replace(
         recipe, pretrained_model=str(base_dir), dataset=str(pairs), resolution=world.SIZE,

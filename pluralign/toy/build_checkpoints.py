@@ -86,6 +86,8 @@ def base_lineage(init_from: str, command: str | None) -> list[str]:
 def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str | None = None) -> dict:
     import torch
 
+    if "align" in cfg.stages:
+        al.weights()  # a malformed align_weights entry fails here, before hours of earlier stages
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.output)
