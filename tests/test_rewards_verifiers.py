@@ -86,6 +86,21 @@ def test_every_dimension_maps_to_the_rules_that_measure_it_or_is_judge_only():
     assert DIMENSION_MEASURES["color_aesthetic"] == DIMENSION_MEASURES["detail_refinement"] == ()
 
 
+def test_rows_asking_only_for_judge_only_attributes_register_nothing(photo, monkeypatch):
+    """The eval asks the toy judge about decay or grief through the same scorer that runs the rules: with no
+    rule to read, registering every pair was a third of the eval's metric time for nothing."""
+    from pluralign.rewards import rules as R
+
+    def fail(*args, **kwargs):
+        raise AssertionError("registered a pair that no rule reads")
+
+    monkeypatch.setattr(R, "register", fail)
+    assert adherence_table([photo, photo], [photo, photo], [["grief"], ["decay", "bleak"]]) == {}
+    assert np.isnan(adherence_scores([photo], [photo], [["grief"]])).all()
+    with pytest.raises(AssertionError, match="registered"):  # a rule-measured attribute still registers
+        adherence_table([photo], [photo], [["grief", "blurry"]])
+
+
 def test_adherence_batched_layout(photo):
     from pluralign.data.degradations import degrade
 

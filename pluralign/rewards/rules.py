@@ -534,6 +534,8 @@ def adherence_table(images_a, images_o, attributes, rules: dict[str, Rule] | Non
     _check_pairs(a, o)
     rows = _per_row(attributes, len(a))
     used = sorted({x for r in rows for x in r if x in rules})
+    if not used:  # only rule-less (judge-only) attributes: nothing to register or measure
+        return {}
     for attr in used:
         if np.isnan(rules[attr].threshold):
             raise RuntimeError(
