@@ -55,6 +55,38 @@ def test_preserve_null_weight_anchors_the_unconditional_branch(tiny_pipeline_dir
     assert "preserve_null_weight" in card
 
 
+def test_preserve_null_rows_chosen_anchors_on_the_chosen_half_at_three_quarters_of_the_latents(
+        tiny_pipeline_dir, tmp_path, monkeypatch):
+    """`chosen` runs the null prompt on the chosen latents only: both denoiser calls of a step shrink from 4B to
+    3B latents, and the null branch is still held where the reference has it."""
+    from diffusers import UNet2DConditionModel
+
+    model = tiny_pipeline_dir("sd")
+    common = dict(max_steps=6, learning_rate=3e-3, export_kohya=False, beta=5000.0, sft_weight=1e3,
+                  guided_sft_scale=3.0)
+    sizes = []
+    forward = UNet2DConditionModel.forward
+
+    def counting(self, sample, *args, **kwargs):
+        sizes.append(sample.shape[0])
+        return forward(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", counting)
+    everything = train(cfg(tmp_path / "all", model, preserve_null_weight=1e5, **common))
+    per_step_all, sizes[:] = list(sizes), []
+    half = train(cfg(tmp_path / "chosen", model, preserve_null_weight=1e5, preserve_null_rows="chosen", **common))
+    per_step_chosen = list(sizes)
+    monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
+    b = 2  # the helper's train_batch_size: a step holds 2B noisy latents
+    assert set(per_step_all) == {4 * b} and set(per_step_chosen) == {3 * b}
+    assert len(per_step_all) == len(per_step_chosen) == 2 * 6  # the policy's call and the reference's, every step
+    free = train(cfg(tmp_path / "free", model, **common))
+    d_free, d_half = _drift(free.adapter_dir, model, [""] * 4), _drift(half.adapter_dir, model, [""] * 4)
+    assert d_half < 0.5 * d_free, (d_half, d_free)
+    assert "preserve_null_mse" in half.history[-1] and everything.history[-1]["preserve_null_mse"] > 0
+    assert "preserve_null_rows" in (half.adapter_dir / "README.md").read_text()
+
+
 def test_guided_sft_scale_acts_on_anti_rows_only(tiny_pipeline_dir, tmp_path):
     """Mirror-only data: the guided term changes nothing; with anti rows it changes the adapter."""
     from safetensors.torch import load_file

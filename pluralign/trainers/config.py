@@ -67,6 +67,10 @@ class DPOTrainConfig:
         "guidance extrapolates away from that prediction (eps_u + s*(eps_c - eps_u)), so a small adapter drift there "
         "moves every prompt's samples about (s-1) times as far; this term keeps ordinary prompts where the reference "
         "had them. Costs one extra policy and one reference forward pass per step (0 disables)", min=0, max=1e7)
+    preserve_null_rows: str = option("all", "the noisy latents preserve_null_weight anchors: all (chosen and rejected) "
+                                     "or chosen (half of them: the null-prompt passes shrink from the batch's 2B "
+                                     "latents to B, a quarter less compute per step; the guided SFT term reads the "
+                                     "chosen rows only either way)", choices=("all", "chosen"))
     prediction_type: str = option("auto", "training target; auto follows the scheduler",
                                   choices=("auto", "epsilon", "v_prediction", "flow_matching"))
     # flow-matching families (SD3/3.5, Flux.1)
