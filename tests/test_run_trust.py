@@ -141,6 +141,21 @@ def test_trajectory_changes_ignore_free_fields():
     assert changed[0] == "rank: 4 -> 8" and changed[1].startswith("base fingerprint: a -> b")
 
 
+def test_an_option_added_after_the_run_started_changes_nothing_at_its_default():
+    """A run recorded before an option existed resumes under a version that has it, left at its default (the
+    default is what the code did before); set to anything else, it is a change like any other."""
+    from pluralign.config import to_dict
+    from pluralign.trainers import DPOTrainConfig
+
+    recorded = to_dict(DPOTrainConfig(preserve_null_weight=1e5))
+    del recorded["preserve_null_rows"]  # the manifest of a run that started before the option existed
+    old = {"config": recorded, "base": {"fingerprint": "a"}, "dataset": {"fingerprint": "d"}}
+    same, fp = DPOTrainConfig(preserve_null_weight=1e5), ({"fingerprint": "a"}, {"fingerprint": "d"})
+    assert trajectory_changes(old, same, *fp) == []
+    assert trajectory_changes(old, DPOTrainConfig(preserve_null_weight=1e5, preserve_null_rows="chosen"), *fp) == [
+        "preserve_null_rows: None -> 'chosen'"]
+
+
 def test_a_second_run_on_a_busy_output_dir_is_refused(tiny_pipeline_dir, tmp_path):
     from pluralign.locks import LockedError, directory_lock
 
