@@ -388,3 +388,19 @@ def to_dict(obj) -> dict[str, Any]:
         v = getattr(obj, f.name)
         out[f.name] = str(v) if isinstance(v, Path) else v
     return out
+
+
+def option_defaults(cls) -> dict[str, Any]:
+    """Each option of a config dataclass with its default, as :func:`to_dict` writes values (options without a
+    default are left out). A run recorded before an option existed did what the option's default does, so
+    resume checks compare a missing recorded value with this."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            v = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            v = f.default_factory()
+        else:
+            continue
+        out[f.name] = str(v) if isinstance(v, Path) else v
+    return out

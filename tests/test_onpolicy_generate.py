@@ -303,6 +303,11 @@ def test_interrupted_run_resumes_to_the_same_dataset(generated, pipe, scorer, tm
     assert not (out.parent / f".{out.name}.lock").exists()  # the lock went with the run
     with pytest.raises(ValueError, match=r"(?s)num_candidates: 3 -> 4.*--resume false"):  # other settings cannot continue it
         OG.generate_dataset(config(out, min_margin=0.0, num_candidates=4), pipe=pipe, scorer=scorer, progress=False)
+    plan = json.loads((shard_dir / SH.PLAN).read_text())
+    del plan["settings"]["sampler"]  # as an older version wrote it: an option added since, at its default, is no change
+    (shard_dir / SH.PLAN).write_text(json.dumps(plan))
+    with pytest.raises(ValueError, match=r"sampler: None -> 'ddim'"):  # any other value still is
+        OG.generate_dataset(config(out, min_margin=0.0, sampler="ddim"), pipe=pipe, scorer=scorer, progress=False)
     OG.generate_dataset(cfg, pipe=pipe, scorer=scorer, on_shard=done.append, progress=False)
     assert done == [0, 1, 2]  # the finished shard was not generated again
     ds = datasets.load_from_disk(str(out))

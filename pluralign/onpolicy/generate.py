@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pluralign.config import to_dict, writable_dir
+from pluralign.config import option_defaults, to_dict, writable_dir
 from pluralign.data.build import adopt_cache_files, clean_stale_temps, save_atomically
 from pluralign.data.pairs import encode_png
 from pluralign.data.sources import open_image
@@ -311,7 +311,7 @@ def generate_dataset(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[
     with directory_lock(out, "output_dir") if main_by_env else nullcontext():
         notes = []
         if is_main:
-            _, notes = SH.prepare(shard_dir, plan_of(cfg, p), len(ranges), cfg.resume)
+            _, notes = SH.prepare(shard_dir, plan_of(cfg, p), len(ranges), cfg.resume, option_defaults(GenerateConfig))
             for n in notes:
                 print(f"pluralign data generate: {n}", file=sys.stderr)
         _barrier()

@@ -121,11 +121,23 @@ def plan_differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def prepare(shard_dir: Path, plan: dict, n_shards: int, resume: bool) -> tuple[int, list[str]]:
+def with_added_defaults(old: dict | None, plan: dict, defaults: dict) -> dict | None:
+    """``old`` with the settings it lacks filled in from ``plan`` where ``plan`` has the option's default: an
+    option added after the interrupted run started, left at its default, is what that run did."""
+    if old is None:
+        return None
+    recorded, now = old.get("settings", {}), plan.get("settings", {})
+    added = {k: v for k, v in now.items() if k not in recorded and k in defaults and v == defaults[k]}
+    return {**old, "settings": {**recorded, **added}} if added else old
+
+
+def prepare(shard_dir: Path, plan: dict, n_shards: int, resume: bool,
+            defaults: dict | None = None) -> tuple[int, list[str]]:
     """Make the shard folder ready for ``plan``; returns (finished shards kept, notes for the user).
 
     With ``resume``, the shards of an interrupted run with the same plan are kept; other settings are an
-    error listing each difference. Without it, whatever was there is removed."""
+    error listing each difference (a setting the old plan lacks counts as its ``defaults`` value). Without it,
+    whatever was there is removed."""
     notes = []
     plan = json.loads(json.dumps({"version": PLAN_VERSION, **plan}))  # as it reads back from the file
     if shard_dir.exists():
@@ -133,6 +145,7 @@ def prepare(shard_dir: Path, plan: dict, n_shards: int, resume: bool) -> tuple[i
             old = json.loads((shard_dir / PLAN).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             old = None  # no readable record of what the shards are: they cannot be trusted
+        old = with_added_defaults(old, plan, json.loads(json.dumps(defaults or {})))
         kept = finished_shards(shard_dir, n_shards) if old is not None else set()
         if resume and old == plan:
             for tmp in shard_dir.glob(".*.tmp-*"):  # a writer killed between its write and its rename

@@ -10,7 +10,6 @@ version, under a run id that every checkpoint of the run also carries.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -21,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from .. import __version__
-from ..config import to_dict
+from ..config import option_defaults, to_dict
 
 NAME = "run.json"
 # Fields that change how a run is logged, saved or how long it goes on, not the trajectory it
@@ -84,20 +83,13 @@ def write_manifest(run_dir: Path, manifest: dict) -> None:
     tmp.replace(run_dir / NAME)
 
 
-def _default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
-
-
 def trajectory_changes(manifest: dict, config, base: dict, dataset: dict) -> list[str]:
     """``field: old -> new`` for every difference that would change what the resumed run computes."""
     changes = []
     old_cfg, new_cfg = manifest.get("config", {}), to_dict(config)
     # an option added after the run started, left at its default: the default is what the run did before it existed
-    added = {f.name for f in dataclasses.fields(config) if f.name not in old_cfg and new_cfg.get(f.name) == _default(f)}
+    defaults = option_defaults(type(config))
+    added = {k for k, v in new_cfg.items() if k not in old_cfg and k in defaults and v == defaults[k]}
     for key in sorted(set(old_cfg) | set(new_cfg)):
         if key not in FREE_FIELDS and key not in added and old_cfg.get(key) != new_cfg.get(key):
             changes.append(f"{key}: {old_cfg.get(key)!r} -> {new_cfg.get(key)!r}")
