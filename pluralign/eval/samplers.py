@@ -55,4 +55,3 @@ def use_sampler(pipe, name: str) -> None:
 
     pipe.__dict__[_ORIGINAL] = original
     pipe.scheduler = getattr(diffusers, cls_name).from_config(config, **settings)
-

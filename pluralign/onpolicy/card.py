@@ -79,7 +79,7 @@ def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, mi
         f"- **scorer:** `{scorer}` (content kept: content score >= {config['min_content']}; min_margin {min_margin}; "
         f"min_chosen_score {'none' if min_chosen is None else min_chosen})",
         f"- **suite:** `{config['suite']}`",
-        f"- **sampling:** {config['num_inference_steps']} steps ({config.get('sampler', 'default')} sampler), "
+        f"- **sampling:** {config['num_inference_steps']} steps ({config['sampler']} sampler), "
         f"guidance {config['guidance_scale']}, "
         f"size {_size(config)}, seed {config['seed']}", "",
         f"**Prompt pairs:** {s['prompt_pairs']}  ·  **accepted:** {s['accepted']}  ·  **acceptance rate:** "
