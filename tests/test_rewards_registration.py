@@ -102,6 +102,21 @@ def test_a_crop_into_one_colour_is_not_a_cast_and_a_shrink_reads_from_the_transf
     assert st["small_subject"][0] == pytest.approx(-2 * np.log(0.45), abs=0.15)  # area ratio from the scale
 
 
+def test_a_subject_shrunk_to_a_third_compares_its_window_not_the_canvas(view):
+    # 0.32 of the side fills a tenth of the frame: the photometric rules read the shared window, where the
+    # whole frames (a flat canvas around a small picture) would read as lost contrast and flat light
+    shrunk = _shrink_shift(view, 0.32, 0.0)
+    reg = _register([shrunk], [view])
+    assert reg.confident[0] and reg.scale[0] == pytest.approx(0.32, rel=0.08)
+    a, o = shared_content(shrunk, view, reg.A[0], reg.t[0])
+    assert a.shape == o.shape and np.abs(a - o).mean() < 0.05
+    rules = load_rules()
+    names = ("flat_lighting", "low_contrast", "color_cast", "muted")
+    stats = paired_statistics({k: rules[k] for k in names}, [shrunk], [view])
+    for k in names:
+        assert stats[k][0] < rules[k].threshold, k
+
+
 def test_registration_in_chunks_equals_one_batch(monkeypatch):
     from pluralign.rewards import registration as RG
     from pluralign.rewards.verifiers import Batch, registration_grid

@@ -363,6 +363,28 @@ def test_coarse_contrast_sees_flat_lighting_on_texture():
     assert adheres(flat, grass, "flat_lighting") and not adheres(grass, grass, "flat_lighting")
 
 
+def test_flat_lighting_reads_light_on_both_planes_so_a_desaturation_of_either_kind_is_not_flat_light():
+    from pluralign.data.degradations import degrade
+    from pluralign.rewards.reference_degradations import muted as hsv_desaturate
+    from pluralign.rewards.rules import _features, statistic_from_features
+
+    rules = load_rules()
+    rule = rules["flat_lighting"]
+    # a saturated scene: its dark blues and reds carry the large-scale luminance variation
+    x = C._resize_to(C.load_photo("astronaut"), 128)
+    hsv = hsv_desaturate(x, 1.0, np.random.default_rng(0))  # keeps the value, lifts the luminance of saturated pixels
+    luma = degrade(x, "desaturate", 1.0, seed=0)  # keeps the luminance, lowers the value of saturated pixels
+    flat = degrade(x, "flat_lighting", 0.5, seed=0)
+    f = _features([hsv, luma, flat, x], {"_light_bands"})["_light_bands"]
+    d = np.log(f[[3, 3, 3]] + rule.eps) - np.log(f[:3] + rule.eps)  # drops: 3 pairs x [luma, value] x [coarse, fine]
+    per_plane = np.minimum(d[..., 0], d[..., 0] - d[..., 1])
+    # each desaturation moves one plane's large-scale contrast and keeps the other's
+    assert max(abs(per_plane[0, 1]), abs(per_plane[1, 0])) < 0.01
+    assert np.all(per_plane[2] > rule.threshold)  # flat light moves both
+    stat = statistic_from_features(rule, {"_light_bands": f[:3]}, {"_light_bands": f[[3, 3, 3]]}, None)
+    assert stat[0] < rule.threshold and stat[1] < rule.threshold and stat[2] > rule.threshold
+
+
 def test_batched_keeps_input_order_and_vector_widths(photo):
     from pluralign.rewards.verifiers import Batch, batched, chroma_vector
 

@@ -391,12 +391,16 @@ def _largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 _OVERLAP_GRID = 64  # resolution of the shared-content mask
 _MARGIN = 0.02  # stay this far inside I_o's frame: the registration is accurate to about a grid pixel
+# The smallest window worth comparing, as a share of I_a's frame. A subject shrunk to 0.3 of the frame's side
+# (within the registration's search) fills 0.09 of it: a window that small still says more than the whole
+# frames, whose flat canvas reads as lost contrast, a cast or flat light.
+_MIN_SHARED = 0.02
 
 
 def shared_content(x_a: np.ndarray, x_o: np.ndarray, A: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The largest axis-aligned window of I_a's frame whose content I_o also shows, and I_o's content
     warped into it (bicubic; resized with Lanczos first where I_o is shrunk): two equal-sized images, or
-    None when they share too little (under a tenth of the frame or 8 px a side).
+    None when they share too little (under :data:`_MIN_SHARED` of the frame or 8 px a side).
     """
     h, w = x_a.shape[:2]
     g = _OVERLAP_GRID
@@ -405,7 +409,7 @@ def shared_content(x_a: np.ndarray, x_o: np.ndarray, A: np.ndarray, t: np.ndarra
     q = p @ A.T + t
     inside = np.all((q >= _MARGIN) & (q <= 1 - _MARGIN), axis=-1)
     top, left, hh, ww = _largest_rectangle(inside)
-    if hh * ww < 0.1 * g * g:
+    if hh * ww < _MIN_SHARED * g * g:
         return None
     r0, r1 = int(np.ceil(top / g * h)), int(np.floor((top + hh) / g * h))
     c0, c1 = int(np.ceil(left / g * w)), int(np.floor((left + ww) / g * w))

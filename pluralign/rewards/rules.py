@@ -19,7 +19,8 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   curve fitted over an 8 x 8 grid of HSV-value cells (vignette: all four corners darken)
 * ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both);
   ``coarse_drop`` the coarse band's drop less the fine band's, at most the coarse drop (flat light
-  lowers only the first; noise raises only the second)
+  lowers only the first; noise raises only the second), the smaller on the luminance and on the brightest
+  channel (light changes both; a desaturation keeps one of them)
 * ``max_log_ratio`` the largest log change of a vector measurement's components (film grain: the
   residual in three pass bands, since a clump spans more pixels of a larger scan)
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
@@ -68,6 +69,7 @@ from .verifiers import (
     glow_field,
     grain_scales,
     lateral_ca,
+    light_bands,
     registration_grid,
     rotation_spectrum,
     subject_centroid,
@@ -93,6 +95,7 @@ FEATURES = {
     "_dark_flat": dark_flat_fractions,
     "_band_spectrum": band_spectrum,
     "_bands": contrast_bands,
+    "_light_bands": light_bands,
     "_grid": registration_grid,
     "_glow": glow_field,
     "_grain_scales": grain_scales,
@@ -100,7 +103,7 @@ FEATURES = {
 _BY_STATISTIC = {"chroma_shift": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "corner_falloff": "_glow",
-                 "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_bands",
+                 "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -265,10 +268,11 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "corner_falloff":
         return rule.direction * corner_falloff(a, o)
     if rule.statistic in ("band_drop", "coarse_drop"):
-        d = rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))  # N x [coarse, fine]
+        d = rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))  # N x [coarse, fine] (x plane)
         if rule.statistic == "band_drop":
             return d.min(axis=1)
-        return np.minimum(d[:, 0], d[:, 0] - d[:, 1])
+        # per plane (luminance, value): the coarse drop beyond the fine one; then the smaller of the two planes
+        return np.minimum(d[..., 0], d[..., 0] - d[..., 1]).min(axis=1)
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "joint_difference":

@@ -324,6 +324,24 @@ def contrast_bands(b: Batch) -> np.ndarray:
     return np.stack([coarse, fine], axis=1)
 
 
+def light_bands(b: Batch) -> np.ndarray:
+    """:func:`contrast_bands` of the luminance and of the brightest channel (HSV value): N x 2 x 2
+    ``[[coarse, fine] of luminance, [coarse, fine] of value]``.
+
+    A change of light multiplies or lifts every channel, so the luminance and the brightest channel lose
+    their large-scale variation together. A desaturation keeps one of the two: a luminance-preserving one
+    keeps the luminance, an HSV one keeps the value, and each lifts the other where the scene is saturated
+    (pure blue has a luminance of 0.07 and a value of 1), which reads as lifted shadows on one plane only.
+    """
+    def f():
+        v = b.x.max(axis=-1)
+        coarse_v = _area_downscale(v[..., None], 16)[..., 0].std(axis=(1, 2))
+        fine_v = np.sqrt(np.maximum(v.var(axis=(1, 2)) - coarse_v * coarse_v, 0.0))
+        return np.stack([contrast_bands(b), np.stack([coarse_v, fine_v], axis=1)], axis=1)
+
+    return b._get("light_bands", f)
+
+
 def _colorfulness(b: Batch) -> np.ndarray:
     """Hasler & Suesstrunk (2003) colourfulness on [0, 1] RGB (x255 for their scale), at <= 128 px.
 
