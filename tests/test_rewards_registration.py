@@ -132,3 +132,36 @@ def test_registration_in_chunks_equals_one_batch(monkeypatch):
     for f in ("A", "t", "agreement", "angle"):
         assert np.allclose(getattr(whole, f), getattr(parts, f), atol=1e-9), f
     assert RG.register(grids[:0], grids[:0], angles[:0]).A.shape == (0, 2, 2)
+
+
+def test_a_blended_second_exposure_is_not_a_cast_where_the_frames_line_up():
+    from pluralign.rewards.reference_degradations import degrade as reference_degrade
+    from pluralign.rewards.rules import cast_offset, pixel_offset
+
+    rules = load_rules()
+    v, _ = C.sample_view(C.load_photo("coffee"), 128, np.random.default_rng(1))
+    double = reference_degrade(v, "double_exposure", 0.8, np.random.default_rng(5))
+    f = _features([double, v], {"_cast"})["_cast"]
+    # the blend moves the frame's mean colour, and most pixels changed brightness each their own way
+    assert grey_world_offset(f[:1, :3], f[1:, :3])[0] > rules["color_cast"].threshold
+    assert pixel_offset(f[:1, 3:], f[1:, 3:])[0] == np.inf  # unregistered: too few comparable pixels, abstain
+    # registered as the same frame, the pixels that are left share no offset
+    assert cast_offset(f[:1], f[1:], np.array([True]))[0] < rules["color_cast"].threshold / 2
+    st = paired_statistics({"color_cast": rules["color_cast"]}, [double], [v])
+    assert st["color_cast"][0] < rules["color_cast"].threshold
+    cast = reference_degrade(v, "color_cast", 0.6, np.random.default_rng(1))  # cyan, across the scene's warm hue
+    assert paired_statistics({"color_cast": rules["color_cast"]}, [cast], [v])["color_cast"][0] > rules["color_cast"].threshold
+
+
+def test_flat_light_lifting_one_side_of_a_warm_scene_is_not_a_light_leak():
+    from pluralign.rewards.reference_degradations import degrade as reference_degrade
+
+    rules = load_rules()
+    leak_rule = {"light_leak": rules["light_leak"]}
+    for seed in (0, 2):
+        rng = np.random.default_rng(seed)
+        v, _ = C.sample_view(C.load_photo("coffee"), 128, rng)  # brown and warm: lifted shadows turn warmer
+        flat = reference_degrade(v, "flat_lighting", 0.9, rng)
+        leak = reference_degrade(v, "light_leak", 0.4, rng)
+        st = paired_statistics(leak_rule, [flat, leak], [v, v])["light_leak"]
+        assert st[0] < rules["light_leak"].threshold < st[1], seed

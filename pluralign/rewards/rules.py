@@ -278,7 +278,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "joint_difference":
         return (rule.direction * (a - o)).min(axis=1)
     if rule.statistic == "chroma_shift":
-        return cast_offset(a, o)
+        # without a registration, a and o are the window two registered frames share: lined up
+        return cast_offset(a, o, reg.confident if reg is not None else np.ones(len(a), dtype=bool))
     if rule.statistic == "centroid_shift":
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
@@ -295,15 +296,16 @@ def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
 
 
-def cast_offset(cast_a: np.ndarray, cast_o: np.ndarray) -> np.ndarray:
+def cast_offset(cast_a: np.ndarray, cast_o: np.ndarray, aligned: np.ndarray | None = None) -> np.ndarray:
     """The colour cast two :func:`cast_features` rows agree on: the smaller of the frame's grey-world offset
-    (:func:`grey_world_offset`) and the offset most pixels share (:func:`pixel_offset`).
+    (:func:`grey_world_offset`) and the offset most pixels share (:func:`pixel_offset`; ``aligned``: the
+    pairs whose pixels are known to line up, see there).
 
     Each alone reads other changes as a cast. A dark brown occluder or a blended second exposure moves the
     frame's mean colour, but only a minority of pixels, or each pixel its own way; re-saving a small image
     shifts single pixels' chroma but not the mean. A cast moves the mean and every pixel alike.
     """
-    return np.minimum(grey_world_offset(cast_a[:, :3], cast_o[:, :3]), pixel_offset(cast_a[:, 3:], cast_o[:, 3:]))
+    return np.minimum(grey_world_offset(cast_a[:, :3], cast_o[:, :3]), pixel_offset(cast_a[:, 3:], cast_o[:, 3:], aligned))
 
 
 def grey_world_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
@@ -325,7 +327,7 @@ def _chromaticity(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(_opponent(x), axis=1) / (y[:, None] + 0.02), y
 
 
-def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, iterations: int = 8) -> np.ndarray:
+def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, aligned: np.ndarray | None = None, iterations: int = 8) -> np.ndarray:
     """Length of the chromaticity offset most pixels share, beyond what changes each pixel's saturation alone.
 
     A desaturation, a fade or an exposure change moves a pixel's chromaticity along its own direction
@@ -337,6 +339,12 @@ def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, iterations: int = 8) ->
     brightness changed unlike the frame's. Where fewer than half the pixels are left, "most pixels" cannot
     be told, and the offset is infinite (no veto on :func:`grey_world_offset`): two generations of one seed
     often differ in layout, and a heavily clipped overexposure keeps few pixels with a colour.
+
+    ``aligned`` marks pairs the registration found to show the same content in the same place. There the
+    pixels are comparable by construction, and a pair whose pixels mostly changed brightness each their own
+    way is a blend or an overlay, not a cast: the offset comes from the pixels that are left (0 if none), and
+    the frame's mean alone never decides. A second exposure blended over the scene moves the mean colour
+    by the difference of the two scenes' colours, but no offset is shared by the pixels.
     """
     ca, ya = _chromaticity(grid_a)
     co, yo = _chromaticity(grid_o)
@@ -359,7 +367,11 @@ def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, iterations: int = 8) ->
         t = np.linalg.solve(m, np.einsum("np,nijp,njp->ni", w, proj, d)[..., None])[..., 0]
         r = np.einsum("nijp,njp->nip", proj, d - t[:, :, None])
         w = valid / np.maximum(np.linalg.norm(r, axis=1), 0.01)
-    return np.where(valid.mean(axis=1) >= 0.5, np.linalg.norm(t, axis=1), np.inf)
+    share = valid.mean(axis=1)
+    judged = share >= 0.5
+    if aligned is not None:
+        judged |= np.asarray(aligned, dtype=bool) & (share >= 0.1)
+    return np.where(judged, np.linalg.norm(t, axis=1), np.inf)
 
 
 @contextmanager
@@ -479,8 +491,9 @@ def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> n
 def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     """How much warmer and brighter I_a became at one edge of the frame than at the opposite edge, from
     two :func:`glow_field` features: the largest over the four edges of the change of ``(R - B) + luma``
-    in the outer quarter less that in the opposite quarter (and at most the gain at that edge), after
-    what one tone curve per plane explains (:func:`_tone_residual`). A light leak fogs one
+    in the outer quarter less that in the opposite quarter (and at most the gain at that edge, less any
+    darkening of the opposite edge), after what one tone curve per plane explains (:func:`_tone_residual`).
+    A light leak fogs one
     edge; a colour cast, an exposure change, a fade or a vignette changes opposite edges alike, or maps
     every cell by one curve, and scores about 0.
     """
@@ -495,9 +508,12 @@ def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
 
     (top, bottom, left, right), gains = edges(d), edges(raw)
     # the lit edge itself must gain light, before and after the regression: a dark occluder at the
-    # opposite edge is not a leak
-    sides = [np.minimum(np.minimum(e, e - opp), gain)
-             for (e, opp), gain in zip(((top, bottom), (bottom, top), (left, right), (right, left)), gains)]
+    # opposite edge is not a leak. Stray light only adds: where the opposite edge darkened, the light was
+    # moved from one side to the other (flat light lifting the shadows and dimming the highlights), and
+    # that darkening is taken off
+    opposite = dict(zip(range(4), (1, 0, 3, 2)))
+    sides = [np.minimum(np.minimum(e, e - opp), gains[i]) - np.maximum(-gains[opposite[i]], 0.0)
+             for i, (e, opp) in enumerate(((top, bottom), (bottom, top), (left, right), (right, left)))]
     return np.max(np.stack(sides, axis=1), axis=1)
 
 
