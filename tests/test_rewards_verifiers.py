@@ -334,6 +334,20 @@ def test_the_cast_rule_needs_most_pixels_to_move_not_only_the_mean():
     assert adheres(cast, x, "color_cast") and not adheres(occluded, x, "color_cast") and not adheres(muted, x, "color_cast")
 
 
+def test_a_cast_along_the_scenes_own_hue_is_not_read_as_a_desaturation():
+    from pluralign.rewards.reference_degradations import degrade as reference_degrade
+    from pluralign.rewards.rules import _features, pixel_offset
+
+    rule = load_rules()["color_cast"]
+    x, _ = C.sample_view(C.load_photo("coffee"), 128, np.random.default_rng(1))  # brown: one hue, many saturations
+    cast = reference_degrade(x, "color_cast", 0.6, np.random.default_rng(3))  # an orange white-balance error
+    f = _features([cast, x], {"_cast"})["_cast"]
+    # an orange cast moves each brown pixel along its own direction from grey, as a change of saturation
+    # would, but by the same amount whatever the pixel's saturation: the scale-and-offset fit tells them apart
+    assert pixel_offset(f[:1, 3:], f[1:, 3:])[0] > rule.threshold
+    assert adheres(cast, x, "color_cast")
+
+
 def test_a_vignette_darkens_every_corner_and_light_on_one_side_is_not_one(photo):
     from pluralign.rewards.reference_degradations import degrade as reference_degrade
     from pluralign.rewards.rules import _features, corner_falloff

@@ -328,23 +328,28 @@ def _chromaticity(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, aligned: np.ndarray | None = None, iterations: int = 8) -> np.ndarray:
-    """Length of the chromaticity offset most pixels share, beyond what changes each pixel's saturation alone.
+    """Length of the chromaticity offset most pixels share, beyond what a change of saturation explains.
 
-    A desaturation, a fade or an exposure change moves a pixel's chromaticity along its own direction
-    from grey (radially); a cast adds one offset to every pixel. So only the part of each pixel's change
-    across its own direction counts (all of it for near-grey pixels), and the offset ``t`` that best
-    explains those parts is fitted by iteratively reweighted least squares with L1 weights: a minority of
-    pixels that changed for another reason (an occluder, a blended second scene) does not move it.
-    Near-black and clipped pixels, whose colour says little, are left out, and so are pixels whose
-    brightness changed unlike the frame's. Where fewer than half the pixels are left, "most pixels" cannot
-    be told, and the offset is infinite (no veto on :func:`grey_world_offset`): two generations of one seed
-    often differ in layout, and a heavily clipped overexposure keeps few pixels with a colour.
+    A desaturation, a fade or a veil of light scales every pixel's chromaticity about grey by one factor;
+    a cast adds one offset to every pixel. So each pixel's change is fitted as ``s * c + t`` (its own
+    chromaticity ``c`` in I_o, one scale ``s`` and one offset ``t`` for the frame) by iteratively reweighted
+    least squares with L1 weights: a minority of pixels that changed for another reason (an occluder, a
+    blended second scene) does not move the fit. Pixels of one hue but different saturation tell the two
+    apart: a scale moves them in proportion to their chroma, an offset by the same amount. (Projecting
+    out each pixel's own direction from grey, as the rule did before, also removed a cast along the
+    scene's hue: a blue cast on a brown scene read as a desaturation.) Near-black and clipped pixels,
+    whose colour says little, are left out, and so are pixels whose brightness changed unlike the frame's.
+    Where fewer than half the pixels are left, "most pixels" cannot be told, and the offset is infinite
+    (no veto on :func:`grey_world_offset`): two generations of one seed often differ in layout, and a
+    heavily clipped overexposure keeps few pixels with a colour.
 
     ``aligned`` marks pairs the registration found to show the same content in the same place. There the
     pixels are comparable by construction, and a pair whose pixels mostly changed brightness each their own
-    way is a blend or an overlay, not a cast: the offset comes from the pixels that are left (0 if none), and
-    the frame's mean alone never decides. A second exposure blended over the scene moves the mean colour
-    by the difference of the two scenes' colours, but no offset is shared by the pixels.
+    way is a blend or an overlay, not a relighting: the offset comes from the pixels that are left (it
+    abstains only under a tenth), counting only what no change of saturation explains
+    (:func:`_offset_across`), and the frame's mean alone never decides. A second exposure blended over the
+    scene moves the mean colour by the difference of the two scenes' colours, but no offset is shared by
+    the pixels.
     """
     ca, ya = _chromaticity(grid_a)
     co, yo = _chromaticity(grid_o)
@@ -354,24 +359,47 @@ def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, aligned: np.ndarray | N
     # scene), not the same one under another light
     lift = np.log((ya + 0.02) / (yo + 0.02))
     valid &= np.abs(lift - np.median(lift, axis=1, keepdims=True)) < 0.15
-    d = ca - co
-    norm = np.linalg.norm(co, axis=1, keepdims=True)
-    u = co / np.maximum(norm, 1e-9)
-    radial = norm[:, 0] > 0.05  # chroma strong enough to have a direction
-    # per pixel, the projector onto the directions a change of saturation cannot move it along
-    proj = np.eye(2)[None, :, :, None] - radial[:, None, None, :] * u[:, :, None, :] * u[:, None, :, :]
-    w = valid.astype(np.float64)
-    t = np.zeros((len(grid_a), 2))
-    for _ in range(iterations):
-        m = np.einsum("np,nijp->nij", w, proj) + 1e-6 * np.eye(2)
-        t = np.linalg.solve(m, np.einsum("np,nijp,njp->ni", w, proj, d)[..., None])[..., 0]
-        r = np.einsum("nijp,njp->nip", proj, d - t[:, :, None])
-        w = valid / np.maximum(np.linalg.norm(r, axis=1), 0.01)
+    d = np.moveaxis(ca - co, 1, 2)  # N x P x 2
     share = valid.mean(axis=1)
-    judged = share >= 0.5
+    offset = np.where(share >= 0.5, _scale_and_offset(d, np.moveaxis(co, 1, 2), valid, iterations), np.inf)
     if aligned is not None:
-        judged |= np.asarray(aligned, dtype=bool) & (share >= 0.1)
-    return np.where(judged, np.linalg.norm(t, axis=1), np.inf)
+        blend = np.asarray(aligned, dtype=bool) & (share >= 0.1) & (share < 0.5)
+        if blend.any():
+            offset[blend] = _offset_across(d[blend], np.moveaxis(co, 1, 2)[blend], valid[blend], iterations)
+    return offset
+
+
+def _irls(design: np.ndarray, d: np.ndarray, valid: np.ndarray, iterations: int) -> np.ndarray:
+    """The parameters ``theta`` (N x k) minimising, per image, the sum over valid pixels of
+    ``|d_p - design_p @ theta|`` (``design``: N x P x 2 x k, ``d``: N x P x 2), by reweighted least squares."""
+    k = design.shape[-1]
+    w = valid.astype(np.float64)
+    theta = np.zeros((len(d), k))
+    for _ in range(iterations):
+        m = np.einsum("np,npki,npkj->nij", w, design, design) + 1e-6 * np.eye(k)
+        theta = np.linalg.solve(m, np.einsum("np,npki,npk->ni", w, design, d)[..., None])[..., 0]
+        r = d - np.einsum("npki,ni->npk", design, theta)
+        w = valid / np.maximum(np.linalg.norm(r, axis=2), 0.01)
+    return theta
+
+
+def _scale_and_offset(d: np.ndarray, c: np.ndarray, valid: np.ndarray, iterations: int) -> np.ndarray:
+    """|t| of the fit ``d_p = s * c_p + t`` (one saturation scale, one offset): the same surfaces under
+    another light."""
+    design = np.zeros((*d.shape[:2], 2, 3))
+    design[..., 0] = c
+    design[..., 0, 1] = design[..., 1, 2] = 1.0
+    return np.linalg.norm(_irls(design, d, valid, iterations)[:, 1:], axis=1)
+
+
+def _offset_across(d: np.ndarray, c: np.ndarray, valid: np.ndarray, iterations: int) -> np.ndarray:
+    """|t| of the fit of the changes across each pixel's own direction from grey only (all of it for
+    near-grey pixels): what no change of saturation, uniform or not, can explain. Used where most pixels
+    changed each their own way (a blend), so only unambiguous evidence of a cast counts."""
+    norm = np.linalg.norm(c, axis=2, keepdims=True)
+    u = np.where(norm > 0.05, c / np.maximum(norm, 1e-9), 0.0)  # chroma strong enough to have a direction
+    proj = np.eye(2) - u[..., :, None] * u[..., None, :]  # N x P x 2 x 2
+    return np.linalg.norm(_irls(proj, np.einsum("npij,npj->npi", proj, d), valid, iterations), axis=1)
 
 
 @contextmanager
