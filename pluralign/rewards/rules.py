@@ -359,47 +359,55 @@ def pixel_offset(grid_a: np.ndarray, grid_o: np.ndarray, aligned: np.ndarray | N
     # scene), not the same one under another light
     lift = np.log((ya + 0.02) / (yo + 0.02))
     valid &= np.abs(lift - np.median(lift, axis=1, keepdims=True)) < 0.15
-    d = np.moveaxis(ca - co, 1, 2)  # N x P x 2
+    d = ca - co  # N x 2 x P
     share = valid.mean(axis=1)
-    offset = np.where(share >= 0.5, _scale_and_offset(d, np.moveaxis(co, 1, 2), valid, iterations), np.inf)
+    offset = np.where(share >= 0.5, _scale_and_offset(d, co, valid, iterations), np.inf)
     if aligned is not None:
         blend = np.asarray(aligned, dtype=bool) & (share >= 0.1) & (share < 0.5)
         if blend.any():
-            offset[blend] = _offset_across(d[blend], np.moveaxis(co, 1, 2)[blend], valid[blend], iterations)
+            offset[blend] = _offset_across(d[blend], co[blend], valid[blend], iterations)
     return offset
 
 
-def _irls(design: np.ndarray, d: np.ndarray, valid: np.ndarray, iterations: int) -> np.ndarray:
-    """The parameters ``theta`` (N x k) minimising, per image, the sum over valid pixels of
-    ``|d_p - design_p @ theta|`` (``design``: N x P x 2 x k, ``d``: N x P x 2), by reweighted least squares."""
-    k = design.shape[-1]
-    w = valid.astype(np.float64)
-    theta = np.zeros((len(d), k))
-    for _ in range(iterations):
-        m = np.einsum("np,npki,npkj->nij", w, design, design) + 1e-6 * np.eye(k)
-        theta = np.linalg.solve(m, np.einsum("np,npki,npk->ni", w, design, d)[..., None])[..., 0]
-        r = d - np.einsum("npki,ni->npk", design, theta)
-        w = valid / np.maximum(np.linalg.norm(r, axis=2), 0.01)
-    return theta
-
-
 def _scale_and_offset(d: np.ndarray, c: np.ndarray, valid: np.ndarray, iterations: int) -> np.ndarray:
-    """|t| of the fit ``d_p = s * c_p + t`` (one saturation scale, one offset): the same surfaces under
-    another light."""
-    design = np.zeros((*d.shape[:2], 2, 3))
-    design[..., 0] = c
-    design[..., 0, 1] = design[..., 1, 2] = 1.0
-    return np.linalg.norm(_irls(design, d, valid, iterations)[:, 1:], axis=1)
+    """|t| of the L1 fit ``d_p = s * c_p + t`` over the valid pixels (``d``, ``c``: N x 2 x P): one saturation
+    scale and one offset, the same surfaces under another light. Reweighted least squares; the 3 x 3 normal
+    equations are written out (``[s, t_1, t_2]``)."""
+    w = valid.astype(np.float64)
+    n = len(d)
+    theta = np.zeros((n, 3))
+    cc = (c * c).sum(axis=1)  # N x P
+    cd = (c * d).sum(axis=1)
+    for _ in range(iterations):
+        sw, sc, sd = w.sum(axis=1), np.einsum("np,nkp->nk", w, c), np.einsum("np,nkp->nk", w, d)
+        m = np.zeros((n, 3, 3))
+        m[:, 0, 0] = (w * cc).sum(axis=1)
+        m[:, 0, 1:] = m[:, 1:, 0] = sc
+        m[:, 1, 1] = m[:, 2, 2] = sw
+        b = np.concatenate([(w * cd).sum(axis=1)[:, None], sd], axis=1)
+        theta = np.linalg.solve(m + 1e-6 * np.eye(3), b[..., None])[..., 0]
+        r = d - theta[:, 0, None, None] * c - theta[:, 1:, None]
+        w = valid / np.maximum(np.linalg.norm(r, axis=1), 0.01)
+    return np.linalg.norm(theta[:, 1:], axis=1)
 
 
 def _offset_across(d: np.ndarray, c: np.ndarray, valid: np.ndarray, iterations: int) -> np.ndarray:
-    """|t| of the fit of the changes across each pixel's own direction from grey only (all of it for
-    near-grey pixels): what no change of saturation, uniform or not, can explain. Used where most pixels
+    """|t| of the L1 fit of the changes across each pixel's own direction from grey only (all of the change
+    for near-grey pixels): what no change of saturation, uniform or not, can explain. Used where most pixels
     changed each their own way (a blend), so only unambiguous evidence of a cast counts."""
-    norm = np.linalg.norm(c, axis=2, keepdims=True)
-    u = np.where(norm > 0.05, c / np.maximum(norm, 1e-9), 0.0)  # chroma strong enough to have a direction
-    proj = np.eye(2) - u[..., :, None] * u[..., None, :]  # N x P x 2 x 2
-    return np.linalg.norm(_irls(proj, np.einsum("npij,npj->npi", proj, d), valid, iterations), axis=1)
+    norm = np.linalg.norm(c, axis=1, keepdims=True)
+    u = c / np.maximum(norm, 1e-9)
+    radial = norm[:, 0] > 0.05  # chroma strong enough to have a direction
+    # per pixel, the projector onto the directions a change of saturation cannot move it along
+    proj = np.eye(2)[None, :, :, None] - radial[:, None, None, :] * u[:, :, None, :] * u[:, None, :, :]
+    w = valid.astype(np.float64)
+    t = np.zeros((len(d), 2))
+    for _ in range(iterations):
+        m = np.einsum("np,nijp->nij", w, proj) + 1e-6 * np.eye(2)
+        t = np.linalg.solve(m, np.einsum("np,nijp,njp->ni", w, proj, d)[..., None])[..., 0]
+        r = np.einsum("nijp,njp->nip", proj, d - t[:, :, None])
+        w = valid / np.maximum(np.linalg.norm(r, axis=1), 0.01)
+    return np.linalg.norm(t, axis=1)
 
 
 @contextmanager
