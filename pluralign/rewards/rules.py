@@ -529,9 +529,8 @@ def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     two :func:`glow_field` features: the largest over the four edges of the change of ``(R - B) + luma``
     in the outer quarter less that in the opposite quarter (and at most the gain at that edge, less any
     darkening of the opposite edge), after what one tone curve per plane explains (:func:`_tone_residual`).
-    A light leak fogs one
-    edge; a colour cast, an exposure change, a fade or a vignette changes opposite edges alike, or maps
-    every cell by one curve, and scores about 0.
+    A light leak fogs one edge; a colour cast, an exposure change, a fade or a vignette changes opposite
+    edges alike, or maps every cell by one curve, and scores about 0.
     """
     g = GLOW_GRID
     # what one tone curve per plane explains is not a leak: regress I_a's cells on I_o's, keep the residual
@@ -547,7 +546,7 @@ def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     # opposite edge is not a leak. Stray light only adds: where the opposite edge darkened, the light was
     # moved from one side to the other (flat light lifting the shadows and dimming the highlights), and
     # that darkening is taken off
-    opposite = dict(zip(range(4), (1, 0, 3, 2)))
+    opposite = (1, 0, 3, 2)  # bottom, top, right, left
     sides = [np.minimum(np.minimum(e, e - opp), gains[i]) - np.maximum(-gains[opposite[i]], 0.0)
              for i, (e, opp) in enumerate(((top, bottom), (bottom, top), (left, right), (right, left)))]
     return np.max(np.stack(sides, axis=1), axis=1)
