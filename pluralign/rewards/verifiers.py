@@ -302,6 +302,16 @@ def _opponent(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return r - g, 0.5 * (r + g) - bl
 
 
+def _coarse_std(plane: np.ndarray) -> np.ndarray:
+    """Standard deviation of an ``N x H x W`` plane block-averaged to 16 pixels (the longer side)."""
+    return _area_downscale(plane[..., None], 16)[..., 0].std(axis=(1, 2))
+
+
+def _split_bands(coarse: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """``[coarse, fine]`` (N x 2): the fine band is the rest of the plane's variance beyond the coarse one."""
+    return np.stack([coarse, np.sqrt(np.maximum(variance - coarse * coarse, 0.0))], axis=1)
+
+
 def coarse_contrast(b: Batch) -> np.ndarray:
     """RMS contrast of luminance block-averaged to 16 pixels: the large-scale light and shadow.
 
@@ -309,7 +319,7 @@ def coarse_contrast(b: Batch) -> np.ndarray:
     texture; on grass or a star field, where texture carries almost all of the full-resolution
     contrast, only this coarse contrast shows the change.
     """
-    return b._get("coarse_contrast", lambda: _area_downscale(b.y[..., None], 16)[..., 0].std(axis=(1, 2)))
+    return b._get("coarse_contrast", lambda: _coarse_std(b.y))
 
 
 def contrast_bands(b: Batch) -> np.ndarray:
@@ -319,9 +329,7 @@ def contrast_bands(b: Batch) -> np.ndarray:
     within the 16-pixel blocks). A faded, low-contrast look compresses both alike; flat light
     removes the coarse band and keeps texture; a blur removes the fine band and keeps the layout.
     """
-    coarse = coarse_contrast(b)
-    fine = np.sqrt(np.maximum(b.y_stats[:, 1] - coarse * coarse, 0.0))
-    return np.stack([coarse, fine], axis=1)
+    return _split_bands(coarse_contrast(b), b.y_stats[:, 1])
 
 
 def light_bands(b: Batch) -> np.ndarray:
@@ -335,9 +343,7 @@ def light_bands(b: Batch) -> np.ndarray:
     """
     def f():
         v = b.x.max(axis=-1)
-        coarse_v = _area_downscale(v[..., None], 16)[..., 0].std(axis=(1, 2))
-        fine_v = np.sqrt(np.maximum(v.var(axis=(1, 2)) - coarse_v * coarse_v, 0.0))
-        return np.stack([contrast_bands(b), np.stack([coarse_v, fine_v], axis=1)], axis=1)
+        return np.stack([contrast_bands(b), _split_bands(_coarse_std(v), v.var(axis=(1, 2)))], axis=1)
 
     return b._get("light_bands", f)
 
