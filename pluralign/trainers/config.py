@@ -73,6 +73,11 @@ class DPOTrainConfig:
                                      "chosen rows only either way)", choices=("all", "chosen"))
     prediction_type: str = option("auto", "training target; auto follows the scheduler",
                                   choices=("auto", "epsilon", "v_prediction", "flow_matching"))
+    loss_space: str = option("native", "where prediction errors are measured: native (the family's own target) or "
+                             "velocity (epsilon families: each error divided by sqrt(alpha_bar_t), the v-prediction loss, "
+                             "which weighs the noisiest timesteps, where composition and global colour are decided, as "
+                             "much as the rest instead of by their near-zero SNR). Applies to every term of the "
+                             "objective; flow-matching families accept only native", choices=("native", "velocity"))
     # flow-matching families (SD3/3.5, Flux.1)
     weighting_scheme: str = option("logit_normal", "how flow-matching timesteps are drawn (diffusers "
                                    "compute_density_for_timestep_sampling): uniform, logit_normal (SD3 paper) or mode",

@@ -359,6 +359,16 @@ def _dpo_predictions(p: Plan, s: RunState, noisy, t, cond):
     return pred[:n], ref[:n], (pred[n:] if null_policy else None), (ref[n:] if null_ref else None)
 
 
+def _in_loss_space(scale: torch.Tensor | None, *tensors):
+    """Each prediction (or target) times its row's ``scale`` (``Objective.error_scale``), so every squared error
+    of the objective is measured in ``loss_space``; None tensors stay None. Tensors with fewer rows than
+    ``scale`` (the null-prompt rows of the chosen half) take its first rows, the timesteps they were drawn at."""
+    if scale is None:
+        return tensors
+    return tuple(None if x is None else x * scale[:x.shape[0]].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+                 for x in tensors)
+
+
 def _optimizer(c: DPOTrainConfig, params):
     kw = {"lr": c.learning_rate, "betas": (c.adam_beta1, c.adam_beta2), "weight_decay": c.adam_weight_decay,
           "eps": c.adam_epsilon}
@@ -494,6 +504,7 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
         getattr(pipe, name).requires_grad_(False)
     pipe.to(accelerator.device)
     objective = objective_from_config(pipe.scheduler, c)
+    objective.error_scale(torch.zeros(1, dtype=torch.long), c.loss_space)  # an unsupported loss_space fails before encoding
     terms = IntentLossConfig.from_config(c)
     data = _encode_dataset(p, pipe, run.indices, terms)
     if weight_dtype != torch.float32:
@@ -599,15 +610,17 @@ def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
             noise, t = pair_noise(x_w, s.objective, gen, **span)
         noisy = s.objective.add_noise(x0, noise, t)
         target = s.objective.target(x0, noise, t)
+        scale = s.objective.error_scale(t, c.loss_space)
         if c.method == "dpo":
-            pred, ref_pred, null_pred, null_ref = _dpo_predictions(p, s, noisy, t, cond)
+            pred, ref_pred, null_pred, null_ref = _in_loss_space(scale, *_dpo_predictions(p, s, noisy, t, cond))
+            target = _in_loss_space(scale, target)[0]
             loss, stats = intent_dpo_loss(pred, ref_pred, target, anti=s.data["anti"][idx],
                                           ordinary=s.data["ordinary"][idx], terms=s.terms, null_pred=null_pred,
                                           null_ref=null_ref)
             s.split.append(split_stats(pred, ref_pred, target, kinds=[s.data["kinds"][i] for i in idx],
                                        categories=[s.data["categories"][i] for i in idx], terms=s.terms))
         else:
-            pred = fam.denoise(s.model, noisy, t, cond)
+            pred, target = _in_loss_space(scale, fam.denoise(s.model, noisy, t, cond), target)
             loss, stats = sft_loss(pred, target)
         problem = _non_finite(loss, stats, pred, target)
         if problem:
