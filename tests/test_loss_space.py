@@ -73,3 +73,17 @@ def test_trainer_hands_every_term_its_errors_in_velocity_space(tiny_pipeline_dir
     for key in ("null_pred", "null_ref"):
         torch.testing.assert_close(vel[key], nat[key] * per_row[:m, 0].reshape(shape))
     assert runs["native"].metrics["loss"] != runs["velocity"].metrics["loss"]
+
+
+def test_velocity_share_sits_between_the_eps_and_the_v_loss():
+    sched = DDPMScheduler(beta_schedule="linear")
+    obj = objective_for(sched)
+    t = torch.tensor([0, 200, 650, 999])
+    a = sched.alphas_cumprod[t]
+    snr = a / (1 - a)
+    for share in (0.0, 0.25, 1.0):
+        # x0 errors count SNR * scale^2 times: SNR + share
+        torch.testing.assert_close(snr * obj.error_scale(t, "velocity", share) ** 2, snr + share, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(obj.error_scale(t, "velocity", 0.0), torch.ones(4))
+    with pytest.raises(ValueError, match="velocity_share 0.5 needs an eps-prediction model"):
+        objective_for(DDPMScheduler(prediction_type="v_prediction")).error_scale(t, "velocity", 0.5)

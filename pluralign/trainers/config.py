@@ -78,6 +78,9 @@ class DPOTrainConfig:
                              "which weighs the noisiest timesteps, where composition and global colour are decided, as "
                              "much as the rest instead of by their near-zero SNR). Applies to every term of the "
                              "objective; flow-matching families accept only native", choices=("native", "velocity"))
+    velocity_share: float = option(1.0, "with loss_space velocity on an epsilon model: x0 errors are weighted by SNR + "
+                                   "velocity_share, so 1 is the v loss, 0 the eps loss, and values between give the "
+                                   "noisiest timesteps part of the v loss's weight", min=0, max=1)
     # flow-matching families (SD3/3.5, Flux.1)
     weighting_scheme: str = option("logit_normal", "how flow-matching timesteps are drawn (diffusers "
                                    "compute_density_for_timestep_sampling): uniform, logit_normal (SD3 paper) or mode",

@@ -30,9 +30,10 @@ class Objective:
     def target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def error_scale(self, timesteps: torch.Tensor, loss_space: str) -> torch.Tensor | None:
-        """Per-sample factors ``[N]`` that turn a prediction error into an error in ``loss_space``, or None
-        when the objective's own target already is that space (``native``, or a matching prediction type)."""
+    def error_scale(self, timesteps: torch.Tensor, loss_space: str, share: float = 1.0) -> torch.Tensor | None:
+        """Per-sample factors ``[N]`` that turn a prediction error into an error in ``loss_space`` (``share``: see
+        :class:`EpsilonObjective`), or None when the objective's own target already is that space (``native``, or a
+        matching prediction type)."""
         if loss_space == "native":
             return None
         raise ValueError(f"loss_space {loss_space!r} is not available for the {self.name} objective; use native")
@@ -56,17 +57,22 @@ class EpsilonObjective(_DDPMObjective):
     def target(self, x0, noise, timesteps):
         return noise
 
-    def error_scale(self, timesteps, loss_space):
+    def error_scale(self, timesteps, loss_space, share=1.0):
         """``velocity``: 1/sqrt(alpha_bar_t). The velocity ``v = sqrt(a) eps - sqrt(1-a) x0`` of a model that
         predicts eps is off by exactly ``eps_error / sqrt(a)``, so scaled errors are the errors of the
         v-prediction loss. Why it matters: measured on x0, an eps error weighs each timestep by its SNR,
         which is near 0 at the noisy steps that decide composition and global colour (SNR 0.01 at t = 650
         on a linear beta schedule against 2 at t = 200); the v loss weighs x0 errors by 1 + SNR, never
-        below 1, so those steps are learnt as well."""
+        below 1, so those steps are learnt as well.
+
+        ``share`` c in [0, 1] weighs x0 errors by SNR + c instead, a scale of sqrt(1 + c / SNR): 1 is the v
+        loss, 0 the eps loss, and values between give the noisiest steps a part of the v loss's weight."""
         if loss_space != "velocity":
-            return super().error_scale(timesteps, loss_space)
-        a = self.scheduler.alphas_cumprod.to(timesteps.device)[timesteps.long()]
-        return a.float().rsqrt()
+            return super().error_scale(timesteps, loss_space, share)
+        a = self.scheduler.alphas_cumprod.to(timesteps.device)[timesteps.long()].float()
+        if share == 1.0:
+            return a.rsqrt()
+        return (1 + share * (1 - a) / a).sqrt()
 
 
 class VPredictionObjective(_DDPMObjective):
@@ -75,8 +81,11 @@ class VPredictionObjective(_DDPMObjective):
     def target(self, x0, noise, timesteps):
         return self.scheduler.get_velocity(x0, noise, timesteps.to(x0.device))
 
-    def error_scale(self, timesteps, loss_space):
-        return None if loss_space == "velocity" else super().error_scale(timesteps, loss_space)
+    def error_scale(self, timesteps, loss_space, share=1.0):
+        if loss_space == "velocity" and share != 1.0:
+            raise ValueError(f"velocity_share {share} needs an eps-prediction model; a v-prediction model's loss "
+                             "already is the v loss (velocity_share 1)")
+        return None if loss_space == "velocity" else super().error_scale(timesteps, loss_space, share)
 
 
 FLOW_WEIGHTINGS = ("uniform", "logit_normal", "mode")

@@ -504,7 +504,7 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
         getattr(pipe, name).requires_grad_(False)
     pipe.to(accelerator.device)
     objective = objective_from_config(pipe.scheduler, c)
-    objective.error_scale(torch.zeros(1, dtype=torch.long), c.loss_space)  # an unsupported loss_space fails before encoding
+    objective.error_scale(torch.zeros(1, dtype=torch.long), c.loss_space, c.velocity_share)  # fails before encoding
     terms = IntentLossConfig.from_config(c)
     data = _encode_dataset(p, pipe, run.indices, terms)
     if weight_dtype != torch.float32:
@@ -610,7 +610,7 @@ def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
             noise, t = pair_noise(x_w, s.objective, gen, **span)
         noisy = s.objective.add_noise(x0, noise, t)
         target = s.objective.target(x0, noise, t)
-        scale = s.objective.error_scale(t, c.loss_space)
+        scale = s.objective.error_scale(t, c.loss_space, c.velocity_share)
         if c.method == "dpo":
             pred, ref_pred, null_pred, null_ref = _in_loss_space(scale, *_dpo_predictions(p, s, noisy, t, cond))
             target = _in_loss_space(scale, target)[0]
