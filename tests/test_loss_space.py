@@ -59,7 +59,8 @@ def test_trainer_hands_every_term_its_errors_in_velocity_space(tiny_pipeline_dir
         monkeypatch.setattr(trainer_mod, "intent_dpo_loss", spy(space))
         runs[space] = train(cfg(tmp_path / space, tiny_pipeline_dir("sd"), max_steps=1, loss_space=space,
                                 sft_weight=10.0, guided_sft_scale=3.0, preserve_weight=10.0, preserve_null_weight=10.0,
-                                preserve_null_rows="chosen", export_kohya=False))
+                                preserve_null_rows="chosen", export_kohya=False,
+                                cache_dir=str(tmp_path / "cache")))  # the second run reuses the first one's latents
     nat, vel = seen["native"], seen["velocity"]
     ratio = vel["target"] / nat["target"]  # per row: the scale, the same in every element
     per_row = ratio.reshape(ratio.shape[0], -1)
