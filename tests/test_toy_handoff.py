@@ -10,7 +10,7 @@ import torch
 from pluralign.toy.handoff import _Handoff
 
 
-def _images(call, k=None):
+def _images(call):
     out = call("a red circle", num_inference_steps=3, guidance_scale=2.0, height=32, width=32,
                generator=torch.Generator().manual_seed(0), output_type="np")
     return out.images[0]

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 
 from pluralign.config import option, parse, run_module
+from pluralign.eval.generate import load_pipeline
 
 from . import paths, world
 from .checker import ContentChecker
@@ -41,10 +42,8 @@ class HandoffConfig:
 
 
 def _pipeline(name: str):
-    from diffusers import StableDiffusionPipeline
-
     path = {"base": paths.base_dir(), "aligned": paths.aligned_dir()}.get(name, name)
-    pipe = StableDiffusionPipeline.from_pretrained(str(path), safety_checker=None)
+    pipe = load_pipeline(str(path))  # the eval's loader: a missing or broken directory gets its clear error
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -612,8 +612,8 @@ def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
         target = s.objective.target(x0, noise, t)
         scale = s.objective.error_scale(t, c.loss_space, c.velocity_share)
         if c.method == "dpo":
-            pred, ref_pred, null_pred, null_ref = _in_loss_space(scale, *_dpo_predictions(p, s, noisy, t, cond))
-            target = _in_loss_space(scale, target)[0]
+            pred, ref_pred, null_pred, null_ref, target = _in_loss_space(scale, *_dpo_predictions(p, s, noisy, t, cond),
+                                                                         target)
             loss, stats = intent_dpo_loss(pred, ref_pred, target, anti=s.data["anti"][idx],
                                           ordinary=s.data["ordinary"][idx], terms=s.terms, null_pred=null_pred,
                                           null_ref=null_ref)
