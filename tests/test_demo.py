@@ -78,7 +78,7 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     assert onpolicy["prompt_pairs"] == 3 and onpolicy["rows"] == 2 * onpolicy["accepted"]
     rows = results["training"]["intent_dpo"]["rows_by_kind"]
     n_anti = 6 + onpolicy["accepted"]
-    assert rows["anti"] == rows["mirror"] == n_anti and rows["general"] == 2 * n_anti  # anti_fraction 0.5
+    assert rows["anti"] == rows["mirror"] == n_anti and not rows.get("general")  # anti_fraction 1.0: no ordinary pairs
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     md = (out / "report.md").read_text()
@@ -106,10 +106,12 @@ def test_training_rows_use_the_same_scenes_for_every_method():
                                          over_attributes=list(world.ATTRIBUTES)), "intent")
     over = [r for r in with_over if r["source"] == "toy:world_over"]
     assert len(over) == 3 and len(with_over) == 2 * (8 + 3)  # items 0-3: blurry (severity 1.0) gets none
-    assert len(training_rows(DemoConfig(intent_items=4, over_severity=1.0), "aesthetic")) == 16
+    assert len(training_rows(DemoConfig(intent_items=4, anti_fraction=0.5, over_severity=1.0), "aesthetic")) == 16
+    # the demo's default anti_fraction 1.0: no ordinary pairs at all
+    assert len(training_rows(DemoConfig(intent_items=4, over_severity=1.0), "aesthetic")) == 8
     # semantic_repeat repeats the on-policy rows for the intent adapter only; the ordinary pairs keep the ratio
     onpolicy = [{**r, "source": "onpolicy"} for r in intent[:2]]
-    twice = training_rows(DemoConfig(intent_items=4, semantic_repeat=2), "intent", onpolicy)
+    twice = training_rows(DemoConfig(intent_items=4, anti_fraction=0.5, semantic_repeat=2), "intent", onpolicy)
     assert sum(r["source"] == "onpolicy" for r in twice) == 4 and len(twice) == 2 * (8 + 4)
     assert sum(r["source"] == "onpolicy" for r in training_rows(DemoConfig(intent_items=4, semantic_repeat=2),
                                                                 "sft", onpolicy)) == 1
@@ -138,7 +140,7 @@ def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, 
         assert (out / "runs" / {"dpo_aesthetic": "aesthetic", "sft_anti": "sft"}[name] / "adapter").is_dir()
     # the same scenes and budget: aesthetic DPO sees as many rows as intent DPO, SFT only the anti rows
     t = results["training"]
-    assert t["dpo_aesthetic"]["rows"] == t["intent_dpo"]["rows"] == 16 and t["sft_anti"]["rows_by_kind"] == {"anti": 4}
+    assert t["dpo_aesthetic"]["rows"] == t["intent_dpo"]["rows"] == 8 and t["sft_anti"]["rows_by_kind"] == {"anti": 4}
     md = (out / "report.md").read_text()
     assert "| dpo_aesthetic |" in md and "| sft_anti |" in md and "beats baselines" in md
 

@@ -5,7 +5,7 @@ anti-aesthetic requests and an *aligned* one after "universal aesthetic" Diffusi
 does not. The demo
 
 1. evaluates the base and the aligned model on the toy suite (paired I_o / I_a, same seed);
-2. builds intent-conditioned pairs (anti + mirror) mixed with ordinary aesthetic pairs: for the pixel
+2. builds intent-conditioned pairs (anti + mirror), optionally mixed with ordinary aesthetic pairs: for the pixel
    attributes from the world's degradations, for the semantic ones (decay, unfinished, bleak: scene
    content no pixel operation fakes) on-policy, sampled from the base model and picked best-of-K by the
    toy scorer (``pluralign data generate``);
@@ -111,8 +111,11 @@ class DemoConfig:
         factory=lambda: ["underexposed", "overexposed", "muted", "noisy", "low_contrast", "color_cast", "small_subject"],
         help="attributes that get over-degradation rows: those whose degradation, pushed further, erases the subject "
              "(off_center only moves it further out; blurry is rendered at full severity already)", choices=ATTRIBUTES)
-    anti_fraction: float = option(0.5, "share of intent (anti + mirror) rows in the training mix; the rest are "
-                                  "ordinary aesthetic pairs", min=0.01, max=1.0)
+    anti_fraction: float = option(1.0, "share of intent (anti + mirror) rows in the training mix; the rest are "
+                                  "ordinary aesthetic pairs. 1.0 (none): the mirror rows and the preserve terms keep "
+                                  "ordinary prompts where they were, and every step's rows teach the request; with the "
+                                  "recipe's batch of 4 it beat 0.5 at batch 8 by 4.3 points of validation adherence "
+                                  "(docs/toy.md, round 17)", min=0.01, max=1.0)
     data_seed: int = option(2000, "seed of the training scenes", min=0, max=2**32 - 1)
     weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve",
                                  min=0, max=4)
