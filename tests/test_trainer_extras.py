@@ -123,14 +123,14 @@ def test_guided_scale_without_sft_term_skips_the_null_pass(tiny_pipeline_dir, tm
     from pluralign.trainers import trainer
 
     calls = {"n": 0}
-    real = trainer._dpo_predictions
+    real = trainer._reference_predictions
 
     def counted(*a, **k):
-        pred, ref, null_pred, null_ref = real(*a, **k)
-        calls["n"] += null_ref is not None
-        return pred, ref, null_pred, null_ref
+        out = real(*a, **k)
+        calls["n"] += sum(null_ref is not None for _, null_ref in out)
+        return out
 
-    monkeypatch.setattr(trainer, "_dpo_predictions", counted)
+    monkeypatch.setattr(trainer, "_reference_predictions", counted)
     model = tiny_pipeline_dir("sd")
     train(cfg(tmp_path / "off", model, max_steps=1, export_kohya=False, guided_sft_scale=6.0))
     assert calls["n"] == 0

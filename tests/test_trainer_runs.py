@@ -34,11 +34,13 @@ def _env(tmp):
 
 def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path):
     """Every run goes through the CLI in its own process, as a user's would: uninterrupted, killed with
-    SIGKILL after its second checkpoint, then resumed with ``--resume_from_checkpoint latest``."""
+    SIGKILL after its second checkpoint, then resumed with ``--resume_from_checkpoint latest``. The reference
+    runs ahead in chunks of 3 micro-steps, so the resume lands inside a chunk and must recompute all of it."""
     model = tiny_pipeline_dir("sd")
     common = dict(max_steps=6, checkpointing_steps=2, checkpoints_total_limit=5, learning_rate=2e-3, dropout=0.1,
                   export_kohya=False, cache_dir=str(tmp_path / "cache"), train_batch_size=2, rank=4, alpha=4,
-                  report_to="none", lr_warmup_steps=0, dataset="builtin:shapes")
+                  report_to="none", lr_warmup_steps=0, dataset="builtin:shapes",
+                  reference_chunk=3)  # chunks [0, 3) and [3, 6): the resume at step 2 or 4 starts inside one
 
     def command(out, *extra):
         args = [sys.executable, "-m", "pluralign.train", "--pretrained_model", str(model), "--output_dir", str(out)]

@@ -103,6 +103,11 @@ class DPOTrainConfig:
     train_batch_size: int = option(2, "pairs per micro-step per process", min=1, max=4096)
     gradient_accumulation_steps: int = option(1, "micro-steps per optimizer step", min=1, max=4096)
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
+    reference_chunk: int = option(1, "DPO: micro-steps whose frozen-reference predictions are computed together, in "
+                                  "one no-grad call ahead of them (their pairs, noise and timesteps depend only on "
+                                  "the step number). Fewer adapter switches and larger calls; costs K times one "
+                                  "reference call's activations. Chunks start at multiples of K, so a resumed run "
+                                  "stays exact", min=1, max=4096)
     mixed_precision: str = option("no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
     optimizer: str = option("adamw", "adamw (torch) or adamw8bit (bitsandbytes)", choices=("adamw", "adamw8bit"))
     adam_beta1: float = option(0.9, "Adam β1", min=0, lt=1)

@@ -47,6 +47,7 @@ from .loss import IntentLossConfig, intent_dpo_loss, merge_split_stats, per_samp
 from .manifest import NAME as MANIFEST
 from .manifest import clear_run, dataset_fingerprint, new_manifest, read_manifest, trajectory_changes, write_manifest
 from .objectives import objective_from_config, pair_noise, shared_noise
+from .reference import ReferenceAhead
 
 
 class NonFiniteLossError(RuntimeError):
@@ -331,32 +332,51 @@ def _batch(p: Plan, pipe, data: dict, idx: list[int], device, dtype):
     return x_w.to(**to), (x_l.to(**to) if x_l is not None else None), {k: v.to(**to) for k, v in cond.items()}
 
 
-def _dpo_predictions(p: Plan, s: RunState, noisy, t, cond):
-    """The policy's and the frozen reference's predictions on the step's noisy latents, under the
-    rows' prompts and, when the objective needs them (see IntentLossConfig), under the null prompt.
+def _with_null_rows(p: Plan, s: RunState, noisy, t, cond):
+    """The step's prompted rows, followed by its null-prompt rows when the objective needs them (see
+    IntentLossConfig): the null rows are every row, or with ``preserve_null_rows: chosen`` the first half (the
+    batch is ``[chosen, rejected]``); the guided SFT term reads only those, and the null anchor is the same mean on
+    fewer rows. Each process takes its own chosen half, so N processes still anchor the rows 1 process would.
 
-    The null-prompt rows ride in the same batch as the prompted ones: one policy call (with gradients)
-    and one reference call per step instead of up to four. Each row's prediction is its own whatever
-    the batch (every layer acts per sample; only float rounding may differ), and fewer, larger calls
-    keep the cores busier: the toy demo's step took 0.150 s instead of 0.196 s.
-    The null-prompt rows are every row, or with ``preserve_null_rows: chosen`` the first half (the batch is
-    ``[chosen, rejected]``): the guided SFT term reads only those, and the null anchor is the same mean on fewer
-    rows. Each process takes its own chosen half, so N processes still anchor the rows 1 process would.
-    Returns ``pred, ref_pred, null_pred, null_ref`` (the null ones None when not needed)."""
-    n = noisy.shape[0]
-    null_ref, null_policy = s.terms.needs_null_reference, s.terms.needs_null_policy  # the policy's implies the reference's
-    prompted = (noisy, t, cond)
-    both = prompted
-    if null_ref:
-        m = n // 2 if p.config.preserve_null_rows == "chosen" else n
-        null = {k: v.to(device=noisy.device, dtype=noisy.dtype).expand(m, *v.shape[1:])
-                for k, v in s.data["null_cond"].items()}
-        both = (torch.cat([noisy, noisy[:m]]), torch.cat([t, t[:m]]),
-                {k: torch.cat([v, null[k]]) for k, v in cond.items()})
-    pred = p.family.denoise(s.model, *(both if null_policy else prompted))
+    The null-prompt rows ride in the same batch as the prompted ones: one policy call (with gradients) and one
+    reference call instead of up to four. Each row's prediction is its own whatever the batch (every layer acts
+    per sample; only float rounding may differ), and fewer, larger calls keep the cores busier: the toy demo's
+    step took 0.150 s instead of 0.196 s."""
+    if not s.terms.needs_null_reference:
+        return noisy, t, cond
+    m = noisy.shape[0] // 2 if p.config.preserve_null_rows == "chosen" else noisy.shape[0]
+    null = {k: v.to(device=noisy.device, dtype=noisy.dtype).expand(m, *v.shape[1:]) for k, v in s.data["null_cond"].items()}
+    return torch.cat([noisy, noisy[:m]]), torch.cat([t, t[:m]]), {k: torch.cat([v, null[k]]) for k, v in cond.items()}
+
+
+def _policy_predictions(p: Plan, s: RunState, inputs: StepInputs):
+    """The policy's predictions on the step's rows (with gradients), and under the null prompt when the
+    objective needs them (else None)."""
+    n = inputs.noisy.shape[0]
+    prompted = (inputs.noisy, inputs.t, inputs.cond)
+    pred = p.family.denoise(s.model, *(_with_null_rows(p, s, *prompted) if s.terms.needs_null_policy else prompted))
+    return pred[:n], (pred[n:] if s.terms.needs_null_policy else None)
+
+
+def _reference_predictions(p: Plan, s: RunState, steps: list[StepInputs]) -> list[tuple]:
+    """The frozen reference's predictions for one or more micro-steps in one no-grad call with the adapters
+    off (``reference_chunk``, see :mod:`.reference`): ``(ref, null_ref)`` per step, ``null_ref`` None when the
+    objective needs no null-prompt rows."""
+    rows = [_with_null_rows(p, s, i.noisy, i.t, i.cond) for i in steps]
+    if len(rows) == 1:
+        noisy, t, cond = rows[0]
+    else:
+        noisy, t = torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+        cond = {k: torch.cat([r[2][k] for r in rows]) for k in rows[0][2]}
     with torch.no_grad(), adapters_disabled(s.unwrapped), s.accelerator.autocast():
-        ref = p.family.denoise(dist.forward_module(s.accelerator, s.model, s.unwrapped), *both)
-    return pred[:n], ref[:n], (pred[n:] if null_policy else None), (ref[n:] if null_ref else None)
+        ref = p.family.denoise(dist.forward_module(s.accelerator, s.model, s.unwrapped), noisy, t, cond)
+    out, start = [], 0
+    for i, r in zip(steps, rows):
+        n, size = i.noisy.shape[0], r[0].shape[0]
+        ref_i = ref[start:start + size]
+        out.append((ref_i[:n], ref_i[n:] if s.terms.needs_null_reference else None))
+        start += size
+    return out
 
 
 def _in_loss_space(scale: torch.Tensor | None, *tensors):
@@ -460,6 +480,20 @@ class RunState:
     split: list[dict] = field(default_factory=list)    # per-micro-step split_stats sums of the current optimizer step
     step_t0: float = 0.0
     grad_norm: float | None = None
+    ahead: ReferenceAhead | None = None  # the reference's predictions for the micro-steps of the current chunk
+
+
+@dataclass
+class StepInputs:
+    """One micro-step's rows (``idx``), noisy latents, timesteps, conditioning, target and loss-space scale
+    (``Objective.error_scale``; None in the native space). Under DPO every tensor holds ``[chosen; rejected]``."""
+
+    idx: list[int]
+    noisy: torch.Tensor
+    t: torch.Tensor
+    cond: dict[str, torch.Tensor]
+    target: torch.Tensor
+    scale: torch.Tensor | None
 
 
 def _train_one(p: Plan, run: AdapterRun) -> TrainResult:
@@ -586,41 +620,58 @@ def _start_tracking(p: Plan, run: AdapterRun, s: RunState) -> None:
     s.step_t0 = time.perf_counter()
 
 
-def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
-    """One micro-batch: draw pairs, noise and timesteps, run the forward passes the objective needs,
-    backpropagate, and step the optimizer when accelerate says the accumulation is complete."""
-    c, fam, acc = p.config, p.family, s.accelerator
+def _step_inputs(p: Plan, s: RunState, k: int) -> StepInputs:
+    """What micro-step ``k`` reads that the weights do not change: its pairs, from the data position it
+    starts at; noise and timesteps, drawn for the global micro-batch from a generator seeded by (seed, k) on
+    every process, each process taking its slice (N processes x B pairs follow exactly the draws of 1 process x
+    N*B pairs); the noisy latents, the target and the rows' loss-space scale."""
+    c, acc = p.config, s.accelerator
     n_proc, rank = acc.num_processes, acc.process_index
     per_micro = c.train_batch_size * n_proc
-    idx = s.sampler.take(s.position, per_micro)[rank * c.train_batch_size:(rank + 1) * c.train_batch_size]
-    s.position += per_micro
+    position = s.position + (k - s.micro_step) * per_micro
+    idx = s.sampler.take(position, per_micro)[rank * c.train_batch_size:(rank + 1) * c.train_batch_size]
+    x_w, x_l, cond = _batch(p, s.pipe, s.data, idx, acc.device, s.weight_dtype)
+    gen = torch.Generator().manual_seed(_step_seed(c.seed, k))
+    span = {"offset": rank * c.train_batch_size, "total": per_micro}
+    if c.method == "dpo":
+        x0, noise, t = shared_noise(x_w, x_l, s.objective, gen, **span)
+        cond = {key: torch.cat([v, v]) for key, v in cond.items()}
+    else:
+        x0 = x_w
+        noise, t = pair_noise(x_w, s.objective, gen, **span)
+    return StepInputs(idx=idx, noisy=s.objective.add_noise(x0, noise, t), t=t, cond=cond,
+                      target=s.objective.target(x0, noise, t),
+                      scale=s.objective.error_scale(t, c.loss_space, c.velocity_share))
+
+
+def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
+    """One micro-batch: its inputs (and under DPO the reference's predictions, computed ahead for a chunk of
+    micro-steps), the policy's forward pass, backpropagation, and the optimizer step when accelerate says the
+    accumulation is complete."""
+    c, fam, acc = p.config, p.family, s.accelerator
+    if c.method == "dpo":
+        if s.ahead is None:
+            s.ahead = ReferenceAhead(c.reference_chunk, lambda k: _step_inputs(p, s, k),
+                                     lambda steps: _reference_predictions(p, s, steps))
+        inputs, (ref_pred, null_ref) = s.ahead.take(s.micro_step)
+    else:
+        inputs = _step_inputs(p, s, s.micro_step)
+    idx = inputs.idx
+    s.position += c.train_batch_size * acc.num_processes
+    s.micro_step += 1
     with acc.accumulate(s.model):
-        x_w, x_l, cond = _batch(p, s.pipe, s.data, idx, acc.device, s.weight_dtype)
-        # noise and timesteps are drawn for the global micro-batch from a generator seeded by (seed,
-        # micro-step) on every process, and each process takes its slice: N processes x B pairs
-        # follow exactly the draws of 1 process x N*B pairs
-        gen = torch.Generator().manual_seed(_step_seed(c.seed, s.micro_step))
-        span = {"offset": rank * c.train_batch_size, "total": per_micro}
-        s.micro_step += 1
         if c.method == "dpo":
-            x0, noise, t = shared_noise(x_w, x_l, s.objective, gen, **span)
-            cond = {k: torch.cat([v, v]) for k, v in cond.items()}
-        else:
-            x0 = x_w
-            noise, t = pair_noise(x_w, s.objective, gen, **span)
-        noisy = s.objective.add_noise(x0, noise, t)
-        target = s.objective.target(x0, noise, t)
-        scale = s.objective.error_scale(t, c.loss_space, c.velocity_share)
-        if c.method == "dpo":
-            pred, ref_pred, null_pred, null_ref, target = _in_loss_space(scale, *_dpo_predictions(p, s, noisy, t, cond),
-                                                                         target)
+            pred, null_pred = _policy_predictions(p, s, inputs)
+            pred, ref_pred, null_pred, null_ref, target = _in_loss_space(inputs.scale, pred, ref_pred, null_pred,
+                                                                         null_ref, inputs.target)
             loss, stats = intent_dpo_loss(pred, ref_pred, target, anti=s.data["anti"][idx],
                                           ordinary=s.data["ordinary"][idx], terms=s.terms, null_pred=null_pred,
                                           null_ref=null_ref)
             s.split.append(split_stats(pred, ref_pred, target, kinds=[s.data["kinds"][i] for i in idx],
                                        categories=[s.data["categories"][i] for i in idx], terms=s.terms))
         else:
-            pred, target = _in_loss_space(scale, fam.denoise(s.model, noisy, t, cond), target)
+            pred, target = _in_loss_space(inputs.scale, fam.denoise(s.model, inputs.noisy, inputs.t, inputs.cond),
+                                          inputs.target)
             loss, stats = sft_loss(pred, target)
         problem = _non_finite(loss, stats, pred, target)
         if problem:
