@@ -65,3 +65,19 @@ def test_the_held_out_run_measures_every_rule_on_every_applied_attribute_and_ben
     for e in s["rules"].values():
         assert e["n_neg"] == len(H.BENIGN_EDITS) and e["fpr_by_edit"]["identity"] == 0.0
     assert all(set(row) == set(s["applied"]) for row in s["confusion"].values())
+
+
+def test_photos_from_files_are_degraded_like_the_bundled_ones_and_a_missing_one_is_named(tmp_path):
+    """Rules can be checked on photos no rule was ever looked at on: image files in place of scikit-image names."""
+    from PIL import Image
+
+    coffee = C.load_photo("coffee")
+    Image.fromarray((coffee * 255).round().astype(np.uint8)).save(tmp_path / "mine.png")
+    assert np.array_equal(C.load_photo(str(tmp_path / "mine.png")), coffee)
+    s = H.run(H.HoldoutConfig(sizes=[64], n_per_size=1, photos=[str(tmp_path / "mine.png")]), progress=False)
+    assert s["config"]["photos"] == [str(tmp_path / "mine.png")]
+    assert set(s["rules"]) == set(load_rules())
+    with pytest.raises(FileNotFoundError, match="nothere.jpg: no such file"):
+        C.load_photo(str(tmp_path / "nothere.jpg"))
+    with pytest.raises(ValueError, match="'not_a_photo'"):
+        C.load_photo("not_a_photo")
