@@ -1,7 +1,6 @@
 """The frozen reference computed ahead for chunks of micro-steps (``reference_chunk``)."""
 
 import pytest
-import torch
 from test_trainer_helpers import cfg
 
 from pluralign.trainers import train

@@ -17,7 +17,8 @@ micro-step costs at most K - 1 unused reference rows.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def chunk_of(step: int, size: int) -> range:
