@@ -10,7 +10,7 @@
 # sampling the 1-minute load average every 5 s. Writes a JSON record (default
 # benchmarks/results/fresh_clone.json in the source repository) and prints a Markdown summary: commit,
 # date, nproc, CPU model, and per stage the wall seconds and the load before, during (min-max) and after;
-# plus the demo's own stage_seconds and pytest's summary line. The README quotes this output and nothing
+# plus the demo's own stage_seconds, its denoiser speed probe and pytest's summary line. The README quotes this output and nothing
 # else. Any other process on the machine slows both torch jobs, so the load is part of every number.
 set -euo pipefail
 
@@ -86,7 +86,8 @@ for line in (work / "stages.tsv").read_text().splitlines():
 demo = clone / "outputs" / "demo" / "results.json"
 if demo.is_file():
     r = json.loads(demo.read_text())
-    record["demo"] = {"wall_seconds": r.get("wall_seconds"), "stage_seconds": r.get("stage_seconds")}
+    record["demo"] = {"wall_seconds": r.get("wall_seconds"), "stage_seconds": r.get("stage_seconds"),
+                      "denoiser_ms_per_latent": r.get("denoiser_ms_per_latent")}
 tests_log = work / "tests.log"
 if tests_log.is_file():
     summary = [line for line in tests_log.read_text().splitlines() if re.search(r"\d+ (passed|failed)", line)]
@@ -102,6 +103,9 @@ for name, s in record["stages"].items():
 if "demo" in record:
     st = record["demo"]["stage_seconds"] or {}
     print("\ndemo stages (results.json): " + ", ".join(f"{k} {v:.0f} s" for k, v in st.items()))
+    speed = record["demo"].get("denoiser_ms_per_latent") or {}
+    if speed:
+        print("denoiser speed (results.json): " + ", ".join(f"{k} {v:.2f} ms per latent" for k, v in speed.items()))
 if record.get("tests", {}).get("pytest_summary"):
     print(f"pytest: {record['tests']['pytest_summary']}")
 print(f"\nrecord: {output}; logs: {work}")

@@ -70,8 +70,12 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     assert list(results["stage_load_average"]) == list(stages)
     assert all(len(v) == 2 and all(x is None or x >= 0 for x in v) for v in results["stage_load_average"].values())
     assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cores_available"] >= 1
+    # and the machine's speed, probed on the denoiser before the first and the last stage
+    speed = results["denoiser_ms_per_latent"]
+    assert list(speed) == ["start", "before_eval_dial"] and all(0 < v < 1000 for v in speed.values())
     report = (out / "report.md").read_text()
     assert f"eval_base {stages['eval_base']:.0f} s" in report and "torch threads" in report
+    assert f"denoiser {speed['start']:.2f} ms per latent at the start" in report
     assert results["training"]["intent_dpo"]["steps"] == 2
     # on-policy pairs: one prompt per semantic attribute, 2 candidates each way from the base model
     onpolicy = results["onpolicy_pairs"]

@@ -268,6 +268,32 @@ def _load(path: Path):
     return pipe
 
 
+def denoiser_speed(pipe, batch: int, calls: int = 3) -> float:
+    """Milliseconds per latent of a no-grad call of ``pipe``'s UNet on ``batch`` random latents (the eval's
+    shape: a row's two prompts under guidance are four latents), the median of ``calls`` after a warm-up.
+
+    The demo's stage times measure the machine as much as the code: on the 2-core machine the same sampling
+    stage took 1.4 times as long two hours apart. This probe costs about a second and goes into results.json
+    and the reports, so a run that took long says whether its machine was slow: divide a stage's seconds by it
+    to compare runs."""
+    import torch
+
+    unet = pipe.unet
+    g = torch.Generator().manual_seed(0)
+    side = unet.config.sample_size
+    x = torch.randn(batch, unet.config.in_channels, side, side, generator=g)
+    cond = torch.randn(batch, 32, unet.config.cross_attention_dim, generator=g)
+    t = torch.full((batch,), 500)
+    times = []
+    with torch.no_grad():
+        for i in range(calls + 1):
+            t0 = time.perf_counter()
+            unet(x, t, cond)
+            if i:  # the first call warms up
+                times.append(time.perf_counter() - t0)
+    return round(sorted(times)[len(times) // 2] / batch * 1000, 3)
+
+
 def _evaluate(pipe, rows, checker, judge, out: Path, cfg: DemoConfig, sampling: dict, adapter: Path | None,
               weights: list[float], wandb_run=None, adapter_name: str = "intent") -> dict:
     ecfg = EvalConfig(adapter=str(adapter) if adapter else None, adapter_name=adapter_name, weights=weights, suite="toy",
@@ -559,6 +585,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
 
     step("evaluating the base model", "eval_base")
     base = _load(paths.base_dir())
+    speed = {"start": denoiser_speed(base, 4 * cfg.batch_size)}
     base_eval = _evaluate(base, rows, checker, judge, out / "eval" / "base", cfg, sampling, None, [])
 
     onpolicy, onpolicy_logs, intent_dir = [], [], None
@@ -586,6 +613,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
                          dir=os.environ["WANDB_DIR"], reinit="finish_previous")
     step("evaluating the aligned model and the adapter dial", "eval_dial")
     aligned = _load(paths.aligned_dir())
+    speed["before_eval_dial"] = denoiser_speed(aligned, 4 * cfg.batch_size)
     intent_eval = _evaluate(aligned, rows, checker, judge, out / "eval" / "intent_dpo", cfg, sampling, intent_dir,
                             list(cfg.weights), wandb_run=run)
 
@@ -624,6 +652,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
         "stage_seconds": stage_seconds,
         "stage_load_average": {k: v for k, v in stage_loads.items() if k in stage_seconds},  # closed stages
         "machine": machine(),
+        "denoiser_ms_per_latent": speed,  # the machine's speed at two points of the run (denoiser_speed)
         "wall_seconds": None,
     }
     results["targets"] = check_targets(variants, results["dial_curve"], results["category_curves"])
@@ -654,8 +683,9 @@ def _load_average() -> float | None:
 
 def timing_line(results: dict) -> str:
     """``Wall time 450 s: eval_base 33 s, ..., eval_dial 104 s (1-min load average 0.6 at start, 0.6–1.9 at stage
-    edges; 2 cores, 2 torch threads).`` for the reports: the same run on a loaded machine can take twice as
-    long, and this says which stage paid."""
+    edges; 2 cores, 2 torch threads; denoiser 1.20 ms per latent at the start, 1.25 ms per latent before eval
+    dial).`` for the reports: the same run on a loaded or slower machine can take twice as long, and this says
+    which stage paid and how fast the machine was."""
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in (results.get("stage_seconds") or {}).items())
     loads = [v for pair in (results.get("stage_load_average") or {}).values() for v in pair if v is not None]
     m = results.get("machine") or {}
@@ -664,6 +694,10 @@ def timing_line(results: dict) -> str:
         extra.append(f"1-min load average {loads[0]:.1f} at start, {min(loads):.1f}–{max(loads):.1f} at stage edges")
     if m:
         extra.append(f"{m.get('cores_available')} cores, {m.get('torch_threads')} torch threads")
+    speed = results.get("denoiser_ms_per_latent") or {}
+    if speed:
+        extra.append("denoiser " + ", ".join(f"{v:.2f} ms per latent {k.replace('_', ' ').replace('start', 'at the start')}"
+                                             for k, v in speed.items()))
     return f"Wall time {results['wall_seconds']:.0f} s" + (f": {stages}" if stages else "") + \
         (f" ({'; '.join(extra)})" if extra else "") + "."
 
