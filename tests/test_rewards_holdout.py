@@ -81,3 +81,8 @@ def test_photos_from_files_are_degraded_like_the_bundled_ones_and_a_missing_one_
         C.load_photo(str(tmp_path / "nothere.jpg"))
     with pytest.raises(ValueError, match="'not_a_photo'"):
         C.load_photo("not_a_photo")
+    (tmp_path / "other").mkdir()
+    Image.fromarray((coffee * 255).round().astype(np.uint8)).save(tmp_path / "other" / "mine.png")
+    with pytest.raises(ValueError, match=r"two photos share a name \(\['mine'\]\)"):
+        H.run(H.HoldoutConfig(sizes=[64], n_per_size=1,
+                              photos=[str(tmp_path / "mine.png"), str(tmp_path / "other" / "mine.png")]), progress=False)

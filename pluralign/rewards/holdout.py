@@ -71,7 +71,11 @@ def measure(cfg: HoldoutConfig, attributes: list[str], rules: dict[str, Rule], *
     soon as it is made and its images dropped, so 1024 px pairs never pile up in memory.
     """
     rng = np.random.default_rng(cfg.seed)
-    photos = {Path(p).stem: load_photo(p) for p in cfg.photos}
+    stems = [Path(p).stem for p in cfg.photos]
+    if len(set(stems)) != len(stems):  # pairs are recorded by name: two photos of one name would merge
+        raise ValueError(f"photos: two photos share a name ({sorted({n for n in stems if stems.count(n) > 1})}); "
+                         "rename or copy one so every photo's file name is distinct")
+    photos = {n: load_photo(p) for n, p in zip(stems, cfg.photos)}
     names = list(photos)
     pairs: list[dict] = []
     hits: dict[str, list[np.ndarray]] = {r: [] for r in rules}

@@ -282,7 +282,7 @@ def denoiser_speed(pipe, batch: int, calls: int = 3) -> float:
     g = torch.Generator().manual_seed(0)
     side = unet.config.sample_size
     x = torch.randn(batch, unet.config.in_channels, side, side, generator=g)
-    cond = torch.randn(batch, 32, unet.config.cross_attention_dim, generator=g)
+    cond = torch.randn(batch, pipe.tokenizer.model_max_length, unet.config.cross_attention_dim, generator=g)
     t = torch.full((batch,), 500)
     times = []
     with torch.no_grad():

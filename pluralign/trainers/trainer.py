@@ -480,7 +480,7 @@ class RunState:
     split: list[dict] = field(default_factory=list)    # per-micro-step split_stats sums of the current optimizer step
     step_t0: float = 0.0
     grad_norm: float | None = None
-    ahead: ReferenceAhead | None = None  # the reference's predictions for the micro-steps of the current chunk
+    ahead: ReferenceAhead | None = None  # under DPO: the reference's predictions for the current chunk's micro-steps
 
 
 @dataclass
@@ -556,11 +556,15 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
                              gradient_accumulation_steps=c.gradient_accumulation_steps, max_grad_norm=c.max_grad_norm)
     _check_sharded_options(c, accelerator)
     model, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
-    return RunState(accelerator=accelerator, pipe=pipe, model=model, unwrapped=accelerator.unwrap_model(model),
-                    params=params, optimizer=optimizer, lr_scheduler=lr_scheduler, objective=objective, terms=terms,
-                    data=data, weight_dtype=weight_dtype, ckpt_root=run.run_dir / "checkpoints",
-                    sampler=PairSampler(len(run.indices), c.seed),
-                    ema=WeightEMA(params, c.ema_decay) if c.ema_decay else None)
+    s = RunState(accelerator=accelerator, pipe=pipe, model=model, unwrapped=accelerator.unwrap_model(model),
+                 params=params, optimizer=optimizer, lr_scheduler=lr_scheduler, objective=objective, terms=terms,
+                 data=data, weight_dtype=weight_dtype, ckpt_root=run.run_dir / "checkpoints",
+                 sampler=PairSampler(len(run.indices), c.seed),
+                 ema=WeightEMA(params, c.ema_decay) if c.ema_decay else None)
+    if c.method == "dpo":
+        s.ahead = ReferenceAhead(c.reference_chunk, lambda k: _step_inputs(p, s, k),
+                                 lambda steps: _reference_predictions(p, s, steps))
+    return s
 
 
 def _check_sharded_options(c: DPOTrainConfig, accelerator) -> None:
@@ -650,9 +654,6 @@ def _micro_step(p: Plan, run: AdapterRun, s: RunState) -> None:
     accumulation is complete."""
     c, fam, acc = p.config, p.family, s.accelerator
     if c.method == "dpo":
-        if s.ahead is None:
-            s.ahead = ReferenceAhead(c.reference_chunk, lambda k: _step_inputs(p, s, k),
-                                     lambda steps: _reference_predictions(p, s, steps))
         inputs, (ref_pred, null_ref) = s.ahead.take(s.micro_step)
     else:
         inputs = _step_inputs(p, s, s.micro_step)
