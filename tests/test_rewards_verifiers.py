@@ -450,3 +450,40 @@ def test_the_shipped_implied_thresholds_match_the_taxonomy():
     for attr, entry in table.items():
         expected = {b for b in shown if b != attr and attr in taxonomy.IMPLIES.get(b, ())}
         assert set(entry.get("given", {})) == expected, attr
+
+
+def _colour_grid(seed=0, n=1):
+    """N random sRGB colours on the 32 x 32 grid of cast_features (N x 3P), every channel below 0.9."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.05, 0.9, size=(n, 3 * 32 * 32))
+
+
+def _linear(c):
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _encode(lin):
+    lin = np.clip(lin, 0, 1)
+    return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+
+
+def test_muted_reads_lost_colour_not_colour_clipped_to_white_by_an_overexposure():
+    from pluralign.rewards.rules import unclipped_chroma_change
+
+    grid = _colour_grid()
+
+    def hsv_saturation(g):
+        rgb = g.reshape(3, -1)
+        return float(np.mean((rgb.max(0) - rgb.min(0)) / rgb.max(0)))
+
+    over = _encode(_linear(grid) * 4.0)  # +2 EV in linear light: the brighter part of the frame clips
+    clipped = float((over.reshape(3, -1).max(axis=0) >= 0.97).mean())
+    assert 0.3 < clipped < 0.95
+    assert np.log(hsv_saturation(over) / hsv_saturation(grid)) < -0.15  # what the whole frame's saturation sees
+    assert abs(unclipped_chroma_change(over, grid, 0.02)[0]) < 0.01
+    darker = _encode(_linear(grid) * 0.25)  # -2 EV: nothing clips, every cell keeps its share
+    assert abs(unclipped_chroma_change(darker, grid, 0.02)[0]) < 1e-6
+    y = grid.reshape(3, -1).T @ np.array([0.2126, 0.7152, 0.0722])
+    muted = (0.5 * grid.reshape(3, -1) + 0.5 * y[None]).reshape(1, -1)  # halfway to grey
+    assert unclipped_chroma_change(muted, grid, 0.02)[0] < -0.3
+    assert unclipped_chroma_change(np.ones_like(grid), grid, 0.02)[0] == 0.0  # blown to white: nothing measured

@@ -29,6 +29,9 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``chroma_shift`` length of the colour offset that the frame's grey-world mean and most of its pixels
   agree on, beyond what a change of saturation explains (a cast in any hue, not a fade to grey, not
   an occluder)
+* ``unclipped_chroma`` the log change of the share of the light that is colour, in linear light, on the
+  cells of a 32 x 32 grid that neither image clips at the white point (muted: less colour for the light;
+  an overexposure clips colour to white, which is the exposure's doing, and leaves the other cells' share)
 * ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
   spectrum onto I_a's (Fourier-Mellin registration)
 * ``zoom``         the log magnification that best maps I_o onto I_a (template matching over
@@ -78,7 +81,7 @@ from .verifiers import (
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "max_difference", "spectral_smear", "isotropic_loss",
-              "corner_falloff", "chroma_shift",
+              "corner_falloff", "chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
@@ -100,7 +103,7 @@ FEATURES = {
     "_glow": glow_field,
     "_grain_scales": grain_scales,
 }
-_BY_STATISTIC = {"chroma_shift": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
+_BY_STATISTIC = {"chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "corner_falloff": "_glow",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
@@ -144,7 +147,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "overexposed": ("value", "joint_difference", +1, 0.0),
     "low_contrast": ("contrast", "band_drop", -1, 0.005),
     "flat_lighting": ("contrast", "coarse_drop", -1, 0.001),
-    "muted": ("saturation", "log_ratio", -1, 0.02),
+    "muted": ("saturation", "unclipped_chroma", -1, 0.02),
     "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "abs_difference", +1, 0.0),
     "vignette": ("vignetting", "corner_falloff", -1, 0.0),
@@ -280,6 +283,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "chroma_shift":
         # without a registration, a and o are the window two registered frames share: lined up
         return cast_offset(a, o, reg.confident if reg is not None else np.ones(len(a), dtype=bool))
+    if rule.statistic == "unclipped_chroma":
+        return rule.direction * unclipped_chroma_change(a[:, 3:], o[:, 3:], rule.eps)
     if rule.statistic == "centroid_shift":
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
@@ -294,6 +299,44 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
 def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     """``direction * log((a + eps) / (o + eps))``, elementwise (negative measurements count as 0)."""
     return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
+
+
+# sRGB level at which a channel may have been cut off at the sensor's white point (8-bit 248)
+CLIP_LEVEL = 0.97
+
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function inverted (IEC 61966-2-1): encoded values in [0, 1] to linear light."""
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def chroma_share(grid: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The share of the light that is colour, ``sum(max - min) / sum(max)`` over the channels of each kept
+    cell of a :func:`cast_features` sRGB grid (N x 3P), in linear light: N values in [0, 1], 0 where no cell
+    is kept.
+
+    Both sums scale with the light, so a change of exposure leaves the share as it was on every cell it does
+    not clip, and dark cells weigh as little as the light they hold (a per-pixel ratio would be noise there).
+    """
+    lin = _srgb_to_linear(grid.reshape(len(grid), 3, -1))
+    hi, lo = lin.max(axis=1), lin.min(axis=1)
+    return ((hi - lo) * keep).sum(axis=1) / ((hi * keep).sum(axis=1) + 1e-6)
+
+
+def unclipped_chroma_change(grid_a: np.ndarray, grid_o: np.ndarray, eps: float) -> np.ndarray:
+    """``log`` of the change of :func:`chroma_share` from I_o to I_a on the grid cells neither image clips.
+
+    A muted image holds less colour for its light. An overexposed one pushes its brightest channels past the
+    white point, and a clipped pixel turns toward white: its colour is lost to the exposure, not to a request
+    for muted colour, and in linear light the cells that stay below the white point keep their share. So
+    only those are compared; with none left (a frame blown to white) the change is 0, nothing measured.
+    """
+    n = len(grid_a)
+    top_a = grid_a.reshape(n, 3, -1).max(axis=1)
+    top_o = grid_o.reshape(n, 3, -1).max(axis=1)
+    keep = (top_a < CLIP_LEVEL) & (top_o < CLIP_LEVEL)
+    return np.log(chroma_share(grid_a, keep) + eps) - np.log(chroma_share(grid_o, keep) + eps)
 
 
 def cast_offset(cast_a: np.ndarray, cast_o: np.ndarray, aligned: np.ndarray | None = None) -> np.ndarray:
