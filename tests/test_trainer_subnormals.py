@@ -1,10 +1,20 @@
 """Training runs with subnormal floats flushed to zero (``trainer.subnormals_flushed``), and only while it runs."""
 
+import pytest
 import torch
 from test_trainer_helpers import cfg
 
 from pluralign.trainers import train
 from pluralign.trainers import trainer as T
+
+
+def _cpu_can_flush() -> bool:
+    supported = torch.set_flush_denormal(True)
+    torch.set_flush_denormal(False)
+    return supported
+
+
+needs_flush = pytest.mark.skipif(not _cpu_can_flush(), reason="this CPU cannot flush subnormals (no SSE3 or AArch64)")
 
 
 def _subnormal_survives() -> bool:
@@ -20,6 +30,7 @@ def test_a_saturated_dpo_factor_is_subnormal_without_the_flush():
     assert 0.0 < g < torch.finfo(torch.float32).tiny
 
 
+@needs_flush
 def test_training_flushes_subnormals_and_restores_them(tiny_pipeline_dir, tmp_path, monkeypatch):
     seen = []
     micro = T._micro_step
@@ -35,6 +46,7 @@ def test_training_flushes_subnormals_and_restores_them(tiny_pipeline_dir, tmp_pa
     assert _subnormal_survives()  # the process's default is back after training
 
 
+@needs_flush
 def test_the_flush_is_restored_when_training_fails():
     try:
         with T.subnormals_flushed():
