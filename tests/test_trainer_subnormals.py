@@ -48,10 +48,7 @@ def test_training_flushes_subnormals_and_restores_them(tiny_pipeline_dir, tmp_pa
 
 @needs_flush
 def test_the_flush_is_restored_when_training_fails():
-    try:
-        with T.subnormals_flushed():
-            assert not _subnormal_survives()
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        pass
+    with pytest.raises(KeyboardInterrupt), T.subnormals_flushed():
+        assert not _subnormal_survives()
+        raise KeyboardInterrupt
     assert _subnormal_survives()
