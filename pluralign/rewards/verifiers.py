@@ -139,6 +139,10 @@ class Batch:
         return self._get("planes", lambda: np.ascontiguousarray(np.moveaxis(self.x, -1, 1)))
 
     @property
+    def value(self) -> np.ndarray:  # N x H x W brightest channel (HSV value)
+        return self._get("value", lambda: _channel_max(self.planes, axis=1))
+
+    @property
     def planes256(self) -> np.ndarray:  # N x 3 x h x w, longer side <= 256 (chromatic aberration)
         def f():
             if max(self.x.shape[1:3]) <= 256:
@@ -150,6 +154,13 @@ class Batch:
     @property
     def y128(self) -> np.ndarray:  # luminance, longer side <= 128 (edge orientation, rotation spectrum)
         return self._get("y128", lambda: _area_downscale(self.y[..., None], 128)[..., 0])
+
+
+def _channel_max(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``x.max(axis)`` over a 3-channel axis as two elementwise maxima: the same values, about ten times faster
+    than numpy's reduction, which runs a strided inner loop of length 3 per pixel."""
+    c = np.moveaxis(x, axis, 0)
+    return np.maximum(np.maximum(c[0], c[1]), c[2])
 
 
 def _second_diff(a: np.ndarray, axis: int, step: int) -> np.ndarray:
@@ -279,7 +290,7 @@ def _value(b: Batch) -> np.ndarray:
     More light raises every channel, so it raises this as it raises luminance; a fade of colour
     towards grey at constant value (HSV desaturation) raises the luminance of saturated pixels
     without adding light, and leaves this unchanged."""
-    return b.thumb.max(axis=-1).mean(axis=(1, 2))
+    return _channel_max(b.thumb).mean(axis=(1, 2))
 
 
 def _highlight_clipping(b: Batch) -> np.ndarray:
@@ -342,7 +353,7 @@ def light_bands(b: Batch) -> np.ndarray:
     (pure blue has a luminance of 0.07 and a value of 1), which reads as lifted shadows on one plane only.
     """
     def f():
-        v = b.x.max(axis=-1)
+        v = b.value
         return np.stack([contrast_bands(b), _split_bands(_coarse_std(v), v.var(axis=(1, 2)))], axis=1)
 
     return b._get("light_bands", f)
@@ -680,7 +691,7 @@ def glow_field(b: Batch) -> np.ndarray:
             t = t[:, (np.arange(max(h, g)) * h) // max(h, g)][:, :, (np.arange(max(w, g)) * w) // max(w, g)]
             h, w = t.shape[1:3]
         ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)  # first row / column of each cell
-        planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, t.max(axis=-1)], axis=1).astype(np.float64)  # N x 3 x h x w
+        planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, _channel_max(t)], axis=1).astype(np.float64)  # N x 3 x h x w
         cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
         counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
         return (cells / counts).reshape(n, -1)
