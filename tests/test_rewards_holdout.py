@@ -7,7 +7,7 @@ import pytest
 from pluralign.rewards import calibrate as C
 from pluralign.rewards import holdout as H
 from pluralign.rewards.reference_degradations import degrade as reference_degrade
-from pluralign.rewards.rules import Rule, _features, adherence_table, edge_glow, load_rules
+from pluralign.rewards.rules import Rule, _features, _tone_residual, adherence_table, edge_glow, load_rules
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,31 @@ def test_edge_glow_sees_a_leak_at_one_edge_and_not_a_cast_over_the_frame(view):
     glow = edge_glow(g[:3], g[3:])
     assert glow[0] > 0.1 and abs(glow[1]) < 0.03
     assert glow[2] < 0.03  # a fade dims the bright side as it lifts the dark one: light moved, none added
+
+
+def _overexpose(x: np.ndarray, gain: float) -> np.ndarray:
+    """Linear light times ``gain``, clipped at 1 (sRGB decode and encode written out here)."""
+    lin = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    lin = np.minimum(lin * gain, 1.0)
+    return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+@pytest.mark.parametrize("gain", [4.0, 5.7])
+def test_an_overexposed_smooth_sky_along_one_edge_is_not_a_leak(gain):
+    # a smooth sky over textured ground with the same mean in every column: clipping moves the sky's cells
+    # more than the ground's, which a tone curve fitted on cell means reads as light added along the top
+    rng = np.random.default_rng(0)
+    share = np.linspace(0.2, 0.8, 128)[None, :, None]
+    ground = np.where(rng.random((128, 128, 1)) < share, 0.9, 0.1)
+    sky = np.broadcast_to(0.1 + 0.8 * share, (128, 128, 1))
+    img = (np.where(np.arange(128)[:, None, None] < 32, sky, ground) * np.array([0.8, 0.85, 1.0])).astype(np.float32)
+    g = _features([_overexpose(img, gain), img], {"_glow"})["_glow"]
+    threshold = load_rules()["light_leak"].threshold
+    assert edge_glow(g[:1], g[1:])[0] < 0.25 * threshold
+    on_means = _tone_residual(g[:1], g[1:])[0, :2].sum(axis=0)  # the fit on cell means, which vignette keeps
+    per_pixel = _tone_residual(g[:1], g[1:], per_pixel=True)[0, :2].sum(axis=0)
+    assert on_means[:2].mean() - on_means[-2:].mean() > threshold  # the top edge "gained light"
+    assert abs(per_pixel[:2].mean() - per_pixel[-2:].mean()) < 0.25 * threshold
 
 
 def test_an_implied_attribute_is_held_to_its_given_threshold_in_a_row_that_requests_the_implying_one(view):

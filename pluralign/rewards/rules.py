@@ -506,19 +506,31 @@ def isotropic_loss(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: in
         return np.nan_to_num(out, nan=0.0)
 
 
-def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
+def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray, *, per_pixel: bool = False) -> np.ndarray:
     """N x planes x g x g: what is left of I_a's :func:`glow_field` planes after regressing each on I_o's
-    with one tone curve per plane, a quadratic in I_o's cell value.
+    with one tone curve per plane, a quadratic in I_o's value.
 
     A fade, a desaturation or an exposure change maps every cell of a plane by one curve, whatever its
     place in the frame. The curve is quadratic because exposure bends it: the highlights clip, so a
     brightened scene's brightest cells gain less than an affine map predicts, and the residual would
     otherwise sit wherever the scene was brightest (an edge, the centre) and read as a leak or a vignette.
+
+    ``per_pixel`` applies the quadratic to every pixel rather than to the cell means: its regressors are
+    I_o's cell means and cell means of squares, whose combination is exactly what such a curve makes of a
+    cell. Without it a bending curve leaves a residual wherever cells are smooth, since a smooth cell's mean
+    follows the curve and a textured one's falls below it (Jensen's inequality): an overexposed photo with a
+    clear sky along its top edge then shows that edge warmer and brighter than the rest.
     """
     g = GLOW_GRID
-    a, o = glow_a.reshape(len(glow_a), -1, g * g), glow_o.reshape(len(glow_o), -1, g * g)
-    z = (o - o.mean(axis=2, keepdims=True)) / (o.std(axis=2, keepdims=True) + 1e-6)  # standardised: a well-posed fit
-    x = np.stack([np.ones_like(z), z, z * z], axis=-1)  # N x planes x cells x 3
+    planes = glow_a.reshape(len(glow_a), -1, g * g).shape[1] // 2
+    a = glow_a.reshape(len(glow_a), -1, g * g)[:, :planes]
+    o = glow_o.reshape(len(glow_o), -1, g * g)
+
+    def standardised(v):  # a well-posed fit
+        return (v - v.mean(axis=2, keepdims=True)) / (v.std(axis=2, keepdims=True) + 1e-6)
+
+    z = standardised(o[:, :planes])
+    x = np.stack([np.ones_like(z), z, standardised(o[:, planes:]) if per_pixel else z * z], axis=-1)  # N x planes x cells x 3
     coef = np.linalg.solve(np.einsum("npki,npkj->npij", x, x) + 1e-9 * np.eye(3), np.einsum("npki,npk->npi", x, a)[..., None])
     return (a - (x @ coef)[..., 0]).reshape(len(glow_a), -1, g, g)
 
@@ -571,13 +583,13 @@ def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     """How much warmer and brighter I_a became at one edge of the frame than at the opposite edge, from
     two :func:`glow_field` features: the largest over the four edges of the change of ``(R - B) + luma``
     in the outer quarter less that in the opposite quarter (and at most the gain at that edge, less any
-    darkening of the opposite edge), after what one tone curve per plane explains (:func:`_tone_residual`).
-    A light leak fogs one edge; a colour cast, an exposure change, a fade or a vignette changes opposite
+    darkening of the opposite edge), after what one tone curve per plane, applied to every pixel, explains
+    (:func:`_tone_residual`). A light leak fogs one edge; a colour cast, an exposure change, a fade or a vignette changes opposite
     edges alike, or maps every cell by one curve, and scores about 0.
     """
     g = GLOW_GRID
     # what one tone curve per plane explains is not a leak: regress I_a's cells on I_o's, keep the residual
-    d = _tone_residual(glow_a, glow_o)[:, :2].sum(axis=1)
+    d = _tone_residual(glow_a, glow_o, per_pixel=True)[:, :2].sum(axis=1)
     raw = (glow_a - glow_o).reshape(len(glow_a), -1, g, g)[:, :2].sum(axis=1)
     q = max(1, g // 4)
 

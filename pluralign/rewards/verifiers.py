@@ -675,12 +675,18 @@ GLOW_GRID = 8  # cells per side of the light-leak field
 
 
 def glow_field(b: Batch) -> np.ndarray:
-    """Warmth, luminance and HSV value on an 8 x 8 grid of cells: N x 3 x 8 x 8 (``R - B``, luma, the
-    brightest channel), cell means.
+    """Warmth, luminance and HSV value on an 8 x 8 grid of cells: N x 6 x 8 x 8, the cell means of the three
+    planes (``R - B``, luma, the brightest channel) and then the cell means of their squares.
 
     A light leak is fog from stray light entering at one edge of the frame: warm (orange-red) and
     additive, strongest at that edge and fading across; a vignette darkens the corners. The paired
     rules compare two of these fields, so the scene's own warm, bright or dark side cancels.
+
+    The squares are there because a tone curve acts on pixels, not on cell means: a curve that bends
+    (clipped highlights) moves a smooth cell's mean more than a textured cell's of the same mean. With
+    each cell's mean of squares, a quadratic curve applied to every pixel has an exact cell-level
+    prediction (:func:`pluralign.rewards.rules.edge_glow`), so a smooth sky along one edge does not read
+    as light added there.
     """
 
     def f():
@@ -692,6 +698,7 @@ def glow_field(b: Batch) -> np.ndarray:
             h, w = t.shape[1:3]
         ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)  # first row / column of each cell
         planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, _channel_max(t)], axis=1).astype(np.float64)  # N x 3 x h x w
+        planes = np.concatenate([planes, np.square(planes)], axis=1)  # N x 6 x h x w
         cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
         counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
         return (cells / counts).reshape(n, -1)
