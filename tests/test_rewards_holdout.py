@@ -7,7 +7,15 @@ import pytest
 from pluralign.rewards import calibrate as C
 from pluralign.rewards import holdout as H
 from pluralign.rewards.reference_degradations import degrade as reference_degrade
-from pluralign.rewards.rules import Rule, _features, _tone_residual, adherence_table, edge_glow, load_rules
+from pluralign.rewards.rules import (
+    Rule,
+    _features,
+    _tone_residual,
+    adherence_table,
+    edge_glow,
+    load_rules,
+    quadrant_agreement,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +57,27 @@ def test_an_overexposed_smooth_sky_along_one_edge_is_not_a_leak(gain):
     per_pixel = _tone_residual(g[:1], g[1:], per_pixel=True)[0, :2].sum(axis=0)
     assert on_means[:2].mean() - on_means[-2:].mean() > threshold  # the top edge "gained light"
     assert abs(per_pixel[:2].mean() - per_pixel[-2:].mean()) < 0.25 * threshold
+
+
+def test_a_blur_moves_the_whole_frames_aberration_fit_but_the_quadrants_disagree():
+    # the rocket's colour edges: blurred, the whole frame's red-vs-blue magnification moves about as much as
+    # under an aberration of 0.4%, but one quadrant's fit moves one way and another's the other
+    img, _ = C.sample_view(C.load_photo("rocket"), 128, np.random.default_rng(0))
+    blur = reference_degrade(img, "blurry", 0.5, np.random.default_rng(1))
+    ca = reference_degrade(img, "chromatic_aberration", 0.3, np.random.default_rng(1))
+    f = _features([blur, ca, img, img], {"_ca", "_ca_quadrants"})
+    whole = np.abs(f["_ca"][:2] - f["_ca"][2:])
+    quadrants = quadrant_agreement(f["_ca_quadrants"][:2], f["_ca_quadrants"][2:])
+    assert whole[0] > 1.2 and whole[1] > 1.2  # the whole-frame rule (threshold 1.007) took both for aberrations
+    change = f["_ca_quadrants"][0] - f["_ca_quadrants"][2]
+    assert change.min() < 0 < change.max() and quadrants[0] == 0.0
+    assert quadrants[1] > 1.2 and quadrants[1] <= whole[1] + 0.5  # an aberration: every quadrant sees it
+
+
+def test_quadrant_agreement_is_the_change_all_four_share():
+    o = np.zeros((3, 4))
+    a = np.array([[1.0, 2.0, 1.5, 3.0], [-1.0, -2.0, -0.5, -3.0], [1.0, -2.0, 1.5, 3.0]])
+    assert quadrant_agreement(a, o).tolist() == [1.0, 0.5, 0.0]
 
 
 def test_an_implied_attribute_is_held_to_its_given_threshold_in_a_row_that_requests_the_implying_one(view):

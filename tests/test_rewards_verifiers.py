@@ -155,6 +155,19 @@ def test_heldout_false_positives():
         assert fpr <= (0.075 if attr in BELOW_TARGET else 0.05), (attr, fpr)
 
 
+def test_a_thresholds_file_calibrated_for_another_statistic_is_refused(tmp_path):
+    import json
+
+    from pluralign.rewards.rules import THRESHOLDS_PATH
+
+    data = json.loads(THRESHOLDS_PATH.read_text())
+    data["attributes"]["chromatic_aberration"]["statistic"] = "abs_difference"  # the rule's statistic until 2026-12
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RuntimeError, match="chromatic_aberration.*'abs_difference'.*'quadrant_agreement'.*calibrate"):
+        load_rules(path)
+
+
 def test_shipped_table_records_heldout_metrics():
     import json
 

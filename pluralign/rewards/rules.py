@@ -7,7 +7,9 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``log_ratio``  ``direction * log((v_a + eps) / (v_o + eps))`` - scale-free changes (sharpness, noise, ...)
 * ``difference`` ``direction * (v_a - v_o)`` - quantities with a natural zero (blockiness)
 * ``abs_difference`` ``|v_a - v_o|`` of a signed measurement whose sign carries no meaning
-  (chromatic aberration: red magnified vs shrunk relative to blue)
+* ``quadrant_agreement`` the change of a signed measurement taken on each quadrant of the frame, as far as
+  all four quadrants agree on it in sign and size (chromatic aberration: red magnified vs shrunk relative
+  to blue, about the frame's centre)
 * ``max_difference`` the largest ``direction * (v_a - v_o)`` over the components of a vector
   measurement (obstruction: newly dark and featureless area at any of several darkness levels)
 * ``spectral_smear`` the largest loss of spectral power over 12 direction sectors less the smallest (at most
@@ -72,6 +74,7 @@ from .verifiers import (
     glow_field,
     grain_scales,
     lateral_ca,
+    lateral_ca_quadrants,
     light_bands,
     registration_grid,
     rotation_spectrum,
@@ -80,7 +83,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "max_difference", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "corner_falloff", "chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -95,6 +98,7 @@ FEATURES = {
     "_centroid": subject_centroid,
     # signed red-vs-blue magnification: the scalar verifier is its absolute value
     "_ca": lambda b: lateral_ca(b) @ np.array([1.0, -1.0]),
+    "_ca_quadrants": lambda b: lateral_ca_quadrants(b) @ np.array([1.0, -1.0]),  # N x 4
     "_dark_flat": dark_flat_fractions,
     "_band_spectrum": band_spectrum,
     "_bands": contrast_bands,
@@ -105,7 +109,7 @@ FEATURES = {
 }
 _BY_STATISTIC = {"chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
-                 "corner_falloff": "_glow",
+                 "corner_falloff": "_glow", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
@@ -149,7 +153,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "flat_lighting": ("contrast", "coarse_drop", -1, 0.001),
     "muted": ("saturation", "unclipped_chroma", -1, 0.02),
     "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
-    "chromatic_aberration": ("chromatic_aberration", "abs_difference", +1, 0.0),
+    "chromatic_aberration": ("chromatic_aberration", "quadrant_agreement", +1, 0.0),
     "vignette": ("vignetting", "corner_falloff", -1, 0.0),
     "small_subject": ("subject_size", "log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
@@ -177,6 +181,10 @@ def load_rules(path: str | Path | None = None) -> dict[str, Rule]:
     rules = {}
     for attr, (verifier, statistic, direction, eps) in RULE_SPECS.items():
         entry = table.get(attr, {})
+        if entry.get("statistic", statistic) != statistic:  # a threshold is only meaningful for its own statistic
+            raise RuntimeError(f"{attr}: the thresholds file {path or THRESHOLDS_PATH} was calibrated for the statistic "
+                               f"{entry['statistic']!r}, but the rule now computes {statistic!r}; run `python -m "
+                               "pluralign.rewards.calibrate` to recalibrate")
         thr = entry.get("threshold")
         given = tuple(sorted((a, float(t)) for a, t in entry.get("given", {}).items()))
         rules[attr] = Rule(attr, verifier, statistic, direction, eps, float(thr) if thr is not None else np.nan, given)
@@ -262,6 +270,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return rule.direction * (a - o)
     if rule.statistic == "abs_difference":
         return np.abs(a - o)
+    if rule.statistic == "quadrant_agreement":
+        return quadrant_agreement(a, o)
     if rule.statistic == "max_difference":
         return (rule.direction * (a - o)).max(axis=1)
     if rule.statistic == "spectral_smear":
@@ -577,6 +587,19 @@ def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> n
     curv = cm - 2 * c0 + cp
     frac = np.divide(0.5 * (cm - cp), curv, out=np.zeros(n), where=curv < 0)
     return (shift[best] + np.clip(frac, -0.5, 0.5)) * step
+
+
+def quadrant_agreement(q_a: np.ndarray, q_o: np.ndarray) -> np.ndarray:
+    """The largest ``t`` such that the change ``q_a - q_o`` of every quadrant's measurement (N x 4) is at least
+    ``t`` in one direction, the same for all four; 0 where the quadrants disagree in sign.
+
+    Lateral chromatic aberration changes every quadrant's red-vs-blue magnification alike
+    (:func:`~pluralign.rewards.verifiers.lateral_ca_quadrants`). A blur changes what the scene's colour
+    edges add to each quadrant's fit, by different amounts and often in different directions, and over
+    the whole frame those can add up to a fringe that is not there.
+    """
+    d = q_a - q_o
+    return np.maximum(np.maximum(d.min(axis=1), -d.max(axis=1)), 0.0)
 
 
 def edge_glow(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:

@@ -740,6 +740,43 @@ def registration_grid(b: Batch) -> np.ndarray:
     return b._get("registration_grid", f)
 
 
+def _radial_fits(b: Batch, regions) -> np.ndarray:
+    """:func:`lateral_ca`'s fit on each region of the frame: N x regions x 2 ``[k_r, k_b]``.
+
+    ``regions`` are ``(rows, columns)`` slices of the interior (one pixel in from every border). The radial
+    coordinate is always about the whole frame's centre, where a lens centres its aberration.
+    """
+    rgb = b.planes256
+    n, _, h, w = rgb.shape
+    out = np.zeros((n, len(regions), 2))
+    if h < 3 or w < 3:
+        return out
+    g = rgb[:, 1]
+    gx = g[:, 1:-1, 2:] - g[:, 1:-1, :-2]
+    gy = g[:, 2:, 1:-1] - g[:, :-2, 1:-1]
+    gx *= (np.arange(1, w - 1, dtype=np.float32) - (w - 1) / 2) * np.float32(0.5)
+    gy *= ((np.arange(1, h - 1, dtype=np.float32) - (h - 1) / 2) * np.float32(0.5))[:, None]
+    u_all = gx
+    u_all += gy  # (x - c) . grad G, central differences
+    for r, (rows, cols) in enumerate(regions):
+        u = u_all[:, rows, cols].copy()
+        g_in = g[:, 1:-1, 1:-1][:, rows, cols]
+        # Centring G and u is enough: the dot of any plane with a zero-mean plane ignores its mean.
+        u -= u.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)[:, None, None]
+        gc = g_in - g_in.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)[:, None, None]
+        gg, gu, uu = _dots(gc, gc), _dots(gc, u), _dots(u, u)
+        det = gg * uu - gu * gu
+        ok = det > 1e-12 * (gg * uu + 1e-30)
+        for j, ch in enumerate((0, 2)):
+            c = np.ascontiguousarray(rgb[:, ch, 1:-1, 1:-1][:, rows, cols])
+            cg, cu = _dots(c, gc), _dots(c, u)
+            out[:, r, j] = -100.0 * np.divide(gg * cu - gu * cg, det, out=np.zeros(n), where=ok)
+    return out
+
+
+_WHOLE = (slice(None), slice(None))
+
+
 def lateral_ca(b: Batch) -> np.ndarray:
     """Radial magnification of red and of blue relative to green, in percent: N x 2 ``[k_r, k_b]``.
 
@@ -753,33 +790,26 @@ def lateral_ca(b: Batch) -> np.ndarray:
     shifts up to about a pixel, so large images are measured at 256 px (``k`` is a fraction of the
     radius, the same at any size): at 1024 px a visible fringe is several pixels wide.
     """
+    return b._get("lateral_ca", lambda: _radial_fits(b, [_WHOLE])[:, 0])
+
+
+def lateral_ca_quadrants(b: Batch) -> np.ndarray:
+    """:func:`lateral_ca` fitted on each quadrant of the frame on its own: N x 4 x 2 (top left, top right,
+    bottom left, bottom right; ``[k_r, k_b]``).
+
+    A lens magnifies a colour plane about the frame's centre, so every quadrant sees the same ``k``. What
+    a scene's own colour edges add to the fit (red that does not follow green where the fit also finds a
+    radial gradient) differs from quadrant to quadrant, and a blur inflates it: the fit divides by the
+    gradients' energy, which a blur takes away first. The paired rule asks the quadrants to agree.
+    """
 
     def f():
-        rgb = b.planes256
-        n, _, h, w = rgb.shape
-        if h < 3 or w < 3:
-            return np.zeros((n, 2))
-        g = rgb[:, 1]
-        gx = g[:, 1:-1, 2:] - g[:, 1:-1, :-2]
-        gy = g[:, 2:, 1:-1] - g[:, :-2, 1:-1]
-        gx *= (np.arange(1, w - 1, dtype=np.float32) - (w - 1) / 2) * np.float32(0.5)
-        gy *= ((np.arange(1, h - 1, dtype=np.float32) - (h - 1) / 2) * np.float32(0.5))[:, None]
-        u = gx
-        u += gy  # (x - c) . grad G, central differences
-        # Centring G and u is enough: the dot of any plane with a zero-mean plane ignores its mean.
-        u -= u.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)[:, None, None]
-        gc = g[:, 1:-1, 1:-1] - g[:, 1:-1, 1:-1].mean(axis=(1, 2), dtype=np.float64).astype(np.float32)[:, None, None]
-        gg, gu, uu = _dots(gc, gc), _dots(gc, u), _dots(u, u)
-        det = gg * uu - gu * gu
-        ok = det > 1e-12 * (gg * uu + 1e-30)
-        out = np.zeros((n, 2))
-        for j, ch in enumerate((0, 2)):
-            c = np.ascontiguousarray(rgb[:, ch, 1:-1, 1:-1])
-            cg, cu = _dots(c, gc), _dots(c, u)
-            out[:, j] = -100.0 * np.divide(gg * cu - gu * cg, det, out=np.zeros(n), where=ok)
-        return out
+        h, w = b.planes256.shape[2:]
+        hh, ww = max(h - 2, 0) // 2, max(w - 2, 0) // 2
+        top, bottom, left, right = slice(0, hh), slice(hh, None), slice(0, ww), slice(ww, None)
+        return _radial_fits(b, [(top, left), (top, right), (bottom, left), (bottom, right)])
 
-    return b._get("lateral_ca", f)
+    return b._get("lateral_ca_quadrants", f)
 
 
 def _chromatic_aberration(b: Batch) -> np.ndarray:
