@@ -1,6 +1,8 @@
 """The held-out verifier check (pluralign.rewards.holdout) and the rules it asked for: light leak and
 implied attributes in multi-attribute rows (registration and the zoom rule: test_rewards_registration)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -78,6 +80,12 @@ def test_quadrant_agreement_is_the_change_all_four_share():
     o = np.zeros((3, 4))
     a = np.array([[1.0, 2.0, 1.5, 3.0], [-1.0, -2.0, -0.5, -3.0], [1.0, -2.0, 1.5, 3.0]])
     assert quadrant_agreement(a, o).tolist() == [1.0, 0.5, 0.0]
+    # frames too small for a quadrant to have an interior pixel measure nothing, quietly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny = [np.random.default_rng(side).random((side, side, 3), dtype=np.float32) for side in (3, 3, 4, 4)]
+        f = _features(tiny, {"_ca_quadrants"})["_ca_quadrants"]
+    assert f.shape == (4, 4) and np.all(f[:2] == 0.0)
 
 
 def test_an_implied_attribute_is_held_to_its_given_threshold_in_a_row_that_requests_the_implying_one(view):
