@@ -118,7 +118,7 @@ _BY_STATISTIC = {"chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_di
 SMEAR_CAP = 3.5
 SMEAR_BANDS = slice(2, 4)  # 0.12-0.5 cycles/px of the <= 128 px luminance: where a smear of 2 px or more shows
 # The signed or vector form of a scalar verifier, used by abs_difference / max_difference.
-_FULL_FORM = {"chromatic_aberration": "_ca", "occlusion": "_dark_flat", "grain": "_grain_scales"}
+_FULL_FORM = {"occlusion": "_dark_flat", "grain": "_grain_scales"}
 
 
 @dataclass(frozen=True)

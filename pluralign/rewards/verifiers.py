@@ -760,7 +760,7 @@ def _radial_fits(b: Batch, regions) -> np.ndarray:
     u_all += gy  # (x - c) . grad G, central differences
     for r, (rows, cols) in enumerate(regions):
         u = u_all[:, rows, cols].copy()
-        if u[0].size == 0:  # a quadrant of a 3-pixel frame: no interior pixel, nothing measurable
+        if u.shape[1] * u.shape[2] == 0:  # a quadrant of a 3-pixel frame: no interior pixel, nothing measurable
             continue
         g_in = g[:, 1:-1, 1:-1][:, rows, cols]
         # Centring G and u is enough: the dot of any plane with a zero-mean plane ignores its mean.
