@@ -9,6 +9,7 @@ import pytest
 from pluralign.rewards import calibrate as C
 from pluralign.rewards import holdout as H
 from pluralign.rewards.reference_degradations import degrade as reference_degrade
+from pluralign.rewards.reference_degradations import linear_to_srgb, srgb_to_linear
 from pluralign.rewards.rules import (
     Rule,
     _features,
@@ -37,10 +38,8 @@ def test_edge_glow_sees_a_leak_at_one_edge_and_not_a_cast_over_the_frame(view):
 
 
 def _overexpose(x: np.ndarray, gain: float) -> np.ndarray:
-    """Linear light times ``gain``, clipped at 1 (sRGB decode and encode written out here)."""
-    lin = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-    lin = np.minimum(lin * gain, 1.0)
-    return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055).astype(np.float32)
+    """Linear light times ``gain``, clipped at 1 (the independent reference code's sRGB transfer functions)."""
+    return linear_to_srgb(np.minimum(srgb_to_linear(x) * gain, 1.0))
 
 
 @pytest.mark.parametrize("gain", [4.0, 5.7])

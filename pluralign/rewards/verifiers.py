@@ -685,7 +685,7 @@ def glow_field(b: Batch) -> np.ndarray:
     The squares are there because a tone curve acts on pixels, not on cell means: a curve that bends
     (clipped highlights) moves a smooth cell's mean more than a textured cell's of the same mean. With
     each cell's mean of squares, a quadratic curve applied to every pixel has an exact cell-level
-    prediction (:func:`pluralign.rewards.rules.edge_glow`), so a smooth sky along one edge does not read
+    prediction (:func:`pluralign.rewards.rules._tone_residual`, which the leak's rule uses), so a smooth sky along one edge does not read
     as light added there.
     """
 
