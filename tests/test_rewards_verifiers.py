@@ -168,6 +168,36 @@ def test_a_thresholds_file_calibrated_for_another_statistic_is_refused(tmp_path)
         load_rules(path)
 
 
+def test_every_rule_reads_the_shipped_probe_as_it_did_when_calibrated():
+    """A threshold fits one statistic's values. When a rule's code changes under the same statistic name, its values
+    on the fixed probe pairs change too, and the shipped thresholds must be recalibrated before they are trusted."""
+    import json
+
+    from pluralign.rewards.rules import THRESHOLDS_PATH
+
+    data = json.loads(THRESHOLDS_PATH.read_text())
+    names = C.probe_pairs()[0]
+    assert data["config"]["probe"]["pairs"] == names
+    now = C.probe_statistics(load_rules())
+    for attr, row in data["attributes"].items():
+        changed = [n for n, was, is_ in zip(names, row["probe"], now[attr], strict=True)
+                   if not np.isclose(is_, was, rtol=1e-4, atol=1e-6)]
+        assert not changed, (f"{attr}: the rule's statistic now reads other values on the probe pairs {changed} than "
+                             "when thresholds.json was calibrated; run `python -m pluralign.rewards.calibrate`")
+
+
+def test_probe_pairs_show_their_attribute():
+    """The probe is only a fingerprint if it exercises each rule: every rule fires on its own degradation's pair
+    and on neither benign edit."""
+    names, _, _ = C.probe_pairs()
+    stats = C.probe_statistics(load_rules())
+    rules = load_rules()
+    for attr, rule in rules.items():
+        values = dict(zip(names, stats[attr], strict=True))
+        assert values[attr] > rule.threshold, (attr, values[attr], rule.threshold)
+        assert all(values[b] <= rule.threshold for b in C.PROBE_BENIGN), (attr, values)
+
+
 def test_shipped_table_records_heldout_metrics():
     import json
 

@@ -196,6 +196,40 @@ def pair_statistics(photos: tuple[str, ...], attributes, cfg: CalibrationConfig,
     return pos, {a: np.concatenate(v) for a, v in negs.items()}
 
 
+# The probe: a handful of fixed pairs every rule is read on, stored beside the thresholds. A threshold only means
+# something for the statistic it was fitted to; when a statistic's code changes under the same name (a new way of
+# reading the same feature), its values on these pairs change, and the test suite says to recalibrate.
+PROBE_PHOTO, PROBE_SIZE, PROBE_SEVERITY = "astronaut", 96, 0.7
+PROBE_BENIGN = ("jpeg90", "shift")
+
+
+def probe_pairs() -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Names, I_a and I_o of the probe pairs: the centre of :data:`PROBE_PHOTO` at :data:`PROBE_SIZE` px, degraded by
+    every rule's own degradation at :data:`PROBE_SEVERITY` (seed 0), and two benign edits of it."""
+    photo = load_photo(PROBE_PHOTO)
+    h, w = photo.shape[:2]
+    side = min(h, w)
+    box = ((h - side) // 2, (w - side) // 2, side, side)
+    view, _ = sample_view(photo, PROBE_SIZE, np.random.default_rng(0), box)
+    names, arrays_a = [], []
+    for attr in RULE_SPECS:
+        img = degrade(view, degradation_of(attr), PROBE_SEVERITY, seed=0)
+        if img.shape != view.shape:
+            img = _arr(_pil(img).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
+        names.append(attr)
+        arrays_a.append(img)
+    for kind in PROBE_BENIGN:
+        names.append(kind)
+        arrays_a.append(benign(photo, view, box, PROBE_SIZE, kind, np.random.default_rng(0), shift=0.03))
+    return names, arrays_a, [view] * len(names)
+
+
+def probe_statistics(rules: dict[str, Rule]) -> dict[str, list[float]]:
+    """Every rule's paired statistic on every probe pair (:func:`probe_pairs`), as thresholds.json stores it."""
+    _, arrays_a, arrays_o = probe_pairs()
+    return {a: [float(v) for v in values] for a, values in paired_statistics(rules, arrays_a, arrays_o).items()}
+
+
 # A rule may fire on this share of the images that show only another, not implied, attribute before the
 # calibration trades accuracy for specificity (the held-out check allows 0.20; this leaves room for photos
 # and degradation code the calibration never saw).
@@ -264,15 +298,19 @@ def calibrate(cfg: CalibrationConfig, *, progress: bool = True) -> dict:
     hpos, hneg = pair_statistics(HELDOUT_PHOTOS, attributes, cfg, cfg.seed + 1, base, progress=progress)
     held_metrics = evaluate(hpos, hneg, thresholds)
     given = implied_thresholds(pos, thresholds)
+    probe = probe_statistics(base)
     cfg_dict = to_dict(cfg)
     cfg_dict.pop("output", None)
     return {
         "config": {**cfg_dict, "calibration_photos": list(CALIBRATION_PHOTOS), "heldout_photos": list(HELDOUT_PHOTOS),
-                   "benign_perturbations": list(BENIGN)},
+                   "benign_perturbations": list(BENIGN),
+                   "probe": {"photo": PROBE_PHOTO, "size": PROBE_SIZE, "severity": PROBE_SEVERITY,
+                             "pairs": probe_pairs()[0]}},
         "attributes": {
             a: {"verifier": base[a].verifier, "statistic": base[a].statistic, "direction": base[a].direction,
                 "eps": base[a].eps, "degradation": degradation_of(a), "threshold": thresholds[a],
-                "calibration": cal_metrics[a], "heldout": held_metrics[a], **({"given": given[a]} if a in given else {})}
+                "calibration": cal_metrics[a], "heldout": held_metrics[a], **({"given": given[a]} if a in given else {}),
+                "probe": probe[a]}
             for a in attributes
         },
     }
