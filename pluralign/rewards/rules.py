@@ -63,6 +63,7 @@ from .verifiers import (
     BATCH_VERIFIERS,
     BLUR_SECTORS,
     GLOW_GRID,
+    GLOW_PLANES,
     SPECTRUM_ANGLES,
     _opponent,
     band_spectrum,
@@ -532,7 +533,8 @@ def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray, *, per_pixel: bool = 
     clear sky along its top edge then shows that edge warmer and brighter than the rest.
     """
     g = GLOW_GRID
-    planes = glow_a.reshape(len(glow_a), -1, g * g).shape[1] // 2
+    planes = GLOW_PLANES
+    assert glow_a.shape[1:] == glow_o.shape[1:] == (2 * planes * g * g,), "not glow_field's layout"
     a = glow_a.reshape(len(glow_a), -1, g * g)[:, :planes]
     o = glow_o.reshape(len(glow_o), -1, g * g)
 

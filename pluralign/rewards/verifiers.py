@@ -672,6 +672,7 @@ def rotation_spectrum(b: Batch) -> np.ndarray:
 
 
 GLOW_GRID = 8  # cells per side of the light-leak field
+GLOW_PLANES = 3  # R - B, luma, value; glow_field holds their cell means, then their cell means of squares
 
 
 def glow_field(b: Batch) -> np.ndarray:
@@ -698,6 +699,7 @@ def glow_field(b: Batch) -> np.ndarray:
             h, w = t.shape[1:3]
         ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)  # first row / column of each cell
         planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, _channel_max(t)], axis=1).astype(np.float64)  # N x 3 x h x w
+        assert planes.shape[1] == GLOW_PLANES
         planes = np.concatenate([planes, np.square(planes)], axis=1)  # N x 6 x h x w
         cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
         counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
