@@ -37,5 +37,5 @@ for name in names:
 with zipfile.ZipFile(glob.glob(f"{out}/download/scipy-1.9.3-*.whl")[0]) as wheel:
     face = np.frombuffer(bz2.decompress(wheel.read("scipy/misc/face.dat")), dtype=np.uint8).reshape(768, 1024, 3)
 Image.fromarray(face).save(f"{out}/face.png")
-print(",".join(f"{out}/{n}.png" for n in names + ["face"]))
+print(",".join(f"{out}/{n}.png" for n in sorted(names + ["face"])))  # sorted: the holdout draws photos by position
 PY
