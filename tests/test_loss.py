@@ -166,6 +166,20 @@ def test_sft_term_is_the_winners_error_and_guided_on_anti_rows_only():
     assert not torch.allclose(s2["loss/sft"], s1["loss/sft"])
 
 
+def test_guided_sft_on_every_row_fits_each_winners_guided_prediction():
+    """A universal preference (every prompt keeps the clean image) uses the guided term on every row, since guidance
+    multiplies whatever conditional change is left under any prompt."""
+    pred, ref, target, null_pred, null_ref, anti, ordinary = _batch()
+    kw = dict(anti=anti, ordinary=ordinary, null_pred=null_pred, null_ref=null_ref)
+    every = IntentLossConfig(beta=100.0, sft_weight=7.0, guided_sft_scale=3.0, guided_sft_rows="all")
+    _, s = intent_dpo_loss(pred, ref, target, terms=every, **kw)
+    want = 7.0 * guided_sft_error(pred[:3], null_ref[:3], target[:3], 3.0).mean()
+    assert torch.allclose(s["loss/sft"], want)
+    _, s_anti = intent_dpo_loss(pred, ref, target, terms=IntentLossConfig(beta=100.0, sft_weight=7.0,
+                                                                           guided_sft_scale=3.0), **kw)
+    assert not torch.allclose(s["loss/sft"], s_anti["loss/sft"])  # rows 1 and 2 are not anti
+
+
 def test_preserve_term_counts_ordinary_winners_and_losers_over_the_whole_batch():
     pred, ref, target, _, _, anti, ordinary = _batch()
     loss, stats = intent_dpo_loss(pred, ref, target, anti=anti, ordinary=ordinary,

@@ -59,6 +59,10 @@ class DPOTrainConfig:
         "one, so that sampling at guidance s reproduces the anti-aesthetic training images instead of exaggerating "
         "them (guidance multiplies an adapter's conditional change by about s). Set it to the guidance you sample "
         "with; costs one reference forward pass per step (shared with preserve_null_weight); 0 or 1 disables", min=0, max=50)
+    guided_sft_rows: str = option("anti", "the rows guided_sft_scale applies to: anti (the requests, whose degradation guidance "
+                                  "would exaggerate) or all (every row's chosen image: a preference that must hold under "
+                                  "every prompt, as a universal aesthetic alignment's, is then not undone by guidance "
+                                  "multiplying what is left of a prompt's conditional change)", choices=("anti", "all"))
     preserve_weight: float = option(0.0, "weight of an output-preservation term on rows of kind mirror/general: the mean squared difference "
         "between the policy's and the frozen reference's predictions, which keeps ordinary prompts where the "
         "reference had them (0 disables; costs nothing extra, the reference pass is already there)", min=0, max=1e7)

@@ -120,6 +120,7 @@ class IntentLossConfig:
     label_smoothing: float = 0.0
     sft_weight: float = 0.0
     guided_sft_scale: float = 0.0
+    guided_sft_rows: str = "anti"
     preserve_weight: float = 0.0
     preserve_null_weight: float = 0.0
 
@@ -129,7 +130,8 @@ class IntentLossConfig:
 
     @property
     def guided_sft(self) -> bool:
-        """The SFT term fits the guided prediction on anti rows (scale 1 is the plain term)."""
+        """The SFT term fits the guided prediction on anti rows, or on every row with ``guided_sft_rows`` all
+        (scale 1 is the plain term)."""
         return bool(self.sft_weight) and self.guided_sft_scale > 1
 
     @property
@@ -160,8 +162,9 @@ def intent_dpo_loss(pred: torch.Tensor, ref_pred: torch.Tensor, target: torch.Te
 
     - ``dpo``: :func:`diffusion_dpo_loss` on the per-pair errors;
     - ``sft``: ``sft_weight`` × the winner's denoising error, which keeps the policy on the data
-      (DPO alone only moves the winner relative to the loser); on ``anti`` rows, with
-      ``guided_sft_scale`` > 1, the error of the guided prediction (:func:`guided_sft_error`);
+      (DPO alone only moves the winner relative to the loser); on ``anti`` rows (every row with
+      ``guided_sft_rows`` all), with ``guided_sft_scale`` > 1, the error of the guided prediction
+      (:func:`guided_sft_error`);
     - ``preserve``: ``preserve_weight`` × the policy-reference drift on the ordinary rows (winners
       and losers), which keeps ordinary prompts where the reference had them;
     - ``preserve_null``: ``preserve_null_weight`` × the drift under the null prompt, the branch
@@ -191,7 +194,7 @@ def intent_dpo_loss(pred: torch.Tensor, ref_pred: torch.Tensor, target: torch.Te
         sft = err[:b]
         if terms.guided_sft:
             guided = guided_sft_error(pred[:b], null_ref[:b].detach(), target[:b], terms.guided_sft_scale)
-            sft = torch.where(anti.to(sft.device), guided, sft)
+            sft = guided if terms.guided_sft_rows == "all" else torch.where(anti.to(sft.device), guided, sft)
         parts["sft"] = terms.sft_weight * sft.mean()
     if terms.preserve_weight:
         keep = ordinary.to(pred.device).repeat(2).float()

@@ -814,7 +814,7 @@ def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps, layers=Non
                                            p.output_dir / "adapter_kohya" / f"{adapter_name}.safetensors")
     metrics = _final_metrics(history)
     eval_summary = json.loads(Path(c.eval_summary).read_text()) if c.eval_summary else None
-    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "guided_sft_scale", "preserve_weight", "preserve_null_weight", "preserve_null_rows", "loss_space", "velocity_share", "ema_decay", "rank",
+    hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "guided_sft_scale", "guided_sft_rows", "preserve_weight", "preserve_null_weight", "preserve_null_rows", "loss_space", "velocity_share", "ema_decay", "rank",
                                         "alpha", "dropout", "use_rslora", "use_dora", "learning_rate", "lr_scheduler",
                                         "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}
