@@ -11,29 +11,33 @@ set -euo pipefail
 dir="${1:-/tmp/pluralign-diagnosis-photos}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-$here/.venv/bin/python}"
-photos="fruits baboon building butterfly home messi5 squirrel_cls smarties"
+files="baboon.jpg building.jpg butterfly.jpg fruits.jpg home.jpg messi5.jpg smarties.png squirrel_cls.jpg"
 mkdir -p "$dir/download"
 if [ ! -f "$dir/download/opencv.tar.gz" ]; then
   # pip cannot download this sdist without building its metadata; take the file the simple index names
-  url=$(curl -fsS https://pypi.org/simple/opencv-python/ | grep -o 'https://[^"#]*opencv-python-4\.10\.0\.84\.tar\.gz' | head -1)
+  index=$(curl -fsS https://pypi.org/simple/opencv-python/)
+  url=$(grep -o 'https://[^"#]*opencv-python-4\.10\.0\.84\.tar\.gz' <<<"$index" | head -1 || true)
   [ -n "$url" ] || { echo "opencv-python 4.10.0.84 sdist not found on the package index" >&2; exit 1; }
   curl -fsS -o "$dir/download/opencv.tar.gz.part" "$url" && mv "$dir/download/opencv.tar.gz.part" "$dir/download/opencv.tar.gz"
 fi
-members=""
-for p in $photos; do members="$members opencv-python-4.10.0.84/opencv/samples/data/$p.*"; done
+members=()
+for f in $files; do members+=("opencv-python-4.10.0.84/opencv/samples/data/$f"); done
+tar xzf "$dir/download/opencv.tar.gz" -C "$dir/download" "${members[@]}"
+# the last scipy whose wheel ships face.dat; its wheels stop at CPython 3.11, and the photo is the same in every one
+"$python" -m pip download "scipy==1.9.3" --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+  --platform manylinux2014_x86_64 -d "$dir/download" -q
 # shellcheck disable=SC2086
-tar xzf "$dir/download/opencv.tar.gz" -C "$dir/download" --wildcards $members
-"$python" -m pip download "scipy==1.9.3" --no-deps --only-binary=:all: -d "$dir/download" -q
-"$python" - "$dir" $photos <<'PY'
-import bz2, glob, shutil, sys, zipfile
+"$python" - "$dir" $files <<'PY'
+import bz2, glob, sys, zipfile
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-out, names = sys.argv[1], sys.argv[2:]
-for name in names:
-    (src,) = glob.glob(f"{out}/download/opencv-python-*/opencv/samples/data/{name}.*")
-    Image.open(src).convert("RGB").save(f"{out}/{name}.png")
+out, files = sys.argv[1], sys.argv[2:]
+names = [Path(f).stem for f in files]
+for f, name in zip(files, names):
+    Image.open(f"{out}/download/opencv-python-4.10.0.84/opencv/samples/data/{f}").convert("RGB").save(f"{out}/{name}.png")
 with zipfile.ZipFile(glob.glob(f"{out}/download/scipy-1.9.3-*.whl")[0]) as wheel:
     face = np.frombuffer(bz2.decompress(wheel.read("scipy/misc/face.dat")), dtype=np.uint8).reshape(768, 1024, 3)
 Image.fromarray(face).save(f"{out}/face.png")

@@ -180,6 +180,11 @@ def test_guided_sft_on_every_row_fits_each_winners_guided_prediction():
     assert not torch.allclose(s["loss/sft"], s_anti["loss/sft"])  # rows 1 and 2 are not anti
 
 
+def test_an_unknown_guided_sft_rows_value_is_refused():
+    with pytest.raises(ValueError, match="guided_sft_rows 'All'"):
+        IntentLossConfig(beta=1.0, guided_sft_rows="All")
+
+
 def test_preserve_term_counts_ordinary_winners_and_losers_over_the_whole_batch():
     pred, ref, target, _, _, anti, ordinary = _batch()
     loss, stats = intent_dpo_loss(pred, ref, target, anti=anti, ordinary=ordinary,

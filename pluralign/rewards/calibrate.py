@@ -198,36 +198,42 @@ def pair_statistics(photos: tuple[str, ...], attributes, cfg: CalibrationConfig,
 
 # The probe: a handful of fixed pairs every rule is read on, stored beside the thresholds. A threshold only means
 # something for the statistic it was fitted to; when a statistic's code changes under the same name (a new way of
-# reading the same feature), its values on these pairs change, and the test suite says to recalibrate.
-PROBE_PHOTO, PROBE_SIZE, PROBE_SEVERITY = "astronaut", 96, 0.7
+# reading the same feature), its values on these pairs change, and the test suite says to recalibrate. Two sizes:
+# at 96 px no feature downscales, at 384 px every one does (their working copies stop at 128 and 256 px).
+PROBE_PHOTO, PROBE_SIZES, PROBE_SEVERITY = "astronaut", (96, 384), 0.7
 PROBE_BENIGN = ("jpeg90", "shift")
 
 
 def probe_pairs() -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Names, I_a and I_o of the probe pairs: the centre of :data:`PROBE_PHOTO` at :data:`PROBE_SIZE` px, degraded by
-    every rule's own degradation at :data:`PROBE_SEVERITY` (seed 0), and two benign edits of it."""
+    """Names (``attribute@size``), I_a and I_o of the probe pairs: a centred square of :data:`PROBE_PHOTO` (0.8 of its
+    short side, so a shifted crop has room) at each of :data:`PROBE_SIZES`, degraded by every rule's own degradation
+    at :data:`PROBE_SEVERITY` (seed 0), and two benign edits of it (a JPEG re-save, a crop shifted by 3%)."""
     photo = load_photo(PROBE_PHOTO)
     h, w = photo.shape[:2]
-    side = min(h, w)
+    side = int(0.8 * min(h, w))
     box = ((h - side) // 2, (w - side) // 2, side, side)
-    view, _ = sample_view(photo, PROBE_SIZE, np.random.default_rng(0), box)
-    names, arrays_a = [], []
-    for attr in RULE_SPECS:
-        img = degrade(view, degradation_of(attr), PROBE_SEVERITY, seed=0)
-        if img.shape != view.shape:
-            img = _arr(_pil(img).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
-        names.append(attr)
-        arrays_a.append(img)
-    for kind in PROBE_BENIGN:
-        names.append(kind)
-        arrays_a.append(benign(photo, view, box, PROBE_SIZE, kind, np.random.default_rng(0), shift=0.03))
-    return names, arrays_a, [view] * len(names)
+    names, arrays_a, arrays_o = [], [], []
+    for size in PROBE_SIZES:
+        view, _ = sample_view(photo, size, np.random.default_rng(0), box)
+        for attr in RULE_SPECS:
+            img = degrade(view, degradation_of(attr), PROBE_SEVERITY, seed=0)
+            if img.shape != view.shape:
+                img = _arr(_pil(img).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
+            names.append(f"{attr}@{size}")
+            arrays_a.append(img)
+        for kind in PROBE_BENIGN:
+            names.append(f"{kind}@{size}")
+            arrays_a.append(benign(photo, view, box, size, kind, np.random.default_rng(0), shift=0.03))
+        arrays_o += [view] * (len(names) - len(arrays_o))
+    return names, arrays_a, arrays_o
 
 
-def probe_statistics(rules: dict[str, Rule]) -> dict[str, list[float]]:
-    """Every rule's paired statistic on every probe pair (:func:`probe_pairs`), as thresholds.json stores it."""
-    _, arrays_a, arrays_o = probe_pairs()
-    return {a: [float(v) for v in values] for a, values in paired_statistics(rules, arrays_a, arrays_o).items()}
+def probe_statistics(rules: dict[str, Rule]) -> tuple[list[str], dict[str, list[float]]]:
+    """The probe pairs' names and every rule's paired statistic on each of them (:func:`probe_pairs`), as
+    thresholds.json stores them."""
+    names, arrays_a, arrays_o = probe_pairs()
+    values = paired_statistics(rules, arrays_a, arrays_o)
+    return names, {a: [float(v) for v in vs] for a, vs in values.items()}
 
 
 # A rule may fire on this share of the images that show only another, not implied, attribute before the
@@ -298,14 +304,14 @@ def calibrate(cfg: CalibrationConfig, *, progress: bool = True) -> dict:
     hpos, hneg = pair_statistics(HELDOUT_PHOTOS, attributes, cfg, cfg.seed + 1, base, progress=progress)
     held_metrics = evaluate(hpos, hneg, thresholds)
     given = implied_thresholds(pos, thresholds)
-    probe = probe_statistics(base)
+    probe_names, probe = probe_statistics(base)
     cfg_dict = to_dict(cfg)
     cfg_dict.pop("output", None)
     return {
         "config": {**cfg_dict, "calibration_photos": list(CALIBRATION_PHOTOS), "heldout_photos": list(HELDOUT_PHOTOS),
                    "benign_perturbations": list(BENIGN),
-                   "probe": {"photo": PROBE_PHOTO, "size": PROBE_SIZE, "severity": PROBE_SEVERITY,
-                             "pairs": probe_pairs()[0]}},
+                   "probe": {"photo": PROBE_PHOTO, "sizes": list(PROBE_SIZES), "severity": PROBE_SEVERITY,
+                             "pairs": probe_names}},
         "attributes": {
             a: {"verifier": base[a].verifier, "statistic": base[a].statistic, "direction": base[a].direction,
                 "eps": base[a].eps, "degradation": degradation_of(a), "threshold": thresholds[a],

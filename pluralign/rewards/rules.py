@@ -534,7 +534,9 @@ def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray, *, per_pixel: bool = 
     """
     g = GLOW_GRID
     planes = GLOW_PLANES
-    assert glow_a.shape[1:] == glow_o.shape[1:] == (2 * planes * g * g,), "not glow_field's layout"
+    if not glow_a.shape[1:] == glow_o.shape[1:] == (2 * planes * g * g,):
+        raise ValueError(f"expected two glow_field features of {2 * planes * g * g} values per image, got "
+                         f"{glow_a.shape} and {glow_o.shape}")
     a = glow_a.reshape(len(glow_a), -1, g * g)[:, :planes]
     o = glow_o.reshape(len(glow_o), -1, g * g)
 

@@ -676,8 +676,8 @@ GLOW_PLANES = 3  # R - B, luma, value; glow_field holds their cell means, then t
 
 
 def glow_field(b: Batch) -> np.ndarray:
-    """Warmth, luminance and HSV value on an 8 x 8 grid of cells: N x 6 x 8 x 8, the cell means of the three
-    planes (``R - B``, luma, the brightest channel) and then the cell means of their squares.
+    """Warmth, luminance and HSV value on an 8 x 8 grid of cells: N x 384, flattened from 6 x 8 x 8, the cell means
+    of the :data:`GLOW_PLANES` planes (``R - B``, luma, the brightest channel) and then the cell means of their squares.
 
     A light leak is fog from stray light entering at one edge of the frame: warm (orange-red) and
     additive, strongest at that edge and fading across; a vignette darkens the corners. The paired
@@ -699,7 +699,6 @@ def glow_field(b: Batch) -> np.ndarray:
             h, w = t.shape[1:3]
         ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)  # first row / column of each cell
         planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, _channel_max(t)], axis=1).astype(np.float64)  # N x 3 x h x w
-        assert planes.shape[1] == GLOW_PLANES
         planes = np.concatenate([planes, np.square(planes)], axis=1)  # N x 6 x h x w
         cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
         counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]

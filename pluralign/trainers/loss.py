@@ -124,6 +124,10 @@ class IntentLossConfig:
     preserve_weight: float = 0.0
     preserve_null_weight: float = 0.0
 
+    def __post_init__(self):
+        if self.guided_sft_rows not in ("anti", "all"):
+            raise ValueError(f"guided_sft_rows {self.guided_sft_rows!r}: expected 'anti' or 'all'")
+
     @classmethod
     def from_config(cls, config) -> IntentLossConfig:
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
