@@ -118,6 +118,16 @@ def test_summary_tables_and_misses_from_known_hits(monkeypatch):
     assert "0.00*" not in H.markdown(s, [64, 512]) and "1.00*" in H.markdown(s, [64, 512])
 
 
+def test_accuracy_by_photo_shows_where_a_rule_misses():
+    pairs = [{"applied": "blurry", "size": 64, "photo": "a"}, {"applied": "blurry", "size": 512, "photo": "b"},
+             {"applied": "blurry", "size": 512, "photo": "b"}, {"applied": "benign:identity", "size": 64, "photo": "a"}]
+    hits = {"blurry": np.array([1, 0, 1, 0], bool), "noisy": np.array([0, 0, 0, 0], bool)}
+    s = H.summarise(pairs, hits, [64, 512])
+    assert s["rules"]["blurry"]["accuracy_by_photo"] == {"a": 1.0, "b": 0.5}
+    assert s["rules"]["noisy"]["accuracy_by_photo"] == {}  # no noisy pairs were made
+    assert H.weak_photos(s) == ["blurry: b 0.50"]
+
+
 def test_the_held_out_run_measures_every_rule_on_every_applied_attribute_and_benign_edit():
     cfg = H.HoldoutConfig(sizes=[64], n_per_size=1)
     s = H.run(cfg, progress=False)
