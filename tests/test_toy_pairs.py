@@ -77,3 +77,46 @@ def test_alignment_weights_give_an_attribute_more_pairs_and_the_default_keeps_th
         (cfg,) = parse((AlignConfig,), ["--align_weights", bad])
         with pytest.raises(ValueError, match="align_weights: .* is not ATTRIBUTE=N"):
             cfg.weights()
+
+
+def test_onpolicy_alignment_pairs_take_the_models_sample_as_rejected_on_anti_rows_only():
+    """With align_onpolicy, the rows of those attributes whose prompt asks for them reject what the base draws for
+    that prompt; every other row keeps the world's render, and the saved dataset keeps the project's schema."""
+    import numpy as np
+    import pytest
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from pluralign.config import parse
+    from pluralign.toy import paths
+    from pluralign.toy.align import AlignConfig, onpolicy_rejected, universal_pairs
+    from pluralign.toy.base_model import generate
+
+    rows = universal_pairs(36, seed=1)  # three scenes per attribute: color_cast's include an anti row and a plain one
+    before = [np.asarray(r["rejected"]).copy() for r in rows]
+    pipe = StableDiffusionPipeline.from_pretrained(str(paths.base_dir()), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    sampling = {"num_inference_steps": 2, "guidance_scale": 6.0}
+    n = onpolicy_rejected(rows, pipe, ["color_cast"], sampling, seed=7)
+    chosen = [i for i, r in enumerate(rows) if r["attributes"] == ["color_cast"] and r["anti"]]
+    assert n == len(chosen) >= 1 and sum(r["attributes"] == ["color_cast"] for r in rows) > n
+    for i, r in enumerate(rows):
+        same = np.array_equal(np.asarray(r["rejected"]), before[i])
+        assert same != (i in chosen), i
+    i = chosen[0]
+    want = generate(pipe, [rows[i]["prompt"]], [7 + i], 2, 6.0)[0]
+    assert np.array_equal(np.asarray(rows[i]["rejected"]), np.asarray(want))
+    assert rows[i]["source"] == "toy:universal_aesthetic:onpolicy"
+    (cfg,) = parse((AlignConfig,), ["--align_onpolicy", "colour_cast"])
+    with pytest.raises(ValueError, match="align_onpolicy: colour_cast not among"):
+        cfg.onpolicy()
+
+
+def test_save_pairs_keeps_the_schema_and_drops_row_bookkeeping(tmp_path):
+    import datasets
+
+    from pluralign.toy.align import save_pairs, universal_pairs
+
+    path = save_pairs(universal_pairs(3, seed=1), tmp_path / "pairs")
+    ds = datasets.load_from_disk(str(path))
+    assert "anti" not in ds.column_names and {"prompt", "chosen", "rejected", "kind"} <= set(ds.column_names)

@@ -34,6 +34,10 @@ class AlignConfig:
         "attribute once")
     align_recipe: str = option(str(paths.recipe("align")), "DPOTrainConfig recipe of the alignment run (its seed "
                                "also seeds the pairs)")
+    align_onpolicy: list[str] = option(
+        factory=list, help="attributes whose anti-caption pairs take as rejected image the base model's own sample "
+        "of that caption instead of the world's degraded render (on-policy pairs: the preference pushes away from "
+        "what the model draws when asked, not from a render it may never draw); empty: every pair off-policy")
 
     def train_config(self) -> DPOTrainConfig:
         return build(DPOTrainConfig, load_yaml(self.align_recipe), self.align_recipe)
@@ -49,6 +53,14 @@ class AlignConfig:
                                  f"ATTRIBUTE one of {', '.join(world.ATTRIBUTES)}")
             out[name] = int(n)
         return out
+
+    def onpolicy(self) -> list[str]:
+        """``align_onpolicy``, checked: ValueError naming an entry that is not a world attribute."""
+        bad = [a for a in self.align_onpolicy if a not in world.ATTRIBUTES]
+        if bad:
+            raise ValueError(f"align_onpolicy: {', '.join(bad)} not among the world's attributes "
+                             f"({', '.join(world.ATTRIBUTES)})")
+        return list(self.align_onpolicy)
 
 
 def attribute_cycle(weights: dict[str, int] | None = None) -> list[str]:
@@ -77,8 +89,30 @@ def universal_pairs(n_scenes: int, seed: int, anti_fraction: float = 0.5,
             "chosen": clean, "rejected": bad, "kind": "general", "attributes": [attr],
             "category": taxonomy.ATTRIBUTES[attr].category, "source": "toy:universal_aesthetic",
             "severity": world.SEVERITY[attr], "pair_id": f"universal-{seed}-{i}",
+            "anti": anti,  # whether the prompt asks for the attribute (not saved: the trainer's kind stays general)
         })
     return rows
+
+
+def onpolicy_rejected(rows: list[dict], pipe, attributes: list[str], sampling: dict, seed: int) -> int:
+    """Replace, in place, the rejected image of every anti-caption row of ``attributes`` by ``pipe``'s sample of
+    its prompt (one fixed seed per row); returns how many rows changed.
+
+    The world's render of an attribute is one way to draw it; the model asked for it may draw it another way (the
+    base answers a colour-cast request with its own green). A preference against the render then pushes the model
+    somewhere it was not, and it can come out on the far side (the aligned model's pink). Against the model's own
+    sample, the preference pushes away from what it does."""
+    from .base_model import generate
+
+    idx = [i for i, r in enumerate(rows) if r["attributes"][0] in attributes and r["anti"]]
+    if not idx:
+        return 0
+    images = generate(pipe, [rows[i]["prompt"] for i in idx], [seed + i for i in idx],
+                      sampling["num_inference_steps"], sampling["guidance_scale"])
+    for i, img in zip(idx, images):
+        rows[i]["rejected"] = img
+        rows[i]["source"] = "toy:universal_aesthetic:onpolicy"
+    return len(idx)
 
 
 def save_pairs(rows: list[dict], path: str | Path) -> Path:
@@ -91,20 +125,30 @@ def save_pairs(rows: list[dict], path: str | Path) -> Path:
         "category": datasets.Value("string"), "source": datasets.Value("string"),
         "severity": datasets.Value("float32"), "pair_id": datasets.Value("string"),
     })
-    ds = datasets.Dataset.from_list(rows, features=features)
+    ds = datasets.Dataset.from_list([{k: r.get(k) for k in features} for r in rows], features=features)
     ds.save_to_disk(str(path))
     return path
 
 
-def align(base_dir: str | Path, out_dir: str | Path, work_dir: str | Path, cfg: AlignConfig) -> dict:
-    """Universal-aesthetic Diffusion-DPO on the base; the fused pipeline is saved to ``out_dir``."""
+def align(base_dir: str | Path, out_dir: str | Path, work_dir: str | Path, cfg: AlignConfig,
+          sampling: dict | None = None) -> dict:
+    """Universal-aesthetic Diffusion-DPO on the base; the fused pipeline is saved to ``out_dir``. ``sampling``
+    (num_inference_steps, guidance_scale) is how the on-policy rejected images are drawn (``align_onpolicy``)."""
     import torch
     from diffusers import StableDiffusionPipeline
 
     work_dir = Path(work_dir)
     recipe = cfg.train_config()
-    pairs = save_pairs(universal_pairs(cfg.align_scenes, recipe.seed, cfg.align_anti_fraction, cfg.weights()),
-                       work_dir / "universal_pairs")
+    rows = universal_pairs(cfg.align_scenes, recipe.seed, cfg.align_anti_fraction, cfg.weights())
+    n_onpolicy = 0
+    if cfg.onpolicy():
+        if sampling is None:
+            raise ValueError("align_onpolicy needs the sampling settings the base is sampled with")
+        base = StableDiffusionPipeline.from_pretrained(str(base_dir), dtype=torch.float32)
+        base.set_progress_bar_config(disable=True)
+        n_onpolicy = onpolicy_rejected(rows, base, cfg.onpolicy(), sampling, recipe.seed + 70_000)
+        del base
+    pairs = save_pairs(rows, work_dir / "universal_pairs")
     result = train(dataclasses.replace(
         recipe, pretrained_model=str(base_dir), dataset=str(pairs), resolution=world.SIZE,
         output_dir=str(work_dir / "run"), run_name="toy-universal-aesthetic", overwrite_output_dir=True,
@@ -116,4 +160,4 @@ def align(base_dir: str | Path, out_dir: str | Path, work_dir: str | Path, cfg: 
     save_pipeline(pipe, out_dir)
     history = getattr(result, "history", []) or []
     return {"adapter_dir": str(result.adapter_dir), "steps": getattr(result, "steps", None),
-            "last_metrics": history[-1] if history else None}
+            "onpolicy_rejected": n_onpolicy, "last_metrics": history[-1] if history else None}

@@ -88,6 +88,7 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
 
     if "align" in cfg.stages:
         al.weights()  # a malformed align_weights entry fails here, before hours of earlier stages
+        al.onpolicy()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.output)
@@ -135,7 +136,7 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         with tempfile.TemporaryDirectory(prefix="pluralign-align-") as work:
             if (out / "aligned").exists():
                 shutil.rmtree(out / "aligned")
-            record["align"] = align(out / "base", out / "aligned", work, al)
+            record["align"] = align(out / "base", out / "aligned", work, al, sampling=record["sampling"])
         record["align"].pop("adapter_dir", None)
         record["config"]["align"] = {**to_dict(al), "train": to_dict(al.train_config())}
         record["wall_seconds"]["align"] = round(time.time() - t, 1)
