@@ -19,7 +19,7 @@ from pluralign.trainers import DPOTrainConfig, train
 
 from ..config import build, load_yaml, option
 from . import paths, world
-from .base_model import save_pipeline
+from .base_model import generate, save_pipeline
 
 
 @dataclass
@@ -102,8 +102,6 @@ def onpolicy_rejected(rows: list[dict], pipe, attributes: list[str], sampling: d
     base answers a colour-cast request with its own green). A preference against the render then pushes the model
     somewhere it was not, and it can come out on the far side (the aligned model's pink). Against the model's own
     sample, the preference pushes away from what it does."""
-    from .base_model import generate
-
     idx = [i for i, r in enumerate(rows) if r["attributes"][0] in attributes and r["anti"]]
     if not idx:
         return 0
