@@ -82,8 +82,6 @@ def test_alignment_weights_give_an_attribute_more_pairs_and_the_default_keeps_th
 def test_onpolicy_alignment_pairs_take_the_models_sample_as_rejected_on_anti_rows_only():
     """With align_onpolicy, the rows of those attributes whose prompt asks for them reject what the base draws for
     that prompt; every other row keeps the world's render, and the saved dataset keeps the project's schema."""
-    import numpy as np
-    import pytest
     import torch
     from diffusers import StableDiffusionPipeline
 

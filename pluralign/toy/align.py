@@ -123,7 +123,8 @@ def save_pairs(rows: list[dict], path: str | Path) -> Path:
         "category": datasets.Value("string"), "source": datasets.Value("string"),
         "severity": datasets.Value("float32"), "pair_id": datasets.Value("string"),
     })
-    ds = datasets.Dataset.from_list([{k: r.get(k) for k in features} for r in rows], features=features)
+    # the schema's columns only (a row may carry bookkeeping such as universal_pairs' ``anti``); a missing one fails
+    ds = datasets.Dataset.from_list([{k: r[k] for k in features} for r in rows], features=features)
     ds.save_to_disk(str(path))
     return path
 
@@ -138,13 +139,13 @@ def align(base_dir: str | Path, out_dir: str | Path, work_dir: str | Path, cfg: 
     work_dir = Path(work_dir)
     recipe = cfg.train_config()
     rows = universal_pairs(cfg.align_scenes, recipe.seed, cfg.align_anti_fraction, cfg.weights())
-    n_onpolicy = 0
-    if cfg.onpolicy():
+    n_onpolicy, onpolicy = 0, cfg.onpolicy()
+    if onpolicy:
         if sampling is None:
             raise ValueError("align_onpolicy needs the sampling settings the base is sampled with")
         base = StableDiffusionPipeline.from_pretrained(str(base_dir), dtype=torch.float32)
         base.set_progress_bar_config(disable=True)
-        n_onpolicy = onpolicy_rejected(rows, base, cfg.onpolicy(), sampling, recipe.seed + 70_000)
+        n_onpolicy = onpolicy_rejected(rows, base, onpolicy, sampling, recipe.seed + 70_000)
         del base
     pairs = save_pairs(rows, work_dir / "universal_pairs")
     result = train(dataclasses.replace(

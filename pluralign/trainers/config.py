@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import option
-from .loss import LOSS_TYPES
+from .loss import GUIDED_SFT_ROWS, LOSS_TYPES
 
 CATEGORY_NAMES = ("clarity_and_focus", "color_and_tone", "lighting_and_exposure", "composition_and_structure",
                   "emotion_and_subject")
@@ -54,7 +54,7 @@ class DPOTrainConfig:
     loss_type: str = option("sigmoid", "DPO loss", choices=LOSS_TYPES)
     label_smoothing: float = option(0.0, "cDPO/robust label smoothing ε", min=0, max=0.499)
     sft_weight: float = option(0.0, "weight of an extra denoising loss on the chosen image", min=0, max=1e7)
-    guided_sft_scale: float = option(0.0, "when > 1, the SFT term on kind=anti rows fits the classifier-free-guided prediction "
+    guided_sft_scale: float = option(0.0, "when > 1, the SFT term on kind=anti rows (every row with guided_sft_rows all) fits the classifier-free-guided prediction "
         "u_ref + s*(eps_c - u_ref) (u_ref: the frozen reference's null-prompt prediction) instead of the conditional "
         "one, so that sampling at guidance s reproduces the anti-aesthetic training images instead of exaggerating "
         "them (guidance multiplies an adapter's conditional change by about s). Set it to the guidance you sample "
@@ -62,7 +62,7 @@ class DPOTrainConfig:
     guided_sft_rows: str = option("anti", "the rows guided_sft_scale applies to: anti (the requests, whose degradation guidance "
                                   "would exaggerate) or all (every row's chosen image: a preference that must hold under "
                                   "every prompt, as a universal aesthetic alignment's, is then not undone by guidance "
-                                  "multiplying what is left of a prompt's conditional change)", choices=("anti", "all"))
+                                  "multiplying what is left of a prompt's conditional change)", choices=GUIDED_SFT_ROWS)
     preserve_weight: float = option(0.0, "weight of an output-preservation term on rows of kind mirror/general: the mean squared difference "
         "between the policy's and the frozen reference's predictions, which keeps ordinary prompts where the "
         "reference had them (0 disables; costs nothing extra, the reference pass is already there)", min=0, max=1e7)

@@ -108,6 +108,9 @@ def guided_sft_error(pred: torch.Tensor, uncond_ref: torch.Tensor, target: torch
     return per_sample_mse(guided, target) / scale ** 2
 
 
+GUIDED_SFT_ROWS = ("anti", "all")  # the rows the guided SFT term applies to (IntentLossConfig.guided_sft_rows)
+
+
 @dataclass(frozen=True)
 class IntentLossConfig:
     """The weights of the intent-DPO objective (the fields of the same names in ``DPOTrainConfig``).
@@ -125,8 +128,8 @@ class IntentLossConfig:
     preserve_null_weight: float = 0.0
 
     def __post_init__(self):
-        if self.guided_sft_rows not in ("anti", "all"):
-            raise ValueError(f"guided_sft_rows {self.guided_sft_rows!r}: expected 'anti' or 'all'")
+        if self.guided_sft_rows not in GUIDED_SFT_ROWS:
+            raise ValueError(f"guided_sft_rows {self.guided_sft_rows!r}: expected one of {GUIDED_SFT_ROWS}")
 
     @classmethod
     def from_config(cls, config) -> IntentLossConfig:
