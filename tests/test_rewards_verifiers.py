@@ -196,9 +196,11 @@ def test_probe_pairs_show_their_attribute():
     """The probe is only a fingerprint if it exercises each rule: at every probe size every rule fires on its own
     degradation's pair, and the benign edits do change the image. (Whether a rule stays quiet on benign edits is the
     held-out tests' question, asked on hundreds of pairs: film grain fires on the 96 px JPEG re-save here.)"""
+    from pluralign.rewards.rules import paired_statistics
+
     names, arrays_a, arrays_o = C.probe_pairs()
     rules = load_rules()
-    _, stats = C.probe_statistics(rules)
+    stats = paired_statistics(rules, arrays_a, arrays_o)  # what probe_statistics computes, on the same pairs
     for size in C.PROBE_SIZES:
         for b in C.PROBE_BENIGN:
             i = names.index(f"{b}@{size}")

@@ -140,6 +140,14 @@ def degradation_of(attribute: str) -> str:
     return name
 
 
+def degraded_view(view: np.ndarray, degradation: str, severity: float, seed: int) -> np.ndarray:
+    """``view`` degraded, at its own size: a crop is enlarged back to the frame, as the trainers do with pairs."""
+    img = degrade(view, degradation, severity, seed=seed)
+    if img.shape != view.shape:
+        img = _arr(_pil(img).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
+    return img
+
+
 def pair_statistics(photos: tuple[str, ...], attributes, cfg: CalibrationConfig, seed: int, rules: dict[str, Rule],
                     *, progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Paired statistics on fresh validation pairs: ``pos[attr]`` of each attribute's rule on that attribute's
@@ -162,9 +170,7 @@ def pair_statistics(photos: tuple[str, ...], attributes, cfg: CalibrationConfig,
             size = int(rng.choice(cfg.sizes))
             view, _ = sample_view(loaded[name], size, rng)
             sev = float(rng.uniform(cfg.sev_min, cfg.sev_max))
-            deg_img = degrade(view, deg, sev, seed=int(rng.integers(2**31)))
-            if deg_img.shape != view.shape:  # a crop: enlarged to the frame, as the trainers do with pairs
-                deg_img = _arr(_pil(deg_img).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
+            deg_img = degraded_view(view, deg, sev, seed=int(rng.integers(2**31)))
             if float(np.abs(deg_img - view).max()) < 2 / 255:
                 # the degradation is a no-op here: sub-pixel aberration on 32 px, desaturating a grey photo
                 continue
@@ -216,11 +222,8 @@ def probe_pairs() -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     for size in PROBE_SIZES:
         view, _ = sample_view(photo, size, np.random.default_rng(0), box)
         for attr in RULE_SPECS:
-            img = degrade(view, degradation_of(attr), PROBE_SEVERITY, seed=0)
-            if img.shape != view.shape:
-                img = _arr(_pil(img).resize(view.shape[1::-1], Image.Resampling.BICUBIC))
             names.append(f"{attr}@{size}")
-            arrays_a.append(img)
+            arrays_a.append(degraded_view(view, degradation_of(attr), PROBE_SEVERITY, seed=0))
         for kind in PROBE_BENIGN:
             names.append(f"{kind}@{size}")
             arrays_a.append(benign(photo, view, box, size, kind, np.random.default_rng(0), shift=0.03))
