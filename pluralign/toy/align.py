@@ -38,6 +38,11 @@ class AlignConfig:
         factory=list, help="attributes whose anti-caption pairs take as rejected image the base model's own sample "
         "of that caption instead of the world's degraded render (on-policy pairs: the preference pushes away from "
         "what the model draws when asked, not from a render it may never draw); empty: every pair off-policy")
+    align_request_kind: str = option(
+        "general", "the kind the trainer sees on anti-caption pairs: general (like every other pair), or anti, so "
+        "the trainer's terms for requests reach them (guided_sft_scale fits the guided prediction there, the "
+        "branch guidance amplifies a request through). The preference is the same either way: the clean render "
+        "wins", choices=["general", "anti"])
 
     def train_config(self) -> DPOTrainConfig:
         return build(DPOTrainConfig, load_yaml(self.align_recipe), self.align_recipe)
@@ -69,12 +74,13 @@ def attribute_cycle(weights: dict[str, int] | None = None) -> list[str]:
 
 
 def universal_pairs(n_scenes: int, seed: int, anti_fraction: float = 0.5,
-                    weights: dict[str, int] | None = None) -> list[dict]:
+                    weights: dict[str, int] | None = None, request_kind: str = "general") -> list[dict]:
     """Pair rows (the project's trl-style schema): chosen = clean render, rejected = degraded twin.
 
     The prompt is the anti-aesthetic caption for ``anti_fraction`` of the rows (the request the
     preference ignores) and the ordinary caption for the rest. Scenes take the attributes in turn,
-    ``weights[a]`` times for attribute ``a`` (:func:`attribute_cycle`).
+    ``weights[a]`` times for attribute ``a`` (:func:`attribute_cycle`). Anti-caption rows get the kind
+    ``request_kind`` (``AlignConfig.align_request_kind``); ordinary-caption rows are ``general``.
     """
     rng = random.Random(seed)
     cycle = attribute_cycle(weights)
@@ -86,10 +92,10 @@ def universal_pairs(n_scenes: int, seed: int, anti_fraction: float = 0.5,
         anti = rng.random() < anti_fraction
         rows.append({
             "prompt": world.anti_caption(scene, attr, seed + i) if anti else world.caption(scene),
-            "chosen": clean, "rejected": bad, "kind": "general", "attributes": [attr],
+            "chosen": clean, "rejected": bad, "kind": request_kind if anti else "general", "attributes": [attr],
             "category": taxonomy.ATTRIBUTES[attr].category, "source": "toy:universal_aesthetic",
             "severity": world.SEVERITY[attr], "pair_id": f"universal-{seed}-{i}",
-            "anti": anti,  # whether the prompt asks for the attribute (not saved: the trainer's kind stays general)
+            "anti": anti,  # whether the prompt asks for the attribute (not saved; the kind is request_kind's)
         })
     return rows
 
@@ -138,7 +144,8 @@ def align(base_dir: str | Path, out_dir: str | Path, work_dir: str | Path, cfg: 
 
     work_dir = Path(work_dir)
     recipe = cfg.train_config()
-    rows = universal_pairs(cfg.align_scenes, recipe.seed, cfg.align_anti_fraction, cfg.weights())
+    rows = universal_pairs(cfg.align_scenes, recipe.seed, cfg.align_anti_fraction, cfg.weights(),
+                           cfg.align_request_kind)
     n_onpolicy, onpolicy = 0, cfg.onpolicy()
     if onpolicy:
         if sampling is None:
