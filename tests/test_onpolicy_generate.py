@@ -317,12 +317,16 @@ def test_interrupted_run_resumes_to_the_same_dataset(generated, pipe, scorer, tm
         OG.generate_dataset(cfg, pipe=pipe, scorer=scorer, progress=False)
 
 
-def test_verifiers_with_same_seed_references_pair_each_chosen_with_its_partner(pipe, tmp_path):
+def test_verifiers_with_same_seed_references_pair_each_chosen_with_its_partner(tmp_path):
     """The rewards package's model-free scorer rates each candidate against its same-seed P_o image: every
-    P_o candidate rates the same against itself, so the rejected image is the chosen one's same-seed partner."""
+    P_o candidate rates the same against itself, so the rejected image is the chosen one's same-seed partner.
+    The generator is the toy base, which follows the requests (the aligned model refuses nearly all of them, so
+    there may be no candidate to accept)."""
     out = tmp_path / "v"
-    OG.generate_dataset(config(out, n_prompts=2, num_candidates=2, scorer="verifiers", min_margin=0.0),
-                        pipe=pipe, progress=False)
+    base = G.load_pipeline(str(paths.base_dir()), "cpu")
+    base.set_progress_bar_config(disable=True)
+    OG.generate_dataset(config(out, generator=str(paths.base_dir()), n_prompts=2, num_candidates=2,
+                               scorer="verifiers", min_margin=0.0), pipe=base, progress=False)
     log = json.loads((out / "generate_log.json").read_text())
     assert log["summary"]["prompt_pairs"] == 2 and log["summary"]["accepted"] >= 1
     for d in log["decisions"]:
