@@ -1,0 +1,78 @@
+"""Which branch of classifier-free guidance makes a toy model follow a request.
+
+Guidance samples ``null + g (cond - null)``: a request can come through because the prompted branch learnt it, or
+because the null branch drifted and guidance amplifies the drift. This script measures one attribute's adherence on
+the validation suite's rows of that attribute (the build's ``measure_pipeline``: paired rule or toy judge, same seeds)
+at several guidance scales, then at the largest scale with the two branches taken from different models: a UNet
+wrapper sends the null half of the guided batch to one model and the prompted half to the other.
+
+    python scripts/guidance_branches.py --attribute color_cast \\
+        --model_a pluralign/toy/checkpoints/aligned --model_b pluralign/toy/checkpoints/base
+
+docs/toy.md ("Re-aligning the colour cast", seventh round) has what it showed for the colour cast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from pluralign.toy import paths, world
+from pluralign.toy.measure import measure_pipeline
+
+
+def load(path: str) -> StableDiffusionPipeline:
+    pipe = StableDiffusionPipeline.from_pretrained(path, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def swap_null_branch(pipe: StableDiffusionPipeline, null_unet) -> None:
+    """Route the null half of every guided UNet call of ``pipe`` to ``null_unet`` (diffusers stacks [null; prompt])."""
+    own = pipe.unet.forward
+
+    def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
+        h = sample.shape[0] // 2
+        null = null_unet(sample[:h], timestep, encoder_hidden_states[:h], *args, **kwargs)[0]
+        cond = own(sample[h:], timestep, encoder_hidden_states[h:], *args, **kwargs)[0]
+        return (torch.cat([null, cond]),)
+
+    pipe.unet.forward = forward
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--attribute", default="color_cast", choices=world.ATTRIBUTES)
+    ap.add_argument("--model_a", default=str(paths.aligned_dir()))
+    ap.add_argument("--model_b", default=str(paths.base_dir()))
+    ap.add_argument("--suite_size", type=int, default=288)
+    ap.add_argument("--suite_seed", type=int, default=5000)
+    ap.add_argument("--scales", default="1,2,3,6")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    steps = json.loads(paths.build_config().read_text())["sampling"]["num_inference_steps"]
+    rows = [r for r in world.eval_suite(args.suite_size, seed=args.suite_seed) if r["attributes"] == [args.attribute]]
+    scales = [float(s) for s in args.scales.split(",")]
+
+    def rate(pipe, g):
+        return measure_pipeline(pipe, rows, steps, g)["by_attribute"][args.attribute]
+
+    print(f"{args.attribute}: {len(rows)} rows of eval_suite({args.suite_size}, seed={args.suite_seed}), {steps} steps")
+    for name, path in (("A", args.model_a), ("B", args.model_b)):
+        pipe = load(path)
+        print(f"model {name} ({path}): " + ", ".join(f"guidance {g:g}: {rate(pipe, g):.3f}" for g in scales))
+    g = max(scales)
+    a, b = load(args.model_a), load(args.model_b)
+    swap_null_branch(a, b.unet)
+    print(f"guidance {g:g}, null branch B, prompted branch A: {rate(a, g):.3f}")
+    a, b = load(args.model_a), load(args.model_b)
+    swap_null_branch(b, a.unet)
+    print(f"guidance {g:g}, null branch A, prompted branch B: {rate(b, g):.3f}")
+
+
+if __name__ == "__main__":
+    main()
