@@ -16,22 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 
 import torch
-from diffusers import StableDiffusionPipeline
 
+from pluralign.eval.generate import load_pipeline
 from pluralign.toy import paths, world
 from pluralign.toy.measure import measure_pipeline
 
 
-def load(path: str) -> StableDiffusionPipeline:
-    pipe = StableDiffusionPipeline.from_pretrained(path, dtype=torch.float32)
+def load(path: str):
+    pipe = load_pipeline(path, "cpu")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def swap_null_branch(pipe: StableDiffusionPipeline, null_unet) -> None:
-    """Route the null half of every guided UNet call of ``pipe`` to ``null_unet`` (diffusers stacks [null; prompt])."""
+@contextmanager
+def null_branch_from(pipe, null_unet):
+    """Inside the block, the null half of every guided UNet call of ``pipe`` goes to ``null_unet`` (diffusers stacks
+    [null; prompt]); ``pipe`` is itself again afterwards."""
     own = pipe.unet.forward
 
     def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
@@ -41,6 +44,10 @@ def swap_null_branch(pipe: StableDiffusionPipeline, null_unet) -> None:
         return (torch.cat([null, cond]),)
 
     pipe.unet.forward = forward
+    try:
+        yield pipe
+    finally:
+        del pipe.unet.forward  # back to the class's forward
 
 
 def main() -> None:
@@ -62,16 +69,14 @@ def main() -> None:
         return measure_pipeline(pipe, rows, steps, g)["by_attribute"][args.attribute]
 
     print(f"{args.attribute}: {len(rows)} rows of eval_suite({args.suite_size}, seed={args.suite_seed}), {steps} steps")
-    for name, path in (("A", args.model_a), ("B", args.model_b)):
-        pipe = load(path)
+    a, b = load(args.model_a), load(args.model_b)
+    for name, path, pipe in (("A", args.model_a, a), ("B", args.model_b, b)):
         print(f"model {name} ({path}): " + ", ".join(f"guidance {g:g}: {rate(pipe, g):.3f}" for g in scales))
     g = max(scales)
-    a, b = load(args.model_a), load(args.model_b)
-    swap_null_branch(a, b.unet)
-    print(f"guidance {g:g}, null branch B, prompted branch A: {rate(a, g):.3f}")
-    a, b = load(args.model_a), load(args.model_b)
-    swap_null_branch(b, a.unet)
-    print(f"guidance {g:g}, null branch A, prompted branch B: {rate(b, g):.3f}")
+    with null_branch_from(a, b.unet):
+        print(f"guidance {g:g}, null branch B, prompted branch A: {rate(a, g):.3f}")
+    with null_branch_from(b, a.unet):
+        print(f"guidance {g:g}, null branch A, prompted branch B: {rate(b, g):.3f}")
 
 
 if __name__ == "__main__":

@@ -118,3 +118,19 @@ def test_save_pairs_keeps_the_schema_and_drops_row_bookkeeping(tmp_path):
     path = save_pairs(universal_pairs(3, seed=1), tmp_path / "pairs")
     ds = datasets.load_from_disk(str(path))
     assert "anti" not in ds.column_names and {"prompt", "chosen", "rejected", "kind"} <= set(ds.column_names)
+
+
+def test_align_request_kind_marks_exactly_the_anti_caption_pairs():
+    """``align_request_kind anti`` lets the trainer's request terms reach the pairs whose caption asks for the
+    attribute; the ordinary-caption pairs stay general, and the default changes nothing."""
+    from pluralign.config import ConfigError, parse
+    from pluralign.toy.align import AlignConfig, universal_pairs
+
+    plain = universal_pairs(24, seed=1)
+    marked = universal_pairs(24, seed=1, request_kind="anti")
+    assert {r["kind"] for r in plain} == {"general"}
+    assert [r["kind"] for r in marked] == ["anti" if r["anti"] else "general" for r in plain]
+    assert {r["kind"] for r in marked} == {"anti", "general"}
+    assert [r["prompt"] for r in marked] == [r["prompt"] for r in plain]
+    with pytest.raises(ConfigError, match="align_request_kind.*'mirror' is not one of"):
+        parse((AlignConfig,), ["--align_request_kind", "mirror"])
