@@ -104,9 +104,11 @@ class DemoConfig:
     rounds: int = option(1, "rounds of on-policy pairs: round r > 1 samples fresh prompts from the aligned model with "
                          "round r-1's adapter, and a fresh adapter trains on every round's pairs so far",
                          min=1, max=10)
-    over_severity: float = option(0.0, "also give the intent adapter, per intent item, an anti row in which the "
+    over_severity: float = option(1.0, "also give the intent adapter, per intent item, an anti row in which the "
                                   "world's render beats the same degradation at this higher severity, bounding the "
-                                  "request from above (toy.world_pairs.over_pairs; 0 disables)", min=0, max=1.0)
+                                  "request from above (toy.world_pairs.over_pairs; 0 disables). 1.0 raised the weakest "
+                                  "attribute, adherence and content over training seeds 8 and 9 (docs/toy.md, round 23)",
+                                  min=0, max=1.0)
     over_attributes: list[str] = option(
         factory=lambda: ["underexposed", "overexposed", "muted", "noisy", "low_contrast", "color_cast", "small_subject"],
         help="attributes that get over-degradation rows: those whose degradation, pushed further, erases the subject "
