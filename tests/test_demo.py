@@ -94,7 +94,7 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
 def test_training_rows_use_the_same_scenes_for_every_method():
     from pluralign.toy.demo import DemoConfig, training_rows
 
-    cfg = DemoConfig(intent_items=4, anti_fraction=0.5)
+    cfg = DemoConfig(intent_items=4, anti_fraction=0.5, over_severity=0.0)
     intent, aesthetic, sft = (training_rows(cfg, k) for k in ("intent", "aesthetic", "sft"))
     assert len(intent) == len(aesthetic) == 16 and len(sft) == 4
     anti = [r for r in intent if r["kind"] == "anti"]
@@ -115,10 +115,13 @@ def test_training_rows_use_the_same_scenes_for_every_method():
     assert len(training_rows(DemoConfig(intent_items=4, over_severity=1.0), "aesthetic")) == 8
     # semantic_repeat repeats the on-policy rows for the intent adapter only; the ordinary pairs keep the ratio
     onpolicy = [{**r, "source": "onpolicy"} for r in intent[:2]]
-    twice = training_rows(DemoConfig(intent_items=4, anti_fraction=0.5, semantic_repeat=2), "intent", onpolicy)
+    twice = training_rows(DemoConfig(intent_items=4, anti_fraction=0.5, semantic_repeat=2, over_severity=0.0), "intent",
+                          onpolicy)
     assert sum(r["source"] == "onpolicy" for r in twice) == 4 and len(twice) == 2 * (8 + 4)
     assert sum(r["source"] == "onpolicy" for r in training_rows(DemoConfig(intent_items=4, semantic_repeat=2),
                                                                 "sft", onpolicy)) == 1
+    # the demo's default: over rows for the intent adapter (docs/toy.md, round 23)
+    assert any(r["source"] == "toy:world_over" for r in training_rows(DemoConfig(intent_items=4), "intent"))
     # by default off_center gets no over row (further out does not erase the subject): items 0-8 give 7
     default = training_rows(DemoConfig(intent_items=9, over_severity=1.0), "intent")
     assert sorted(r["attributes"][0] for r in default if r["source"] == "toy:world_over") == sorted(
