@@ -82,7 +82,12 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     assert onpolicy["prompt_pairs"] == 3 and onpolicy["rows"] == 2 * onpolicy["accepted"]
     rows = results["training"]["intent_dpo"]["rows_by_kind"]
     n_anti = 6 + onpolicy["accepted"]
-    assert rows["anti"] == rows["mirror"] == n_anti and not rows.get("general")  # anti_fraction 1.0: no ordinary pairs
+    # the default over-degradation rows are anti rows without a mirror
+    from pluralign.toy.demo import DemoConfig, training_rows
+
+    n_over = sum(r["source"] == "toy:world_over" for r in training_rows(DemoConfig(intent_items=6), "intent"))
+    assert n_over > 0 and rows["mirror"] == n_anti and rows["anti"] == n_anti + n_over
+    assert not rows.get("general")  # anti_fraction 1.0: no ordinary pairs
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     md = (out / "report.md").read_text()
@@ -130,7 +135,7 @@ def test_training_rows_use_the_same_scenes_for_every_method():
 
 @pytest.mark.slow
 def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, monkeypatch):
-    from pluralign.toy.demo import main
+    from pluralign.toy.demo import DemoConfig, main, training_rows
 
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
     out = tmp_path / "demo"
@@ -147,7 +152,9 @@ def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, 
         assert (out / "runs" / {"dpo_aesthetic": "aesthetic", "sft_anti": "sft"}[name] / "adapter").is_dir()
     # the same scenes and budget: aesthetic DPO sees as many rows as intent DPO, SFT only the anti rows
     t = results["training"]
-    assert t["dpo_aesthetic"]["rows"] == t["intent_dpo"]["rows"] == 8 and t["sft_anti"]["rows_by_kind"] == {"anti": 4}
+    n_over = sum(r["source"] == "toy:world_over" for r in training_rows(DemoConfig(intent_items=4), "intent"))
+    assert t["dpo_aesthetic"]["rows"] == 8 and t["intent_dpo"]["rows"] == 8 + n_over  # the over rows: intent DPO's own
+    assert t["sft_anti"]["rows_by_kind"] == {"anti": 4}
     md = (out / "report.md").read_text()
     assert "| dpo_aesthetic |" in md and "| sft_anti |" in md and "beats baselines" in md
 
