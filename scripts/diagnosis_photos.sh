@@ -33,8 +33,10 @@ members=()
 for f in $files; do members+=("opencv-python-4.10.0.84/opencv/samples/data/$f"); done
 tar xzf "$dir/download/opencv.tar.gz" -C "$dir/download" "${members[@]}"
 # the last scipy whose wheel ships face.dat; its wheels stop at CPython 3.11, and the photo is the same in every one
-[ "$set_id" = 1 ] && "$python" -m pip download "scipy==1.9.3" --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
-  --platform manylinux2014_x86_64 -d "$dir/download" -q
+if [ "$set_id" = 1 ]; then
+  "$python" -m pip download "scipy==1.9.3" --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+    --platform manylinux2014_x86_64 -d "$dir/download" -q
+fi
 # shellcheck disable=SC2086
 "$python" - "$dir" "$out" "$set_id" $files <<'PY'
 import bz2, glob, sys, zipfile
@@ -47,11 +49,10 @@ dl, out, set_id, files = sys.argv[1] + "/download", sys.argv[2], sys.argv[3], sy
 names = [Path(f).stem for f in files]
 for f, name in zip(files, names):
     Image.open(f"{dl}/opencv-python-4.10.0.84/opencv/samples/data/{f}").convert("RGB").save(f"{out}/{name}.png")
-if set_id != "1":
-    print(",".join(f"{out}/{n}.png" for n in sorted(names)))  # sorted: the holdout draws photos by position
-    sys.exit(0)
-with zipfile.ZipFile(glob.glob(f"{dl}/scipy-1.9.3-*.whl")[0]) as wheel:
-    face = np.frombuffer(bz2.decompress(wheel.read("scipy/misc/face.dat")), dtype=np.uint8).reshape(768, 1024, 3)
-Image.fromarray(face).save(f"{out}/face.png")
-print(",".join(f"{out}/{n}.png" for n in sorted(names + ["face"])))  # sorted: the holdout draws photos by position
+if set_id == "1":
+    with zipfile.ZipFile(glob.glob(f"{dl}/scipy-1.9.3-*.whl")[0]) as wheel:
+        face = np.frombuffer(bz2.decompress(wheel.read("scipy/misc/face.dat")), dtype=np.uint8).reshape(768, 1024, 3)
+    Image.fromarray(face).save(f"{out}/face.png")
+    names.append("face")
+print(",".join(f"{out}/{n}.png" for n in sorted(names)))  # sorted: the holdout draws photos by position
 PY

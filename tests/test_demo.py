@@ -27,6 +27,13 @@ def toy_dir(tmp_path_factory):
     return out
 
 
+def _default_over_rows(intent_items: int) -> int:
+    """Over-degradation rows the demo's default data gives the intent adapter for ``intent_items`` items."""
+    from pluralign.toy.demo import DemoConfig, training_rows
+
+    return sum(r["source"] == "toy:world_over" for r in training_rows(DemoConfig(intent_items=intent_items), "intent"))
+
+
 @pytest.mark.slow
 def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     out = tmp_path / "demo"
@@ -83,9 +90,7 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     rows = results["training"]["intent_dpo"]["rows_by_kind"]
     n_anti = 6 + onpolicy["accepted"]
     # the default over-degradation rows are anti rows without a mirror
-    from pluralign.toy.demo import DemoConfig, training_rows
-
-    n_over = sum(r["source"] == "toy:world_over" for r in training_rows(DemoConfig(intent_items=6), "intent"))
+    n_over = _default_over_rows(6)
     assert n_over > 0 and rows["mirror"] == n_anti and rows["anti"] == n_anti + n_over
     assert not rows.get("general")  # anti_fraction 1.0: no ordinary pairs
     html = (out / "report.html").read_text()
@@ -126,7 +131,7 @@ def test_training_rows_use_the_same_scenes_for_every_method():
     assert sum(r["source"] == "onpolicy" for r in training_rows(DemoConfig(intent_items=4, semantic_repeat=2),
                                                                 "sft", onpolicy)) == 1
     # the demo's default: over rows for the intent adapter (docs/toy.md, round 23)
-    assert any(r["source"] == "toy:world_over" for r in training_rows(DemoConfig(intent_items=4), "intent"))
+    assert _default_over_rows(4) > 0
     # by default off_center gets no over row (further out does not erase the subject): items 0-8 give 7
     default = training_rows(DemoConfig(intent_items=9, over_severity=1.0), "intent")
     assert sorted(r["attributes"][0] for r in default if r["source"] == "toy:world_over") == sorted(
@@ -135,7 +140,7 @@ def test_training_rows_use_the_same_scenes_for_every_method():
 
 @pytest.mark.slow
 def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, monkeypatch):
-    from pluralign.toy.demo import DemoConfig, main, training_rows
+    from pluralign.toy.demo import main
 
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
     out = tmp_path / "demo"
@@ -152,8 +157,7 @@ def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, 
         assert (out / "runs" / {"dpo_aesthetic": "aesthetic", "sft_anti": "sft"}[name] / "adapter").is_dir()
     # the same scenes and budget: aesthetic DPO sees as many rows as intent DPO, SFT only the anti rows
     t = results["training"]
-    n_over = sum(r["source"] == "toy:world_over" for r in training_rows(DemoConfig(intent_items=4), "intent"))
-    assert t["dpo_aesthetic"]["rows"] == 8 and t["intent_dpo"]["rows"] == 8 + n_over  # the over rows: intent DPO's own
+    assert t["dpo_aesthetic"]["rows"] == 8 and t["intent_dpo"]["rows"] == 8 + _default_over_rows(4)  # the over rows: intent DPO's own
     assert t["sft_anti"]["rows_by_kind"] == {"anti": 4}
     md = (out / "report.md").read_text()
     assert "| dpo_aesthetic |" in md and "| sft_anti |" in md and "beats baselines" in md
