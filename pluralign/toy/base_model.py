@@ -40,7 +40,9 @@ from . import world
 class BaseModelConfig:
     seed: int = option(0, "seed of the data, the initialisation and the training noise")
     n_scenes: int = option(8000, "scenes in the training set; each gives a clean and one degraded image", min=1)
-    latent_channels: int = option(12, "VAE latent channels (16x16 latents)", min=1)
+    latent_channels: int = option(12, "VAE latent channels", min=1)
+    latent_size: int = option(16, "side of the latent grid: 16 (one downsampling of the 32x32 world) or 8 (two; the "
+                              "denoiser then costs about 2.5 times less per call, see docs/toy.md)", choices=(16, 8))
     vae_steps: int = option(3000, "autoencoder training steps", min=1)
     fidelity_scenes: int = option(64, "held-out scenes of the autoencoder's per-attribute fidelity check", min=1)
     vae_batch_size: int = option(32, "autoencoder batch size", min=1)
@@ -124,15 +126,16 @@ def _nchw(images: np.ndarray) -> torch.Tensor:
 
 # --- stage 1: autoencoder -----------------------------------------------------------------------
 
-def make_vae(latent_channels: int, seed: int):
+def make_vae(latent_channels: int, seed: int, latent_size: int = 16):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
+    levels = (world.SIZE // latent_size).bit_length()  # 32 -> 16: two levels, 32 -> 8: three (one downsampling between)
     return AutoencoderKL(
         in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 32), layers_per_block=1, latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=(32,) * levels, layers_per_block=1, latent_channels=latent_channels,
         norm_num_groups=8, sample_size=world.SIZE,
         # self-attention in the mid block costs 5x the rest of this VAE on CPU and buys nothing at 32x32
         mid_block_add_attention=False,
@@ -150,6 +153,9 @@ def _continued(cfg: BaseModelConfig, part: str):
                                 "(e.g. pluralign/toy/checkpoints/base)")
     cls = {"vae": AutoencoderKL, "text_encoder": CLIPTextModel, "unet": UNet2DConditionModel}[part]
     model = cls.from_pretrained(str(path))
+    if part == "unet" and model.config.sample_size != cfg.latent_size:
+        raise ValueError(f"init_from: {path} denoises {model.config.sample_size}x{model.config.sample_size} latents, "
+                         f"latent_size is {cfg.latent_size}; set --latent_size {model.config.sample_size}")
     if part == "vae" and model.config.latent_channels != cfg.latent_channels:
         raise ValueError(f"init_from: {path} has {model.config.latent_channels} latent channels, latent_channels is "
                          f"{cfg.latent_channels}; set --latent_channels {model.config.latent_channels}")
@@ -167,7 +173,7 @@ def train_vae(data: ToyData, cfg: BaseModelConfig, progress: bool = True):
     from tqdm.auto import tqdm
 
     dev = torch.device(cfg.device)
-    vae = _continued(cfg, "vae") if cfg.init_from else make_vae(cfg.latent_channels, cfg.seed)
+    vae = _continued(cfg, "vae") if cfg.init_from else make_vae(cfg.latent_channels, cfg.seed, cfg.latent_size)
     vae = vae.to(dev)
     x_all = _nchw(data.images).to(dev)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
@@ -252,15 +258,15 @@ def make_text_encoder(tokenizer, hidden: int, layers: int, seed: int):
     return CLIPTextModel(cfg)
 
 
-def make_unet(latent_channels: int, channels: tuple[int, ...], cross_dim: int, seed: int):
+def make_unet(latent_channels: int, channels: tuple[int, ...], cross_dim: int, seed: int, latent_size: int = 16):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
     n = len(channels)
     return UNet2DConditionModel(
-        sample_size=world.SIZE // 2, in_channels=latent_channels, out_channels=latent_channels,
+        sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
         block_out_channels=tuple(channels), layers_per_block=1,
-        # attention only below full latent resolution: the 16x16 level would dominate CPU time
+        # attention only below full latent resolution: a 16x16 level would dominate CPU time
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
         cross_attention_dim=cross_dim, attention_head_dim=8, norm_num_groups=8,
@@ -292,7 +298,7 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
         text_encoder, unet = _continued(cfg, "text_encoder").to(dev), _continued(cfg, "unet").to(dev)
     else:
         text_encoder = make_text_encoder(tokenizer, cfg.text_hidden, cfg.text_layers, cfg.seed + 2).to(dev)
-        unet = make_unet(cfg.latent_channels, cfg.unet_channels, cfg.text_hidden, cfg.seed + 3).to(dev)
+        unet = make_unet(cfg.latent_channels, cfg.unet_channels, cfg.text_hidden, cfg.seed + 3, cfg.latent_size).to(dev)
     train_sched, _ = schedulers()
     alphas = train_sched.alphas_cumprod.to(dev)
     empty = tokenize(tokenizer, [""])[0].to(dev)
