@@ -130,12 +130,14 @@ def make_vae(latent_channels: int, seed: int, latent_size: int = 16):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    levels = (world.SIZE // latent_size).bit_length()  # 32 -> 16: two levels, 32 -> 8: three (one downsampling between)
+    # one downsampling between levels. The deepest level must hold at least the image's numbers: at 8x8, 32 channels
+    # (2048 numbers for 3072) lost the grain of noisy renders entirely, hence 128 there (8192, as 16x16x32)
+    widths = {16: (32, 32), 8: (32, 64, 128)}[latent_size]
     return AutoencoderKL(
         in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=(32,) * levels, layers_per_block=1, latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(widths),
+        up_block_types=("UpDecoderBlock2D",) * len(widths),
+        block_out_channels=widths, layers_per_block=1, latent_channels=latent_channels,
         norm_num_groups=8, sample_size=world.SIZE,
         # self-attention in the mid block costs 5x the rest of this VAE on CPU and buys nothing at 32x32
         mid_block_add_attention=False,
