@@ -186,3 +186,32 @@ def test_checker_attribute_head_round_trips_and_feeds_the_toy_scorer(tmp_path):
     old = ContentChecker(CheckerNet(len(world.SHAPES), len(world.COLOURS)), list(world.SHAPES), list(world.COLOURS))
     with pytest.raises(ValueError, match="build-toy --stages checker"):
         old.attribute_probs(images)
+
+
+def test_latent_size_8_builds_an_8x8_pipeline_that_samples_world_sized_images(tmp_path):
+    import torch
+
+    from pluralign.toy import base_model
+    from pluralign.toy.base_model import (
+        BaseModelConfig,
+        _continued,
+        assemble,
+        clip_tokenizer,
+        make_text_encoder,
+        make_unet,
+        make_vae,
+        save_pipeline,
+    )
+
+    vae = make_vae(48, 0, latent_size=8)
+    x = torch.zeros(1, 3, world.SIZE, world.SIZE)
+    assert tuple(vae.encode(x).latent_dist.mean.shape) == (1, 48, 8, 8)
+    tok = clip_tokenizer(32)
+    pipe = assemble(vae, make_text_encoder(tok, 16, 1, 0), tok, make_unet(48, (8, 8, 8), 16, 0, latent_size=8))
+    pipe.set_progress_bar_config(disable=True)
+    images = base_model.generate(pipe, ["a red circle"], [0], num_inference_steps=1, guidance_scale=2.0)
+    assert images[0].size == (world.SIZE, world.SIZE)
+    # continuing it under the other latent size fails before any training, naming the option to set
+    save_pipeline(pipe, tmp_path / "base")
+    with pytest.raises(ValueError, match="--latent_size 8"):
+        _continued(BaseModelConfig(init_from=str(tmp_path / "base"), latent_channels=48), "unet")
