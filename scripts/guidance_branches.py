@@ -25,12 +25,6 @@ from pluralign.toy import paths, world
 from pluralign.toy.measure import measure_pipeline
 
 
-def load(path: str):
-    pipe = load_pipeline(path, "cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @contextmanager
 def null_branch_from(pipe, null_unet):
     """Inside the block, the null half of every guided UNet call of ``pipe`` goes to ``null_unet`` (diffusers stacks
@@ -69,7 +63,7 @@ def main() -> None:
         return measure_pipeline(pipe, rows, steps, g)["by_attribute"][args.attribute]
 
     print(f"{args.attribute}: {len(rows)} rows of eval_suite({args.suite_size}, seed={args.suite_seed}), {steps} steps")
-    a, b = load(args.model_a), load(args.model_b)
+    a, b = (load_pipeline(m, "cpu", progress=False) for m in (args.model_a, args.model_b))
     for name, path, pipe in (("A", args.model_a, a), ("B", args.model_b, b)):
         print(f"model {name} ({path}): " + ", ".join(f"guidance {g:g}: {rate(pipe, g):.3f}" for g in scales))
     g = max(scales)

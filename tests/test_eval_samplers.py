@@ -92,3 +92,15 @@ def test_an_unknown_sampler_is_refused_by_every_command_that_samples():
             parse((cls,), ["--sampler", "heun"])
         (cfg,) = parse((cls,), ["--sampler", "dpmsolver++"])
         assert cfg.sampler == "dpmsolver++"
+
+
+def test_load_pipeline_can_silence_the_per_call_progress_bar(tiny_pipeline_dir, capsys):
+    from pluralign.eval.generate import load_pipeline
+
+    def bar_output(pipe):
+        pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np")
+        return capsys.readouterr().err
+
+    capsys.readouterr()
+    assert "2/2" in bar_output(load_pipeline(str(tiny_pipeline_dir("sd")), "cpu"))
+    assert "2/2" not in bar_output(load_pipeline(str(tiny_pipeline_dir("sd")), "cpu", progress=False))

@@ -67,8 +67,9 @@ def variants_for(weights: Sequence[float], with_adapter: bool) -> list[Variant]:
     return out
 
 
-def load_pipeline(base: str, device: str = "auto", dtype: str = "float32"):
-    """A stock diffusers pipeline from a hub id or local directory (safetensors only)."""
+def load_pipeline(base: str, device: str = "auto", dtype: str = "float32", progress: bool = True):
+    """A stock diffusers pipeline from a hub id or local directory (safetensors only). ``progress=False`` turns off
+    diffusers' bar of every call's denoising steps (a caller that samples many small batches shows its own)."""
     from diffusers import DiffusionPipeline
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
@@ -80,6 +81,8 @@ def load_pipeline(base: str, device: str = "auto", dtype: str = "float32"):
                          "diffusers pipeline directory (with model_index.json and safetensors weights) or a hub id "
                          "such as stable-diffusion-v1-5/stable-diffusion-v1-5") from exc
     pipe.to(resolve_device(device))
+    if not progress:
+        pipe.set_progress_bar_config(disable=True)
     return pipe
 
 

@@ -264,12 +264,6 @@ def train_adapter(cfg: DemoConfig, train_cfg: DPOTrainConfig, kind: str, out: Pa
                                 "final_metrics": result.metrics, "wall_seconds": time.perf_counter() - t0}
 
 
-def _load(path: Path):
-    pipe = load_pipeline(str(path))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def denoiser_speed(pipe, batch: int, calls: int = 3) -> float:
     """Milliseconds per latent of a no-grad call of ``pipe``'s UNet on ``batch`` random latents (the eval's
     shape: a row's two prompts under guidance are four latents), the median of ``calls`` after a warm-up.
@@ -586,7 +580,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
     step = _Steps(3 + 2 * cfg.rounds + (2 if cfg.with_baselines else 0), stage_seconds, stage_loads)
 
     step("evaluating the base model", "eval_base")
-    base = _load(paths.base_dir())
+    base = load_pipeline(str(paths.base_dir()), progress=False)
     speed = {"start": denoiser_speed(base, 4 * cfg.batch_size)}
     base_eval = _evaluate(base, rows, checker, judge, out / "eval" / "base", cfg, sampling, None, [])
 
@@ -597,7 +591,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
         suffix = "" if cfg.rounds == 1 else f"_round{r + 1}"
         step(f"on-policy pairs for the semantic attributes: sampling the {gen_dir.name} model"
              f"{' with the round ' + str(r) + ' adapter' if intent_dir else ''}, best-of-K", f"onpolicy_pairs{suffix}")
-        pipe = base if gen_dir == paths.base_dir() else _load(gen_dir)
+        pipe = base if gen_dir == paths.base_dir() else load_pipeline(str(gen_dir), progress=False)
         new, log = generate_onpolicy(cfg, pipe, judge, sampling, out, r, gen_dir, intent_dir)
         onpolicy += new
         onpolicy_logs.append(log)
@@ -614,7 +608,7 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
                          config={**to_dict(cfg), "train": to_dict(train_cfg)},
                          dir=os.environ["WANDB_DIR"], reinit="finish_previous")
     step("evaluating the aligned model and the adapter dial", "eval_dial")
-    aligned = _load(paths.aligned_dir())
+    aligned = load_pipeline(str(paths.aligned_dir()), progress=False)
     speed["before_eval_dial"] = denoiser_speed(aligned, 4 * cfg.batch_size)
     intent_eval = _evaluate(aligned, rows, checker, judge, out / "eval" / "intent_dpo", cfg, sampling, intent_dir,
                             list(cfg.weights), wandb_run=run)

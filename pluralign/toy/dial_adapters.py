@@ -21,11 +21,12 @@ from pathlib import Path
 
 from pluralign.data.taxonomy import category_of
 from pluralign.dial.session import DialSpec
+from pluralign.eval.generate import load_pipeline
 from pluralign.trainers import train
 
 from . import paths, world
 from .align import save_pairs
-from .demo import _evaluate, _load, _sampling, generate_onpolicy, parse_demo, training_config, training_rows
+from .demo import _evaluate, _sampling, generate_onpolicy, parse_demo, training_config, training_rows
 from .scorer import ToyScorer
 from .suite import toy_rows
 
@@ -46,7 +47,7 @@ def build_dial_adapters(out: Path, max_steps: int, validation_seed: int, n_valid
     dial = out / "dial"
     with tempfile.TemporaryDirectory(prefix="pluralign-dial-") as tmp:
         work = Path(tmp)
-        onpolicy, _ = generate_onpolicy(cfg, _load(base_dir), judge, sampling, work, 0, base_dir)
+        onpolicy, _ = generate_onpolicy(cfg, load_pipeline(str(base_dir), progress=False), judge, sampling, work, 0, base_dir)
         rows = training_rows(cfg, "intent", onpolicy)
         data_dir = save_pairs(rows, work / "data" / "intent")
         tc = training_config(train_cfg, "intent", data_dir, work, "none")
@@ -62,7 +63,7 @@ def build_dial_adapters(out: Path, max_steps: int, validation_seed: int, n_valid
                     shutil.copy2(src / f, dial / name / f)
         train_s = time.perf_counter() - t0
         # what each slider does: adherence on the adapter's own category at weight 0 (the aligned model) and 1
-        pipe, suite = _load(aligned_dir), toy_rows(n_validation, validation_seed)
+        pipe, suite = load_pipeline(str(aligned_dir), progress=False), toy_rows(n_validation, validation_seed)
         measured = {}
         for name in sorted(result.adapter_dirs):
             own = [r for r in suite if any(category_of(a) == name for a in r.attributes)]

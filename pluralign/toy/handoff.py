@@ -43,9 +43,7 @@ class HandoffConfig:
 
 def _pipeline(name: str):
     path = {"base": paths.base_dir(), "aligned": paths.aligned_dir()}.get(name, name)
-    pipe = load_pipeline(str(path))  # the eval's loader: a missing or broken directory gets its clear error
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline(str(path), progress=False)  # the eval's loader: a missing or broken directory gets its clear error
 
 
 class _Handoff:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pluralign.config import ConfigError, option, run_module, to_dict, writable_dir
+from pluralign.eval.generate import load_pipeline
 from pluralign.trainers import DPOTrainConfig
 
 from . import paths
@@ -26,7 +27,6 @@ from .demo import (
     DemoConfig,
     _check_checkpoints,
     _evaluate,
-    _load,
     _sampling,
     generate_onpolicy,
     parse_demo,
@@ -111,10 +111,10 @@ def run_validation(cfg: DemoConfig, train_cfg: DPOTrainConfig, vcfg: ValidationC
         adapter, train_s = Path(vcfg.adapter), 0.0
     else:  # the demo's training data: degradation pairs, and on-policy pairs for the semantic attributes
         gen_dir = paths.base_dir() if cfg.onpolicy_generator == "base" else paths.aligned_dir()
-        onpolicy, _ = generate_onpolicy(cfg, _load(gen_dir), judge, sampling, out, 0, gen_dir)
+        onpolicy, _ = generate_onpolicy(cfg, load_pipeline(str(gen_dir), progress=False), judge, sampling, out, 0, gen_dir)
         adapter, summary = train_adapter(cfg, train_cfg, "intent", out, "none", onpolicy)
         train_s = summary["wall_seconds"]
-    pipe, checker = _load(paths.aligned_dir()), judge.checker
+    pipe, checker = load_pipeline(str(paths.aligned_dir()), progress=False), judge.checker
     suites = {}
     for seed in vcfg.validation_seeds:
         rows = toy_rows(cfg.n_prompts, seed)
