@@ -67,6 +67,10 @@ def test_alignment_weights_give_an_attribute_more_pairs_and_the_default_keeps_th
     assert attribute_cycle() == list(ATTRIBUTES)  # the shipped alignment's order, unchanged
     plain = universal_pairs(24, seed=1)
     assert [r["attributes"][0] for r in plain] == list(ATTRIBUTES) * 2
+    (shipped,) = parse((AlignConfig,), [])  # the shipped alignment's (docs/toy.md, ninth re-alignment round)
+    assert shipped.weights() == {"color_cast": 3, "small_subject": 2} and shipped.align_scenes == 1500
+    (cfg,) = parse((AlignConfig,), ["--align_weights", ""])
+    assert cfg.weights() == {}
     (cfg,) = parse((AlignConfig,), ["--align_weights", "color_cast=3,noisy=2"])
     weights = cfg.weights()
     assert weights == {"color_cast": 3, "noisy": 2}

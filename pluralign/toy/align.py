@@ -26,12 +26,14 @@ from .base_model import generate, save_pipeline
 class AlignConfig:
     """The alignment stage of ``pluralign build-toy``: which pairs, and the training recipe."""
 
-    align_scenes: int = option(1200, "scenes for the universal-aesthetic pairs (100 per attribute)", min=1)
+    align_scenes: int = option(1500, "scenes for the universal-aesthetic pairs (100 per attribute turn: 12 "
+                               "attributes, color_cast taking three turns and small_subject two)", min=1)
     align_anti_fraction: float = option(0.5, "share of pairs whose prompt is the anti-aesthetic caption", min=0, max=1)
     align_weights: list[str] = option(
-        factory=list, help="ATTRIBUTE=N entries: that attribute's scenes come N times as often in the attribute "
-        "round-robin (an attribute the preference reverses only partly gets more of its pairs); empty: every "
-        "attribute once")
+        factory=lambda: ["color_cast=3", "small_subject=2"],
+        help="ATTRIBUTE=N entries: that attribute's scenes come N times as often in the attribute round-robin (an "
+        "attribute the preference reverses only partly gets more of its pairs; the default is the shipped "
+        "alignment's, docs/toy.md ninth re-alignment round); an empty value (\"\"): every attribute once")
     align_recipe: str = option(str(paths.recipe("align")), "DPOTrainConfig recipe of the alignment run (its seed "
                                "also seeds the pairs)")
     align_onpolicy: list[str] = option(
