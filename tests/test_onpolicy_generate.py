@@ -268,6 +268,8 @@ def test_margin_filter_drops_and_counts(generated, pipe, scorer, tmp_path):
     log = json.loads((out / "generate_log.json").read_text())
     expected = {i: "weak_chosen" if top < floor else "below_min_margin" if m < cut else None
                 for i, (m, top) in scored.items()}
+    # a pair with no margin was dropped before any margin (no candidate kept the content): again, for the same reason
+    expected.update({d["index"]: d["reason"] for d in log0["decisions"] if d["margin"] is None})
     assert {d["index"]: d["reason"] for d in log["decisions"]} == expected
     s = log["summary"]
     kept = [i for i, r in expected.items() if r is None]
