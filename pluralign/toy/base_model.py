@@ -130,8 +130,8 @@ def make_vae(latent_channels: int, seed: int, latent_size: int = 16):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    # one downsampling between levels. The deepest level must hold at least the image's numbers: at 8x8, 32 channels
-    # (2048 numbers for 3072) lost the grain of noisy renders entirely, hence 128 there (8192, as 16x16x32)
+    # one downsampling between levels; at 8x8 the deepest level holds 8192 numbers, as the shipped 16x16x32 (32 channels
+    # there, 2048 for the image's 3072, lost the grain of noisy renders; 128 kept none after 3000 steps either: docs/toy.md)
     widths = {16: (32, 32), 8: (32, 64, 128)}[latent_size]
     return AutoencoderKL(
         in_channels=3, out_channels=3,
