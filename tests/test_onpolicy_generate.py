@@ -54,9 +54,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def pipe():
-    p = G.load_pipeline(str(paths.aligned_dir()), "cpu")
-    p.set_progress_bar_config(disable=True)
-    return p
+    return G.load_pipeline(str(paths.aligned_dir()), "cpu", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -325,8 +323,7 @@ def test_verifiers_with_same_seed_references_pair_each_chosen_with_its_partner(t
     The generator is the toy base, which follows the requests (the aligned model refuses nearly all of them, so
     there may be no candidate to accept)."""
     out = tmp_path / "v"
-    base = G.load_pipeline(str(paths.base_dir()), "cpu")
-    base.set_progress_bar_config(disable=True)
+    base = G.load_pipeline(str(paths.base_dir()), "cpu", progress=False)
     OG.generate_dataset(config(out, generator=str(paths.base_dir()), n_prompts=2, num_candidates=2,
                                scorer="verifiers", min_margin=0.0), pipe=base, progress=False)
     log = json.loads((out / "generate_log.json").read_text())

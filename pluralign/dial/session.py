@@ -73,9 +73,8 @@ class DialSession:
 
     def __init__(self, spec: DialSpec, device: str = "auto", dtype: str = "float32"):
         self.spec = spec
-        self.pipe = load_pipeline(spec.base, device, dtype)
+        self.pipe = load_pipeline(spec.base, device, dtype, progress=False)
         self.device, self.dtype = str(self.pipe.device), dtype
-        self.pipe.set_progress_bar_config(disable=True)
         self.adapters: dict[str, Path] = {}
         self.errors: dict[str, str] = {}
         for name, path in spec.adapters.items():
