@@ -73,6 +73,10 @@ def test_chunked_reference_trains_the_same_adapter_in_fewer_calls(tiny_pipeline_
     assert chunked == [4 * rows] + [rows] * 4 + [4 * rows] + [rows] * 2
     a = load_file(str(one.adapter_dir / "pytorch_lora_weights.safetensors"))
     b = load_file(str(four.adapter_dir / "pytorch_lora_weights.safetensors"))
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    # Relative to the largest weight. The CPU's kernels round a batch of 24 rows differently from one of 6: the
+    # difference read 1e-5 to 2.2e-5 on weights of 0.99, by thread count. A reference handed to the wrong
+    # micro-steps moves them by 3.5e-2.
+    scale = max(v.abs().max().item() for v in a.values())
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4 * scale
     assert max(v.abs().max().item() for k, v in a.items() if "lora.up" in k) > 1e-3  # it trained
     assert one.history[-1]["loss"] == pytest.approx(four.history[-1]["loss"], rel=1e-4)
