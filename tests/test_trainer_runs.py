@@ -33,9 +33,16 @@ def _env(tmp):
 
 
 def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path):
-    """Every run goes through the CLI in its own process, as a user's would: uninterrupted, killed with
-    SIGKILL after its second checkpoint, then resumed with ``--resume_from_checkpoint latest``. The reference
-    runs ahead in chunks of 3 micro-steps, so the resume lands inside a chunk and must recompute all of it."""
+    """The killed and the resumed run go through the CLI in their own processes, as a user's would: killed
+    with SIGKILL after the second checkpoint, then resumed with ``--resume_from_checkpoint latest``. The
+    uninterrupted run they must equal goes through the same CLI entry point in this process (a third process
+    would add only its 7 s of imports). Every run computes on one torch thread, so the arithmetic is the same
+    in all three. The reference runs ahead in chunks of 3 micro-steps, so the resume lands inside a chunk and
+    must recompute all of it."""
+    import torch
+
+    from pluralign.train import main
+
     model = tiny_pipeline_dir("sd")
     common = dict(max_steps=6, checkpointing_steps=2, checkpoints_total_limit=5, learning_rate=2e-3, dropout=0.1,
                   export_kohya=False, cache_dir=str(tmp_path / "cache"), train_batch_size=2, rank=4, alpha=4,
@@ -48,12 +55,17 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path):
             args += [f"--{k}", str(v)]
         return args + list(extra)
 
+    env = dict(_env(tmp_path), OMP_NUM_THREADS="1")
     straight = tmp_path / "straight"
-    done = subprocess.run(command(straight), env=_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(command(straight)[3:]) == 0
+    finally:
+        torch.set_num_threads(threads)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(command(out), env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while not (out / "checkpoints" / "checkpoint-2" / "state.json").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -64,7 +76,7 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path):
     proc.wait()
     assert not (out / "adapter").exists()
 
-    resumed = subprocess.run(command(out, "--resume_from_checkpoint", "latest"), env=_env(tmp_path),
+    resumed = subprocess.run(command(out, "--resume_from_checkpoint", "latest"), env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
