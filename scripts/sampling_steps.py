@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="5000,6000,7000", help="validation suite seeds (never the reporting 1000)")
     ap.add_argument("--n_prompts", type=int, default=288, help="rows per suite")
     ap.add_argument("--base", default="", help="base pipeline directory (default: the shipped toy base)")
-    ap.add_argument("--aligned", default="", help="aligned pipeline directory (default: the shipped toy aligned model)")
+    ap.add_argument("--aligned", default="", help="aligned pipeline directory (default: the shipped toy aligned model; 'none' skips it)")
     ap.add_argument("--output", default="outputs/sampling_steps")
     a = ap.parse_args(argv)
     steps = [int(s) for s in a.steps.split(",")]
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     judge = ToyScorer(str(paths.checker_dir())).ensure_loaded()
     table: dict[str, dict[str, dict]] = {}
-    for model, path in (("base", a.base or paths.base_dir()), ("aligned", a.aligned or paths.aligned_dir())):
+    models = [("base", a.base or paths.base_dir()), ("aligned", a.aligned or paths.aligned_dir())]
+    for model, path in [(m, p) for m, p in models if str(p) != "none"]:
         pipe = load_pipeline(str(path), progress=False)
         for n in steps:
             cfg = DemoConfig(output=str(out), n_prompts=a.n_prompts, num_inference_steps=n, report_to="none")
