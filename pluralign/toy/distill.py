@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from pluralign.config import option, parse, run_module, to_dict
+from pluralign.eval.generate import load_pipeline
 
 from ..trainers.ema import WeightEMA
 from . import base_model
@@ -58,8 +59,6 @@ def transplant(student: torch.nn.Module, teacher: torch.nn.Module) -> tuple[int,
 
 def distill(cfg: DistillConfig) -> dict:
     from tqdm.auto import tqdm
-
-    from pluralign.eval.generate import load_pipeline
 
     if not cfg.teacher or not cfg.output:
         raise ValueError("give --teacher (a toy pipeline directory) and --output (where the student goes)")
