@@ -43,7 +43,20 @@ class DistillConfig:
     n_scenes: int = option(8000, "scenes of the distillation data (a clean and a degraded render each)", min=1)
     seed: int = option(0, "seed of the data, the student's new weights and the noise", min=0)
     cond_drop: float = option(0.2, "share of rows under the empty caption: guidance extrapolates from that branch, so "
-                              "the student must match it as closely as the prompted one", min=0, max=1)
+                              "the student must match it as closely as the prompted one (targets data)", min=0, max=1)
+    targets: str = option("data", "data: the teacher's predictions on noised training latents; trajectories: its "
+                          "prompted and empty-caption predictions on the states of its own guided sampling, the "
+                          "states the sampler visits", choices=("data", "trajectories"))
+    trajectory_prompts: int = option(1024, "prompts (drawn from the training captions) whose sampling trajectories are "
+                                     "the states (targets trajectories)", min=1)
+    num_inference_steps: int = option(20, "DDIM steps of those trajectories", min=1)
+    guidance_scale: float = option(6.0, "guidance of those trajectories, and of the guided prediction in the loss",
+                                   min=1)
+    guided_weight: float = option(0.0, "weight of the guided prediction's squared error beside the two branches' "
+                                  "(targets trajectories): the sampler follows the branches' difference times the "
+                                  "guidance scale, so an error there is magnified that much", min=0)
+    init_unet: str = option("", "start the student from this UNet directory (e.g. an earlier student's unet/) "
+                            "instead of a fresh one with the teacher's shared-shape tensors")
     threads: int = option(0, "torch threads (0: torch's default)", min=0)
     progress: bool = option(True, "show a progress bar with an ETA")
 
@@ -57,6 +70,49 @@ def transplant(student: torch.nn.Module, teacher: torch.nn.Module) -> tuple[int,
     return len(same), len(mine)
 
 
+@torch.no_grad()
+def trajectories(pipe, cond_all: torch.Tensor, empty: torch.Tensor, cfg: DistillConfig) -> dict[str, torch.Tensor]:
+    """The states of the teacher's guided DDIM sampling for ``cfg.trajectory_prompts`` training captions, with its
+    prompted and empty-caption predictions at each: ``x``, ``t``, ``caption`` (index into ``cond_all``), ``eps_c``,
+    ``eps_u``."""
+    from tqdm.auto import tqdm
+
+    g = torch.Generator().manual_seed(cfg.seed + 29)
+    picks = torch.randperm(len(cond_all), generator=g)[:cfg.trajectory_prompts]
+    sched = pipe.scheduler
+    unet = pipe.unet
+    side, ch = unet.config.sample_size, unet.config.in_channels
+    out: dict[str, list] = {k: [] for k in ("x", "t", "caption", "eps_c", "eps_u")}
+    batches = [picks[i:i + 128] for i in range(0, len(picks), 128)]
+    for rows in tqdm(batches, desc="teacher trajectories", disable=not cfg.progress):
+        sched.set_timesteps(cfg.num_inference_steps)
+        x = torch.randn(len(rows), ch, side, side, generator=g) * sched.init_noise_sigma
+        cond = torch.cat([empty.expand(len(rows), -1, -1), cond_all[rows]])
+        for t in sched.timesteps:
+            eps_u, eps_c = unet(torch.cat([x, x]), t, cond).sample.chunk(2)
+            for k, v in (("x", x), ("t", torch.full((len(rows),), int(t))), ("caption", rows), ("eps_c", eps_c),
+                         ("eps_u", eps_u)):
+                out[k].append(v.clone())
+            x = sched.step(eps_u + cfg.guidance_scale * (eps_c - eps_u), t, x).prev_sample
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _trajectory_loss(student, states: dict[str, torch.Tensor], cond_all: torch.Tensor, empty: torch.Tensor,
+                     cfg: DistillConfig, g: torch.Generator) -> torch.Tensor:
+    """Both branches' squared errors on a batch of trajectory states, plus ``guided_weight`` times the guided
+    prediction's."""
+    idx = torch.randint(0, len(states["x"]), (cfg.batch_size,), generator=g)
+    x, t = states["x"][idx], states["t"][idx]
+    cond = torch.cat([empty.expand(len(idx), -1, -1), cond_all[states["caption"][idx]]])
+    s_u, s_c = student(torch.cat([x, x]), torch.cat([t, t]), cond).sample.chunk(2)
+    t_u, t_c = states["eps_u"][idx], states["eps_c"][idx]
+    loss = (s_c - t_c).pow(2).mean() + (s_u - t_u).pow(2).mean()
+    if cfg.guided_weight:
+        w = cfg.guidance_scale
+        loss = loss + cfg.guided_weight * ((s_u + w * (s_c - s_u)) - (t_u + w * (t_c - t_u))).pow(2).mean()
+    return loss
+
+
 def distill(cfg: DistillConfig) -> dict:
     from tqdm.auto import tqdm
 
@@ -68,18 +124,27 @@ def distill(cfg: DistillConfig) -> dict:
     pipe = load_pipeline(cfg.teacher, device="cpu", progress=False)
     teacher = pipe.unet.eval().requires_grad_(False)
     channels = tuple(int(c) for c in cfg.channels.split(","))
-    student = base_model.make_unet(teacher.config.in_channels, channels, teacher.config.cross_attention_dim,
-                                   cfg.seed + 3, teacher.config.sample_size)
-    copied, total = transplant(student, teacher)
+    if cfg.init_unet:
+        from diffusers import UNet2DConditionModel
+
+        student = UNet2DConditionModel.from_pretrained(cfg.init_unet)
+        copied, total = 0, len(student.state_dict())
+    else:
+        student = base_model.make_unet(teacher.config.in_channels, channels, teacher.config.cross_attention_dim,
+                                       cfg.seed + 3, teacher.config.sample_size)
+        copied, total = transplant(student, teacher)
 
     data = base_model.make_dataset(cfg.n_scenes, cfg.seed, cfg.progress)
-    latents = base_model.encode(pipe.vae, data.images) * pipe.vae.config.scaling_factor
     with torch.no_grad():
         ids = base_model.tokenize(pipe.tokenizer, data.captions)
         cond_all = torch.cat([pipe.text_encoder(ids[i:i + 512])[0] for i in range(0, len(ids), 512)])
         empty = pipe.text_encoder(base_model.tokenize(pipe.tokenizer, [""]))[0]
     train_sched, _ = base_model.schedulers()
     alphas = train_sched.alphas_cumprod
+    if cfg.targets == "trajectories":
+        states = trajectories(pipe, cond_all, empty, cfg)
+    else:
+        latents = base_model.encode(pipe.vae, data.images) * pipe.vae.config.scaling_factor
 
     params = list(student.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
@@ -97,16 +162,19 @@ def distill(cfg: DistillConfig) -> dict:
     losses = []
     bar = tqdm(range(cfg.steps), desc="distil", disable=not cfg.progress)
     for step in bar:
-        idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
-        x0, cond = latents[idx], cond_all[idx].clone()
-        cond[torch.rand(len(idx), generator=g) < cfg.cond_drop] = empty[0]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, train_sched.config.num_train_timesteps, (len(x0),), generator=g)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        with torch.no_grad():
-            target = teacher(xt, t, cond).sample
-        loss = (student(xt, t, cond).sample - target).pow(2).mean()
+        if cfg.targets == "trajectories":
+            loss = _trajectory_loss(student, states, cond_all, empty, cfg, g)
+        else:
+            idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
+            x0, cond = latents[idx], cond_all[idx].clone()
+            cond[torch.rand(len(idx), generator=g) < cfg.cond_drop] = empty[0]
+            noise = torch.randn(x0.shape, generator=g)
+            t = torch.randint(0, train_sched.config.num_train_timesteps, (len(x0),), generator=g)
+            a = alphas[t].view(-1, 1, 1, 1)
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            with torch.no_grad():
+                target = teacher(xt, t, cond).sample
+            loss = (student(xt, t, cond).sample - target).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
