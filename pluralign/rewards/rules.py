@@ -18,9 +18,7 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``isotropic_loss`` the loss of spectral power that every direction sector shows, beyond the coarsest
   band's: a blur that takes detail in every direction alike (a lens out of focus), not a smear
 * ``corner_falloff`` the change of the corner that darkened least relative to the centre, beyond one tone
-  curve fitted over an 8 x 8 grid of HSV-value cells (vignette: all four corners darken);
-  ``corner_falloff_log`` the smaller of that and :data:`LOG_CORNER_SCALE` times the same comparison in log
-  value, which a multiplicative falloff moves alike on dark corners and bright ones
+  curve fitted over an 8 x 8 grid of HSV-value cells (vignette: all four corners darken)
 * ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both);
   ``coarse_drop`` the coarse band's drop less the fine band's, at most the coarse drop (flat light
   lowers only the first; noise raises only the second), the smaller on the luminance and on the brightest
@@ -87,7 +85,7 @@ from .verifiers import (
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
-              "corner_falloff", "corner_falloff_log", "chroma_shift", "unclipped_chroma",
+              "corner_falloff", "chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
@@ -112,7 +110,7 @@ FEATURES = {
 }
 _BY_STATISTIC = {"chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
-                 "corner_falloff": "_glow", "corner_falloff_log": "_glow", "quadrant_agreement": "_ca_quadrants",
+                 "corner_falloff": "_glow", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
@@ -157,7 +155,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "muted": ("saturation", "unclipped_chroma", -1, 0.02),
     "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "quadrant_agreement", +1, 0.0),
-    "vignette": ("vignetting", "corner_falloff_log", -1, 0.0),
+    "vignette": ("vignetting", "corner_falloff", -1, 0.0),
     "small_subject": ("subject_size", "log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
@@ -283,8 +281,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return isotropic_loss(a, o, rule.direction)
     if rule.statistic == "corner_falloff":
         return rule.direction * corner_falloff(a, o)
-    if rule.statistic == "corner_falloff_log":
-        return rule.direction * np.minimum(corner_falloff(a, o), LOG_CORNER_SCALE * log_corner_change(a, o))
     if rule.statistic in ("band_drop", "coarse_drop"):
         d = rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))  # N x [coarse, fine] (x plane)
         if rule.statistic == "band_drop":
@@ -570,31 +566,6 @@ def corner_falloff(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
     centre = r[:, lo:hi, lo:hi].mean(axis=(1, 2))
     mean = glow_o.reshape(len(glow_o), -1, g * g)[:, 2].mean(axis=1)
     return (corners.max(axis=1) - centre) / (np.abs(mean) + 0.05)
-
-
-# log_corner_change in corner_falloff's units: the ratio of the two readings' thresholds on diagnosis photos
-# (docs/rewards.md, "Vignettes in log value as well"), fixed before the calibration
-LOG_CORNER_SCALE = 0.4
-LOG_VALUE_FLOOR = 0.02  # HSV value added before the log, so that a black cell's change stays finite
-
-
-def log_corner_change(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
-    """The change of log HSV value in the corner cells that darkened least, less that in the centre cells
-    (negative: every corner darker), from two :func:`glow_field` features.
-
-    A vignette multiplies the corners' light. On a scene whose corners are already dark (a portrait on a dark
-    ground) that moves their value little, and :func:`corner_falloff`, which reads value relative to the frame's
-    mean, misses it; in log value the same falloff reads alike on dark and bright corners. An exposure change is
-    about one log shift everywhere; a fade or flat light lifts dark corners, the other way.
-    """
-    g = GLOW_GRID
-    q = max(1, g // 4)
-    va = glow_a.reshape(len(glow_a), -1, g * g)[:, 2]
-    vo = glow_o.reshape(len(glow_o), -1, g * g)[:, 2]
-    d = (np.log(va + LOG_VALUE_FLOOR) - np.log(vo + LOG_VALUE_FLOOR)).reshape(-1, g, g)
-    corners = np.stack([d[:, :q, :q], d[:, :q, -q:], d[:, -q:, :q], d[:, -q:, -q:]], axis=1).mean(axis=(2, 3))
-    lo, hi = g // 2 - q, g // 2 + q
-    return corners.max(axis=1) - d[:, lo:hi, lo:hi].mean(axis=(1, 2))
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:
