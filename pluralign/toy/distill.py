@@ -16,6 +16,7 @@ reads the same prompts and decodes the same latents.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ class DistillConfig:
                                   "(targets trajectories): the sampler follows the branches' difference times the "
                                   "guidance scale, so an error there is magnified that much", min=0)
     init_unet: str = option("", "start the student from this UNet directory (e.g. an earlier student's unet/) "
-                            "instead of a fresh one with the teacher's shared-shape tensors")
+                            "instead of a fresh one with the teacher's shared-shape tensors; --channels is then "
+                            "the directory's")
     threads: int = option(0, "torch threads (0: torch's default)", min=0)
     progress: bool = option(True, "show a progress bar with an ETA")
 
@@ -153,7 +155,7 @@ def distill(cfg: DistillConfig) -> dict:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         prog = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * prog)).item())
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     ema = WeightEMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
