@@ -291,6 +291,34 @@ def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up to the peak rate, then a cosine down to a tenth of it at ``total_steps``."""
+
+    def lr_at(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        prog = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+def draw_batch(latents: torch.Tensor, batch_size: int, cond_drop: float, num_timesteps: int, g: torch.Generator):
+    """One denoising batch's random draws, on the CPU generator ``g`` in a fixed order (the same stream on any
+    device): rows of ``latents``, which of them take the empty caption, noise, timesteps."""
+    idx = torch.randint(0, len(latents), (batch_size,), generator=g)
+    dropped = torch.rand(batch_size, generator=g) < cond_drop
+    noise = torch.randn((batch_size, *latents.shape[1:]), generator=g)
+    t = torch.randint(0, num_timesteps, (batch_size,), generator=g)
+    return idx, dropped, noise, t
+
+
+def noised(x0: torch.Tensor, noise: torch.Tensor, alphas: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The forward diffusion: ``x0`` noised to timestep ``t`` under the cumulative ``alphas``."""
+    a = alphas[t].view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
 def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: BaseModelConfig, progress: bool = True):
     """Jointly train a UNet and a CLIP text encoder on scaled ``latents`` with token ``ids``."""
     from tqdm.auto import tqdm
@@ -307,14 +335,7 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
     latents, ids = latents.to(dev), ids.to(dev)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
-
-    def lr_at(step):
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        prog = (step - cfg.warmup_steps) / max(1, cfg.unet_steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = warmup_cosine(opt, cfg.warmup_steps, cfg.unet_steps)
     ema = WeightEMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
     g = torch.Generator().manual_seed(cfg.seed + 13)
     unet.train()
@@ -322,14 +343,11 @@ def train_denoiser(latents: torch.Tensor, ids: torch.Tensor, tokenizer, cfg: Bas
     bar = tqdm(range(cfg.unet_steps), desc="denoiser", disable=not progress)
     losses = []
     for step in bar:
-        # every random draw on the CPU generator, then moved: the same stream on any device
-        idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g).to(dev)
+        idx, dropped, noise, t = (v.to(dev) for v in draw_batch(latents, cfg.batch_size, cfg.cond_drop,
+                                                                 train_sched.config.num_train_timesteps, g))
         x0, tok = latents[idx], ids[idx].clone()
-        tok[(torch.rand(len(tok), generator=g) < cfg.cond_drop).to(dev)] = empty
-        noise = torch.randn(x0.shape, generator=g).to(dev)
-        t = torch.randint(0, train_sched.config.num_train_timesteps, (len(x0),), generator=g).to(dev)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        tok[dropped] = empty
+        xt = noised(x0, noise, alphas, t)
         cond = text_encoder(tok)[0]
         err = (unet(xt, t, cond).sample - noise).pow(2).mean(dim=(1, 2, 3))
         if cfg.min_snr_gamma > 0:

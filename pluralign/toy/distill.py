@@ -16,7 +16,6 @@ reads the same prompts and decodes the same latents.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -150,14 +149,7 @@ def distill(cfg: DistillConfig) -> dict:
 
     params = list(student.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
-
-    def lr_at(step):
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        prog = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = base_model.warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
     ema = WeightEMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
     g = torch.Generator().manual_seed(cfg.seed + 13)
     student.train()
@@ -167,13 +159,11 @@ def distill(cfg: DistillConfig) -> dict:
         if cfg.targets == "trajectories":
             loss = _trajectory_loss(student, states, cond_all, empty, cfg, g)
         else:
-            idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
-            x0, cond = latents[idx], cond_all[idx].clone()
-            cond[torch.rand(len(idx), generator=g) < cfg.cond_drop] = empty[0]
-            noise = torch.randn(x0.shape, generator=g)
-            t = torch.randint(0, train_sched.config.num_train_timesteps, (len(x0),), generator=g)
-            a = alphas[t].view(-1, 1, 1, 1)
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            idx, dropped, noise, t = base_model.draw_batch(latents, cfg.batch_size, cfg.cond_drop,
+                                                           train_sched.config.num_train_timesteps, g)
+            cond = cond_all[idx].clone()
+            cond[dropped] = empty[0]
+            xt = base_model.noised(latents[idx], noise, alphas, t)
             with torch.no_grad():
                 target = teacher(xt, t, cond).sample
             loss = (student(xt, t, cond).sample - target).pow(2).mean()
