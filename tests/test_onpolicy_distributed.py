@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from test_trainer_helpers import one_torch_thread
 
 from pluralign.onpolicy import generate as OG
 from pluralign.onpolicy.config import GenerateConfig
@@ -31,15 +32,9 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="disa
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """The dataset of one process (one torch thread, as the launched processes: the same arithmetic)."""
-    import torch
-
     out = tmp_path_factory.mktemp("single") / "out"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         OG.generate_dataset(GenerateConfig(**SETTINGS, device="cpu", output_dir=str(out)), progress=False)
-    finally:
-        torch.set_num_threads(threads)
     return datasets.load_from_disk(str(out))
 
 
@@ -61,8 +56,6 @@ def test_two_processes_split_the_shards_and_make_the_single_process_dataset(sing
 def test_a_killed_run_resumes_to_the_same_dataset(single, tmp_path, capsys):
     """Killed in its own process with SIGKILL after a shard; resumed through the same CLI entry point in this process
     (on one torch thread, as the killed one ran), which finds the dead process's lock and the finished shard."""
-    import torch
-
     from pluralign.onpolicy.cli import main
 
     out = tmp_path / "out"
@@ -80,12 +73,8 @@ def test_a_killed_run_resumes_to_the_same_dataset(single, tmp_path, capsys):
         proc.wait()
     assert not out.exists() and (tmp_path / ".out.lock").exists()
     capsys.readouterr()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         assert main([*ARGS, "--output_dir", str(out)]) == 0
-    finally:
-        torch.set_num_threads(threads)
     err = capsys.readouterr().err
     assert "taking over the lock of a process that is gone" in err and "resuming:" in err
     assert datasets.load_from_disk(str(out)).data.table.equals(single.data.table)

@@ -11,6 +11,7 @@ import datasets
 import numpy as np
 import pytest
 from PIL import Image
+from test_trainer_helpers import one_torch_thread
 
 from pluralign import cli
 from pluralign.data import sources as S
@@ -44,12 +45,8 @@ def config(out, **kw) -> GenerateConfig:
 def one_thread():
     """One torch thread: on a shared 2-core machine two threads wait on each other (4 steps x 48 images took
     65 s with two threads under load, 3 s with one)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pluralign.trainers.config import DPOTrainConfig
+
+
+@contextmanager
+def one_torch_thread():
+    """Run the block on one torch thread, as the tests' launched processes do (OMP_NUM_THREADS=1): the same
+    arithmetic, so results compare bit for bit; the thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cfg(tmp: Path, model_dir, **kw) -> DPOTrainConfig:

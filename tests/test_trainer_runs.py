@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-from test_trainer_helpers import cfg, image
+from test_trainer_helpers import cfg, image, one_torch_thread
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +39,6 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path, ca
     reads is on disk, written by the killed process. Every run computes on one torch thread, so the arithmetic is
     the same in all three. The reference runs ahead in chunks of 3 micro-steps, so the resume lands inside a chunk
     and must recompute all of it."""
-    import torch
-
     from pluralign.train import main
 
     model = tiny_pipeline_dir("sd")
@@ -57,12 +55,8 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path, ca
 
     env = dict(_env(tmp_path), OMP_NUM_THREADS="1")
     straight = tmp_path / "straight"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         assert main(command(straight)[3:]) == 0
-    finally:
-        torch.set_num_threads(threads)
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -77,11 +71,8 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_pipeline_dir, tmp_path, ca
     assert not (out / "adapter").exists()
 
     capfd.readouterr()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         assert main(command(out, "--resume_from_checkpoint", "latest")[3:]) == 0
-    finally:
-        torch.set_num_threads(threads)
     said = capfd.readouterr()
     assert "resumed from" in said.out + said.err
     a = load_file(str(straight / "adapter" / "pytorch_lora_weights.safetensors"))
