@@ -1,4 +1,4 @@
-"""The toy base and aligned models on the validation suites at several DDIM step counts.
+"""The toy base and aligned models on the validation suites at several DDIM step counts and guidance scales.
 
 Also measures other base and aligned pipelines on the same rows (``--base``, ``--aligned``), e.g. a distilled pair.
 
@@ -7,6 +7,7 @@ measures what fewer steps cost the models the demo starts from, pooled over the 
 reporting suite): adherence, content and adherence per attribute, for each model and step count, in one run.
 
     python scripts/sampling_steps.py --steps 20,15 --output /tmp/steps      # about 6 minutes on 2 cores
+    python scripts/sampling_steps.py --steps 20 --guidance 6,3 --output /tmp/guidance
 
 Prints one table and writes ``steps.json`` in the output directory. docs/toy.md records the runs.
 """
@@ -44,6 +45,8 @@ def _pool(results: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", default="20,15", help="comma-separated DDIM step counts")
+    ap.add_argument("--guidance", default="", help="comma-separated guidance scales (default: the one the toy build "
+                    "recorded)")
     ap.add_argument("--seeds", default="5000,6000,7000", help="validation suite seeds (never the reporting 1000)")
     ap.add_argument("--n_prompts", type=int, default=288, help="rows per suite")
     ap.add_argument("--base", default="", help="base pipeline directory (default: the shipped toy base)")
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default="outputs/sampling_steps")
     a = ap.parse_args(argv)
     steps = [int(s) for s in a.steps.split(",")]
+    guidances = [float(g) for g in a.guidance.split(",")] if a.guidance else [-1.0]  # -1: the recorded scale
     seeds = [int(s) for s in a.seeds.split(",")]
     if 1000 in seeds:
         raise SystemExit("--seeds: 1000 is the reporting suite; choose settings on validation suites only")
@@ -62,17 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     for model, path in [(m, p) for m, p in models if str(p) != "none"]:
         pipe = load_pipeline(str(path), progress=False)
         for n in steps:
-            cfg = DemoConfig(output=str(out), n_prompts=a.n_prompts, num_inference_steps=n, report_to="none")
-            t0 = time.perf_counter()
-            results = [_evaluate(pipe, toy_rows(a.n_prompts, seed), judge.checker, judge, out / f"{model}_{n}_{seed}",
-                                 cfg, _sampling(cfg), None, []) for seed in seeds]
-            table.setdefault(model, {})[str(n)] = {**_pool(results), "seconds": round(time.perf_counter() - t0, 1)}
-            r = table[model][str(n)]
-            print(f"{model:8s} {n:3d} steps: adherence {r['adherence']:.3f}  content {r['content']:.3f}  "
-                  f"({r['seconds']:.0f} s)", flush=True)
+            for g in guidances:
+                cfg = DemoConfig(output=str(out), n_prompts=a.n_prompts, num_inference_steps=n, guidance_scale=g,
+                                 report_to="none")
+                sampling = _sampling(cfg)
+                key = f"{n} steps, guidance {sampling['guidance_scale']:g}"
+                t0 = time.perf_counter()
+                results = [_evaluate(pipe, toy_rows(a.n_prompts, seed), judge.checker, judge,
+                                     out / f"{model}_{n}_{sampling['guidance_scale']:g}_{seed}", cfg, sampling, None, [])
+                           for seed in seeds]
+                table.setdefault(model, {})[key] = {**_pool(results), "seconds": round(time.perf_counter() - t0, 1)}
+                r = table[model][key]
+                print(f"{model:8s} {key}: adherence {r['adherence']:.3f}  content {r['content']:.3f}  "
+                      f"({r['seconds']:.0f} s)", flush=True)
     (out / "steps.json").write_text(json.dumps({"seeds": seeds, "n_prompts": a.n_prompts, "table": table}, indent=1))
     attrs = sorted(next(iter(table["base"].values()))["by_attribute"])
-    print("\n| model | steps | adherence | content | " + " | ".join(attrs) + " | seconds |")
+    print("\n| model | sampling | adherence | content | " + " | ".join(attrs) + " | seconds |")
     print("|---|---|---|---|" + "---|" * (len(attrs) + 1))
     for model, rows in table.items():
         for n, r in rows.items():
