@@ -95,6 +95,14 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
     b = StableDiffusionPipeline.from_pretrained(str(out / "aligned")).unet.state_dict()
     assert any(not np.allclose(a[k].numpy(), b[k].numpy()) for k in a)
     assert record["base_lineage"] == [record["command"]]
+    assert record["measured"]["command"] == record["command"] and record["measured"]["sampling"] == record["sampling"]
+
+    # measuring again at another guidance records the new sampling and its own command, not the models'
+    assert main(["--output", str(out), "--stages", "measure", "--suite_size", "9", "--num_inference_steps", "2",
+                 "--guidance_scale", "4.5", "--progress", "false"]) == 0
+    again = json.loads((out / "build_config.json").read_text())
+    assert again["command"] == record["command"] and again["sampling"]["guidance_scale"] == 4.5
+    assert "--guidance_scale 4.5" in again["measured"]["command"] and again["measured"]["sampling"]["guidance_scale"] == 4.5
 
     # a base continued from this one inherits its lineage: the chain of commands that rebuilds it
     more = tmp_path / "more"

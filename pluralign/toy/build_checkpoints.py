@@ -145,7 +145,8 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         t = time.time()
         rows = world.eval_suite(cfg.suite_size, cfg.suite_seed)
         checker = ContentChecker.from_pretrained(out / "checker")
-        record["measured"] = {"suite": {"n": cfg.suite_size, "seed": cfg.suite_seed}}
+        record["measured"] = {"suite": {"n": cfg.suite_size, "seed": cfg.suite_seed}, "sampling": dict(record["sampling"]),
+                              "command": command}
         for name in ("base", "aligned"):
             if (out / name / "model_index.json").exists():
                 record["measured"][name] = _measure(out / name, rows, record["sampling"], checker)
@@ -158,8 +159,9 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         record["wall_seconds"]["dial"] = round(time.time() - t, 1)
         save()
     record["wall_seconds"]["total_this_run"] = round(time.time() - t_all, 1)
-    # the stage configs above are the full record; the command line says how this run was asked for
-    if set(cfg.stages) - {"dial"}:  # the dial stage records its own command and leaves the models' alone
+    # the stage configs above are the full record; the command line says how the models were made. Measuring (at
+    # other sampling settings, say) and the dial adapters record their own command and leave the models' alone.
+    if set(cfg.stages) & {"checker", "base", "align"}:
         record["command"] = command or "python -m pluralign.toy.build_checkpoints --output " + str(cfg.output)
     save()
     return record
