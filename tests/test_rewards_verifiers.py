@@ -365,42 +365,97 @@ def test_the_spectral_blur_statistics_read_no_blur_into_a_tone_change_of_a_small
         assert np.isfinite(stat).all() and np.abs(stat).max() < 0.05
 
 
-def test_the_cast_rule_needs_most_pixels_to_move_not_only_the_mean():
-    from pluralign.rewards.reference_degradations import degrade as reference_degrade
-    from pluralign.rewards.rules import _features, cast_offset, grey_world_offset, pixel_offset
+def test_a_white_balance_gain_moves_every_cells_log_chromaticity_alike():
+    from pluralign.rewards.rules import _chromaticity, _srgb_to_linear, log_chromaticity
 
+    rng = np.random.default_rng(0)
+    grid = rng.uniform(0.05, 0.85, size=(1, 3, 256))  # cells of every colour and saturation, none clipped
+    lin = _srgb_to_linear(grid) * np.array([1.3, 1.0, 0.75])[None, :, None]  # one gain per channel in linear light
+    cast = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.maximum(lin, 0) ** (1 / 2.4) - 0.055).clip(0, 1)
+
+    def spread_over_shift(d):  # how unevenly the cells moved, relative to how far they moved on average
+        mean = d.mean(axis=2, keepdims=True)
+        return np.linalg.norm(d - mean, axis=1).mean() / np.linalg.norm(mean)
+
+    log_d = log_chromaticity(cast.reshape(1, -1))[0] - log_chromaticity(grid.reshape(1, -1))[0]
+    srgb_d = _chromaticity(cast.reshape(1, -1))[0] - _chromaticity(grid.reshape(1, -1))[0]
+    assert spread_over_shift(log_d) < 0.25  # one offset, but for the floor that keeps dark channels out of the log
+    assert spread_over_shift(srgb_d) > 1.5 * spread_over_shift(log_d)  # sRGB chroma: each cell by its own amount
+
+
+def test_the_cast_rule_needs_most_cells_to_move_not_only_the_mean():
+    from pluralign.rewards.reference_degradations import degrade as reference_degrade
+    from pluralign.rewards.rules import _features, log_cast_offset, log_chromaticity, log_grey_world, log_pixel_offset
+
+    rule = load_rules()["color_cast"]
     x = C._resize_to(C.load_photo("chelsea"), 128)  # an orange cat: a dark occluder pulls the mean off orange
     occluded = reference_degrade(x, "obstructed", 0.8, np.random.default_rng(0))
     cast = reference_degrade(x, "color_cast", 0.5, np.random.default_rng(0))
     muted = x.max(axis=2, keepdims=True) - 0.3 * (x.max(axis=2, keepdims=True) - x)  # saturation x 0.3
     f = _features([occluded, cast, muted, x], {"_cast"})["_cast"]
     o = f[[3, 3, 3]]
-    grey, pixels, both = grey_world_offset(f[:3, :3], o[:, :3]), pixel_offset(f[:3, 3:], o[:, 3:]), cast_offset(f[:3], o)
-    assert grey[0] > 0.15 and pixels[0] < 0.02  # the occluder moves the mean, not the pixels it leaves alone
-    assert grey[1] > 0.08 and pixels[1] > 0.08  # a cast moves both
-    assert pixels[2] < 0.02 and grey[2] < 0.02  # a desaturation moves each pixel towards grey only
-    np.testing.assert_allclose(both, np.minimum(grey, pixels))
-    # another layout (a different generation of the seed, here the frame rolled by half): too few pixels
-    # are comparable, so the pixel term abstains and the frame's mean decides
+    ca, ya, ta = log_chromaticity(f[:3, 3:])
+    co, yo, to = log_chromaticity(o[:, 3:])
+    grey, (pixels, light, _) = log_grey_world(ca, ya, co, yo), log_pixel_offset(ca, ya, ta, co, yo, to)
+    assert pixels[0] < 0.02 < grey[0]  # the occluder moves the mean, not the cells it leaves alone
+    assert min(grey[1], pixels[1]) > rule.threshold  # a cast moves both
+    assert grey[2] < rule.threshold / 4  # a desaturation shrinks the cells towards grey: little offset beyond that
+    assert (light > 0.5).all()  # nothing here is clipped enough to fall back on the whole frame
+    np.testing.assert_allclose(log_cast_offset(f[:3], o), np.minimum(grey, pixels))
+    # another layout (a different generation of the seed, here the frame rolled by half): the cells at one place
+    # show different things, so on a pair the registration did not line up the pixel term abstains
     rolled = np.roll(cast, x.shape[1] // 2, axis=1)
     fr = _features([rolled], {"_cast"})["_cast"]
-    assert pixel_offset(fr[:, 3:], o[:1, 3:])[0] == np.inf
-    assert cast_offset(fr, o[:1])[0] == grey_world_offset(fr[:, :3], o[:1, :3])[0]
+    cr, yr, tr = log_chromaticity(fr[:, 3:])
+    assert log_cast_offset(fr, o[:1], np.array([False]))[0] == log_grey_world(cr, yr, co[:1], yo[:1])[0]
     assert adheres(cast, x, "color_cast") and not adheres(occluded, x, "color_cast") and not adheres(muted, x, "color_cast")
 
 
 def test_a_cast_along_the_scenes_own_hue_is_not_read_as_a_desaturation():
     from pluralign.rewards.reference_degradations import degrade as reference_degrade
-    from pluralign.rewards.rules import _features, pixel_offset
+    from pluralign.rewards.rules import _features, _log_moments, log_cast_offset, log_chromaticity, log_grey_world
 
     rule = load_rules()["color_cast"]
     x, _ = C.sample_view(C.load_photo("coffee"), 128, np.random.default_rng(1))  # brown: one hue, many saturations
-    cast = reference_degrade(x, "color_cast", 0.6, np.random.default_rng(3))  # an orange white-balance error
+    casts = [reference_degrade(x, "color_cast", s, np.random.default_rng(3)) for s in (0.6, 0.9)]  # orange casts
+    f = _features([*casts, x], {"_cast"})["_cast"]
+    ca, ya, _ = log_chromaticity(f[:2, 3:])
+    co, yo, _ = log_chromaticity(f[[2, 2], 3:])
+    # an orange cast moves each brown cell along its own direction from grey, as a change of saturation would, but
+    # it keeps the spread of the cells' log chromaticities, so the grey world does not take it for a desaturation
+    np.testing.assert_allclose(_log_moments(ca, ya)[1], _log_moments(co, yo)[1], rtol=0.05)
+    assert (log_grey_world(ca, ya, co, yo) > rule.threshold).all()
+    # the cells' disagreement (dark ones, where the floor keeps the log from noise) is taken off the pixel term:
+    # the weaker cast reads under the threshold (docs/rewards.md), the stronger one over it
+    assert log_cast_offset(f[1:2], f[2:])[0] > rule.threshold
+    assert adheres(casts[1], x, "color_cast")
+
+
+def test_a_cast_on_a_clipped_white_frame_is_read_from_the_whole_frame():
+    from pluralign.rewards.reference_degradations import degrade as reference_degrade
+    from pluralign.rewards.rules import (
+        CAST_FALLBACK_SCALE,
+        CAST_MIN_LIGHT,
+        _features,
+        cast_offset,
+        log_cast_offset,
+        log_chromaticity,
+        log_pixel_offset,
+    )
+
+    # saturated sweets on a white background blown to 1.0: almost no cell is below the clip level in both images
+    x = np.ones((128, 128, 3), np.float32)
+    yy, xx = np.mgrid[:128, :128]
+    for k, colour in enumerate([(1.0, 0.2, 0.1), (0.1, 0.6, 1.0), (1.0, 0.9, 0.0), (0.2, 1.0, 0.3)]):
+        x[(yy - 32 - 64 * (k // 2)) ** 2 + (xx - 32 - 64 * (k % 2)) ** 2 < 81] = colour
+    cast = reference_degrade(x, "color_cast", 0.8, np.random.default_rng(0))
     f = _features([cast, x], {"_cast"})["_cast"]
-    # an orange cast moves each brown pixel along its own direction from grey, as a change of saturation
-    # would, but by the same amount whatever the pixel's saturation: the scale-and-offset fit tells them apart
-    assert pixel_offset(f[:1, 3:], f[1:, 3:])[0] > rule.threshold
-    assert adheres(cast, x, "color_cast")
+    ca, ya, ta = log_chromaticity(f[:1, 3:])
+    co, yo, to = log_chromaticity(f[1:, 3:])
+    assert log_pixel_offset(ca, ya, ta, co, yo, to)[1][0] < CAST_MIN_LIGHT
+    whole_frame = CAST_FALLBACK_SCALE * cast_offset(f[:1], f[1:], np.array([True]))[0]
+    assert log_cast_offset(f[:1], f[1:], np.array([True]))[0] == pytest.approx(whole_frame)
+    assert not adheres(x, x, "color_cast")
 
 
 def test_a_vignette_darkens_every_corner_and_light_on_one_side_is_not_one(photo):

@@ -31,6 +31,9 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``chroma_shift`` length of the colour offset that the frame's grey-world mean and most of its pixels
   agree on, beyond what a change of saturation explains (a cast in any hue, not a fade to grey, not
   an occluder)
+* ``log_chroma_shift`` the colour offset the grid cells share in log chromaticity of linear light, where a
+  white-balance error (one gain per channel) is one offset whatever a cell's colour, less the cells' disagreement,
+  and at most the grey-world offset in the same units (a cast in any hue, on saturated scenes too)
 * ``unclipped_chroma`` the log change of the share of the light that is colour, in linear light, on the
   cells of a 32 x 32 grid that neither image clips at the white point (muted: less colour for the light;
   an overexposure clips colour to white, which is the exposure's doing, and leaves the other cells' share)
@@ -85,7 +88,7 @@ from .verifiers import (
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
-              "corner_falloff", "chroma_shift", "unclipped_chroma",
+              "corner_falloff", "chroma_shift", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
@@ -108,7 +111,7 @@ FEATURES = {
     "_glow": glow_field,
     "_grain_scales": grain_scales,
 }
-_BY_STATISTIC = {"chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
+_BY_STATISTIC = {"chroma_shift": "_cast", "log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "corner_falloff": "_glow", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
@@ -153,7 +156,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "low_contrast": ("contrast", "band_drop", -1, 0.005),
     "flat_lighting": ("contrast", "coarse_drop", -1, 0.001),
     "muted": ("saturation", "unclipped_chroma", -1, 0.02),
-    "color_cast": ("color_cast", "chroma_shift", +1, 0.0),
+    "color_cast": ("color_cast", "log_chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "quadrant_agreement", +1, 0.0),
     "vignette": ("vignetting", "corner_falloff", -1, 0.0),
     "small_subject": ("subject_size", "log_ratio", -1, 0.02),
@@ -294,6 +297,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "chroma_shift":
         # without a registration, a and o are the window two registered frames share: lined up
         return cast_offset(a, o, reg.confident if reg is not None else np.ones(len(a), dtype=bool))
+    if rule.statistic == "log_chroma_shift":
+        return log_cast_offset(a, o, reg.confident if reg is not None else np.ones(len(a), dtype=bool))
     if rule.statistic == "unclipped_chroma":
         return rule.direction * unclipped_chroma_change(a[:, 3:], o[:, 3:], rule.eps)
     if rule.statistic == "centroid_shift":
@@ -372,6 +377,121 @@ def grey_world_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
     """
     f = (chroma_a[:, 2] + 1e-3) / (chroma_o[:, 2] + 1e-3)
     return np.linalg.norm(chroma_a[:, :2] - f[:, None] * chroma_o[:, :2], axis=1)
+
+
+# The colour cast in log chromaticity (log_cast_offset). A grid cell averages its pixels, so one that holds a few
+# clipped pixels sits below the white point yet changes colour with the exposure: cells are compared only below
+# CAST_CLIP in every sRGB channel.
+CAST_CLIP = 0.9
+CAST_FLOOR = 0.1      # of the cell's luminance, added to each channel before the log: a channel near 0 is noise
+CAST_DARK = 0.01      # linear luminance under which a cell's colour says nothing
+CAST_LIFT = 0.3       # a cell whose log luminance moved this much unlike the frame's shows another surface
+CAST_MIN_LIGHT = 0.1  # registered pairs: under this share of the light in comparable cells, no cell is compared
+# the shipped grey-world offset (opponent chroma over luminance) in log-chromaticity units: the ratio of the two
+# statistics' calibrated thresholds, fixed before this one was calibrated (docs/rewards.md)
+CAST_FALLBACK_SCALE = 2.0
+
+
+def log_chromaticity(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell of a :func:`cast_features` sRGB grid (N x 3P): the log chromaticity of its linear light, red-green
+    and yellow-blue (N x 2 x P), its linear luminance (N x P) and its brightest sRGB channel (N x P).
+
+    A white-balance error multiplies each channel by its own gain in linear light, which adds one offset to every
+    cell's log chromaticity, whatever the cell's colour; in sRGB opponent chroma the same error moves a saturated
+    cell and a grey one by different amounts. Each channel gets a tenth of the cell's luminance before the log, so
+    a channel near zero (a deep red's blue) does not turn noise into large log changes.
+    """
+    x = grid.reshape(len(grid), 3, -1).astype(np.float64)
+    lin = _srgb_to_linear(x)
+    y = np.einsum("k,nkp->np", _LUMA.astype(np.float64), lin)
+    lg = np.log(lin + CAST_FLOOR * y[:, None, :] + 1e-6)
+    chroma = np.stack([lg[:, 0] - lg[:, 1], 0.5 * (lg[:, 0] + lg[:, 1]) - lg[:, 2]], axis=1)
+    return chroma, y, x.max(axis=1)
+
+
+def _log_moments(c: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Luminance-weighted mean (N x 2) and spread (N) of log chromaticities ``c`` (N x 2 x P) over the lit cells."""
+    w = y * (y > CAST_DARK)
+    w = w / (w.sum(axis=1, keepdims=True) + 1e-12)
+    mean = np.einsum("np,nkp->nk", w, c)
+    spread = np.sqrt(np.einsum("np,np->n", w, ((c - mean[..., None]) ** 2).sum(axis=1)))
+    return mean, spread
+
+
+def log_grey_world(ca: np.ndarray, ya: np.ndarray, co: np.ndarray, yo: np.ndarray) -> np.ndarray:
+    """The change of the frame's luminance-weighted mean log chromaticity that a loss of saturation does not explain.
+
+    I_o's mean is scaled by the ratio of the two spreads, at most 1: a cast moves every cell by one offset and
+    keeps the spread, a desaturation or a veil of light shrinks cells and mean towards grey together."""
+    ma, sa = _log_moments(ca, ya)
+    mo, so = _log_moments(co, yo)
+    f = np.minimum((sa + 1e-3) / (so + 1e-3), 1.0)
+    return np.linalg.norm(ma - f[:, None] * mo, axis=1)
+
+
+def _weighted_median(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per row, the median of ``v`` (N x P) under weights ``w`` (N x P); 0 for a row without weight."""
+    order = np.argsort(v, axis=1)
+    vs, ws = np.take_along_axis(v, order, axis=1), np.take_along_axis(w, order, axis=1)
+    cw = np.cumsum(ws, axis=1)
+    half = 0.5 * cw[:, -1:]
+    k = np.minimum((cw < half).sum(axis=1), v.shape[1] - 1)
+    return np.where(cw[:, -1] > 0, vs[np.arange(len(v)), k], 0.0)
+
+
+def log_pixel_offset(ca: np.ndarray, ya: np.ndarray, ta: np.ndarray, co: np.ndarray, yo: np.ndarray, to: np.ndarray,
+                     iterations: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The offset of log chromaticity the comparable cells share, less their disagreement, from
+    :func:`log_chromaticity` of both images; with the share of the light in cells neither image clips or leaves
+    dark, and the share of the cells that were compared.
+
+    Comparable cells are lit, below the clip level in both images, and brightened or darkened like the frame (a
+    cell that changed brightness its own way shows another surface: an occluder, a second scene). The offset is
+    the cells' L1 centre (reweighted least squares), each cell weighted by its light. A cast moves every cell alike,
+    so the cells agree with it; a blend or an overlay moves each its own way, and the weighted median distance of
+    the cells from the offset, subtracted, takes that back.
+    """
+    valid = (ta < CAST_CLIP) & (to < CAST_CLIP) & (ya > CAST_DARK) & (yo > CAST_DARK)
+    light = 0.5 * (ya + yo)
+    measurable = (valid * light).sum(axis=1) / (light.sum(axis=1) + 1e-12)  # what clipping and darkness leave
+    lift = np.log(ya + 1e-6) - np.log(yo + 1e-6)
+    ref = _weighted_median(np.where(valid, lift, 0.0), valid.astype(np.float64))
+    valid &= np.abs(lift - ref[:, None]) < CAST_LIFT
+    w = valid * light
+    d = ca - co  # N x 2 x P
+    t = np.einsum("np,nkp->nk", w, d) / (w.sum(axis=1)[:, None] + 1e-12)
+    for _ in range(iterations):
+        r = np.linalg.norm(d - t[..., None], axis=1)
+        wi = w / np.maximum(r, 0.01)
+        t = np.einsum("np,nkp->nk", wi, d) / (wi.sum(axis=1)[:, None] + 1e-12)
+    spread = _weighted_median(np.linalg.norm(d - t[..., None], axis=1), w)
+    offset = np.maximum(np.linalg.norm(t, axis=1) - spread, 0.0)
+    return offset, measurable, valid.mean(axis=1)
+
+
+def log_cast_offset(cast_a: np.ndarray, cast_o: np.ndarray, aligned: np.ndarray | None = None) -> np.ndarray:
+    """The colour cast of two :func:`cast_features` rows in log chromaticity: the smaller of
+    :func:`log_grey_world` and :func:`log_pixel_offset` (each alone reads other changes as a cast, as in
+    :func:`cast_offset`).
+
+    ``aligned`` marks pairs the registration found to show the same content in the same place. Elsewhere cells at
+    one position need not show one surface, and where under half of them are comparable, "most cells" cannot be
+    told: the pixel term abstains and the grey world decides. On an aligned pair with under a tenth of the light in
+    comparable cells (a frame clipped nearly everywhere, a white background with bright saturated objects) no cell
+    can be compared, and the sRGB statistic of :func:`cast_offset` decides, scaled to these units by
+    :data:`CAST_FALLBACK_SCALE`: its grey world reads a white background turning tinted, and its pixel term, which
+    clips pixels rather than cells, still finds pixels to compare on a blown-out frame and vetoes the grey world there.
+    """
+    ca, ya, ta = log_chromaticity(cast_a[:, 3:])
+    co, yo, to = log_chromaticity(cast_o[:, 3:])
+    aligned = np.ones(len(cast_a), dtype=bool) if aligned is None else np.asarray(aligned, dtype=bool)
+    pixel, light, cells = log_pixel_offset(ca, ya, ta, co, yo, to)
+    pixel = np.where(~aligned & (cells < 0.5), np.inf, pixel)
+    out = np.minimum(log_grey_world(ca, ya, co, yo), pixel)
+    fallback = aligned & (light < CAST_MIN_LIGHT)
+    if fallback.any():
+        out = np.where(fallback, CAST_FALLBACK_SCALE * cast_offset(cast_a, cast_o, aligned), out)
+    return out
 
 
 def _chromaticity(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
