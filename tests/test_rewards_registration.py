@@ -9,12 +9,11 @@ from skimage.transform import rotate
 from pluralign.rewards import calibrate as C
 from pluralign.rewards.registration import register, shared_content
 from pluralign.rewards.rules import (
+    CAST_FALLBACK_SCALE,
     _features,
     estimate_rotation_spectra,
     grey_world_offset,
     load_rules,
-    log_chromaticity,
-    log_grey_world,
     paired_statistics,
 )
 
@@ -93,8 +92,8 @@ def test_a_crop_into_one_colour_is_not_a_cast_and_a_shrink_reads_from_the_transf
     # the crop window sits in the warm, saturated top-left: its grey-world chroma differs from the frame's
     crop = _crop(view, 0.5, top_frac=0.0, left_frac=0.0)
     fa, fo = _features([crop], {"_cast"}), _features([view], {"_cast"})
-    (ca, ya, _), (co, yo, _) = log_chromaticity(fa["_cast"][:, 3:]), log_chromaticity(fo["_cast"][:, 3:])
-    whole_frame_shift = float(log_grey_world(ca, ya, co, yo)[0])
+    # the frame's mean in sRGB opponent chroma, in the rule's units (what it falls back on where no cell compares)
+    whole_frame_shift = CAST_FALLBACK_SCALE * float(grey_world_offset(fa["_cast"][:, :3], fo["_cast"][:, :3])[0])
     stats = paired_statistics({k: rules[k] for k in ("color_cast", "cropped", "small_subject")}, [crop], [view])
     assert whole_frame_shift > rules["color_cast"].threshold  # the frame's mean alone would call it a cast
     assert stats["color_cast"][0] < rules["color_cast"].threshold  # the shared content does not
