@@ -3,7 +3,8 @@
 Validation set: scikit-image's bundled photographs, randomly cropped (50-100% of the short side,
 aspect 3:4..4:3) and resized to a mix of sizes (32 to 1024 px on the short side, so the rules hold
 for tiny-model outputs and full-size generations alike). For every verifiable attribute a
-*positive* pair is ``(degrade(I, attribute's degradation, s), I)`` with ``s ~ U[sev_min, sev_max]``.
+*positive* pair is ``(degrade(I, attribute's degradation, s), I)`` with ``s ~ U[sev_min, sev_max]`` (from
+:data:`SEVERITY_MIN` for the attributes it names).
 *Negative* pairs are ``(I', I)`` where ``I'`` is ``I`` untouched or after a benign change (JPEG
 re-encode at quality 90 or 95, a +-2% brightness change, a down-and-up resize, a crop shifted by up
 to 5%). Photos are
