@@ -294,16 +294,20 @@ def test_every_attribute_is_held_to_its_own_bounds_and_the_semantic_dial_must_ri
 @pytest.mark.slow
 def test_rounds_sample_the_aligned_model_with_the_last_rounds_adapter(toy_dir, tmp_path, monkeypatch):
     """Self-generated rounds: round 1 samples the aligned model itself (no teacher), round 2 the aligned model
-    with round 1's adapter, each round's data in its own folder and its stages timed separately."""
+    with round 1's adapter, each round's data in its own folder and its stages timed separately, at the on-policy
+    guidance scale."""
     from pluralign.toy.demo import main
 
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
     out = tmp_path / "demo"
     assert main(["--output", str(out), "--n_prompts", "12", "--intent_items", "6", "--semantic_prompts", "1",
                  "--semantic_candidates", "2", "--max_steps", "2", "--num_inference_steps", "2", "--bootstrap", "100",
-                 "--onpolicy_generator", "aligned", "--rounds", "2", "--report_to", "none"]) == 0
+                 "--onpolicy_generator", "aligned", "--rounds", "2", "--onpolicy_guidance_scale", "2.5",
+                 "--report_to", "none"]) == 0
     results = json.loads((out / "results.json").read_text())
     first, second = results["onpolicy_pairs"]
+    # the generator samples at its own scale; every model the demo reports is sampled at the world's
+    assert first["guidance_scale"] == second["guidance_scale"] == 2.5 != results["sampling"]["guidance_scale"]
     assert first["generator"] == second["generator"] == str(paths.aligned_dir())
     assert first["generator_adapter"] is None and second["generator_adapter"] == str(out / "runs" / "intent" / "adapter")
     assert first["prompt_pairs"] == second["prompt_pairs"] == 3

@@ -98,6 +98,10 @@ class DemoConfig:
                                   min=1, max=100)
     semantic_candidates: int = option(8, "K: candidates per on-policy prompt pair under P_a and under P_o (shared "
                                       "seeds); the toy scorer keeps the best", min=1, max=64)
+    onpolicy_guidance_scale: float = option(-1.0, "CFG scale the generator samples the on-policy pairs with (negative: "
+                                            "the demo's own, guidance_scale); a teacher is sampled at the scale it "
+                                            "draws the requests best at, whatever the models are evaluated with",
+                                            min=-1, max=50)
     onpolicy_generator: str = option("base", "the model whose samples become the semantic attributes' on-policy "
                                      "pairs in round 1: base (a less-aligned teacher, as SDXL base is for an aligned "
                                      "SDXL) or aligned (the model's own samples, no teacher)", choices=("base", "aligned"))
@@ -181,7 +185,9 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
     t0 = time.perf_counter()
     gcfg = GenerateConfig(generator=str(generator or paths.base_dir()), generator_adapter=str(adapter) if adapter else None,
                           suite="toy", num_candidates=cfg.semantic_candidates, scorer="toy", min_chosen_score=0.0,
-                          num_inference_steps=sampling["num_inference_steps"], guidance_scale=sampling["guidance_scale"],
+                          num_inference_steps=sampling["num_inference_steps"],
+                          guidance_scale=cfg.onpolicy_guidance_scale if cfg.onpolicy_guidance_scale >= 0
+                          else sampling["guidance_scale"],
                           sampler=sampling["sampler"],
                           batch_size=cfg.batch_size * 2, seed=cfg.data_seed + round_index,
                           output_dir=str(out / "data" / f"onpolicy_round{round_index + 1}"), overwrite=True)
@@ -190,7 +196,7 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
     rows = [{k: r[k] for k in PAIR_COLUMNS} for r in ds]
     log = json.loads((path / "generate_log.json").read_text(encoding="utf-8"))["summary"]
     return rows, {**log, "generator": gcfg.generator, "generator_adapter": gcfg.generator_adapter,
-                  "wall_seconds": time.perf_counter() - t0}
+                  "guidance_scale": gcfg.guidance_scale, "wall_seconds": time.perf_counter() - t0}
 
 
 def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None) -> list[dict]:
