@@ -28,12 +28,11 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
   added, as mean HSV value and mean luminance both rise; a bright scene cannot rise by a large ratio, but
   blowing it out adds more than a small brightness edit can)
-* ``chroma_shift`` length of the colour offset that the frame's grey-world mean and most of its pixels
-  agree on, beyond what a change of saturation explains (a cast in any hue, not a fade to grey, not
-  an occluder)
 * ``log_chroma_shift`` the colour offset the grid cells share in log chromaticity of linear light, where a
   white-balance error (one gain per channel) is one offset whatever a cell's colour, less the cells' disagreement,
-  and at most the grey-world offset in the same units (a cast in any hue, on saturated scenes too)
+  and at most the grey-world offset in the same units (a cast in any hue, on saturated scenes too); where no cell
+  can be compared, the offset that the frame's sRGB grey-world mean and most of its pixels agree on
+  (:func:`cast_offset`, the statistic until 2026-12-06)
 * ``unclipped_chroma`` the log change of the share of the light that is colour, in linear light, on the
   cells of a 32 x 32 grid that neither image clips at the white point (muted: less colour for the light;
   an overexposure clips colour to white, which is the exposure's doing, and leaves the other cells' share)
@@ -88,7 +87,7 @@ from .verifiers import (
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
-              "corner_falloff", "chroma_shift", "log_chroma_shift", "unclipped_chroma",
+              "corner_falloff", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
@@ -111,7 +110,7 @@ FEATURES = {
     "_glow": glow_field,
     "_grain_scales": grain_scales,
 }
-_BY_STATISTIC = {"chroma_shift": "_cast", "log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
+_BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "corner_falloff": "_glow", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
@@ -294,10 +293,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "joint_difference":
         return (rule.direction * (a - o)).min(axis=1)
-    if rule.statistic == "chroma_shift":
-        # without a registration, a and o are the window two registered frames share: lined up
-        return cast_offset(a, o, reg.confident if reg is not None else np.ones(len(a), dtype=bool))
     if rule.statistic == "log_chroma_shift":
+        # without a registration, a and o are the window two registered frames share: lined up
         return log_cast_offset(a, o, reg.confident if reg is not None else np.ones(len(a), dtype=bool))
     if rule.statistic == "unclipped_chroma":
         return rule.direction * unclipped_chroma_change(a[:, 3:], o[:, 3:], rule.eps)
