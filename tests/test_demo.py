@@ -303,7 +303,7 @@ def test_rounds_sample_the_aligned_model_with_the_last_rounds_adapter(toy_dir, t
     assert main(["--output", str(out), "--n_prompts", "12", "--intent_items", "6", "--semantic_prompts", "1",
                  "--semantic_candidates", "2", "--max_steps", "2", "--num_inference_steps", "2", "--bootstrap", "100",
                  "--onpolicy_generator", "aligned", "--rounds", "2", "--onpolicy_guidance_scale", "2.5",
-                 "--report_to", "none"]) == 0
+                 "--onpolicy_attribute_guidance", "bleak=1.5", "--report_to", "none"]) == 0
     results = json.loads((out / "results.json").read_text())
     first, second = results["onpolicy_pairs"]
     # the generator samples at its own scale; every model the demo reports is sampled at the world's
@@ -311,6 +311,10 @@ def test_rounds_sample_the_aligned_model_with_the_last_rounds_adapter(toy_dir, t
     assert first["generator"] == second["generator"] == str(paths.aligned_dir())
     assert first["generator_adapter"] is None and second["generator_adapter"] == str(out / "runs" / "intent" / "adapter")
     assert first["prompt_pairs"] == second["prompt_pairs"] == 3
+    assert first["attribute_guidance"] == ["bleak=1.5"]  # bleak's pairs at their own scale, the others at 2.5
+    log = json.loads((out / "data" / "onpolicy_round1" / "generate_log.json").read_text())
+    assert {d["attributes"][0]: d["guidance_scale"] for d in log["decisions"]} == {
+        "decay": 2.5, "unfinished": 2.5, "bleak": 1.5}
     assert (out / "data" / "onpolicy_round1" / "README.md").is_file() and (out / "data" / "onpolicy_round2").is_dir()
     assert list(results["stage_seconds"]) == ["eval_base", "onpolicy_pairs_round1", "train_intent_round1",
                                              "onpolicy_pairs_round2", "train_intent_round2", "eval_dial"]
@@ -388,3 +392,16 @@ def test_demo_html_shows_every_model_by_attribute_from_the_saved_eval_images(tmp
         assert np.all(np.asarray(shown) == colour[folders[label], int(row), which[-1]])
     assert "a blurry red circle 0 &lt;i&gt;" in html and "<i>" not in html
     assert html.count("<figure>") == 3 and "href='eval/intent_dpo/report.html'" in html
+
+
+def test_onpolicy_attribute_guidance_is_checked_before_any_stage(tmp_path, capsys):
+    """A malformed entry, or one for an attribute without on-policy pairs, stops the demo with a line that names
+    the option, before anything runs."""
+    from pluralign import cli
+
+    for value, needle in [("grief=3", "onpolicy_attribute_guidance: grief: only the semantic attributes"),
+                          ("bleak=loud", "onpolicy_attribute_guidance: 'bleak=loud' is not ATTRIBUTE=SCALE")]:
+        assert cli.main(["demo", "--output", str(tmp_path / "demo"), "--onpolicy_attribute_guidance", value]) == 2
+        err = capsys.readouterr().err
+        assert "pluralign demo: error:" in err and needle in err, err
+    assert not (tmp_path / "demo").exists()

@@ -283,6 +283,43 @@ def test_margin_filter_drops_and_counts(generated, pipe, scorer, tmp_path):
     assert "**acceptance rate:** 0.0%" in (none / "README.md").read_text()
 
 
+def test_attribute_guidance_samples_each_pair_at_its_own_scale(pipe, scorer, tmp_path, monkeypatch):
+    """A listed attribute's pairs are sampled, under P_a and P_o, at its scale; the rest at guidance_scale; jobs
+    of one scale share pipeline calls; every image lands where its job is; the log records each pair's scale."""
+    cfg = config(tmp_path / "o", attribute_guidance=["bleak=4.5", "decay=3"], batch_size=2)
+    assert cfg.guidance_for(["muted"]) == 6.0 and cfg.guidance_for(["bleak"]) == 4.5
+    assert cfg.guidance_for(["bleak", "decay"]) == 3.0  # the milder of two listed
+    calls = []
+
+    def fake(pipe_, prompts, seeds, *, guidance_scale, **kw):
+        calls.append((list(prompts), guidance_scale))
+        return [(p, s, guidance_scale) for p, s in zip(prompts, seeds)]
+
+    monkeypatch.setattr(OG, "_call_pipeline", fake)
+    jobs = [("a", 1, 6.0), ("b", 2, 4.5), ("c", 3, 6.0), ("d", 4, 4.5), ("e", 5, 6.0)]
+    assert OG.sample(None, jobs, cfg) == jobs
+    assert calls == [(["a", "c"], 6.0), (["e"], 6.0), (["b", "d"], 4.5)]
+
+    monkeypatch.undo()
+    rows = load_prompt_pairs(config(tmp_path / "o"))[:2]
+    listed = rows[0].attributes[0]
+    assert listed not in rows[1].attributes
+    cfg = config(tmp_path / "o", attribute_guidance=[f"{listed}=2.0"])
+    seen = {}
+    real = OG._call_pipeline
+
+    def spy(pipe_, prompts, seeds, *, guidance_scale, **kw):
+        for p in prompts:
+            seen.setdefault(p, set()).add(guidance_scale)
+        return real(pipe_, prompts, seeds, guidance_scale=guidance_scale, **kw)
+
+    monkeypatch.setattr(OG, "_call_pipeline", spy)
+    _, log = OG.run_shard(pipe, scorer, rows, 0, cfg, OG.prepare(cfg, pipe=pipe, scorer=scorer, rows=rows))
+    assert seen[rows[0].prompt_a] == seen[rows[0].prompt_o] == {2.0}
+    assert seen[rows[1].prompt_a] == seen[rows[1].prompt_o] == {6.0}
+    assert [d["guidance_scale"] for d in log["decisions"]] == [2.0, 6.0]
+
+
 def test_interrupted_run_resumes_to_the_same_dataset(generated, pipe, scorer, tmp_path):
     cfg0, _, ds0, _ = generated
     out = tmp_path / "pairs"
@@ -383,6 +420,8 @@ def test_bad_input_is_named_before_any_image(tmp_path, monkeypatch, capsys):
         (["--generator", str(paths.aligned_dir()), "--generator_adapter", str(tmp_path / "noadapter")],
          "generator_adapter"),
         (["--generator", str(paths.aligned_dir()), "--num_candidates", "0"], "num_candidates"),
+        (["--generator", str(paths.aligned_dir()), "--attribute_guidance", "bleak=loud"],
+         "attribute_guidance: 'bleak=loud' is not ATTRIBUTE=SCALE"),
         (["--generator", str(paths.aligned_dir()), "--suite", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
     ]
     for extra, needle in cases:

@@ -80,7 +80,9 @@ def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, mi
         f"min_chosen_score {'none' if min_chosen is None else min_chosen})",
         f"- **suite:** `{config['suite']}`",
         f"- **sampling:** {config['num_inference_steps']} steps ({config['sampler']} sampler), "
-        f"guidance {config['guidance_scale']}, "
+        f"guidance {config['guidance_scale']}"
+        + (f" ({', '.join(config['attribute_guidance'])} for the pairs requesting them)"
+           if config.get("attribute_guidance") else "") + ", "
         f"size {_size(config)}, seed {config['seed']}", "",
         f"**Prompt pairs:** {s['prompt_pairs']}  ·  **accepted:** {s['accepted']}  ·  **acceptance rate:** "
         f"{s['acceptance_rate']:.1%}  ·  **rows:** {s['rows']} (anti + mirror)  ·  **images sampled:** {s['images']}",

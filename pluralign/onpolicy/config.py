@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pluralign.config import option
-from pluralign.data.taxonomy import CATEGORIES
+from pluralign.data.taxonomy import ATTRIBUTES, CATEGORIES
 from pluralign.eval.samplers import SAMPLER_NAMES
 
 # Options that do not change what a run generates: a resume may change them freely. Every other
@@ -55,6 +55,11 @@ class GenerateConfig:
     sampler: str = option("default", "scheduler to sample with: default (the checkpoint's own) | ddim | dpmsolver++ | "
                           "euler | unipc (SD3 and Flux: default only)", choices=SAMPLER_NAMES)
     guidance_scale: float = option(7.5, "classifier-free guidance scale (Flux: distilled guidance)", min=0, max=50)
+    attribute_guidance: list[str] = option(
+        factory=list, help="ATTRIBUTE=SCALE entries: a prompt pair that requests ATTRIBUTE is sampled, under P_a and "
+        "under P_o, at SCALE instead of guidance_scale (a pair with several listed attributes takes the lowest). A "
+        "teacher can draw a request best at a milder scale than the rest: strong guidance pushes a bleak or muted "
+        "request toward saturated colour")
     height: int | None = option(None, "image height (default: the pipeline's)", min=8, max=4096, multiple_of=16)
     width: int | None = option(None, "image width (default: the pipeline's)", min=8, max=4096, multiple_of=16)
     batch_size: int = option(8, "images per pipeline call", min=1, max=4096)
@@ -71,7 +76,32 @@ class GenerateConfig:
                           "only the rest (false: start over)")
 
     def __post_init__(self):
+        self.guidance_for([])  # a malformed attribute_guidance entry fails before anything is loaded
         if self.min_attributes > self.max_attributes:
             raise ValueError(f"min_attributes ({self.min_attributes}) is above max_attributes ({self.max_attributes})")
         if not self.categories:
             raise ValueError("categories: name at least one adapter category")
+
+    def guidance_for(self, attributes) -> float:
+        """The guidance scale of a prompt pair that requests ``attributes``: the lowest ``attribute_guidance`` entry
+        among them, else ``guidance_scale``."""
+        scales = attribute_scales(self.attribute_guidance)
+        listed = [scales[a] for a in attributes if a in scales]
+        return min(listed) if listed else self.guidance_scale
+
+
+def attribute_scales(entries: list[str], field: str = "attribute_guidance") -> dict[str, float]:
+    """``ATTRIBUTE=SCALE`` entries as ``{attribute: scale}``; ValueError naming ``field`` and the entry that is not
+    one, with a taxonomy attribute and a scale in [0, 50]."""
+    scales = {}
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = -1.0
+        if name not in ATTRIBUTES or not 0 <= scale <= 50:
+            raise ValueError(f"{field}: {entry!r} is not ATTRIBUTE=SCALE with SCALE in [0, 50] and ATTRIBUTE a "
+                             "taxonomy attribute (pluralign/data/taxonomy.py)")
+        scales[name] = scale
+    return scales

@@ -150,17 +150,22 @@ def plan_of(cfg: GenerateConfig, p: Prepared) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ one shard
-def sample(pipe, jobs: list[tuple[str, int]], cfg: GenerateConfig, bar=None) -> list:
-    """One image per ``(prompt, seed)``, in order, ``batch_size`` per pipeline call."""
-    images = []
-    for s in range(0, len(jobs), cfg.batch_size):
-        chunk = jobs[s:s + cfg.batch_size]
-        with torch.inference_mode():
-            images += _call_pipeline(pipe, [p for p, _ in chunk], [seed for _, seed in chunk],
-                                     num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+def sample(pipe, jobs: list[tuple[str, int, float]], cfg: GenerateConfig, bar=None) -> list:
+    """One image per ``(prompt, seed, guidance scale)``, in order, ``batch_size`` per pipeline call. Jobs of one
+    scale are batched together, so a run with one scale makes the same calls as if scales did not exist."""
+    images = [None] * len(jobs)
+    for scale in dict.fromkeys(g for _, _, g in jobs):
+        todo = [i for i, job in enumerate(jobs) if job[2] == scale]
+        for s in range(0, len(todo), cfg.batch_size):
+            chunk = todo[s:s + cfg.batch_size]
+            with torch.inference_mode():
+                out = _call_pipeline(pipe, [jobs[i][0] for i in chunk], [jobs[i][1] for i in chunk],
+                                     num_inference_steps=cfg.num_inference_steps, guidance_scale=scale,
                                      height=cfg.height, width=cfg.width)
-        if bar is not None:
-            bar.update(len(chunk))
+            for i, image in zip(chunk, out):
+                images[i] = image
+            if bar is not None:
+                bar.update(len(chunk))
     return images
 
 
@@ -234,9 +239,10 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
     live = [i for i, r in enumerate(rows) if r.attributes or photo[i]]  # a row that requests nothing: skipped
     jobs = []
     for i in live:
+        scale = cfg.guidance_for(rows[i].attributes)
         if not photo[i]:
-            jobs += [(rows[i].prompt_a, s) for s in seeds[i]]
-        jobs += [(rows[i].prompt_o, s) for s in seeds[i]]
+            jobs += [(rows[i].prompt_a, s, scale) for s in seeds[i]]
+        jobs += [(rows[i].prompt_o, s, scale) for s in seeds[i]]
     generated = iter(sample(pipe, jobs, cfg, bar))
     cands, images, refs, po, pa, attrs = {}, [], [], [], [], []
     for i in live:
@@ -271,7 +277,7 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
                             has_attributes=False)
         decisions.append({"index": start + i, "prompt_o": row.prompt_o, "prompt_a": row.prompt_a,
                           "attributes": list(row.attributes), "category": _category(row), "seeds": seeds[i],
-                          "photo": photo[i], **d.to_dict()})
+                          "photo": photo[i], "guidance_scale": cfg.guidance_for(row.attributes), **d.to_dict()})
     log = {"range": [start, start + len(rows)], "decisions": decisions, "images": len(jobs),
            "seconds": round(time.perf_counter() - t0, 3)}
     return out_rows, log

@@ -52,7 +52,7 @@ from pluralign.eval.report import (
 from pluralign.eval.runner import EvalConfig, run_eval
 from pluralign.eval.samplers import SAMPLER_NAMES
 from pluralign.eval.suite import from_records
-from pluralign.onpolicy.config import GenerateConfig
+from pluralign.onpolicy.config import GenerateConfig, attribute_scales
 from pluralign.onpolicy.generate import generate_dataset
 from pluralign.trainers import DPOTrainConfig, train
 
@@ -102,6 +102,9 @@ class DemoConfig:
                                             "the demo's own, guidance_scale); a teacher is sampled at the scale it "
                                             "draws the requests best at, whatever the models are evaluated with",
                                             min=-1, max=50)
+    onpolicy_attribute_guidance: list[str] = option(
+        factory=list, help="ATTRIBUTE=SCALE entries: the on-policy pairs of that semantic attribute are sampled at "
+        "SCALE instead of onpolicy_guidance_scale (data generate's attribute_guidance)")
     onpolicy_generator: str = option("base", "the model whose samples become the semantic attributes' on-policy "
                                      "pairs in round 1: base (a less-aligned teacher, as SDXL base is for an aligned "
                                      "SDXL) or aligned (the model's own samples, no teacher)", choices=("base", "aligned"))
@@ -136,6 +139,14 @@ class DemoConfig:
     bootstrap: int = option(1000, "bootstrap resamples for the 95% CIs", min=100, max=1_000_000)
     report_to: str = option("wandb", "tracker for the demo run (W&B runs offline unless WANDB_MODE says otherwise)",
                             choices=("wandb", "none"))
+
+    def __post_init__(self):
+        # checked here, before the first stage, not when the on-policy stage builds its GenerateConfig
+        other = [a for a in attribute_scales(self.onpolicy_attribute_guidance, "onpolicy_attribute_guidance")
+                 if a not in SEMANTIC_ATTRIBUTES]
+        if other:
+            raise ValueError(f"onpolicy_attribute_guidance: {', '.join(other)}: only the semantic attributes "
+                             f"({', '.join(SEMANTIC_ATTRIBUTES)}) have on-policy pairs")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +199,7 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
                           num_inference_steps=sampling["num_inference_steps"],
                           guidance_scale=cfg.onpolicy_guidance_scale if cfg.onpolicy_guidance_scale >= 0
                           else sampling["guidance_scale"],
-                          sampler=sampling["sampler"],
+                          attribute_guidance=list(cfg.onpolicy_attribute_guidance), sampler=sampling["sampler"],
                           batch_size=cfg.batch_size * 2, seed=cfg.data_seed + round_index,
                           output_dir=str(out / "data" / f"onpolicy_round{round_index + 1}"), overwrite=True)
     path = generate_dataset(gcfg, pipe=pipe, scorer=scorer, rows=onpolicy_prompts(cfg, round_index))
@@ -196,7 +207,8 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
     rows = [{k: r[k] for k in PAIR_COLUMNS} for r in ds]
     log = json.loads((path / "generate_log.json").read_text(encoding="utf-8"))["summary"]
     return rows, {**log, "generator": gcfg.generator, "generator_adapter": gcfg.generator_adapter,
-                  "guidance_scale": gcfg.guidance_scale, "wall_seconds": time.perf_counter() - t0}
+                  "guidance_scale": gcfg.guidance_scale, "attribute_guidance": gcfg.attribute_guidance,
+                  "wall_seconds": time.perf_counter() - t0}
 
 
 def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None) -> list[dict]:
