@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pluralign.trainers.ema import WeightEMA, ema_decay_at
+from pluralign.trainers.ema import WeightEMA, ema_decay_at, steps_to_reach, warmup_note
 
 
 def test_decay_warms_up_then_caps():
@@ -11,6 +11,18 @@ def test_decay_warms_up_then_caps():
     assert ema_decay_at(8, 0.995) == pytest.approx(9 / 18)
     assert ema_decay_at(10_000, 0.995) == 0.995
     assert all(ema_decay_at(s, 0.99) <= ema_decay_at(s + 1, 0.99) for s in range(1, 2000))
+
+
+def test_a_decay_the_warm_up_does_not_reach_is_said_with_what_the_run_averages():
+    """Within 1800 steps 0.998 is never reached: the run averages about its last 200 steps, as 0.995 would, and the
+    two decays differ only after step 1790. A run long enough to reach its decay gets no note."""
+    assert steps_to_reach(0.995) == 1790 and steps_to_reach(0.998) == 4490
+    assert ema_decay_at(1790, 0.995) == pytest.approx(0.995) and ema_decay_at(1789, 0.995) < 0.995
+    assert ema_decay_at(4490, 0.998) == pytest.approx(0.998) and ema_decay_at(4489, 0.998) < 0.998
+    assert all(ema_decay_at(s, 0.995) == ema_decay_at(s, 0.998) for s in range(1, 1791))
+    note = warmup_note(0.998, 1800)
+    assert "reached at step 4490" in note and "ends at 0.9950" in note and "last 201 steps" in note
+    assert warmup_note(0.995, 1800) is None and warmup_note(0.998, 4490) is None
 
 
 def test_update_is_the_exponential_average_of_the_iterates():

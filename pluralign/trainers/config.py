@@ -120,7 +120,8 @@ class DPOTrainConfig:
     adam_epsilon: float = option(1e-8, "Adam ε", gt=0, max=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables)", min=0, max=1e6)
     ema_decay: float = option(0.0, "keep an exponential moving average of the LoRA weights with this decay (e.g. "
-                              "0.995, about the last 200 steps; warmed up as (1+step)/(10+step)) and export it "
+                              "0.995, about the last 200 steps; warmed up as (1+step)/(10+step), which reaches 0.995 at step 1790 "
+                              "and 0.998 at step 4490, so a shorter run averages about its last step/9 steps) and export it "
                               "instead of the last iterate; saved in checkpoints. 0 disables", min=0, max=0.99999)
     seed: int = option(0, "seed for init, data order, noise and timesteps", min=0, max=2**32 - 1)
     dataloader_num_workers: int = option(0, "dataloader workers", min=0, max=256)

@@ -11,6 +11,7 @@ from scratch, averages all of its weights with the same class.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -23,6 +24,23 @@ def ema_decay_at(step: int, decay: float) -> float:
     adapter of the first steps does not dominate a short run's average.
     """
     return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def steps_to_reach(decay: float) -> int:
+    """The first optimizer step at which the warm-up ``(1 + step) / (10 + step)`` reaches ``decay``."""
+    return max(1, math.ceil((10.0 * decay - 1.0) / (1.0 - decay) - 1e-9))
+
+
+def warmup_note(decay: float, max_steps: int) -> str | None:
+    """What a run of ``max_steps`` steps really averages when the warm-up never reaches ``decay`` (None when it
+    does). The warm-up keeps a short run's average at about its last ``step / 9`` steps whatever the decay asks,
+    so two decays above the last step's warm-up value train the same adapter."""
+    reach = steps_to_reach(decay)
+    if max_steps >= reach:
+        return None
+    end = ema_decay_at(max_steps, decay)
+    return (f"ema_decay {decay:g} is reached at step {reach}, after max_steps {max_steps}: the average's decay warms up "
+            f"as (1+step)/(10+step) and ends at {end:.4f}, an average of about the last {1 / (1 - end):.0f} steps")
 
 
 class WeightEMA:

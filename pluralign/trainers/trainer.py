@@ -39,7 +39,7 @@ from .adapters import (
 from .cache import TensorCache, cached_latents, cached_prompts, default_cache_dir, encode_pixels, fingerprint, to_pixels
 from .config import DPOTrainConfig
 from .data import check_columns, column, data_mix, load_pairs, select_rows
-from .ema import WeightEMA
+from .ema import WeightEMA, warmup_note
 from .export import export_diffusers, export_kohya, model_card, push_adapter
 from .families import Family, detect_family
 from .identity import base_identity, identity_metadata
@@ -581,6 +581,9 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
                  data=data, weight_dtype=weight_dtype, ckpt_root=run.run_dir / "checkpoints",
                  sampler=PairSampler(len(run.indices), c.seed),
                  ema=WeightEMA(params, c.ema_decay) if c.ema_decay else None)
+    note = warmup_note(c.ema_decay, c.max_steps) if c.ema_decay else None
+    if note:
+        accelerator.print(note, flush=True)
     if c.method == "dpo":
         s.ahead = ReferenceAhead(c.reference_chunk, lambda k: _step_inputs(p, s, k),
                                  lambda steps: _reference_predictions(p, s, steps))
