@@ -400,7 +400,7 @@ def test_onpolicy_attribute_guidance_is_checked_before_any_stage(tmp_path, capsy
     from pluralign import cli
 
     for value, needle in [("grief=3", "onpolicy_attribute_guidance: grief: only the semantic attributes"),
-                          ("bleak=loud", "onpolicy_attribute_guidance: 'bleak=loud' is not ATTRIBUTE=SCALE")]:
+                          ("bleak=loud", "onpolicy_attribute_guidance: 'bleak=loud' is not NAME=SCALE")]:
         assert cli.main(["demo", "--output", str(tmp_path / "demo"), "--onpolicy_attribute_guidance", value]) == 2
         err = capsys.readouterr().err
         assert "pluralign demo: error:" in err and needle in err, err

@@ -289,6 +289,7 @@ def test_attribute_guidance_samples_each_pair_at_its_own_scale(pipe, scorer, tmp
     cfg = config(tmp_path / "o", attribute_guidance=["bleak=4.5", "decay=3"], batch_size=2)
     assert cfg.guidance_for(["muted"]) == 6.0 and cfg.guidance_for(["bleak"]) == 4.5
     assert cfg.guidance_for(["bleak", "decay"]) == 3.0  # the milder of two listed
+    assert config(tmp_path / "o", attribute_guidance=["dimension:emotion=2"]).guidance_for(["dimension:emotion"]) == 2.0
     calls = []
 
     def fake(pipe_, prompts, seeds, *, guidance_scale, **kw):
@@ -421,7 +422,11 @@ def test_bad_input_is_named_before_any_image(tmp_path, monkeypatch, capsys):
          "generator_adapter"),
         (["--generator", str(paths.aligned_dir()), "--num_candidates", "0"], "num_candidates"),
         (["--generator", str(paths.aligned_dir()), "--attribute_guidance", "bleak=loud"],
-         "attribute_guidance: 'bleak=loud' is not ATTRIBUTE=SCALE"),
+         "attribute_guidance: 'bleak=loud' is not NAME=SCALE"),
+        (["--generator", str(paths.aligned_dir()), "--attribute_guidance", "bleak=nan"], "'bleak=nan' is not NAME=SCALE"),
+        (["--generator", str(paths.aligned_dir()), "--attribute_guidance", "bleak"], "'bleak' is not NAME=SCALE"),
+        (["--generator", str(paths.aligned_dir()), "--attribute_guidance", "bleak=3,bleak=2"],
+         "attribute_guidance: bleak is listed twice"),
         (["--generator", str(paths.aligned_dir()), "--suite", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
     ]
     for extra, needle in cases:

@@ -81,7 +81,7 @@ def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, mi
         f"- **suite:** `{config['suite']}`",
         f"- **sampling:** {config['num_inference_steps']} steps ({config['sampler']} sampler), "
         f"guidance {config['guidance_scale']}"
-        + (f" ({', '.join(config['attribute_guidance'])} for the pairs requesting them)"
+        + (f" ({', '.join(config['attribute_guidance'])} for the pairs requesting them, the lowest of a pair's)"
            if config.get("attribute_guidance") else "") + ", "
         f"size {_size(config)}, seed {config['seed']}", "",
         f"**Prompt pairs:** {s['prompt_pairs']}  ·  **accepted:** {s['accepted']}  ·  **acceptance rate:** "

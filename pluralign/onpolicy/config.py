@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pluralign.config import option
-from pluralign.data.taxonomy import ATTRIBUTES, CATEGORIES
+from pluralign.data.taxonomy import CATEGORIES, is_requestable
 from pluralign.eval.samplers import SAMPLER_NAMES
 
 # Options that do not change what a run generates: a resume may change them freely. Every other
@@ -56,7 +56,8 @@ class GenerateConfig:
                           "euler | unipc (SD3 and Flux: default only)", choices=SAMPLER_NAMES)
     guidance_scale: float = option(7.5, "classifier-free guidance scale (Flux: distilled guidance)", min=0, max=50)
     attribute_guidance: list[str] = option(
-        factory=list, help="ATTRIBUTE=SCALE entries: a prompt pair that requests ATTRIBUTE is sampled, under P_a and "
+        factory=list, help="NAME=SCALE entries (NAME an attribute or dimension:NAME): a prompt pair that requests NAME "
+        "is sampled, under P_a and "
         "under P_o, at SCALE instead of guidance_scale (a pair with several listed attributes takes the lowest). A "
         "teacher can draw a request best at a milder scale than the rest: strong guidance pushes a bleak or muted "
         "request toward saturated colour")
@@ -76,7 +77,7 @@ class GenerateConfig:
                           "only the rest (false: start over)")
 
     def __post_init__(self):
-        self.guidance_for([])  # a malformed attribute_guidance entry fails before anything is loaded
+        attribute_scales(self.attribute_guidance)  # a malformed entry fails before anything is loaded
         if self.min_attributes > self.max_attributes:
             raise ValueError(f"min_attributes ({self.min_attributes}) is above max_attributes ({self.max_attributes})")
         if not self.categories:
@@ -84,24 +85,28 @@ class GenerateConfig:
 
     def guidance_for(self, attributes) -> float:
         """The guidance scale of a prompt pair that requests ``attributes``: the lowest ``attribute_guidance`` entry
-        among them, else ``guidance_scale``."""
+        among them (an entry exists because strong guidance washes that request out, so the milder scale is the
+        one under which each listed request can show), else ``guidance_scale``."""
         scales = attribute_scales(self.attribute_guidance)
         listed = [scales[a] for a in attributes if a in scales]
         return min(listed) if listed else self.guidance_scale
 
 
 def attribute_scales(entries: list[str], field: str = "attribute_guidance") -> dict[str, float]:
-    """``ATTRIBUTE=SCALE`` entries as ``{attribute: scale}``; ValueError naming ``field`` and the entry that is not
-    one, with a taxonomy attribute and a scale in [0, 50]."""
+    """``NAME=SCALE`` entries as ``{name: scale}``, NAME a taxonomy attribute or a ``dimension:NAME`` request (what
+    the rows of a suite list); ValueError naming ``field`` and the entry that is not one, has a scale outside
+    [0, 50] (nan included) or repeats a name."""
     scales = {}
     for entry in entries:
         name, _, value = entry.partition("=")
         try:
             scale = float(value)
         except ValueError:
-            scale = -1.0
-        if name not in ATTRIBUTES or not 0 <= scale <= 50:
-            raise ValueError(f"{field}: {entry!r} is not ATTRIBUTE=SCALE with SCALE in [0, 50] and ATTRIBUTE a "
-                             "taxonomy attribute (pluralign/data/taxonomy.py)")
+            scale = float("nan")
+        if not is_requestable(name) or not 0 <= scale <= 50:
+            raise ValueError(f"{field}: {entry!r} is not NAME=SCALE with SCALE in [0, 50] and NAME a taxonomy "
+                             "attribute or dimension:NAME (pluralign/data/taxonomy.py)")
+        if name in scales:
+            raise ValueError(f"{field}: {name} is listed twice")
         scales[name] = scale
     return scales

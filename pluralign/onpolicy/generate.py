@@ -162,7 +162,7 @@ def sample(pipe, jobs: list[tuple[str, int, float]], cfg: GenerateConfig, bar=No
                 out = _call_pipeline(pipe, [jobs[i][0] for i in chunk], [jobs[i][1] for i in chunk],
                                      num_inference_steps=cfg.num_inference_steps, guidance_scale=scale,
                                      height=cfg.height, width=cfg.width)
-            for i, image in zip(chunk, out):
+            for i, image in zip(chunk, out, strict=True):
                 images[i] = image
             if bar is not None:
                 bar.update(len(chunk))
@@ -237,12 +237,12 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
     seeds = [candidate_seeds(cfg.seed, r.seed, k) for r in rows]
     photo = [("photo" in r.meta) for r in rows]
     live = [i for i, r in enumerate(rows) if r.attributes or photo[i]]  # a row that requests nothing: skipped
+    scales = [cfg.guidance_for(r.attributes) for r in rows]  # what each pair is sampled at, and logged with
     jobs = []
     for i in live:
-        scale = cfg.guidance_for(rows[i].attributes)
         if not photo[i]:
-            jobs += [(rows[i].prompt_a, s, scale) for s in seeds[i]]
-        jobs += [(rows[i].prompt_o, s, scale) for s in seeds[i]]
+            jobs += [(rows[i].prompt_a, s, scales[i]) for s in seeds[i]]
+        jobs += [(rows[i].prompt_o, s, scales[i]) for s in seeds[i]]
     generated = iter(sample(pipe, jobs, cfg, bar))
     cands, images, refs, po, pa, attrs = {}, [], [], [], [], []
     for i in live:
@@ -277,7 +277,7 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
                             has_attributes=False)
         decisions.append({"index": start + i, "prompt_o": row.prompt_o, "prompt_a": row.prompt_a,
                           "attributes": list(row.attributes), "category": _category(row), "seeds": seeds[i],
-                          "photo": photo[i], "guidance_scale": cfg.guidance_for(row.attributes), **d.to_dict()})
+                          "photo": photo[i], "guidance_scale": scales[i], **d.to_dict()})
     log = {"range": [start, start + len(rows)], "decisions": decisions, "images": len(jobs),
            "seconds": round(time.perf_counter() - t0, 3)}
     return out_rows, log
