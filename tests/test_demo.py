@@ -315,6 +315,8 @@ def test_rounds_sample_the_aligned_model_with_the_last_rounds_adapter(toy_dir, t
     log = json.loads((out / "data" / "onpolicy_round1" / "generate_log.json").read_text())
     assert {d["attributes"][0]: d["guidance_scale"] for d in log["decisions"]} == {
         "decay": 2.5, "unfinished": 2.5, "bleak": 1.5}
+    card = (out / "data" / "onpolicy_round1" / "README.md").read_text()
+    assert "guidance 2.5 (bleak=1.5 for the pairs requesting them" in card
     assert (out / "data" / "onpolicy_round1" / "README.md").is_file() and (out / "data" / "onpolicy_round2").is_dir()
     assert list(results["stage_seconds"]) == ["eval_base", "onpolicy_pairs_round1", "train_intent_round1",
                                              "onpolicy_pairs_round2", "train_intent_round2", "eval_dial"]
