@@ -102,6 +102,42 @@ def test_select_pair_takes_the_top_scored_content_keeping_candidate():
     assert select_pair([], [], [], [], min_content=0.5, min_margin=0, has_attributes=False).reason == "no_attributes"
 
 
+def test_pairs_per_prompt_takes_the_next_best_candidates_while_they_pass():
+    sa, so, ca, co = [0.9, 0.2, 0.8, 0.6], [0.1, 0.0, 0.3, 0.5], [1, 1, 1, 0.1], [1, 1, 1, 1]
+    # rejected: P_o 1 (0.0). After chosen 0: 2 (0.8, margin 0.8) passes, 1 (margin 0.2 < 0.5) stops the list;
+    # 3 lost the content
+    d = select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.5, n_pairs=4)
+    assert (d.chosen, d.rejected, d.more_chosen) == (0, 1, [2])
+    assert select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1, n_pairs=4).more_chosen == [2, 1]
+    assert select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1, n_pairs=2).more_chosen == [2]
+    assert select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1, min_chosen=0.85, n_pairs=4).more_chosen == []
+    assert select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1).more_chosen == []  # one pair by default
+
+
+def test_pairs_per_prompt_rows_share_the_rejected_image_under_their_own_ids(generated, pipe, scorer, tmp_path):
+    """The same candidates as the one-pair run, up to 3 pairs a prompt pair: the first pair of each prompt pair is
+    the one-pair run's row, the others add distinct chosen images against the same rejected image, and the counts
+    say how many rows there are."""
+    _, _, ds1, _ = generated
+    out = tmp_path / "pairs"
+    OG.generate_dataset(config(out, min_margin=0.0, pairs_per_prompt=3), pipe=pipe, scorer=scorer, progress=False)
+    ds = datasets.load_from_disk(str(out))
+    log = json.loads((out / "generate_log.json").read_text())
+    extra = sum(len(d["more_chosen"]) for d in log["decisions"])
+    assert extra > 0 and len(ds) == len(ds1) + 2 * extra == log["summary"]["rows"]
+    first = {r["pair_id"]: r for r in ds1 if r["kind"] == "anti"}
+    anti = [r for r in ds if r["kind"] == "anti"]
+    assert len({r["pair_id"] for r in anti}) == len(anti)
+    for r in anti:
+        base, _, k = r["pair_id"].partition("#")[2].partition(".")
+        one = first[f"{r['source']}#{base}"]
+        assert np.array_equal(png_array(r["rejected"]), png_array(one["rejected"]))
+        if k:
+            assert r["chosen_seed"] != one["chosen_seed"] and r["chosen_score"] <= one["chosen_score"]
+        else:
+            assert np.array_equal(png_array(r["chosen"]), png_array(one["chosen"]))
+
+
 def test_shards_split_disjointly_and_merge_in_shard_order(tmp_path):
     ranges = SH.shard_ranges(10, 3)
     assert ranges == [(0, 3), (3, 6), (6, 9), (9, 10)]

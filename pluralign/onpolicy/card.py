@@ -30,7 +30,7 @@ def summarize(logs: list[dict]) -> dict:
     margins = [d["margin"] for d in accepted]
     return {
         "prompt_pairs": n, "accepted": len(accepted), "acceptance_rate": len(accepted) / n if n else 0.0,
-        "rows": 2 * len(accepted), "dropped": dict(sorted(dropped.items())),
+        "rows": 2 * sum(1 + len(d.get("more_chosen", [])) for d in accepted), "dropped": dict(sorted(dropped.items())),
         "per_attribute": {k: dict(v) for k, v in sorted(per_attr.items())},
         "per_category": {k: dict(v) for k, v in sorted(per_cat.items())},
         "margin": ({"mean": float(np.mean(margins)), "median": float(np.median(margins)), "min": float(min(margins)),
@@ -74,7 +74,10 @@ def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, mi
         "scorer rated each for P_a's requested attributes and for P_o's content. The *anti* row (prompt P_a) "
         "prefers the P_a image rated highest among those that keep the content over the P_o image that keeps the "
         "content and shows the attributes least; its *mirror* (prompt P_o, same `pair_id`) is the same two images "
-        "with the labels swapped.", "",
+        "with the labels swapped."
+        + (f" An accepted prompt pair gives up to {config['pairs_per_prompt']} anti + mirror pairs: its next best P_a "
+           "images that pass the same margin and floor, each against the same rejected image (`pair_id` "
+           "`SOURCE#INDEX.K`)." if config.get("pairs_per_prompt", 1) > 1 else ""), "",
         f"- **generator:** `{generator}`",
         f"- **scorer:** `{scorer}` (content kept: content score >= {config['min_content']}; min_margin {min_margin}; "
         f"min_chosen_score {'none' if min_chosen is None else min_chosen})",

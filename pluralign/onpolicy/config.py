@@ -49,6 +49,10 @@ class GenerateConfig:
                                             "one. 0 means 'shows them' for toy and verifiers (the calibrated rule "
                                             "fires) and for clip/blip (matches P_a better than P_o); judge scores "
                                             "are probabilities (0.5), comma lists z-scores", min=-1e6, max=1e6)
+    pairs_per_prompt: int = option(1, "anti + mirror pairs an accepted prompt pair may give: its best P_a candidates "
+                                   "that keep the content, each against the same cleanest P_o candidate, while each "
+                                   "passes min_margin and min_chosen_score. More distinct pairs from the same samples",
+                                   min=1, max=1024)
     min_content: float = option(0.5, "content score (0..1) a candidate needs to count as still showing P_o's "
                                 "content", min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)

@@ -186,14 +186,24 @@ def _scores(values, n: int, what: str, scorer: str) -> np.ndarray:
 
 def pair_rows(row: EvalRow, index: int, d: Decision, seeds_a: list[int], seeds_o: list[int], cand_a: list,
               cand_o: list, cfg: GenerateConfig, p: Prepared) -> list[dict]:
-    """The anti row and its mirror for an accepted decision (images as PNG bytes; a photo's own bytes)."""
-    win = cand_a[d.chosen]
+    """The anti row and its mirror for each chosen image of an accepted decision (images as PNG bytes; a photo's
+    own bytes). The first pair's id is ``SOURCE#INDEX``, a further one's ``SOURCE#INDEX.K``."""
+    o_png = encode_png(cand_o[d.rejected], cfg.png_compress_level)
+    out = []
+    for n, chosen in enumerate([d.chosen, *d.more_chosen]):
+        out += _one_pair(row, f"{p.source}#{index}" + (f".{n}" if n else ""), d, chosen, seeds_a, seeds_o, cand_a,
+                         o_png, cfg, p)
+    return out
+
+
+def _one_pair(row: EvalRow, pair_id: str, d: Decision, chosen: int, seeds_a: list[int], seeds_o: list[int],
+              cand_a: list, o_png: dict, cfg: GenerateConfig, p: Prepared) -> list[dict]:
+    win = cand_a[chosen]
     a_png = {"bytes": win.source_bytes, "path": None} if getattr(win, "source_bytes", None) is not None \
         else encode_png(win, cfg.png_compress_level)
-    o_png = encode_png(cand_o[d.rejected], cfg.png_compress_level)
     common = {"attributes": list(row.attributes), "category": _category(row), "source": p.source, "severity": 1.0,
-              "pair_id": f"{p.source}#{index}", "generator": p.generator, "scorer": p.scorer_label, "seeds": seeds_o}
-    a = {"seed": seeds_a[d.chosen], "score": d.scores_a[d.chosen], "content": d.content_a[d.chosen]}
+              "pair_id": pair_id, "generator": p.generator, "scorer": p.scorer_label, "seeds": seeds_o}
+    a = {"seed": seeds_a[chosen], "score": d.scores_a[chosen], "content": d.content_a[chosen]}
     o = {"seed": seeds_o[d.rejected], "score": d.scores_o[d.rejected], "content": d.content_o[d.rejected]}
 
     def row_of(prompt, kind, win, lose, win_png, lose_png):
@@ -269,7 +279,8 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
             cand_a, cand_o, j = cands[i]
             na = len(cand_a)
             d = select_pair(att[j:j + na], att[j + na:j + na + k], con[j:j + na], con[j + na:j + na + k],
-                            min_content=cfg.min_content, min_margin=p.min_margin, min_chosen=p.min_chosen)
+                            min_content=cfg.min_content, min_margin=p.min_margin, min_chosen=p.min_chosen,
+                            n_pairs=cfg.pairs_per_prompt)
             if d.accepted:
                 out_rows += pair_rows(row, start + i, d, seeds_a, seeds[i], cand_a, cand_o, cfg, p)
         else:
@@ -337,7 +348,7 @@ def generate_dataset(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[
                 rows_s, log = run_shard(pipe, scorer, p.rows[start:stop], start, cfg, p, bar)
                 SH.write_shard(shard_dir, s, rows_s, log)
                 pairs += stop - start
-                accepted += len(rows_s) // 2
+                accepted += sum(d["accepted"] for d in log["decisions"])
                 bar.set_postfix(accepted=f"{accepted}/{pairs}", refresh=False)
                 if on_shard is not None:
                     on_shard(s)

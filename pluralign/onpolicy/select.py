@@ -14,6 +14,11 @@
 
 Other ties go to the higher content score, then to the lower candidate index, so the choice is a pure
 function of the scores.
+
+With ``n_pairs`` > 1 an accepted prompt pair also gives the next best content-keeping P_a candidates, in order of
+score, each against the same rejected image, for as long as each passes the same margin and floor (``more_chosen``):
+best-of-n samples hold more than one image that shows the request, and distinct images teach more than one
+image repeated.
 """
 
 from __future__ import annotations
@@ -48,11 +53,12 @@ class Decision:
     scores_o: list[float] = field(default_factory=list)
     content_a: list[float] = field(default_factory=list)
     content_o: list[float] = field(default_factory=list)
+    more_chosen: list[int] = field(default_factory=list)  # further P_a candidates paired with ``rejected``
 
     def to_dict(self) -> dict:
         return {"accepted": self.accepted, "reason": self.reason, "chosen": self.chosen, "rejected": self.rejected,
                 "margin": self.margin, "scores_a": self.scores_a, "scores_o": self.scores_o,
-                "content_a": self.content_a, "content_o": self.content_o}
+                "content_a": self.content_a, "content_o": self.content_o, "more_chosen": self.more_chosen}
 
 
 def _floats(x) -> list[float]:
@@ -60,8 +66,9 @@ def _floats(x) -> list[float]:
 
 
 def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float, min_margin: float,
-                min_chosen: float | None = None, has_attributes: bool = True) -> Decision:
-    """The decision for one prompt pair from its candidates' attribute and content scores."""
+                min_chosen: float | None = None, has_attributes: bool = True, n_pairs: int = 1) -> Decision:
+    """The decision for one prompt pair from its candidates' attribute and content scores (up to ``n_pairs``
+    chosen images)."""
     sa, so, ca, co = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (scores_a, scores_o, content_a, content_o))
     if not (len(sa) == len(ca) and len(so) == len(co)):
         raise ValueError(f"select_pair: {len(sa)} P_a scores but {len(ca)} content scores, or {len(so)} P_o scores "
@@ -95,4 +102,9 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
         d.reason = "below_min_margin"
         return d
     d.accepted = True
+    for j in sorted((j for j in idx_a if j != d.chosen), key=lambda j: (-sa[j], j))[:n_pairs - 1]:
+        margin = sa[j] - so[d.rejected]
+        if (min_chosen is not None and sa[j] < min_chosen) or margin <= 0 or margin < min_margin:
+            break  # in order of score: no later candidate passes either
+        d.more_chosen.append(int(j))
     return d
