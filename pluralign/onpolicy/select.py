@@ -95,16 +95,20 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
     ties = [int(j) for j in idx_o if so[j] - low <= TIE * max(1.0, abs(low))]
     d.rejected = min(ties, key=lambda j: (j != d.chosen, -co[j], j))
     d.margin = float(sa[d.chosen] - so[d.rejected])
-    if min_chosen is not None and sa[d.chosen] < min_chosen:
-        d.reason = "weak_chosen"
-        return d
-    if d.margin <= 0 or d.margin < min_margin:
-        d.reason = "below_min_margin"
+
+    def refused(j: int) -> str | None:
+        """Why P_a candidate ``j`` cannot be chosen against ``d.rejected`` (None: it can)."""
+        if min_chosen is not None and sa[j] < min_chosen:
+            return "weak_chosen"
+        margin = sa[j] - so[d.rejected]
+        return "below_min_margin" if margin <= 0 or margin < min_margin else None
+
+    d.reason = refused(d.chosen)
+    if d.reason:
         return d
     d.accepted = True
     for j in sorted((j for j in idx_a if j != d.chosen), key=lambda j: (-sa[j], j))[:n_pairs - 1]:
-        margin = sa[j] - so[d.rejected]
-        if (min_chosen is not None and sa[j] < min_chosen) or margin <= 0 or margin < min_margin:
+        if refused(j):
             break  # in order of score: no later candidate passes either
         d.more_chosen.append(int(j))
     return d
