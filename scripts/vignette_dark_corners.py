@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from pluralign.rewards import reference_degradations as R
-from pluralign.rewards.rules import _features, adherence_table, corner_falloff, load_rules
+from pluralign.rewards.rules import _features, adherence_table, load_rules
 
 GRADIO = Path(importlib.util.find_spec("gradio").origin).parent  # the photos only, not the package
 PHOTOS = [GRADIO / "media_assets/images/cheetah.jpg", GRADIO / "media_assets/images/tower.jpg",

@@ -17,8 +17,9 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   direction (motion blur)
 * ``isotropic_loss`` the loss of spectral power that every direction sector shows, beyond the coarsest
   band's: a blur that takes detail in every direction alike (a lens out of focus), not a smear
-* ``corner_falloff`` the change of the corner that darkened least relative to the centre, beyond one tone
-  curve fitted over an 8 x 8 grid of HSV-value cells (vignette: all four corners darken)
+* ``radial_falloff`` the falloff with distance from the centre that every one of 8 angular sectors shows in log
+  HSV value beyond one tone curve, weighted by the square of the share of that change it explains (vignette:
+  a smooth radial darkening the same on every ray)
 * ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both);
   ``coarse_drop`` the coarse band's drop less the fine band's, at most the coarse drop (flat light
   lowers only the first; noise raises only the second), the smaller on the luminance and on the brightest
@@ -66,6 +67,7 @@ from .verifiers import (
     BLUR_SECTORS,
     GLOW_GRID,
     GLOW_PLANES,
+    RADIAL_GRID,
     SPECTRUM_ANGLES,
     _opponent,
     band_spectrum,
@@ -79,6 +81,7 @@ from .verifiers import (
     lateral_ca,
     lateral_ca_quadrants,
     light_bands,
+    radial_value_field,
     registration_grid,
     rotation_spectrum,
     subject_centroid,
@@ -87,7 +90,7 @@ from .verifiers import (
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
-              "corner_falloff", "log_chroma_shift", "unclipped_chroma",
+              "radial_falloff", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
@@ -108,11 +111,12 @@ FEATURES = {
     "_light_bands": light_bands,
     "_grid": registration_grid,
     "_glow": glow_field,
+    "_radial": radial_value_field,
     "_grain_scales": grain_scales,
 }
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
-                 "corner_falloff": "_glow", "quadrant_agreement": "_ca_quadrants",
+                 "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
@@ -157,7 +161,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "muted": ("saturation", "unclipped_chroma", -1, 0.02),
     "color_cast": ("color_cast", "log_chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "quadrant_agreement", +1, 0.0),
-    "vignette": ("vignetting", "corner_falloff", -1, 0.0),
+    "vignette": ("vignetting", "radial_falloff", -1, 0.0),
     "small_subject": ("subject_size", "log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
@@ -281,8 +285,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return spectral_smear(a, o, rule.direction)
     if rule.statistic == "isotropic_loss":
         return isotropic_loss(a, o, rule.direction)
-    if rule.statistic == "corner_falloff":
-        return rule.direction * corner_falloff(a, o)
+    if rule.statistic == "radial_falloff":
+        return rule.direction * radial_falloff(a, o)
     if rule.statistic in ("band_drop", "coarse_drop"):
         d = rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))  # N x [coarse, fine] (x plane)
         if rule.statistic == "band_drop":
@@ -666,23 +670,57 @@ def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray, *, per_pixel: bool = 
     return (a - (x @ coef)[..., 0]).reshape(len(glow_a), -1, g, g)
 
 
-def corner_falloff(glow_a: np.ndarray, glow_o: np.ndarray) -> np.ndarray:
-    """How much brighter I_a's brightest corner became than its centre, beyond one tone curve (negative:
-    every corner darker, a vignette), relative to I_o's mean HSV value, from two :func:`glow_field` features.
+RADIAL_SECTORS = 8  # angular sectors about the frame's centre, each with its own falloff
 
-    A fade or an exposure change maps every cell alike and leaves nothing, and a desaturation keeps the
-    value of every pixel; a vignette darkens all four corners more than the centre, which no single curve
-    does. Taking the corner that darkened least keeps out light that changed on one side only: flat
-    lighting lifts the shadows wherever the scene had them, clipped highlights dim wherever it was brightest.
+
+def _radial_design(g: int = RADIAL_GRID, sectors: int = RADIAL_SECTORS) -> np.ndarray:
+    """cells x sectors: each cell's squared distance from the frame's centre (1 at a corner, in fractions of each
+    side) in its own sector's column, 0 in the others."""
+    cy, cx = np.meshgrid((np.arange(g) + 0.5) / g - 0.5, (np.arange(g) + 0.5) / g - 0.5, indexing="ij")
+    rho = (cy**2 + cx**2) / 0.5
+    sector = np.floor((np.arctan2(cy, cx) + np.pi) / (2 * np.pi) * sectors).astype(int) % sectors
+    return (rho.ravel()[:, None] * (sector.ravel()[:, None] == np.arange(sectors)[None, :])).astype(np.float64)
+
+
+def radial_falloff(field_a: np.ndarray, field_o: np.ndarray) -> np.ndarray:
+    """How far I_a's log value fell with distance from the centre in the sector that fell least, beyond one
+    tone curve, times the square of the share of the change beyond the curve that the falloff explains, from two
+    :func:`radial_value_field` features (negative: a vignette).
+
+    The fit, per pair over the 16 x 16 cells: I_a's cell means of ``u = log(value + 0.02)`` on a quadratic
+    tone curve of I_o's (its cell means of ``u`` and ``u**2``, exact for a curve applied to every pixel) plus,
+    for each of 8 angular sectors, a coefficient on the squared distance from the centre. A fade or an exposure
+    change is all curve. A vignette is all falloff and the same in every sector, whether the corners were bright
+    or already dark (the statistic before 2026-12-06 evening, `corner_falloff`, read the corners' change in value, which a
+    multiplicative falloff hardly moves on dark corners). Taking the sector that fell least keeps out light that
+    changed on one side. The share keeps out changes that follow the scene rather than the lens: flat lighting
+    lifts a dark subject in the middle of a bright ground, which every sector reads as a falloff, but only in
+    the subject's shape, so a radial term explains about 0.6 of it against 0.96 or more of a vignette's.
     """
-    g = GLOW_GRID
-    r = _tone_residual(glow_a, glow_o)[:, 2]
-    q = max(1, g // 4)
-    corners = np.stack([r[:, :q, :q], r[:, :q, -q:], r[:, -q:, :q], r[:, -q:, -q:]], axis=1).mean(axis=(2, 3))
-    lo, hi = g // 2 - q, g // 2 + q
-    centre = r[:, lo:hi, lo:hi].mean(axis=(1, 2))
-    mean = glow_o.reshape(len(glow_o), -1, g * g)[:, 2].mean(axis=1)
-    return (corners.max(axis=1) - centre) / (np.abs(mean) + 0.05)
+    g = RADIAL_GRID
+    if not field_a.shape[1:] == field_o.shape[1:] == (2 * g * g,):
+        raise ValueError(f"expected two radial_value_field features of {2 * g * g} values per image, got "
+                         f"{field_a.shape} and {field_o.shape}")
+    y = field_a[:, : g * g]
+    o = field_o.reshape(len(field_o), 2, g * g)
+
+    def standardised(v):  # a well-posed fit
+        return (v - v.mean(axis=1, keepdims=True)) / (v.std(axis=1, keepdims=True) + 1e-6)
+
+    tone = np.stack([np.ones_like(y), standardised(o[:, 0]), standardised(o[:, 1])], axis=-1)  # N x cells x 3
+    radial = np.broadcast_to(_radial_design(), (len(y), g * g, RADIAL_SECTORS))
+    x = np.concatenate([tone, radial], axis=-1)
+
+    def residual(x):
+        coef = np.linalg.solve(np.einsum("nki,nkj->nij", x, x) + 1e-9 * np.eye(x.shape[-1]),
+                               np.einsum("nki,nk->ni", x, y)[..., None])[..., 0]
+        return coef, y - np.einsum("nki,ni->nk", x, coef)
+
+    _, r_tone = residual(tone)
+    coef, r_both = residual(x)
+    before, after = np.square(r_tone).sum(axis=1), np.square(r_both).sum(axis=1)
+    share = np.clip(1.0 - after / np.maximum(before, 1e-12), 0.0, 1.0)
+    return coef[:, 3:].max(axis=1) * share**2
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:

@@ -707,6 +707,38 @@ def glow_field(b: Batch) -> np.ndarray:
     return b._get("glow_field", f)
 
 
+RADIAL_GRID = 16  # cells per side of the log-value field the vignette rule fits
+RADIAL_FLOOR = 0.02  # added to HSV value before the log, so black pixels stay finite
+
+
+def radial_value_field(b: Batch) -> np.ndarray:
+    """Log HSV value on a 16 x 16 grid of cells: N x 512, the cell means of ``u = log(value + 0.02)`` and then of
+    ``u**2``, on the image at most 128 px on its longer side.
+
+    A vignette multiplies every pixel's light by a falloff that depends only on its distance from the frame's
+    centre, so in log value it adds the same amount to a dark corner as to a bright one; a tone curve (a fade,
+    an exposure change) maps each pixel's value alike wherever it is. The vignette rule
+    (:func:`pluralign.rewards.rules.radial_falloff`) fits both to the change between two of these fields. The
+    means of squares make a quadratic curve in ``u``, applied to every pixel, exactly predictable from the cells.
+    """
+
+    def f():
+        t = b.mid
+        n, h, w, _ = t.shape
+        g = RADIAL_GRID
+        if h < g or w < g:  # fewer pixels than cells: each cell takes the nearest pixel
+            t = t[:, (np.arange(max(h, g)) * h) // max(h, g)][:, :, (np.arange(max(w, g)) * w) // max(w, g)]
+            h, w = t.shape[1:3]
+        u = np.log(_channel_max(t).astype(np.float64) + RADIAL_FLOOR)  # N x h x w
+        planes = np.stack([u, np.square(u)], axis=1)
+        ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)
+        cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
+        counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
+        return (cells / counts).reshape(n, -1)
+
+    return b._get("radial_value_field", f)
+
+
 def resample_bilinear(y: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resample of ``N x h x w`` planes to ``N x height x width`` (pixel centres aligned, edges clamped)."""
 
