@@ -1,8 +1,9 @@
 """The vignette rule on photos whose corners are already dark: a diagnosis of its miss on the unseen photos.
 
-The rule (`rules.corner_falloff`) reads how much darker the corners became than the centre beyond one tone curve,
-relative to the frame's mean value. On a scene whose corners are already dark (a portrait on a dark ground, a
-flower against shadow), the reference vignette's darkening there is small in absolute terms. This makes that
+The rule of 2026-12-06 noon (`corner_falloff`) read how much darker the corners became than the centre beyond one
+tone curve, relative to the frame's mean value. On a scene whose corners are already dark (a portrait on a dark
+ground, a flower against shadow), the reference vignette's darkening there is small in absolute terms. The rule now
+reads a falloff in log value that every angular sector shows (`rules.radial_falloff`). This makes that
 case from diagnosis photos (gradio's four, installed with it; never the unseen ones): each photo's corners darkened
 first by a smooth radial mask in linear light down to ``floor``, then the reference vignette at severities 0.3-1.0,
 at 64, 256 and 1024 px.
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from pluralign.rewards import reference_degradations as R
-from pluralign.rewards.rules import _features, adherence_table, load_rules
+from pluralign.rewards.rules import _features, adherence_table, load_rules, radial_falloff
 
 GRADIO = Path(importlib.util.find_spec("gradio").origin).parent  # the photos only, not the package
 PHOTOS = [GRADIO / "media_assets/images/cheetah.jpg", GRADIO / "media_assets/images/tower.jpg",
@@ -71,8 +72,8 @@ def compare(floors: list[float], threshold: float) -> None:
     rng = np.random.default_rng(1)
 
     def both(a, o):
-        ga, go = _features([a], {"_glow"})["_glow"], _features([o], {"_glow"})["_glow"]
-        return corner_falloff(ga, go)[0], log_corner_change(ga, go)[0]
+        f = _features([a, o], {"_glow", "_radial"})
+        return radial_falloff(f["_radial"][:1], f["_radial"][1:])[0], log_corner_change(f["_glow"][:1], f["_glow"][1:])[0]
 
     pos: dict[float, list] = {f: [] for f in floors}
     neg: dict[str, list] = {k: [] for k in OTHERS}
@@ -91,7 +92,7 @@ def compare(floors: list[float], threshold: float) -> None:
     heads = " | ".join(f"corners {'untouched' if f >= 1 else f'at {f:g}'}" for f in floors)
     print(f"\n| statistic | fires below | {heads} | other attributes it fires on (share) |")
     print("|---|---:|" + "---:|" * len(floors) + "---|")
-    for j, name in enumerate(("shipped `corner_falloff`", "log value, corners less centre")):
+    for j, name in enumerate(("shipped `radial_falloff`", "log value, corners less centre")):
         acc = " | ".join(f"{(P[f][:, j] < cut[j]).mean():.2f}" for f in floors)
         fired = ", ".join(f"{k} {(N[k][:, j] < cut[j]).mean():.2f}" for k in OTHERS if (N[k][:, j] < cut[j]).mean() > 0)
         print(f"| {name} | {cut[j]:.4f} | {acc} | {fired or 'none'} |")

@@ -458,19 +458,34 @@ def test_a_cast_on_a_clipped_white_frame_is_read_from_the_whole_frame():
     assert not adheres(x, x, "color_cast")
 
 
-def test_a_vignette_darkens_every_corner_and_light_on_one_side_is_not_one(photo):
+def test_a_vignette_is_a_falloff_every_sector_shows_on_bright_and_dark_corners_alike(photo):
     from pluralign.rewards.reference_degradations import degrade as reference_degrade
-    from pluralign.rewards.rules import _features, corner_falloff
+    from pluralign.rewards.reference_degradations import linear_to_srgb, srgb_to_linear
+    from pluralign.rewards.rules import _features, radial_falloff
 
     x = photo
+    h, w = x.shape[:2]
+    cy, cx = np.meshgrid((np.arange(h) + 0.5) / h - 0.5, (np.arange(w) + 0.5) / w - 0.5, indexing="ij")
+    r = np.sqrt(cy**2 + cx**2) / np.sqrt(0.5)
+    # corners already at a tenth of their light: a vignette there moves little value, but as much log value
+    dark = linear_to_srgb(srgb_to_linear(x) * (0.1 + 0.9 * np.clip(1 - (r - 0.45) / 0.55, 0, 1) ** 2)[..., None])
+    dark = dark.astype(np.float32)
     vignetted = reference_degrade(x, "vignette", 0.6, np.random.default_rng(0))
-    ramp = np.linspace(1.0, 0.55, x.shape[1], dtype=np.float32)[None, :, None]  # darker towards the right side
-    one_side = x * ramp
-    g = _features([vignetted, one_side, x], {"_glow"})["_glow"]
-    falloff = corner_falloff(g[:2], g[[2, 2]])
-    assert falloff[0] < -0.08  # even the corner that darkened least darkened beyond the centre
-    assert falloff[1] > -0.02  # the left corners did not darken beyond the centre
-    assert adheres(vignetted, x, "vignette") and not adheres(one_side, x, "vignette")
+    weak_on_dark = reference_degrade(dark, "vignette", 0.3, np.random.default_rng(0))
+    one_side = x * np.linspace(1.0, 0.55, w, dtype=np.float32)[None, :, None]  # darker towards the right side
+    fade = (0.25 + 0.5 * x).astype(np.float32)  # one tone curve everywhere
+    # light taken from around a wide, flat subject (flat lighting on a dark subject in a bright ground): every
+    # sector darkens outward, but in the subject's shape, which a radial falloff explains little of
+    light = np.exp(-0.5 * (1 - np.exp(-((cx / 0.35) ** 2 + (cy / 0.12) ** 2))))
+    around = (x * light[..., None]).astype(np.float32)
+    f = _features([vignetted, one_side, fade, around, x, weak_on_dark, dark], {"_radial"})["_radial"]
+    falloff = radial_falloff(f[[0, 1, 2, 3, 5]], f[[4, 4, 4, 4, 6]])
+    assert falloff[0] < -0.2 and falloff[4] < -0.1  # bright corners and dark ones
+    assert falloff[1] > 0.1  # the left side did not darken outward
+    assert abs(falloff[2]) < 1e-3
+    assert falloff[3] > -0.05
+    assert adheres(vignetted, x, "vignette") and adheres(weak_on_dark, dark, "vignette")
+    assert not any(adheres(im, x, "vignette") for im in (one_side, fade, around))
 
 
 def test_coarse_contrast_sees_flat_lighting_on_texture():
