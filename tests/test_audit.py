@@ -79,7 +79,7 @@ def test_audit_cli_and_parquet(tmp_path):
     from datasets import Image as HFImage
 
     folder = _write_folder(tmp_path, n_win=3, n_loss=1)
-    rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines() if line]
     for r in rows:
         r["image_o"], r["image_a"] = str(folder / r["image_o"]), str(folder / r["image_a"])
     ds = Dataset.from_list(rows).cast_column("image_o", HFImage()).cast_column("image_a", HFImage())
@@ -95,18 +95,19 @@ def test_audit_input_errors(tmp_path):
         load_triplets(tmp_path / "nope")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "triplets.jsonl").write_text(json.dumps({"prompt_a": "x", "image_a": "a.png"}))
-    with pytest.raises(DataError, match=r"triplets.jsonl, row 0, field 'image_o': missing image_o"):
+    with pytest.raises(DataError, match=r"triplets.jsonl, row 0 \(line 1\), field 'image_o': missing image_o"):
         load_triplets(tmp_path / "bad")
 
 
 def _one_row_folder(tmp_path, **changes):
-    """A valid two-row triplet folder, with ``changes`` applied to row 1 (a value of None removes the key)."""
+    """A valid two-row triplet folder, with ``changes`` applied to row 1 (a value of None removes the key), which
+    is on line 3: a blank line separates the rows, so the row and the line an editor opens at differ."""
     Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "o.png")
     Image.new("RGB", (8, 8), (20, 30, 30)).save(tmp_path / "a.png")
     good = {"prompt_o": "a red square", "prompt_a": "a dark red square", "image_o": "o.png", "image_a": "a.png",
             "attributes": ["underexposed"]}
     bad = {k: v for k, v in {**good, **changes}.items() if v is not None}
-    (tmp_path / "triplets.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    (tmp_path / "triplets.jsonl").write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
     return tmp_path
 
 
@@ -124,7 +125,7 @@ def test_audit_checks_every_row_and_names_file_row_and_field(tmp_path, capsys, c
     rc = cli(["audit", "--data", str(folder), "--rewards", "verifier", "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
-    assert f"{folder / 'triplets.jsonl'}, row 1, field '{field}'" in err and problem in err
+    assert f"{folder / 'triplets.jsonl'}, row 1 (line 3), field '{field}'" in err and problem in err
     assert sorted(p.name for p in folder.iterdir()) == before and not (tmp_path / "out").exists()
 
 
@@ -133,18 +134,18 @@ def test_audit_names_a_line_that_is_not_json(tmp_path, capsys):
     with (folder / "triplets.jsonl").open("a") as f:
         f.write("{not json\n")
     assert cli(["audit", "--data", str(folder), "--output", str(tmp_path / "out")]) == 2
-    assert f"{folder / 'triplets.jsonl'}, row 2: line 3 is not valid JSON" in capsys.readouterr().err
+    assert f"{folder / 'triplets.jsonl'}, row 2: line 4 is not valid JSON" in capsys.readouterr().err
 
 
 def test_audit_refuses_an_image_over_max_pixels_before_decoding_it(tmp_path, capsys):
     folder = _one_row_folder(tmp_path)
     Image.new("RGB", (300, 200)).save(folder / "big.png")
-    rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines() if line]
     rows[1]["image_o"] = "big.png"
     (folder / "triplets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert cli(["audit", "--data", str(folder), "--max_pixels", "10000", "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"row 1, field 'image_o': {folder / 'big.png'}: image is 300x200 = 60000 pixels, over max_pixels=10000" in err
+    assert f"row 1 (line 2), field 'image_o': {folder / 'big.png'}: image is 300x200 = 60000 pixels, over max_pixels=10000" in err
     assert load_triplets(folder, max_pixels=60000).image_o[1].size == (300, 200)  # at the limit it is read
 
 

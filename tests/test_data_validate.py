@@ -159,6 +159,31 @@ def test_failed_rebuild_keeps_previous_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ok", "out"]
 
 
+def test_overwrite_replaces_only_a_saved_dataset(tmp_path):
+    d = tmp_path / "ok"
+    d.mkdir()
+    good(0).save(d / "a.png")
+    (d / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "a thing"}) + "\n")
+    # the source folder itself, or any folder of other files, would be deleted by the swap
+    for target in (d, tmp_path / "notes"):
+        target.mkdir(exist_ok=True)
+        (target / "notes.txt").write_text("mine")
+        with pytest.raises(FileExistsError, match=r"holds files that are not a saved dataset \(.*notes.txt"):
+            build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(target), overwrite=True))
+        assert (target / "notes.txt").read_text() == "mine"
+    assert (d / "a.png").exists() and (d / "metadata.jsonl").exists()
+    suite = tmp_path / "suite.csv"
+    suite.write_text("prompt_o,prompt_a,attributes\n")
+    with pytest.raises(FileExistsError, match="is a file, not a dataset folder"):
+        build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(suite), overwrite=True))
+    assert suite.read_text() == "prompt_o,prompt_a,attributes\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(empty), overwrite=True))
+    assert len(datasets.load_from_disk(str(out))) == 2  # an empty folder is fine, and so is a dataset after it
+    build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(out), overwrite=True))
+
+
 def test_open_image_value_kinds(tmp_path):
     img = good(0)
     (tmp_path / "x.png").write_bytes(png_bytes(img))

@@ -223,6 +223,8 @@ def _no_model_load(monkeypatch):
                   "adapter_mode: per_category"),
     (lambda d, r: ["--adapters_dir", str(r), "--weights", "0"],
      lambda d, r: "weights: a per-category eval needs a weight above 0"),
+    (lambda d, r: ["--weights", "0.5,1"],  # without an adapter the base alone would be evaluated, without a word
+     lambda d, r: "weights [0.5, 1.0]: the weights dial an adapter, and none is given"),
 ])
 def test_bad_options_are_named_before_any_work(run_dir, suite, tmp_path, capsys, monkeypatch, args, message):
     _no_model_load(monkeypatch)

@@ -106,3 +106,23 @@ def test_undecodable_or_malformed_suite_files_name_the_file(tmp_path):
     quoted.write_text('prompt_o,prompt_a,attributes\n"a cat,"a dark cat",underexposed\n', encoding="utf-8")
     with pytest.raises(SuiteError, match=rf"{quoted}"):
         load_suite(str(quoted))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a cat,a blurry dark cat,blurry,underexposed\n", r"line 2: 4 values for the header's 3 columns; quote a field"),
+    ("a dog,a blurry dog\n", r"line 2: fewer values than the header's 3 columns \(attributes missing\)"),
+])
+def test_csv_rows_of_the_wrong_width_are_refused_not_cut(tmp_path, text, message):
+    f = tmp_path / "s.csv"
+    f.write_text("prompt_o,prompt_a,attributes\n" + text)
+    with pytest.raises(SuiteError, match=message):
+        from_file(f)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    for name, body in [("s.csv", "prompt_o,prompt_a,attributes\na dog,a blurry dog,blurry\n"),
+                       ("s.jsonl", json.dumps({"prompt_o": "a dog", "prompt_a": "a blurry dog", "attributes": "blurry"}))]:
+        f = tmp_path / name
+        f.write_bytes(b"\xef\xbb\xbf" + body.encode())
+        (row,) = from_file(f)
+        assert row.prompt_o == "a dog" and row.attributes == ["blurry"]

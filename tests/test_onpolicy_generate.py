@@ -386,6 +386,11 @@ def test_interrupted_run_resumes_to_the_same_dataset(generated, pipe, scorer, tm
     assert not shard_dir.exists() and "resuming: 1 of 3 shards are finished" in (out / "README.md").read_text()
     with pytest.raises(FileExistsError, match="--overwrite true"):
         OG.generate_dataset(cfg, pipe=pipe, scorer=scorer, progress=False)
+    (out / "notes.txt").write_text("mine")  # no longer only a saved dataset: --overwrite would delete the note
+    (out / "state.json").unlink()
+    with pytest.raises(FileExistsError, match="not a saved dataset"):
+        OG.generate_dataset(config(out, min_margin=0.0, overwrite=True), pipe=pipe, scorer=scorer, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_verifiers_with_same_seed_references_pair_each_chosen_with_its_partner(tmp_path):

@@ -157,3 +157,26 @@ def test_photos_from_files_are_degraded_like_the_bundled_ones_and_a_missing_one_
     with pytest.raises(ValueError, match=r"two photos share a name \(\['mine'\]\)"):
         H.run(H.HoldoutConfig(sizes=[64], n_per_size=1,
                               photos=[str(tmp_path / "mine.png"), str(tmp_path / "other" / "mine.png")]), progress=False)
+
+
+def test_what_would_fail_or_mislead_after_minutes_is_refused_before_any_pair_is_made(tmp_path):
+    """A named thresholds file that is missing or empty would leave every rule unable to fire (0.00 everywhere);
+    a size of 0 or a folder as --output would fail only when the run is done."""
+    base = dict(sizes=[64], n_per_size=1, photos=["coffee"])
+    for bad, message in [
+        ({"thresholds": tmp_path / "nothere.json"}, "nothere.json: no such file"),
+        ({"sizes": [0]}, r"sizes: \[0\]; give short sides from 16 to 4096"),
+        ({"sizes": [100_000]}, r"sizes: \[100000\]"),
+        ({"sev_min": 0.9, "sev_max": 0.1}, "sev_min 0.9 > sev_max 0.1"),
+        ({"output": tmp_path}, "is a directory; give a file path"),
+        ({"photos": [""]}, "photos: an empty name"),
+        ({"photos": [str(tmp_path / "notes.png")]}, "notes.png: not a readable image"),
+    ]:
+        (tmp_path / "notes.png").write_text("not an image")
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            H.run(H.HoldoutConfig(**{**base, **bad}), progress=False)
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(ValueError, match='no "attributes" table'):
+        load_rules(tmp_path / "empty.json")
+    H.run(H.HoldoutConfig(**base, output=tmp_path / "new" / "out.json"), progress=False)
+    assert (tmp_path / "new").is_dir()  # the output's folder is made up front

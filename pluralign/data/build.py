@@ -162,11 +162,33 @@ def check_sources(cfg: DataConfig) -> list[S.Source]:
     return srcs
 
 
+def check_replaceable(out: Path, option: str = "output_dir") -> None:
+    """Raise :class:`FileExistsError` unless ``out`` is absent, an empty folder or a saved dataset.
+
+    Writing swaps the new dataset in for the whole of ``out``, so ``--overwrite`` on a folder of source images,
+    a suite file or anything else would delete it; only what ``datasets`` saved (its ``state.json`` and
+    ``dataset_info.json``, with pluralign's card and logs beside them) may be replaced."""
+    if out.is_symlink():
+        raise FileExistsError(f"{option} {out} is a symbolic link; pass the folder it points to, or a new one")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{option} {out} is a file, not a dataset folder; choose a new or empty {option} "
+                              "(--overwrite replaces a dataset folder, never a file)")
+    if not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir())
+    saved = {datasets.config.DATASET_STATE_JSON_FILENAME, datasets.config.DATASET_INFO_FILENAME} <= set(names)
+    if names and not saved:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise FileExistsError(f"{option} {out} holds files that are not a saved dataset ({shown}); writing replaces "
+                              f"the whole folder, so choose a new or empty {option}")
+
+
 def build_dataset(cfg: DataConfig) -> Path:
     """Build, save and document the dataset described by ``cfg``; returns ``output_dir``."""
     out = Path(cfg.output_dir)
     for line in clean_stale_temps(out.parent):
         print(f"pluralign data build: {line}", file=sys.stderr)
+    check_replaceable(out)
     if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite true to replace it (it is kept until the new one is complete)")
     srcs = check_sources(cfg)

@@ -102,9 +102,16 @@ def _attributes(row: dict, src: str, i: int) -> list[str]:
     return names
 
 
-def _read_jsonl(path: Path, limit: int) -> list[dict]:
+def _read_jsonl(path: Path, limit: int) -> tuple[list[dict], list[int]]:
+    """The rows of a triplets.jsonl and the line each is on (blank lines are skipped, so they differ)."""
     rows: list[dict] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    lines: list[int] = []
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is not text
+    except UnicodeDecodeError as exc:
+        raise DataError(str(path), None, None, f"not UTF-8 text (byte {exc.start}); save the file as UTF-8",
+                        kind="bad_line") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -116,9 +123,10 @@ def _read_jsonl(path: Path, limit: int) -> list[dict]:
             raise DataError(str(path), len(rows), None, f"line {lineno} is a {type(row).__name__}, not an object "
                             "with prompt_a, image_o, image_a", kind="bad_line")
         rows.append(row)
+        lines.append(lineno)
         if limit and len(rows) == limit:
             break
-    return rows
+    return rows, lines
 
 
 def _read_dataset(path: Path, limit: int) -> list[dict]:
@@ -145,32 +153,44 @@ def load_triplets(path: str | Path, limit: int = 0, max_pixels: int = 64_000_000
         raise FileNotFoundError(f"triplet data {str(path)!r} does not exist; pass --data DIR_OR_FILE")
     if path.is_dir() and (path / "triplets.jsonl").exists():
         src, base = path / "triplets.jsonl", path
-        rows = _read_jsonl(src, limit)
+        rows, lines = _read_jsonl(src, limit)
     else:
         src, base = path, (path if path.is_dir() else path.parent)
-        rows = _read_dataset(path, limit)
+        rows, lines = _read_dataset(path, limit), None
     if not rows:
         raise ValueError(f"{src}: no triplets")
     where = str(src)
     # prompt_o is all or nothing: a matrix over the rows that happen to have it would not be the data's
     has_o = any(r.get("prompt_o") not in (None, "") for r in rows)
-    prompt_o, prompt_a, image_o, image_a, attributes = [], [], [], [], []
+    checked = []
     for i, row in enumerate(rows):
-        prompt_a.append(_prompt(row, "prompt_a", where, i))
-        if has_o:
-            if row.get("prompt_o") in (None, ""):
-                raise DataError(where, i, "prompt_o", "missing or empty, while other rows have one; give prompt_o "
-                                "on every row or on none", kind="missing_field")
-            prompt_o.append(_prompt(row, "prompt_o", where, i))
-        for field, out in (("image_o", image_o), ("image_a", image_a)):
-            if row.get(field) is None:
-                raise DataError(where, i, field, f"missing {field}; every row needs {', '.join(REQUIRED)}",
-                                kind="missing_image")
-            out.append(open_image(_at_base(row[field], base), source=where, row=i, field=field,
-                                  max_pixels=max_pixels))
-        attributes.append(_attributes(row, where, i))
+        try:
+            checked.append(_check_row(row, i, where, base, has_o, max_pixels))
+        except DataError as exc:
+            if lines is None or exc.line is not None:
+                raise
+            raise DataError(exc.source, exc.row, exc.field, exc.problem, kind=exc.kind, line=lines[i]) from None
+    prompt_o, prompt_a, image_o, image_a, attributes = (list(c) for c in zip(*checked))
     return Triplets(prompt_o=prompt_o if has_o else None, prompt_a=prompt_a, image_o=image_o, image_a=image_a,
                     attributes=attributes)
+
+
+def _check_row(row: dict, i: int, where: str, base: Path, has_o: bool, max_pixels: int) -> tuple:
+    """One triplet row checked: ``(prompt_o or None, prompt_a, image_o, image_a, attributes)``."""
+    prompt_a = _prompt(row, "prompt_a", where, i)
+    prompt_o = None
+    if has_o:
+        if row.get("prompt_o") in (None, ""):
+            raise DataError(where, i, "prompt_o", "missing or empty, while other rows have one; give prompt_o "
+                            "on every row or on none", kind="missing_field")
+        prompt_o = _prompt(row, "prompt_o", where, i)
+    images = []
+    for field in ("image_o", "image_a"):
+        if row.get(field) is None:
+            raise DataError(where, i, field, f"missing {field}; every row needs {', '.join(REQUIRED)}",
+                            kind="missing_image")
+        images.append(open_image(_at_base(row[field], base), source=where, row=i, field=field, max_pixels=max_pixels))
+    return prompt_o, prompt_a, images[0], images[1], _attributes(row, where, i)
 
 
 def _dimension(attribute: str) -> str | None:

@@ -66,6 +66,9 @@ from .suite import EvalRow, load_suite, suite_source
 log = logging.getLogger(__name__)
 
 
+DEFAULT_WEIGHTS = [0.0, 0.5, 1.0]
+
+
 @dataclass
 class EvalConfig:
     """Options of ``pluralign eval`` (YAML keys and ``--flags``)."""
@@ -83,7 +86,7 @@ class EvalConfig:
                                       "(an adapters entry replaces the one found for its category)")
     allow_other_base: bool = option(False, "evaluate an adapter on another checkpoint of the family it was trained "
                                     "for (its recorded base fingerprint differs); a family mismatch is always refused")
-    weights: list[float] = option(factory=lambda: [0.0, 0.5, 1.0], help="adapter weights of the dial curve",
+    weights: list[float] = option(factory=lambda: list(DEFAULT_WEIGHTS), help="adapter weights of the dial curve",
                                  min=0, max=4)
     suite: str = option("toy", "toy | a .jsonl/.csv prompt file | hf:REPO or a local copy in the anti-aesthetic schema")
     n_prompts: int = option(32, "number of prompt pairs (0 = the whole suite)", min=0, max=100_000)
@@ -136,6 +139,10 @@ class EvalConfig:
             if not any(w > 0 for w in self.weights):
                 raise ValueError(f"weights: a per-category eval needs a weight above 0, got {self.weights}: the top "
                                  "weight is where each adapter's cross-effects on the other categories are measured")
+        elif self.adapter is None and self.weights and self.weights != DEFAULT_WEIGHTS:
+            raise ValueError(f"weights {self.weights}: the weights dial an adapter, and none is given, so only the base "
+                             "would be evaluated; pass --adapter DIR (or --adapters / --adapters_dir), or leave weights "
+                             "out to evaluate the base alone")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def from_records(records: Iterable[dict[str, Any]], source: str = "<records>", n
 
 def _text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark, as spreadsheet exports write, is not text
     except UnicodeDecodeError as exc:
         raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
 
@@ -155,7 +155,18 @@ def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[Eva
             missing = [c for c in ("prompt_o", "prompt_a", "attributes") if c not in (reader.fieldnames or [])]
             if missing:
                 raise SuiteError(f"{path}: header lacks column(s) {missing}; expected prompt_o,prompt_a,attributes[,seed]")
-            rows = [make_row(r, f"{path}: row {i + 2}", seed + i) for i, r in enumerate(reader)]
+            rows = []
+            for i, r in enumerate(reader):
+                width = len(reader.fieldnames)
+                if None in r:  # more values than columns: csv keeps them under the key None
+                    raise SuiteError(f"{path}: line {reader.line_num}: {width + len(r[None])} values for the header's "
+                                     f"{width} columns; quote a field that holds commas, e.g. \"blurry,underexposed\", or separate "
+                                     "attribute names with ';'")
+                short = [k for k in ("prompt_o", "prompt_a", "attributes") if r[k] is None]
+                if short:
+                    raise SuiteError(f"{path}: line {reader.line_num}: fewer values than the header's {width} columns "
+                                     f"({', '.join(short)} missing)")
+                rows.append(make_row({k: v for k, v in r.items() if v is not None}, f"{path}: row {i + 2}", seed + i))
         except csv.Error as exc:
             raise SuiteError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
         return _limit(rows, n)

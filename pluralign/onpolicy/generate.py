@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pluralign.config import option_defaults, to_dict, writable_dir
-from pluralign.data.build import adopt_cache_files, clean_stale_temps, save_atomically
+from pluralign.data.build import adopt_cache_files, check_replaceable, clean_stale_temps, save_atomically
 from pluralign.data.pairs import encode_png
 from pluralign.data.sources import open_image
 from pluralign.data.taxonomy import ATTRIBUTES, CATEGORIES
@@ -105,6 +105,7 @@ def _barrier() -> None:
 def prepare(cfg: GenerateConfig, *, pipe=None, scorer=None, rows: list[EvalRow] | None = None) -> Prepared:
     """Check every input, cheapest first, before anything is loaded or generated."""
     out = Path(cfg.output_dir)
+    check_replaceable(out)
     if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"output_dir {out} exists; pass --overwrite true to replace it (it is kept until the "
                               "new one is complete)")

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import option, parse, run_module, to_dict
+from ..config import option, parse, run_module, to_dict, writable_dir
 from ..data import taxonomy
 from ..data.degradations import degrade
 from .rules import RULE_SPECS, THRESHOLDS_PATH, Rule, paired_statistics
@@ -62,8 +62,12 @@ def load_photo(name: str) -> np.ndarray:
         if not path.is_file():
             raise FileNotFoundError(f"photo {name}: no such file; give an image file or one of scikit-image's "
                                     "bundled photos by name (e.g. coffee)")
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        except (OSError, Image.DecompressionBombError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise ValueError(f"photo {name}: not a readable image ({exc.__class__.__name__}); give a JPEG, PNG, TIFF, "
+                             "WebP or BMP file") from None
     from skimage import data  # a dev-only dependency: needed to calibrate, not to apply the rules
 
     if name != "motorcycle" and not callable(getattr(data, name, None)):
@@ -72,6 +76,25 @@ def load_photo(name: str) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)
     return img.astype(np.float32) / 255.0
+
+
+SIZE_RANGE = (16, 4096)  # short sides the rules are built for; smaller has no structure, larger only takes time
+
+
+def check_run(sizes: list[int], sev_min: float, sev_max: float, output: Path | None) -> None:
+    """Refuse what would fail or mislead only after minutes of work: sizes the rules are not built for, an
+    empty severity range, and an ``output`` that cannot be written (its folder is created here)."""
+    lo, hi = SIZE_RANGE
+    bad = [s for s in sizes if not lo <= s <= hi]
+    if not sizes or bad:
+        raise ValueError(f"sizes: {bad or 'none given'}; give short sides from {lo} to {hi} px, e.g. --sizes 64,256")
+    if sev_min > sev_max:
+        raise ValueError(f"sev_min {sev_min} > sev_max {sev_max}; give sev_min <= sev_max")
+    if output is not None:
+        out = Path(output)
+        if out.is_dir():
+            raise ValueError(f"output {out} is a directory; give a file path for the JSON, e.g. {out / 'out.json'}")
+        writable_dir(out.parent, "output")
 
 
 def _pil(x: np.ndarray) -> Image.Image:
@@ -343,9 +366,7 @@ def markdown_table(payload: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     (cfg,) = parse((CalibrationConfig,), argv, prog="python -m pluralign.rewards.calibrate",
                    description="Calibrate verifier thresholds on degraded scikit-image photographs.")
-    if cfg.sev_min > cfg.sev_max:
-        print(f"error: sev_min {cfg.sev_min} > sev_max {cfg.sev_max}", file=sys.stderr)
-        return 2
+    check_run(cfg.sizes, cfg.sev_min, cfg.sev_max, cfg.output)
     payload = calibrate(cfg)
     Path(cfg.output).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(markdown_table(payload))

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import option, parse, run_module, to_dict
 from ..data import taxonomy
-from .calibrate import HELDOUT_PHOTOS, benign, load_photo, sample_view
+from .calibrate import HELDOUT_PHOTOS, benign, check_run, load_photo, sample_view
 from .reference_degradations import REFERENCE_DEGRADATIONS
 from .reference_degradations import degrade as reference_degrade
 from .rules import Rule, load_rules, paired_statistics
@@ -201,6 +201,10 @@ def weak_photos(summary: dict, below: float = TARGET_ACCURACY_PER_SIZE) -> list[
 
 
 def run(cfg: HoldoutConfig, *, progress: bool = True) -> dict:
+    check_run(cfg.sizes, cfg.sev_min, cfg.sev_max, cfg.output)
+    if not cfg.photos or any(not p.strip() for p in cfg.photos):
+        raise ValueError(f"photos: {'an empty name in ' + repr(cfg.photos) if cfg.photos else 'none given'}; give "
+                         "scikit-image names or image files, comma-separated")
     rules = load_rules(cfg.thresholds)
     attributes = [a for a in REFERENCE_DEGRADATIONS if a in taxonomy.ATTRIBUTES]
     pairs, hits = measure(cfg, attributes, rules, progress=progress)

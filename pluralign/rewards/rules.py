@@ -184,6 +184,19 @@ def _read(path: Path) -> dict:
 def load_rules(path: str | Path | None = None) -> dict[str, Rule]:
     """The rules with the shipped thresholds (``thresholds.json``; ``path``: a candidate calibration to
     check before shipping it); NaN for an attribute not calibrated yet."""
+    if path is not None:  # a file the user named: missing or empty, every rule would read NaN and never fire
+        named = Path(path)
+        if not named.is_file():
+            raise FileNotFoundError(f"thresholds {named}: no such file; pass the JSON that `python -m "
+                                    "pluralign.rewards.calibrate --output FILE` wrote")
+        try:
+            data = _read(named)
+            if not isinstance(data, dict) or not isinstance(data.get("attributes"), dict):
+                raise ValueError(f"thresholds {named}: no \"attributes\" table; pass the JSON that `python -m "
+                                 "pluralign.rewards.calibrate --output FILE` wrote")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"thresholds {named}: not JSON ({exc.msg} at line {exc.lineno}); pass the file that "
+                             "`python -m pluralign.rewards.calibrate --output FILE` wrote") from None
     table = _read(Path(path) if path is not None else THRESHOLDS_PATH).get("attributes", {})
     rules = {}
     for attr, (verifier, statistic, direction, eps) in RULE_SPECS.items():
