@@ -27,6 +27,33 @@ def machine() -> dict:
             "cuda": torch.cuda.is_available()}
 
 
+def check_device(device: str, option: str = "device") -> str:
+    """``device`` itself if this machine can run on it ("auto" always can), else a ValueError naming ``option``.
+
+    Asked before any model loads: torch would otherwise fail only at the first ``.to(device)``, after minutes of
+    loading, with an assertion ("Torch not compiled with CUDA enabled") that names no option."""
+    import torch
+
+    if device == "auto":
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{option} {device!r}: not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"{option} {device}: {why} (torch {torch.__version__}); use --{option} cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{option} {device}: this machine has {torch.cuda.device_count()} GPU(s), numbered from "
+                             "0; pick one of them or use auto")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{option} {device}: MPS is not available here; use --{option} cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{option} {device}: pluralign runs on cpu, cuda or mps; use one of those or auto")
+    return device
+
+
 def collect() -> dict[str, str]:
     info = {"python": platform.python_version(), "platform": platform.platform()}
     for name in PACKAGES:

@@ -30,7 +30,7 @@ def _weights(result):
     return load_file(str(result.adapter_dir / "pytorch_lora_weights.safetensors"))
 
 
-def test_overwrite_then_kill_then_resume_exports_the_new_run(tiny_pipeline_dir, tmp_path):
+def test_overwrite_then_kill_then_resume_exports_the_new_run(tiny_pipeline_dir, tmp_path, capsys):
     """The data-loss case: an old run is overwritten, the new one is killed after a checkpoint, and
     ``resume_from_checkpoint: latest`` must continue the new run, never export the old adapter."""
     model = tiny_pipeline_dir("sd")
@@ -45,7 +45,10 @@ def test_overwrite_then_kill_then_resume_exports_the_new_run(tiny_pipeline_dir, 
     assert [ckpt.run_id_of(p) for p in ckpt.list_checkpoints(old.output_dir / "checkpoints")] == [new_id]
     shutil.rmtree(old.output_dir / "adapter")  # what a kill before the export leaves
     resumed = train(cfg(tmp_path, model, resume_from_checkpoint="latest", **new_cfg))
-    straight = train(cfg(tmp_path / "straight", model, **new_cfg))
+    assert "no checkpoint of this run" not in capsys.readouterr().out
+    # nothing to resume in a new folder: the run starts from step 0, and says so
+    straight = train(cfg(tmp_path / "straight", model, resume_from_checkpoint="latest", **new_cfg))
+    assert "resume_from_checkpoint latest: no checkpoint of this run under" in capsys.readouterr().out
     got, want = _weights(resumed), _weights(straight)
     assert all((got[k] - want[k]).abs().max() <= 1e-6 for k in want)
     assert any((got[k] - old_w[k]).abs().max() > 1e-6 for k in old_w)

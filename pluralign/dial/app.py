@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pluralign.config import option, parse, run_module
 from pluralign.data.rewrite import rewrite_prompt
 from pluralign.data.taxonomy import CATEGORIES, attributes_in
+from pluralign.env import check_device
 
 from .session import DialSession, DialSpec, default_spec, parse_adapters
 
@@ -51,6 +52,9 @@ class DialConfig:
     max_weight: float = option(2.0, "the sliders' upper end", gt=0, max=10)
     display_size: int = option(256, "images smaller than this are shown enlarged to it, pixels kept sharp", min=0,
                                max=4096)
+
+    def __post_init__(self):
+        check_device(self.device)
 
 
 def resolve_spec(cfg: DialConfig) -> DialSpec:

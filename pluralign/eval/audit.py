@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..config import option, parse, run_module, writable_dir
 from ..data.sources import DataError, open_image, parse_attributes
 from ..data.taxonomy import ATTRIBUTES
+from ..env import check_device
 from ..rewards import metrics as M
 from ..rewards.registry import build_rewards
 
@@ -58,6 +59,9 @@ class AuditConfig:
     max_pixels: int = option(64_000_000, "largest image (width x height) to decode; a bigger one is refused as a "
                              "possible decompression bomb", min=1)
     seed: int = option(0, "bootstrap seed", min=0, max=2**32 - 1)
+
+    def __post_init__(self):
+        check_device(self.device)
 
 
 @dataclass

@@ -28,6 +28,7 @@ import numpy as np
 
 from pluralign.config import option, to_dict
 from pluralign.data.taxonomy import CATEGORIES
+from pluralign.env import check_device
 from pluralign.hub import require_model
 from pluralign.rewards.intent_scorers import CombinedScorer, build_intent_scorer
 from pluralign.rewards.registry import load_rewards
@@ -128,6 +129,7 @@ class EvalConfig:
     wandb_project: str = option("pluralign", "W&B project (when report_to: wandb)")
 
     def __post_init__(self):
+        check_device(self.device)
         # also when the class is built directly, where no option bounds are checked (NaN fails every comparison)
         if not all(0 <= w <= 4 for w in self.weights):
             raise ValueError(f"weights: adapter weights must be finite and in [0, 4], got {self.weights}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pluralign.config import option
 from pluralign.data.taxonomy import CATEGORIES, is_requestable
+from pluralign.env import check_device
 from pluralign.eval.samplers import SAMPLER_NAMES
 
 # Options that do not change what a run generates: a resume may change them freely. Every other
@@ -82,6 +83,7 @@ class GenerateConfig:
 
     def __post_init__(self):
         attribute_scales(self.attribute_guidance)  # a malformed entry fails before anything is loaded
+        check_device(self.device)
         if self.min_attributes > self.max_attributes:
             raise ValueError(f"min_attributes ({self.min_attributes}) is above max_attributes ({self.max_attributes})")
         if not self.categories:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import option, parse, run_module, writable_dir
+from ..env import check_device
 from . import metrics as M
 from .intent_scorers import IntentScorer, build_intent_scorer, with_references
 from .triplets import Triplets, load_triplets
@@ -47,6 +48,9 @@ class ScorerAccuracyConfig:
     batch_size: int = option(16, "images per model forward pass", min=1, max=1024)
     n_boot: int = option(2000, "bootstrap resamples for the 95 percent CIs", min=100, max=1_000_000)
     boot_seed: int = option(0, "bootstrap seed", min=0, max=2**32 - 1)
+
+    def __post_init__(self):
+        check_device(self.device)
 
 
 def accuracy(scorer: IntentScorer, t: Triplets, *, paired: bool = False, n_boot: int = 2000, seed: int = 0) -> dict:

@@ -873,23 +873,19 @@ def _vignetting(b: Batch) -> np.ndarray:
 
 
 DARK_LEVELS = (0.1, 0.15, 0.2, 0.25, 0.3)
-FLAT_STEP = 0.35  # "featureless": a step below this share of the frame's 75th-percentile step
 
 
 def dark_flat_fractions(b: Batch) -> np.ndarray:
     """Fractions of the frame that are featureless and darker than each of :data:`DARK_LEVELS`: N x 5.
 
     A foreground object close to the lens (a finger, a post) is out of focus and in shadow, so
-    it shows up as a smooth dark region. "Featureless" is a summed 4-neighbour step, on the 64-pixel
-    thumbnail after a 2x2 mean, below :data:`FLAT_STEP` times the frame's own 75th-percentile step: an
-    occluder's steps are near 0 whatever the scene, while a fade or a blur scales every step of the frame
-    alike and leaves each pixel's step relative to the others. (Until 2026-12-06 evening the bar was an
-    absolute step of 0.06, so a fade of a dark scene, whose dark texture fell under it, read as an
-    occluder.) The 75th percentile stays on the scene's texture while an occluder covers up to a third of
-    the frame. The 2x2 mean keeps pixel noise in small images (where the thumbnail is the image itself)
-    from deciding whether an area is smooth. Several darkness levels rather than one let the paired rule
-    see a dark occluder over a scene that is already dim and flat (a microscope slide at luminance 0.26):
-    the area below 0.15 grows even when the area below 0.3 cannot.
+    it shows up as a smooth dark region. "Featureless" is a summed 4-neighbour step below 0.06
+    on the 64-pixel thumbnail after a 2x2 mean: the mean keeps pixel noise in small images
+    (where the thumbnail is the image itself) from deciding whether an area is smooth, so a
+    slight resize does not flip dark night sky between "textured" and "smooth". Several
+    darkness levels rather than one let the paired rule see a dark occluder over a scene that is
+    already dim and flat (a microscope slide at luminance 0.26): the area below 0.15 grows even
+    when the area below 0.3 cannot.
     """
 
     def f():
@@ -902,8 +898,7 @@ def dark_flat_fractions(b: Batch) -> np.ndarray:
         g[:, :, 1:] += gx
         g[:, :-1] += gy
         g[:, 1:] += gy
-        bar = FLAT_STEP * np.quantile(g.reshape(len(g), -1), 0.75, axis=1)
-        flat = g < bar[:, None, None]
+        flat = g < 0.06
         return np.stack([(flat & (y < level)).mean(axis=(1, 2)) for level in DARK_LEVELS], axis=1)
 
     return b._get("dark_flat", f)

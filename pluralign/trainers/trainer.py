@@ -133,6 +133,22 @@ def _check_targets_from_config(model: str, family: Family, targets, kohya: bool 
         family.check_kohya_targets(model_, targets)
 
 
+def wandb_can_log() -> bool:
+    """Whether ``wandb.init`` can start without asking for a key: offline or disabled, or a key in the
+    environment or in the netrc file ``wandb login`` writes (read here without any network call)."""
+    import netrc
+    import os
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return bool(netrc.netrc(os.environ.get("NETRC")).authenticators(host))
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def plan(config: DPOTrainConfig) -> Plan:
     """Validate the configuration; raise ``ValueError`` with what to fix, before loading weights."""
     out = Path(config.output_dir or Path("outputs") / "runs" / config.run_name)
@@ -144,6 +160,10 @@ def plan(config: DPOTrainConfig) -> Plan:
 
         if importlib.util.find_spec("wandb") is None:
             raise ValueError("report_to=wandb but wandb is not installed (pip install wandb, or report_to: none)")
+        if not wandb_can_log():  # wandb.init would fail only after the model and data are loaded
+            raise ValueError("report_to=wandb but no W&B login is found (no WANDB_API_KEY, no netrc entry); run "
+                             "`wandb login`, set WANDB_API_KEY, set WANDB_MODE=offline to log locally, or pass "
+                             "--report_to none")
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id")
     if config.resume_from_checkpoint not in (None, "latest"):
@@ -612,6 +632,9 @@ def _resume(p: Plan, run: AdapterRun, s: RunState) -> None:
     """Restore weights, optimizer, scheduler, RNG, data position and history from a checkpoint."""
     c = p.config
     resume = ckpt.resolve_resume(c.resume_from_checkpoint, s.ckpt_root, run.manifest["run_id"])
+    if resume is None and c.resume_from_checkpoint == "latest":  # diffusers' scripts say so too: not a silent restart
+        s.accelerator.print(f"resume_from_checkpoint latest: no checkpoint of this run under {s.ckpt_root}; "
+                            "training starts from step 0", flush=True)
     if resume is not None:
         state = ckpt.load_checkpoint(
             resume, s.optimizer, s.lr_scheduler,
