@@ -184,6 +184,17 @@ def test_overwrite_replaces_only_a_saved_dataset(tmp_path):
     build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(out), overwrite=True))
 
 
+def test_every_row_skipped_says_so_and_names_the_first(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "metadata.jsonl").write_text(json.dumps({"file_name": "nope.png", "text": "a thing"}) + "\n")
+    with pytest.raises(S.DataError, match=r"no row could be built: all 1 rows were skipped \(missing_image 1; the "
+                                          r"first: .* row 0, image file not found"):
+        build_dataset(DataConfig(sources=[str(d)], anti_fraction=1.0, output_dir=str(tmp_path / "out"),
+                                 on_error="skip"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_open_image_value_kinds(tmp_path):
     img = good(0)
     (tmp_path / "x.png").write_bytes(png_bytes(img))

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from pluralign.dial.app import DialConfig, build_app, resolve_spec
 from pluralign.dial.session import DialSession, default_spec, parse_adapters
+from pluralign.eval.fixtures import save_random_lora
 from pluralign.toy import paths
 
 
@@ -67,7 +68,7 @@ def test_render_keeps_the_zero_image_and_the_snippet_reproduces_the_setting(sess
         session.render(prompt, {"nope": 1.0}, seed=0)
 
 
-def test_missing_or_misfit_adapter_is_reported_in_page_and_log(tmp_path, caplog):
+def test_missing_or_misfit_adapter_is_reported_in_page_and_log(tiny_pipeline_dir, tmp_path, caplog):
     good = paths.dial_dir() / "emotion_and_subject"
     misfit = tmp_path / "misfit"
     misfit.mkdir()
@@ -75,13 +76,17 @@ def test_missing_or_misfit_adapter_is_reported_in_page_and_log(tmp_path, caplog)
     state = load_file(str(good / "pytorch_lora_weights.safetensors"))
     save_file({k.replace("down_blocks", "input_blocks"): v for k, v in state.items()},
               str(misfit / "pytorch_lora_weights.safetensors"))
-    spec = resolve_spec(DialConfig(base=str(paths.aligned_dir()),
-                                   adapters=f"emotion_and_subject={good},gone={tmp_path / 'nowhere'},misfit={misfit}"))
+    # a LoRA of the same architecture at other layer sizes (torch lists every tensor that differs)
+    shapes = save_random_lora(tiny_pipeline_dir("sd"), tmp_path / "shapes")
+    spec = resolve_spec(DialConfig(base=str(paths.aligned_dir()), adapters=f"emotion_and_subject={good},"
+                                   f"gone={tmp_path / 'nowhere'},misfit={misfit},shapes={shapes}"))
     with caplog.at_level("ERROR", logger="pluralign.dial"):
         s = DialSession(spec, device="cpu")
     assert s.names == ["emotion_and_subject"]
     assert "no such file or directory" in s.errors["gone"] and "nowhere" in s.errors["gone"]
     assert "match modules of this" in s.errors["misfit"]
+    assert "do not fit this model's layers (size mismatch for" in s.errors["shapes"]
+    assert s.errors["shapes"].count("size mismatch") == 1  # one named, not the whole list
     assert "adapter gone not loaded" in caplog.text and "adapter misfit not loaded" in caplog.text
     app = build_app(s, DialConfig())
     shown = [c.get("props", {}).get("value", "") for c in app.config["components"] if c.get("type") == "markdown"]
@@ -146,3 +151,11 @@ def test_dial_in_a_browser_slider_release_changes_the_image(chromium, tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_a_dial_with_no_adapter_that_loads_is_refused(tmp_path, capsys):
+    from pluralign.cli import main as cli
+
+    rc = cli(["dial", "--base", str(paths.aligned_dir()), "--adapters", f"a={tmp_path / 'nowhere'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no adapter to load: adapter a=" in err and "Traceback" not in err

@@ -31,6 +31,7 @@ def test_csv_rows_and_attribute_lists(tmp_path):
     ('{"prompt_o": "a", "prompt_a": "b"}', "line 2: field 'attributes' is missing"),
     ('{"prompt_o": "a", "prompt_a": "b", "attributes": ["blury"]}', "did you mean 'blurry'"),
     ('{"prompt_o": "a", "prompt_a": "b", "attributes": [], "seed": "x"}', "line 2: field 'seed'"),
+    ('{"prompt_o": "a", "prompt_a": "b", "attributes": [], "seed": 18446744073709551616}', "outside the range a torch"),
     ('not json', "line 2: not valid JSON"),
 ])
 def test_bad_jsonl_rows_name_file_line_and_field(tmp_path, line, message):

@@ -106,6 +106,22 @@ def _logged_error(logs: Path) -> S.DataError | None:
     return S.DataError(e["source"], e["row"], e["field"], e["problem"], e["kind"], e.get("file"), e.get("line"))
 
 
+def _nothing_built(logs: Path, cfg: DataConfig) -> S.DataError | None:
+    """Every row skipped: ``datasets`` then fails with an error of its own ("corresponds to no data") that names
+    neither the sources nor the skips; this says both."""
+    shards = [json.loads(f.read_text()) for f in logs.glob("shard-*.json")]
+    skipped = [r for log in shards for r in log["skipped"]]
+    if not shards or not skipped:
+        return None
+    kinds = Counter(r.get("kind", "invalid") for r in skipped)
+    first = skipped[0]
+    return S.DataError(", ".join(cfg.sources), None, None,
+                       f"no row could be built: all {len(skipped)} rows were skipped ("
+                       + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+                       + f"; the first: {first.get('source')} row {first.get('row')}, {first.get('problem')}); "
+                       "fix the rows (`pluralign data validate SOURCE` lists each) or add a source", kind="no_rows")
+
+
 def _built_kinds(src: S.Source) -> Counter | None:
     """Rows per ``kind`` of a built pair dataset on disk (its ``kind`` column alone is read); None for a hub
     dataset, which would have to be streamed to tell."""
@@ -231,7 +247,7 @@ def _write(cfg: DataConfig, srcs: list[S.Source], tmp: Path) -> Path:
                                              cache_dir=str(tmp / "cache"),
                                              num_proc=cfg.num_proc if cfg.num_proc > 1 else None)
     except Exception as exc:
-        err = _find_data_error(exc) or _logged_error(logs)
+        err = _find_data_error(exc) or _logged_error(logs) or _nothing_built(logs, cfg)
         if err is not None:
             raise err from None
         raise

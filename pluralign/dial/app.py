@@ -24,6 +24,7 @@ from pluralign.config import option, parse, run_module
 from pluralign.data.rewrite import rewrite_prompt
 from pluralign.data.taxonomy import CATEGORIES, attributes_in
 from pluralign.env import check_device
+from pluralign.eval.generate import adapter_weight_file
 
 from .session import DialSession, DialSpec, default_spec, parse_adapters
 
@@ -156,9 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         raise ValueError("pluralign dial needs gradio: pip install 'pluralign[dial]' (or pip install gradio)") from exc
     spec = resolve_spec(cfg)
+    missing = {}
+    for name, path in spec.adapters.items():  # checked before the base loads: a dial with no adapter turns nothing
+        try:
+            adapter_weight_file(path, label=f"adapter {name}={path}")
+        except (OSError, ValueError) as exc:
+            missing[name] = str(exc)
+    if missing and len(missing) == len(spec.adapters):
+        raise ValueError("no adapter to load: " + "; ".join(missing.values()))
     session = DialSession(spec, cfg.device, cfg.dtype)
     if not session.names:
-        log.error("no adapter loaded; the dial shows the base only")
+        raise ValueError("no adapter could be loaded, so the dial would have nothing to turn: "
+                         + "; ".join(f"{n}: {e}" for n, e in session.errors.items()))
     log.info("dial on %s with %s", spec.base, ", ".join(session.names) or "no adapters")
     app = build_app(session, cfg)
     app.launch(server_name=cfg.host, server_port=cfg.port, css=CSS, theme=gr.themes.Soft(), show_error=True,

@@ -193,7 +193,14 @@ def load_adapter(pipe, adapter_dir: str | Path, adapter_name: str) -> str:
             return adapter_name
         pipe.delete_adapters(adapter_name)
     weight_file = adapter_weight_file(adapter_dir)
-    pipe.load_lora_weights(str(weight_file.parent), weight_name=weight_file.name, adapter_name=adapter_name)
+    try:
+        pipe.load_lora_weights(str(weight_file.parent), weight_name=weight_file.name, adapter_name=adapter_name)
+    except RuntimeError as exc:  # torch's "size mismatch for ..." list, one line per tensor
+        if adapter_name in _loaded_adapters(pipe):
+            pipe.delete_adapters(adapter_name)
+        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        raise ValueError(f"adapter {weight_file}: its LoRA tensors do not fit this model's layers ({first}); it was "
+                         "trained for another model: pass the base it was trained on") from None
     try:
         check_lora_keys(pipe, weight_file, adapter_name)
     except ValueError:

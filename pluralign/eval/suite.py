@@ -102,6 +102,9 @@ def make_row(record: dict[str, Any], where: str, default_seed: int) -> EvalRow:
         seed = int(seed)
     except (TypeError, ValueError):
         raise SuiteError(f"{where}: field 'seed': {seed!r} is not an integer") from None
+    if not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed takes
+        raise SuiteError(f"{where}: field 'seed': {seed} is outside the range a torch generator takes (-2**63 to "
+                         "2**64 - 1); give a smaller seed")
     meta = {k: v for k, v in record.items() if k not in ("prompt_o", "prompt_a", "attributes", "seed")}
     return EvalRow(record["prompt_o"].strip(), record["prompt_a"].strip(), attributes, seed, meta)
 
