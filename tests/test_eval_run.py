@@ -100,7 +100,7 @@ def test_eval_config_errors_name_the_key(tmp_path):
         parse((EvalConfig,), ["--content_checker", "magic"])
     with pytest.raises(ConfigError, match="weights"):
         parse((EvalConfig,), ["--weights", "0,-1"])
-    (cfg,) = parse((EvalConfig,), ["--weights", "0,0.25,1", "--judges", "clip,blip"])
+    (cfg,) = parse((EvalConfig,), ["--adapter", "runs/a/adapter", "--weights", "0,0.25,1", "--judges", "clip,blip"])
     assert cfg.weights == [0.0, 0.25, 1.0] and cfg.judges == ["clip", "blip"]
 
 

@@ -223,7 +223,8 @@ def sd_pipe(tiny_pipeline_dir):
 
 
 def _run(pipe, out, adapter=None, weights=(0.0,)):
-    config = EvalConfig(adapter=str(adapter) if adapter else None, adapter_name="faults", weights=list(weights),
+    config = EvalConfig(adapter=str(adapter) if adapter else None, adapter_name="faults",
+                        weights=list(weights) if adapter else [],
                         output=str(out), num_inference_steps=1, batch_size=2, bootstrap=100, content_checker="none")
     return run_eval(config, pipe=pipe, rows=ROWS, judges={})
 

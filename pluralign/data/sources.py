@@ -344,6 +344,9 @@ def _load_hub(src: Source):
     import datasets
 
     name, _, split = src.spec.partition(":")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an org/name id: say it is missing
+        raise DataError(src.spec, None, None, f"no such local path {name!r}; pass an existing folder or file, or a "
+                        "hub dataset id (org/name)", kind="source")
     try:
         return datasets.load_dataset(name, split=split or src.split, streaming=src.streaming)
     except Exception as exc:  # offline, unknown id, missing auth: all end here with the same advice

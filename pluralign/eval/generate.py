@@ -73,7 +73,11 @@ def load_pipeline(base: str, device: str = "auto", dtype: str = "float32", progr
     from diffusers import DiffusionPipeline
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    require_model(base, "base", local_option="--base DIR")
+    local = require_model(base, "base", local_option="--base DIR")
+    if Path(local).is_file() or (Path(local).is_dir() and not (Path(local) / "model_index.json").is_file()):
+        raise ValueError(f"base {base}: not a diffusers pipeline directory (no model_index.json); pass the folder "
+                         "that holds model_index.json (what save_pretrained writes) or a hub id such as "
+                         "stable-diffusion-v1-5/stable-diffusion-v1-5")
     try:
         pipe = DiffusionPipeline.from_pretrained(base, dtype=torch_dtype, use_safetensors=True)
     except OSError as exc:  # a hub error, or a directory without the files: say which and what to pass
