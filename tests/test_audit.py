@@ -169,3 +169,19 @@ def test_audit_scores_without_prompt_o():
     out = audit_scores({"aa": np.array([2.0, 0.0]), "oa": np.array([1.0, 1.0])}, [["muted"], ["grief"]], n_boot=200)
     assert out["accuracy"]["rate"] == 0.5 and "matrix" not in out
     assert out["per_attribute"] == {"grief": out["per_attribute"]["grief"], "muted": out["per_attribute"]["muted"]}
+
+
+def test_a_folder_without_triplets_is_named_for_what_it_lacks(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "o.png")
+    with pytest.raises(FileNotFoundError, match="no triplets.jsonl here and not a saved dataset"):
+        load_triplets(tmp_path)
+
+
+def test_a_local_reward_path_that_does_not_load_is_not_sent_to_the_hub(tmp_path):
+    from pluralign.rewards.models import _hub_error
+
+    (tmp_path / "clip").mkdir()
+    local = str(_hub_error("clip", str(tmp_path / "clip"), OSError("no config")))
+    assert "hf download" not in local and "clip=DIR" in local
+    assert "hf download openai/clip-vit-large-patch14" in str(_hub_error("clip", "openai/clip-vit-large-patch14",
+                                                                         OSError("offline")))

@@ -59,7 +59,7 @@ def test_build_errors_are_clear(tmp_path):
     assert r.returncode == 2 and "sources" in r.stderr
     r = run("build", "--config", RECIPE, "--sources", tmp_path / "nowhere" / "x.parquet", "--output_dir",
             tmp_path / "o", "--streaming", "false")
-    assert r.returncode == 2 and "could not load hub dataset" in r.stderr
+    assert r.returncode == 2 and "nowhere/x.parquet: no such local path" in r.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     r = run("build", "--config", RECIPE, "--sources", empty, "--output_dir", tmp_path / "o")

@@ -448,3 +448,14 @@ def test_duplicate_recipe_key_names_key_file_and_line(tmp_path, capsys):
     assert code == 2 and f"error: {recipe}: line 4: key 'seed' is given twice (first on line 1)" in err
     recipe.write_text("base: &b {x: 1}\nother:\n  <<: *b\n  x: 2\n")  # a merge key overrides on purpose
     assert load_yaml(recipe)["other"] == {"x": 2}
+
+
+def test_a_file_that_is_not_a_pair_dataset_is_named_as_such(tmp_path):
+    from pluralign.trainers.data import load_pairs
+
+    f = tmp_path / "pairs.jsonl"
+    f.write_text('{"prompt": "a"}\n')
+    with pytest.raises(ValueError, match=r"pairs.jsonl: a \.jsonl file is not a pair dataset; build one with "):
+        load_pairs(str(f))
+    with pytest.raises(ValueError, match="not found"):
+        load_pairs(str(tmp_path / "nothere"))

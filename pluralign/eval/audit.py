@@ -155,6 +155,11 @@ def load_triplets(path: str | Path, limit: int = 0, max_pixels: int = 64_000_000
     path = Path(path)
     if not str(path) or not path.exists():
         raise FileNotFoundError(f"triplet data {str(path)!r} does not exist; pass --data DIR_OR_FILE")
+    saved = any((path / f).is_file() for f in ("state.json", "dataset_info.json", "dataset_dict.json"))
+    if path.is_dir() and not (path / "triplets.jsonl").exists() and not saved:
+        raise FileNotFoundError(f"triplet data {path}: no triplets.jsonl here and not a saved dataset; give a folder "
+                                "with triplets.jsonl (prompt_a, image_o, image_a, attributes per line) beside its "
+                                "images, a save_to_disk folder or a .parquet file")
     if path.is_dir() and (path / "triplets.jsonl").exists():
         src, base = path / "triplets.jsonl", path
         rows, lines = _read_jsonl(src, limit)

@@ -23,6 +23,10 @@ from .verifiers import measure
 
 
 def _hub_error(name: str, model_id: str, exc: Exception) -> MissingDependency:
+    if Path(model_id).expanduser().exists() or model_id.startswith((".", "/", "~")):  # a local path: nothing to download
+        return MissingDependency(
+            f"{name}: could not load weights {model_id!r} ({type(exc).__name__}: {exc}). Pass a local directory "
+            f"that holds the model's config and weights (what save_pretrained writes) as {name}=DIR.")
     return MissingDependency(
         f"{name}: could not load weights {model_id!r} ({type(exc).__name__}: {exc}). Download them with"
         f" `hf download {model_id}` on a machine with hub access, or pass a local directory ({name}=DIR)."

@@ -29,6 +29,10 @@ def load_pairs(spec: str):
         raise ValueError(f"dataset {spec}: directory holds neither a save_to_disk dataset nor .parquet files")
     if path.is_file() and path.suffix == ".parquet":
         return datasets.Dataset.from_parquet(str(path))
+    if path.is_file():
+        raise ValueError(f"dataset {spec}: a {path.suffix or 'extensionless'} file is not a pair dataset; build one "
+                         "with `pluralign data build --sources ... --output_dir DIR` and pass DIR, or pass a .parquet "
+                         f"file or '{BUILTIN_SHAPES}'")
     raise ValueError(f"dataset {spec!r} not found: pass a save_to_disk directory, a .parquet file or '{BUILTIN_SHAPES}'")
 
 
