@@ -42,15 +42,18 @@ def check_device(device: str, option: str = "device") -> str:
         raise ValueError(f"{option} {device!r}: not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            built = torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
+            why = "no GPU is visible" if built else "this torch is built without CUDA"
             raise ValueError(f"{option} {device}: {why} (torch {torch.__version__}); use --{option} cpu or auto")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"{option} {device}: this machine has {torch.cuda.device_count()} GPU(s), numbered from "
                              "0; pick one of them or use auto")
-    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"{option} {device}: MPS is not available here; use --{option} cpu or auto")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{option} {device}: pluralign runs on cpu, cuda or mps; use one of those or auto")
+    elif dev.type != "cpu":  # mps, xpu, ...: whatever this torch can reach
+        backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if not (callable(available) and available()):
+            raise ValueError(f"{option} {device}: no {dev.type} device is available to this torch; use --{option} "
+                             "cpu or auto")
     return device
 
 

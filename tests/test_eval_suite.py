@@ -127,3 +127,10 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
         f.write_bytes(b"\xef\xbb\xbf" + body.encode())
         (row,) = from_file(f)
         assert row.prompt_o == "a dog" and row.attributes == ["blurry"]
+
+
+def test_a_trailing_comma_is_not_a_value(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text("prompt_o,prompt_a,attributes\na dog,a blurry dog,blurry,\n")
+    (row,) = from_file(f)
+    assert row.attributes == ["blurry"]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pluralign.cli import main as cli
 from pluralign.eval import generate, runner
@@ -303,3 +304,38 @@ def test_an_output_holding_other_files_is_not_replaced(sd_pipe, tmp_path, monkey
                                           r"\(notes.txt\)"):
         _run(sd_pipe, out)
     assert (out / "notes.txt").read_text() == "mine" and _siblings(out) == []
+
+
+def test_only_a_size_mismatch_is_called_an_adapter_for_another_model(tmp_path):
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from pluralign.eval.generate import load_adapter
+
+    (tmp_path / "a").mkdir()
+    save_file({"unet.x.lora_A.weight": torch.zeros(1, 1)}, str(tmp_path / "a" / "pytorch_lora_weights.safetensors"))
+
+    def pipe_raising(message):
+        def load(*args, **kwargs):
+            raise RuntimeError(message)
+        return SimpleNamespace(load_lora_weights=load, get_list_adapters=lambda: {})
+
+    with pytest.raises(RuntimeError, match="out of memory"):  # not the adapter's fault: not relabelled
+        load_adapter(pipe_raising("CUDA out of memory"), tmp_path / "a", "x")
+    with pytest.raises(ValueError, match=r"do not fit this model's layers \(size mismatch for u.w: a\)"):
+        load_adapter(pipe_raising("Error(s):\n\tsize mismatch for u.w: a\n\tsize mismatch for v.w: b"), tmp_path / "a", "x")
+
+
+def test_a_hub_id_whose_cached_snapshot_is_partial_is_not_called_a_bad_folder(tmp_path, monkeypatch):
+    import pluralign.eval.generate as G
+
+    (tmp_path / "snapshot" / "vae").mkdir(parents=True)  # what loading one subfolder of a hub pipeline caches
+    monkeypatch.setattr(G, "require_model", lambda *a, **k: str(tmp_path / "snapshot"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError) as err:
+        G.load_pipeline("some-org/some-pipeline")
+    assert "no model_index.json" not in str(err.value) and "cannot load a diffusers pipeline" in str(err.value)
+    (tmp_path / "local").mkdir()  # a folder the user named: that one is checked
+    with pytest.raises(ValueError, match="not a diffusers pipeline directory"):
+        G.load_pipeline(str(tmp_path / "local"))

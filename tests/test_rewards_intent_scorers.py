@@ -379,6 +379,11 @@ def test_triplets_join_anti_and_mirror_rows_and_read_a_pair_dataset(tmp_path):
         load_triplets(TOY, n=0)
     with pytest.raises(ValueError, match="not a registered pair set"):
         load_triplets("nope")
+    with pytest.raises(ValueError, match=r"'os:getcwd': calling it as f\(n, seed\) failed"):
+        load_triplets("os:getcwd", n=2)
+    (tmp_path / "images").mkdir()
+    with pytest.raises(ValueError, match="this folder is not a saved dataset"):
+        load_triplets(str(tmp_path / "images"), n=2)
     with pytest.raises(ValueError, match="no anti row with a mirror row"):
         triplets_from_rows([rows[0]])
 

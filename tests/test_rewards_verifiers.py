@@ -156,6 +156,7 @@ def test_heldout_false_positives():
 
 
 def test_a_thresholds_file_calibrated_for_another_statistic_is_refused(tmp_path):
+    """A named file (a candidate calibration) is input: a ValueError, one line at the command line."""
     import json
 
     from pluralign.rewards.rules import THRESHOLDS_PATH
@@ -164,7 +165,7 @@ def test_a_thresholds_file_calibrated_for_another_statistic_is_refused(tmp_path)
     data["attributes"]["chromatic_aberration"]["statistic"] = "abs_difference"  # the rule's statistic until 2026-12
     path = tmp_path / "thresholds.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(RuntimeError, match="chromatic_aberration.*'abs_difference'.*'quadrant_agreement'.*calibrate"):
+    with pytest.raises(ValueError, match="chromatic_aberration.*'abs_difference'.*'quadrant_agreement'.*calibrate"):
         load_rules(path)
 
 

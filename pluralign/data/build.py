@@ -111,7 +111,8 @@ def _nothing_built(logs: Path, cfg: DataConfig) -> S.DataError | None:
     neither the sources nor the skips; this says both."""
     shards = [json.loads(f.read_text()) for f in logs.glob("shard-*.json")]
     skipped = [r for log in shards for r in log["skipped"]]
-    if not shards or not skipped:
+    built = sum(v for log in shards for k, v in log["stats"].items() if k.startswith(ORIGIN) and isinstance(v, int))
+    if len(shards) < cfg.num_proc or built or not skipped:  # some shard did not finish, or rows were made: not this
         return None
     kinds = Counter(r.get("kind", "invalid") for r in skipped)
     first = skipped[0]

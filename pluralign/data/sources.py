@@ -366,6 +366,8 @@ def _hub_columns(src: Source) -> list[str]:
 
 def open_source(spec: str, split: str = "train", streaming: bool = True) -> Source:
     """Resolve a source spec, read its columns and detect its schema (errors name the spec)."""
+    if spec.startswith("~"):  # a recipe's ~/photos: the shell would have expanded it on a command line
+        spec = str(Path(spec).expanduser())
     p = Path(spec)
     if p.is_dir() and (p / "state.json").is_file():
         import datasets

@@ -73,8 +73,9 @@ def load_pipeline(base: str, device: str = "auto", dtype: str = "float32", progr
     from diffusers import DiffusionPipeline
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    local = require_model(base, "base", local_option="--base DIR")
-    if Path(local).is_file() or (Path(local).is_dir() and not (Path(local) / "model_index.json").is_file()):
+    require_model(base, "base", local_option="--base DIR")
+    local = Path(base).expanduser()  # a path the user gave; a hub id's cached snapshot may be partial, and loads
+    if local.is_file() or (local.is_dir() and not (local / "model_index.json").is_file()):
         raise ValueError(f"base {base}: not a diffusers pipeline directory (no model_index.json); pass the folder "
                          "that holds model_index.json (what save_pretrained writes) or a hub id such as "
                          "stable-diffusion-v1-5/stable-diffusion-v1-5")
@@ -200,9 +201,11 @@ def load_adapter(pipe, adapter_dir: str | Path, adapter_name: str) -> str:
     try:
         pipe.load_lora_weights(str(weight_file.parent), weight_name=weight_file.name, adapter_name=adapter_name)
     except RuntimeError as exc:  # torch's "size mismatch for ..." list, one line per tensor
+        if "size mismatch" not in str(exc):  # out of memory, a device or dtype error: not the adapter's shapes
+            raise
         if adapter_name in _loaded_adapters(pipe):
             pipe.delete_adapters(adapter_name)
-        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        first = next(ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln)
         raise ValueError(f"adapter {weight_file}: its LoRA tensors do not fit this model's layers ({first}); it was "
                          "trained for another model: pass the base it was trained on") from None
     try:

@@ -161,15 +161,17 @@ def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[Eva
             rows = []
             for i, r in enumerate(reader):
                 width = len(reader.fieldnames)
-                if None in r:  # more values than columns: csv keeps them under the key None
-                    raise SuiteError(f"{path}: line {reader.line_num}: {width + len(r[None])} values for the header's "
+                extra = r.pop(None, None)  # more values than columns: csv keeps them under the key None
+                if extra and any(v.strip() for v in extra):  # a trailing comma leaves only empty ones
+                    raise SuiteError(f"{path}: line {reader.line_num}: {width + len(extra)} values for the header's "
                                      f"{width} columns; quote a field that holds commas, e.g. \"blurry,underexposed\", or separate "
                                      "attribute names with ';'")
                 short = [k for k in ("prompt_o", "prompt_a", "attributes") if r[k] is None]
                 if short:
                     raise SuiteError(f"{path}: line {reader.line_num}: fewer values than the header's {width} columns "
                                      f"({', '.join(short)} missing)")
-                rows.append(make_row({k: v for k, v in r.items() if v is not None}, f"{path}: row {i + 2}", seed + i))
+                rows.append(make_row({k: v for k, v in r.items() if v is not None}, f"{path}: line {reader.line_num}",
+                                     seed + i))
         except csv.Error as exc:
             raise SuiteError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
         return _limit(rows, n)

@@ -191,18 +191,21 @@ def load_rules(path: str | Path | None = None) -> dict[str, Rule]:
                                     "pluralign.rewards.calibrate --output FILE` wrote")
         try:
             data = _read(named)
-            if not isinstance(data, dict) or not isinstance(data.get("attributes"), dict):
-                raise ValueError(f"thresholds {named}: no \"attributes\" table; pass the JSON that `python -m "
-                                 "pluralign.rewards.calibrate --output FILE` wrote")
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"thresholds {named}: not JSON ({exc.msg} at line {exc.lineno}); pass the file that "
-                             "`python -m pluralign.rewards.calibrate --output FILE` wrote") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"thresholds {named}: not JSON ({exc}); pass the file that `python -m "
+                             "pluralign.rewards.calibrate --output FILE` wrote") from None
+        table = data.get("attributes") if isinstance(data, dict) else None
+        missing = sorted(set(RULE_SPECS) - set(table)) if isinstance(table, dict) else None
+        if missing is None or missing:
+            what = "no \"attributes\" table" if missing is None else f"no threshold for {', '.join(missing)}"
+            raise ValueError(f"thresholds {named}: {what}; pass the JSON that `python -m pluralign.rewards.calibrate "
+                             "--output FILE` wrote with this version (every rule is calibrated in one run)")
     table = _read(Path(path) if path is not None else THRESHOLDS_PATH).get("attributes", {})
     rules = {}
     for attr, (verifier, statistic, direction, eps) in RULE_SPECS.items():
         entry = table.get(attr, {})
         if entry.get("statistic", statistic) != statistic:  # a threshold is only meaningful for its own statistic
-            raise RuntimeError(f"{attr}: the thresholds file {path or THRESHOLDS_PATH} was calibrated for the statistic "
+            raise (ValueError if path is not None else RuntimeError)(f"{attr}: the thresholds file {path or THRESHOLDS_PATH} was calibrated for the statistic "
                                f"{entry['statistic']!r}, but the rule now computes {statistic!r}; run `python -m "
                                "pluralign.rewards.calibrate` to recalibrate")
         thr = entry.get("threshold")

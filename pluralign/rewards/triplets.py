@@ -119,11 +119,21 @@ def load_triplets(spec: str, n: int = 0, seed: int = 0) -> Triplets:
     if fn is not None:
         if n <= 0:
             raise ValueError(f"pair set {spec!r} draws as many pairs as asked for; give their number (n > 0)")
-        return triplets_from_rows(fn(n, seed), spec, n)
+        try:
+            rows = fn(n, seed)
+        except TypeError as exc:  # a module:function that is not a pair set: its own signature error says little
+            raise ValueError(f"pair set {spec!r}: calling it as f(n, seed) failed ({exc}); a pair set is a function "
+                             "of (n, seed) that returns rows of prompt_a, image_o, image_a, attributes") from None
+        return triplets_from_rows(rows, spec, n)
     path = Path(spec)
     if path.is_dir() or path.suffix == ".parquet":
         if not path.exists():
             raise FileNotFoundError(f"pair dataset {spec!r} does not exist")
+        if path.is_dir() and not any((path / f).is_file() for f in ("state.json", "dataset_info.json",
+                                                                    "dataset_dict.json")):
+            raise ValueError(f"pair dataset {spec!r}: this folder is not a saved dataset (no state.json or "
+                             "dataset_dict.json); pass what save_to_disk or `pluralign data build` wrote, or a .parquet "
+                             "file")
         return triplets_from_rows(_dataset_rows(path), spec, n)
     from importlib.metadata import entry_points
 

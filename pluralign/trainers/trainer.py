@@ -134,19 +134,29 @@ def _check_targets_from_config(model: str, family: Family, targets, kohya: bool 
 
 
 def wandb_can_log() -> bool:
-    """Whether ``wandb.init`` can start without asking for a key: offline or disabled, or a key in the
-    environment or in the netrc file ``wandb login`` writes (read here without any network call)."""
+    """Whether ``wandb.init`` can start without asking for a key: offline or disabled (by WANDB_MODE or a settings
+    file `wandb offline` wrote), a key or identity token in the environment, or a key in the netrc file ``wandb
+    login`` writes for the server's address. Read here without any network call."""
+    import configparser
     import netrc
     import os
     from urllib.parse import urlparse
 
-    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+    settings = configparser.ConfigParser()
+    settings.read([os.path.expanduser(os.path.join(os.environ.get("WANDB_CONFIG_DIR", "~/.config/wandb"), "settings")),
+                   os.path.join("wandb", "settings")])  # later files win, as in wandb
+    saved = dict(settings["default"]) if settings.has_section("default") else {}
+    mode = os.environ.get("WANDB_MODE") or saved.get("mode", "")
+    if mode.lower() in ("offline", "disabled", "dryrun") or saved.get("disabled", "").lower() == "true":
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or saved.get("base_url") or "https://api.wandb.ai")
     try:
-        return bool(netrc.netrc(os.environ.get("NETRC")).authenticators(host))
+        entries = netrc.netrc(os.path.expanduser(os.environ["NETRC"]) if os.environ.get("NETRC") else None)
     except (OSError, netrc.NetrcParseError):
         return False
+    return any(entries.authenticators(host) for host in {url.netloc, url.hostname} if host)
 
 
 def plan(config: DPOTrainConfig) -> Plan:
