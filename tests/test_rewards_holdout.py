@@ -171,6 +171,7 @@ def test_what_would_fail_or_mislead_after_minutes_is_refused_before_any_pair_is_
         ({"output": tmp_path}, "is a directory; give a file path"),
         ({"photos": [""]}, "photos: an empty name"),
         ({"photos": [str(tmp_path / "notes.png")]}, "notes.png: not a readable image"),
+        ({"photos": [str(tmp_path)]}, "a folder; give its image files"),
     ]:
         (tmp_path / "notes.png").write_text("not an image")
         with pytest.raises((ValueError, FileNotFoundError), match=message):

@@ -59,6 +59,9 @@ def load_photo(name: str) -> np.ndarray:
     an image suffix), as float32 RGB in [0, 1]. Files let the rules be checked on photos nobody tuned them on."""
     if "/" in name or Path(name).suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}:
         path = Path(name)
+        if path.is_dir():
+            raise ValueError(f"photo {name}: a folder; give its image files, comma-separated (e.g. "
+                             f"--photos \"$(ls {name}/*.jpg | paste -sd,)\")")
         if not path.is_file():
             raise FileNotFoundError(f"photo {name}: no such file; give an image file or one of scikit-image's "
                                     "bundled photos by name (e.g. coffee)")

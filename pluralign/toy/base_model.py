@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pluralign.env import check_device
 from pluralign.rewards import verifiers
 from pluralign.tokenizers import clip_tokenizer, copy_clip_license
 
@@ -76,6 +77,9 @@ class BaseModelConfig:
                             "then ignored); the world's semantic attributes were added to the shipped base this way")
     device: str = option("cpu", "where the autoencoder and the denoiser train (cpu, cuda, cuda:1, ...); the models "
                          "are moved back to the CPU afterwards")
+
+    def __post_init__(self):
+        check_device(self.device)  # an hour of training should not start on a device that is not there
 
 
 # --- data ------------------------------------------------------------------------------------------
