@@ -225,6 +225,8 @@ def _no_model_load(monkeypatch):
      lambda d, r: "weights: a per-category eval needs a weight above 0"),
     (lambda d, r: ["--weights", "0.5,1"],  # without an adapter the base alone would be evaluated, without a word
      lambda d, r: "weights [0.5, 1.0]: the weights dial an adapter, and none is given"),
+    (lambda d, r: ["--weights", "0,0.5,1"],  # the default's values, given: refused all the same
+     lambda d, r: "weights [0.0, 0.5, 1.0]: the weights dial an adapter, and none is given"),
 ])
 def test_bad_options_are_named_before_any_work(run_dir, suite, tmp_path, capsys, monkeypatch, args, message):
     _no_model_load(monkeypatch)

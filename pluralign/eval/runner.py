@@ -87,7 +87,7 @@ class EvalConfig:
                                       "(an adapters entry replaces the one found for its category)")
     allow_other_base: bool = option(False, "evaluate an adapter on another checkpoint of the family it was trained "
                                     "for (its recorded base fingerprint differs); a family mismatch is always refused")
-    weights: list[float] = option(factory=lambda: list(DEFAULT_WEIGHTS), help="adapter weights of the dial curve",
+    weights: list[float] | None = option(None, help="adapter weights of the dial curve (default 0,0.5,1)",
                                  min=0, max=4)
     suite: str = option("toy", "toy | a .jsonl/.csv prompt file | hf:REPO or a local copy in the anti-aesthetic schema")
     n_prompts: int = option(32, "number of prompt pairs (0 = the whole suite)", min=0, max=100_000)
@@ -130,6 +130,9 @@ class EvalConfig:
 
     def __post_init__(self):
         check_device(self.device)
+        given = self.weights is not None  # told apart from the default: weights without an adapter are refused
+        if not given:
+            self.weights = list(DEFAULT_WEIGHTS)
         # also when the class is built directly, where no option bounds are checked (NaN fails every comparison)
         if not all(0 <= w <= 4 for w in self.weights):
             raise ValueError(f"weights: adapter weights must be finite and in [0, 4], got {self.weights}")
@@ -141,7 +144,7 @@ class EvalConfig:
             if not any(w > 0 for w in self.weights):
                 raise ValueError(f"weights: a per-category eval needs a weight above 0, got {self.weights}: the top "
                                  "weight is where each adapter's cross-effects on the other categories are measured")
-        elif self.adapter is None and self.weights and self.weights != DEFAULT_WEIGHTS:
+        elif self.adapter is None and given and self.weights:
             raise ValueError(f"weights {self.weights}: the weights dial an adapter, and none is given, so only the base "
                              "would be evaluated; pass --adapter DIR (or --adapters / --adapters_dir), or leave weights "
                              "out to evaluate the base alone")
