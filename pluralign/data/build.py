@@ -192,7 +192,10 @@ def check_replaceable(out: Path, option: str = "output_dir") -> None:
                               "(--overwrite replaces a dataset folder, never a file)")
     if not out.is_dir():
         return
-    names = sorted(p.name for p in out.iterdir())
+    try:
+        names = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise FileExistsError(f"{option} {out} cannot be read ({exc.strerror or exc}); choose another {option}") from None
     saved = {datasets.config.DATASET_STATE_JSON_FILENAME, datasets.config.DATASET_INFO_FILENAME} <= set(names)
     if names and not saved:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
