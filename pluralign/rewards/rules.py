@@ -12,9 +12,6 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   to blue, about the frame's centre)
 * ``max_difference`` the largest ``direction * (v_a - v_o)`` over the components of a vector
   measurement (obstruction: newly dark and featureless area at any of several darkness levels)
-* ``persistent_growth`` the largest growth of a vector measurement over levels that every higher level shows too
-  (obstruction: newly dark and featureless area at a darkness level and at every lighter one up to 0.3, as an
-  occluder darker than the level is; a flat area nudged across one level's bar grows that level only)
 * ``spectral_smear`` the largest loss of spectral power over 12 direction sectors less the smallest (at most
   the largest), in the two finest octave bands, each loss capped at 3.5 nats: a smear along one
   direction (motion blur)
@@ -92,7 +89,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "persistent_growth", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -168,7 +165,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "small_subject": ("subject_size", "log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
-    "obstructed": ("occlusion", "persistent_growth", +1, 0.0),
+    "obstructed": ("occlusion", "max_difference", +1, 0.0),
     "cropped": ("zoom", "zoom", +1, 0.0),
     "light_leak": ("glow", "edge_glow", +1, 0.0),
 }
@@ -236,7 +233,7 @@ def _needs(rule: Rule) -> str:
     """The :data:`FEATURES` entry ``rule``'s statistic compares."""
     if rule.statistic in _BY_STATISTIC:
         return _BY_STATISTIC[rule.statistic]
-    if rule.statistic in ("abs_difference", "max_difference", "persistent_growth", "max_log_ratio"):
+    if rule.statistic in ("abs_difference", "max_difference", "max_log_ratio"):
         return _FULL_FORM[rule.verifier]
     return rule.verifier
 
@@ -298,8 +295,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return np.abs(a - o)
     if rule.statistic == "quadrant_agreement":
         return quadrant_agreement(a, o)
-    if rule.statistic == "persistent_growth":
-        return persistent_growth(rule.direction * (a - o))
     if rule.statistic == "max_difference":
         return (rule.direction * (a - o)).max(axis=1)
     if rule.statistic == "spectral_smear":
@@ -742,17 +737,6 @@ def radial_falloff(field_a: np.ndarray, field_o: np.ndarray) -> np.ndarray:
     before, after = np.square(r_tone).sum(axis=1), np.square(r_both).sum(axis=1)
     share = np.clip(1.0 - after / np.maximum(before, 1e-12), 0.0, 1.0)
     return coef[:, 3:].max(axis=1) * share**2
-
-
-def persistent_growth(d: np.ndarray) -> np.ndarray:
-    """``max over i < k-1 of min(d[:, i:])`` for N x k growths ordered from the darkest level to the lightest: the
-    growth that a level and every lighter one all show, from at least two levels.
-
-    An occluder darker than a level is darker than every lighter one too, so its area grows at all of them. A
-    uniform shift of a few percent (the sRGB curve bending sensor noise, a small exposure change) moves a flat
-    area across one level's bar only: at the shipped threshold that is rare, at a lower one it was most of what
-    fired on noise."""
-    return np.max(np.stack([d[:, i:].min(axis=1) for i in range(d.shape[1] - 1)], axis=1), axis=1)
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:

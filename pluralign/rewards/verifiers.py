@@ -873,23 +873,19 @@ def _vignetting(b: Batch) -> np.ndarray:
 
 
 DARK_LEVELS = (0.1, 0.15, 0.2, 0.25, 0.3)
-FLAT_STEP = 0.06  # "featureless": a step below this, and below FLAT_SHARE of the frame's 75th-percentile step
-FLAT_SHARE = 0.25
 
 
 def dark_flat_fractions(b: Batch) -> np.ndarray:
     """Fractions of the frame that are featureless and darker than each of :data:`DARK_LEVELS`: N x 5.
 
     A foreground object close to the lens (a finger, a post) is out of focus and in shadow, so
-    it shows up as a smooth dark region. "Featureless" is a summed 4-neighbour step, on the 64-pixel
-    thumbnail after a 2x2 mean, below 0.06 and below a quarter of the frame's own 75th-percentile step.
-    An occluder's steps are near 0 either way. The second bar is for a frame whose texture is faint as a
-    whole: a fade of a dark scene scales every step under 0.06 while each keeps its place among the frame's
-    others (until 2026-12-06 such fades read as occluders). It can only lower the bar, so noise, which
-    raises every step, meets the fixed one. The 2x2 mean keeps pixel noise in small images (where the
-    thumbnail is the image itself) from deciding whether an area is smooth. Several darkness levels rather
-    than one let the paired rule see a dark occluder over a scene that is already dim and flat (a microscope
-    slide at luminance 0.26): the area below 0.15 grows even when the area below 0.3 cannot.
+    it shows up as a smooth dark region. "Featureless" is a summed 4-neighbour step below 0.06
+    on the 64-pixel thumbnail after a 2x2 mean: the mean keeps pixel noise in small images
+    (where the thumbnail is the image itself) from deciding whether an area is smooth, so a
+    slight resize does not flip dark night sky between "textured" and "smooth". Several
+    darkness levels rather than one let the paired rule see a dark occluder over a scene that is
+    already dim and flat (a microscope slide at luminance 0.26): the area below 0.15 grows even
+    when the area below 0.3 cannot.
     """
 
     def f():
@@ -902,8 +898,7 @@ def dark_flat_fractions(b: Batch) -> np.ndarray:
         g[:, :, 1:] += gx
         g[:, :-1] += gy
         g[:, 1:] += gy
-        bar = np.minimum(FLAT_STEP, FLAT_SHARE * np.quantile(g.reshape(len(g), -1), 0.75, axis=1))
-        flat = g < bar[:, None, None]
+        flat = g < 0.06
         return np.stack([(flat & (y < level)).mean(axis=(1, 2)) for level in DARK_LEVELS], axis=1)
 
     return b._get("dark_flat", f)
