@@ -8,7 +8,7 @@ This makes that case from the diagnosis photos (gradio's four, installed with it
 `adherence_table` as the eval does. It prints, per threshold, the share of pairs on which the rule fires.
 
     scripts/diagnosis_photos.sh; scripts/diagnosis_photos.sh /tmp/pluralign-diagnosis-photos 2   # once
-    python scripts/obstruction_dark_scenes.py                        # the shipped rule, about 1 minute
+    python scripts/obstruction_dark_scenes.py                        # the shipped rule, about 20 s
     PYTHONPATH=/path/to/worktree python scripts/obstruction_dark_scenes.py   # a candidate's code, same pairs
 
 docs/rewards.md ("The same bar, with growth that every lighter level shows") quotes its output for the shipped rule
