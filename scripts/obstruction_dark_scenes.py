@@ -18,36 +18,25 @@ and, through a worktree of the candidate's commit, for the candidate.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from vignette_dark_corners import PHOTOS as GRADIO_PHOTOS  # the same diagnosis photos, cropped the same way
+from vignette_dark_corners import square
 
 from pluralign.rewards import reference_degradations as R
 from pluralign.rewards.rules import adherence_table, load_rules
 
-GRADIO = Path(importlib.util.find_spec("gradio").origin).parent  # the photos only, not the package
 ATTRIBUTES = ("obstructed", "low_contrast", "flat_lighting", "underexposed", "blurry", "noisy", "jpeg_artifacts",
               "vignette")
 
 
 def photos(diagnosis_dir: Path) -> list[Path]:
-    found = [GRADIO / "media_assets/images/cheetah.jpg", GRADIO / "media_assets/images/tower.jpg",
-             GRADIO / "media_assets/images/lion.jpg", GRADIO / "test_data/cheetah2.jpg"]
     sets = sorted(diagnosis_dir.glob("*.png")) + sorted((diagnosis_dir / "set2").glob("*.png"))
     if not sets:
         raise SystemExit(f"no diagnosis photos in {diagnosis_dir}; run scripts/diagnosis_photos.sh and "
                          f"scripts/diagnosis_photos.sh {diagnosis_dir} 2 first")
-    return found + sets
-
-
-def square(path: Path, size: int) -> np.ndarray:
-    im = Image.open(path).convert("RGB")
-    w, h = im.size
-    s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size), Image.LANCZOS)
-    return np.asarray(im, np.float32) / 255
+    return GRADIO_PHOTOS + sets
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -690,21 +690,25 @@ def glow_field(b: Batch) -> np.ndarray:
     as light added there.
     """
 
-    def f():
-        t = b.mid
-        n, h, w, _ = t.shape
-        g = GLOW_GRID
-        if h < g or w < g:  # fewer pixels than cells: each cell takes the nearest pixel
-            t = t[:, (np.arange(max(h, g)) * h) // max(h, g)][:, :, (np.arange(max(w, g)) * w) // max(w, g)]
-            h, w = t.shape[1:3]
-        ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)  # first row / column of each cell
-        planes = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, _channel_max(t)], axis=1).astype(np.float64)  # N x 3 x h x w
-        planes = np.concatenate([planes, np.square(planes)], axis=1)  # N x 6 x h x w
-        cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
-        counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
-        return (cells / counts).reshape(n, -1)
+    def planes(t):
+        p = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, _channel_max(t)], axis=1).astype(np.float64)  # N x 3 x h x w
+        return np.concatenate([p, np.square(p)], axis=1)  # N x 6 x h x w
 
-    return b._get("glow_field", f)
+    return b._get("glow_field", lambda: _cell_means(b.mid, GLOW_GRID, planes))
+
+
+def _cell_means(t: np.ndarray, g: int, planes) -> np.ndarray:
+    """``planes(t)`` (N x P x h x w from the N x h x w x 3 images ``t``) averaged over a g x g grid of cells,
+    flattened to N x (P * g * g). An image with fewer pixels than cells is first resampled so each cell takes
+    the nearest pixel."""
+    n, h, w, _ = t.shape
+    if h < g or w < g:
+        t = t[:, (np.arange(max(h, g)) * h) // max(h, g)][:, :, (np.arange(max(w, g)) * w) // max(w, g)]
+        h, w = t.shape[1:3]
+    ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)  # first row / column of each cell
+    cells = np.add.reduceat(np.add.reduceat(planes(t), ys, axis=2), xs, axis=3)
+    counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
+    return (cells / counts).reshape(n, -1)
 
 
 RADIAL_GRID = 16  # cells per side of the log-value field the vignette rule fits
@@ -722,21 +726,11 @@ def radial_value_field(b: Batch) -> np.ndarray:
     means of squares make a quadratic curve in ``u``, applied to every pixel, exactly predictable from the cells.
     """
 
-    def f():
-        t = b.mid
-        n, h, w, _ = t.shape
-        g = RADIAL_GRID
-        if h < g or w < g:  # fewer pixels than cells: each cell takes the nearest pixel
-            t = t[:, (np.arange(max(h, g)) * h) // max(h, g)][:, :, (np.arange(max(w, g)) * w) // max(w, g)]
-            h, w = t.shape[1:3]
+    def planes(t):
         u = np.log(_channel_max(t).astype(np.float64) + RADIAL_FLOOR)  # N x h x w
-        planes = np.stack([u, np.square(u)], axis=1)
-        ys, xs = -((-np.arange(g) * h) // g), -((-np.arange(g) * w) // g)
-        cells = np.add.reduceat(np.add.reduceat(planes, ys, axis=2), xs, axis=3)
-        counts = np.diff(np.append(ys, h))[:, None] * np.diff(np.append(xs, w))[None, :]
-        return (cells / counts).reshape(n, -1)
+        return np.stack([u, np.square(u)], axis=1)
 
-    return b._get("radial_value_field", f)
+    return b._get("radial_value_field", lambda: _cell_means(b.mid, RADIAL_GRID, planes))
 
 
 def resample_bilinear(y: np.ndarray, height: int, width: int) -> np.ndarray:
