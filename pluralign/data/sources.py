@@ -303,6 +303,14 @@ def _read_table_file(path: Path) -> Iterator[Row]:
                                 kind="bad_line", file=str(path), line=reader.line_num + 1) from None
 
 
+SAVED_DATASET_FILES = ("state.json", "dataset_info.json", "dataset_dict.json")
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether ``path`` is a folder that ``datasets``' ``save_to_disk`` wrote (a Dataset or a DatasetDict)."""
+    return path.is_dir() and any((path / f).is_file() for f in SAVED_DATASET_FILES)
+
+
 def _parquet_files(p: Path) -> list[Path]:
     return [p] if p.is_file() else sorted(p.glob("**/*.parquet"))
 

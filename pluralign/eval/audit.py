@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..config import option, parse, run_module, writable_dir
-from ..data.sources import DataError, open_image, parse_attributes
+from ..data.sources import DataError, is_saved_dataset, open_image, parse_attributes
 from ..data.taxonomy import ATTRIBUTES
 from ..env import check_device
 from ..rewards import metrics as M
@@ -155,8 +155,7 @@ def load_triplets(path: str | Path, limit: int = 0, max_pixels: int = 64_000_000
     path = Path(path)
     if not str(path) or not path.exists():
         raise FileNotFoundError(f"triplet data {str(path)!r} does not exist; pass --data DIR_OR_FILE")
-    saved = any((path / f).is_file() for f in ("state.json", "dataset_info.json", "dataset_dict.json"))
-    if path.is_dir() and not (path / "triplets.jsonl").exists() and not saved:
+    if path.is_dir() and not (path / "triplets.jsonl").exists() and not is_saved_dataset(path):
         raise FileNotFoundError(f"triplet data {path}: no triplets.jsonl here and not a saved dataset; give a folder "
                                 "with triplets.jsonl (prompt_a, image_o, image_a, attributes per line) beside its "
                                 "images, a save_to_disk folder or a .parquet file")

@@ -159,8 +159,8 @@ def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[Eva
             if missing:
                 raise SuiteError(f"{path}: header lacks column(s) {missing}; expected prompt_o,prompt_a,attributes[,seed]")
             rows = []
+            width = len(reader.fieldnames)
             for i, r in enumerate(reader):
-                width = len(reader.fieldnames)
                 extra = r.pop(None, None)  # more values than columns: csv keeps them under the key None
                 if extra and any(v.strip() for v in extra):  # a trailing comma leaves only empty ones
                     raise SuiteError(f"{path}: line {reader.line_num}: {width + len(extra)} values for the header's "

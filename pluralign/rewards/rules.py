@@ -200,7 +200,8 @@ def load_rules(path: str | Path | None = None) -> dict[str, Rule]:
             what = "no \"attributes\" table" if missing is None else f"no threshold for {', '.join(missing)}"
             raise ValueError(f"thresholds {named}: {what}; pass the JSON that `python -m pluralign.rewards.calibrate "
                              "--output FILE` wrote with this version (every rule is calibrated in one run)")
-    table = _read(Path(path) if path is not None else THRESHOLDS_PATH).get("attributes", {})
+    else:
+        table = _read(THRESHOLDS_PATH).get("attributes", {})
     rules = {}
     for attr, (verifier, statistic, direction, eps) in RULE_SPECS.items():
         entry = table.get(attr, {})

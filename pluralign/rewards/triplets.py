@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..data.sources import open_image, parse_attributes
+from ..data.sources import is_saved_dataset, open_image, parse_attributes
 
 ENTRY_POINT_GROUP = "pluralign.pair_sets"
 
@@ -129,8 +129,7 @@ def load_triplets(spec: str, n: int = 0, seed: int = 0) -> Triplets:
     if path.is_dir() or path.suffix == ".parquet":
         if not path.exists():
             raise FileNotFoundError(f"pair dataset {spec!r} does not exist")
-        if path.is_dir() and not any((path / f).is_file() for f in ("state.json", "dataset_info.json",
-                                                                    "dataset_dict.json")):
+        if path.is_dir() and not is_saved_dataset(path):
             raise ValueError(f"pair dataset {spec!r}: this folder is not a saved dataset (no state.json or "
                              "dataset_dict.json); pass what save_to_disk or `pluralign data build` wrote, or a .parquet "
                              "file")
