@@ -55,7 +55,7 @@ import json
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ from .verifiers import (
     BLUR_SECTORS,
     GLOW_GRID,
     GLOW_PLANES,
+    LIGHT_GRID,
     RADIAL_GRID,
     SPECTRUM_ANGLES,
     _opponent,
@@ -81,9 +82,11 @@ from .verifiers import (
     lateral_ca,
     lateral_ca_quadrants,
     light_bands,
+    light_field,
     radial_value_field,
     registration_grid,
     rotation_spectrum,
+    srgb_to_linear,
     subject_centroid,
     to_array,
 )
@@ -91,7 +94,7 @@ from .verifiers import (
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "unclipped_chroma",
-              "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop")
+              "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop", "light_flattening")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
 # What the paired statistics compare: the scalar verifiers plus vector and other-scale forms
@@ -112,12 +115,14 @@ FEATURES = {
     "_grid": registration_grid,
     "_glow": glow_field,
     "_radial": radial_value_field,
+    "_light": light_field,
     "_grain_scales": grain_scales,
 }
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
+                 "light_flattening": "_light",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -157,7 +162,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("value", "joint_difference", +1, 0.0),
     "low_contrast": ("contrast", "band_drop", -1, 0.005),
-    "flat_lighting": ("contrast", "coarse_drop", -1, 0.001),
+    "flat_lighting": ("contrast", "light_flattening", -1, 0.0),
     "muted": ("saturation", "unclipped_chroma", -1, 0.02),
     "color_cast": ("color_cast", "log_chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "quadrant_agreement", +1, 0.0),
@@ -304,6 +309,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return isotropic_loss(a, o, rule.direction)
     if rule.statistic == "radial_falloff":
         return rule.direction * radial_falloff(a, o)
+    if rule.statistic == "light_flattening":
+        return rule.direction * light_flattening(a, o)
     if rule.statistic in ("band_drop", "coarse_drop"):
         d = rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))  # N x [coarse, fine] (x plane)
         if rule.statistic == "band_drop":
@@ -339,12 +346,6 @@ def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
 CLIP_LEVEL = 0.97
 
 
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function inverted (IEC 61966-2-1): encoded values in [0, 1] to linear light."""
-    c = np.clip(c, 0.0, 1.0)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
 def chroma_share(grid: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The share of the light that is colour, ``sum(max - min) / sum(max)`` over the channels of each kept
     cell of a :func:`cast_features` sRGB grid (N x 3P), in linear light: N values in [0, 1], 0 where no cell
@@ -353,7 +354,7 @@ def chroma_share(grid: np.ndarray, keep: np.ndarray) -> np.ndarray:
     Both sums scale with the light, so a change of exposure leaves the share as it was on every cell it does
     not clip, and dark cells weigh as little as the light they hold (a per-pixel ratio would be noise there).
     """
-    lin = _srgb_to_linear(grid.reshape(len(grid), 3, -1))
+    lin = srgb_to_linear(grid.reshape(len(grid), 3, -1))
     hi, lo = lin.max(axis=1), lin.min(axis=1)
     return ((hi - lo) * keep).sum(axis=1) / ((hi * keep).sum(axis=1) + 1e-6)
 
@@ -420,7 +421,7 @@ def log_chromaticity(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     a channel near zero (a deep red's blue) does not turn noise into large log changes.
     """
     x = grid.reshape(len(grid), 3, -1).astype(np.float64)
-    lin = _srgb_to_linear(x)
+    lin = srgb_to_linear(x)
     y = np.einsum("k,nkp->np", _LUMA.astype(np.float64), lin)
     lg = np.log(lin + CAST_FLOOR * y[:, None, :] + 1e-6)
     chroma = np.stack([lg[:, 0] - lg[:, 1], 0.5 * (lg[:, 0] + lg[:, 1]) - lg[:, 2]], axis=1)
@@ -738,6 +739,92 @@ def radial_falloff(field_a: np.ndarray, field_o: np.ndarray) -> np.ndarray:
     before, after = np.square(r_tone).sum(axis=1), np.square(r_both).sum(axis=1)
     share = np.clip(1.0 - after / np.maximum(before, 1e-12), 0.0, 1.0)
     return coef[:, 3:].max(axis=1) * share**2
+
+
+LIGHT_FLOOR = 0.002  # added to linear luminance and value before the log, so black cells stay finite
+LIGHT_SIGMA = 0.08  # the scene's light: its log luminance blurred over this fraction of the frame (Retinex's scale)
+LIGHT_KNOTS = (0.5, 0.75, 0.9)  # quantiles of I_o's value where the tone curve may bend (an overexposure's clip)
+# The share of what the curve leaves that the scene's light must explain before a change counts as flattened light.
+# Flat light explains 0.6-1.0 of it; an occluder, a double exposure or a leak correlates with any smooth field by
+# chance, up to about 0.3.
+LIGHT_SHARE = 0.4
+
+
+@cache
+def _light_design(g: int = LIGHT_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """The blur over the grid's rows (g x g, reflected at the edges) and the spatial terms (cells x 4: x, y and
+    their squares, about the centre): a leak or a vignette is a smooth field of its own shape."""
+    i = np.arange(g)
+    sigma = LIGHT_SIGMA * g
+    k = sum(np.exp(-0.5 * (d / sigma) ** 2) for d in (i[:, None] - i[None, :], i[:, None] + i[None, :] + 1,
+                                                       2 * g - 1 - i[:, None] - i[None, :]))
+    cy, cx = np.meshgrid((i + 0.5) / g - 0.5, (i + 0.5) / g - 0.5, indexing="ij")
+    return k / k.sum(axis=1, keepdims=True), np.stack([cx.ravel(), cy.ravel(), cx.ravel() ** 2, cy.ravel() ** 2], 1)
+
+
+def _light_planes(field: np.ndarray, encoded: bool) -> tuple[np.ndarray, ...]:
+    """Luminance and value (log of linear light, or sRGB-encoded) and chromaticity (R and B over the luminance)
+    of :func:`light_field` cells: four N x cells planes."""
+    lin = field.reshape(len(field), 3, -1)
+    lum = np.einsum("c,ncp->np", _LUMA.astype(np.float64), lin)
+    chroma = lin[:, [0, 2]] / (lum[:, None] + LIGHT_FLOOR)
+    if encoded:
+        enc = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.maximum(lin, 0.0) ** (1 / 2.4) - 0.055)
+        return np.einsum("c,ncp->np", _LUMA.astype(np.float64), enc), enc.max(axis=1), chroma[:, 0], chroma[:, 1]
+    return np.log(lum + LIGHT_FLOOR), np.log(lin.max(axis=1) + LIGHT_FLOOR), chroma[:, 0], chroma[:, 1]
+
+
+def _flattening(field_a: np.ndarray, field_o: np.ndarray, encoded: bool) -> np.ndarray:
+    g = LIGHT_GRID
+    y = _light_planes(field_a, encoded)[0]
+    lum, val, cr, cb = _light_planes(field_o, encoded)
+    knots = np.quantile(val, LIGHT_KNOTS, axis=1).T  # N x knots
+    hinges = np.maximum(val[:, :, None] - knots[:, None, :], 0.0)
+    blur, space = _light_design()
+    scene = np.einsum("ij,njk,lk->nil", blur, lum.reshape(-1, g, g), blur).reshape(len(y), -1)
+    scene = scene - scene.mean(axis=1, keepdims=True)
+    curve = np.concatenate([np.stack([lum, lum**2, val, val**2, lum * val, cr, cb], axis=-1), hinges,
+                            np.broadcast_to(space, (len(y), g * g, space.shape[1]))], axis=-1)
+    curve = (curve - curve.mean(axis=1, keepdims=True)) / (curve.std(axis=1, keepdims=True) + 1e-9)
+    base = np.concatenate([np.ones_like(y)[..., None], curve], axis=-1)
+    full = np.concatenate([base, scene[..., None]], axis=-1)
+
+    def fit(x):
+        coef = np.linalg.solve(np.einsum("nki,nkj->nij", x, x) + 1e-9 * np.eye(x.shape[-1]),
+                               np.einsum("nki,nk->ni", x, y)[..., None])[..., 0]
+        return coef, y - np.einsum("nki,ni->nk", x, coef)
+
+    _, r_base = fit(base)
+    coef, r_full = fit(full)
+    before, after = np.square(r_base).sum(axis=1), np.square(r_full).sum(axis=1)
+    share = np.clip(1.0 - after / np.maximum(before, 1e-12), 0.0, 1.0)
+    return np.where(share >= LIGHT_SHARE, np.maximum(coef[:, -1], -1.0) * share**2, 0.0)
+
+
+def light_flattening(field_a: np.ndarray, field_o: np.ndarray) -> np.ndarray:
+    """How much of I_o's large-scale light I_a took away, beyond what a curve of each cell's own values explains,
+    times the square of the share of that change it explains, from two :func:`light_field` features (negative:
+    flatter light; -1 is all of it).
+
+    The fit, per pair over the 48 x 48 cells: I_a's luminance on a curve of I_o's (quadratic in its luminance and
+    value, bent at three quantiles of its value, linear in its chromaticity) plus a smooth field of the frame's
+    own shape (x, y and their squares), and then on I_o's log luminance blurred over 8% of the frame (the scene's
+    light, as in Retinex). A tone curve, an overexposure's clip, a desaturation and a white-balance error are all
+    curve; a vignette or a leak from one edge is mostly the smooth field; noise and a double exposure follow
+    neither. Flat light lowers the light where the scene was lit and raises it in the shade, so its change follows
+    the blurred light, with a negative coefficient, and explains nearly all of what the curve leaves; a change
+    whose share is under :data:`LIGHT_SHARE` reads 0, since anything correlates a little with a smooth field. The fit is
+    made on the log of linear light, where Retinex's gain is exact, and on sRGB-encoded values, where light
+    added in shadows is, and the flatter reading counts. A scene with no large-scale light left to flatten (a
+    uniform wall) reads about 0.
+    (The statistic before 2026-12-07, `coarse_drop`, read the drop of the coarse contrast band beyond the
+    fine one, which an overexposure's clip, a double exposure and noise also show.)
+    """
+    n = 3 * LIGHT_GRID * LIGHT_GRID
+    if not field_a.shape[1:] == field_o.shape[1:] == (n,):
+        raise ValueError(f"expected two light_field features of {n} values per image, got {field_a.shape} and "
+                         f"{field_o.shape}")
+    return np.minimum(_flattening(field_a, field_o, False), _flattening(field_a, field_o, True))
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:

@@ -733,6 +733,29 @@ def radial_value_field(b: Batch) -> np.ndarray:
     return b._get("radial_value_field", lambda: _cell_means(b.mid, RADIAL_GRID, planes))
 
 
+LIGHT_GRID = 48  # cells per side of the linear-light field the flat-lighting rule fits
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function inverted (IEC 61966-2-1): encoded values in [0, 1] to linear light."""
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def light_field(b: Batch) -> np.ndarray:
+    """Linear-light RGB on a 48 x 48 grid of cells: N x 6912, the cell means of R, then G, then B, on the image at
+    most 128 px on its longer side.
+
+    Light falls on a scene as a gain on each pixel's linear RGB. Flat lighting changes that gain smoothly over the
+    frame, by the scene's own large-scale light (Retinex); a tone curve, a desaturation or a white-balance error
+    changes each pixel by its own values, wherever it is. The flat-lighting rule
+    (:func:`pluralign.rewards.rules.light_flattening`) tells the two apart on the change between two of these
+    fields, so the cells must be fine enough that a cell's own values vary faster than the light does.
+    """
+    return b._get("light_field", lambda: _cell_means(
+        b.mid, LIGHT_GRID, lambda t: np.moveaxis(srgb_to_linear(t.astype(np.float64)), -1, 1)))
+
+
 def resample_bilinear(y: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resample of ``N x h x w`` planes to ``N x height x width`` (pixel centres aligned, edges clamped)."""
 
