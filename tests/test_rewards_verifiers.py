@@ -368,11 +368,12 @@ def test_the_spectral_blur_statistics_read_no_blur_into_a_tone_change_of_a_small
 
 def test_a_white_balance_gain_moves_every_cells_log_chromaticity_alike():
     from pluralign.rewards.reference_degradations import linear_to_srgb
-    from pluralign.rewards.rules import _chromaticity, _srgb_to_linear, log_chromaticity
+    from pluralign.rewards.rules import _chromaticity, log_chromaticity
+    from pluralign.rewards.verifiers import srgb_to_linear
 
     rng = np.random.default_rng(0)
     grid = rng.uniform(0.05, 0.85, size=(1, 3, 256))  # cells of every colour and saturation, none clipped
-    cast = linear_to_srgb(_srgb_to_linear(grid) * np.array([1.3, 1.0, 0.75])[None, :, None])  # one gain per channel
+    cast = linear_to_srgb(srgb_to_linear(grid) * np.array([1.3, 1.0, 0.75])[None, :, None])  # one gain per channel
 
     def spread_over_shift(d):  # how unevenly the cells moved, relative to how far they moved on average
         mean = d.mean(axis=2, keepdims=True)

@@ -20,10 +20,10 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``radial_falloff`` the falloff with distance from the centre that every one of 8 angular sectors shows in log
   HSV value beyond one tone curve, weighted by the square of the share of that change it explains (vignette:
   a smooth radial darkening the same on every ray)
-* ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both);
-  ``coarse_drop`` the coarse band's drop less the fine band's, at most the coarse drop (flat light
-  lowers only the first; noise raises only the second), the smaller on the luminance and on the brightest
-  channel (light changes both; a desaturation keeps one of them)
+* ``band_drop`` the smaller log drop of the coarse and the fine contrast band (a fade lowers both)
+* ``light_flattening`` how much of I_o's large-scale light (its log luminance blurred over 8% of the frame) I_a
+  took away, beyond a curve of each cell's own values and a smooth field of the frame's shape, weighted by the
+  square of the share of the change it explains (flat lighting: a gain that follows the scene's light)
 * ``max_log_ratio`` the largest log change of a vector measurement's components (film grain: the
   residual in three pass bands, since a clump spans more pixels of a larger scan)
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
@@ -81,7 +81,6 @@ from .verifiers import (
     grain_scales,
     lateral_ca,
     lateral_ca_quadrants,
-    light_bands,
     light_field,
     radial_value_field,
     registration_grid,
@@ -94,7 +93,7 @@ from .verifiers import (
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "unclipped_chroma",
-              "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "coarse_drop", "light_flattening")
+              "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
 # What the paired statistics compare: the scalar verifiers plus vector and other-scale forms
@@ -111,7 +110,6 @@ FEATURES = {
     "_dark_flat": dark_flat_fractions,
     "_band_spectrum": band_spectrum,
     "_bands": contrast_bands,
-    "_light_bands": light_bands,
     "_grid": registration_grid,
     "_glow": glow_field,
     "_radial": radial_value_field,
@@ -121,8 +119,7 @@ FEATURES = {
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
-                 "edge_glow": "_glow", "band_drop": "_bands", "coarse_drop": "_light_bands",
-                 "light_flattening": "_light",
+                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -311,12 +308,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return rule.direction * radial_falloff(a, o)
     if rule.statistic == "light_flattening":
         return rule.direction * light_flattening(a, o)
-    if rule.statistic in ("band_drop", "coarse_drop"):
-        d = rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))  # N x [coarse, fine] (x plane)
-        if rule.statistic == "band_drop":
-            return d.min(axis=1)
-        # per plane (luminance, value): the coarse drop beyond the fine one; then the smaller of the two planes
-        return np.minimum(d[..., 0], d[..., 0] - d[..., 1]).min(axis=1)
+    if rule.statistic == "band_drop":
+        return (rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))).min(axis=1)  # N x [coarse, fine]
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "joint_difference":
@@ -817,7 +810,7 @@ def light_flattening(field_a: np.ndarray, field_o: np.ndarray) -> np.ndarray:
     made on the log of linear light, where Retinex's gain is exact, and on sRGB-encoded values, where light
     added in shadows is, and the flatter reading counts. A scene with no large-scale light left to flatten (a
     uniform wall) reads about 0.
-    (The statistic before 2026-12-07, `coarse_drop`, read the drop of the coarse contrast band beyond the
+    (The statistic until 2026-12-06, late, `coarse_drop`, read the drop of the coarse contrast band beyond the
     fine one, which an overexposure's clip, a double exposure and noise also show.)
     """
     n = 3 * LIGHT_GRID * LIGHT_GRID

@@ -343,22 +343,6 @@ def contrast_bands(b: Batch) -> np.ndarray:
     return _split_bands(coarse_contrast(b), b.y_stats[:, 1])
 
 
-def light_bands(b: Batch) -> np.ndarray:
-    """:func:`contrast_bands` of the luminance and of the brightest channel (HSV value): N x 2 x 2
-    ``[[coarse, fine] of luminance, [coarse, fine] of value]``.
-
-    A change of light multiplies or lifts every channel, so the luminance and the brightest channel lose
-    their large-scale variation together. A desaturation keeps one of the two: a luminance-preserving one
-    keeps the luminance, an HSV one keeps the value, and each lifts the other where the scene is saturated
-    (pure blue has a luminance of 0.07 and a value of 1), which reads as lifted shadows on one plane only.
-    """
-    def f():
-        v = b.value
-        return np.stack([contrast_bands(b), _split_bands(_coarse_std(v), v.var(axis=(1, 2)))], axis=1)
-
-    return b._get("light_bands", f)
-
-
 def _colorfulness(b: Batch) -> np.ndarray:
     """Hasler & Suesstrunk (2003) colourfulness on [0, 1] RGB (x255 for their scale), at <= 128 px.
 
