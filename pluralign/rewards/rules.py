@@ -759,11 +759,11 @@ def _light_planes(field: np.ndarray, encoded: bool) -> tuple[np.ndarray, ...]:
     """Luminance and value (log of linear light, or sRGB-encoded) and chromaticity (R and B over the luminance)
     of :func:`light_field` cells: four N x cells planes."""
     lin = field.reshape(len(field), 3, -1)
-    lum = np.einsum("c,ncp->np", _LUMA.astype(np.float64), lin)
+    lum = _LUMA.astype(np.float64) @ lin
     chroma = lin[:, [0, 2]] / (lum[:, None] + LIGHT_FLOOR)
     if encoded:
         enc = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.maximum(lin, 0.0) ** (1 / 2.4) - 0.055)
-        return np.einsum("c,ncp->np", _LUMA.astype(np.float64), enc), enc.max(axis=1), chroma[:, 0], chroma[:, 1]
+        return _LUMA.astype(np.float64) @ enc, enc.max(axis=1), chroma[:, 0], chroma[:, 1]
     return np.log(lum + LIGHT_FLOOR), np.log(lin.max(axis=1) + LIGHT_FLOOR), chroma[:, 0], chroma[:, 1]
 
 
@@ -774,7 +774,7 @@ def _flattening(field_a: np.ndarray, field_o: np.ndarray, encoded: bool) -> np.n
     knots = np.quantile(val, LIGHT_KNOTS, axis=1).T  # N x knots
     hinges = np.maximum(val[:, :, None] - knots[:, None, :], 0.0)
     blur, space = _light_design()
-    scene = np.einsum("ij,njk,lk->nil", blur, lum.reshape(-1, g, g), blur).reshape(len(y), -1)
+    scene = (blur @ lum.reshape(-1, g, g) @ blur.T).reshape(len(y), -1)
     scene = scene - scene.mean(axis=1, keepdims=True)
     curve = np.concatenate([np.stack([lum, lum**2, val, val**2, lum * val, cr, cb], axis=-1), hinges,
                             np.broadcast_to(space, (len(y), g * g, space.shape[1]))], axis=-1)
@@ -782,10 +782,10 @@ def _flattening(field_a: np.ndarray, field_o: np.ndarray, encoded: bool) -> np.n
     base = np.concatenate([np.ones_like(y)[..., None], curve], axis=-1)
     full = np.concatenate([base, scene[..., None]], axis=-1)
 
-    def fit(x):
-        coef = np.linalg.solve(np.einsum("nki,nkj->nij", x, x) + 1e-9 * np.eye(x.shape[-1]),
-                               np.einsum("nki,nk->ni", x, y)[..., None])[..., 0]
-        return coef, y - np.einsum("nki,ni->nk", x, coef)
+    def fit(x):  # batched matrix products (BLAS), not einsum: many times faster at 2304 cells
+        xt = np.swapaxes(x, 1, 2)
+        coef = np.linalg.solve(xt @ x + 1e-9 * np.eye(x.shape[-1]), xt @ y[..., None])
+        return coef[..., 0], y - (x @ coef)[..., 0]
 
     _, r_base = fit(base)
     coef, r_full = fit(full)
