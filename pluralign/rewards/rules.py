@@ -395,7 +395,7 @@ def grey_world_offset(chroma_a: np.ndarray, chroma_o: np.ndarray) -> np.ndarray:
 # clipped pixels sits below the white point yet changes colour with the exposure: cells are compared only below
 # CAST_CLIP in every sRGB channel.
 CAST_CLIP = 0.9
-CAST_FLOOR = 0.1      # of the cell's luminance, added to each channel before the log: a channel near 0 is noise
+CAST_FLOOR = 0.01     # of the cell's luminance, added to each channel before the log: a channel near 0 is noise
 CAST_DARK = 0.01      # linear luminance under which a cell's colour says nothing
 CAST_LIFT = 0.3       # a cell whose log luminance moved this much unlike the frame's shows another surface
 CAST_MIN_LIGHT = 0.1  # registered pairs: under this share of the light in comparable cells, no cell is compared
@@ -410,8 +410,10 @@ def log_chromaticity(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
     A white-balance error multiplies each channel by its own gain in linear light, which adds one offset to every
     cell's log chromaticity, whatever the cell's colour; in sRGB opponent chroma the same error moves a saturated
-    cell and a grey one by different amounts. Each channel gets a tenth of the cell's luminance before the log, so
-    a channel near zero (a deep red's blue) does not turn noise into large log changes.
+    cell and a grey one by different amounts. Each channel gets a hundredth of the cell's luminance before the log,
+    so a channel near zero (a deep red's blue) does not turn noise into large log changes. A larger floor (a tenth,
+    until 2026-12-07) also hid the cast: a channel under the floor hardly moves in log when its gain does, so a
+    saturated scene read a weak cast as none.
     """
     x = grid.reshape(len(grid), 3, -1).astype(np.float64)
     lin = srgb_to_linear(x)
