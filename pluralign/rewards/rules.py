@@ -82,6 +82,7 @@ from .verifiers import (
     lateral_ca,
     lateral_ca_quadrants,
     light_field,
+    linear_to_srgb,
     radial_value_field,
     registration_grid,
     rotation_spectrum,
@@ -764,12 +765,13 @@ def _light_planes(field: np.ndarray, encoded: bool) -> tuple[np.ndarray, ...]:
     lum = _LUMA.astype(np.float64) @ lin
     chroma = lin[:, [0, 2]] / (lum[:, None] + LIGHT_FLOOR)
     if encoded:
-        enc = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.maximum(lin, 0.0) ** (1 / 2.4) - 0.055)
+        enc = linear_to_srgb(lin)
         return _LUMA.astype(np.float64) @ enc, enc.max(axis=1), chroma[:, 0], chroma[:, 1]
     return np.log(lum + LIGHT_FLOOR), np.log(lin.max(axis=1) + LIGHT_FLOOR), chroma[:, 0], chroma[:, 1]
 
 
 def _flattening(field_a: np.ndarray, field_o: np.ndarray, encoded: bool) -> np.ndarray:
+    """:func:`light_flattening` on one plane: log linear light, or sRGB-encoded values when ``encoded``."""
     g = LIGHT_GRID
     y = _light_planes(field_a, encoded)[0]
     lum, val, cr, cb = _light_planes(field_o, encoded)

@@ -726,6 +726,11 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function (IEC 61966-2-1): linear light to encoded values."""
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.maximum(c, 0.0) ** (1 / 2.4) - 0.055)
+
+
 def light_field(b: Batch) -> np.ndarray:
     """Linear-light RGB on a 48 x 48 grid of cells: N x 6912, the cell means of R, then G, then B, on the image at
     most 128 px on its longer side.
