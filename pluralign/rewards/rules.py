@@ -123,7 +123,7 @@ FEATURES = {
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
-                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light",
+                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "grain_rise": "_grain_bands",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
