@@ -24,10 +24,8 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``light_flattening`` how much of I_o's large-scale light (its log luminance blurred over 8% of the frame) I_a
   took away, beyond a curve of each cell's own values and a smooth field of the frame's shape, weighted by the
   square of the share of the change it explains (flat lighting: a gain that follows the scene's light)
-* ``max_log_ratio`` the largest log change of a vector measurement's components
-* ``grain_rise`` the largest log rise of the grain residual with taps 1, 2 and 4 px apart, less the rise of the
-  coarse contrast band beyond 0.1 (film grain: a tone curve steeper than 1, such as an overexposure of a saturated
-  scene, scales texture at every scale alike; grain adds it at the fine scales only)
+* ``max_log_ratio`` the largest log change of a vector measurement's components (film grain: the
+  residual in three pass bands, since a clump spans more pixels of a larger scan)
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
   added, as mean HSV value and mean luminance both rise; a bright scene cannot rise by a large ratio, but
   blowing it out adds more than a small brightness edit can)
@@ -94,7 +92,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "grain_rise", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -118,12 +116,11 @@ FEATURES = {
     "_radial": radial_value_field,
     "_light": light_field,
     "_grain_scales": grain_scales,
-    "_grain_bands": lambda b: np.concatenate([grain_scales(b), contrast_bands(b)], axis=1),  # N x [3 taps, coarse, fine]
 }
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
-                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "grain_rise": "_grain_bands",
+                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -158,7 +155,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "motion_blur": ("sharpness", "spectral_smear", -1, 0.0),
     "defocused": ("sharpness", "isotropic_loss", -1, 0.0),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
-    "film_grain": ("grain", "grain_rise", +1, 0.011),
+    "film_grain": ("grain", "max_log_ratio", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("value", "joint_difference", +1, 0.0),
@@ -314,8 +311,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return rule.direction * light_flattening(a, o)
     if rule.statistic == "band_drop":
         return (rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))).min(axis=1)  # N x [coarse, fine]
-    if rule.statistic == "grain_rise":
-        return grain_rise(rule, a, o)
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "joint_difference":
@@ -339,26 +334,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
 def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     """``direction * log((a + eps) / (o + eps))``, elementwise (negative measurements count as 0)."""
     return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
-
-
-GRAIN_COARSE_SLACK = 0.1  # nats of coarse-band rise that grain itself can cause (clumps leave a trace in 16-px means)
-BAND_EPS = 0.005  # added to the contrast bands before the log, as the low-contrast rule does
-
-
-def grain_rise(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """The film-grain statistic from two ``_grain_bands`` rows (the grain residual at taps 1, 2 and 4 px, then the
-    coarse and fine contrast bands): the largest log rise of the grain residual, less the log rise of the coarse band
-    beyond :data:`GRAIN_COARSE_SLACK`.
-
-    Grain adds texture at the scale of its clumps and leaves the scene's large-scale contrast as it was. A tone curve
-    steeper than 1 scales the texture the scene already has at every scale alike: an overexposure of a saturated
-    scene, where one channel clips and the others keep their texture, amplified, raised the grain residual as much as
-    grain does (0.24 of such overexposures read as grain, `scripts/grain_under_a_curve.py`). The coarse band rises with
-    it there, and grain's own rise beyond it is what counts.
-    """
-    grain = _log_change(rule, a[:, :3], o[:, :3]).max(axis=1)
-    coarse = np.log(a[:, 3] + BAND_EPS) - np.log(o[:, 3] + BAND_EPS)
-    return grain - np.maximum(coarse - GRAIN_COARSE_SLACK, 0.0)
 
 
 # sRGB level at which a channel may have been cut off at the sensor's white point (8-bit 248)
