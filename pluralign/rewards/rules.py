@@ -24,11 +24,8 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``light_flattening`` how much of I_o's large-scale light (its log luminance blurred over 8% of the frame) I_a
   took away, beyond a curve of each cell's own values and a smooth field of the frame's shape, weighted by the
   square of the share of the change it explains (flat lighting: a gain that follows the scene's light)
-* ``max_log_ratio`` the largest log change of a vector measurement's components
-* ``grain_rise`` the largest log rise of the grain residual with taps 1, 2 and 4 px apart (a clump spans more
-  pixels of a larger scan), less the log of the tone curve's slope beyond 0.1 (film grain: a curve steeper than 1,
-  such as an overexposure of a saturated scene, scales the texture the scene has; grain adds texture and leaves the
-  large-scale light where it was)
+* ``max_log_ratio`` the largest log change of a vector measurement's components (film grain: the
+  residual in three pass bands, since a clump spans more pixels of a larger scan)
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
   added, as mean HSV value and mean luminance both rise; a bright scene cannot rise by a large ratio, but
   blowing it out adds more than a small brightness edit can)
@@ -70,7 +67,6 @@ from .verifiers import (
     BLUR_SECTORS,
     GLOW_GRID,
     GLOW_PLANES,
-    GRAIN_TAPS,
     LIGHT_GRID,
     RADIAL_GRID,
     SPECTRUM_ANGLES,
@@ -82,7 +78,6 @@ from .verifiers import (
     dark_flat_fractions,
     exposure_pair,
     glow_field,
-    grain_light,
     grain_scales,
     lateral_ca,
     lateral_ca_quadrants,
@@ -97,7 +92,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "grain_rise", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -121,12 +116,11 @@ FEATURES = {
     "_radial": radial_value_field,
     "_light": light_field,
     "_grain_scales": grain_scales,
-    "_grain_light": grain_light,
 }
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
-                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "grain_rise": "_grain_light",
+                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -161,7 +155,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "motion_blur": ("sharpness", "spectral_smear", -1, 0.0),
     "defocused": ("sharpness", "isotropic_loss", -1, 0.0),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
-    "film_grain": ("grain", "grain_rise", +1, 0.011),
+    "film_grain": ("grain", "max_log_ratio", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("value", "joint_difference", +1, 0.0),
@@ -317,8 +311,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return rule.direction * light_flattening(a, o)
     if rule.statistic == "band_drop":
         return (rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))).min(axis=1)  # N x [coarse, fine]
-    if rule.statistic == "grain_rise":
-        return grain_rise(rule, a, o)
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "joint_difference":
@@ -342,27 +334,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
 def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     """``direction * log((a + eps) / (o + eps))``, elementwise (negative measurements count as 0)."""
     return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
-
-
-GRAIN_SLOPE_SLACK = 0.1  # log of a tone curve's slope that counts before the grain rise is discounted by it
-
-
-def grain_rise(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """The film-grain statistic from two :func:`grain_light` rows: the largest log rise of the grain residual
-    (taps 1, 2 and 4 px), less the log of the slope of I_a's cell luminances on I_o's beyond
-    :data:`GRAIN_SLOPE_SLACK`.
-
-    Grain adds texture and leaves the large-scale light where it was: its clumps are zero-mean, so they scatter the
-    cell means but do not tilt their fit, at any image size (a coarse contrast band, tried first, rose under grain
-    itself on images of 32-128 px, where a block holds few pixels). A tone curve steeper than 1 scales the texture
-    the scene already has: an overexposure of a saturated scene, where one channel clips and the others keep their
-    texture, amplified, raised the grain residual as grain does, and the cells' slope rose with it.
-    """
-    grain = _log_change(rule, a[:, :GRAIN_TAPS], o[:, :GRAIN_TAPS]).max(axis=1)
-    ya, yo = a[:, GRAIN_TAPS:], o[:, GRAIN_TAPS:]
-    yo_c = yo - yo.mean(axis=1, keepdims=True)
-    slope = (yo_c * (ya - ya.mean(axis=1, keepdims=True))).sum(axis=1) / np.maximum((yo_c * yo_c).sum(axis=1), 1e-12)
-    return grain - np.maximum(np.log(np.maximum(slope, 1e-6)) - GRAIN_SLOPE_SLACK, 0.0)
 
 
 # sRGB level at which a channel may have been cut off at the sensor's white point (8-bit 248)

@@ -476,21 +476,6 @@ def grain_scales(b: Batch) -> np.ndarray:
     return np.stack([_abs_quantile(_immerkaer(b.y, step=k), 0.35) * _Q35_TO_SIGMA for k in (1, 2, 4)], axis=1)
 
 
-GRAIN_TAPS = 3  # grain_scales' pass bands (taps 1, 2 and 4 px apart)
-GRAIN_CELLS = 16  # cells per side of the luminance grid grain_light adds
-
-
-def grain_light(b: Batch) -> np.ndarray:
-    """:func:`grain_scales` followed by the luminance's cell means on a 16 x 16 grid of the image at most 128 px on
-    its longer side: N x (3 + 256).
-
-    The film-grain rule (:func:`pluralign.rewards.rules.grain_rise`) reads the rise of the grain residual and, from
-    the cells, the slope of the tone curve between two images, which scales the scene's own texture as grain would
-    raise it.
-    """
-    return np.concatenate([grain_scales(b), _cell_means(b.mid, GRAIN_CELLS, lambda t: (t @ _LUMA)[:, None])], axis=1)
-
-
 def _dct8() -> np.ndarray:
     """The orthonormal 8-point DCT-II matrix (row ``u`` holds frequency ``u``): JPEG's block transform."""
     k = np.arange(8)
