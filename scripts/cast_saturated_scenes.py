@@ -20,8 +20,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from vignette_dark_corners import PHOTOS as GRADIO_PHOTOS  # the same diagnosis photos, cropped the same way
-from vignette_dark_corners import square
+from vignette_dark_corners import DIAGNOSIS_DIR, diagnosis_photos, square  # the same photos, cropped the same way
 
 import pluralign.rewards.rules as rules_module
 from pluralign.rewards import reference_degradations as R
@@ -58,14 +57,10 @@ def cast_pairs(photos: list[Path]) -> dict[tuple[str, str], tuple[np.ndarray, np
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photos_dir", default="/tmp/pluralign-diagnosis-photos", type=Path)
+    ap.add_argument("--photos_dir", default=DIAGNOSIS_DIR, type=Path)
     ap.add_argument("--floors", default=str(rules_module.CAST_FLOOR), help="comma-separated CAST_FLOOR values to read")
     a = ap.parse_args(argv)
-    sets = sorted(a.photos_dir.glob("*.png")) + sorted((a.photos_dir / "set2").glob("*.png"))
-    if not sets:
-        raise SystemExit(f"no diagnosis photos in {a.photos_dir}; run scripts/diagnosis_photos.sh and "
-                         f"scripts/diagnosis_photos.sh {a.photos_dir} 2 first")
-    pairs = cast_pairs(GRADIO_PHOTOS + sets)
+    pairs = cast_pairs(diagnosis_photos(a.photos_dir))
     shipped = load_rules()["color_cast"].threshold
     print("| floor | threshold | casts found, as they are | saturated | other attributes it fires on (>= 0.03) |")
     print("|---:|---|---:|---:|---|")

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from vignette_dark_corners import PHOTOS as GRADIO_PHOTOS  # the same diagnosis photos, cropped the same way
-from vignette_dark_corners import square
+from vignette_dark_corners import DIAGNOSIS_DIR, calibration_square, diagnosis_photos, square
 
 from pluralign.data.degradations import apply_float
 from pluralign.rewards import reference_degradations as R
@@ -82,10 +81,8 @@ def own_pairs() -> dict[str, np.ndarray]:
         pairs = []
         for photo in CALIBRATION_PHOTOS:
             x = load_photo(photo)
-            s = min(x.shape[:2])
             for size in SIZES:
-                o = np.asarray(Image.fromarray((x[:s, :s] * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR),
-                               dtype=np.float32) / 255
+                o = calibration_square(x, size)
                 pairs += [(apply_float(o, [(name, sev)], seed=int(rng.integers(1_000_000))), o) for sev in SEVERITIES]
         out[name] = flattening(pairs)
     return out
@@ -101,13 +98,9 @@ def table(title: str, stats: dict[str, np.ndarray]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photos_dir", default="/tmp/pluralign-diagnosis-photos", type=Path)
+    ap.add_argument("--photos_dir", default=DIAGNOSIS_DIR, type=Path)
     a = ap.parse_args(argv)
-    sets = sorted(a.photos_dir.glob("*.png")) + sorted((a.photos_dir / "set2").glob("*.png"))
-    if not sets:
-        raise SystemExit(f"no diagnosis photos in {a.photos_dir}; run scripts/diagnosis_photos.sh and "
-                         f"scripts/diagnosis_photos.sh {a.photos_dir} 2 first")
-    ref, own = reference_pairs(GRADIO_PHOTOS + sets), own_pairs()
+    ref, own = reference_pairs(diagnosis_photos(a.photos_dir)), own_pairs()
     table("Reference degradations on the diagnosis photos (flattening, 1 = all the light):", ref)
     table("pluralign's degradations on the calibration photos:", own)
     others = [v for k, v in own.items() if k != "flat_lighting"]

@@ -12,7 +12,7 @@ the coarse band's log rise under `pluralign.data.degradations.film_grain` on the
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from vignette_dark_corners import calibration_square
 
 from pluralign.data.degradations import apply_float
 from pluralign.rewards.calibrate import CALIBRATION_PHOTOS, load_photo
@@ -29,9 +29,7 @@ def main() -> int:
     for size in (32, 64, 128, 256, 512, 1024):
         rises = []
         for x in photos:
-            s = min(x.shape[:2])
-            o = np.asarray(Image.fromarray((x[:s, :s] * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR),
-                           dtype=np.float32) / 255
+            o = calibration_square(x, size)
             for sev in (0.3, 0.65, 1.0):
                 a = apply_float(o, [("film_grain", sev)], seed=int(rng.integers(1_000_000)))
                 fa, fo = _features([a, o], {"_bands"})["_bands"][:, 0]

@@ -21,8 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from vignette_dark_corners import PHOTOS as GRADIO_PHOTOS  # the same diagnosis photos, cropped the same way
-from vignette_dark_corners import square
+from vignette_dark_corners import DIAGNOSIS_DIR, diagnosis_photos, square  # the same photos, cropped the same way
 
 from pluralign.rewards import reference_degradations as R
 from pluralign.rewards.rules import adherence_table, load_rules
@@ -31,17 +30,9 @@ ATTRIBUTES = ("obstructed", "low_contrast", "flat_lighting", "underexposed", "bl
               "vignette")
 
 
-def photos(diagnosis_dir: Path) -> list[Path]:
-    sets = sorted(diagnosis_dir.glob("*.png")) + sorted((diagnosis_dir / "set2").glob("*.png"))
-    if not sets:
-        raise SystemExit(f"no diagnosis photos in {diagnosis_dir}; run scripts/diagnosis_photos.sh and "
-                         f"scripts/diagnosis_photos.sh {diagnosis_dir} 2 first")
-    return GRADIO_PHOTOS + sets
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photos_dir", default="/tmp/pluralign-diagnosis-photos", type=Path)
+    ap.add_argument("--photos_dir", default=DIAGNOSIS_DIR, type=Path)
     ap.add_argument("--thresholds", default="0.03,0.06,0.09", help="statistic values to count firing above")
     a = ap.parse_args(argv)
     rules = load_rules()
@@ -51,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     for gamma in (1.0, 2.2):
         for attr in ATTRIBUTES + ("identity",):
             values = stats.setdefault((gamma, attr), [])
-            for path in photos(a.photos_dir):
+            for path in diagnosis_photos(a.photos_dir):
                 for size in (64, 256):
                     o = (square(path, size) ** gamma).astype(np.float32)
                     for sev in ((0.3, 0.65, 1.0) if attr != "identity" else (0,)):

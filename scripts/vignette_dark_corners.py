@@ -43,6 +43,25 @@ def square(path: Path, size: int) -> np.ndarray:
     return np.asarray(im, np.float32) / 255
 
 
+DIAGNOSIS_DIR = Path("/tmp/pluralign-diagnosis-photos")  # where scripts/diagnosis_photos.sh puts its two sets
+
+
+def diagnosis_photos(diagnosis_dir: Path = DIAGNOSIS_DIR) -> list[Path]:
+    """gradio's four photos and both sets of `scripts/diagnosis_photos.sh` (never the unseen ones)."""
+    sets = sorted(diagnosis_dir.glob("*.png")) + sorted((diagnosis_dir / "set2").glob("*.png"))
+    if not sets:
+        raise SystemExit(f"no diagnosis photos in {diagnosis_dir}; run scripts/diagnosis_photos.sh and "
+                         f"scripts/diagnosis_photos.sh {diagnosis_dir} 2 first")
+    return PHOTOS + sets
+
+
+def calibration_square(x: np.ndarray, size: int) -> np.ndarray:
+    """A calibration photo (float RGB) cropped to its top-left square and resized to ``size`` (bilinear)."""
+    s = min(x.shape[:2])
+    im = Image.fromarray((x[:s, :s] * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255
+
+
 def dark_corners(x: np.ndarray, floor: float) -> np.ndarray:
     """Corners down to ``floor`` of their light (linear), the inner 45% of the half-diagonal untouched."""
     H, W = x.shape[:2]
