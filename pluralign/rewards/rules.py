@@ -24,6 +24,9 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``light_flattening`` how much of I_o's large-scale light (its log luminance blurred over 8% of the frame) I_a
   took away, beyond a curve of each cell's own values and a smooth field of the frame's shape, weighted by the
   square of the share of the change it explains (flat lighting: a gain that follows the scene's light)
+* ``joint_log_ratio`` the smaller log change of a vector measurement's components (small subject: the mask's
+  area and its spread over the frame both shrink; a blend that fades a texture thins the mask but leaves it
+  spread over the frame)
 * ``max_log_ratio`` the largest log change of a vector measurement's components (film grain: the
   residual in three pass bands, since a clump spans more pixels of a larger scan)
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
@@ -88,11 +91,12 @@ from .verifiers import (
     rotation_spectrum,
     srgb_to_linear,
     subject_centroid,
+    subject_extent,
     to_array,
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -116,6 +120,7 @@ FEATURES = {
     "_radial": radial_value_field,
     "_light": light_field,
     "_grain_scales": grain_scales,
+    "_subject_extent": subject_extent,
 }
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
@@ -128,7 +133,7 @@ _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "join
 SMEAR_CAP = 3.5
 SMEAR_BANDS = slice(2, 4)  # 0.12-0.5 cycles/px of the <= 128 px luminance: where a smear of 2 px or more shows
 # The signed or vector form of a scalar verifier, used by abs_difference / max_difference.
-_FULL_FORM = {"occlusion": "_dark_flat", "grain": "_grain_scales"}
+_FULL_FORM = {"occlusion": "_dark_flat", "grain": "_grain_scales", "subject_size": "_subject_extent"}
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "color_cast": ("color_cast", "log_chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "quadrant_agreement", +1, 0.0),
     "vignette": ("vignetting", "radial_falloff", -1, 0.0),
-    "small_subject": ("subject_size", "log_ratio", -1, 0.02),
+    "small_subject": ("subject_size", "joint_log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
     "obstructed": ("occlusion", "max_difference", +1, 0.0),
@@ -237,7 +242,7 @@ def _needs(rule: Rule) -> str:
     """The :data:`FEATURES` entry ``rule``'s statistic compares."""
     if rule.statistic in _BY_STATISTIC:
         return _BY_STATISTIC[rule.statistic]
-    if rule.statistic in ("abs_difference", "max_difference", "max_log_ratio"):
+    if rule.statistic in ("abs_difference", "max_difference", "max_log_ratio", "joint_log_ratio"):
         return _FULL_FORM[rule.verifier]
     return rule.verifier
 
@@ -313,6 +318,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return (rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))).min(axis=1)  # N x [coarse, fine]
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
+    if rule.statistic == "joint_log_ratio":
+        return _log_change(rule, a, o).min(axis=1)
     if rule.statistic == "joint_difference":
         return (rule.direction * (a - o)).min(axis=1)
     if rule.statistic == "log_chroma_shift":

@@ -556,6 +556,26 @@ def subject_centroid(b: Batch) -> np.ndarray:
     return np.stack([(m.sum(axis=1) @ xs) / tot, (m.sum(axis=2) @ ys) / tot], axis=1)
 
 
+def subject_extent(b: Batch) -> np.ndarray:
+    """The subject mask's area fraction and its spread over the frame, in the same units: N x 2.
+
+    The spread is six times the mask-weighted variance of x plus that of y (frame fractions): 1 for a mask
+    spread evenly over the whole frame, s^2 for one shrunk to s of the side. A smaller subject shrinks both.
+    A blend that lowers a texture's local contrast (a double exposure of gravel) thins the mask, so its area
+    falls, but leaves what is left spread over the whole frame.
+    """
+    m = _saliency(b)
+    n, h, w = m.shape
+    ys = (np.arange(h, dtype=np.float64) + 0.5) / h - 0.5
+    xs = (np.arange(w, dtype=np.float64) + 0.5) / w - 0.5
+    tot = m.sum(axis=(1, 2)) + EPS
+    px, py = m.sum(axis=1), m.sum(axis=2)  # N x w, N x h
+    cx, cy = (px @ xs) / tot, (py @ ys) / tot
+    var = (px * np.square(xs[None] - cx[:, None])).sum(axis=1) / tot + \
+        (py * np.square(ys[None] - cy[:, None])).sum(axis=1) / tot
+    return np.stack([m.mean(axis=(1, 2)), 6.0 * var], axis=1)
+
+
 def _subject_offcenter(b: Batch) -> np.ndarray:
     """Distance of the subject mask's centroid from the image centre, over the half-diagonal (0..1)."""
     cx, cy = subject_centroid(b).T
