@@ -625,3 +625,43 @@ def test_muted_reads_lost_colour_not_colour_clipped_to_white_by_an_overexposure(
     muted = (0.5 * grid.reshape(3, -1) + 0.5 * y[None]).reshape(1, -1)  # halfway to grey
     assert unclipped_chroma_change(muted, grid, 0.02)[0] < -0.3
     assert unclipped_chroma_change(np.ones_like(grid), grid, 0.02)[0] == 0.0  # blown to white: nothing measured
+
+
+def _texture(size: int, seed: int) -> np.ndarray:
+    """Gravel-like: coloured clumps of a few pixels everywhere, no subject and no background."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0.1, 0.9, (size // 4, size // 4, 3)).astype(np.float32)
+    return np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR),
+                      dtype=np.float32) / 255
+
+
+def test_subject_extent_is_area_and_spread_in_the_same_units():
+    from pluralign.rewards.verifiers import Batch, subject_extent
+
+    canvas = np.zeros((64, 64, 3), np.float32)
+    whole, square = canvas.copy(), canvas.copy()
+    whole[4:60, 4:60] = 1  # inside the border ring, which sets the background
+    square[24:40, 24:40] = 1
+    (area_w, spread_w), (area_s, spread_s) = subject_extent(Batch(np.stack([whole, square])))
+    assert spread_w == pytest.approx((56 / 64) ** 2, rel=0.05)  # an even mask over the side s: s^2
+    assert spread_s == pytest.approx((16 / 64) ** 2, rel=0.1)
+    assert area_s == pytest.approx((16 / 64) ** 2, rel=0.1)
+
+
+def test_a_blend_that_thins_a_texture_is_not_a_smaller_subject_but_a_shrunk_texture_is():
+    from pluralign.rewards.rules import _features, paired_statistics
+
+    rules = load_rules()
+    rule = rules["small_subject"]
+    o = _texture(128, 0)
+    # a double exposure: half the frame's light from a mirrored copy; the clumps' contrast falls, the mask thins
+    blend = (0.5 * o + 0.5 * o[:, ::-1]).astype(np.float32)
+    fa, fo = _features([blend], {"subject_size"}), _features([o], {"subject_size"})
+    area_drop = -np.log((fa["subject_size"][0] + rule.eps) / (fo["subject_size"][0] + rule.eps))
+    assert area_drop > rule.threshold  # the area alone (the rule until 2026-12-07) read a smaller subject
+    assert paired_statistics({"small_subject": rule}, [blend], [o])["small_subject"][0] < rule.threshold
+    # the same texture shrunk to 0.4 of the side on a flat canvas of its mean colour
+    shrunk = np.broadcast_to(o.mean(axis=(0, 1)), o.shape).copy()
+    small = np.asarray(Image.fromarray((o * 255).astype(np.uint8)).resize((51, 51), Image.LANCZOS), np.float32) / 255
+    shrunk[38:89, 38:89] = small
+    assert paired_statistics({"small_subject": rule}, [shrunk], [o])["small_subject"][0] > rule.threshold
