@@ -665,3 +665,42 @@ def test_a_blend_that_thins_a_texture_is_not_a_smaller_subject_but_a_shrunk_text
     small = np.asarray(Image.fromarray((o * 255).astype(np.uint8)).resize((51, 51), Image.LANCZOS), np.float32) / 255
     shrunk[38:89, 38:89] = small
     assert paired_statistics({"small_subject": rule}, [shrunk], [o])["small_subject"][0] > rule.threshold
+
+
+def test_grain_raises_the_residual_evenly_and_edges_carried_into_a_flat_ground_do_not():
+    from pluralign.rewards.rules import RULE_SPECS, Rule, statistic_from_features
+    from pluralign.rewards.verifiers import Batch, grain_quantiles
+
+    verifier, statistic, direction, eps = RULE_SPECS["film_grain"]
+    assert statistic == "even_rise"
+    rule = Rule("film_grain", verifier, statistic, direction, eps, 0.0)
+    shipped = Rule("film_grain", verifier, "max_log_ratio", direction, eps, 0.0)
+    rng = np.random.default_rng(0)
+    # a subject on a plain ground: texture in the left 40% of the frame, flat mid-grey in the rest
+    o = np.full((128, 128, 3), 0.5, np.float32)
+    o[:, :52] = _texture(128, 1)[:, :52]
+    grain = ndimage_blur(rng.standard_normal((128, 128)).astype(np.float32), 0.8)
+    grainy = np.clip(o + 0.06 * grain[..., None] / grain.std(), 0, 1).astype(np.float32)
+    # a double exposure whose second frame carries texture into half of the ground: 30% of the frame stays flat,
+    # between the 20th and the 35th percentile
+    second = np.full_like(o, 0.5)
+    second[:, 52:90] = _texture(128, 2)[:, 52:90]
+    blend = (0.6 * o + 0.4 * second).astype(np.float32)
+    feats = {k: grain_quantiles(Batch(np.stack([x]))) for k, x in (("o", o), ("grain", grainy), ("blend", blend))}
+    scales = {k: v[:, 1] for k, v in feats.items()}  # the 35th percentile alone: what the rule read until 2026-12-07
+
+    def read(r, which, f):
+        return float(statistic_from_features(r, {"_grain_quantiles": f[which], "_grain_scales": f[which]},
+                                             {"_grain_quantiles": f["o"], "_grain_scales": f["o"]}, None)[0])
+
+    grain_rise, blend_rise = read(rule, "grain", feats), read(rule, "blend", feats)
+    assert grain_rise > 1.0  # grain on the flat ground raises both quantiles
+    assert read(shipped, "blend", scales) > 0.5  # the 35th percentile alone reads the blend's edges as grain
+    assert blend_rise < 0.5 * read(shipped, "blend", scales)
+    assert grain_rise > 4 * blend_rise
+
+
+def ndimage_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(x, sigma)

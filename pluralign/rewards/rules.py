@@ -24,6 +24,9 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``light_flattening`` how much of I_o's large-scale light (its log luminance blurred over 8% of the frame) I_a
   took away, beyond a curve of each cell's own values and a smooth field of the frame's shape, weighted by the
   square of the share of the change it explains (flat lighting: a gain that follows the scene's light)
+* ``even_rise`` the largest, over three pass bands, of the smaller log rise of the residual's 20th and 35th
+  percentiles (film grain: it covers the mid-tones evenly and raises both; a blend's edges in flat areas or a clip's
+  amplified channel raise the residual on part of the frame, the 35th percentile more than the 20th)
 * ``joint_log_ratio`` the smaller log change of a vector measurement's components (small subject: the mask's
   area and its spread over the frame both shrink; a blend that fades a texture thins the mask but leaves it
   spread over the frame)
@@ -81,6 +84,7 @@ from .verifiers import (
     dark_flat_fractions,
     exposure_pair,
     glow_field,
+    grain_quantiles,
     grain_scales,
     lateral_ca,
     lateral_ca_quadrants,
@@ -96,7 +100,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -120,12 +124,13 @@ FEATURES = {
     "_radial": radial_value_field,
     "_light": light_field,
     "_grain_scales": grain_scales,
+    "_grain_quantiles": grain_quantiles,
     "_subject_extent": subject_extent,
 }
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
-                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light",
+                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "even_rise": "_grain_quantiles",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -160,7 +165,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "motion_blur": ("sharpness", "spectral_smear", -1, 0.0),
     "defocused": ("sharpness", "isotropic_loss", -1, 0.0),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
-    "film_grain": ("grain", "max_log_ratio", +1, 0.011),
+    "film_grain": ("grain", "even_rise", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("value", "joint_difference", +1, 0.0),
@@ -318,6 +323,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return (rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))).min(axis=1)  # N x [coarse, fine]
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
+    if rule.statistic == "even_rise":
+        return _log_change(rule, a, o).min(axis=1).max(axis=1)  # N x quantile x band
     if rule.statistic == "joint_log_ratio":
         return _log_change(rule, a, o).min(axis=1)
     if rule.statistic == "joint_difference":
