@@ -24,14 +24,14 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``light_flattening`` how much of I_o's large-scale light (its log luminance blurred over 8% of the frame) I_a
   took away, beyond a curve of each cell's own values and a smooth field of the frame's shape, weighted by the
   square of the share of the change it explains (flat lighting: a gain that follows the scene's light)
-* ``even_rise`` the largest, over three pass bands, of the smaller log rise of the residual's 20th and 35th
+* ``even_rise`` the largest, over three pass bands (a clump spans more pixels of a larger scan), of the smaller log rise of the residual's 20th and 35th
   percentiles (film grain: it covers the mid-tones evenly and raises both; a blend's edges in flat areas or a clip's
   amplified channel raise the residual on part of the frame, the 35th percentile more than the 20th)
 * ``joint_log_ratio`` the smaller log change of a vector measurement's components (small subject: the mask's
   area and its spread over the frame both shrink; a blend that fades a texture thins the mask but leaves it
   spread over the frame)
-* ``max_log_ratio`` the largest log change of a vector measurement's components (film grain: the
-  residual in three pass bands, since a clump spans more pixels of a larger scan)
+* ``max_log_ratio`` the largest log change of a vector measurement's components (film grain's statistic until
+  2026-12-07: the residual's 35th percentile in three pass bands, since a clump spans more pixels of a larger scan)
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
   added, as mean HSV value and mean luminance both rise; a bright scene cannot rise by a large ratio, but
   blowing it out adds more than a small brightness edit can)
