@@ -704,3 +704,17 @@ def ndimage_blur(x: np.ndarray, sigma: float) -> np.ndarray:
     from scipy import ndimage
 
     return ndimage.gaussian_filter(x, sigma)
+
+
+def test_grain_quantiles_select_exactly_what_a_full_sort_does():
+    from pluralign.rewards.verifiers import Batch, _immerkaer, grain_quantiles
+
+    rng = np.random.default_rng(1)
+    for shape in ((2, 64, 48, 3), (2, 9, 10, 3)):
+        x = rng.random(shape, dtype=np.float32)
+        got = grain_quantiles(Batch(x))
+        for j, k in enumerate((1, 2, 4)):
+            r = np.sort(np.abs(_immerkaer(Batch(x).y, step=k)).reshape(shape[0], -1), axis=1)
+            for i, (q, half_normal) in enumerate(((0.2, 0.2533), (0.35, 0.4538))):
+                kth = min(r.shape[1] - 1, int(q * r.shape[1]))
+                np.testing.assert_array_equal(got[:, i, j], r[:, kth] / (half_normal * 6.0))

@@ -494,10 +494,15 @@ def grain_quantiles(b: Batch) -> np.ndarray:
         if flat.shape[1] == 0:  # image smaller than the filter: nothing measurable
             continue
         np.abs(flat, out=flat)
-        ks = [min(flat.shape[1] - 1, int(q * flat.shape[1])) for q in GRAIN_QUANTILES]
-        flat.partition(ks, axis=1)
-        for i, (q, kk) in enumerate(zip(GRAIN_QUANTILES, ks)):
-            out[:, i, j] = flat[:, kk] / (_HALF_NORMAL[q] * 6.0)
+        k20, k35 = (min(flat.shape[1] - 1, int(q * flat.shape[1])) for q in GRAIN_QUANTILES)
+        flat.partition(k35, axis=1)
+        out[:, 1, j] = flat[:, k35] / (_HALF_NORMAL[0.35] * 6.0)
+        if k20 < k35:  # the 20th percentile is among the values left of the 35th: a second, smaller selection there
+            lower = flat[:, :k35]  # is several times faster than one selection of both (numpy's multi-kth partition)
+            lower.partition(k20, axis=1)
+            out[:, 0, j] = lower[:, k20] / (_HALF_NORMAL[0.2] * 6.0)
+        else:
+            out[:, 0, j] = flat[:, k35] / (_HALF_NORMAL[0.2] * 6.0)
     return out
 
 
