@@ -18,6 +18,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _launched_processes_write_scratch_under_pytest(tmp_path_factory):
+    """Processes the tests launch (``accelerate launch``, whose torch elastic agent makes a ``torchelastic_*``
+    directory per run) write their scratch files under TMPDIR; pointed at this session's pytest directory, which
+    pytest prunes, a test run leaves nothing behind in /tmp."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("launched"))
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory):
     """Directory of a saved tiny pipeline per family, built once per session: ``tiny_pipeline_dir("sd")``."""

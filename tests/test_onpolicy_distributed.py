@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(generator=str(paths.aligned_dir()), suite="toy", n_prompts=6, num_candidates=3, scorer="toy",
                 num_inference_steps=4, guidance_scale=6.0, batch_size=6, shard_size=2, min_margin=0.0)
 ARGS = [a for k, v in SETTINGS.items() for a in (f"--{k}", str(v))]
-ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+def env(**more: str) -> dict[str, str]:
+    """The launched processes' environment, read when a test runs (conftest points TMPDIR at pytest's directory)."""
+    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="disabled", **more)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def test_two_processes_split_the_shards_and_make_the_single_process_dataset(sing
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml", "--main_process_port",
            "29557", "-m", "pluralign.onpolicy.cli", *ARGS, "--output_dir", str(tmp_path / "dist")]
-    res = subprocess.run(cmd, cwd=ROOT, env=dict(ENV, ACCELERATE_USE_CPU="1"), capture_output=True, text=True,
+    res = subprocess.run(cmd, cwd=ROOT, env=env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     assert res.stdout.count("wrote ") == 1  # the main process writes the one dataset
@@ -61,7 +63,7 @@ def test_a_killed_run_resumes_to_the_same_dataset(single, tmp_path, capsys):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pluralign.onpolicy.cli", *ARGS, "--output_dir", str(out)]
     first = shard_dir_for(out) / "shard-00000.json"
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
         while not first.exists() and proc.poll() is None and time.time() < deadline:
