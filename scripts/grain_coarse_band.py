@@ -1,6 +1,6 @@
 """How much pluralign's own film grain moves the coarse contrast band, by image size.
 
-The grain round of 2026-12-07 (docs/rewards.md, "Grain less what a tone curve explains") subtracted the coarse
+The grain round of 2026-12-07 (docs/rewards_journal.md, "Grain less what a tone curve explains") subtracted the coarse
 band's rise (16-px block means) from the grain residual's rise, so that a tone curve, which scales texture at every
 scale, would not read as grain. It was rejected: the calibration's grain accuracy fell 0.950 -> 0.931. This prints
 the coarse band's log rise under `pluralign.data.degradations.film_grain` on the calibration photos, per size: at

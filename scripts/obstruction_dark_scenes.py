@@ -11,7 +11,7 @@ This makes that case from the diagnosis photos (gradio's four, installed with it
     python scripts/obstruction_dark_scenes.py                        # the shipped rule, about 20 s
     PYTHONPATH=/path/to/worktree python scripts/obstruction_dark_scenes.py   # a candidate's code, same pairs
 
-docs/rewards.md ("The same bar, with growth that every lighter level shows") quotes its output for the shipped rule
+docs/rewards_journal.md ("The same bar, with growth that every lighter level shows") quotes its output for the shipped rule
 and, through a worktree of the candidate's commit, for the candidate.
 """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real colour photographs that no verifier rule was calibrated, tuned or diagnosed on, for
-# `python -m pluralign.rewards.holdout --photos ...` (docs/rewards.md, "Photos no rule was looked at on").
+# `python -m pluralign.rewards.holdout --photos ...` (docs/rewards_journal.md, "Photos no rule was looked at on").
 #
 #   scripts/unseen_photos.sh [DIR]        # default DIR: /tmp/pluralign-unseen-photos; prints the --photos value
 #
