@@ -169,10 +169,10 @@ def _second_diff(a: np.ndarray, axis: int, step: int) -> np.ndarray:
     Written out with ``out=`` so a 256 x 256 batch allocates one array instead of three; the
     residual filters below run on every image, so their temporaries dominate the verifier cost.
     """
-    n = a.shape[axis]
+    m = max(a.shape[axis] - 2 * step, 0)  # an axis shorter than the filter has no valid part: empty, not wrapped
     lo = [slice(None)] * a.ndim
     mid, hi = list(lo), list(lo)
-    lo[axis], mid[axis], hi[axis] = slice(0, n - 2 * step), slice(step, n - step), slice(2 * step, n)
+    lo[axis], mid[axis], hi[axis] = slice(0, m), slice(step, step + m), slice(2 * step, 2 * step + m)
     out = np.add(a[tuple(lo)], a[tuple(hi)])
     out -= a[tuple(mid)]
     out -= a[tuple(mid)]
