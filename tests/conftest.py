@@ -22,7 +22,9 @@ import pytest  # noqa: E402
 def _launched_processes_write_scratch_under_pytest(tmp_path_factory):
     """Processes the tests launch (``accelerate launch``, whose torch elastic agent makes a ``torchelastic_*``
     directory per run) write their scratch files under TMPDIR; pointed at this session's pytest directory, which
-    pytest prunes, a test run leaves nothing behind in /tmp."""
+    pytest prunes, a test run leaves nothing behind in /tmp. The test process itself keeps the directory tempfile
+    cached at import; only launched processes read the new value. The paths of the sockets those processes make
+    there stay under Linux's 108 characters (about 86 with pytest-xdist's worker directories)."""
     before = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("launched"))
     yield

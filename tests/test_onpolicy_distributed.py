@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(generator=str(paths.aligned_dir()), suite="toy", n_prompts=6, num_candidates=3, scorer="toy",
                 num_inference_steps=4, guidance_scale=6.0, batch_size=6, shard_size=2, min_margin=0.0)
 ARGS = [a for k, v in SETTINGS.items() for a in (f"--{k}", str(v))]
+
+
 def env(**more: str) -> dict[str, str]:
     """The launched processes' environment, read when a test runs (conftest points TMPDIR at pytest's directory)."""
     return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="disabled", **more)

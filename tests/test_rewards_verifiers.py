@@ -643,20 +643,23 @@ def test_subject_extent_is_area_and_spread_in_the_same_units():
     whole[4:60, 4:60] = 1  # inside the border ring, which sets the background
     square[24:40, 24:40] = 1
     (area_w, spread_w), (area_s, spread_s) = subject_extent(Batch(np.stack([whole, square])))
+    assert area_w == pytest.approx((56 / 64) ** 2, rel=0.05)
     assert spread_w == pytest.approx((56 / 64) ** 2, rel=0.05)  # an even mask over the side s: s^2
     assert spread_s == pytest.approx((16 / 64) ** 2, rel=0.1)
     assert area_s == pytest.approx((16 / 64) ** 2, rel=0.1)
 
 
 def test_a_blend_that_thins_a_texture_is_not_a_smaller_subject_but_a_shrunk_texture_is():
-    from pluralign.rewards.rules import _features, paired_statistics
+    from pluralign.rewards.rules import _features, estimate_rotation_spectra, paired_statistics, register
 
     rules = load_rules()
     rule = rules["small_subject"]
     o = _texture(128, 0)
     # a double exposure: half the frame's light from a mirrored copy; the clumps' contrast falls, the mask thins
     blend = (0.5 * o + 0.5 * o[:, ::-1]).astype(np.float32)
-    fa, fo = _features([blend], {"subject_size"}), _features([o], {"subject_size"})
+    fa, fo = _features([blend], {"subject_size", "_grid", "_spectrum"}), _features([o], {"subject_size", "_grid", "_spectrum"})
+    # a blend has no single transform: the whole-frame reading decides, which is what this test is about
+    assert not register(fa["_grid"], fo["_grid"], estimate_rotation_spectra(fa["_spectrum"], fo["_spectrum"])).confident[0]
     area_drop = -np.log((fa["subject_size"][0] + rule.eps) / (fo["subject_size"][0] + rule.eps))
     assert area_drop > rule.threshold  # the area alone (the rule until 2026-12-07) read a smaller subject
     assert paired_statistics({"small_subject": rule}, [blend], [o])["small_subject"][0] < rule.threshold

@@ -24,9 +24,10 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``light_flattening`` how much of I_o's large-scale light (its log luminance blurred over 8% of the frame) I_a
   took away, beyond a curve of each cell's own values and a smooth field of the frame's shape, weighted by the
   square of the share of the change it explains (flat lighting: a gain that follows the scene's light)
-* ``even_rise`` the largest, over three pass bands (a clump spans more pixels of a larger scan), of the smaller log rise of the residual's 20th and 35th
-  percentiles (film grain: it covers the mid-tones evenly and raises both; a blend's edges in flat areas or a clip's
-  amplified channel raise the residual on part of the frame, the 35th percentile more than the 20th)
+* ``even_rise`` the largest, over three pass bands (a clump spans more pixels of a larger scan), of the smaller
+  log rise of the fine residual's 20th and 35th percentiles (film grain: it covers the mid-tones evenly and raises
+  both; a blend's edges in flat areas or a clip's amplified channel raise the residual on part of the frame, the
+  35th percentile more than the 20th)
 * ``joint_log_ratio`` the smaller log change of a vector measurement's components (small subject: the mask's
   area and its spread over the frame both shrink; a blend that fades a texture thins the mask but leaves it
   spread over the frame)
@@ -127,6 +128,7 @@ FEATURES = {
     "_grain_quantiles": grain_quantiles,
     "_subject_extent": subject_extent,
 }
+# Statistics defined on one feature whatever the rule's verifier (even_rise reads the grain residual's quantiles).
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",

@@ -476,7 +476,8 @@ def grain_scales(b: Batch) -> np.ndarray:
     return np.stack([_abs_quantile(_immerkaer(b.y, step=k), 0.35) * _Q35_TO_SIGMA for k in (1, 2, 4)], axis=1)
 
 
-# The 20th and 35th percentiles of |N(0, 1)|: each quantile of the residual read as a noise sigma.
+# The residual's quantile levels the grain rule compares, the lower first, and the same quantiles of |N(0, 1)|,
+# which read each as a noise sigma.
 GRAIN_QUANTILES = (0.2, 0.35)
 _HALF_NORMAL = {0.2: 0.2533, 0.35: 0.4538}
 
@@ -494,15 +495,16 @@ def grain_quantiles(b: Batch) -> np.ndarray:
         if flat.shape[1] == 0:  # image smaller than the filter: nothing measurable
             continue
         np.abs(flat, out=flat)
-        k20, k35 = (min(flat.shape[1] - 1, int(q * flat.shape[1])) for q in GRAIN_QUANTILES)
-        flat.partition(k35, axis=1)
-        out[:, 1, j] = flat[:, k35] / (_HALF_NORMAL[0.35] * 6.0)
-        if k20 < k35:  # the 20th percentile is among the values left of the 35th: a second, smaller selection there
-            lower = flat[:, :k35]  # is several times faster than one selection of both (numpy's multi-kth partition)
-            lower.partition(k20, axis=1)
-            out[:, 0, j] = lower[:, k20] / (_HALF_NORMAL[0.2] * 6.0)
+        q_low, q_high = GRAIN_QUANTILES
+        k_low, k_high = (min(flat.shape[1] - 1, int(q * flat.shape[1])) for q in GRAIN_QUANTILES)
+        flat.partition(k_high, axis=1)
+        out[:, 1, j] = flat[:, k_high] / (_HALF_NORMAL[q_high] * 6.0)
+        if k_low < k_high:  # the lower quantile is among the values left of the higher: a second, smaller selection
+            lower = flat[:, :k_high]  # there is several times faster than numpy's one selection of both (two kth)
+            lower.partition(k_low, axis=1)
+            out[:, 0, j] = lower[:, k_low] / (_HALF_NORMAL[q_low] * 6.0)
         else:
-            out[:, 0, j] = flat[:, k35] / (_HALF_NORMAL[0.2] * 6.0)
+            out[:, 0, j] = flat[:, k_high] / (_HALF_NORMAL[q_low] * 6.0)
     return out
 
 
