@@ -321,13 +321,11 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return rule.direction * radial_falloff(a, o)
     if rule.statistic == "light_flattening":
         return rule.direction * light_flattening(a, o)
-    if rule.statistic == "band_drop":
-        return (rule.direction * (np.log(a + rule.eps) - np.log(o + rule.eps))).min(axis=1)  # N x [coarse, fine]
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "even_rise":
         return _log_change(rule, a, o).min(axis=1).max(axis=1)  # N x quantile x band
-    if rule.statistic == "joint_log_ratio":
+    if rule.statistic in ("joint_log_ratio", "band_drop"):  # band_drop: N x [coarse, fine]
         return _log_change(rule, a, o).min(axis=1)
     if rule.statistic == "joint_difference":
         return (rule.direction * (a - o)).min(axis=1)

@@ -468,12 +468,13 @@ def _grain(b: Batch) -> np.ndarray:
 
 
 def grain_scales(b: Batch) -> np.ndarray:
-    """The :func:`_grain` sigma with taps 1, 2 and 4 pixels apart: N x 3.
+    """The :func:`_grain` sigma with taps 1, 2 and 4 pixels apart: N x 3 (the 35th percentile of
+    :func:`grain_quantiles`, which computes the residuals once for both).
 
     Grain is a size on the film, not in pixels: the same clumps span under a pixel of a 128 px scan and
-    several of a 1024 px one. The paired rule takes the largest rise over the three pass bands.
+    several of a 1024 px one. The paired rule until 2026-12-07 took the largest rise over the three pass bands.
     """
-    return np.stack([_abs_quantile(_immerkaer(b.y, step=k), 0.35) * _Q35_TO_SIGMA for k in (1, 2, 4)], axis=1)
+    return grain_quantiles(b)[:, 1]
 
 
 # The residual's quantile levels the grain rule compares, the lower first, and the same quantiles of |N(0, 1)|,
@@ -489,23 +490,26 @@ def grain_quantiles(b: Batch) -> np.ndarray:
     a second exposure's edges into flat areas, or a clip that leaves one channel's texture amplified, adds residual
     to part of the frame: the 35th percentile rises, the 20th much less.
     """
-    out = np.zeros((b.y.shape[0], len(GRAIN_QUANTILES), 3), dtype=np.float64)
-    for j, k in enumerate((1, 2, 4)):
-        flat = _immerkaer(b.y, step=k).reshape(b.y.shape[0], -1)  # a scratch residual: made absolute in place
-        if flat.shape[1] == 0:  # image smaller than the filter: nothing measurable
-            continue
-        np.abs(flat, out=flat)
-        q_low, q_high = GRAIN_QUANTILES
-        k_low, k_high = (min(flat.shape[1] - 1, int(q * flat.shape[1])) for q in GRAIN_QUANTILES)
-        flat.partition(k_high, axis=1)
-        out[:, 1, j] = flat[:, k_high] / (_HALF_NORMAL[q_high] * 6.0)
-        if k_low < k_high:  # the lower quantile is among the values left of the higher: a second, smaller selection
-            lower = flat[:, :k_high]  # there is several times faster than numpy's one selection of both (two kth)
-            lower.partition(k_low, axis=1)
-            out[:, 0, j] = lower[:, k_low] / (_HALF_NORMAL[q_low] * 6.0)
-        else:
-            out[:, 0, j] = flat[:, k_high] / (_HALF_NORMAL[q_low] * 6.0)
-    return out
+    def f():
+        out = np.zeros((b.y.shape[0], len(GRAIN_QUANTILES), 3), dtype=np.float64)
+        for j, k in enumerate((1, 2, 4)):
+            flat = _immerkaer(b.y, step=k).reshape(b.y.shape[0], -1)  # a scratch residual: made absolute in place
+            if flat.shape[1] == 0:  # image smaller than the filter: nothing measurable
+                continue
+            np.abs(flat, out=flat)
+            q_low, q_high = GRAIN_QUANTILES
+            k_low, k_high = (min(flat.shape[1] - 1, int(q * flat.shape[1])) for q in GRAIN_QUANTILES)
+            flat.partition(k_high, axis=1)
+            out[:, 1, j] = flat[:, k_high] / (_HALF_NORMAL[q_high] * 6.0)
+            if k_low < k_high:  # the lower quantile is among the values left of the higher: a second, smaller
+                lower = flat[:, :k_high]  # selection there is several times faster than numpy's one of both
+                lower.partition(k_low, axis=1)
+                out[:, 0, j] = lower[:, k_low] / (_HALF_NORMAL[q_low] * 6.0)
+            else:
+                out[:, 0, j] = flat[:, k_high] / (_HALF_NORMAL[q_low] * 6.0)
+        return out
+
+    return b._get("grain_quantiles", f)
 
 
 def _dct8() -> np.ndarray:
@@ -602,7 +606,7 @@ def subject_extent(b: Batch) -> np.ndarray:
     xs = (np.arange(w, dtype=np.float64) + 0.5) / w - 0.5
     tot = m.sum(axis=(1, 2)) + EPS
     px, py = m.sum(axis=1), m.sum(axis=2)  # N x w, N x h
-    cx, cy = (px @ xs) / tot, (py @ ys) / tot
+    cx, cy = subject_centroid(b).T
     var = (px * np.square(xs[None] - cx[:, None])).sum(axis=1) / tot + \
         (py * np.square(ys[None] - cy[:, None])).sum(axis=1) / tot
     return np.stack([m.mean(axis=(1, 2)), 6.0 * var], axis=1)
