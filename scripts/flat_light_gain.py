@@ -22,12 +22,10 @@ and prints what fires at it on the reference pairs.
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from vignette_dark_corners import DIAGNOSIS_DIR, calibration_square, diagnosis_photos, square
+from vignette_dark_corners import DIAGNOSIS_DIR, calibration_square, diagnosis_photos, jpeg, square
 
 from pluralign.data.degradations import apply_float
 from pluralign.rewards import reference_degradations as R
@@ -53,9 +51,7 @@ def benign(o: np.ndarray, kind: str) -> np.ndarray:
         return np.clip(o * 0.98, 0, 1)
     if kind == "shift":
         return np.roll(o, max(1, o.shape[1] // 50), axis=1)
-    buf = io.BytesIO()
-    Image.fromarray((o * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=90)
-    return np.asarray(Image.open(buf), dtype=np.float32) / 255
+    return jpeg(o, 90)
 
 
 def reference_pairs(photos: list[Path]) -> dict[str, np.ndarray]:

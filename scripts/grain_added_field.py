@@ -22,11 +22,9 @@ order statistic.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image
-from vignette_dark_corners import diagnosis_photos, square
+from vignette_dark_corners import diagnosis_photos, jpeg, square
 
 from pluralign.rewards import reference_degradations as R
 from pluralign.rewards.rules import _features, estimate_rotation_spectra, register
@@ -47,13 +45,11 @@ def added_sigma(a: np.ndarray, o: np.ndarray, step: int) -> float:
 def benign(o: np.ndarray, kind: str) -> np.ndarray:
     if kind == "brightness":
         return np.clip(o * 1.02, 0, 1).astype(np.float32)
-    im = Image.fromarray((o * 255).round().astype(np.uint8))
     if kind == "resize":
         h = o.shape[0]
+        im = Image.fromarray((o * 255).round().astype(np.uint8))
         return np.asarray(im.resize((int(h * 0.8),) * 2, Image.BICUBIC).resize((h, h), Image.BICUBIC), np.float32) / 255
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=90 if kind == "jpeg90" else 95)
-    return np.asarray(Image.open(buf), np.float32) / 255
+    return jpeg(o, 90 if kind == "jpeg90" else 95)
 
 
 def gravel_rises() -> None:

@@ -25,13 +25,11 @@ shipped threshold:
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 from cast_saturated_scenes import saturate
-from PIL import Image
 from scipy import ndimage
-from vignette_dark_corners import calibration_square, diagnosis_photos, square
+from vignette_dark_corners import calibration_square, diagnosis_photos, jpeg, square
 
 from pluralign.data.degradations import apply_float
 from pluralign.rewards import reference_degradations as R
@@ -51,11 +49,6 @@ def shallow_focus(x: np.ndarray) -> np.ndarray:
     blurred = ndimage.gaussian_filter(x, (0.02 * min(h, w), 0.02 * min(h, w), 0))
     return np.where(inside[..., None], x, blurred).astype(np.float32)
 
-
-def jpeg90(o: np.ndarray) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray((o * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=90)
-    return np.asarray(Image.open(buf), dtype=np.float32) / 255
 
 
 def rules() -> dict[str, Rule]:
@@ -94,7 +87,7 @@ def main() -> int:
                     o = square(path, size)
                     o = o if edit is None else np.clip(edit(o), 0, 1).astype(np.float32)
                     if attr == "jpeg90":
-                        pairs.append((jpeg90(o), o))
+                        pairs.append((jpeg(o, 90), o))
                     else:
                         pairs += [(np.clip(R.degrade(o, attr, s, rng), 0, 1).astype(np.float32), o) for s in SEVERITIES]
             f = fires(pairs, rs)

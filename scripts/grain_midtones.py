@@ -16,11 +16,8 @@ this; docs/rewards_journal.md says why not yet.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
-from vignette_dark_corners import calibration_square, diagnosis_photos, square
+from vignette_dark_corners import calibration_square, diagnosis_photos, jpeg, square
 
 from pluralign.data.degradations import apply_float
 from pluralign.rewards import reference_degradations as R
@@ -49,11 +46,6 @@ def even_rise(a: np.ndarray, o: np.ndarray, lo: float) -> float:
     return float(np.log((quantiles(a, lo) + EPS) / (quantiles(o, lo) + EPS)).min(axis=0).max())
 
 
-def jpeg90(o: np.ndarray) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray((o * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=90)
-    return np.asarray(Image.open(buf), np.float32) / 255
-
 
 def main() -> int:
     threshold = load_rules()["film_grain"].threshold
@@ -69,7 +61,7 @@ def main() -> int:
                 for size in (64, 128, 256, 1024):
                     o = square(path, size)
                     if attr == "jpeg90":
-                        values.append(even_rise(jpeg90(o), o, lo))
+                        values.append(even_rise(jpeg(o, 90), o, lo))
                         names.append(path.stem)
                         continue
                     for s in (0.3, 0.65, 1.0):

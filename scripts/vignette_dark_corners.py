@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,13 @@ def diagnosis_photos(diagnosis_dir: Path = DIAGNOSIS_DIR) -> list[Path]:
         raise SystemExit(f"no diagnosis photos in {diagnosis_dir}; run scripts/diagnosis_photos.sh and "
                          f"scripts/diagnosis_photos.sh {diagnosis_dir} 2 first")
     return PHOTOS + sets
+
+
+def jpeg(x: np.ndarray, quality: int) -> np.ndarray:
+    """``x`` (float RGB) saved as an 8-bit JPEG at ``quality`` and read back."""
+    buf = io.BytesIO()
+    Image.fromarray((x * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf), dtype=np.float32) / 255
 
 
 def calibration_square(x: np.ndarray, size: int) -> np.ndarray:
