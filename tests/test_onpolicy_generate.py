@@ -114,6 +114,47 @@ def test_pairs_per_prompt_takes_the_next_best_candidates_while_they_pass():
     assert select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1).more_chosen == []  # one pair by default
 
 
+def test_content_pair_rejects_the_content_losing_candidate_that_shows_the_attributes_most():
+    sa, so, ca, co = [0.9, 0.2, 0.8, 0.95, 0.7], [0.1, 0.0], [1, 1, 0.1, 0.3, 0.2], [1, 1]
+    d = select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1, content_pair=True)
+    # chosen: 0 (0.9 keeps the content); of the lost ones (2, 3, 4) candidate 3 scores highest
+    assert (d.chosen, d.rejected, d.content_rejected) == (0, 1, 3)
+    assert select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1).content_rejected is None  # off by default
+    assert select_pair(sa, so, [1] * 5, co, min_content=0.5, min_margin=0.1, content_pair=True).content_rejected is None
+    # a dropped prompt pair gives no row at all, whatever its lost candidates
+    d = select_pair(sa, so, ca, co, min_content=0.5, min_margin=5.0, content_pair=True)
+    assert not d.accepted and d.content_rejected is None
+    # ties among the lost ones go to the lower index; NaN scores are never picked
+    d = select_pair([0.9, 0.5, 0.5, np.nan], [0.0], [1, 0.1, 0.1, 0.1], [1], min_content=0.5, min_margin=0,
+                    content_pair=True)
+    assert d.content_rejected == 1
+
+
+def test_content_pairs_add_one_anti_row_against_the_lost_candidate(generated, pipe, scorer, tmp_path):
+    """The same candidates as the plain run: every plain row is kept, and each accepted prompt pair with a P_a
+    candidate that lost the content adds one anti row, P_a prompt, the same chosen image, the lost candidate
+    rejected."""
+    cfg1, _, ds1, _ = generated
+    out = tmp_path / "pairs"
+    OG.generate_dataset(config(out, min_margin=0.0, content_pairs=True), pipe=pipe, scorer=scorer, progress=False)
+    ds = datasets.load_from_disk(str(out))
+    log = json.loads((out / "generate_log.json").read_text())
+    lost = [d for d in log["decisions"] if d["content_rejected"] is not None]
+    assert lost, "the test's suite should have an accepted prompt pair with a content-losing P_a candidate"
+    assert len(ds) == len(ds1) + len(lost) == log["summary"]["rows"] and log["summary"]["content_rows"] == len(lost)
+    first = {r["pair_id"]: r for r in ds1 if r["kind"] == "anti"}
+    extra = [r for r in ds if r["kind"] == "anti" and r["rejected_content"] < cfg1.min_content]
+    assert len(extra) == len(lost)
+    for r, d in zip(extra, lost):
+        one = first[r["pair_id"]]
+        j = d["content_rejected"]
+        assert r["prompt"] == one["prompt"] == d["prompt_a"]
+        assert np.array_equal(png_array(r["chosen"]), png_array(one["chosen"]))
+        assert r["rejected_seed"] == d["seeds"][j] and r["rejected_score"] == d["scores_a"][j]
+        assert not np.array_equal(png_array(r["rejected"]), png_array(one["rejected"]))
+    assert "only the chosen one kept the subject" in (out / "README.md").read_text()
+
+
 def test_pairs_per_prompt_rows_share_the_rejected_image_under_their_own_ids(generated, pipe, scorer, tmp_path):
     """The same candidates as the one-pair run, up to 3 pairs a prompt pair: the first pair of each prompt pair is
     the one-pair run's row, the others add distinct chosen images against the same rejected image, and the counts

@@ -30,7 +30,10 @@ def summarize(logs: list[dict]) -> dict:
     margins = [d["margin"] for d in accepted]
     return {
         "prompt_pairs": n, "accepted": len(accepted), "acceptance_rate": len(accepted) / n if n else 0.0,
-        "rows": 2 * sum(1 + len(d.get("more_chosen", [])) for d in accepted), "dropped": dict(sorted(dropped.items())),
+        "rows": 2 * sum(1 + len(d.get("more_chosen", [])) for d in accepted)
+        + sum(d.get("content_rejected") is not None for d in accepted),
+        "content_rows": sum(d.get("content_rejected") is not None for d in accepted),
+        "dropped": dict(sorted(dropped.items())),
         "per_attribute": {k: dict(v) for k, v in sorted(per_attr.items())},
         "per_category": {k: dict(v) for k, v in sorted(per_cat.items())},
         "margin": ({"mean": float(np.mean(margins)), "median": float(np.median(margins)), "min": float(min(margins)),
@@ -77,7 +80,11 @@ def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, mi
         "with the labels swapped."
         + (f" An accepted prompt pair gives up to {config['pairs_per_prompt']} anti + mirror pairs: its next best P_a "
            "images that pass the same margin and floor, each against the same rejected image (`pair_id` "
-           "`SOURCE#INDEX.K`)." if config.get("pairs_per_prompt", 1) > 1 else ""), "",
+           "`SOURCE#INDEX.K`)." if config.get("pairs_per_prompt", 1) > 1 else "")
+        + (f" {s.get('content_rows', 0)} accepted prompt pairs also give one more *anti* row under the first pair's "
+           "`pair_id`: the chosen image over the P_a image that lost the content and shows the attributes most "
+           "(both follow the request; only the chosen one kept the subject)." if config.get("content_pairs") else ""),
+        "",
         f"- **generator:** `{generator}`",
         f"- **scorer:** `{scorer}` (content kept: content score >= {config['min_content']}; min_margin {min_margin}; "
         f"min_chosen_score {'none' if min_chosen is None else min_chosen})",
@@ -88,7 +95,8 @@ def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, mi
            if config.get("attribute_guidance") else "") + ", "
         f"size {_size(config)}, seed {config['seed']}", "",
         f"**Prompt pairs:** {s['prompt_pairs']}  ·  **accepted:** {s['accepted']}  ·  **acceptance rate:** "
-        f"{s['acceptance_rate']:.1%}  ·  **rows:** {s['rows']} (anti + mirror)  ·  **images sampled:** {s['images']}",
+        f"{s['acceptance_rate']:.1%}  ·  **rows:** {s['rows']} (anti + mirror"
+        f"{' + content' if config.get('content_pairs') else ''})  ·  **images sampled:** {s['images']}",
         "", f"Accepted margins (chosen - rejected attribute score): {margin_line}.", "",
         "## Dropped prompt pairs", "",
         "| reason | prompt pairs | meaning |", "|---|---:|---|",

@@ -54,6 +54,9 @@ class GenerateConfig:
                                    "that keep the content, each against the same cleanest P_o candidate, while each "
                                    "passes min_margin and min_chosen_score. More distinct pairs from the same samples",
                                    min=1, max=1024)
+    content_pairs: bool = option(False, "also give an accepted prompt pair one more anti row under P_a: its chosen "
+                                 "image over the P_a candidate that lost P_o's content and shows the attributes most. "
+                                 "Both follow the request; only the chosen one kept the subject")
     min_content: float = option(0.5, "content score (0..1) a candidate needs to count as still showing P_o's "
                                 "content", min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)

@@ -188,12 +188,19 @@ def _scores(values, n: int, what: str, scorer: str) -> np.ndarray:
 def pair_rows(row: EvalRow, index: int, d: Decision, seeds_a: list[int], seeds_o: list[int], cand_a: list,
               cand_o: list, cfg: GenerateConfig, p: Prepared) -> list[dict]:
     """The anti row and its mirror for each chosen image of an accepted decision (images as PNG bytes; a photo's
-    own bytes). The first pair's id is ``SOURCE#INDEX``, a further one's ``SOURCE#INDEX.K``."""
+    own bytes). The first pair's id is ``SOURCE#INDEX``, a further one's ``SOURCE#INDEX.K``. With
+    ``d.content_rejected`` one more anti row, under the first pair's id: the chosen image over the P_a candidate
+    that lost the content (no mirror: under P_o neither image is what was asked for)."""
     o_png = encode_png(cand_o[d.rejected], cfg.png_compress_level)
     out = []
     for n, chosen in enumerate([d.chosen, *d.more_chosen]):
         out += _one_pair(row, f"{p.source}#{index}" + (f".{n}" if n else ""), d, chosen, seeds_a, seeds_o, cand_a,
                          o_png, cfg, p)
+    if d.content_rejected is not None:
+        j = d.content_rejected
+        lost = {"seed": seeds_a[j], "score": d.scores_a[j], "content": d.content_a[j]}
+        out.append({**out[0], "rejected": encode_png(cand_a[j], cfg.png_compress_level), "rejected_seed": lost["seed"],
+                    "rejected_score": lost["score"], "rejected_content": lost["content"]})
     return out
 
 
@@ -281,7 +288,7 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
             na = len(cand_a)
             d = select_pair(att[j:j + na], att[j + na:j + na + k], con[j:j + na], con[j + na:j + na + k],
                             min_content=cfg.min_content, min_margin=p.min_margin, min_chosen=p.min_chosen,
-                            n_pairs=cfg.pairs_per_prompt)
+                            n_pairs=cfg.pairs_per_prompt, content_pair=cfg.content_pairs)
             if d.accepted:
                 out_rows += pair_rows(row, start + i, d, seeds_a, seeds[i], cand_a, cand_o, cfg, p)
         else:

@@ -19,6 +19,11 @@ With ``n_pairs`` > 1 an accepted prompt pair also gives the next best content-ke
 score, each against the same rejected image, for as long as each passes the same margin and floor (``more_chosen``):
 best-of-n samples hold more than one image that shows the request, and distinct images teach more than one
 image repeated.
+
+With ``content_pair`` an accepted prompt pair also names ``content_rejected``: of the P_a candidates that lost the
+content, the one the scorer rates highest for the attributes (ties to the lower index). Under P_a the chosen image
+beats it: both show the request, only the chosen one kept the subject. Best-of-n discards such samples; as a
+rejected image they teach following the request without overdoing it until the subject is gone.
 """
 
 from __future__ import annotations
@@ -54,11 +59,13 @@ class Decision:
     content_a: list[float] = field(default_factory=list)
     content_o: list[float] = field(default_factory=list)
     more_chosen: list[int] = field(default_factory=list)  # further P_a candidates paired with ``rejected``
+    content_rejected: int | None = None  # the P_a candidate that lost the content, rejected under P_a (content_pair)
 
     def to_dict(self) -> dict:
         return {"accepted": self.accepted, "reason": self.reason, "chosen": self.chosen, "rejected": self.rejected,
                 "margin": self.margin, "scores_a": self.scores_a, "scores_o": self.scores_o,
-                "content_a": self.content_a, "content_o": self.content_o, "more_chosen": self.more_chosen}
+                "content_a": self.content_a, "content_o": self.content_o, "more_chosen": self.more_chosen,
+                "content_rejected": self.content_rejected}
 
 
 def _floats(x) -> list[float]:
@@ -66,9 +73,10 @@ def _floats(x) -> list[float]:
 
 
 def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float, min_margin: float,
-                min_chosen: float | None = None, has_attributes: bool = True, n_pairs: int = 1) -> Decision:
+                min_chosen: float | None = None, has_attributes: bool = True, n_pairs: int = 1,
+                content_pair: bool = False) -> Decision:
     """The decision for one prompt pair from its candidates' attribute and content scores (up to ``n_pairs``
-    chosen images)."""
+    chosen images, and with ``content_pair`` the content-losing P_a candidate to reject under P_a)."""
     sa, so, ca, co = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (scores_a, scores_o, content_a, content_o))
     if not (len(sa) == len(ca) and len(so) == len(co)):
         raise ValueError(f"select_pair: {len(sa)} P_a scores but {len(ca)} content scores, or {len(so)} P_o scores "
@@ -111,4 +119,7 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
         if refused(j):
             break  # in order of score: no later candidate passes either
         d.more_chosen.append(int(j))
+    lost_a = np.flatnonzero((ca < min_content) & ~np.isnan(sa))
+    if content_pair and len(lost_a):
+        d.content_rejected = int(lost_a[np.argmax(sa[lost_a])])
     return d

@@ -101,6 +101,9 @@ class DemoConfig:
     semantic_pairs_per_prompt: int = option(1, "anti + mirror pairs an accepted on-policy prompt pair may give (data "
                                             "generate's pairs_per_prompt: the next best candidates against the same "
                                             "rejected image)", min=1, max=64)
+    semantic_content_pairs: bool = option(False, "give an accepted on-policy prompt pair one more anti row: its "
+                                          "chosen image over the base's P_a sample that lost the object (data "
+                                          "generate's content_pairs)")
     onpolicy_guidance_scale: float = option(-1.0, "CFG scale the generator samples the on-policy pairs with (negative: "
                                             "the demo's own, guidance_scale); a teacher is sampled at the scale it "
                                             "draws the requests best at, whatever the models are evaluated with",
@@ -199,7 +202,7 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
     t0 = time.perf_counter()
     gcfg = GenerateConfig(generator=str(generator or paths.base_dir()), generator_adapter=str(adapter) if adapter else None,
                           suite="toy", num_candidates=cfg.semantic_candidates, scorer="toy", min_chosen_score=0.0,
-                          pairs_per_prompt=cfg.semantic_pairs_per_prompt,
+                          pairs_per_prompt=cfg.semantic_pairs_per_prompt, content_pairs=cfg.semantic_content_pairs,
                           num_inference_steps=sampling["num_inference_steps"],
                           guidance_scale=cfg.onpolicy_guidance_scale if cfg.onpolicy_guidance_scale >= 0
                           else sampling["guidance_scale"],
