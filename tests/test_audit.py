@@ -42,6 +42,32 @@ def test_bootstrap_ci_covers_the_truth():
     assert covered / 200 >= 0.9
 
 
+def test_binary_rates_get_the_wilson_interval_that_never_collapses_at_the_ends():
+    from scipy.stats import binomtest
+
+    for k, n in [(24, 24), (0, 24), (14, 24), (9, 24), (276, 288), (1, 3)]:
+        r = M.rate_with_ci([1.0] * k + [0.0] * (n - k) + [float("nan")])
+        expected = binomtest(k, n).proportion_ci(method="wilson")
+        assert r["n"] == n and r["rate"] == pytest.approx(k / n)
+        assert r["ci95"] == pytest.approx([expected.low, expected.high], abs=1e-12)
+    # 24 of 24 is not a proof of 100%: the bootstrap said [1, 1], the score interval leaves room below
+    assert M.rate_with_ci([1.0] * 24)["ci95"] == pytest.approx([0.862, 1.0], abs=1e-3)
+    assert M.rate_with_ci([0.0] * 24)["ci95"][0] == 0.0
+    # fractional outcomes (ties as one half) keep the bootstrap: its interval is then the bootstrap's
+    half = [1.0, 0.5, 0.0, 1.0] * 6
+    assert M.rate_with_ci(half, n_boot=500, seed=3)["ci95"] == list(M.bootstrap_ci(half, n_boot=500, seed=3))
+    # exact coverage at 24 rows (the demo's per-attribute cells): the score interval holds about 95% near the
+    # ends, where the bootstrap, which reads k of 24 as certain at k = 24, covers 70% at a true rate of 95%
+    from scipy.stats import binom
+
+    def coverage(interval, p):
+        return sum(binom.pmf(k, 24, p) for k in range(25) if interval(k)[0] <= p <= interval(k)[1])
+
+    for p in (0.05, 0.3, 0.5, 0.9, 0.95, 0.98):
+        assert coverage(lambda k: M.wilson_ci(k, 24), p) >= 0.91, p
+    assert coverage(lambda k: M.bootstrap_ci([1.0] * k + [0.0] * (24 - k)), 0.95) < 0.75
+
+
 def _write_folder(tmp_path, n_win=6, n_loss=2):
     """Triplets where the verifier reward must prefer I_a under 'blurry' exactly n_win times."""
     from skimage import data

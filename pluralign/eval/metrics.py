@@ -1,7 +1,8 @@
 """What the eval loop measures, as pure functions of per-row arrays (plus thin wrappers that fill
 those arrays from images with the verifier rules, reward models and content checkers).
 
-Definitions (every rate carries a paired bootstrap 95% CI over suite rows):
+Definitions (every rate carries a 95% CI over suite rows: Wilson's score interval for a rate of 0/1 outcomes,
+the paired bootstrap for fractional ones and for differences; :func:`pluralign.rewards.metrics.rate_with_ci`):
 
 - **Adherence** of a variant: per row, the share of its *measured* requested attributes for
   which ``I_a`` shows the attribute: relative to ``I_o`` from the same seed where a verifier rule
@@ -46,7 +47,7 @@ from .suite import EvalRow
 
 
 def rate_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """``{value, ci95, n}`` of the mean of per-row values (NaN rows dropped) with a bootstrap 95% CI."""
+    """``{value, ci95, n}`` of the mean of per-row values (NaN rows dropped) with a 95% CI (Wilson for 0/1 values)."""
     r = rate_with_ci(np.asarray(values, dtype=np.float64), n_boot=n_boot, seed=seed)
     if r["n"] == 0:
         return {"value": None, "ci95": None, "n": 0}
