@@ -48,6 +48,7 @@ from .manifest import NAME as MANIFEST
 from .manifest import clear_run, dataset_fingerprint, new_manifest, read_manifest, trajectory_changes, write_manifest
 from .objectives import objective_from_config, pair_noise, shared_noise
 from .reference import ReferenceAhead
+from .schedules import make_scheduler
 
 
 class NonFiniteLossError(RuntimeError):
@@ -567,7 +568,6 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
     LoRA weights are initialised after the data is encoded, as every earlier run did."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from diffusers.optimization import get_scheduler
 
     c, fam = p.config, p.family
     run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -600,8 +600,8 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
     denoiser.train()
     optimizer = _optimizer(c, params)
     n_proc = accelerator.num_processes
-    lr_scheduler = get_scheduler(c.lr_scheduler, optimizer, num_warmup_steps=c.lr_warmup_steps * n_proc,
-                                 num_training_steps=c.max_steps * n_proc)
+    lr_scheduler = make_scheduler(c.lr_scheduler, optimizer, warmup_steps=c.lr_warmup_steps * n_proc,
+                                  total_steps=c.max_steps * n_proc, decay_steps=c.lr_decay_steps * n_proc)
     dist.configure_deepspeed(accelerator, micro_batch_size=c.train_batch_size,
                              gradient_accumulation_steps=c.gradient_accumulation_steps, max_grad_norm=c.max_grad_norm)
     _check_sharded_options(c, accelerator)
