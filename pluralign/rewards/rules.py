@@ -33,10 +33,6 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   spread over the frame)
 * ``max_log_ratio`` the largest log change of a vector measurement's components (film grain's statistic until
   2026-12-07: the residual's 35th percentile in three pass bands, since a clump spans more pixels of a larger scan)
-* ``joint_rise`` the largest, over the darkness levels at or below I_o's mean luminance, of the smaller rise of two
-  fractions of the frame (obstruction: the area that is dark and featureless and the area that is dark both grow
-  where an occluder covers the scene; a fade or a flat light pulls pixels toward the mean, so below it they only
-  rise, and a blur smooths texture without darkening)
 * ``joint_difference`` the smaller change of a vector measurement's components (overexposure: the light
   added, as mean HSV value and mean luminance both rise; a bright scene cannot rise by a large ratio, but
   blowing it out adds more than a small brightness edit can)
@@ -76,7 +72,6 @@ from .verifiers import (
     _LUMA,
     BATCH_VERIFIERS,
     BLUR_SECTORS,
-    DARK_LEVELS,
     GLOW_GRID,
     GLOW_PLANES,
     LIGHT_GRID,
@@ -88,7 +83,6 @@ from .verifiers import (
     cast_features,
     contrast_bands,
     dark_flat_fractions,
-    dark_fractions,
     exposure_pair,
     glow_field,
     grain_quantiles,
@@ -107,7 +101,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "joint_rise", "joint_log_ratio", "even_rise", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "unclipped_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -124,7 +118,6 @@ FEATURES = {
     "_ca": lambda b: lateral_ca(b) @ np.array([1.0, -1.0]),
     "_ca_quadrants": lambda b: lateral_ca_quadrants(b) @ np.array([1.0, -1.0]),  # N x 4
     "_dark_flat": dark_flat_fractions,
-    "_dark": dark_fractions,
     "_band_spectrum": band_spectrum,
     "_bands": contrast_bands,
     "_grid": registration_grid,
@@ -140,7 +133,6 @@ _BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "join
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "even_rise": "_grain_quantiles",
-                 "joint_rise": "_dark",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -188,7 +180,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "small_subject": ("subject_size", "joint_log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
-    "obstructed": ("occlusion", "joint_rise", +1, 0.0),
+    "obstructed": ("occlusion", "max_difference", +1, 0.0),
     "cropped": ("zoom", "zoom", +1, 0.0),
     "light_leak": ("glow", "edge_glow", +1, 0.0),
 }
@@ -306,20 +298,6 @@ def paired_statistics(rules: dict[str, Rule], arrays_a: list[np.ndarray], arrays
     return out
 
 
-def joint_rise(a: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """Obstruction from :func:`~pluralign.rewards.verifiers.dark_fractions` (N x [dark and featureless, dark, mean
-    luminance] x level): the largest, over the darkness levels at or below I_o's mean luminance (the lowest level
-    always), of the smaller rise of the two fractions.
-
-    Why the mean: a fade or a flat light pulls every pixel toward the frame's mean, so pixels can cross a level
-    downward only where the level lies above the mean; there a fade on a dark scene both darkens and smooths the
-    lighter pixels, as an occluder would. Below the mean only something laid over the scene adds dark pixels."""
-    rise = (a[:, :2] - o[:, :2]).min(axis=1)
-    levels = np.asarray(DARK_LEVELS)[None, :]
-    below_mean = levels <= np.maximum(o[:, 2, :1], levels.min())
-    return np.where(below_mean, rise, -np.inf).max(axis=1)
-
-
 def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str, np.ndarray],
                             reg: Registration | None) -> np.ndarray:
     """``rule``'s paired statistic from the two images' features (and, for the zoom rule, the registration)."""
@@ -349,8 +327,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return _log_change(rule, a, o).min(axis=1).max(axis=1)  # N x quantile x band
     if rule.statistic in ("joint_log_ratio", "band_drop"):  # band_drop: N x [coarse, fine]
         return _log_change(rule, a, o).min(axis=1)
-    if rule.statistic == "joint_rise":
-        return rule.direction * joint_rise(a, o)
     if rule.statistic == "joint_difference":
         return (rule.direction * (a - o)).min(axis=1)
     if rule.statistic == "log_chroma_shift":

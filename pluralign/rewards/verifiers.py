@@ -966,26 +966,6 @@ def dark_flat_fractions(b: Batch) -> np.ndarray:
     return b._get("dark_flat", f)
 
 
-def dark_fractions(b: Batch) -> np.ndarray:
-    """N x 3 x 5: at each of :data:`DARK_LEVELS`, the fraction of the frame that is dark and featureless
-    (:func:`dark_flat_fractions`), the fraction that is dark at all, and the frame's mean luminance (the same at
-    every level, so the array stays rectangular), all on the same 2x2-mean thumbnail.
-
-    An occluder adds dark pixels where the scene had lighter ones, so both fractions grow. A blur smooths texture
-    but moves no pixel's level much. A fade or a flat light smooths a dark scene's texture under the featureless
-    bar, and moves pixels toward the mean: they cross a level downward only above the mean
-    (:func:`pluralign.rewards.rules.joint_rise` reads the levels below it)."""
-
-    def f():
-        t = b.thumb_y
-        y = 0.25 * (t[:, :-1, :-1] + t[:, 1:, :-1] + t[:, :-1, 1:] + t[:, 1:, 1:]) if min(t.shape[1:]) > 1 else t
-        dark = np.stack([(y < level).mean(axis=(1, 2)) for level in DARK_LEVELS], axis=1)
-        mean = np.repeat(y.mean(axis=(1, 2))[:, None], len(DARK_LEVELS), axis=1)
-        return np.stack([dark_flat_fractions(b), dark, mean], axis=1)
-
-    return b._get("dark_fractions", f)
-
-
 def _occlusion(b: Batch) -> np.ndarray:
     """Fraction of the frame covered by dark, featureless area (luminance < 0.3; see :func:`dark_flat_fractions`)."""
     return dark_flat_fractions(b)[:, -1]
