@@ -57,6 +57,25 @@ def test_over_pairs_can_be_limited_to_some_attributes():
         world_pairs.over_pairs(2, over_attributes=("sepia",))
 
 
+def test_a_full_severity_attribute_gets_its_over_row_from_a_second_pass():
+    n = 2 * len(world.ATTRIBUTES)
+    plain = world_pairs.over_pairs(n, seed=5, over_attributes=("muted",))
+    rows = world_pairs.over_pairs(n, seed=5, over_attributes=("muted",), twice=("blurry",))
+    blur = [r for r in rows if r["attributes"] == ["blurry"]]
+    assert len(blur) == 2 and len(rows) == len(plain) + 2  # world severity 1.0: none without ``twice``
+    anti = {r["pair_id"]: r for r in world_pairs.intent_pairs(n, seed=5) if r["kind"] == "anti"}
+
+    def sharpness(img):
+        y = np.asarray(img, dtype=np.float32).mean(axis=2)
+        return (np.diff(y, axis=0) ** 2).mean() + (np.diff(y, axis=1) ** 2).mean()  # edge energy falls as 1/sigma
+
+    for r in blur:
+        assert np.array_equal(np.asarray(r["chosen"]), np.asarray(anti[r["pair_id"]]["chosen"]))
+        assert sharpness(r["rejected"]) < 0.8 * sharpness(r["chosen"])  # blurrier than asked
+    with pytest.raises(ValueError, match="twice"):
+        world_pairs.over_pairs(2, twice=("off_center",))
+
+
 def test_alignment_weights_give_an_attribute_more_pairs_and_the_default_keeps_the_round_robin():
     import pytest
 

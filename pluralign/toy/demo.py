@@ -126,6 +126,10 @@ class DemoConfig:
         factory=lambda: ["underexposed", "overexposed", "muted", "noisy", "low_contrast", "color_cast", "small_subject"],
         help="attributes that get over-degradation rows: those whose degradation, pushed further, erases the subject "
              "(off_center only moves it further out; blurry is rendered at full severity already)", choices=ATTRIBUTES)
+    over_twice: list[str] = option(
+        factory=list, help="pixel attributes the world renders at full severity already (blurry) that get an "
+        "over-degradation row anyway: the world's render degraded once more at full severity is rejected",
+        choices=ATTRIBUTES)
     anti_fraction: float = option(1.0, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs. 1.0 (none): the mirror rows and the preserve terms keep "
                                   "ordinary prompts where they were, and every step's rows teach the request; with the "
@@ -235,7 +239,7 @@ def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None
         cfg.semantic_repeat if kind == "intent" else 1)
     # over-degradation rows are part of the intent method's data; the baselines keep their mix
     over = world_pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity, PIXEL_ATTRIBUTES,
-                                  over_attributes=tuple(cfg.over_attributes)) \
+                                  over_attributes=tuple(cfg.over_attributes), twice=tuple(cfg.over_twice)) \
         if cfg.over_severity and kind == "intent" else []
     n_general = round(len(intent + over) * (1 - cfg.anti_fraction) / cfg.anti_fraction)
     general = world_pairs.aesthetic_pairs(n_general, cfg.data_seed + 1000) if n_general else []

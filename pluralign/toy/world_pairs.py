@@ -61,24 +61,32 @@ def intent_pairs(n: int, seed: int = 2000, attributes: tuple[str, ...] = world.A
 
 
 def over_pairs(n: int, seed: int = 2000, over_severity: float = 1.0,
-               attributes: tuple[str, ...] = world.ATTRIBUTES, over_attributes: tuple[str, ...] | None = None
-               ) -> list[dict]:
+               attributes: tuple[str, ...] = world.ATTRIBUTES, over_attributes: tuple[str, ...] | None = None,
+               twice: tuple[str, ...] = ()) -> list[dict]:
     """For the same ``n`` items as :func:`intent_pairs` (same scenes, captions and degradation seeds),
     one ``anti`` row per item whose attribute is in ``over_attributes`` (default: all) and rendered by
     the world below ``over_severity``: chosen = the world's render, rejected = the same scene degraded
-    at ``over_severity``. Rows share the item's ``pair_id``."""
+    at ``over_severity``. An attribute in ``twice``, which the world renders at full severity already (blurry),
+    gets one too: its rejected image is the world's render degraded once more at full severity. Rows share the
+    item's ``pair_id``."""
     if not 0.0 < over_severity <= 1.0:
         raise ValueError(f"over_severity must be in (0, 1], got {over_severity}")
     unknown = set(over_attributes or ()) - set(world.ATTRIBUTES)
     if unknown:
         raise ValueError(f"over_attributes: {sorted(unknown)} are not toy attributes {world.ATTRIBUTES}")
+    not_pixel = set(twice) - (set(world.PIXEL_ATTRIBUTES) - set(world.COMPOSITION))
+    if not_pixel:
+        raise ValueError(f"twice: {sorted(not_pixel)} are not pixel degradations of the toy world; a second pass "
+                         "needs an image operation (composition and semantic attributes are drawn)")
     rows = []
     for i, it in enumerate(intent_items(n, seed, attributes)):
         attr = it["attribute"]
-        if it["severity"] >= over_severity or (over_attributes is not None and attr not in over_attributes):
+        if attr in twice:  # the world's render at full severity, degraded once more at full severity
+            over = world.degrade(it["degraded"], attr, 1.0, seed=seed + i)
+        elif it["severity"] >= over_severity or (over_attributes is not None and attr not in over_attributes):
             continue
-        # same scene and degradation seed as the item's render, only the severity differs
-        over = world.degraded_image(world.Scene(**it["scene"]), attr, over_severity, seed=seed + i)
+        else:  # same scene and degradation seed as the item's render, only the severity differs
+            over = world.degraded_image(world.Scene(**it["scene"]), attr, over_severity, seed=seed + i)
         rows.append({"prompt": it["anti_caption"], "chosen": it["degraded"], "rejected": over, "kind": "anti",
                      **_item_fields(it, seed, i, "toy:world_over")})
     return rows
