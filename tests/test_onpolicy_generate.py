@@ -128,6 +128,12 @@ def test_content_pair_rejects_the_content_losing_candidate_that_shows_the_attrib
     d = select_pair([0.9, 0.5, 0.5, np.nan], [0.0], [1, 0.1, 0.1, 0.1], [1], min_content=0.5, min_margin=0,
                     content_pair=True)
     assert d.content_rejected == 1
+    # a lost candidate that does not follow the request (no better than the clean image, or under the floor) is
+    # not a content row: it would teach the request away along with the lost subject
+    d = select_pair([0.9, -0.2, 0.05], [0.0], [1, 0.1, 0.1], [1], min_content=0.5, min_margin=0, content_pair=True)
+    assert d.content_rejected == 2
+    assert select_pair([0.9, -0.2, 0.05], [0.0], [1, 0.1, 0.1], [1], min_content=0.5, min_margin=0, min_chosen=0.1,
+                       content_pair=True).content_rejected is None
 
 
 def test_content_pairs_add_one_anti_row_against_the_lost_candidate(generated, pipe, scorer, tmp_path):
@@ -153,6 +159,12 @@ def test_content_pairs_add_one_anti_row_against_the_lost_candidate(generated, pi
         assert r["rejected_seed"] == d["seeds"][j] and r["rejected_score"] == d["scores_a"][j]
         assert not np.array_equal(png_array(r["rejected"]), png_array(one["rejected"]))
     assert "only the chosen one kept the subject" in (out / "README.md").read_text()
+    # with more pairs a prompt pair, the content row still sits beside the first pair's rows (one pair_id, adjacent)
+    out3 = tmp_path / "pairs3"
+    OG.generate_dataset(config(out3, min_margin=0.0, content_pairs=True, pairs_per_prompt=3), pipe=pipe, scorer=scorer,
+                        progress=False)
+    ids = [r["pair_id"] for r in datasets.load_from_disk(str(out3))]
+    assert all(ids.index(i) + ids.count(i) - 1 == len(ids) - 1 - ids[::-1].index(i) for i in set(ids))
 
 
 def test_pairs_per_prompt_rows_share_the_rejected_image_under_their_own_ids(generated, pipe, scorer, tmp_path):

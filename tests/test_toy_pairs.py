@@ -72,8 +72,9 @@ def test_a_full_severity_attribute_gets_its_over_row_from_a_second_pass():
     for r in blur:
         assert np.array_equal(np.asarray(r["chosen"]), np.asarray(anti[r["pair_id"]]["chosen"]))
         assert sharpness(r["rejected"]) < 0.8 * sharpness(r["chosen"])  # blurrier than asked
-    with pytest.raises(ValueError, match="twice"):
-        world_pairs.over_pairs(2, twice=("off_center",))
+    for not_full in ("off_center", "muted", "decay"):  # composed, below full severity, drawn
+        with pytest.raises(ValueError, match="twice"):
+            world_pairs.over_pairs(2, twice=(not_full,))
 
 
 def test_alignment_weights_give_an_attribute_more_pairs_and_the_default_keeps_the_round_robin():

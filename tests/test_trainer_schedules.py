@@ -1,4 +1,4 @@
-"""warmup_stable_decay: the full rate until the last lr_decay_steps, then linearly to zero, in the trainer too."""
+"""warmup_stable_decay: the full rate until the last lr_decay_steps, then linearly toward zero, in the trainer too."""
 
 from __future__ import annotations
 
@@ -9,38 +9,64 @@ from test_trainer_helpers import cfg, one_torch_thread
 from pluralign.trainers.schedules import WSD, make_scheduler, wsd_factor
 
 
-def _rates(sched, opt, n):
+def _rates(sched, opt, updates, steps_per_update=1):
+    """The rate of each optimizer update, the scheduler stepped ``steps_per_update`` times after each (accelerate
+    steps a prepared scheduler once per process)."""
     out = []
-    for _ in range(n):
+    for _ in range(updates):
         out.append(opt.param_groups[0]["lr"])
         opt.step()
-        sched.step()
+        for _ in range(steps_per_update):
+            sched.step()
     return out
 
 
-def test_wsd_warms_up_holds_then_falls_linearly_to_zero():
-    assert [wsd_factor(s, 2, 10, 4) for s in range(10)] == [0.5, 1, 1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25]
+def _opt():
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
+def test_wsd_warms_up_holds_then_lowers_every_tail_step():
+    assert [wsd_factor(s, 2, 10, 4) for s in range(10)] == pytest.approx([0.5, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
     assert wsd_factor(10, 2, 10, 4) == 0.0 and wsd_factor(12, 2, 10, 4) == 0.0  # past the end: never negative
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert wsd_factor(9, 0, 10, 1) == 0.5  # a one-step tail still lowers its step
+    opt = _opt()
     rates = _rates(make_scheduler(WSD, opt, warmup_steps=0, total_steps=6, decay_steps=3), opt, 6)
-    assert rates == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.1 * 2 / 3, 0.1 / 3])
+    assert rates == pytest.approx([0.1, 0.1, 0.1, 0.075, 0.05, 0.025])
     # other names are diffusers' schedules, as before
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    opt = _opt()
     assert _rates(make_scheduler("constant", opt, warmup_steps=0, total_steps=4), opt, 4) == [0.1] * 4
 
 
-@pytest.mark.parametrize("decay", [0, 9])
-def test_wsd_without_a_decay_that_fits_names_the_option(decay):
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+@pytest.mark.parametrize("name", [WSD, "linear"])
+def test_every_schedule_counts_optimizer_steps_under_several_processes(name):
+    """Two processes step the scheduler twice per update; the rates per update are one process's, warmup included."""
+    kw = dict(warmup_steps=2, total_steps=8, decay_steps=3 if name == WSD else 0)
+    opt1, opt2 = _opt(), _opt()
+    one = _rates(make_scheduler(name, opt1, **kw), opt1, 8)
+    two = _rates(make_scheduler(name, opt2, **kw, num_processes=2), opt2, 8, steps_per_update=2)
+    assert two == pytest.approx(one) and one[0] == pytest.approx(0.05 if name == WSD else 0.0)
+
+
+@pytest.mark.parametrize(("name", "decay"), [(WSD, 0), (WSD, 9), ("cosine", 2)])
+def test_a_decay_that_does_not_fit_names_the_option(name, decay):
     with pytest.raises(ValueError, match="lr_decay_steps"):
-        make_scheduler(WSD, opt, warmup_steps=2, total_steps=10, decay_steps=decay)
+        make_scheduler(name, _opt(), warmup_steps=2, total_steps=10, decay_steps=decay)
 
 
-def test_the_trainer_logs_the_wsd_rates(tiny_pipeline_dir, tmp_path):
+def test_the_trainer_logs_the_wsd_rates_and_refuses_a_new_step_budget_on_resume(tiny_pipeline_dir, tmp_path):
     from pluralign.trainers import train
+    from pluralign.trainers.trainer import plan
 
+    model = tiny_pipeline_dir("sd")
+    common = dict(max_steps=5, lr_scheduler=WSD, lr_warmup_steps=1, lr_decay_steps=2, max_pairs=4,
+                  checkpointing_steps=5, export_kohya=False)
+    with pytest.raises(ValueError, match="lr_decay_steps"):  # before any weights load
+        plan(cfg(tmp_path, model, **{**common, "lr_decay_steps": 5}))
     with one_torch_thread():
-        r = train(cfg(tmp_path, tiny_pipeline_dir("sd"), max_steps=5, lr_scheduler=WSD, lr_warmup_steps=1,
-                      lr_decay_steps=2, max_pairs=4))
-    # the rate logged after step k is the next step's: factors 1, 1, 1 (the tail's first step), 0.5, 0
-    assert [h["lr"] for h in r.history] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 0.0])
+        r = train(cfg(tmp_path, model, **common))
+    # the rate logged after step k is the next step's: 1, 1, then the tail's 2/3 and 1/3, then 0 past the end
+    assert [h["lr"] for h in r.history] == pytest.approx([1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3, 0.0])
+    assert "lr_decay_steps" in (r.adapter_dir / "README.md").read_text()
+    # the rate at every step depends on max_steps, so a resume may not change it (a constant rate may)
+    with pytest.raises(ValueError, match="max_steps: 5 -> 8"):
+        plan(cfg(tmp_path, model, resume_from_checkpoint="latest", **{**common, "max_steps": 8}))

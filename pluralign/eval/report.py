@@ -233,7 +233,8 @@ def _weight0_line(results: dict[str, Any]) -> str | None:
 _NOTES = ("Adherence: share of requested measured attributes shown by I_a: by a verifier rule relative to I_o "
           "(same seed), or by the attribute judge for attributes no rule measures. "
           "Leakage: percentage-point rate at which an attribute's rule fires on the variant's ordinary image "
-          "against the base's. Brackets: paired bootstrap 95% CI. See docs/eval.md.")
+          "against the base's. Brackets: 95% CI (Wilson's score interval for a rate of 0/1 outcomes, the paired bootstrap "
+          "otherwise). See docs/eval.md.")
 _CURVES_TEXT = "Adherence on the rows that request each taxonomy category, at each adapter weight."
 
 
@@ -563,7 +564,7 @@ def html_images(pairs: Pairs, rows: Sequence[EvalRow], max_rows: int = 4, row_id
 
 
 PLOT_CAPTIONS = {
-    "attributes": "Adherence per attribute for each variant; whiskers: paired bootstrap 95% CI.",
+    "attributes": "Adherence per attribute for each variant; whiskers: 95% CI (Wilson's score interval).",
     "dial": "Adapter weight vs adherence (error bars: 95% CI) and the largest leakage; dashed: the base's adherence.",
     "category_curves": "Adapter weight vs adherence on the rows that request each taxonomy category.",
     "category_dials": "Each category adapter turned up alone vs adherence on its category's rows.",

@@ -21,7 +21,8 @@ best-of-n samples hold more than one image that shows the request, and distinct 
 image repeated.
 
 With ``content_pair`` an accepted prompt pair also names ``content_rejected``: of the P_a candidates that lost the
-content, the one the scorer rates highest for the attributes (ties to the lower index). Under P_a the chosen image
+content and still follow the request (they out-score the rejected P_o image, and reach ``min_chosen`` when it is
+given), the one the scorer rates highest for the attributes (ties to the lower index). Under P_a the chosen image
 beats it: both show the request, only the chosen one kept the subject. Best-of-n discards such samples; as a
 rejected image they teach following the request without overdoing it until the subject is gone.
 """
@@ -119,7 +120,8 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
         if refused(j):
             break  # in order of score: no later candidate passes either
         d.more_chosen.append(int(j))
-    lost_a = np.flatnonzero((ca < min_content) & ~np.isnan(sa))
+    follows = (sa > so[d.rejected]) & (sa >= min_chosen if min_chosen is not None else True)
+    lost_a = np.flatnonzero((ca < min_content) & ~np.isnan(sa) & follows)
     if content_pair and len(lost_a):
         d.content_rejected = int(lost_a[np.argmax(sa[lost_a])])
     return d

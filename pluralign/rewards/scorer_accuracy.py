@@ -3,7 +3,7 @@
 For each triplet (P_o, P_a, I_o, I_a) the scorer's ``attribute_score`` of I_a and of I_o is read under
 the pair (both images in one call, so a combined scorer's z-scores share their statistics); accuracy is
 the share with score(I_a) > score(I_o) (ties count one half; a triplet the scorer cannot score, NaN,
-is left out and counted), overall and per attribute, each with a bootstrap 95% CI. The mean content
+is left out and counted), overall and per attribute, each with a 95% CI (Wilson's score interval without ties, else the bootstrap). The mean content
 score of I_a and I_o is reported beside it: a scorer that would drop the correct I_a for lost
 content shows it there. Triplets come from :mod:`pluralign.rewards.triplets` (the toy world's pair
 set, or a pair dataset on disk).
@@ -113,7 +113,7 @@ def markdown(payload: dict) -> str:
     mode = " with I_o as reference" if payload["paired"] else ""
     lines = [f"# Intent-scorer accuracy ({payload['n']} triplets from {payload['pairs']}, seed {payload['seed']}{mode})",
              "", "Accuracy = share of triplets with attribute_score(I_a) > attribute_score(I_o) (ties 1/2), "
-             "bootstrap 95% CI.", "",
+             "95% CI: Wilson's score interval without ties, else the bootstrap.", "",
              "| scorer | accuracy [95% CI] (n) | unscored | content(I_a) | content(I_o) |", "|---|---|---:|---:|---:|"]
     for name, r in res.items():
         lines.append(f"| {name} | {_cell(r['accuracy'])} | {r['unscored']} | {r['content']['I_a']:.3f} | "

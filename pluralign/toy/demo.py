@@ -60,7 +60,7 @@ from . import paths, world, world_pairs
 from .align import save_pairs
 from .scorer import ToyScorer
 from .suite import toy_rows
-from .world import ATTRIBUTES, PIXEL_ATTRIBUTES, SEMANTIC_ATTRIBUTES, SIZE
+from .world import ATTRIBUTES, PIXEL_ATTRIBUTES, SEMANTIC_ATTRIBUTES, SEVERITY, SIZE
 
 # What the demo promises, checked on every run and reported with the measured values.
 TARGETS = {
@@ -128,8 +128,8 @@ class DemoConfig:
              "(off_center only moves it further out; blurry is rendered at full severity already)", choices=ATTRIBUTES)
     over_twice: list[str] = option(
         factory=list, help="pixel attributes the world renders at full severity already (blurry) that get an "
-        "over-degradation row anyway: the world's render degraded once more at full severity is rejected",
-        choices=ATTRIBUTES)
+        "over-degradation row anyway (with over_severity > 0): the world's render degraded once more at full severity "
+        "is rejected", choices=tuple(a for a in PIXEL_ATTRIBUTES if SEVERITY[a] >= 1.0))
     anti_fraction: float = option(1.0, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs. 1.0 (none): the mirror rows and the preserve terms keep "
                                   "ordinary prompts where they were, and every step's rows teach the request; with the "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import option_defaults, to_dict
+from .schedules import STEP_FREE
 
 NAME = "run.json"
 # Fields that change how a run is logged, saved or how long it goes on, not the trajectory it
@@ -90,8 +91,11 @@ def trajectory_changes(manifest: dict, config, base: dict, dataset: dict) -> lis
     # an option added after the run started, left at its default: the default is what the run did before it existed
     defaults = option_defaults(type(config))
     added = {k for k, v in new_cfg.items() if k not in old_cfg and k in defaults and v == defaults[k]}
+    free = FREE_FIELDS
+    if new_cfg.get("lr_scheduler", "constant") not in STEP_FREE:  # the rate at each step depends on max_steps
+        free = free - {"max_steps"}
     for key in sorted(set(old_cfg) | set(new_cfg)):
-        if key not in FREE_FIELDS and key not in added and old_cfg.get(key) != new_cfg.get(key):
+        if key not in free and key not in added and old_cfg.get(key) != new_cfg.get(key):
             changes.append(f"{key}: {old_cfg.get(key)!r} -> {new_cfg.get(key)!r}")
     for what, old, new in (("base", manifest.get("base", {}), base), ("dataset", manifest.get("dataset", {}), dataset)):
         if old.get("fingerprint") != new.get("fingerprint"):

@@ -3,7 +3,7 @@
 Why warmup-stable-decay: at a constant rate the last iterate carries the noise of its last steps, and an adapter's
 per-attribute behaviour can then depend on where that noise left it. Annealing over the whole run (cosine) takes
 rate from the steps that do the learning; an average of the last iterates lags what they taught. WSD keeps the full
-rate until the last ``decay_steps`` and then lowers it linearly to zero, so the run ends settled at the point its
+rate until the last ``decay_steps`` and then lowers it linearly toward zero, so the run ends settled at the point its
 full-rate steps reached.
 """
 
@@ -12,26 +12,43 @@ from __future__ import annotations
 from torch.optim.lr_scheduler import LambdaLR
 
 WSD = "warmup_stable_decay"
+# schedules whose rate does not depend on max_steps: a resume may change max_steps under them
+STEP_FREE = ("constant", "constant_with_warmup")
 
 
 def wsd_factor(step: int, warmup: int, total: int, decay: int) -> float:
-    """The rate's multiplier at optimizer step ``step`` (0-based: the rate of the step about to be taken)."""
+    """The rate's multiplier at optimizer step ``step`` (0-based: the rate of the step about to be taken): warmup
+    over the first ``warmup`` steps, 1, then ``D/(D+1) ... 1/(D+1)`` over the last ``D = decay`` steps, so every one
+    of them runs lower than the one before and the line would reach zero one step after the last."""
     if step < warmup:
         return (step + 1) / warmup
     start = total - decay
     if step < start:
         return 1.0
-    return max(0.0, (total - step) / decay)
+    return max(0.0, (total - step) / (decay + 1))
 
 
-def make_scheduler(name: str, optimizer, *, warmup_steps: int, total_steps: int, decay_steps: int = 0):
-    """The scheduler ``name`` over ``total_steps`` optimizer steps (``decay_steps``: WSD's annealed tail)."""
-    if name != WSD:
-        from diffusers.optimization import get_scheduler
-
-        return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
-    if not 0 < decay_steps <= total_steps - warmup_steps:
+def check_schedule(name: str, warmup_steps: int, total_steps: int, decay_steps: int) -> None:
+    """Raise ``ValueError`` naming the option when the decay does not fit the run (before any weights load)."""
+    if name == WSD and not 0 < decay_steps <= total_steps - warmup_steps:
         raise ValueError(f"lr_scheduler {WSD} needs 0 < lr_decay_steps <= max_steps - lr_warmup_steps; got "
                          f"lr_decay_steps {decay_steps}, max_steps - lr_warmup_steps {total_steps - warmup_steps}. "
                          "Set lr_decay_steps to the optimizer steps the rate should fall over (e.g. a fifth of max_steps).")
-    return LambdaLR(optimizer, lambda step: wsd_factor(step, warmup_steps, total_steps, decay_steps))
+    if name != WSD and decay_steps:
+        raise ValueError(f"lr_decay_steps {decay_steps} is read only by lr_scheduler {WSD}, not {name}: set it to 0 "
+                         f"or use lr_scheduler {WSD}")
+
+
+def make_scheduler(name: str, optimizer, *, warmup_steps: int, total_steps: int, decay_steps: int = 0,
+                   num_processes: int = 1):
+    """The scheduler ``name`` over ``total_steps`` optimizer steps (``decay_steps``: WSD's annealed tail).
+
+    Under accelerate the prepared scheduler is stepped ``num_processes`` times per optimizer step: diffusers'
+    schedules get their counts multiplied by it, as diffusers' training scripts do; WSD counts optimizer steps."""
+    check_schedule(name, warmup_steps, total_steps, decay_steps)
+    if name != WSD:
+        from diffusers.optimization import get_scheduler
+
+        return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps * num_processes,
+                             num_training_steps=total_steps * num_processes)
+    return LambdaLR(optimizer, lambda s: wsd_factor(s // num_processes, warmup_steps, total_steps, decay_steps))
