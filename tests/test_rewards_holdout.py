@@ -116,6 +116,11 @@ def test_summary_tables_and_misses_from_known_hits(monkeypatch):
     assert not any("underexposed" in m for m in H.misses(s))  # a pair physics implies is listed apart
     assert "blurry: accuracy at 512 px 0.00 < 0.8" in H.misses(s)
     assert "0.00*" not in H.markdown(s, [64, 512]) and "1.00*" in H.markdown(s, [64, 512])
+    # without benign edits the false-positive rate is unmeasured, and says so, never a rate of 0
+    none = H.summarise(pairs[:3], {k: v[:3] for k, v in hits.items()}, [64, 512])
+    assert none["rules"]["blurry"]["fpr"] is None and none["rules"]["blurry"]["fpr_by_size"] == {}
+    assert "blurry: false positives unmeasured (no benign edits)" in H.misses(none)
+    assert "| blurry | 0.50 | 1.00 | 0.00 | – |" in H.markdown(none, [64, 512])
 
 
 def test_accuracy_by_photo_shows_where_a_rule_misses():

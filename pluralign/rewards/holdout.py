@@ -132,10 +132,12 @@ def summarise(pairs: list[dict], hits: dict[str, np.ndarray], sizes: list[int]) 
                  # which photos a rule misses on: the first thing to look at when it misses (no target is set per photo)
                  "accuracy_by_photo": {str(ph): float(h[own & (photo == ph)].mean()) for ph in sorted(set(photo[own]))
                                        if ph},
-                 "fpr": float(h[benign].mean()), "n_neg": int(benign.sum()),
+                 # no benign rows: unmeasured (None), never a false-positive rate of 0
+                 "fpr": float(h[benign].mean()) if benign.any() else None, "n_neg": int(benign.sum()),
                  "fpr_by_edit": {k: float(h[applied == f"benign:{k}"].mean()) for k in BENIGN_EDITS
                                  if (applied == f"benign:{k}").any()},
-                 "fpr_by_size": {int(s): float(h[benign & (size == s)].mean()) for s in sizes}}
+                 "fpr_by_size": {int(s): float(h[benign & (size == s)].mean()) for s in sizes
+                                 if (benign & (size == s)).any()}}
         out["rules"][rule] = entry
         out["confusion"][rule] = {k: float(h[applied == k].mean()) for k in kinds}
     out["applied"] = kinds
@@ -156,7 +158,8 @@ def markdown(summary: dict, sizes: list[int]) -> str:
         acc = "–" if e["accuracy"] is None else f"{e['accuracy']:.2f}"
         by = " | ".join(f"{e['accuracy_by_size'].get(s, float('nan')):.2f}" for s in sizes)
         fp = " | ".join(f"{e['fpr_by_edit'][k]:.2f}" if k in e["fpr_by_edit"] else "–" for k in BENIGN_EDITS)
-        lines.append(f"| {rule} | {acc} | {by} | {e['fpr']:.3f} | {fp} |")
+        fpr = "–" if e["fpr"] is None else f"{e['fpr']:.3f}"
+        lines.append(f"| {rule} | {acc} | {by} | {fpr} | {fp} |")
     lines += ["", "Confusion: share of images degraded with the column's attribute on which the row's rule fires "
               "(diagonal: accuracy; * marks a pair the taxonomy lists as implied by physics).", ""]
     cols = summary["applied"]
@@ -181,7 +184,9 @@ def misses(summary: dict) -> list[str]:
         for s, v in e["accuracy_by_size"].items():
             if v < TARGET_ACCURACY_PER_SIZE:
                 out.append(f"{rule}: accuracy at {s} px {v:.2f} < {TARGET_ACCURACY_PER_SIZE}")
-        if e["fpr"] > TARGET_FPR:
+        if e["fpr"] is None:
+            out.append(f"{rule}: false positives unmeasured (no benign edits)")
+        elif e["fpr"] > TARGET_FPR:
             out.append(f"{rule}: false positives {e['fpr']:.3f} > {TARGET_FPR}")
         for c, v in summary["confusion"][rule].items():
             if c != rule and not implied(rule, c) and v > TARGET_CROSS:

@@ -74,8 +74,9 @@ def intent_reward(images_a: Sequence, images_o: Sequence, attributes, cfg: Inten
         margins = np.stack(list(table.values()), axis=1)
         soft = 1.0 / (1.0 + np.exp(-np.clip(margins / cfg.temperature, -50, 50)))
         soft = np.where(np.isnan(margins), np.nan, soft)
-        with np.errstate(all="ignore"):
-            adherence = np.nanmean(soft, axis=1)
+        measured = (~np.isnan(soft)).sum(axis=1)
+        with np.errstate(all="ignore"):  # a pair with no verifiable attribute: NaN, without numpy's empty-slice warning
+            adherence = np.where(measured > 0, np.nansum(soft, axis=1) / np.maximum(measured, 1), np.nan)
             hard = np.where(np.isnan(margins).all(axis=1), np.nan,
                             np.nanmin(np.where(np.isnan(margins), np.inf, margins), axis=1) > 0)
     else:
