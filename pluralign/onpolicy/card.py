@@ -28,11 +28,11 @@ def summarize(logs: list[dict]) -> dict:
         c["pairs"] += 1
         c["accepted" if d["accepted"] else d["reason"]] += 1
     margins = [d["margin"] for d in accepted]
+    content_rows = sum(d.get("content_rejected") is not None for d in accepted)
     return {
         "prompt_pairs": n, "accepted": len(accepted), "acceptance_rate": len(accepted) / n if n else 0.0,
-        "rows": 2 * sum(1 + len(d.get("more_chosen", [])) for d in accepted)
-        + sum(d.get("content_rejected") is not None for d in accepted),
-        "content_rows": sum(d.get("content_rejected") is not None for d in accepted),
+        "rows": 2 * sum(1 + len(d.get("more_chosen", [])) for d in accepted) + content_rows,
+        "content_rows": content_rows,
         "dropped": dict(sorted(dropped.items())),
         "per_attribute": {k: dict(v) for k, v in sorted(per_attr.items())},
         "per_category": {k: dict(v) for k, v in sorted(per_cat.items())},

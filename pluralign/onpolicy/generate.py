@@ -198,10 +198,9 @@ def pair_rows(row: EvalRow, index: int, d: Decision, seeds_a: list[int], seeds_o
                          o_png, cfg, p)
     if d.content_rejected is not None:
         j = d.content_rejected
-        lost = {"seed": seeds_a[j], "score": d.scores_a[j], "content": d.content_a[j]}
         # beside the first pair's rows, which share its pair_id: data build keeps adjacent rows of an id together
-        out[2:2] = [{**out[0], "rejected": encode_png(cand_a[j], cfg.png_compress_level), "rejected_seed": lost["seed"],
-                     "rejected_score": lost["score"], "rejected_content": lost["content"]}]
+        out[2:2] = [{**out[0], "rejected": encode_png(cand_a[j], cfg.png_compress_level), "rejected_seed": seeds_a[j],
+                     "rejected_score": d.scores_a[j], "rejected_content": d.content_a[j]}]
     return out
 
 

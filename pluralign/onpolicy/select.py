@@ -120,8 +120,9 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
         if refused(j):
             break  # in order of score: no later candidate passes either
         d.more_chosen.append(int(j))
-    follows = (sa > so[d.rejected]) & (sa >= min_chosen if min_chosen is not None else True)
-    lost_a = np.flatnonzero((ca < min_content) & ~np.isnan(sa) & follows)
-    if content_pair and len(lost_a):
-        d.content_rejected = int(lost_a[np.argmax(sa[lost_a])])
+    if content_pair:
+        follows = (sa > so[d.rejected]) & (sa >= min_chosen if min_chosen is not None else True)
+        lost_a = np.flatnonzero((ca < min_content) & ~np.isnan(sa) & follows)
+        if len(lost_a):
+            d.content_rejected = int(lost_a[np.argmax(sa[lost_a])])
     return d

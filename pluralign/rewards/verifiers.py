@@ -492,12 +492,12 @@ def grain_quantiles(b: Batch) -> np.ndarray:
     """
     def f():
         out = np.zeros((b.y.shape[0], len(GRAIN_QUANTILES), 3), dtype=np.float64)
+        q_low, q_high = GRAIN_QUANTILES
         for j, k in enumerate((1, 2, 4)):
             flat = _immerkaer(b.y, step=k).reshape(b.y.shape[0], -1)  # a scratch residual: made absolute in place
             if flat.shape[1] == 0:  # image smaller than the filter: nothing measurable
                 continue
             np.abs(flat, out=flat)
-            q_low, q_high = GRAIN_QUANTILES
             k_low, k_high = (min(flat.shape[1] - 1, int(q * flat.shape[1])) for q in GRAIN_QUANTILES)
             flat.partition(k_high, axis=1)
             out[:, 1, j] = flat[:, k_high] / (_HALF_NORMAL[q_high] * 6.0)

@@ -100,12 +100,12 @@ class DPOTrainConfig:
     # optimisation
     learning_rate: float = option(1e-4, "peak learning rate", gt=0, max=1)
     lr_scheduler: str = option("constant_with_warmup", "diffusers get_scheduler name, or warmup_stable_decay (the full "
-                               "rate until the last lr_decay_steps, then linearly to 0)",
+                               "rate until the last lr_decay_steps, then linearly toward 0)",
                                choices=("constant", "constant_with_warmup", "linear", "cosine",
                                         "cosine_with_restarts", "polynomial", "warmup_stable_decay"))
     lr_warmup_steps: int = option(0, "warmup optimizer steps", min=0, max=10**7)
     lr_decay_steps: int = option(0, "warmup_stable_decay: the last optimizer steps, over which the rate falls "
-                                 "linearly to 0", min=0, max=10**7)
+                                 "linearly toward 0 (the last of D steps at 1/(D+1) of it)", min=0, max=10**7)
     max_steps: int = option(20, "optimizer steps (per adapter in per_category mode)", min=1, max=10**7)
     train_batch_size: int = option(2, "pairs per micro-step per process", min=1, max=4096)
     gradient_accumulation_steps: int = option(1, "micro-steps per optimizer step", min=1, max=4096)
