@@ -235,10 +235,32 @@ def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, 
     return checker, record
 
 
+# Fixed changes of light and tint under which the judge is measured (``judge_under_light``). A generator's
+# storm sky is rarely the renderer's grey-blue: sampled under strong guidance it comes out darker, or tinted
+# by the background it replaced. A bleak scene stays bleak whatever its light, so the judge has to read the
+# rain, the stains and the outline rather than one colour. Each is a per-channel gain and a haze
+# (the share of the image replaced by a flat colour); none changes where anything is drawn.
+LIGHT_CHANGES: dict[str, tuple[tuple[float, float, float], float, tuple[float, float, float]]] = {
+    "dim_0.7": ((0.7, 0.7, 0.7), 0.0, (0, 0, 0)),
+    "dim_0.5": ((0.5, 0.5, 0.5), 0.0, (0, 0, 0)),
+    "olive": ((0.85, 0.85, 0.6), 0.0, (0, 0, 0)),
+    "brown": ((0.8, 0.65, 0.5), 0.0, (0, 0, 0)),
+    "olive_dim": ((0.6, 0.6, 0.42), 0.0, (0, 0, 0)),
+    "warm_haze": ((1.0, 1.0, 1.0), 0.3, (0.55, 0.5, 0.4)),
+}
+
+
+def change_light(images: np.ndarray, gain, haze: float, colour) -> np.ndarray:
+    """N x H x W x 3 float images in [0, 1] under a per-channel ``gain`` and a ``haze`` toward ``colour``."""
+    out = images * np.asarray(gain, np.float32) * (1 - haze) + haze * np.asarray(colour, np.float32)
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
 def evaluate_checker(checker: ContentChecker, n: int = 450, seed: int = 7919) -> dict:
     """Held-out content accuracy on clean renders and on each attribute at the world's severity, and
     the semantic head as a judge: per semantic attribute, how often it fires on renders of it (recall)
-    and on renders of anything else, clean or another attribute (false positives)."""
+    and on renders of anything else, clean or another attribute (false positives); ``judge_under_light``
+    gives the same two under each of :data:`LIGHT_CHANGES`."""
     scenes = world.sample_scenes(n, seed)
     clean = [world.render(s) for s in scenes]
     rows = [{"shape": s.shape, "colour": s.colour} for s in scenes]
@@ -250,7 +272,36 @@ def evaluate_checker(checker: ContentChecker, n: int = 450, seed: int = 7919) ->
     out["degraded"] = float(np.mean(list(out["by_attribute"].values())))
     if checker.attributes:
         probs = {k: checker.attribute_probs(v) for k, v in shown.items()}
-        out["judge"] = {a: {"recall": float((probs[a][a] > 0.5).mean()),
-                            "false_positive": float(np.mean([(probs[k][a] > 0.5).mean() for k in shown if k != a]))}
-                        for a in checker.attributes}
+        out["judge"] = _judge_rates(checker, probs)
+        arrays = {k: np.stack([world.to_array(img) for img in v]) for k, v in shown.items()}
+        out["judge_under_light"] = {
+            name: _judge_rates(checker, {k: checker.attribute_probs(list(change_light(v, *change)))
+                                         for k, v in arrays.items()})
+            for name, change in LIGHT_CHANGES.items()}
     return out
+
+
+def _judge_rates(checker: ContentChecker, probs: dict) -> dict:
+    """Recall and false-positive rate of each semantic head, from {shown attribute or None: head probabilities}."""
+    return {a: {"recall": float((probs[a][a] > 0.5).mean()),
+                "false_positive": float(np.mean([(probs[k][a] > 0.5).mean() for k in probs if k != a]))}
+            for a in checker.attributes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pluralign.toy.checker [DIR]``: the held-out record of a checker (default: the shipped one)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pluralign.toy.checker", description=main.__doc__)
+    ap.add_argument("checker_dir", nargs="?", default=None, help="a checker directory (config.json, model.safetensors)")
+    ap.add_argument("--n", type=int, default=450, help="held-out scenes")
+    ap.add_argument("--seed", type=int, default=7919, help="seed of the held-out scenes")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    record = evaluate_checker(ContentChecker.from_pretrained(args.checker_dir), args.n, args.seed)
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
