@@ -40,6 +40,8 @@ class BuildConfig:
     checker_scenes: int = option(6000, "training scenes of the content checker", min=1)
     checker_steps: int = option(1500, "training steps of the content checker", min=1)
     checker_eval_scenes: int = option(450, "held-out scenes the checker's accuracy is measured on", min=1)
+    checker_light_views: bool = option(False, "fit the checker's attribute head on copies of each batch under a random "
+                                       "change of light as well (checker.random_light)")
     suite_size: int = option(72, "rows of the held-out suite the build measures (balanced over attributes)", min=1)
     suite_seed: int = option(1000, "seed of that suite (world.eval_suite's default)")
     dial_max_steps: int = option(900, "dial stage: optimizer steps per category adapter (0: the demo recipe's "
@@ -113,11 +115,11 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
     if "checker" in cfg.stages:
         t = time.time()
         checker, rec = train_checker(cfg.checker_scenes, cfg.checker_steps, progress=cfg.progress,
-                                     eval_scenes=cfg.checker_eval_scenes)
+                                     eval_scenes=cfg.checker_eval_scenes, light_views=cfg.checker_light_views)
         checker.save_pretrained(out / "checker")
         record["checker"] = rec
         record["config"]["checker"] = {"n_scenes": cfg.checker_scenes, "steps": cfg.checker_steps,
-                                       "eval_scenes": cfg.checker_eval_scenes}
+                                       "eval_scenes": cfg.checker_eval_scenes, "light_views": cfg.checker_light_views}
         record["wall_seconds"]["checker"] = round(time.time() - t, 1)
         save()
     if "base" in cfg.stages:
