@@ -71,7 +71,7 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
                "--dial_overrides", "--intent_items 9 --semantic_prompts 1 --semantic_candidates 1 --train_batch_size 2"])
     assert rc == 0
     record = json.loads((out / "build_config.json").read_text())
-    assert set(record["wall_seconds"]) >= {"checker", "base", "align", "measure", "dial"}
+    assert set(record["wall_seconds"]) >= {"checker", "judge", "base", "align", "measure", "dial"}
     # the dial stage: one adapter per category present in the demo's data, each measured on its own rows
     dial = record["dial"]
     assert dial["max_steps"] == 1 and dial["recipe_overrides"][:2] == ["--intent_items", "9"]
@@ -192,7 +192,7 @@ def test_checker_attribute_head_round_trips_and_feeds_the_toy_scorer(tmp_path):
     np.testing.assert_allclose(both, np.minimum(decay, blurry))
     # a checker from before the head cannot judge them, and says how to get one that can
     old = ContentChecker(CheckerNet(len(world.SHAPES), len(world.COLOURS)), list(world.SHAPES), list(world.COLOURS))
-    with pytest.raises(ValueError, match="build-toy --stages checker"):
+    with pytest.raises(ValueError, match="build-toy --stages judge"):
         old.attribute_probs(images)
 
 

@@ -2,7 +2,7 @@
 
     python -m pluralign.toy.build_checkpoints --output pluralign/toy/checkpoints
 
-writes ``checker/`` (content checker), ``base/`` (StableDiffusionPipeline trained on the world),
+writes ``checker/`` (content checker, and the judge of the semantic attributes), ``base/`` (StableDiffusionPipeline trained on the world),
 ``aligned/`` (the base after universal-aesthetic Diffusion-DPO, LoRA fused) and
 ``build_config.json`` (every option, wall times, and the measured adherence and content accuracy
 of base and aligned on a held-out suite). ``--stages`` rebuilds a subset (e.g. ``align`` reuses
@@ -26,7 +26,7 @@ from ..config import option, parse, to_dict
 from . import paths, world
 from .align import AlignConfig, align
 from .base_model import BaseModelConfig, save_pipeline, train_base
-from .checker import ContentChecker, train_checker
+from .checker import ContentChecker, save_judge, train_checker, train_judge
 from .dial_adapters import build_dial_adapters
 from .measure import measure_pipeline
 
@@ -35,13 +35,11 @@ from .measure import measure_pipeline
 class BuildConfig:
     output: str = option(str(paths.SHIPPED), "directory of the toy checkpoints (default: the shipped ones)")
     stages: list[str] = option(None, "stages to run (dial: the per-category adapters pluralign dial opens on)",
-                               choices=("checker", "base", "align", "measure", "dial"),
-                               factory=lambda: ["checker", "base", "align", "measure", "dial"])
+                               choices=("checker", "judge", "base", "align", "measure", "dial"),
+                               factory=lambda: ["checker", "judge", "base", "align", "measure", "dial"])
     checker_scenes: int = option(6000, "training scenes of the content checker", min=1)
     checker_steps: int = option(1500, "training steps of the content checker", min=1)
     checker_eval_scenes: int = option(450, "held-out scenes the checker's accuracy is measured on", min=1)
-    checker_light_views: bool = option(False, "fit the checker's attribute head on copies of each batch under a random "
-                                       "change of light as well (checker.random_light)")
     suite_size: int = option(72, "rows of the held-out suite the build measures (balanced over attributes)", min=1)
     suite_seed: int = option(1000, "seed of that suite (world.eval_suite's default)")
     dial_max_steps: int = option(900, "dial stage: optimizer steps per category adapter (0: the demo recipe's "
@@ -115,12 +113,23 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
     if "checker" in cfg.stages:
         t = time.time()
         checker, rec = train_checker(cfg.checker_scenes, cfg.checker_steps, progress=cfg.progress,
-                                     eval_scenes=cfg.checker_eval_scenes, light_views=cfg.checker_light_views)
+                                     eval_scenes=cfg.checker_eval_scenes)
         checker.save_pretrained(out / "checker")
         record["checker"] = rec
         record["config"]["checker"] = {"n_scenes": cfg.checker_scenes, "steps": cfg.checker_steps,
-                                       "eval_scenes": cfg.checker_eval_scenes, "light_views": cfg.checker_light_views}
+                                       "eval_scenes": cfg.checker_eval_scenes}
         record["wall_seconds"]["checker"] = round(time.time() - t, 1)
+        save()
+    if "judge" in cfg.stages:  # the semantic attributes' judge; the content checker's files stay as they are
+        t = time.time()
+        checker = ContentChecker.from_pretrained(out / "checker")
+        record["judge"] = train_judge(checker, cfg.checker_scenes, cfg.checker_steps, progress=cfg.progress,
+                                      eval_scenes=cfg.checker_eval_scenes)
+        save_judge(checker, out / "checker")
+        record["config"]["judge"] = {"n_scenes": cfg.checker_scenes, "steps": cfg.checker_steps,
+                                     "eval_scenes": cfg.checker_eval_scenes, "light_views": True}
+        record["judge"]["command"] = command
+        record["wall_seconds"]["judge"] = round(time.time() - t, 1)
         save()
     if "base" in cfg.stages:
         t = time.time()
@@ -162,7 +171,8 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         save()
     record["wall_seconds"]["total_this_run"] = round(time.time() - t_all, 1)
     # the stage configs above are the full record; the command line says how the models were made. Measuring (at
-    # other sampling settings, say) and the dial adapters record their own command and leave the models' alone.
+    # other sampling settings, say), the judge and the dial adapters record their own command and leave the models'
+    # alone.
     if set(cfg.stages) & {"checker", "base", "align"}:
         record["command"] = command or "python -m pluralign.toy.build_checkpoints --output " + str(cfg.output)
     save()

@@ -26,6 +26,7 @@ from torch import nn
 from . import paths, world
 
 WEIGHTS = "model.safetensors"
+JUDGE_WEIGHTS = "judge.safetensors"
 CONFIG = "config.json"
 
 
@@ -43,15 +44,18 @@ class CheckerNet(nn.Module):
 
         self.features = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 2 * width),
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.shape_head = nn.Linear(2 * width, n_shapes)
-        self.colour_head = nn.Linear(2 * width, n_colours)
+        self.shape_head = nn.Linear(2 * width, n_shapes) if n_shapes else None
+        self.colour_head = nn.Linear(2 * width, n_colours) if n_colours else None
         self.attribute_head = nn.Linear(2 * width, n_attributes) if n_attributes else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits of (shape, colour, semantic attributes); the last is N x 0 for a checker without that head."""
+        """Logits of (shape, colour, semantic attributes); a head the network lacks gives N x 0 (the judge
+        network has only the attribute head, checkers built before 2026-12-04 lack it)."""
         h = self.features(x * 2 - 1)
         attrs = self.attribute_head(h) if self.attribute_head is not None else h.new_zeros(len(h), 0)
-        return self.shape_head(h), self.colour_head(h), attrs
+        shapes = self.shape_head(h) if self.shape_head is not None else h.new_zeros(len(h), 0)
+        colours = self.colour_head(h) if self.colour_head is not None else h.new_zeros(len(h), 0)
+        return shapes, colours, attrs
 
 
 def _to_tensor(images) -> torch.Tensor:
@@ -66,8 +70,9 @@ class ContentChecker:
     """Load with :meth:`from_pretrained`; :meth:`predict` names objects, :meth:`check` compares to suite rows."""
 
     def __init__(self, net: CheckerNet, shapes: list[str], colours: list[str], config: dict | None = None,
-                 attributes: list[str] | None = None):
+                 attributes: list[str] | None = None, judge: CheckerNet | None = None):
         self.net = net.eval()
+        self.judge = judge.eval() if judge is not None else None  # judges the attributes when present
         self.shapes, self.colours = list(shapes), list(colours)
         self.attributes = list(attributes or [])
         self.config = config or {}
@@ -84,9 +89,19 @@ class ContentChecker:
                                     "build one with `python -m pluralign.toy.build_checkpoints`")
         cfg = json.loads(cfg_file.read_text())
         attributes = cfg.get("attributes", [])
-        net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 16), len(attributes))
-        net.load_state_dict(load_file(str(w_file)))
-        return cls(net, cfg["shapes"], cfg["colours"], cfg, attributes)
+        weights = load_file(str(w_file))
+        own_head = len(attributes) if "attribute_head.weight" in weights else 0  # a judge network may judge instead
+        net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 16), own_head)
+        net.load_state_dict(weights)
+        judge = None
+        if "judge" in cfg:
+            j_file = path / JUDGE_WEIGHTS
+            if not j_file.is_file():
+                raise FileNotFoundError(f"{cfg_file} names a judge network but {j_file} is missing; rebuild it with "
+                                        "`pluralign build-toy --stages judge`")
+            judge = CheckerNet(0, 0, cfg["judge"].get("width", 16), len(attributes))
+            judge.load_state_dict(load_file(str(j_file)))
+        return cls(net, cfg["shapes"], cfg["colours"], cfg, attributes, judge)
 
     def save_pretrained(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -94,6 +109,8 @@ class ContentChecker:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / WEIGHTS))
+        if self.judge is not None:
+            save_file({k: v.contiguous() for k, v in self.judge.state_dict().items()}, str(path / JUDGE_WEIGHTS))
         cfg = {**self.config, "shapes": self.shapes, "colours": self.colours, "attributes": self.attributes}
         (path / CONFIG).write_text(json.dumps(cfg, indent=2))
         return path
@@ -111,12 +128,14 @@ class ContentChecker:
 
     @torch.no_grad()
     def attribute_probs(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
-        """Per semantic attribute the checker judges, the probability that each image shows it."""
+        """Per semantic attribute the checker judges, the probability that each image shows it: from the judge
+        network where the checker has one, else from the content network's own attribute head."""
         if not self.attributes:
             raise ValueError("this content checker has no semantic-attribute head (it predates it); rebuild it "
-                             "with `pluralign build-toy --stages checker`")
+                             "with `pluralign build-toy --stages judge`")
         images = list(images)
-        probs = [self.net(_to_tensor(images[i:i + batch_size]))[2].sigmoid().double().numpy()
+        net = self.judge if self.judge is not None else self.net
+        probs = [net(_to_tensor(images[i:i + batch_size]))[2].sigmoid().double().numpy()
                  for i in range(0, len(images), batch_size)]
         out = np.concatenate(probs) if probs else np.zeros((0, len(self.attributes)))
         return {a: out[:, k] for k, a in enumerate(self.attributes)}
@@ -193,37 +212,25 @@ def random_light(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """NCHW ``x`` in [0, 1], each image under its own change of light: per-channel gains in [0.6, 1], an overall
     dimming to [0.45, 1] and, for half the images, a haze of up to 35% toward a random flat colour."""
     n = len(x)
-    gain = torch.empty(n, 3, 1, 1).uniform_(0.6, 1.0, generator=g) * torch.empty(n, 1, 1, 1).uniform_(0.45, 1.0, generator=g)
+    gain = (torch.empty(n, 3, 1, 1).uniform_(0.6, 1.0, generator=g)
+            * torch.empty(n, 1, 1, 1).uniform_(0.45, 1.0, generator=g))
     haze = torch.empty(n, 1, 1, 1).uniform_(0.0, 0.35, generator=g) * (torch.rand(n, 1, 1, 1, generator=g) < 0.5)
     colour = torch.rand(n, 3, 1, 1, generator=g) * 0.6 + 0.2
     return (x * gain * (1 - haze) + haze * colour).clamp(0, 1)
 
 
-def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, lr: float = 3e-3,
-                  width: int = 16, seed: int = 0, progress: bool = True, eval_scenes: int = 450,
-                  light_views: bool = False) -> tuple[ContentChecker, dict]:
-    """Train the checker from scratch; returns it and a record (config, held-out accuracies, wall time).
-
-    ``light_views``: the attribute head also fits a copy of each batch under :func:`random_light`, so that it
-    judges a storm, a stain or an outline whatever the light (a generator's are darker and tinted); the shape
-    and colour heads see only the unchanged images, since colour is what they name."""
+def _fit(net: CheckerNet, data: CheckerData, loss_fn, steps: int, batch_size: int, lr: float, seed: int,
+         progress: bool, desc: str) -> None:
+    """Fit ``net`` on ``data``: AdamW under a one-cycle rate, batches drawn with replacement and roughened the
+    way generated images are. ``loss_fn(net, x, idx, g)`` gives a batch's loss (``idx``: its rows of ``data``)."""
     from tqdm.auto import tqdm
 
-    t0 = time.time()
-    torch.manual_seed(seed)
-    data = make_data(n_scenes, seed)
-    semantic = list(world.SEMANTIC_ATTRIBUTES)
-    net = CheckerNet(len(world.SHAPES), len(world.COLOURS), width, len(semantic))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     x_all = torch.from_numpy(data.images).permute(0, 3, 1, 2)
-    ys, yc = torch.from_numpy(data.shapes), torch.from_numpy(data.colours)
-    ya = torch.tensor([[float(a == s) for s in semantic] for a in data.attributes])
     g = torch.Generator().manual_seed(seed)
-    ce = nn.CrossEntropyLoss()
-    bce = nn.BCEWithLogitsLoss()
     net.train()
-    bar = tqdm(range(steps), desc="content checker", disable=not progress, mininterval=5)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=5)
     for _ in bar:
         idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
         x = x_all[idx]
@@ -233,22 +240,85 @@ def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, 
         x = soften(x, torch.rand(len(x), generator=g) * 0.6)
         if torch.rand((), generator=g) < 0.5:
             x = x.flip(3)
-        s, c, a = net(x)
-        loss = ce(s, ys[idx]) + ce(c, yc[idx]) + bce(a, ya[idx])
-        if light_views:
-            loss = loss + bce(net(random_light(x, g))[2], ya[idx])
+        loss = loss_fn(net, x, idx, g)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    net.eval()
+
+
+def _attribute_labels(data: CheckerData, semantic: list[str]) -> torch.Tensor:
+    return torch.tensor([[float(a == s) for s in semantic] for a in data.attributes])
+
+
+def train_checker(n_scenes: int = 4000, steps: int = 800, batch_size: int = 64, lr: float = 3e-3,
+                  width: int = 16, seed: int = 0, progress: bool = True, eval_scenes: int = 450
+                  ) -> tuple[ContentChecker, dict]:
+    """Train the checker from scratch; returns it and a record (config, held-out accuracies, wall time)."""
+    t0 = time.time()
+    torch.manual_seed(seed)
+    data = make_data(n_scenes, seed)
+    semantic = list(world.SEMANTIC_ATTRIBUTES)
+    net = CheckerNet(len(world.SHAPES), len(world.COLOURS), width, len(semantic))
+    ys, yc, ya = torch.from_numpy(data.shapes), torch.from_numpy(data.colours), _attribute_labels(data, semantic)
+    ce, bce = nn.CrossEntropyLoss(), nn.BCEWithLogitsLoss()
+
+    def loss_fn(net, x, idx, g):
+        s, c, a = net(x)
+        return ce(s, ys[idx]) + ce(c, yc[idx]) + bce(a, ya[idx])
+
+    _fit(net, data, loss_fn, steps, batch_size, lr, seed, progress, "content checker")
     checker = ContentChecker(net, list(world.SHAPES), list(world.COLOURS),
                              {"width": width, "n_scenes": n_scenes, "steps": steps, "batch_size": batch_size,
-                              "lr": lr, "seed": seed, "light_views": light_views}, semantic)
+                              "lr": lr, "seed": seed}, semantic)
     record = evaluate_checker(checker, eval_scenes, seed=seed + 7919)
     record["wall_seconds"] = round(time.time() - t0, 1)
     checker.config["heldout"] = record
     return checker, record
+
+
+def train_judge(checker: ContentChecker, n_scenes: int = 6000, steps: int = 1500, batch_size: int = 64,
+                lr: float = 3e-3, width: int = 16, seed: int = 0, progress: bool = True, eval_scenes: int = 450
+                ) -> dict:
+    """Give ``checker`` a judge network of its own, trained from scratch; returns the held-out record.
+
+    The judge sees every batch twice: as rendered, and under :func:`random_light`. A generator's storm sky is
+    darker or tinted by the background it replaced, and a judge fitted on renders alone reads the renderer's
+    sky colour instead of the rain (``judge_under_light`` of the record). It shares no features with the shape
+    and colour heads, whose job is to name colours, so the content checker stays exactly as it was."""
+    t0 = time.time()
+    torch.manual_seed(seed)
+    data = make_data(n_scenes, seed)
+    semantic = list(checker.attributes or world.SEMANTIC_ATTRIBUTES)
+    net = CheckerNet(0, 0, width, len(semantic))
+    ya = _attribute_labels(data, semantic)
+    bce = nn.BCEWithLogitsLoss()
+
+    def loss_fn(net, x, idx, g):
+        return bce(net(x)[2], ya[idx]) + bce(net(random_light(x, g))[2], ya[idx])
+
+    _fit(net, data, loss_fn, steps, batch_size, lr, seed, progress, "judge")
+    checker.judge, checker.attributes = net, semantic
+    record = evaluate_checker(checker, eval_scenes, seed=seed + 7919)
+    record["wall_seconds"] = round(time.time() - t0, 1)
+    checker.config["judge"] = {"width": width, "n_scenes": n_scenes, "steps": steps, "batch_size": batch_size,
+                               "lr": lr, "seed": seed, "light_views": True, "heldout": record}
+    return record
+
+
+def save_judge(checker: ContentChecker, path: str | Path) -> Path:
+    """Write ``checker``'s judge network into the checker directory ``path`` and name it in its config, leaving
+    the content network's weights file untouched."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    save_file({k: v.contiguous() for k, v in checker.judge.state_dict().items()}, str(path / JUDGE_WEIGHTS))
+    cfg = json.loads((path / CONFIG).read_text())
+    cfg.update(judge=checker.config["judge"], attributes=checker.attributes)
+    (path / CONFIG).write_text(json.dumps(cfg, indent=2))
+    return path
 
 
 # Fixed changes of light and tint under which the judge is measured (``judge_under_light``). A generator's
