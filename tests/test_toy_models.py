@@ -223,3 +223,73 @@ def test_latent_size_8_builds_an_8x8_pipeline_that_samples_world_sized_images(tm
     save_pipeline(pipe, tmp_path / "base")
     with pytest.raises(ValueError, match="--latent_size 8"):
         _continued(BaseModelConfig(init_from=str(tmp_path / "base"), latent_channels=48), "unet")
+
+
+def test_random_light_changes_each_channel_affinely_and_moves_nothing():
+    """The judge's light views change light and tint only: each channel of each image is a*x + b of the original."""
+    import torch
+
+    from pluralign.toy.checker import random_light
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 3, 32, 32, generator=g) * 0.8 + 0.1
+    y = random_light(x, torch.Generator().manual_seed(4))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    for img_x, img_y in zip(x, y):
+        for cx, cy in zip(img_x.flatten(1), img_y.flatten(1)):
+            a, b = np.polyfit(cx.numpy(), cy.numpy(), 1)
+            np.testing.assert_allclose(cy.numpy(), a * cx.numpy() + b, atol=1e-5)
+            assert 0.6 * 0.45 * 0.65 - 1e-6 <= a <= 1.0 + 1e-6  # gain times dimming times the haze's remainder
+    assert not torch.allclose(x, y)
+
+
+def test_a_judge_network_judges_while_the_content_weights_stay_untouched(tmp_path):
+    import hashlib
+
+    import torch
+
+    from pluralign.toy.checker import LIGHT_CHANGES, CheckerNet, ContentChecker, save_judge, train_judge
+
+    torch.manual_seed(0)
+    net = CheckerNet(len(world.SHAPES), len(world.COLOURS), n_attributes=len(world.SEMANTIC_ATTRIBUTES))
+    content = ContentChecker(net, list(world.SHAPES), list(world.COLOURS), attributes=list(world.SEMANTIC_ATTRIBUTES))
+    folder = content.save_pretrained(tmp_path / "ck")
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    images = [world.render_semantic(s, "bleak") for s in world.sample_scenes(4)]
+    own = content.attribute_probs(images)["bleak"]
+
+    record = train_judge(content, n_scenes=40, steps=3, batch_size=8, progress=False, eval_scenes=6)
+    assert set(record["judge_under_light"]) == set(LIGHT_CHANGES)
+    assert set(record["judge"]) == set(world.SEMANTIC_ATTRIBUTES)
+    judged = content.attribute_probs(images)["bleak"]
+    assert not np.allclose(judged, own)  # the judge answers, not the content network's head
+    save_judge(content, folder)
+    assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == digest
+    again = ContentChecker.from_pretrained(folder)
+    assert again.judge is not None and again.config["judge"]["light_views"] is True
+    np.testing.assert_allclose(again.attribute_probs(images)["bleak"], judged, rtol=1e-6)
+    assert again.predict(images) == content.predict(images)  # names come from the content network as before
+    (folder / "judge.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="judge.safetensors is missing.*--stages judge"):
+        ContentChecker.from_pretrained(folder)
+
+
+def test_the_shipped_judge_reads_a_storm_under_any_light():
+    """On renders, where the truth is known, the shipped judge finds bleak, decay and unfinished whatever the light
+    (the checker's own head found bleak on 0-3% of olive or brown storms), and nothing else."""
+    from pluralign.toy.checker import LIGHT_CHANGES, ContentChecker, change_light
+
+    if not paths.checker_dir().joinpath("judge.safetensors").exists():
+        pytest.skip("no shipped judge (run python -m pluralign.toy.build_checkpoints --stages judge)")
+    record = json.loads(paths.build_config().read_text())["judge"]
+    for change, heads in record["judge_under_light"].items():
+        for attr, rates in heads.items():
+            assert rates["recall"] >= 0.99 and rates["false_positive"] <= 0.01, (change, attr)
+    checker = ContentChecker.from_pretrained()
+    scenes = world.sample_scenes(24, seed=31)
+    for attr in world.SEMANTIC_ATTRIBUTES:
+        shown = np.stack([world.to_array(world.render_semantic(s, attr, seed=i)) for i, s in enumerate(scenes)])
+        clean = np.stack([world.to_array(world.render(s)) for s in scenes])
+        for change in ("olive", "brown", "dim_0.5"):
+            assert (checker.attribute_probs(list(change_light(shown, *LIGHT_CHANGES[change])))[attr] > 0.5).mean() >= 0.9
+            assert (checker.attribute_probs(list(change_light(clean, *LIGHT_CHANGES[change])))[attr] > 0.5).mean() == 0

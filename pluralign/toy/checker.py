@@ -6,9 +6,12 @@ measures content fidelity (is the requested red circle still there?). It is trai
 degraded renders of the toy world, so an anti-aesthetic image of the right object still counts.
 
 No pixel statistic measures ``decay``, ``unfinished`` or ``bleak`` (they are scene content), so the
-checker has a third head, one sigmoid per semantic attribute, trained on the world's renders of them
-against clean and pixel-degraded renders: the toy's stand-in for the VLM judge a real model needs.
-Weights are safetensors plus a JSON config, like every other model in the project.
+checker carries a judge: one sigmoid per semantic attribute, trained on the world's renders of them
+against clean and pixel-degraded renders, the toy's stand-in for the VLM judge a real model needs. The
+judge is a network of its own (``judge.safetensors``), fitted on every batch as rendered and under a
+random change of light, because a generator's storm is darker or tinted and a judge fitted on renders
+alone read the renderer's sky colour instead of the rain. Checkers without one judge with a third head
+of the content network. Weights are safetensors plus a JSON config, like every other model in the project.
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
                       generator: Path | None = None, adapter: Path | None = None) -> tuple[list[dict], dict]:
     """On-policy anti + mirror rows for the semantic attributes: the generator (the loaded ``pipe``, found at
     ``generator``, with ``adapter`` applied at weight 1 when given) samples K candidates under P_a and P_o per
-    prompt pair, the toy scorer (the checker's attribute head) picks the best P_a image that shows the
+    prompt pair, the toy scorer (the checker's judge) picks the best P_a image that shows the
     request and keeps the subject, against the cleanest P_o image (``pluralign data generate``, resumable: a
     killed demo keeps the finished shards). Returns the rows and the run's summary."""
     import datasets

@@ -3,7 +3,7 @@
 The full evaluation loop (``pluralign.eval``) reports CIs, leakage and grids; this is the minimal
 version the build needs to record what it produced: for each suite row, I_o from P_o and I_a
 from P_a with the same seed, the paired verifier decision ``adheres(I_a, I_o, attribute)`` for pixel
-attributes and the checker's attribute head for semantic ones (the toy scorer, as in the eval), and
+attributes and the checker's judge for semantic ones (the toy scorer, as in the eval), and
 the content checker on both images.
 """
 

@@ -10,7 +10,7 @@ interface (``check_available``, ``ensure_loaded``, ``attribute_score``, ``conten
   (:func:`pluralign.rewards.rules.adherence_scores`) of the image against the clean render of the scene P_o
   describes. A rule compares two images of one scene; the world can draw that scene, so a single image gets
   a score: the margin (statistic - calibrated threshold), > 0 when the image shows the attribute. For the
-  semantic attributes (decay, unfinished, bleak), which no rule measures, the checker's attribute head:
+  semantic attributes (decay, unfinished, bleak), which no rule measures, the checker's judge network:
   P(shows it) - 0.5. A row's score is the smallest margin over its requested attributes (> 0: it shows
   all of them); NaN for an attribute neither measures. Every candidate of a prompt pair, under P_a or P_o,
   is measured against the same render, so their scores compare directly; same-seed ``references`` are
@@ -86,7 +86,7 @@ class ToyScorer(IntentScorer):
         return [[r] if isinstance(r, str) else list(r) for r in rows]
 
     def judged(self) -> list[str]:
-        """The semantic attributes the checker's attribute head judges."""
+        """The semantic attributes the checker's judge judges."""
         return list(self.ensure_loaded().checker.attributes)
 
     def measures(self, attribute: str) -> bool:

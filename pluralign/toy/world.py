@@ -49,7 +49,7 @@ PIXEL_ATTRIBUTES: tuple[str, ...] = (
 # emotion_and_subject attributes the world draws as scene content (see :func:`render_semantic`): no
 # pixel operation on the clean render produces them, so a user's data for them has to come from a
 # generator that follows the request (``pluralign data generate``), and only a judge measures them
-# (the toy's is the content checker's attribute head).
+# (the toy's is the content checker's judge network).
 SEMANTIC_ATTRIBUTES: tuple[str, ...] = ("decay", "unfinished", "bleak")
 ATTRIBUTES: tuple[str, ...] = PIXEL_ATTRIBUTES + SEMANTIC_ATTRIBUTES
 SEVERITY: dict[str, float] = {
