@@ -163,7 +163,7 @@ def test_content_ceiling_measures_renders_and_their_round_trip():
     assert ContentChecker.from_pretrained().check(list(reconstruct(vae, grey)), rows).mean() <= 0.25
 
 
-def test_checker_attribute_head_round_trips_and_feeds_the_toy_scorer(tmp_path):
+def test_checker_attribute_head_round_trips_and_feeds_the_toy_scorer(tmp_path, caplog):
     import torch
 
     from pluralign.toy.checker import CheckerNet, ContentChecker
@@ -183,7 +183,9 @@ def test_checker_attribute_head_round_trips_and_feeds_the_toy_scorer(tmp_path):
     # the toy scorer judges semantic attributes with the head (P - 0.5) and pixel ones with the rules;
     # a row asking for both gets the smaller margin
     scorer = ToyScorer(str(tmp_path / "ck"))
-    assert scorer.measures("decay") and scorer.measures("blurry") and not scorer.measures("grief")
+    with caplog.at_level("WARNING", logger="pluralign.toy.scorer"):
+        assert scorer.measures("decay") and scorer.measures("blurry") and not scorer.measures("grief")
+    assert "no judge network" in caplog.text and "--stages judge" in caplog.text  # the older, weaker judge says so
     prompts = [world.caption(s) for s in scenes]
     decay = scorer.attribute_score(images, prompts, prompts, "decay")
     np.testing.assert_allclose(decay, probs["decay"] - 0.5)
