@@ -1,4 +1,4 @@
-"""The toy judge (the content checker's attribute head) on images the toy models generate, not on renders.
+"""The toy world's judge of the semantic attributes on images the toy models generate, not on renders.
 
 The checker is validated on the world's renders, where the truth is known. The eval applies it to the base's and the
 aligned model's samples, which are rougher and lit differently (guidance 6 darkens a storm sky and tints it with the
@@ -34,9 +34,15 @@ from pluralign.toy.checker import ContentChecker
 MODELS = {"base": paths.base_dir, "aligned": paths.aligned_dir}
 
 
-def images_for(model: str, rows: list[dict], cache: Path, steps: int, guidance: float) -> tuple[list, list]:
+def images_for(model: str, rows: list[dict], cache: Path, steps: int, guidance: float, suite_seed: int
+               ) -> tuple[list, list]:
     folder = cache / model
     names = [(folder / f"{i:05d}_o.png", folder / f"{i:05d}_a.png") for i in range(len(rows))]
+    made_for = {"suite_seed": suite_seed, "n": len(rows), "num_inference_steps": steps, "guidance_scale": guidance}
+    manifest = folder / "made_for.json"
+    if manifest.is_file() and json.loads(manifest.read_text()) != made_for:
+        raise SystemExit(f"{folder} holds images of {json.loads(manifest.read_text())}, not {made_for}; "
+                         "give another --images folder")
     if not all(o.is_file() and a.is_file() for o, a in names):
         pipe = load_pipeline(str(MODELS[model]()), progress=False)
         seeds = [r["seed"] for r in rows]
@@ -46,6 +52,7 @@ def images_for(model: str, rows: list[dict], cache: Path, steps: int, guidance: 
         for (po, pa), o, a in zip(names, io, ia):
             o.save(po)
             a.save(pa)
+        manifest.write_text(json.dumps(made_for))
     return ([Image.open(o).convert("RGB") for o, _ in names], [Image.open(a).convert("RGB") for _, a in names])
 
 
@@ -77,10 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     sampling = json.loads(paths.build_config().read_text())["sampling"]
     rows = world.eval_suite(args.n, seed=args.suite_seed)
+    if any("=" not in item for item in args.checkers.split(",")):
+        ap.error(f"--checkers {args.checkers!r}: give name=DIR pairs separated by commas")
     checkers = dict(item.split("=", 1) for item in args.checkers.split(","))
     out, accepted = {}, {}
     for model in MODELS:
-        io, ia = images_for(model, rows, Path(args.images), sampling["num_inference_steps"], sampling["guidance_scale"])
+        io, ia = images_for(model, rows, Path(args.images), sampling["num_inference_steps"], sampling["guidance_scale"],
+                            args.suite_seed)
         for name, folder in checkers.items():
             rec, acc = judge_record(ContentChecker.from_pretrained(folder), rows, io, ia)
             out.setdefault(name, {})[model] = rec
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for model in MODELS:
             for i, r in enumerate(rows):
                 a = r["attributes"][0]
-                if a in accepted[(names[0], model)]:
+                if a in accepted[(names[0], model)] and a in accepted[(names[1], model)]:
                     x, y = accepted[(names[0], model)][a][i], accepted[(names[1], model)][a][i]
                     if x != y:
                         print(f"row {i} {model} {a}: {names[0]} {bool(x)} -> {names[1]} {bool(y)}")

@@ -26,7 +26,7 @@ from ..config import option, parse, to_dict
 from . import paths, world
 from .align import AlignConfig, align
 from .base_model import BaseModelConfig, save_pipeline, train_base
-from .checker import ContentChecker, save_judge, train_checker, train_judge
+from .checker import JUDGE_WEIGHTS, ContentChecker, save_judge, train_checker, train_judge
 from .dial_adapters import build_dial_adapters
 from .measure import measure_pipeline
 
@@ -114,6 +114,10 @@ def build(cfg: BuildConfig, base: BaseModelConfig, al: AlignConfig, command: str
         t = time.time()
         checker, rec = train_checker(cfg.checker_scenes, cfg.checker_steps, progress=cfg.progress,
                                      eval_scenes=cfg.checker_eval_scenes)
+        if "judge" not in cfg.stages and (out / "checker" / JUDGE_WEIGHTS).is_file():
+            # the judge shares nothing with the content network: a new content network keeps the judge beside it
+            old = ContentChecker.from_pretrained(out / "checker")
+            checker.judge, checker.config["judge"] = old.judge, old.config["judge"]
         checker.save_pretrained(out / "checker")
         record["checker"] = rec
         record["config"]["checker"] = {"n_scenes": cfg.checker_scenes, "steps": cfg.checker_steps,

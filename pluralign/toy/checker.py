@@ -17,6 +17,7 @@ of the content network. Weights are safetensors plus a JSON config, like every o
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -28,13 +29,16 @@ from torch import nn
 
 from . import paths, world
 
+log = logging.getLogger(__name__)
+
 WEIGHTS = "model.safetensors"
 JUDGE_WEIGHTS = "judge.safetensors"
 CONFIG = "config.json"
 
 
 class CheckerNet(nn.Module):
-    """Three conv stages (32 -> 16 -> 8 -> 4) and three linear heads (shape, colour, semantic attributes)."""
+    """Three conv stages (32 -> 16 -> 8 -> 4) and up to three linear heads (shape, colour, semantic attributes);
+    a head with 0 outputs is left out (the judge network has only the attribute head)."""
 
     def __init__(self, n_shapes: int, n_colours: int, width: int = 16, n_attributes: int = 0):
         super().__init__()
@@ -69,6 +73,16 @@ def _to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs).astype(np.float32)).permute(0, 3, 1, 2)
 
 
+def _load(net: CheckerNet, weights: dict, file: Path) -> CheckerNet:
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:  # shapes or keys that do not fit the config beside it
+        raise ValueError(f"{file}: its tensors do not fit {file.parent / CONFIG} ({str(exc).splitlines()[0]}); "
+                         f"rebuild the checker with `pluralign build-toy --output {file.parent.parent} --stages "
+                         "checker,judge`") from None
+    return net
+
+
 class ContentChecker:
     """Load with :meth:`from_pretrained`; :meth:`predict` names objects, :meth:`check` compares to suite rows."""
 
@@ -79,6 +93,8 @@ class ContentChecker:
         self.shapes, self.colours = list(shapes), list(colours)
         self.attributes = list(attributes or [])
         self.config = config or {}
+        self.source: Path | None = None  # the directory it was loaded from, for messages
+        self._warned = False
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None) -> ContentChecker:
@@ -93,18 +109,19 @@ class ContentChecker:
         cfg = json.loads(cfg_file.read_text())
         attributes = cfg.get("attributes", [])
         weights = load_file(str(w_file))
-        own_head = len(attributes) if "attribute_head.weight" in weights else 0  # a judge network may judge instead
-        net = CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 16), own_head)
-        net.load_state_dict(weights)
+        # the content network's own attribute head, if it has one (a judge network may judge instead)
+        own_head = weights["attribute_head.weight"].shape[0] if "attribute_head.weight" in weights else 0
+        net = _load(CheckerNet(len(cfg["shapes"]), len(cfg["colours"]), cfg.get("width", 16), own_head), weights, w_file)
         judge = None
         if "judge" in cfg:
             j_file = path / JUDGE_WEIGHTS
             if not j_file.is_file():
                 raise FileNotFoundError(f"{cfg_file} names a judge network but {j_file} is missing; rebuild it with "
-                                        "`pluralign build-toy --stages judge`")
-            judge = CheckerNet(0, 0, cfg["judge"].get("width", 16), len(attributes))
-            judge.load_state_dict(load_file(str(j_file)))
-        return cls(net, cfg["shapes"], cfg["colours"], cfg, attributes, judge)
+                                        f"`pluralign build-toy --output {path.parent} --stages judge`")
+            judge = _load(CheckerNet(0, 0, cfg["judge"].get("width", 16), len(attributes)), load_file(str(j_file)), j_file)
+        checker = cls(net, cfg["shapes"], cfg["colours"], cfg, attributes, judge)
+        checker.source = path
+        return checker
 
     def save_pretrained(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -112,9 +129,13 @@ class ContentChecker:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / WEIGHTS))
-        if self.judge is not None:
-            save_file({k: v.contiguous() for k, v in self.judge.state_dict().items()}, str(path / JUDGE_WEIGHTS))
         cfg = {**self.config, "shapes": self.shapes, "colours": self.colours, "attributes": self.attributes}
+        if self.judge is not None:  # the config names a judge exactly when its file is written
+            save_file({k: v.contiguous() for k, v in self.judge.state_dict().items()}, str(path / JUDGE_WEIGHTS))
+            cfg["judge"] = {**self.config.get("judge", {}), "width": self.judge.width}
+        else:
+            cfg.pop("judge", None)
+            (path / JUDGE_WEIGHTS).unlink(missing_ok=True)
         (path / CONFIG).write_text(json.dumps(cfg, indent=2))
         return path
 
@@ -133,11 +154,19 @@ class ContentChecker:
     def attribute_probs(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
         """Per semantic attribute the checker judges, the probability that each image shows it: from the judge
         network where the checker has one, else from the content network's own attribute head."""
-        if not self.attributes:
-            raise ValueError("this content checker has no semantic-attribute head (it predates it); rebuild it "
-                             "with `pluralign build-toy --stages judge`")
-        images = list(images)
         net = self.judge if self.judge is not None else self.net
+        if not self.attributes or net.attribute_head is None:
+            where = f" at {self.source}" if self.source else ""
+            output = self.source.parent if self.source else "DIR"
+            raise ValueError(f"this content checker{where} has no judge of the semantic attributes; add one with "
+                             f"`pluralign build-toy --output {output} --stages judge`")
+        if self.judge is None and not self._warned:
+            self._warned = True
+            log.warning("the content checker%s has no judge network (%s): its content network's own head judges %s, "
+                        "and it misses storms that are darker or tinted. Add one with `pluralign build-toy --output %s "
+                        "--stages judge`", f" at {self.source}" if self.source else "", JUDGE_WEIGHTS,
+                        ", ".join(self.attributes), self.source.parent if self.source else "DIR")
+        images = list(images)
         probs = [net(_to_tensor(images[i:i + batch_size]))[2].sigmoid().double().numpy()
                  for i in range(0, len(images), batch_size)]
         out = np.concatenate(probs) if probs else np.zeros((0, len(self.attributes)))
@@ -317,8 +346,16 @@ def save_judge(checker: ContentChecker, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    save_file({k: v.contiguous() for k, v in checker.judge.state_dict().items()}, str(path / JUDGE_WEIGHTS))
+    if checker.judge is None:
+        raise ValueError(f"save_judge: the checker has no judge network to write into {path} (train_judge makes one)")
+    if not (path / CONFIG).is_file():
+        raise FileNotFoundError(f"save_judge: {path / CONFIG} is missing; write the content checker there first "
+                                "(save_pretrained)")
     cfg = json.loads((path / CONFIG).read_text())
+    if cfg.get("attributes") and cfg["attributes"] != checker.attributes:
+        raise ValueError(f"save_judge: the judge judges {checker.attributes}, the checker in {path} "
+                         f"{cfg['attributes']}; rebuild both with `--stages checker,judge`")
+    save_file({k: v.contiguous() for k, v in checker.judge.state_dict().items()}, str(path / JUDGE_WEIGHTS))
     cfg.update(judge=checker.config["judge"], attributes=checker.attributes)
     (path / CONFIG).write_text(json.dumps(cfg, indent=2))
     return path
@@ -347,7 +384,7 @@ def change_light(images: np.ndarray, gain, haze: float, colour) -> np.ndarray:
 
 def evaluate_checker(checker: ContentChecker, n: int = 450, seed: int = 7919) -> dict:
     """Held-out content accuracy on clean renders and on each attribute at the world's severity, and
-    the semantic head as a judge: per semantic attribute, how often it fires on renders of it (recall)
+    the judge of the semantic attributes: per attribute, how often it fires on renders of it (recall)
     and on renders of anything else, clean or another attribute (false positives); ``judge_under_light``
     gives the same two under each of :data:`LIGHT_CHANGES`."""
     scenes = world.sample_scenes(n, seed)

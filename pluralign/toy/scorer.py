@@ -21,7 +21,6 @@ It scores toy-world images and captions only; a prompt that names no toy object 
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,8 +33,6 @@ from pluralign.rewards.rules import THRESHOLDS_PATH, adherence_scores, load_rule
 
 from . import paths, world
 from .checker import CONFIG, WEIGHTS, ContentChecker, _to_tensor
-
-log = logging.getLogger(__name__)
 
 _OBJECT = re.compile(rf"\b({'|'.join(world.COLOURS)}) ({'|'.join(world.SHAPES)})\b")
 _BACKGROUND = re.compile(rf"\bon an? ({'|'.join(world.BACKGROUNDS)}) background\b")
@@ -79,11 +76,6 @@ class ToyScorer(IntentScorer):
         if self.checker is None:
             self.check_available()
             self.checker = ContentChecker.from_pretrained(self.checker_dir)
-            if self.checker.attributes and self.checker.judge is None:
-                log.warning("toy scorer: the checker at %s has no judge network (judge.safetensors); its content "
-                            "network's own head judges %s, and it misses storms that are darker or tinted. "
-                            "Add one with `pluralign build-toy --output DIR --stages judge`",
-                            self.checker_dir or paths.checker_dir(), ", ".join(self.checker.attributes))
         return self
 
     @staticmethod
