@@ -114,6 +114,23 @@ def test_pairs_per_prompt_takes_the_next_best_candidates_while_they_pass():
     assert select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1).more_chosen == []  # one pair by default
 
 
+def test_choose_by_content_takes_the_surest_subject_among_the_candidates_that_pass():
+    # P_a: 0 shows the request most but barely keeps the object; 1 passes with the surest object; 2 has a surer
+    # object still but does not pass the floor; 3 lost the content
+    sa, so, ca, co = [0.5, 0.3, 0.05, 0.45], [-0.4, -0.3], [0.55, 0.9, 0.99, 0.2], [1.0, 1.0]
+    by_attr = select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.2, min_chosen=0.1)
+    by_content = select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.2, min_chosen=0.1, choose_by="content")
+    assert (by_attr.chosen, by_content.chosen, by_content.rejected) == (0, 1, 0)
+    assert by_content.accepted and by_content.margin == pytest.approx(0.3 - (-0.4))
+    # the next pairs by content too, only among those that pass; a drop is the same drop either way
+    more = select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.2, min_chosen=0.1, choose_by="content", n_pairs=3)
+    assert (more.chosen, more.more_chosen) == (1, [0])
+    strict = dict(min_content=0.5, min_margin=2.0, min_chosen=0.1)
+    assert select_pair(sa, so, ca, co, **strict).reason == select_pair(sa, so, ca, co, **strict, choose_by="content").reason
+    with pytest.raises(ValueError, match="choose_by 'surest'"):
+        select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.2, choose_by="surest")
+
+
 def test_content_pair_rejects_the_content_losing_candidate_that_shows_the_attributes_most():
     sa, so, ca, co = [0.9, 0.2, 0.8, 0.95, 0.7], [0.1, 0.0], [1, 1, 0.1, 0.3, 0.2], [1, 1]
     d = select_pair(sa, so, ca, co, min_content=0.5, min_margin=0.1, content_pair=True)

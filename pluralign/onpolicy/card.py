@@ -75,9 +75,12 @@ def dataset_card(summary: dict, config: dict, *, generator: str, scorer: str, mi
         "Made by `pluralign data generate`: for every prompt pair (P_o, P_a) the generator sampled "
         f"{config['num_candidates']} images under P_a and {config['num_candidates']} under P_o on shared seeds; the "
         "scorer rated each for P_a's requested attributes and for P_o's content. The *anti* row (prompt P_a) "
-        "prefers the P_a image rated highest among those that keep the content over the P_o image that keeps the "
-        "content and shows the attributes least; its *mirror* (prompt P_o, same `pair_id`) is the same two images "
-        "with the labels swapped."
+        + ("prefers the P_a image rated highest among those that keep the content"
+           if config.get("choose_by", "attribute") == "attribute" else
+           "prefers, of the P_a images that keep the content and pass the margin and floor below, the one whose "
+           "content score is highest (`choose_by: content`)")
+        + " over the P_o image that keeps the content and shows the attributes least; its *mirror* (prompt P_o, "
+        "same `pair_id`) is the same two images with the labels swapped."
         + (f" An accepted prompt pair gives up to {config['pairs_per_prompt']} anti + mirror pairs: its next best P_a "
            "images that pass the same margin and floor, each against the same rejected image (`pair_id` "
            "`SOURCE#INDEX.K`)." if config.get("pairs_per_prompt", 1) > 1 else "")

@@ -57,6 +57,10 @@ class GenerateConfig:
     content_pairs: bool = option(False, "also give an accepted prompt pair one more anti row under P_a: its chosen "
                                  "image over the P_a candidate that lost P_o's content and shows the attributes most. "
                                  "Both follow the request; only the chosen one kept the subject")
+    choose_by: str = option("attribute", "which accepted P_a candidate becomes the chosen image: attribute (the one "
+                            "the scorer rates highest for the request) | content (of the candidates that would be "
+                            "accepted, the one that keeps P_o's content best: the request followed, not overdone)",
+                            choices=("attribute", "content"))
     min_content: float = option(0.5, "content score (0..1) a candidate needs to count as still showing P_o's "
                                 "content", min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)

@@ -288,7 +288,7 @@ def run_shard(pipe, scorer, rows: list[EvalRow], start: int, cfg: GenerateConfig
             na = len(cand_a)
             d = select_pair(att[j:j + na], att[j + na:j + na + k], con[j:j + na], con[j + na:j + na + k],
                             min_content=cfg.min_content, min_margin=p.min_margin, min_chosen=p.min_chosen,
-                            n_pairs=cfg.pairs_per_prompt, content_pair=cfg.content_pairs)
+                            n_pairs=cfg.pairs_per_prompt, content_pair=cfg.content_pairs, choose_by=cfg.choose_by)
             if d.accepted:
                 out_rows += pair_rows(row, start + i, d, seeds_a, seeds[i], cand_a, cand_o, cfg, p)
         else:

@@ -13,7 +13,8 @@
   one does).
 
 Other ties go to the higher content score, then to the lower candidate index, so the choice is a pure
-function of the scores.
+function of the scores. ``choose_by="content"`` picks the chosen image by content instead, among the candidates
+that would be accepted (see :func:`select_pair`).
 
 With ``n_pairs`` > 1 an accepted prompt pair also gives the next best content-keeping P_a candidates, in order of
 score, each against the same rejected image, for as long as each passes the same margin and floor (``more_chosen``):
@@ -73,11 +74,22 @@ def _floats(x) -> list[float]:
     return [float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
 
 
+CHOOSE_BY = ("attribute", "content")
+
+
 def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float, min_margin: float,
                 min_chosen: float | None = None, has_attributes: bool = True, n_pairs: int = 1,
-                content_pair: bool = False) -> Decision:
+                content_pair: bool = False, choose_by: str = "attribute") -> Decision:
     """The decision for one prompt pair from its candidates' attribute and content scores (up to ``n_pairs``
-    chosen images, and with ``content_pair`` the content-losing P_a candidate to reject under P_a)."""
+    chosen images, and with ``content_pair`` the content-losing P_a candidate to reject under P_a).
+
+    ``choose_by="content"``: of the P_a candidates that would be accepted (they keep the content and pass
+    ``min_chosen`` and ``min_margin`` against the rejected image), the chosen one is the one with the highest
+    content score, ties to the higher attribute score. The highest attribute score picks the sample that draws
+    the request hardest, and with a judge whose probabilities saturate that is often the one that kept the least
+    of the subject; this picks the one that follows the request and keeps the subject best."""
+    if choose_by not in CHOOSE_BY:
+        raise ValueError(f"select_pair: choose_by {choose_by!r} is not one of {CHOOSE_BY}")
     sa, so, ca, co = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (scores_a, scores_o, content_a, content_o))
     if not (len(sa) == len(ca) and len(so) == len(co)):
         raise ValueError(f"select_pair: {len(sa)} P_a scores but {len(ca)} content scores, or {len(so)} P_o scores "
@@ -116,10 +128,16 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
     if d.reason:
         return d
     d.accepted = True
-    for j in sorted((j for j in idx_a if j != d.chosen), key=lambda j: (-sa[j], j))[:n_pairs - 1]:
-        if refused(j):
-            break  # in order of score: no later candidate passes either
-        d.more_chosen.append(int(j))
+    # refused() only asks the attribute score to reach a floor, so in order of that score the passing candidates
+    # come first; by content, they are picked out of the order
+    if choose_by == "content":
+        passing = sorted((int(j) for j in idx_a if not refused(int(j))), key=lambda j: (-ca[j], -sa[j], j))
+        d.chosen = passing[0]  # the highest-scoring candidate passes, so there is one
+        d.rejected = min(ties, key=lambda j: (j != d.chosen, -co[j], j))  # ties are equally clean: margins unchanged
+        d.margin = float(sa[d.chosen] - so[d.rejected])
+    else:
+        passing = [int(j) for j in sorted(idx_a, key=lambda j: (-sa[j], j)) if not refused(int(j))]
+    d.more_chosen = [j for j in passing if j != d.chosen][:n_pairs - 1]
     if content_pair:
         follows = (sa > so[d.rejected]) & (sa >= min_chosen if min_chosen is not None else True)
         lost_a = np.flatnonzero((ca < min_content) & ~np.isnan(sa) & follows)

@@ -104,6 +104,10 @@ class DemoConfig:
     semantic_content_pairs: bool = option(False, "give an accepted on-policy prompt pair one more anti row: its "
                                           "chosen image over the base's P_a sample that lost the object (data "
                                           "generate's content_pairs)")
+    semantic_choose_by: str = option("attribute", "which on-policy P_a sample becomes the chosen image: attribute "
+                                     "(the judge's highest score) | content (of those the judge accepts, the one "
+                                     "whose object the checker names most surely; data generate's choose_by)",
+                                     choices=("attribute", "content"))
     onpolicy_guidance_scale: float = option(-1.0, "CFG scale the generator samples the on-policy pairs with (negative: "
                                             "the demo's own, guidance_scale); a teacher is sampled at the scale it "
                                             "draws the requests best at, whatever the models are evaluated with",
@@ -207,6 +211,7 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
     gcfg = GenerateConfig(generator=str(generator or paths.base_dir()), generator_adapter=str(adapter) if adapter else None,
                           suite="toy", num_candidates=cfg.semantic_candidates, scorer="toy", min_chosen_score=0.0,
                           pairs_per_prompt=cfg.semantic_pairs_per_prompt, content_pairs=cfg.semantic_content_pairs,
+                          choose_by=cfg.semantic_choose_by,
                           num_inference_steps=sampling["num_inference_steps"],
                           guidance_scale=cfg.onpolicy_guidance_scale if cfg.onpolicy_guidance_scale >= 0
                           else sampling["guidance_scale"],
