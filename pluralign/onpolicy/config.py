@@ -8,6 +8,7 @@ from pluralign.config import option
 from pluralign.data.taxonomy import CATEGORIES, is_requestable
 from pluralign.env import check_device
 from pluralign.eval.samplers import SAMPLER_NAMES
+from pluralign.onpolicy.select import CHOOSE_BY
 
 # Options that do not change what a run generates: a resume may change them freely. Every other
 # option is recorded with the finished shards, and a resume with another value is refused.
@@ -60,7 +61,7 @@ class GenerateConfig:
     choose_by: str = option("attribute", "which accepted P_a candidate becomes the chosen image: attribute (the one "
                             "the scorer rates highest for the request) | content (of the candidates that would be "
                             "accepted, the one that keeps P_o's content best: the request followed, not overdone)",
-                            choices=("attribute", "content"))
+                            choices=CHOOSE_BY)
     min_content: float = option(0.5, "content score (0..1) a candidate needs to count as still showing P_o's "
                                 "content", min=0.0, max=1.0)
     num_inference_steps: int = option(20, "denoising steps per image", min=1, max=1000)

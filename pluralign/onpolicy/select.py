@@ -114,7 +114,12 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
     idx_o = np.flatnonzero(ok_o)
     low = so[idx_o].min()
     ties = [int(j) for j in idx_o if so[j] - low <= TIE * max(1.0, abs(low))]
-    d.rejected = min(ties, key=lambda j: (j != d.chosen, -co[j], j))
+
+    def rejected_for(chosen: int) -> int:
+        """Of the equally clean P_o candidates, the chosen one's same-seed partner, else the surest content."""
+        return min(ties, key=lambda j: (j != chosen, -co[j], j))
+
+    d.rejected = rejected_for(d.chosen)
     d.margin = float(sa[d.chosen] - so[d.rejected])
 
     def refused(j: int) -> str | None:
@@ -133,7 +138,7 @@ def select_pair(scores_a, scores_o, content_a, content_o, *, min_content: float,
     if choose_by == "content":
         passing = sorted((int(j) for j in idx_a if not refused(int(j))), key=lambda j: (-ca[j], -sa[j], j))
         d.chosen = passing[0]  # the highest-scoring candidate passes, so there is one
-        d.rejected = min(ties, key=lambda j: (j != d.chosen, -co[j], j))  # ties are equally clean: margins unchanged
+        d.rejected = rejected_for(d.chosen)  # ties are equally clean: margins unchanged
         d.margin = float(sa[d.chosen] - so[d.rejected])
     else:
         passing = [int(j) for j in sorted(idx_a, key=lambda j: (-sa[j], j)) if not refused(int(j))]

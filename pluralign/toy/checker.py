@@ -73,6 +73,12 @@ def _to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs).astype(np.float32)).permute(0, 3, 1, 2)
 
 
+def _save(net: CheckerNet, file: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(file))
+
+
 def _load(net: CheckerNet, weights: dict, file: Path) -> CheckerNet:
     try:
         net.load_state_dict(weights)
@@ -123,16 +129,18 @@ class ContentChecker:
         checker.source = path
         return checker
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
+    def judge_config(self) -> dict:
+        """The ``judge`` entry of ``config.json`` for this checker's judge network."""
+        return {**self.config.get("judge", {}), "width": self.judge.width}
 
+    def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(path / WEIGHTS))
+        _save(self.net, path / WEIGHTS)
         cfg = {**self.config, "shapes": self.shapes, "colours": self.colours, "attributes": self.attributes}
         if self.judge is not None:  # the config names a judge exactly when its file is written
-            save_file({k: v.contiguous() for k, v in self.judge.state_dict().items()}, str(path / JUDGE_WEIGHTS))
-            cfg["judge"] = {**self.config.get("judge", {}), "width": self.judge.width}
+            _save(self.judge, path / JUDGE_WEIGHTS)
+            cfg["judge"] = self.judge_config()
         else:
             cfg.pop("judge", None)
             (path / JUDGE_WEIGHTS).unlink(missing_ok=True)
@@ -155,17 +163,15 @@ class ContentChecker:
         """Per semantic attribute the checker judges, the probability that each image shows it: from the judge
         network where the checker has one, else from the content network's own attribute head."""
         net = self.judge if self.judge is not None else self.net
+        where = f" at {self.source}" if self.source else ""
+        add = f"`pluralign build-toy --output {self.source.parent if self.source else 'DIR'} --stages judge`"
         if not self.attributes or net.attribute_head is None:
-            where = f" at {self.source}" if self.source else ""
-            output = self.source.parent if self.source else "DIR"
-            raise ValueError(f"this content checker{where} has no judge of the semantic attributes; add one with "
-                             f"`pluralign build-toy --output {output} --stages judge`")
+            raise ValueError(f"this content checker{where} has no judge of the semantic attributes; add one with {add}")
         if self.judge is None and not self._warned:
             self._warned = True
             log.warning("the content checker%s has no judge network (%s): its content network's own head judges %s, "
-                        "and it misses storms that are darker or tinted. Add one with `pluralign build-toy --output %s "
-                        "--stages judge`", f" at {self.source}" if self.source else "", JUDGE_WEIGHTS,
-                        ", ".join(self.attributes), self.source.parent if self.source else "DIR")
+                        "and it misses storms that are darker or tinted. Add one with %s", where, JUDGE_WEIGHTS,
+                        ", ".join(self.attributes), add)
         images = list(images)
         probs = [net(_to_tensor(images[i:i + batch_size]))[2].sigmoid().double().numpy()
                  for i in range(0, len(images), batch_size)]
@@ -343,8 +349,6 @@ def train_judge(checker: ContentChecker, n_scenes: int = 6000, steps: int = 1500
 def save_judge(checker: ContentChecker, path: str | Path) -> Path:
     """Write ``checker``'s judge network into the checker directory ``path`` and name it in its config, leaving
     the content network's weights file untouched."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if checker.judge is None:
         raise ValueError(f"save_judge: the checker has no judge network to write into {path} (train_judge makes one)")
@@ -355,8 +359,8 @@ def save_judge(checker: ContentChecker, path: str | Path) -> Path:
     if cfg.get("attributes") and cfg["attributes"] != checker.attributes:
         raise ValueError(f"save_judge: the judge judges {checker.attributes}, the checker in {path} "
                          f"{cfg['attributes']}; rebuild both with `--stages checker,judge`")
-    save_file({k: v.contiguous() for k, v in checker.judge.state_dict().items()}, str(path / JUDGE_WEIGHTS))
-    cfg.update(judge=checker.config["judge"], attributes=checker.attributes)
+    _save(checker.judge, path / JUDGE_WEIGHTS)
+    cfg.update(judge=checker.judge_config(), attributes=checker.attributes)
     (path / CONFIG).write_text(json.dumps(cfg, indent=2))
     return path
 

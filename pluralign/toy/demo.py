@@ -54,6 +54,7 @@ from pluralign.eval.samplers import SAMPLER_NAMES
 from pluralign.eval.suite import from_records
 from pluralign.onpolicy.config import GenerateConfig, attribute_scales
 from pluralign.onpolicy.generate import generate_dataset
+from pluralign.onpolicy.select import CHOOSE_BY
 from pluralign.trainers import DPOTrainConfig, train
 
 from . import paths, world, world_pairs
@@ -107,7 +108,7 @@ class DemoConfig:
     semantic_choose_by: str = option("attribute", "which on-policy P_a sample becomes the chosen image: attribute "
                                      "(the judge's highest score) | content (of those the judge accepts, the one "
                                      "whose object the checker names most surely; data generate's choose_by)",
-                                     choices=("attribute", "content"))
+                                     choices=CHOOSE_BY)
     onpolicy_guidance_scale: float = option(-1.0, "CFG scale the generator samples the on-policy pairs with (negative: "
                                             "the demo's own, guidance_scale); a teacher is sampled at the scale it "
                                             "draws the requests best at, whatever the models are evaluated with",
