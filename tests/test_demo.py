@@ -396,6 +396,37 @@ def test_demo_html_shows_every_model_by_attribute_from_the_saved_eval_images(tmp
     assert html.count("<figure>") == 3 and "href='eval/intent_dpo/report.html'" in html
 
 
+def test_extra_items_add_fresh_scenes_of_one_attribute_to_the_intent_adapter_only():
+    """More rows for an attribute the adapter learns last come from new scenes, not repeats of the old ones, and
+    only the intent adapter gets them."""
+    from pluralign.toy.demo import DemoConfig, training_rows
+
+    base = training_rows(DemoConfig(intent_items=9, over_severity=0.0), "intent")
+    extra = training_rows(DemoConfig(intent_items=9, over_severity=0.0, extra_items=["off_center=3"]), "intent")
+    added = extra[len(base):]
+    assert len(added) == 6 and [r["pair_id"] for r in extra[:len(base)]] == [r["pair_id"] for r in base]
+    assert [r["kind"] for r in added] == ["anti", "mirror"] * 3
+    assert all(r["attributes"] == ["off_center"] for r in added)
+    assert len({r["pair_id"] for r in extra}) == 9 + 3
+    old_scenes = {r["chosen"].tobytes() for r in base}
+    assert not any(r["chosen"].tobytes() in old_scenes for r in added)
+    for kind in ("aesthetic", "sft"):
+        assert len(training_rows(DemoConfig(intent_items=9, over_severity=0.0, extra_items=["off_center=3"]), kind)) \
+            == len(training_rows(DemoConfig(intent_items=9, over_severity=0.0), kind))
+
+
+@pytest.mark.parametrize("entry, needle", [("bleak=4", "'bleak=4' is not ATTRIBUTE=N"),
+                                           ("off_center=0", "'off_center=0' is not ATTRIBUTE=N"),
+                                           ("off_center", "'off_center' is not ATTRIBUTE=N")])
+def test_extra_items_name_the_bad_entry(entry, needle):
+    from pluralign.toy.demo import DemoConfig
+
+    with pytest.raises(ValueError, match=needle):
+        DemoConfig(extra_items=[entry])
+    with pytest.raises(ValueError, match="off_center is listed twice"):
+        DemoConfig(extra_items=["off_center=2", "off_center=3"])
+
+
 def test_onpolicy_attribute_guidance_is_checked_before_any_stage(tmp_path, capsys):
     """A malformed entry, or one for an attribute without on-policy pairs, stops the demo with a line that names
     the option, before anything runs."""

@@ -135,6 +135,10 @@ class DemoConfig:
         factory=list, help="pixel attributes the world renders at full severity already (blurry) that get an "
         "over-degradation row anyway (with over_severity > 0): the world's render degraded once more at full severity "
         "is rejected", choices=tuple(a for a in PIXEL_ATTRIBUTES if SEVERITY[a] >= 1.0))
+    extra_items: list[str] = option(
+        factory=list, help="ATTRIBUTE=N entries: N more scenes of that pixel attribute, each an anti + mirror pair, in "
+        "the intent adapter's rows only (fresh scenes from a seed of their own, no over-degradation row): a larger "
+        "share for an attribute the adapter learns last, without repeating rows")
     anti_fraction: float = option(1.0, "share of intent (anti + mirror) rows in the training mix; the rest are "
                                   "ordinary aesthetic pairs. 1.0 (none): the mirror rows and the preserve terms keep "
                                   "ordinary prompts where they were, and every step's rows teach the request; with the "
@@ -162,6 +166,22 @@ class DemoConfig:
         if other:
             raise ValueError(f"onpolicy_attribute_guidance: {', '.join(other)}: only the semantic attributes "
                              f"({', '.join(SEMANTIC_ATTRIBUTES)}) have on-policy pairs")
+        extra_item_counts(self.extra_items)
+
+
+def extra_item_counts(entries: list[str]) -> dict[str, int]:
+    """``ATTRIBUTE=N`` entries of ``extra_items`` as ``{attribute: N}``; ValueError naming the entry that is not a
+    pixel attribute with a count in [1, 100000], or repeats one."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        if name not in PIXEL_ATTRIBUTES or not value.isdigit() or not 1 <= int(value) <= 100_000:
+            raise ValueError(f"extra_items: {entry!r} is not ATTRIBUTE=N with N in [1, 100000] and ATTRIBUTE one of "
+                             f"the world's pixel attributes ({', '.join(PIXEL_ATTRIBUTES)})")
+        if name in counts:
+            raise ValueError(f"extra_items: {name} is listed twice")
+        counts[name] = int(value)
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +207,8 @@ def _check_checkpoints() -> None:
 
 # the on-policy prompts' scenes: disjoint from the degradation pairs' (data_seed) and the suites', new each round
 ONPOLICY_SEED_OFFSET = 500
+# the extra items' scenes, one seed per pixel attribute: disjoint from the others above
+EXTRA_ITEMS_SEED_OFFSET = 700
 ROUND_SEED_STRIDE = 10_000
 
 
@@ -234,7 +256,8 @@ def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None
     * ``intent``: anti + mirror pairs - from the world's degradations for the pixel attributes, the
       ``onpolicy`` rows (:func:`generate_onpolicy`, each ``semantic_repeat`` times) for the semantic
       ones - and, with ``over_severity``,
-      the over-degradation rows of :func:`~pluralign.toy.world_pairs.over_pairs`, mixed with ordinary
+      the over-degradation rows of :func:`~pluralign.toy.world_pairs.over_pairs`, and the ``extra_items``
+      (more scenes of the attributes named there), mixed with ordinary
       aesthetic pairs at ``anti_fraction``;
     * ``aesthetic``: what the field does - the same scenes, the clean render preferred under both
       the ordinary and the anti-aesthetic caption, plus the same ordinary aesthetic pairs;
@@ -243,6 +266,10 @@ def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None
     """
     intent = world_pairs.intent_pairs(cfg.intent_items, cfg.data_seed, PIXEL_ATTRIBUTES) + list(onpolicy or []) * (
         cfg.semantic_repeat if kind == "intent" else 1)
+    if kind == "intent":
+        for attr, n in extra_item_counts(cfg.extra_items).items():
+            seed = cfg.data_seed + EXTRA_ITEMS_SEED_OFFSET + PIXEL_ATTRIBUTES.index(attr)
+            intent += world_pairs.intent_pairs(n, seed, (attr,))
     # over-degradation rows are part of the intent method's data; the baselines keep their mix
     over = world_pairs.over_pairs(cfg.intent_items, cfg.data_seed, cfg.over_severity, PIXEL_ATTRIBUTES,
                                   over_attributes=tuple(cfg.over_attributes), twice=tuple(cfg.over_twice)) \
