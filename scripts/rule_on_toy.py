@@ -1,0 +1,90 @@
+"""How often one verifier rule fires on the toy world's images: on renders, where the truth is known, and on the images
+an eval saved.
+
+The rules are calibrated on photographs; the toy world's 32 px scenes (one saturated subject on a pale ground) are
+another domain, and the demo's headline numbers are read with the same rules. On renders this prints, for every
+attribute the world draws, the share of (degraded, clean) pairs on which the rule fires: on its own attribute that is
+its recall, on the others a confusion (`taxonomy.IMPLIES` marks the pairs physics explains). With sweep or demo run
+folders it also reads the rule on their saved images, split into the rows that request the attribute and the rest, for
+the aligned model (``images/base``) and the adapter (``images/adapter_w1``):
+
+    python scripts/rule_on_toy.py --rule muted [--thresholds FILE] [RUN_DIR ...] [--demo DIR]
+
+Renders come from scenes of ``--seed`` (default 4242: not the base's training data, the suites' or the demo's
+pairs). Nothing is sampled, so it takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pluralign.data.taxonomy import IMPLIES
+from pluralign.eval.suite import load_suite
+from pluralign.rewards.rules import load_rules, paired_statistics
+from pluralign.toy import world
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+
+
+def on_renders(rule, n: int, seed: int) -> dict[str, float]:
+    """Share of render pairs (the attribute's render, the clean one) on which ``rule`` fires, per attribute."""
+    scenes = world.sample_scenes(n, seed)
+    clean = [world.to_array(world.variant(s, None)[0]) for s in scenes]
+    out = {}
+    for attr in world.ATTRIBUTES:
+        degraded = [world.to_array(world.variant(s, attr, seed=seed + i)[0]) for i, s in enumerate(scenes)]
+        stat = paired_statistics({rule.attribute: rule}, degraded, clean)[rule.attribute]
+        out[attr] = float(np.mean(stat > rule.threshold))
+    return out
+
+
+def on_saved(rule, images: Path, seed: int, n: int) -> tuple[float, int, float, int]:
+    """(rate, rows) on the rows requesting the rule's attribute, then on the other rows, of one saved suite."""
+    rows = load_suite("toy", n=n, seed=seed)
+    a = [_load(images / f"{i:05d}_a.png") for i in range(len(rows))]
+    o = [_load(images / f"{i:05d}_o.png") for i in range(len(rows))]
+    fired = paired_statistics({rule.attribute: rule}, a, o)[rule.attribute] > rule.threshold
+    asked = np.array([rule.attribute in r.attributes for r in rows])
+    return float(fired[asked].mean()), int(asked.sum()), float(fired[~asked].mean()), int((~asked).sum())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="*", type=Path, help="sweep output folders (eval_SEED/images)")
+    ap.add_argument("--demo", type=Path, action="append", default=[], help="a demo output folder (seed-1000 suite)")
+    ap.add_argument("--rule", required=True, help="the attribute whose rule is read")
+    ap.add_argument("--thresholds", default=None, help="a calibration's JSON (default: the shipped thresholds)")
+    ap.add_argument("--n", type=int, default=240, help="render pairs per attribute")
+    ap.add_argument("--seed", type=int, default=4242, help="seed of the rendered scenes")
+    ap.add_argument("--rows", type=int, default=288, help="rows of each saved suite")
+    args = ap.parse_args(argv)
+    rules = load_rules(args.thresholds)
+    if args.rule not in rules:
+        ap.error(f"--rule {args.rule}: no verifier rule; rules: {', '.join(sorted(rules))}")
+    rule = rules[args.rule]
+    print(f"{rule.attribute}: statistic {rule.statistic}, threshold {rule.threshold:.4g}\n")
+    print(f"| render of | share of pairs the {rule.attribute} rule fires on |\n|---|---:|")
+    for attr, rate in on_renders(rule, args.n, args.seed).items():
+        mark = " (own)" if attr == rule.attribute else (" (implied)" if rule.attribute in IMPLIES.get(attr, ()) else "")
+        print(f"| {attr}{mark} | {rate:.3f} |")
+    suites = [(d / "eval" / "intent_dpo" / "images", 1000, str(d)) for d in args.demo]
+    for run in args.runs:
+        suites += [(f / "images", int(f.name.split("_")[1]), f"{run.name} {f.name}") for f in sorted(run.glob("eval_*"))]
+    if suites:
+        print(f"\n| run, suite | model | rows asking {rule.attribute}: fired | other rows: fired |\n|---|---|---:|---:|")
+    for images, seed, label in suites:
+        for model, folder in (("aligned", "base"), ("adapter", "adapter_w1")):
+            if (images / folder).is_dir():
+                r_in, n_in, r_out, n_out = on_saved(rule, images / folder, seed, args.rows)
+                print(f"| {label} | {model} | {r_in:.3f} of {n_in} | {r_out:.3f} of {n_out} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
