@@ -8,14 +8,14 @@ subject, pooled over every run and suite given:
     python scripts/off_center_by_subject.py RUN_DIR [RUN_DIR ...]     # sweep runs: RUN_DIR/eval_SEED/images
     python scripts/off_center_by_subject.py --demo DEMO_DIR           # a demo run: DEMO_DIR/eval/intent_dpo/images
 
-A sweep run's suites are its ``eval_SEED`` folders (288 rows each); a demo's is the reporting suite (seed 1000).
-Nothing is sampled, so it costs seconds.
+A sweep run's suites are its ``eval_SEED`` folders; a demo's is its reporting suite. The suite's size (and a demo's
+seed) are read from the run's ``validation.json`` or ``results.json``. Nothing is sampled, so it costs seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -24,8 +24,6 @@ from PIL import Image
 
 from pluralign.eval.suite import load_suite
 from pluralign.rewards.rules import load_rules, paired_statistics
-
-SUBJECT = re.compile(r"\b(circle|square|triangle|diamond)\b")
 
 
 def _load(path: Path) -> np.ndarray:
@@ -36,34 +34,45 @@ def read_suite(images: Path, seed: int, n: int, rule) -> list[tuple[str, float]]
     """(subject, statistic) for each off_center row of the suite whose images are under ``images``."""
     rows = load_suite("toy", n=n, seed=seed)
     idx = [i for i, r in enumerate(rows) if list(r.attributes) == ["off_center"]]
-    missing = [i for i in idx if not (images / f"{i:05d}_a.png").is_file()]
+    missing = [i for i in idx if not all((images / f"{i:05d}_{x}.png").is_file() for x in "ao")]
     if missing:
         raise FileNotFoundError(f"{images}: no image for off_center row {missing[0]} (is this a {n}-row suite of seed "
                                 f"{seed}?)")
     a = [_load(images / f"{i:05d}_a.png") for i in idx]
     o = [_load(images / f"{i:05d}_o.png") for i in idx]
     values = paired_statistics({"off_center": rule}, a, o)["off_center"]
-    return [(SUBJECT.search(rows[i].prompt_o).group(1), float(v)) for i, v in zip(idx, values)]
+    return [(rows[i].meta["shape"], float(v)) for i, v in zip(idx, values)]
+
+
+def run_config(run: Path) -> dict:
+    """The demo options a sweep or demo run recorded (its suite's size and seed)."""
+    for name in ("validation.json", "results.json"):
+        if (run / name).is_file():
+            return json.loads((run / name).read_text(encoding="utf-8"))["config"]
+    raise FileNotFoundError(f"{run}: no validation.json or results.json (give a sweep or demo run's --output)")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="*", type=Path, help="sweep output folders (each with eval_SEED/images)")
     ap.add_argument("--demo", type=Path, action="append", default=[], help="a demo output folder")
-    ap.add_argument("--n", type=int, default=288, help="rows per suite (the sweep's and the demo's n_prompts)")
     args = ap.parse_args(argv)
-    suites = [(d / "eval" / "intent_dpo" / "images" / "adapter_w1", 1000, str(d)) for d in args.demo]
+    suites = []
+    for d in args.demo:
+        cfg = run_config(d)
+        suites.append((d / "eval" / "intent_dpo" / "images" / "adapter_w1", cfg["suite_seed"], cfg["n_prompts"], str(d)))
     for run in args.runs:
-        found = sorted(run.glob("eval_*/images/adapter_w1"))
+        found = sorted(f for f in run.glob("eval_*/images/adapter_w1") if f.parent.parent.name[5:].isdigit())
         if not found:
             ap.error(f"{run}: no eval_SEED/images/adapter_w1 folder (give a sweep run's --output)")
-        suites += [(f, int(f.parent.parent.name.split("_")[1]), f"{run.name} {f.parent.parent.name}") for f in found]
+        n = run_config(run)["n_prompts"]
+        suites += [(f, int(f.parent.parent.name[5:]), n, f"{run.name} {f.parent.parent.name}") for f in found]
     if not suites:
         ap.error("give sweep run folders or --demo DIR")
     rule = load_rules()["off_center"]
     moved, total = Counter(), Counter()
-    for images, seed, label in suites:
-        read = read_suite(images, seed, args.n, rule)
+    for images, seed, n, label in suites:
+        read = read_suite(images, seed, n, rule)
         m, t = Counter(), Counter()
         for subject, value in read:
             t[subject] += 1

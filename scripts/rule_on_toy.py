@@ -5,18 +5,21 @@ The rules are calibrated on photographs; the toy world's 32 px scenes (one satur
 another domain, and the demo's headline numbers are read with the same rules. On renders this prints, for every
 attribute the world draws, the share of (degraded, clean) pairs on which the rule fires: on its own attribute that is
 its recall, on the others a confusion (`taxonomy.IMPLIES` marks the pairs physics explains). With sweep or demo run
-folders it also reads the rule on their saved images, split into the rows that request the attribute and the rest, for
-the aligned model (``images/base``) and the adapter (``images/adapter_w1``):
+folders it also reads the rule on their saved images, split into the rows that request the attribute, the rows whose
+attribute implies it (read at the threshold the eval gives them) and the rest, for the aligned model (``images/base``)
+and the adapter (``images/adapter_w1``):
 
     python scripts/rule_on_toy.py --rule muted [--thresholds FILE] [RUN_DIR ...] [--demo DIR]
 
 Renders come from scenes of ``--seed`` (default 4242: not the base's training data, the suites' or the demo's
-pairs). Nothing is sampled, so it takes seconds.
+pairs). A run's suite size (and a demo's suite seed) come from its ``validation.json`` or ``results.json``. Nothing is
+sampled, so it takes seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +47,27 @@ def on_renders(rule, n: int, seed: int) -> dict[str, float]:
     return out
 
 
-def on_saved(rule, images: Path, seed: int, n: int) -> tuple[float, int, float, int]:
-    """(rate, rows) on the rows requesting the rule's attribute, then on the other rows, of one saved suite."""
+def on_saved(rule, images: Path, seed: int, n: int) -> dict[str, tuple[float, int]]:
+    """(share fired, rows) of one saved suite's rows that request the rule's attribute (``asked``), whose attribute
+    implies it (``implied``, at :meth:`Rule.threshold_for` their attributes) and the rest (``other``)."""
     rows = load_suite("toy", n=n, seed=seed)
     a = [_load(images / f"{i:05d}_a.png") for i in range(len(rows))]
     o = [_load(images / f"{i:05d}_o.png") for i in range(len(rows))]
-    fired = paired_statistics({rule.attribute: rule}, a, o)[rule.attribute] > rule.threshold
-    asked = np.array([rule.attribute in r.attributes for r in rows])
-    return float(fired[asked].mean()), int(asked.sum()), float(fired[~asked].mean()), int((~asked).sum())
+    stat = paired_statistics({rule.attribute: rule}, a, o)[rule.attribute]
+    fired = np.array([s > rule.threshold_for(r.attributes) for s, r in zip(stat, rows)])
+    group = np.array(["asked" if rule.attribute in r.attributes else
+                      "implied" if any(rule.attribute in IMPLIES.get(x, ()) for x in r.attributes) else "other"
+                      for r in rows])
+    return {g: (float(fired[group == g].mean()) if (group == g).any() else float("nan"), int((group == g).sum()))
+            for g in ("asked", "implied", "other")}
+
+
+def run_config(run: Path) -> dict:
+    """The demo options a sweep or demo run recorded (its suite's size and seed)."""
+    for name in ("validation.json", "results.json"):
+        if (run / name).is_file():
+            return json.loads((run / name).read_text(encoding="utf-8"))["config"]
+    raise FileNotFoundError(f"{run}: no validation.json or results.json (give a sweep or demo run's --output)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", default=None, help="a calibration's JSON (default: the shipped thresholds)")
     ap.add_argument("--n", type=int, default=240, help="render pairs per attribute")
     ap.add_argument("--seed", type=int, default=4242, help="seed of the rendered scenes")
-    ap.add_argument("--rows", type=int, default=288, help="rows of each saved suite")
     args = ap.parse_args(argv)
     rules = load_rules(args.thresholds)
     if args.rule not in rules:
@@ -73,16 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     for attr, rate in on_renders(rule, args.n, args.seed).items():
         mark = " (own)" if attr == rule.attribute else (" (implied)" if rule.attribute in IMPLIES.get(attr, ()) else "")
         print(f"| {attr}{mark} | {rate:.3f} |")
-    suites = [(d / "eval" / "intent_dpo" / "images", 1000, str(d)) for d in args.demo]
+    suites = []
+    for d in args.demo:
+        cfg = run_config(d)
+        suites.append((d / "eval" / "intent_dpo" / "images", cfg["suite_seed"], cfg["n_prompts"], str(d)))
     for run in args.runs:
-        suites += [(f / "images", int(f.name.split("_")[1]), f"{run.name} {f.name}") for f in sorted(run.glob("eval_*"))]
+        n = run_config(run)["n_prompts"]
+        suites += [(f / "images", int(f.name[5:]), n, f"{run.name} {f.name}") for f in sorted(run.glob("eval_*"))
+                   if f.name[5:].isdigit() and (f / "images").is_dir()]
     if suites:
-        print(f"\n| run, suite | model | rows asking {rule.attribute}: fired | other rows: fired |\n|---|---|---:|---:|")
-    for images, seed, label in suites:
+        print(f"\n| run, suite | model | rows asking {rule.attribute}: fired | rows implying it: fired | other rows: "
+              "fired |\n|---|---|---:|---:|---:|")
+    for images, seed, n, label in suites:
         for model, folder in (("aligned", "base"), ("adapter", "adapter_w1")):
             if (images / folder).is_dir():
-                r_in, n_in, r_out, n_out = on_saved(rule, images / folder, seed, args.rows)
-                print(f"| {label} | {model} | {r_in:.3f} of {n_in} | {r_out:.3f} of {n_out} |")
+                read = on_saved(rule, images / folder, seed, n)
+                cells = " | ".join(f"{rate:.3f} of {count}" for rate, count in read.values())
+                print(f"| {label} | {model} | {cells} |")
     return 0
 
 

@@ -75,6 +75,8 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
     # the dial stage: one adapter per category present in the demo's data, each measured on its own rows
     dial = record["dial"]
     assert dial["max_steps"] == 1 and dial["recipe_overrides"][:2] == ["--intent_items", "9"]
+    # the data options the rows were built with, defaults included
+    assert dial["data"]["intent_items"] == 9 and dial["data"]["semantic_prompts"] == 1 and dial["data"]["extra_items"] == []
     assert set(dial["adapters"]) >= {"clarity_and_focus", "lighting_and_exposure", "color_and_tone"}
     assert sorted(p.name for p in (out / "dial").iterdir()) == dial["adapters"]
     for name in dial["adapters"]:

@@ -175,7 +175,7 @@ def extra_item_counts(entries: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for entry in entries:
         name, _, value = entry.partition("=")
-        if name not in PIXEL_ATTRIBUTES or not value.isdigit() or not 1 <= int(value) <= 100_000:
+        if name not in PIXEL_ATTRIBUTES or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 100_000:
             raise ValueError(f"extra_items: {entry!r} is not ATTRIBUTE=N with N in [1, 100000] and ATTRIBUTE one of "
                              f"the world's pixel attributes ({', '.join(PIXEL_ATTRIBUTES)})")
         if name in counts:
@@ -251,7 +251,8 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
 
 
 def training_rows(cfg: DemoConfig, kind: str, onpolicy: list[dict] | None = None) -> list[dict]:
-    """The training rows of one method, all from the same scenes (same data sources, same budget).
+    """The training rows of one method, all from the same scenes (same data sources, same budget), except that
+    the ``extra_items`` and the over-degradation rows are the intent method's own.
 
     * ``intent``: anti + mirror pairs - from the world's degradations for the pixel attributes, the
       ``onpolicy`` rows (:func:`generate_onpolicy`, each ``semantic_repeat`` times) for the semantic

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pluralign.config import to_dict
 from pluralign.data.taxonomy import category_of
 from pluralign.dial.session import DialSpec
 from pluralign.eval.generate import load_pipeline
@@ -29,6 +30,11 @@ from .align import save_pairs
 from .demo import _evaluate, _sampling, generate_onpolicy, parse_demo, training_config, training_rows
 from .scorer import ToyScorer
 from .suite import toy_rows
+
+# the demo options that decide the dial adapters' training rows (training_rows and the on-policy stage)
+DATA_OPTIONS = ("intent_items", "semantic_prompts", "semantic_repeat", "semantic_candidates", "semantic_pairs_per_prompt",
+                "semantic_content_pairs", "semantic_choose_by", "onpolicy_guidance_scale", "onpolicy_attribute_guidance",
+                "over_severity", "over_attributes", "over_twice", "extra_items", "anti_fraction", "data_seed")
 
 # what each adapter directory keeps: the weights diffusers loads, the model card and the data mix it saw
 KEEP = ("pytorch_lora_weights.safetensors", "README.md", "data_mix.json")
@@ -82,6 +88,8 @@ def build_dial_adapters(out: Path, max_steps: int, validation_seed: int, n_valid
                                                                  v1["adherence"]["by_attribute"].items()}}
     return {"adapters": sorted(result.adapter_dirs), "rows": len(rows), "max_steps": train_cfg.max_steps,
             "recipe": paths.recipe("intent_dpo").relative_to(paths.HERE.parent.parent).as_posix(), "recipe_overrides": list(recipe_overrides or []),
+            # the demo's data options the rows were built with: a changed default shows here, not only in the rows
+            "data": {k: v for k, v in to_dict(cfg).items() if k in DATA_OPTIONS},
             "validation": {"suite_seed": validation_seed, "n": n_validation}, "measured": measured,
             "train_seconds": round(train_s, 1), "wall_seconds": round(time.perf_counter() - t0, 1)}
 
