@@ -627,6 +627,29 @@ def test_muted_reads_lost_colour_not_colour_clipped_to_white_by_an_overexposure(
     assert unclipped_chroma_change(np.ones_like(grid), grid, 0.02)[0] == 0.0  # blown to white: nothing measured
 
 
+def test_muted_reads_less_colour_in_the_colours_not_a_smaller_coloured_subject():
+    """A saturated subject on a neutral ground drawn 20% smaller colours less of the frame; the frame-wide share
+    reads that as muted, the joint statistic does not. Halving every colour's chroma is muted on both."""
+    from pluralign.rewards.rules import joint_chroma_change, unclipped_chroma_change
+
+    def scene(radius: float, chroma: float) -> np.ndarray:
+        yy, xx = np.mgrid[0:32, 0:32]
+        inside = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 <= radius ** 2
+        ground = np.full((32, 32, 3), 0.94)
+        red = 0.94 * np.array([1.0, 1.0 - chroma, 1.0 - chroma])  # linear-light share of colour = chroma
+        lin = np.where(inside[..., None], _linear(red), _linear(ground))
+        return _encode(lin).transpose(2, 0, 1).reshape(1, -1)
+
+    o = scene(6.0, 0.8)
+    smaller = scene(6.0 * np.sqrt(0.8), 0.8)
+    muted = scene(6.0, 0.4)
+    assert unclipped_chroma_change(smaller, o, 0.02)[0] < -0.15  # the frame-wide share alone: "muted"
+    assert joint_chroma_change(smaller, o, 0.02)[0] > -0.05
+    assert joint_chroma_change(muted, o, 0.02)[0] < -0.2
+    assert joint_chroma_change(o, o, 0.02)[0] == 0.0
+    assert joint_chroma_change(np.ones_like(o), o, 0.02)[0] == 0.0  # blown to white: nothing measured
+
+
 def _texture(size: int, seed: int) -> np.ndarray:
     """Gravel-like: coloured clumps of a few pixels everywhere, no subject and no background."""
     rng = np.random.default_rng(seed)
