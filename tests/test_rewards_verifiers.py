@@ -628,15 +628,15 @@ def test_muted_reads_lost_colour_not_colour_clipped_to_white_by_an_overexposure(
 
 
 def test_muted_reads_less_colour_in_the_colours_not_a_smaller_coloured_subject():
-    """A saturated subject on a neutral ground drawn 20% smaller colours less of the frame; the frame-wide share
-    reads that as muted, the joint statistic does not. Halving every colour's chroma is muted on both."""
+    """A saturated subject on a neutral ground drawn with a fifth less area colours less of the frame; the
+    frame-wide share reads that as muted, the joint statistic does not. Halving its sRGB chroma is muted on both."""
     from pluralign.rewards.rules import joint_chroma_change, unclipped_chroma_change
 
     def scene(radius: float, chroma: float) -> np.ndarray:
         yy, xx = np.mgrid[0:32, 0:32]
         inside = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 <= radius ** 2
         ground = np.full((32, 32, 3), 0.94)
-        red = 0.94 * np.array([1.0, 1.0 - chroma, 1.0 - chroma])  # linear-light share of colour = chroma
+        red = 0.94 * np.array([1.0, 1.0 - chroma, 1.0 - chroma])  # sRGB (max - min) / max = chroma
         lin = np.where(inside[..., None], _linear(red), _linear(ground))
         return _encode(lin).transpose(2, 0, 1).reshape(1, -1)
 
@@ -648,6 +648,24 @@ def test_muted_reads_less_colour_in_the_colours_not_a_smaller_coloured_subject()
     assert joint_chroma_change(muted, o, 0.02)[0] < -0.2
     assert joint_chroma_change(o, o, 0.02)[0] == 0.0
     assert joint_chroma_change(np.ones_like(o), o, 0.02)[0] == 0.0  # blown to white: nothing measured
+
+
+def test_muted_on_the_toy_worlds_renders_reads_its_own_render_and_not_a_smaller_subject():
+    """Through the whole paired pipeline (registration included), on the toy world's 32 px renders, where the truth
+    is known: the muted render is muted, the smaller-subject and off-centre renders are not."""
+    from pluralign.rewards.rules import RULE_SPECS, Rule, paired_statistics
+    from pluralign.toy import world
+
+    rule = Rule("muted", *RULE_SPECS["muted"], threshold=0.0)
+    scenes = world.sample_scenes(12, 4242)
+    clean = [world.to_array(world.variant(s, None)[0]) for s in scenes]
+    stat = {attr: paired_statistics({"muted": rule}, [world.to_array(world.variant(s, attr, seed=4242 + i)[0])
+                                                      for i, s in enumerate(scenes)], clean)["muted"]
+            for attr in ("muted", "small_subject", "off_center")}
+    assert stat["muted"].min() > 0.3
+    assert stat["small_subject"].max() < 0.1
+    # the world's off-centre render also shrinks the subject; one scene of the twelve loses colour at a frame edge
+    assert np.median(stat["off_center"]) < 0.02 and (stat["off_center"] > 0.15).sum() <= 1
 
 
 def _texture(size: int, seed: int) -> np.ndarray:

@@ -395,9 +395,11 @@ def colourful_cells(grid: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The kept cells of a :func:`cast_features` grid whose own share of colour, ``(max - min) / max`` in linear
     light, is at least :data:`COLOURFUL_SHARE` of the frame's :data:`COLOURFUL_TOP` quantile of it: N x P.
 
-    Relative to the frame's own most colourful cells, so the set is the coloured subject whatever its size, and a
-    desaturation, which scales every cell's share by one factor, keeps the same set. Cells blended with a neutral
-    ground (a small subject's edges) fall below the bar.
+    Relative to the frame's own most colourful cells, so the set is the coloured subject at any size down to about
+    a dozen cells of the 1024 (below that the bar falls to the ground's share and the set is most of the frame,
+    which reads like the whole frame's share). A desaturation in linear light scales every cell's share by one
+    factor and keeps the same set; an sRGB saturation scale does so roughly (saturated cells keep a little more of
+    theirs). Cells blended with a neutral ground (a subject's edges) fall below the bar.
     """
     lin = srgb_to_linear(grid.reshape(len(grid), 3, -1))
     hi, lo = lin.max(axis=1), lin.min(axis=1)
@@ -412,10 +414,11 @@ def joint_chroma_change(grid_a: np.ndarray, grid_o: np.ndarray, eps: float) -> n
     """The smaller log drop, as a change from I_o to I_a, of :func:`chroma_share` on the cells neither image
     clips (:func:`unclipped_chroma_change`) and of the same share on each frame's :func:`colourful_cells`.
 
-    Muted colour is less colour in every colour there is, so both fall by the desaturation's factor. A smaller,
-    moved or partly hidden subject colours less of the frame: the whole frame's share falls, but the subject's
-    own cells keep theirs. On frames whose colour is the subject, a frame-wide share alone reads a subject
-    drawn 10% smaller as muted; asking both does not. With no cell left, the change is 0, nothing measured.
+    Muted colour is less colour in every colour there is, so both fall by about the desaturation's factor. A
+    smaller, moved or partly hidden subject colours less of the frame: the whole frame's share falls, but the
+    subject's own cells keep theirs. On frames whose colour is the subject, a frame-wide share alone reads a
+    subject drawn with a fifth less area as muted; asking both does not. With no cell left, the change is 0,
+    nothing measured.
     """
     keep = unclipped_cells(grid_a, grid_o)
     whole = np.log(chroma_share(grid_a, keep) + eps) - np.log(chroma_share(grid_o, keep) + eps)
