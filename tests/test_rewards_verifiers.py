@@ -629,8 +629,9 @@ def test_muted_reads_lost_colour_not_colour_clipped_to_white_by_an_overexposure(
 
 def test_muted_reads_less_colour_in_the_colours_not_a_smaller_coloured_subject():
     """A saturated subject on a neutral ground drawn with a fifth less area colours less of the frame; the
-    frame-wide share reads that as muted, the joint statistic does not. Halving its sRGB chroma is muted on both."""
-    from pluralign.rewards.rules import joint_chroma_change, unclipped_chroma_change
+    frame-wide share reads that as muted, the joint statistic does not. Halving its sRGB chroma is muted on both;
+    a darker exposure, which lowers sRGB chroma but not the share of colour, on neither."""
+    from pluralign.rewards.rules import colourful_chroma_change, unclipped_chroma_change
 
     def scene(radius: float, chroma: float) -> np.ndarray:
         yy, xx = np.mgrid[0:32, 0:32]
@@ -644,10 +645,12 @@ def test_muted_reads_less_colour_in_the_colours_not_a_smaller_coloured_subject()
     smaller = scene(6.0 * np.sqrt(0.8), 0.8)
     muted = scene(6.0, 0.4)
     assert unclipped_chroma_change(smaller, o, 0.02)[0] < -0.15  # the frame-wide share alone: "muted"
-    assert joint_chroma_change(smaller, o, 0.02)[0] > -0.05
-    assert joint_chroma_change(muted, o, 0.02)[0] < -0.2
-    assert joint_chroma_change(o, o, 0.02)[0] == 0.0
-    assert joint_chroma_change(np.ones_like(o), o, 0.02)[0] == 0.0  # blown to white: nothing measured
+    assert colourful_chroma_change(smaller, o, 0.02)[0] > -0.05
+    assert colourful_chroma_change(muted, o, 0.02)[0] < -0.2
+    assert colourful_chroma_change(o, o, 0.02)[0] == 0.0
+    darker = _encode(_linear(o) * 0.25)  # -2 EV: the sRGB chroma falls, the share of colour stays
+    assert abs(colourful_chroma_change(darker, o, 0.02)[0]) < 0.01
+    assert colourful_chroma_change(np.ones_like(o), o, 0.02)[0] == 0.0  # blown to white: nothing measured
 
 
 def test_muted_on_the_toy_worlds_renders_reads_its_own_render_and_not_a_smaller_subject():
