@@ -627,6 +627,50 @@ def test_muted_reads_lost_colour_not_colour_clipped_to_white_by_an_overexposure(
     assert unclipped_chroma_change(np.ones_like(grid), grid, 0.02)[0] == 0.0  # blown to white: nothing measured
 
 
+def test_muted_reads_less_colour_in_the_colours_not_a_smaller_coloured_subject():
+    """A saturated subject on a neutral ground drawn with a fifth less area colours less of the frame; the
+    frame-wide share reads that as muted, the joint statistic does not. Halving its sRGB chroma is muted on both;
+    a darker exposure, which lowers sRGB chroma but not the share of colour, on neither."""
+    from pluralign.rewards.rules import colourful_chroma_change, unclipped_chroma_change
+
+    def scene(radius: float, chroma: float) -> np.ndarray:
+        yy, xx = np.mgrid[0:32, 0:32]
+        inside = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 <= radius ** 2
+        ground = np.full((32, 32, 3), 0.94)
+        red = 0.94 * np.array([1.0, 1.0 - chroma, 1.0 - chroma])  # sRGB (max - min) / max = chroma
+        lin = np.where(inside[..., None], _linear(red), _linear(ground))
+        return _encode(lin).transpose(2, 0, 1).reshape(1, -1)
+
+    o = scene(6.0, 0.8)
+    smaller = scene(6.0 * np.sqrt(0.8), 0.8)
+    muted = scene(6.0, 0.4)
+    assert unclipped_chroma_change(smaller, o, 0.02)[0] < -0.15  # the frame-wide share alone: "muted"
+    assert colourful_chroma_change(smaller, o, 0.02)[0] > -0.05
+    assert colourful_chroma_change(muted, o, 0.02)[0] < -0.2
+    assert colourful_chroma_change(o, o, 0.02)[0] == 0.0
+    darker = _encode(_linear(o) * 0.25)  # -2 EV: the sRGB chroma falls, the share of colour stays
+    assert abs(colourful_chroma_change(darker, o, 0.02)[0]) < 0.01
+    assert colourful_chroma_change(np.ones_like(o), o, 0.02)[0] == 0.0  # blown to white: nothing measured
+
+
+def test_muted_on_the_toy_worlds_renders_reads_its_own_render_and_not_a_smaller_subject():
+    """Through the whole paired pipeline (registration included), on the toy world's 32 px renders, where the truth
+    is known: the muted render is muted, the smaller-subject and off-centre renders are not."""
+    from pluralign.rewards.rules import RULE_SPECS, Rule, paired_statistics
+    from pluralign.toy import world
+
+    rule = Rule("muted", *RULE_SPECS["muted"], threshold=0.0)
+    scenes = world.sample_scenes(12, 4242)
+    clean = [world.to_array(world.variant(s, None)[0]) for s in scenes]
+    stat = {attr: paired_statistics({"muted": rule}, [world.to_array(world.variant(s, attr, seed=4242 + i)[0])
+                                                      for i, s in enumerate(scenes)], clean)["muted"]
+            for attr in ("muted", "small_subject", "off_center")}
+    assert stat["muted"].min() > 0.3
+    assert stat["small_subject"].max() < 0.1
+    # the world's off-centre render also shrinks the subject and pushes it to an edge; one scene of the twelve reads 0.24
+    assert np.median(stat["off_center"]) < 0.02 and (stat["off_center"] > 0.15).sum() <= 1
+
+
 def _texture(size: int, seed: int) -> np.ndarray:
     """Gravel-like: coloured clumps of a few pixels everywhere, no subject and no background."""
     rng = np.random.default_rng(seed)

@@ -41,9 +41,12 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   and at most the grey-world offset in the same units (a cast in any hue, on saturated scenes too); where no cell
   can be compared, the offset that the frame's sRGB grey-world mean and most of its pixels agree on
   (:func:`cast_offset`, the statistic until 2026-12-06)
-* ``unclipped_chroma`` the log change of the share of the light that is colour, in linear light, on the
-  cells of a 32 x 32 grid that neither image clips at the white point (muted: less colour for the light;
-  an overexposure clips colour to white, which is the exposure's doing, and leaves the other cells' share)
+* ``colourful_chroma`` the smaller log drop, on the cells of a 32 x 32 grid that neither image clips at the white
+  point, of the whole frame's share of the light that is colour (in linear light) and of the sRGB chroma of each
+  frame's most colourful cells (muted: every colour holds less colour; a smaller or moved subject only colours
+  less of the frame, a darker exposure lowers chroma but not the share, and an overexposure clips colour to white,
+  which is the exposure's doing). The whole frame's share alone was the statistic until 2026-12-07
+  (``unclipped_chroma``)
 * ``rotation``     the rotation (degrees, either way) that best maps I_o's polar magnitude
   spectrum onto I_a's (Fourier-Mellin registration)
 * ``zoom``         the log magnification that best maps I_o onto I_a (template matching over
@@ -102,7 +105,7 @@ from .verifiers import (
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
-              "radial_falloff", "log_chroma_shift", "unclipped_chroma",
+              "radial_falloff", "log_chroma_shift", "colourful_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
@@ -129,7 +132,7 @@ FEATURES = {
     "_subject_extent": subject_extent,
 }
 # Statistics defined on one feature whatever the rule's verifier (even_rise reads the grain residual's quantiles).
-_BY_STATISTIC = {"log_chroma_shift": "_cast", "unclipped_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
+_BY_STATISTIC = {"log_chroma_shift": "_cast", "colourful_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "even_rise": "_grain_quantiles",
@@ -173,7 +176,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "overexposed": ("value", "joint_difference", +1, 0.0),
     "low_contrast": ("contrast", "band_drop", -1, 0.005),
     "flat_lighting": ("contrast", "light_flattening", -1, 0.0),
-    "muted": ("saturation", "unclipped_chroma", -1, 0.02),
+    "muted": ("saturation", "colourful_chroma", -1, 0.02),
     "color_cast": ("color_cast", "log_chroma_shift", +1, 0.0),
     "chromatic_aberration": ("chromatic_aberration", "quadrant_agreement", +1, 0.0),
     "vignette": ("vignetting", "radial_falloff", -1, 0.0),
@@ -332,8 +335,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "log_chroma_shift":
         # without a registration, a and o are the window two registered frames share: lined up
         return log_cast_offset(a, o, reg.confident if reg is not None else np.ones(len(a), dtype=bool))
-    if rule.statistic == "unclipped_chroma":
-        return rule.direction * unclipped_chroma_change(a[:, 3:], o[:, 3:], rule.eps)
+    if rule.statistic == "colourful_chroma":
+        return rule.direction * colourful_chroma_change(a[:, 3:], o[:, 3:], rule.eps)
     if rule.statistic == "centroid_shift":
         return np.linalg.norm(a - o, axis=1)
     if rule.statistic == "rotation":
@@ -352,6 +355,10 @@ def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
 
 # sRGB level at which a channel may have been cut off at the sensor's white point (8-bit 248)
 CLIP_LEVEL = 0.97
+# colourful_chroma: a cell counts as colourful when its sRGB chroma is at least this much of the frame's 99th
+# percentile (about its 10 most colourful cells of 1024)
+COLOURFUL_SHARE = 0.7
+COLOURFUL_TOP = 0.99
 
 
 def chroma_share(grid: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -367,6 +374,12 @@ def chroma_share(grid: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return ((hi - lo) * keep).sum(axis=1) / ((hi * keep).sum(axis=1) + 1e-6)
 
 
+def unclipped_cells(grid_a: np.ndarray, grid_o: np.ndarray) -> np.ndarray:
+    """The cells of two :func:`cast_features` grids that neither image clips at the white point: N x P."""
+    n = len(grid_a)
+    return (grid_a.reshape(n, 3, -1).max(axis=1) < CLIP_LEVEL) & (grid_o.reshape(n, 3, -1).max(axis=1) < CLIP_LEVEL)
+
+
 def unclipped_chroma_change(grid_a: np.ndarray, grid_o: np.ndarray, eps: float) -> np.ndarray:
     """``log`` of the change of :func:`chroma_share` from I_o to I_a on the grid cells neither image clips.
 
@@ -375,11 +388,46 @@ def unclipped_chroma_change(grid_a: np.ndarray, grid_o: np.ndarray, eps: float) 
     for muted colour, and in linear light the cells that stay below the white point keep their share. So
     only those are compared; with none left (a frame blown to white) the change is 0, nothing measured.
     """
-    n = len(grid_a)
-    top_a = grid_a.reshape(n, 3, -1).max(axis=1)
-    top_o = grid_o.reshape(n, 3, -1).max(axis=1)
-    keep = (top_a < CLIP_LEVEL) & (top_o < CLIP_LEVEL)
+    keep = unclipped_cells(grid_a, grid_o)
     return np.log(chroma_share(grid_a, keep) + eps) - np.log(chroma_share(grid_o, keep) + eps)
+
+
+def colourful_chroma(grid: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The mean sRGB chroma, ``max - min`` of the channels, of each frame's most colourful kept cells of a
+    :func:`cast_features` grid (N x 3P): those whose chroma is at least :data:`COLOURFUL_SHARE` of the frame's
+    :data:`COLOURFUL_TOP` quantile of it. N values, 0 where no cell is kept.
+
+    Relative to the frame's own most colourful cells, so the set is the coloured subject at any size down to about a
+    dozen cells of the 1024 (below that the bar falls to the ground's chroma and the set is most of the frame). A
+    blend toward grey, in sRGB (pluralign's desaturation and the reference one) or an HSV saturation scale, multiplies
+    every cell's sRGB chroma by one factor, so the set stays the same and the mean falls by that factor; in linear
+    light a saturated cell would keep most of its share of colour, since its smallest channel stays near black once
+    decoded. Cells blended with a neutral ground (a subject's edges) fall below the bar.
+    """
+    rgb = grid.reshape(len(grid), 3, -1)
+    chroma = rgb.max(axis=1) - rgb.min(axis=1)
+    kept = np.where(keep, chroma, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a frame with no kept cell: no bar, no cell
+        bar = COLOURFUL_SHARE * np.nanquantile(kept, COLOURFUL_TOP, axis=1)
+    chosen = keep & (chroma >= bar[:, None])
+    return (chroma * chosen).sum(axis=1) / np.maximum(chosen.sum(axis=1), 1)
+
+
+def colourful_chroma_change(grid_a: np.ndarray, grid_o: np.ndarray, eps: float) -> np.ndarray:
+    """The smaller log drop, as a change from I_o to I_a, of :func:`chroma_share` on the cells neither image
+    clips (:func:`unclipped_chroma_change`) and of :func:`colourful_chroma` on the same cells.
+
+    Muted colour is less colour in every colour there is, so both fall. A smaller, moved or partly hidden subject
+    colours less of the frame: the whole frame's share falls, but the subject's own cells keep their chroma. On
+    frames whose colour is the subject, a frame-wide share alone reads a subject drawn with a fifth less area as
+    muted; asking both does not. A darker exposure lowers sRGB chroma but leaves the share. With no cell left, the
+    change is 0, nothing measured.
+    """
+    keep = unclipped_cells(grid_a, grid_o)
+    whole = np.log(chroma_share(grid_a, keep) + eps) - np.log(chroma_share(grid_o, keep) + eps)
+    colourful = np.log(colourful_chroma(grid_a, keep) + eps) - np.log(colourful_chroma(grid_o, keep) + eps)
+    return np.maximum(whole, colourful)
 
 
 def cast_offset(cast_a: np.ndarray, cast_o: np.ndarray, aligned: np.ndarray | None = None) -> np.ndarray:
