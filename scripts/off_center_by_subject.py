@@ -7,6 +7,7 @@ subject, pooled over every run and suite given:
 
     python scripts/off_center_by_subject.py RUN_DIR [RUN_DIR ...]     # sweep runs: RUN_DIR/eval_SEED/images
     python scripts/off_center_by_subject.py --demo DEMO_DIR           # a demo run: DEMO_DIR/eval/intent_dpo/images
+    python scripts/off_center_by_subject.py --eval EVAL_DIR           # a `pluralign eval` output: each adapter weight
 
 A sweep run's suites are its ``eval_SEED`` folders; a demo's is its reporting suite. The suite's size (and a demo's
 seed) are read from the run's ``validation.json`` or ``results.json``. Nothing is sampled, so it costs seconds.
@@ -56,8 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="*", type=Path, help="sweep output folders (each with eval_SEED/images)")
     ap.add_argument("--demo", type=Path, action="append", default=[], help="a demo output folder")
+    ap.add_argument("--eval", type=Path, action="append", default=[],
+                    help="a `pluralign eval --save_images true` output folder: every images/adapter_w* weight, apart")
     args = ap.parse_args(argv)
     suites = []
+    for d in args.eval:
+        cfg = run_config(d)
+        for f in sorted(d.glob("images/adapter_w*")):
+            suites.append((f, cfg["suite_seed"], cfg["n_prompts"], f"{d.name} {f.name}"))
     for d in args.demo:
         cfg = run_config(d)
         suites.append((d / "eval" / "intent_dpo" / "images" / "adapter_w1", cfg["suite_seed"], cfg["n_prompts"], str(d)))
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         n = run_config(run)["n_prompts"]
         suites += [(f, int(f.parent.parent.name[5:]), n, f"{run.name} {f.parent.parent.name}") for f in found]
     if not suites:
-        ap.error("give sweep run folders or --demo DIR")
+        ap.error("give sweep run folders, --demo DIR or --eval DIR")
     rule = load_rules()["off_center"]
     moved, total = Counter(), Counter()
     for images, seed, n, label in suites:
