@@ -19,6 +19,21 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _library_log_handler_bound_outside_any_test():
+    """transformers binds its library log handler to whatever ``sys.stderr`` is when it first logs. Bound inside a
+    test that captures stderr (``capsys``), the handler keeps that test's stream, which is closed after it, and a
+    later warning from transformers then writes "--- Logging error ---" and a traceback into another test's captured
+    stderr, failing its check for tracebacks. Binding it here puts it on the session's stream."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the extras that pull transformers are not installed: nothing to bind
+        yield
+        return
+    hf_logging.get_logger("transformers")
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _launched_processes_write_scratch_under_pytest(tmp_path_factory):
     """Processes the tests launch (``accelerate launch``, whose torch elastic agent makes a ``torchelastic_*``
     directory per run) write their scratch files under TMPDIR; pointed at this session's pytest directory, which
