@@ -3,11 +3,12 @@
 For the calibration's colour photos (scikit-image) desaturated by pluralign's own degradation (a blend toward the luminance in sRGB) at a
 few severities, on the 32 x 32 grid of cells the muted rule reads (cells neither image clips), the log drop of:
 
-- ``whole``: the frame's share of the light that is colour, sum(max - min) / sum(max) in linear light (the shipped
-  statistic, ``unclipped_chroma``);
+- ``whole``: the frame's share of the light that is colour, sum(max - min) / sum(max) in linear light (the muted
+  statistic until 2026-12-07, ``unclipped_chroma``, and one half of ``colourful_chroma`` since);
 - ``colourful, linear``: the same share over each frame's most colourful cells (share at least 0.7 of the frame's 99th
-  percentile);
-- ``colourful, sRGB``: the mean sRGB chroma, max - min, over each frame's most colourful cells by that chroma.
+  percentile; the other half of the rejected candidate ``joint_chroma``);
+- ``colourful, sRGB``: the mean sRGB chroma, max - min, over each frame's most colourful cells by that chroma (the
+  other half of ``colourful_chroma``).
 
 A blend toward grey scales every cell's sRGB chroma by exactly the blend, so the last drops by -log(1 - severity); in
 linear light a saturated cell's smallest channel stays near black once decoded, and its share drops much less.
