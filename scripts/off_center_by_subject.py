@@ -16,19 +16,13 @@ seed) are read from the run's ``validation.json`` or ``results.json``. Nothing i
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from rule_on_toy import load_image, run_config  # this folder's sibling script: how saved runs are read
 
 from pluralign.eval.suite import load_suite
 from pluralign.rewards.rules import load_rules, paired_statistics
-
-
-def _load(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
 
 
 def read_suite(images: Path, seed: int, n: int, rule) -> list[tuple[str, float]]:
@@ -39,18 +33,10 @@ def read_suite(images: Path, seed: int, n: int, rule) -> list[tuple[str, float]]
     if missing:
         raise FileNotFoundError(f"{images}: no image for off_center row {missing[0]} (is this a {n}-row suite of seed "
                                 f"{seed}?)")
-    a = [_load(images / f"{i:05d}_a.png") for i in idx]
-    o = [_load(images / f"{i:05d}_o.png") for i in idx]
+    a = [load_image(images / f"{i:05d}_a.png") for i in idx]
+    o = [load_image(images / f"{i:05d}_o.png") for i in idx]
     values = paired_statistics({"off_center": rule}, a, o)["off_center"]
     return [(rows[i].meta["shape"], float(v)) for i, v in zip(idx, values)]
-
-
-def run_config(run: Path) -> dict:
-    """The demo options a sweep or demo run recorded (its suite's size and seed)."""
-    for name in ("validation.json", "results.json"):
-        if (run / name).is_file():
-            return json.loads((run / name).read_text(encoding="utf-8"))["config"]
-    raise FileNotFoundError(f"{run}: no validation.json or results.json (give a sweep or demo run's --output)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,8 +31,9 @@ from pluralign.rewards.rules import load_rules, paired_statistics
 from pluralign.toy import world
 
 
-def _load(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+def load_image(path: Path) -> np.ndarray:
+    """A saved eval image as the rules read it (float32 HxWx3 in [0, 1])."""
+    return world.to_array(Image.open(path))
 
 
 def on_renders(rule, n: int, seed: int) -> dict[str, float]:
@@ -51,8 +52,8 @@ def on_saved(rule, images: Path, seed: int, n: int) -> dict[str, tuple[float, in
     """(share fired, rows) of one saved suite's rows that request the rule's attribute (``asked``), whose attribute
     implies it (``implied``, at :meth:`Rule.threshold_for` their attributes) and the rest (``other``)."""
     rows = load_suite("toy", n=n, seed=seed)
-    a = [_load(images / f"{i:05d}_a.png") for i in range(len(rows))]
-    o = [_load(images / f"{i:05d}_o.png") for i in range(len(rows))]
+    a = [load_image(images / f"{i:05d}_a.png") for i in range(len(rows))]
+    o = [load_image(images / f"{i:05d}_o.png") for i in range(len(rows))]
     stat = paired_statistics({rule.attribute: rule}, a, o)[rule.attribute]
     fired = np.array([s > rule.threshold_for(r.attributes) for s, r in zip(stat, rows)])
     group = np.array(["asked" if rule.attribute in r.attributes else

@@ -425,9 +425,8 @@ def colourful_chroma_change(grid_a: np.ndarray, grid_o: np.ndarray, eps: float) 
     change is 0, nothing measured.
     """
     keep = unclipped_cells(grid_a, grid_o)
-    whole = np.log(chroma_share(grid_a, keep) + eps) - np.log(chroma_share(grid_o, keep) + eps)
     colourful = np.log(colourful_chroma(grid_a, keep) + eps) - np.log(colourful_chroma(grid_o, keep) + eps)
-    return np.maximum(whole, colourful)
+    return np.maximum(unclipped_chroma_change(grid_a, grid_o, eps), colourful)
 
 
 def cast_offset(cast_a: np.ndarray, cast_o: np.ndarray, aligned: np.ndarray | None = None) -> np.ndarray:
