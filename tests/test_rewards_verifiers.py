@@ -324,6 +324,28 @@ def test_dark_flat_area_grows_under_an_occluder_on_a_dim_flat_scene():
     assert adheres(blocked, dim, "obstructed") and not adheres(dim, dim, "obstructed")
 
 
+def test_an_occluder_lays_a_surface_that_a_fade_a_flat_light_or_an_exposure_does_not():
+    from pluralign.data.degradations import degrade
+    from pluralign.rewards import reference_degradations as R
+    from pluralign.rewards.rules import _features, laid_surface
+
+    x = C._resize_to(C.load_photo("astronaut"), 128)
+    dim = (x**2.2).astype(np.float32)  # a dark scene: where the whole-frame growth read fades and flat light
+    rng = np.random.default_rng(0)
+    for scene in (x, dim):
+        occluders = [R.obstructed(scene, 1.0, rng), degrade(scene, "obstruction", 0.8, seed=1)]
+        others = {"fade": R.low_contrast(scene, 1.0, rng), "flat light": R.flat_lighting(scene, 1.0, rng),
+                  "underexposure": R.underexposed(scene, 1.0, rng), "vignette": R.vignette(scene, 1.0, rng),
+                  "blur": R.blurry(scene, 1.0, rng), "noise": R.noisy(scene, 1.0, rng),
+                  "double exposure": R.double_exposure(scene, 1.0, rng), "identity": scene}
+        imgs = [*occluders, *others.values()]
+        f = _features([*imgs, scene], {"_dark_flat_cells"})["_dark_flat_cells"]
+        stat = laid_surface(f[:-1], np.repeat(f[-1:], len(imgs), axis=0))
+        assert (stat[:2] > 0.1).all(), stat[:2]
+        for name, v in zip(others, stat[2:]):
+            assert v < 0.01, (name, v)
+
+
 def test_measure_does_not_depend_on_the_chunk_size(photo):
     imgs = [photo, photo[::-1].copy(), C._resize_to(photo, 64), photo[:, ::-1].copy(), photo * 0.5]
     a, b = measure(imgs, chunk=1), measure(imgs, chunk=4)

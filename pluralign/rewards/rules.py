@@ -78,6 +78,7 @@ from .verifiers import (
     GLOW_GRID,
     GLOW_PLANES,
     LIGHT_GRID,
+    OCCLUSION_GRID,
     RADIAL_GRID,
     SPECTRUM_ANGLES,
     _opponent,
@@ -85,6 +86,7 @@ from .verifiers import (
     batched,
     cast_features,
     contrast_bands,
+    dark_flat_cells,
     dark_flat_fractions,
     exposure_pair,
     glow_field,
@@ -106,7 +108,7 @@ from .verifiers import (
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
 STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "colourful_chroma",
-              "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening")
+              "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening", "laid_surface")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
 
 # What the paired statistics compare: the scalar verifiers plus vector and other-scale forms
@@ -121,6 +123,7 @@ FEATURES = {
     "_ca": lambda b: lateral_ca(b) @ np.array([1.0, -1.0]),
     "_ca_quadrants": lambda b: lateral_ca_quadrants(b) @ np.array([1.0, -1.0]),  # N x 4
     "_dark_flat": dark_flat_fractions,
+    "_dark_flat_cells": dark_flat_cells,
     "_band_spectrum": band_spectrum,
     "_bands": contrast_bands,
     "_grid": registration_grid,
@@ -136,6 +139,7 @@ _BY_STATISTIC = {"log_chroma_shift": "_cast", "colourful_chroma": "_cast", "join
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "even_rise": "_grain_quantiles",
+               "laid_surface": "_dark_flat_cells",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -183,7 +187,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "small_subject": ("subject_size", "joint_log_ratio", -1, 0.02),
     "off_center": ("subject_offcenter", "centroid_shift", +1, 0.0),
     "tilted": ("tilt", "rotation", +1, 0.0),
-    "obstructed": ("occlusion", "max_difference", +1, 0.0),
+    "obstructed": ("occlusion", "laid_surface", +1, 0.0),
     "cropped": ("zoom", "zoom", +1, 0.0),
     "light_leak": ("glow", "edge_glow", +1, 0.0),
 }
@@ -324,6 +328,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return rule.direction * radial_falloff(a, o)
     if rule.statistic == "light_flattening":
         return rule.direction * light_flattening(a, o)
+    if rule.statistic == "laid_surface":
+        return rule.direction * laid_surface(a, o)
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "even_rise":
@@ -883,6 +889,37 @@ def light_flattening(field_a: np.ndarray, field_o: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected two light_field features of {n} values per image, got {field_a.shape} and "
                          f"{field_o.shape}")
     return np.minimum(_flattening(field_a, field_o, False), _flattening(field_a, field_o, True))
+
+
+# How far a place's mean light (sRGB luminance) must move for a surface to count as laid over it: an occluder
+# (0.05-0.2) over anything lighter than about a quarter, or darker than a twentieth, moves it further; JPEG, a 2%
+# shift or a resize move a cell's mean far less.
+SURFACE_CHANGE = 0.05
+# The share of a place's texture a laid surface may leave, beyond what the change of its light explains: a fade
+# keeps its factor of it (0.2 at the strongest the checks apply), a change of light keeps it in proportion to the
+# light; the inside of an occluder has none.
+SURFACE_TEXTURE = 0.1
+
+
+def laid_surface(cells_a: np.ndarray, cells_o: np.ndarray) -> np.ndarray:
+    """The share of the frame where a dark, featureless surface was laid, from two :func:`dark_flat_cells`
+    features: over the cells whose mean light moved by at least :data:`SURFACE_CHANGE` and whose texture fell
+    below :data:`SURFACE_TEXTURE` of I_o's (times the fall of the light, where it fell), the mean of I_a's dark,
+    featureless fraction; 0 elsewhere.
+
+    The statistic until 2026-12-07 (``max_difference`` of :func:`dark_flat_fractions`) read the growth of the
+    whole frame's dark, featureless area, which a fade of a dark scene (its faint texture goes under the
+    featureless bar while its pixels stay dark) and a flat light on a dim one (lit places darken and their steps
+    shrink with them) also show.
+    """
+    g = OCCLUSION_GRID * OCCLUSION_GRID
+    if cells_a.shape != cells_o.shape or cells_a.shape[1] != 3 * g:
+        raise ValueError(f"expected two dark_flat_cells features of 3 x {g} cells, got {cells_a.shape} and "
+                         f"{cells_o.shape}")
+    (da, ya, sa), (_, yo, so) = (c.reshape(len(c), 3, g).transpose(1, 0, 2) for c in (cells_a, cells_o))
+    changed = np.abs(ya - yo) >= SURFACE_CHANGE
+    lost = sa < SURFACE_TEXTURE * so * np.minimum(ya / np.maximum(yo, 1e-6), 1.0)
+    return np.where(changed & lost, da, 0.0).mean(axis=1)
 
 
 def estimate_rotation_spectra(spectra_a: np.ndarray, spectra_o: np.ndarray) -> np.ndarray:

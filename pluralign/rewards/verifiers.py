@@ -966,6 +966,39 @@ def dark_flat_fractions(b: Batch) -> np.ndarray:
     return b._get("dark_flat", f)
 
 
+OCCLUSION_GRID = 16  # cells per side of the map the obstruction rule compares place by place
+OCCLUSION_LEVEL = DARK_LEVELS[-1]
+
+
+def dark_flat_cells(b: Batch) -> np.ndarray:
+    """Three maps on a 16 x 16 grid of cells, on the same smoothed 64-pixel thumbnail as
+    :func:`dark_flat_fractions`: the fraction of each cell's pixels that are featureless and darker than
+    :data:`OCCLUSION_LEVEL`, the cell's mean luminance, and its mean summed 4-neighbour step (its texture):
+    N x (3 * 256).
+
+    A whole-frame fraction of dark, featureless area cannot tell an occluder from a fade or a flat light on a dark
+    scene: all three leave more of it. They differ place by place. An occluder lays a surface of its own over
+    whatever was there: the place changes its light and loses its texture. A fade scales a place's texture by its
+    factor and a change of light scales it with the light, so neither takes it beyond what the place's own change
+    explains. The paired rule (:func:`pluralign.rewards.rules.laid_surface`) reads the cells.
+    """
+
+    def f():
+        t = b.thumb_y
+        y = 0.25 * (t[:, :-1, :-1] + t[:, 1:, :-1] + t[:, :-1, 1:] + t[:, 1:, 1:]) if min(t.shape[1:]) > 1 else t
+        gx = np.abs(np.diff(y, axis=2))
+        gy = np.abs(np.diff(y, axis=1))
+        g = np.zeros_like(y)
+        g[:, :, :-1] += gx
+        g[:, :, 1:] += gx
+        g[:, :-1] += gy
+        g[:, 1:] += gy
+        planes = np.stack([(g < 0.06) & (y < OCCLUSION_LEVEL), y, g], axis=-1).astype(np.float64)
+        return _cell_means(planes, OCCLUSION_GRID, lambda p: np.moveaxis(p, -1, 1))
+
+    return b._get("dark_flat_cells", f)
+
+
 def _occlusion(b: Batch) -> np.ndarray:
     """Fraction of the frame covered by dark, featureless area (luminance < 0.3; see :func:`dark_flat_fractions`)."""
     return dark_flat_fractions(b)[:, -1]
