@@ -292,11 +292,12 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     # a crop enlarged to the frame is interpolated (softer per pixel), and a window away from the frame's
     # centre moves the scene's centre off it
     "cropped": ("blurry", "defocused", "off_center"),
-    # darkening compresses absolute contrast and crushes shadows into dark, featureless areas
-    "underexposed": ("low_contrast", "obstructed"),
+    # darkening compresses absolute contrast (a gain keeps each place's texture in proportion to its light, so it
+    # lays no featureless surface: the obstruction rule reads none since 2026-12-07)
+    "underexposed": ("low_contrast",),
     # a dark occluder near the lens is out of focus: a darker frame with less detail, lost in every direction
     "obstructed": ("underexposed", "blurry", "defocused"),
-    "vignette": ("underexposed", "obstructed"),  # dark corners: a darker frame, dark featureless corners
+    "vignette": ("underexposed",),  # dark corners: a darker frame
     "noisy": ("film_grain",),  # grain is noise: they differ in clump size and colour,
     "film_grain": ("noisy",),  # which a 64 px image cannot resolve
     "light_leak": ("color_cast", "overexposed"),  # fogging warm light: a local cast and added light
