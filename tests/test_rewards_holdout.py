@@ -1,6 +1,7 @@
 """The held-out verifier check (pluralign.rewards.holdout) and the rules it asked for: light leak and
 implied attributes in multi-attribute rows (registration and the zoom rule: test_rewards_registration)."""
 
+import json
 import warnings
 
 import numpy as np
@@ -116,6 +117,7 @@ def test_summary_tables_and_misses_from_known_hits(monkeypatch):
     assert not any("underexposed" in m for m in H.misses(s))  # a pair physics implies is listed apart
     assert "blurry: accuracy at 512 px 0.00 < 0.8" in H.misses(s)
     assert "0.00*" not in H.markdown(s, [64, 512]) and "1.00*" in H.markdown(s, [64, 512])
+    assert H.markdown(json.loads(json.dumps(s)), [64, 512]) == H.markdown(s, [64, 512])  # the --output file prints alike
     # without benign edits the false-positive rate is unmeasured, and says so, never a rate of 0
     none = H.summarise(pairs[:3], {k: v[:3] for k, v in hits.items()}, [64, 512])
     assert none["rules"]["blurry"]["fpr"] is None and none["rules"]["blurry"]["fpr_by_size"] == {}

@@ -156,7 +156,8 @@ def markdown(summary: dict, sizes: list[int]) -> str:
              "|---|---:|" + "---:|" * len(sizes) + "---:|" + "---:|" * len(BENIGN_EDITS)]
     for rule, e in summary["rules"].items():
         acc = "–" if e["accuracy"] is None else f"{e['accuracy']:.2f}"
-        by = " | ".join(f"{e['accuracy_by_size'].get(s, float('nan')):.2f}" for s in sizes)
+        by_size = {int(s): v for s, v in e["accuracy_by_size"].items()}  # a summary read back from JSON has str keys
+        by = " | ".join(f"{by_size.get(s, float('nan')):.2f}" for s in sizes)
         fp = " | ".join(f"{e['fpr_by_edit'][k]:.2f}" if k in e["fpr_by_edit"] else "–" for k in BENIGN_EDITS)
         fpr = "–" if e["fpr"] is None else f"{e['fpr']:.3f}"
         lines.append(f"| {rule} | {acc} | {by} | {fpr} | {fp} |")
