@@ -721,17 +721,16 @@ def isotropic_loss(spectrum_a: np.ndarray, spectrum_o: np.ndarray, direction: in
 
 def _tone_residual(glow_a: np.ndarray, glow_o: np.ndarray, *, per_pixel: bool = False) -> np.ndarray:
     """N x planes x g x g: what is left of I_a's :func:`glow_field` planes after regressing each on I_o's
-    with one tone curve per plane, a quadratic in I_o's value (``per_pixel``: in I_o's channels, through the
-    plane and its per-channel moment).
+    with one tone curve per plane, a quadratic in I_o's value.
 
     A fade, a desaturation or an exposure change maps every cell of a plane by one curve, whatever its
     place in the frame. The curve is quadratic because exposure bends it: the highlights clip, so a
     brightened scene's brightest cells gain less than an affine map predicts, and the residual would
     otherwise sit wherever the scene was brightest (an edge, the centre) and read as a leak or a vignette.
 
-    ``per_pixel`` applies the quadratic to every channel of every pixel rather than to the cell means: its
-    regressors are I_o's cell means of the plane and of its per-channel moment (:func:`glow_field`), whose
-    combination is exactly what such a curve makes of a cell. Without it a bending curve leaves a residual wherever cells are smooth, since a smooth cell's mean
+    ``per_pixel`` applies the quadratic to every pixel rather than to the cell means: its regressors are
+    I_o's cell means and cell means of squares, whose combination is exactly what such a curve makes of a
+    cell. Without it a bending curve leaves a residual wherever cells are smooth, since a smooth cell's mean
     follows the curve and a textured one's falls below it (Jensen's inequality): an overexposed photo with a
     clear sky along its top edge then shows that edge warmer and brighter than the rest.
     """

@@ -717,30 +717,22 @@ GLOW_PLANES = 3  # R - B, luma, value; glow_field holds their cell means, then t
 
 def glow_field(b: Batch) -> np.ndarray:
     """Warmth, luminance and HSV value on an 8 x 8 grid of cells: N x 384, flattened from 6 x 8 x 8, the cell means
-    of the :data:`GLOW_PLANES` planes (``R - B``, luma, the brightest channel) and then the cell means of their second
-    moments per channel: ``R**2 - B**2``, the luma of the squared channels, the square of the brightest channel.
+    of the :data:`GLOW_PLANES` planes (``R - B``, luma, the brightest channel) and then the cell means of their squares.
 
     A light leak is fog from stray light entering at one edge of the frame: warm (orange-red) and
     additive, strongest at that edge and fading across; a vignette darkens the corners. The paired
     rules compare two of these fields, so the scene's own warm, bright or dark side cancels.
 
-    The second moments are there because a tone curve acts on each channel of each pixel, not on cell means
-    or on a plane: a curve that bends (clipped highlights) moves a smooth cell's mean more than a textured
-    cell's of the same mean, and a warm pixel's red clips before its blue. A quadratic curve ``f`` applied to
-    every channel makes ``f(R) - f(B)`` of the warmth, ``sum w_c f(c)`` of the luma and ``f(max)`` of the value,
-    each linear in the plane and in its moment here, so the leak's rule
-    (:func:`pluralign.rewards.rules._tone_residual`) predicts exactly what such a curve makes of every cell: an
-    overexposed warm scene, or a smooth sky along one edge, does not read as light added at one edge. (Until
-    2026-12-07 the moments were the planes' own squares, exact only for a curve applied to the plane's value,
-    which no edit of a photograph is for the warmth.)
+    The squares are there because a tone curve acts on pixels, not on cell means: a curve that bends
+    (clipped highlights) moves a smooth cell's mean more than a textured cell's of the same mean. With
+    each cell's mean of squares, a quadratic curve applied to every pixel has an exact cell-level
+    prediction (:func:`pluralign.rewards.rules._tone_residual`, which the leak's rule uses), so a smooth sky along one edge does not read
+    as light added there.
     """
 
     def planes(t):
-        t = t.astype(np.float64)
-        p = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, _channel_max(t)], axis=1)  # N x 3 x h x w
-        sq = np.square(t)
-        moments = np.stack([sq[..., 0] - sq[..., 2], sq @ np.asarray(_LUMA, np.float64), np.square(p[:, 2])], axis=1)
-        return np.concatenate([p, moments], axis=1)  # N x 6 x h x w
+        p = np.stack([t[..., 0] - t[..., 2], t @ _LUMA, _channel_max(t)], axis=1).astype(np.float64)  # N x 3 x h x w
+        return np.concatenate([p, np.square(p)], axis=1)  # N x 6 x h x w
 
     return b._get("glow_field", lambda: _cell_means(b.mid, GLOW_GRID, planes))
 
