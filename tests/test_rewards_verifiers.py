@@ -741,8 +741,8 @@ def test_grain_raises_the_residual_evenly_and_edges_carried_into_a_flat_ground_d
     from pluralign.rewards.verifiers import Batch, grain_quantiles
 
     verifier, statistic, direction, eps = RULE_SPECS["film_grain"]
-    assert statistic == "even_rise"
-    rule = Rule("film_grain", verifier, statistic, direction, eps, 0.0)
+    assert statistic == "even_rise_beyond_curve"  # the even rise, less what a tone curve explains (the next test)
+    rule = Rule("film_grain", verifier, "even_rise", direction, eps, 0.0)
     shipped = Rule("film_grain", verifier, "max_log_ratio", direction, eps, 0.0)
     rng = np.random.default_rng(0)
     # a subject on a plain ground: texture in the left 40% of the frame, flat mid-grey in the rest
@@ -767,6 +767,24 @@ def test_grain_raises_the_residual_evenly_and_edges_carried_into_a_flat_ground_d
     assert read(shipped, "blend", scales) > 0.5  # the 35th percentile alone reads the blend's edges as grain
     assert blend_rise < 0.5 * read(shipped, "blend", scales)
     assert grain_rise > 4 * blend_rise
+
+
+def test_an_overexposure_scales_the_scenes_texture_and_is_not_read_as_grain():
+    from pluralign.rewards import reference_degradations as R
+    from pluralign.rewards.rules import RULE_SPECS, Rule, load_rules, paired_statistics
+
+    verifier, statistic, direction, eps = RULE_SPECS["film_grain"]
+    even = Rule("film_grain", verifier, "even_rise", direction, eps, 0.0)
+    rule = load_rules()["film_grain"]
+    x = C._resize_to(C.load_photo("gravel"), 256)  # fine texture everywhere: a steeper curve raises its residual
+    rng = np.random.default_rng(0)
+    over = [R.overexposed(x, s, rng) for s in (0.0, 0.3)]  # +1 and +1.45 EV
+    grain = [R.film_grain(x, 1.0, rng), R.film_grain(C._resize_to(C.load_photo("camera"), 256), 1.0, rng)]
+    origs = [x, x, x, C._resize_to(C.load_photo("camera"), 256)]
+    st = paired_statistics({"even": even, "rule": rule}, [*over, *grain], origs)
+    assert (st["even"][:2] > 0.24).all()  # the residual's even rise alone read both as grain (its threshold 0.2399)
+    assert (st["rule"][:2] < 0.6 * st["even"][:2]).all() and (st["rule"][:2] < rule.threshold).all()
+    assert np.array_equal(st["rule"][2:], st["even"][2:])  # grain leaves the light's slope alone: nothing is taken
 
 
 def ndimage_blur(x: np.ndarray, sigma: float) -> np.ndarray:

@@ -77,6 +77,7 @@ from .verifiers import (
     BLUR_SECTORS,
     GLOW_GRID,
     GLOW_PLANES,
+    GRAIN_QUANTILES,
     LIGHT_GRID,
     OCCLUSION_GRID,
     RADIAL_GRID,
@@ -90,6 +91,7 @@ from .verifiers import (
     dark_flat_fractions,
     exposure_pair,
     glow_field,
+    grain_light,
     grain_quantiles,
     grain_scales,
     lateral_ca,
@@ -106,7 +108,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "even_rise_beyond_curve", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "colourful_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening", "laid_surface")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -132,13 +134,14 @@ FEATURES = {
     "_light": light_field,
     "_grain_scales": grain_scales,
     "_grain_quantiles": grain_quantiles,
+    "_grain_light": grain_light,
     "_subject_extent": subject_extent,
 }
 # Statistics defined on one feature whatever the rule's verifier (even_rise reads the grain residual's quantiles).
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "colourful_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
-                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "even_rise": "_grain_quantiles",
+                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "even_rise": "_grain_quantiles", "even_rise_beyond_curve": "_grain_light",
                "laid_surface": "_dark_flat_cells",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
@@ -174,7 +177,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "motion_blur": ("sharpness", "spectral_smear", -1, 0.0),
     "defocused": ("sharpness", "isotropic_loss", -1, 0.0),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
-    "film_grain": ("grain", "even_rise", +1, 0.011),
+    "film_grain": ("grain", "even_rise_beyond_curve", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("value", "joint_difference", +1, 0.0),
@@ -334,6 +337,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "even_rise":
         return _log_change(rule, a, o).min(axis=1).max(axis=1)  # N x quantile x band
+    if rule.statistic == "even_rise_beyond_curve":
+        return even_rise_beyond_curve(rule, a, o)
     if rule.statistic in ("joint_log_ratio", "band_drop"):  # band_drop: N x [coarse, fine]
         return _log_change(rule, a, o).min(axis=1)
     if rule.statistic == "joint_difference":
@@ -357,6 +362,31 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
 def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     """``direction * log((a + eps) / (o + eps))``, elementwise (negative measurements count as 0)."""
     return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
+
+
+# The tone curve's slope up to which the grain rule subtracts nothing (e^0.1 = 1.105): a +-2% brightness edit or a
+# slight fade is not an exposure change.
+GRAIN_SLOPE_SLACK = 0.1
+
+
+def even_rise_beyond_curve(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """The film-grain statistic from two :func:`grain_light` rows: the rise that the grain residual's 20th and 35th
+    percentiles both show, the largest over taps 1, 2 and 4 px (``even_rise``), less the log of the slope of I_a's
+    cell luminances on I_o's beyond :data:`GRAIN_SLOPE_SLACK`.
+
+    Grain adds texture and leaves the large-scale light where it was: its clumps are zero-mean, so they scatter the
+    cell means but do not tilt their fit, at any size. A tone curve steeper than 1 scales the texture the scene
+    already has, evenly wherever nothing clips: an overexposure read as grain on 0.23 of the second unseen set's
+    overexposures, and the cells' slope rises with it. (Tried alone on the residual's largest rise on 2026-12-07,
+    before the even rise, and rejected by one cell of gradio's JPEGs; see docs/rewards_journal.md.)
+    """
+    n_q = len(GRAIN_QUANTILES) * 3
+    grain = _log_change(rule, a[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3),
+                        o[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3)).min(axis=1).max(axis=1)
+    ya, yo = a[:, n_q:], o[:, n_q:]
+    yo_c = yo - yo.mean(axis=1, keepdims=True)
+    slope = (yo_c * (ya - ya.mean(axis=1, keepdims=True))).sum(axis=1) / np.maximum((yo_c * yo_c).sum(axis=1), 1e-12)
+    return grain - np.maximum(np.log(np.maximum(slope, 1e-6)) - GRAIN_SLOPE_SLACK, 0.0)
 
 
 # sRGB level at which a channel may have been cut off at the sensor's white point (8-bit 248)

@@ -512,6 +512,23 @@ def grain_quantiles(b: Batch) -> np.ndarray:
     return b._get("grain_quantiles", f)
 
 
+GRAIN_CELLS = 16  # cells per side of the luminance grid grain_light adds
+
+
+def grain_light(b: Batch) -> np.ndarray:
+    """:func:`grain_quantiles` (flattened, 2 x 3) followed by the luminance's cell means on a 16 x 16 grid of the
+    image at most 128 px on its longer side: N x (6 + 256).
+
+    The film-grain rule (:func:`pluralign.rewards.rules.even_rise_beyond_curve`) reads the even rise of the grain
+    residual and, from the cells, the slope of the tone curve between the two images: a curve steeper than 1 (an
+    overexposure) scales the texture the scene already has and raises the residual as grain does, while grain's
+    zero-mean clumps leave the large-scale light where it was.
+    """
+    return b._get("grain_light", lambda: np.concatenate(
+        [grain_quantiles(b).reshape(b.y.shape[0], -1), _cell_means(b.mid, GRAIN_CELLS, lambda t: (t @ _LUMA)[:, None])],
+        axis=1))
+
+
 def _dct8() -> np.ndarray:
     """The orthonormal 8-point DCT-II matrix (row ``u`` holds frequency ``u``): JPEG's block transform."""
     k = np.arange(8)
