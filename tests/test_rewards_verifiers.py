@@ -309,26 +309,26 @@ def test_rotation_estimate_recovers_the_angle_and_ignores_a_shifted_crop(angle):
     assert abs(est[1]) < 1.0
 
 
-def test_dark_flat_area_grows_under_an_occluder_on_a_dim_flat_scene():
+def test_an_occluder_on_a_dim_flat_scene_is_found_though_the_scene_was_dark_and_featureless_already():
     from pluralign.data.degradations import degrade
     from pluralign.rewards.rules import adheres
-    from pluralign.rewards.verifiers import DARK_LEVELS, Batch, dark_flat_fractions
+    from pluralign.rewards.verifiers import Batch, _occlusion
 
     rng = np.random.default_rng(4)
     dim = np.clip(0.26 + 0.01 * rng.standard_normal((96, 96, 1)), 0, 1).repeat(3, axis=2).astype(np.float32)
     blocked = degrade(dim, "obstruction", 0.6, seed=1)
-    f = dark_flat_fractions(Batch(np.stack([dim, blocked])))
-    assert f[0, -1] > 0.95  # the whole dim scene already counts as dark and flat below 0.3 ...
-    assert f[1, -1] - f[0, -1] < 0.05  # ... so the single-level measure cannot grow
-    assert f[1, DARK_LEVELS.index(0.15)] - f[0, DARK_LEVELS.index(0.15)] > 0.1  # a darker level can
+    f = _occlusion(Batch(np.stack([dim, blocked])))
+    assert f[0] > 0.95 and f[1] - f[0] < 0.05  # the whole dim scene already counts as dark and featureless ...
+    # ... but the occluder lays a darker surface with none of the scene's faint texture, place by place
     assert adheres(blocked, dim, "obstructed") and not adheres(dim, dim, "obstructed")
 
 
 def test_an_occluder_lays_a_surface_that_a_fade_a_flat_light_or_an_exposure_does_not():
     from pluralign.data.degradations import degrade
     from pluralign.rewards import reference_degradations as R
-    from pluralign.rewards.rules import _features, laid_surface
+    from pluralign.rewards.rules import _features, laid_surface, load_rules
 
+    threshold = load_rules()["obstructed"].threshold
     x = C._resize_to(C.load_photo("astronaut"), 128)
     dim = (x**2.2).astype(np.float32)  # a dark scene: where the whole-frame growth read fades and flat light
     rng = np.random.default_rng(0)
@@ -343,7 +343,7 @@ def test_an_occluder_lays_a_surface_that_a_fade_a_flat_light_or_an_exposure_does
         stat = laid_surface(f[:-1], np.repeat(f[-1:], len(imgs), axis=0))
         assert (stat[:2] > 0.1).all(), stat[:2]
         for name, v in zip(others, stat[2:]):
-            assert v < 0.01, (name, v)
+            assert v < threshold, (name, v)
 
 
 def test_measure_does_not_depend_on_the_chunk_size(photo):
@@ -743,7 +743,7 @@ def test_grain_raises_the_residual_evenly_and_edges_carried_into_a_flat_ground_d
     verifier, statistic, direction, eps = RULE_SPECS["film_grain"]
     assert statistic == "even_rise_beyond_curve"  # the even rise, less what a tone curve explains (the next test)
     rule = Rule("film_grain", verifier, "even_rise", direction, eps, 0.0)
-    shipped = Rule("film_grain", verifier, "max_log_ratio", direction, eps, 0.0)
+    before = Rule("film_grain", verifier, "max_log_ratio", direction, eps, 0.0)  # the statistic until 2026-12-07
     rng = np.random.default_rng(0)
     # a subject on a plain ground: texture in the left 40% of the frame, flat mid-grey in the rest
     o = np.full((128, 128, 3), 0.5, np.float32)
@@ -764,8 +764,8 @@ def test_grain_raises_the_residual_evenly_and_edges_carried_into_a_flat_ground_d
 
     grain_rise, blend_rise = read(rule, "grain", feats), read(rule, "blend", feats)
     assert grain_rise > 1.0  # grain on the flat ground raises both quantiles
-    assert read(shipped, "blend", scales) > 0.5  # the 35th percentile alone reads the blend's edges as grain
-    assert blend_rise < 0.5 * read(shipped, "blend", scales)
+    assert read(before, "blend", scales) > 0.5  # the 35th percentile alone reads the blend's edges as grain
+    assert blend_rise < 0.5 * read(before, "blend", scales)
     assert grain_rise > 4 * blend_rise
 
 
@@ -782,9 +782,27 @@ def test_an_overexposure_scales_the_scenes_texture_and_is_not_read_as_grain():
     grain = [R.film_grain(x, 1.0, rng), R.film_grain(C._resize_to(C.load_photo("camera"), 256), 1.0, rng)]
     origs = [x, x, x, C._resize_to(C.load_photo("camera"), 256)]
     st = paired_statistics({"even": even, "rule": rule}, [*over, *grain], origs)
-    assert (st["even"][:2] > 0.24).all()  # the residual's even rise alone read both as grain (its threshold 0.2399)
+    assert (st["even"][:2] > 0.24).all()  # the even rise alone read both as grain (its threshold was 0.2399)
     assert (st["rule"][:2] < 0.6 * st["even"][:2]).all() and (st["rule"][:2] < rule.threshold).all()
     assert np.array_equal(st["rule"][2:], st["even"][2:])  # grain leaves the light's slope alone: nothing is taken
+
+
+def test_grain_on_a_nearly_uniform_scene_is_found_where_no_tone_curve_can_be_fitted():
+    from pluralign.rewards import reference_degradations as R
+    from pluralign.rewards.rules import RULE_SPECS, Rule, load_rules, paired_statistics
+
+    # a grey card with a faint gradient: grain scatters the cell means far more than the scene spreads them, so a
+    # fitted slope would be the grain's own and take real grain off (down to 0.49 of a rise of 1.3 on these cards)
+    rule, rng = load_rules()["film_grain"], np.random.default_rng(0)
+    verifier, _, direction, eps = RULE_SPECS["film_grain"]
+    even = Rule("film_grain", verifier, "even_rise", direction, eps, 0.0)
+    ramp = np.linspace(0.0, 1e-3, 256)[None, :, None]
+    cards = [np.clip(0.5 + ramp + 0.003 * rng.standard_normal((256, 256, 1)), 0, 1).repeat(3, 2).astype(np.float32)
+             for _ in range(20)]
+    grainy = [R.film_grain(o, 0.0, rng) for o in cards]  # the weakest grain the checks apply
+    st = paired_statistics({"g": rule, "even": even}, grainy, cards)
+    assert np.array_equal(st["g"], st["even"])  # nothing taken off
+    assert (st["g"] > rule.threshold).all()
 
 
 def ndimage_blur(x: np.ndarray, sigma: float) -> np.ndarray:

@@ -10,8 +10,6 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``quadrant_agreement`` the change of a signed measurement taken on each quadrant of the frame, as far as
   all four quadrants agree on it in sign and size (chromatic aberration: red magnified vs shrunk relative
   to blue, about the frame's centre)
-* ``max_difference`` the largest ``direction * (v_a - v_o)`` over the components of a vector
-  measurement (obstruction: newly dark and featureless area at any of several darkness levels)
 * ``spectral_smear`` the largest loss of spectral power over 12 direction sectors less the smallest (at most
   the largest), in the two finest octave bands, each loss capped at 3.5 nats: a smear along one
   direction (motion blur)
@@ -27,7 +25,13 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
 * ``even_rise`` the largest, over three pass bands (a clump spans more pixels of a larger scan), of the smaller
   log rise of the fine residual's 20th and 35th percentiles (film grain: it covers the mid-tones evenly and raises
   both; a blend's edges in flat areas or a clip's amplified channel raise the residual on part of the frame, the
-  35th percentile more than the 20th)
+  35th percentile more than the 20th); film grain's statistic until 2026-12-07, now inside the next
+* ``even_rise_beyond_curve`` the even rise less the log of the slope of I_a's cell luminances on I_o's beyond 0.1,
+  where I_o's cells vary enough to fit one (film grain: an overexposure scales the scene's own texture evenly; grain's
+  zero-mean clumps do not tilt the cells' fit)
+* ``laid_surface`` the share of the frame, on a 16 x 16 grid of cells, that turned dark and featureless where the
+  cell's light moved and its texture fell beyond what that change explains (obstruction: an occluder lays a
+  surface of its own; a fade, a flat light or an exposure scales the texture that is there)
 * ``joint_log_ratio`` the smaller log change of a vector measurement's components (small subject: the mask's
   area and its spread over the frame both shrink; a blend that fades a texture thins the mask but leaves it
   spread over the frame)
@@ -77,6 +81,7 @@ from .verifiers import (
     BLUR_SECTORS,
     GLOW_GRID,
     GLOW_PLANES,
+    GRAIN_CELLS,
     GRAIN_QUANTILES,
     LIGHT_GRID,
     OCCLUSION_GRID,
@@ -88,7 +93,6 @@ from .verifiers import (
     cast_features,
     contrast_bands,
     dark_flat_cells,
-    dark_flat_fractions,
     exposure_pair,
     glow_field,
     grain_light,
@@ -108,7 +112,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "even_rise_beyond_curve", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "max_difference", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "even_rise_beyond_curve", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "colourful_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening", "laid_surface")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -124,7 +128,6 @@ FEATURES = {
     # signed red-vs-blue magnification: the scalar verifier is its absolute value
     "_ca": lambda b: lateral_ca(b) @ np.array([1.0, -1.0]),
     "_ca_quadrants": lambda b: lateral_ca_quadrants(b) @ np.array([1.0, -1.0]),  # N x 4
-    "_dark_flat": dark_flat_fractions,
     "_dark_flat_cells": dark_flat_cells,
     "_band_spectrum": band_spectrum,
     "_bands": contrast_bands,
@@ -141,16 +144,16 @@ FEATURES = {
 _BY_STATISTIC = {"log_chroma_shift": "_cast", "colourful_chroma": "_cast", "joint_difference": "_exposure", "rotation": "_spectrum", "centroid_shift": "_centroid",
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
-                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light", "even_rise": "_grain_quantiles", "even_rise_beyond_curve": "_grain_light",
-               "laid_surface": "_dark_flat_cells",
+                 "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light",
+                 "even_rise": "_grain_quantiles", "even_rise_beyond_curve": "_grain_light", "laid_surface": "_dark_flat_cells",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
 # reads as a smear.
 SMEAR_CAP = 3.5
 SMEAR_BANDS = slice(2, 4)  # 0.12-0.5 cycles/px of the <= 128 px luminance: where a smear of 2 px or more shows
-# The signed or vector form of a scalar verifier, used by abs_difference / max_difference.
-_FULL_FORM = {"occlusion": "_dark_flat", "grain": "_grain_scales", "subject_size": "_subject_extent"}
+# The signed or vector form of a scalar verifier, used by abs_difference, max_log_ratio and joint_log_ratio.
+_FULL_FORM = {"grain": "_grain_scales", "subject_size": "_subject_extent"}
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,7 @@ def _needs(rule: Rule) -> str:
     """The :data:`FEATURES` entry ``rule``'s statistic compares."""
     if rule.statistic in _BY_STATISTIC:
         return _BY_STATISTIC[rule.statistic]
-    if rule.statistic in ("abs_difference", "max_difference", "max_log_ratio", "joint_log_ratio"):
+    if rule.statistic in ("abs_difference", "max_log_ratio", "joint_log_ratio"):
         return _FULL_FORM[rule.verifier]
     return rule.verifier
 
@@ -321,8 +324,6 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return np.abs(a - o)
     if rule.statistic == "quadrant_agreement":
         return quadrant_agreement(a, o)
-    if rule.statistic == "max_difference":
-        return (rule.direction * (a - o)).max(axis=1)
     if rule.statistic == "spectral_smear":
         return spectral_smear(a, o, rule.direction)
     if rule.statistic == "isotropic_loss":
@@ -365,8 +366,12 @@ def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
 
 
 # The tone curve's slope up to which the grain rule subtracts nothing (e^0.1 = 1.105): a +-2% brightness edit or a
-# slight fade is not an exposure change.
+# slight rise of contrast is not an exposure change. A fade's slope is under 1 and subtracts nothing at all.
 GRAIN_SLOPE_SLACK = 0.1
+# The spread of I_o's cell luminances under which no slope is fitted: on a nearly uniform scene the fit would be
+# grain's own scatter of the cell means over nothing (a slope anywhere), and real grain would be taken off. At 0.02
+# and 256 cells the slope's standard error under the strongest grain stays well inside the slack.
+GRAIN_SLOPE_MIN_SPREAD = 0.02
 
 
 def even_rise_beyond_curve(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
@@ -375,18 +380,23 @@ def even_rise_beyond_curve(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarr
     cell luminances on I_o's beyond :data:`GRAIN_SLOPE_SLACK`.
 
     Grain adds texture and leaves the large-scale light where it was: its clumps are zero-mean, so they scatter the
-    cell means but do not tilt their fit, at any size. A tone curve steeper than 1 scales the texture the scene
-    already has, evenly wherever nothing clips: an overexposure read as grain on 0.23 of the second unseen set's
-    overexposures, and the cells' slope rises with it. (Tried alone on the residual's largest rise on 2026-12-07,
+    cell means but do not tilt their fit, at any size (where I_o's cells spread by at least
+    :data:`GRAIN_SLOPE_MIN_SPREAD`; on a nearly uniform scene nothing is fitted). A tone curve steeper than 1 scales
+    the texture the scene already has, evenly wherever nothing clips: an overexposure read as grain on 0.23 of the
+    second unseen set's overexposures, and the cells' slope rises with it. (Tried alone on the residual's largest rise on 2026-12-07,
     before the even rise, and rejected by one cell of gradio's JPEGs; see docs/rewards_journal.md.)
     """
     n_q = len(GRAIN_QUANTILES) * 3
+    if a.shape != o.shape or a.shape[1] != n_q + GRAIN_CELLS * GRAIN_CELLS:
+        raise ValueError(f"expected two grain_light features of {n_q} + {GRAIN_CELLS}^2 values, got {a.shape} and "
+                         f"{o.shape}")
     grain = _log_change(rule, a[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3),
                         o[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3)).min(axis=1).max(axis=1)
     ya, yo = a[:, n_q:], o[:, n_q:]
     yo_c = yo - yo.mean(axis=1, keepdims=True)
     slope = (yo_c * (ya - ya.mean(axis=1, keepdims=True))).sum(axis=1) / np.maximum((yo_c * yo_c).sum(axis=1), 1e-12)
-    return grain - np.maximum(np.log(np.maximum(slope, 1e-6)) - GRAIN_SLOPE_SLACK, 0.0)
+    tilt = np.maximum(np.log(np.maximum(slope, 1e-6)) - GRAIN_SLOPE_SLACK, 0.0)
+    return grain - np.where(yo.std(axis=1) >= GRAIN_SLOPE_MIN_SPREAD, tilt, 0.0)
 
 
 # sRGB level at which a channel may have been cut off at the sensor's white point (8-bit 248)
@@ -937,10 +947,12 @@ def laid_surface(cells_a: np.ndarray, cells_o: np.ndarray) -> np.ndarray:
     below :data:`SURFACE_TEXTURE` of I_o's (times the fall of the light, where it fell), the mean of I_a's dark,
     featureless fraction; 0 elsewhere.
 
-    The statistic until 2026-12-07 (``max_difference`` of :func:`dark_flat_fractions`) read the growth of the
-    whole frame's dark, featureless area, which a fade of a dark scene (its faint texture goes under the
-    featureless bar while its pixels stay dark) and a flat light on a dim one (lit places darken and their steps
-    shrink with them) also show.
+    The statistic until 2026-12-07 (``max_difference`` of the frame's dark, featureless fractions at five
+    darkness levels) read the growth of the whole frame's dark, featureless area, which a fade of a dark scene (its
+    faint texture goes under the featureless bar while its pixels stay dark) and a flat light on a dim one (lit
+    places darken and their steps shrink with them) also show. A cell with no texture at all in I_o cannot lose
+    any, so an occluder over a perfectly flat ground (a synthetic one; photographs have noise) counts only at its
+    textured edges there.
     """
     g = OCCLUSION_GRID * OCCLUSION_GRID
     if cells_a.shape != cells_o.shape or cells_a.shape[1] != 3 * g:

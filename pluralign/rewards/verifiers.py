@@ -951,20 +951,19 @@ def _vignetting(b: Batch) -> np.ndarray:
     return (y[:, corner].mean(axis=1) + 0.02) / (y[:, centre].mean(axis=1) + 0.02)
 
 
-DARK_LEVELS = (0.1, 0.15, 0.2, 0.25, 0.3)
+OCCLUSION_LEVEL = 0.3  # luminance under which a featureless area counts as dark
+FEATURELESS_STEP = 0.06  # summed 4-neighbour step under which a pixel counts as featureless
+OCCLUSION_GRID = 16  # cells per side of the map the obstruction rule compares place by place
 
 
-def dark_flat_fractions(b: Batch) -> np.ndarray:
-    """Fractions of the frame that are featureless and darker than each of :data:`DARK_LEVELS`: N x 5.
+def smoothed_steps(b: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """The 64-pixel thumbnail's luminance after a 2x2 mean, and each pixel's summed 4-neighbour step on it: two
+    N x h x w arrays.
 
-    A foreground object close to the lens (a finger, a post) is out of focus and in shadow, so
-    it shows up as a smooth dark region. "Featureless" is a summed 4-neighbour step below 0.06
-    on the 64-pixel thumbnail after a 2x2 mean: the mean keeps pixel noise in small images
-    (where the thumbnail is the image itself) from deciding whether an area is smooth, so a
-    slight resize does not flip dark night sky between "textured" and "smooth". Several
-    darkness levels rather than one let the paired rule see a dark occluder over a scene that is
-    already dim and flat (a microscope slide at luminance 0.26): the area below 0.15 grows even
-    when the area below 0.3 cannot.
+    A foreground object close to the lens (a finger, a post) is out of focus and in shadow, so it shows up as a
+    smooth dark region. The 2x2 mean keeps pixel noise in small images (where the thumbnail is the image itself)
+    from deciding whether an area is smooth, so a slight resize does not flip dark night sky between "textured"
+    and "smooth".
     """
 
     def f():
@@ -977,21 +976,16 @@ def dark_flat_fractions(b: Batch) -> np.ndarray:
         g[:, :, 1:] += gx
         g[:, :-1] += gy
         g[:, 1:] += gy
-        flat = g < 0.06
-        return np.stack([(flat & (y < level)).mean(axis=(1, 2)) for level in DARK_LEVELS], axis=1)
+        return np.stack([y, g])
 
-    return b._get("dark_flat", f)
-
-
-OCCLUSION_GRID = 16  # cells per side of the map the obstruction rule compares place by place
-OCCLUSION_LEVEL = DARK_LEVELS[-1]
+    y, g = b._get("smoothed_steps", f)
+    return y, g
 
 
 def dark_flat_cells(b: Batch) -> np.ndarray:
-    """Three maps on a 16 x 16 grid of cells, on the same smoothed 64-pixel thumbnail as
-    :func:`dark_flat_fractions`: the fraction of each cell's pixels that are featureless and darker than
-    :data:`OCCLUSION_LEVEL`, the cell's mean luminance, and its mean summed 4-neighbour step (its texture):
-    N x (3 * 256).
+    """Three maps on a 16 x 16 grid of cells of :func:`smoothed_steps`: the fraction of each cell's pixels that
+    are featureless and darker than :data:`OCCLUSION_LEVEL`, the cell's mean luminance, and its mean summed
+    4-neighbour step (its texture): N x (3 * 256).
 
     A whole-frame fraction of dark, featureless area cannot tell an occluder from a fade or a flat light on a dark
     scene: all three leave more of it. They differ place by place. An occluder lays a surface of its own over
@@ -1001,24 +995,17 @@ def dark_flat_cells(b: Batch) -> np.ndarray:
     """
 
     def f():
-        t = b.thumb_y
-        y = 0.25 * (t[:, :-1, :-1] + t[:, 1:, :-1] + t[:, :-1, 1:] + t[:, 1:, 1:]) if min(t.shape[1:]) > 1 else t
-        gx = np.abs(np.diff(y, axis=2))
-        gy = np.abs(np.diff(y, axis=1))
-        g = np.zeros_like(y)
-        g[:, :, :-1] += gx
-        g[:, :, 1:] += gx
-        g[:, :-1] += gy
-        g[:, 1:] += gy
-        planes = np.stack([(g < 0.06) & (y < OCCLUSION_LEVEL), y, g], axis=-1).astype(np.float64)
+        y, g = smoothed_steps(b)
+        planes = np.stack([(g < FEATURELESS_STEP) & (y < OCCLUSION_LEVEL), y, g], axis=-1).astype(np.float64)
         return _cell_means(planes, OCCLUSION_GRID, lambda p: np.moveaxis(p, -1, 1))
 
     return b._get("dark_flat_cells", f)
 
 
 def _occlusion(b: Batch) -> np.ndarray:
-    """Fraction of the frame covered by dark, featureless area (luminance < 0.3; see :func:`dark_flat_fractions`)."""
-    return dark_flat_fractions(b)[:, -1]
+    """Fraction of the frame covered by dark (< 0.3), featureless area (see :func:`smoothed_steps`)."""
+    y, g = smoothed_steps(b)
+    return ((g < FEATURELESS_STEP) & (y < OCCLUSION_LEVEL)).mean(axis=(1, 2))
 
 
 BATCH_VERIFIERS: dict[str, Callable[[Batch], np.ndarray]] = {
