@@ -1,11 +1,14 @@
 """The obstruction rule on dark scenes: a diagnosis of its misses on the unseen photos without looking at them.
 
-The rule (`rules`, statistic of `obstructed`) reads newly dark, featureless area. On a dark scene, a fade or a blur
-scales the scene's faint texture under the "featureless" bar while its pixels stay dark, which reads as an occluder.
+The rule (`rules`, statistic of `obstructed`) read newly dark, featureless area until 2026-12-07. On a dark scene, a
+fade or a blur scales the scene's faint texture under the "featureless" bar while its pixels stay dark, which read as
+an occluder. The rule now reads a surface laid place by place (`laid_surface`, threshold 0.0028); the journal's
+tables of the old statistic (cuts 0.03, 0.06, 0.09) came from a worktree of a commit before that round.
 This makes that case from the diagnosis photos (gradio's four, installed with it, and both diagnosis sets of
 `scripts/diagnosis_photos.sh`; never the unseen ones): each photo as it is and raised to the power 2.2, at 64 and
 256 px, degraded by the reference code at severities 0.3, 0.65 and 1, every pair registered and read by
-`adherence_table` as the eval does. It prints, per threshold, the share of pairs on which the rule fires.
+`adherence_table` as the eval does. It prints, per threshold (by default the shipped one), the share of pairs on
+which the rule fires.
 
     scripts/diagnosis_photos.sh; scripts/diagnosis_photos.sh /tmp/pluralign-diagnosis-photos 2   # once
     python scripts/obstruction_dark_scenes.py                        # the shipped rule, about 20 s
@@ -33,10 +36,11 @@ ATTRIBUTES = ("obstructed", "low_contrast", "flat_lighting", "underexposed", "bl
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos_dir", default=DIAGNOSIS_DIR, type=Path)
-    ap.add_argument("--thresholds", default="0.03,0.06,0.09", help="statistic values to count firing above")
+    ap.add_argument("--thresholds", default="shipped",
+                    help="statistic values to count firing above, comma-separated; 'shipped' is the rule's own")
     a = ap.parse_args(argv)
     rules = load_rules()
-    cuts = [float(t) for t in a.thresholds.split(",")]
+    cuts = [rules["obstructed"].threshold if t == "shipped" else float(t) for t in a.thresholds.split(",")]
     rng = np.random.default_rng(5)
     stats: dict[tuple[float, str], list[float]] = {}
     for gamma in (1.0, 2.2):
