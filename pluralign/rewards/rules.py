@@ -337,7 +337,7 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
     if rule.statistic == "max_log_ratio":
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "even_rise":
-        return _log_change(rule, a, o).min(axis=1).max(axis=1)  # N x quantile x band
+        return _even_rise(rule, a, o)
     if rule.statistic == "even_rise_beyond_curve":
         return even_rise_beyond_curve(rule, a, o)
     if rule.statistic in ("joint_log_ratio", "band_drop"):  # band_drop: N x [coarse, fine]
@@ -365,6 +365,11 @@ def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
 
 
+def _even_rise(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """The rise every quantile shows, the largest over the bands, of two ``N x quantile x band`` measurements."""
+    return _log_change(rule, a, o).min(axis=1).max(axis=1)
+
+
 # The tone curve's slope up to which the grain rule subtracts nothing (e^0.1 = 1.105): a +-2% brightness edit or a
 # slight rise of contrast is not an exposure change. A fade's slope is under 1 and subtracts nothing at all.
 GRAIN_SLOPE_SLACK = 0.1
@@ -390,8 +395,8 @@ def even_rise_beyond_curve(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarr
     if a.shape != o.shape or a.shape[1] != n_q + GRAIN_CELLS * GRAIN_CELLS:
         raise ValueError(f"expected two grain_light features of {n_q} + {GRAIN_CELLS}^2 values, got {a.shape} and "
                          f"{o.shape}")
-    grain = _log_change(rule, a[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3),
-                        o[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3)).min(axis=1).max(axis=1)
+    grain = _even_rise(rule, a[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3),
+                       o[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3))
     ya, yo = a[:, n_q:], o[:, n_q:]
     yo_c = yo - yo.mean(axis=1, keepdims=True)
     slope = (yo_c * (ya - ya.mean(axis=1, keepdims=True))).sum(axis=1) / np.maximum((yo_c * yo_c).sum(axis=1), 1e-12)

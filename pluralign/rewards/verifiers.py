@@ -982,6 +982,12 @@ def smoothed_steps(b: Batch) -> tuple[np.ndarray, np.ndarray]:
     return y, g
 
 
+def _dark_featureless(b: Batch) -> np.ndarray:
+    """N x h x w: the pixels of :func:`smoothed_steps` that are featureless and darker than :data:`OCCLUSION_LEVEL`."""
+    y, g = smoothed_steps(b)
+    return (g < FEATURELESS_STEP) & (y < OCCLUSION_LEVEL)
+
+
 def dark_flat_cells(b: Batch) -> np.ndarray:
     """Three maps on a 16 x 16 grid of cells of :func:`smoothed_steps`: the fraction of each cell's pixels that
     are featureless and darker than :data:`OCCLUSION_LEVEL`, the cell's mean luminance, and its mean summed
@@ -996,7 +1002,7 @@ def dark_flat_cells(b: Batch) -> np.ndarray:
 
     def f():
         y, g = smoothed_steps(b)
-        planes = np.stack([(g < FEATURELESS_STEP) & (y < OCCLUSION_LEVEL), y, g], axis=-1).astype(np.float64)
+        planes = np.stack([_dark_featureless(b), y, g], axis=-1).astype(np.float64)
         return _cell_means(planes, OCCLUSION_GRID, lambda p: np.moveaxis(p, -1, 1))
 
     return b._get("dark_flat_cells", f)
@@ -1004,8 +1010,7 @@ def dark_flat_cells(b: Batch) -> np.ndarray:
 
 def _occlusion(b: Batch) -> np.ndarray:
     """Fraction of the frame covered by dark (< 0.3), featureless area (see :func:`smoothed_steps`)."""
-    y, g = smoothed_steps(b)
-    return ((g < FEATURELESS_STEP) & (y < OCCLUSION_LEVEL)).mean(axis=(1, 2))
+    return _dark_featureless(b).mean(axis=(1, 2))
 
 
 BATCH_VERIFIERS: dict[str, Callable[[Batch], np.ndarray]] = {
