@@ -105,9 +105,10 @@ class DemoConfig:
     semantic_content_pairs: bool = option(False, "give an accepted on-policy prompt pair one more anti row: its "
                                           "chosen image over the base's P_a sample that lost the object (data "
                                           "generate's content_pairs)")
-    semantic_choose_by: str = option("attribute", "which on-policy P_a sample becomes the chosen image: attribute "
+    semantic_choose_by: str = option("content", "which on-policy P_a sample becomes the chosen image: attribute "
                                      "(the judge's highest score) | content (of those the judge accepts, the one "
-                                     "whose object the checker names most surely; data generate's choose_by)",
+                                     "whose object the checker names most surely; data generate's choose_by; "
+                                     "adopted in docs/toy.md's round 37)",
                                      choices=CHOOSE_BY)
     onpolicy_guidance_scale: float = option(-1.0, "CFG scale the generator samples the on-policy pairs with (negative: "
                                             "the demo's own, guidance_scale); a teacher is sampled at the scale it "
