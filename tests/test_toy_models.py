@@ -68,7 +68,8 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
                "--n_scenes", "30", "--vae_steps", "2", "--fidelity_scenes", "8", "--vae_extra_renders", "4", "--unet_steps", "2", "--align_scenes", "9",
                "--align_recipe", str(recipe), "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false",
                "--dial_max_steps", "1", "--dial_validation_size", "12",
-               "--dial_overrides", "--intent_items 9 --semantic_prompts 1 --semantic_candidates 1 --train_batch_size 2"])
+               "--dial_overrides", "--intent_items 9 --semantic_prompts 1 --semantic_candidates 1 --train_batch_size 2 "
+               "--lr_warmup_steps 0 --lr_decay_steps 1"])
     assert rc == 0
     record = json.loads((out / "build_config.json").read_text())
     assert set(record["wall_seconds"]) >= {"checker", "judge", "base", "align", "measure", "dial"}
