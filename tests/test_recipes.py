@@ -190,3 +190,17 @@ def test_generate_recipes_name_what_to_download_offline(name, tmp_path, monkeypa
     assert ("accept its licence" in str(err.value)) == (name == "flux")
     with pytest.raises(ModelNotFound, match="hf download openai/clip-vit-large-patch14"):
         prepare(c, pipe=object())  # a loaded generator: the scorer's weights are checked next
+
+
+@pytest.mark.parametrize("path", sorted([*(ROOT / "recipes").glob("*_intent_dpo.yaml"),
+                                         *(ROOT / "pluralign" / "toy" / "recipes").glob("*.yaml")]),
+                         ids=lambda p: p.name)
+def test_every_recipe_schedule_fits_its_own_steps(path):
+    """A recipe's schedule is checked only when its run starts; a tail longer than the recipe's own steps (the toy
+    intent recipe's 360 of 1800) must fail here rather than after the data and models have loaded."""
+    from pluralign.trainers.schedules import check_schedule
+
+    (config,) = parse((DPOTrainConfig,), ["--config", str(path)])
+    check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.lr_decay_steps)
+    with pytest.raises(ValueError, match="lr_decay_steps"):  # the check is live for this recipe's scheduler
+        check_schedule("warmup_stable_decay", config.lr_warmup_steps, config.max_steps, config.max_steps + 1)
