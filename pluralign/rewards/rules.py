@@ -83,6 +83,7 @@ from .verifiers import (
     GLOW_PLANES,
     GRAIN_CELLS,
     GRAIN_QUANTILES,
+    GRAIN_TAPS,
     LIGHT_GRID,
     OCCLUSION_GRID,
     RADIAL_GRID,
@@ -391,12 +392,12 @@ def even_rise_beyond_curve(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarr
     second unseen set's overexposures, and the cells' slope rises with it. (Tried alone on the residual's largest rise on 2026-12-07,
     before the even rise, and rejected by one cell of gradio's JPEGs; see docs/rewards_journal.md.)
     """
-    n_q = len(GRAIN_QUANTILES) * 3
+    shape_q = (-1, len(GRAIN_QUANTILES), len(GRAIN_TAPS))
+    n_q = len(GRAIN_QUANTILES) * len(GRAIN_TAPS)
     if a.shape != o.shape or a.shape[1] != n_q + GRAIN_CELLS * GRAIN_CELLS:
         raise ValueError(f"expected two grain_light features of {n_q} + {GRAIN_CELLS}^2 values, got {a.shape} and "
                          f"{o.shape}")
-    grain = _even_rise(rule, a[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3),
-                       o[:, :n_q].reshape(-1, len(GRAIN_QUANTILES), 3))
+    grain = _even_rise(rule, a[:, :n_q].reshape(shape_q), o[:, :n_q].reshape(shape_q))
     ya, yo = a[:, n_q:], o[:, n_q:]
     yo_c = yo - yo.mean(axis=1, keepdims=True)
     slope = (yo_c * (ya - ya.mean(axis=1, keepdims=True))).sum(axis=1) / np.maximum((yo_c * yo_c).sum(axis=1), 1e-12)

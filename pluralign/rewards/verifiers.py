@@ -480,6 +480,7 @@ def grain_scales(b: Batch) -> np.ndarray:
 # The residual's quantile levels the grain rule compares, the lower first, and the same quantiles of |N(0, 1)|,
 # which read each as a noise sigma.
 GRAIN_QUANTILES = (0.2, 0.35)
+GRAIN_TAPS = (1, 2, 4)  # the residual's taps in px: a clump spans more pixels of a larger scan
 _HALF_NORMAL = {0.2: 0.2533, 0.35: 0.4538}
 
 
@@ -491,9 +492,9 @@ def grain_quantiles(b: Batch) -> np.ndarray:
     to part of the frame: the 35th percentile rises, the 20th much less.
     """
     def f():
-        out = np.zeros((b.y.shape[0], len(GRAIN_QUANTILES), 3), dtype=np.float64)
+        out = np.zeros((b.y.shape[0], len(GRAIN_QUANTILES), len(GRAIN_TAPS)), dtype=np.float64)
         q_low, q_high = GRAIN_QUANTILES
-        for j, k in enumerate((1, 2, 4)):
+        for j, k in enumerate(GRAIN_TAPS):
             flat = _immerkaer(b.y, step=k).reshape(b.y.shape[0], -1)  # a scratch residual: made absolute in place
             if flat.shape[1] == 0:  # image smaller than the filter: nothing measurable
                 continue
