@@ -9,6 +9,10 @@ import yaml
 
 from pluralign.toy import paths, world
 
+# Two optimizer steps of the intent recipe, with a warm-up and an annealed tail that fit them: the recipe's 360-step
+# tail after 20 warm-up steps does not, and the trainer refuses it.
+TWO_STEPS = ["--max_steps", "2", "--lr_warmup_steps", "0", "--lr_decay_steps", "1"]
+
 
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):
@@ -27,6 +31,7 @@ def toy_dir(tmp_path_factory):
     return out
 
 
+
 def _default_over_rows(intent_items: int) -> int:
     """Over-degradation rows the demo's default data gives the intent adapter for ``intent_items`` items."""
     from pluralign.toy.demo import DemoConfig, training_rows
@@ -41,7 +46,7 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
            "WANDB_DIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "pluralign.cli", "demo", "--output", str(out), "--n_prompts", "12", "--intent_items", "6",
-         "--semantic_prompts", "1", "--semantic_candidates", "2", "--max_steps", "2", "--lr_warmup_steps", "0", "--lr_decay_steps", "1", "--num_inference_steps", "2",
+         "--semantic_prompts", "1", "--semantic_candidates", "2", *TWO_STEPS, "--num_inference_steps", "2",
          "--bootstrap", "100"],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -145,7 +150,7 @@ def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, 
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
     out = tmp_path / "demo"
     assert main(["--output", str(out), "--n_prompts", "9", "--intent_items", "4", "--semantic_prompts", "0",
-                 "--max_steps", "2", "--lr_warmup_steps", "0", "--lr_decay_steps", "1", "--num_inference_steps", "2", "--bootstrap", "100", "--with_baselines", "true",
+                 *TWO_STEPS, "--num_inference_steps", "2", "--bootstrap", "100", "--with_baselines", "true",
                  "--report_to", "none"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["variants"]) == {"base", "aligned", "intent_dpo", "dpo_aesthetic", "sft_anti"}
@@ -170,7 +175,7 @@ def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp
 
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
     small = ["--n_prompts", "9", "--intent_items", "6", "--semantic_prompts", "1", "--semantic_candidates", "1",
-             "--max_steps", "2", "--lr_warmup_steps", "0", "--lr_decay_steps", "1", "--num_inference_steps", "2", "--bootstrap", "100"]
+             *TWO_STEPS, "--num_inference_steps", "2", "--bootstrap", "100"]
     with pytest.raises(ConfigError, match="reporting suite_seed 1000"):
         main(["--output", str(tmp_path / "bad"), "--validation_seeds", "5000,1000", *small])
     assert not (tmp_path / "bad").exists(), "a refused run must not start work"
@@ -301,7 +306,7 @@ def test_rounds_sample_the_aligned_model_with_the_last_rounds_adapter(toy_dir, t
     monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
     out = tmp_path / "demo"
     assert main(["--output", str(out), "--n_prompts", "12", "--intent_items", "6", "--semantic_prompts", "1",
-                 "--semantic_candidates", "2", "--max_steps", "2", "--lr_warmup_steps", "0", "--lr_decay_steps", "1", "--num_inference_steps", "2", "--bootstrap", "100",
+                 "--semantic_candidates", "2", *TWO_STEPS, "--num_inference_steps", "2", "--bootstrap", "100",
                  "--onpolicy_generator", "aligned", "--rounds", "2", "--onpolicy_guidance_scale", "2.5",
                  "--onpolicy_attribute_guidance", "bleak=1.5", "--report_to", "none"]) == 0
     results = json.loads((out / "results.json").read_text())
