@@ -201,6 +201,7 @@ def test_every_recipe_schedule_fits_its_own_steps(path):
     from pluralign.trainers.schedules import check_schedule
 
     (config,) = parse((DPOTrainConfig,), ["--config", str(path)])
-    check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.lr_decay_steps)
+    check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.lr_decay_steps,
+                   config.lr_decay_share)
     with pytest.raises(ValueError, match="lr_decay_steps"):  # the check is live for this recipe's scheduler
         check_schedule("warmup_stable_decay", config.lr_warmup_steps, config.max_steps, config.max_steps + 1)

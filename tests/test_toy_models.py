@@ -69,7 +69,7 @@ def test_tiny_budget_build_runs_end_to_end(tmp_path):
                "--align_recipe", str(recipe), "--suite_size", "9", "--num_inference_steps", "2", "--progress", "false",
                "--dial_max_steps", "1", "--dial_validation_size", "12",
                "--dial_overrides", "--intent_items 9 --semantic_prompts 1 --semantic_candidates 1 --train_batch_size 2 "
-               "--lr_warmup_steps 0 --lr_decay_steps 1"])
+               "--lr_warmup_steps 0"])
     assert rc == 0
     record = json.loads((out / "build_config.json").read_text())
     assert set(record["wall_seconds"]) >= {"checker", "judge", "base", "align", "measure", "dial"}

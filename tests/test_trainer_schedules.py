@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_trainer_helpers import cfg, one_torch_thread
 
-from pluralign.trainers.schedules import WSD, make_scheduler, wsd_factor
+from pluralign.trainers.schedules import WSD, check_schedule, make_scheduler, tail_steps, wsd_factor
 
 
 def _rates(sched, opt, updates, steps_per_update=1):
@@ -53,6 +53,19 @@ def test_a_decay_that_does_not_fit_names_the_option(name, decay):
         make_scheduler(name, _opt(), warmup_steps=2, total_steps=10, decay_steps=decay)
 
 
+def test_a_tail_given_as_a_share_scales_with_the_run():
+    assert tail_steps(0, 0.2, 1800) == 360  # the toy recipe's tail, the same steps it ran with as a count
+    assert tail_steps(0, 0.2, 200) == 40 and tail_steps(0, 0.2, 2) == 1  # at least one step
+    assert tail_steps(7, 0.0, 1800) == 7 and tail_steps(0, 0.0, 1800) == 0
+    check_schedule(WSD, 0, 2, 0, 0.2)  # a two-step smoke run of a recipe tuned at 1800 fits
+    with pytest.raises(ValueError, match="both set"):  # which of the two wins would be a silent choice
+        tail_steps(360, 0.2, 1800)
+    with pytest.raises(ValueError, match=r"lr_decay_share 0.2 \(4 steps\).*max_steps - lr_warmup_steps 0"):
+        check_schedule(WSD, 20, 20, 0, 0.2)  # the warm-up leaves no room for the tail
+    with pytest.raises(ValueError, match="lr_decay_share 0.2 is read only by"):
+        check_schedule("cosine", 0, 20, 0, 0.2)
+
+
 def test_the_trainer_logs_the_wsd_rates_and_refuses_a_new_step_budget_on_resume(tiny_pipeline_dir, tmp_path):
     from pluralign.trainers import train
     from pluralign.trainers.trainer import plan
@@ -67,6 +80,11 @@ def test_the_trainer_logs_the_wsd_rates_and_refuses_a_new_step_budget_on_resume(
     # the rate logged after step k is the next step's: 1, 1, then the tail's 2/3 and 1/3, then 0 past the end
     assert [h["lr"] for h in r.history] == pytest.approx([1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3, 0.0])
     assert "lr_decay_steps" in (r.adapter_dir / "README.md").read_text()
+    # the same schedule given as a share (0.4 of 5 steps is 2): the same rates, and the card gives the steps run
+    with one_torch_thread():
+        shared = train(cfg(tmp_path / "share", model, **{**common, "lr_decay_steps": 0, "lr_decay_share": 0.4}))
+    assert [h["lr"] for h in shared.history] == pytest.approx([h["lr"] for h in r.history])
+    assert "| lr_decay_steps | 2 |" in (shared.adapter_dir / "README.md").read_text()
     # the rate at every step depends on max_steps, so a resume may not change it (a constant rate may)
     with pytest.raises(ValueError, match="max_steps: 5 -> 8"):
         plan(cfg(tmp_path, model, resume_from_checkpoint="latest", **{**common, "max_steps": 8}))

@@ -106,6 +106,10 @@ class DPOTrainConfig:
     lr_warmup_steps: int = option(0, "warmup optimizer steps", min=0, max=10**7)
     lr_decay_steps: int = option(0, "warmup_stable_decay: the last optimizer steps, over which the rate falls "
                                  "linearly toward 0 (the last of D steps at 1/(D+1) of it)", min=0, max=10**7)
+    lr_decay_share: float = option(0.0, "warmup_stable_decay: the tail as a share of max_steps instead of a count "
+                                   "(0.2: the last round(0.2 * max_steps) steps, at least 1), so a recipe's tail fits "
+                                   "a shorter or longer run unchanged; give lr_decay_steps or this, not both",
+                                   min=0, lt=1)
     max_steps: int = option(20, "optimizer steps (per adapter in per_category mode)", min=1, max=10**7)
     train_batch_size: int = option(2, "pairs per micro-step per process", min=1, max=4096)
     gradient_accumulation_steps: int = option(1, "micro-steps per optimizer step", min=1, max=4096)

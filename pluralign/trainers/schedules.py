@@ -4,7 +4,8 @@ Why warmup-stable-decay: at a constant rate the last iterate carries the noise o
 per-attribute behaviour can then depend on where that noise left it. Annealing over the whole run (cosine) takes
 rate from the steps that do the learning; an average of the last iterates lags what they taught. WSD keeps the full
 rate until the last ``decay_steps`` and then lowers it linearly toward zero, so the run ends settled at the point its
-full-rate steps reached.
+full-rate steps reached. The tail can be given as a share of the run (``tail_steps``), so a recipe tuned at one length
+still fits a shorter smoke run or a longer one without a second override.
 """
 
 from __future__ import annotations
@@ -28,14 +29,29 @@ def wsd_factor(step: int, warmup: int, total: int, decay: int) -> float:
     return max(0.0, (total - step) / (decay + 1))
 
 
-def check_schedule(name: str, warmup_steps: int, total_steps: int, decay_steps: int) -> None:
+def tail_steps(decay_steps: int, decay_share: float, total_steps: int) -> int:
+    """WSD's tail in optimizer steps: ``decay_steps`` as given, or ``decay_share`` of ``total_steps`` rounded (at
+    least 1), so the tail scales with the run. Giving both is refused: which one wins would be a silent choice."""
+    if decay_steps and decay_share:
+        raise ValueError(f"lr_decay_steps {decay_steps} and lr_decay_share {decay_share} are both set; give the tail "
+                         "one way: as steps (--lr_decay_share 0 --lr_decay_steps N) or as a share of max_steps "
+                         "(--lr_decay_steps 0 --lr_decay_share S)")
+    if decay_share:
+        return max(1, round(decay_share * total_steps))
+    return decay_steps
+
+
+def check_schedule(name: str, warmup_steps: int, total_steps: int, decay_steps: int, decay_share: float = 0.0) -> None:
     """Raise ``ValueError`` naming the option when the decay does not fit the run (before any weights load)."""
-    if name == WSD and not 0 < decay_steps <= total_steps - warmup_steps:
-        raise ValueError(f"lr_scheduler {WSD} needs 0 < lr_decay_steps <= max_steps - lr_warmup_steps; got "
-                         f"lr_decay_steps {decay_steps}, max_steps - lr_warmup_steps {total_steps - warmup_steps}. "
-                         "Set lr_decay_steps to the optimizer steps the rate should fall over (e.g. a fifth of max_steps).")
-    if name != WSD and decay_steps:
-        raise ValueError(f"lr_decay_steps {decay_steps} is read only by lr_scheduler {WSD}, not {name}: set it to 0 "
+    tail = tail_steps(decay_steps, decay_share, total_steps)
+    given = f"lr_decay_share {decay_share} ({tail} steps)" if decay_share else f"lr_decay_steps {decay_steps}"
+    if name == WSD and not 0 < tail <= total_steps - warmup_steps:
+        raise ValueError(f"lr_scheduler {WSD} needs a tail of 0 < lr_decay_steps <= max_steps - lr_warmup_steps; got "
+                         f"{given}, max_steps - lr_warmup_steps {total_steps - warmup_steps}. Set lr_decay_steps to "
+                         "the optimizer steps the rate should fall over, or lr_decay_share to a share of max_steps "
+                         "(e.g. 0.2), and lr_warmup_steps below what remains.")
+    if name != WSD and tail:
+        raise ValueError(f"{given.split(' (')[0]} is read only by lr_scheduler {WSD}, not {name}: set it to 0 "
                          f"or use lr_scheduler {WSD}")
 
 

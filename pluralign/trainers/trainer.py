@@ -48,7 +48,7 @@ from .manifest import NAME as MANIFEST
 from .manifest import clear_run, dataset_fingerprint, new_manifest, read_manifest, trajectory_changes, write_manifest
 from .objectives import objective_from_config, pair_noise, shared_noise
 from .reference import ReferenceAhead
-from .schedules import check_schedule, make_scheduler
+from .schedules import check_schedule, make_scheduler, tail_steps
 
 
 class NonFiniteLossError(RuntimeError):
@@ -177,7 +177,8 @@ def plan(config: DPOTrainConfig) -> Plan:
                              "--report_to none")
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id")
-    check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.lr_decay_steps)
+    check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.lr_decay_steps,
+                   config.lr_decay_share)
     if config.resume_from_checkpoint not in (None, "latest"):
         ckpt.resolve_resume(config.resume_from_checkpoint, out)
     model = resolve_model(config.pretrained_model, cache_dir)
@@ -602,7 +603,8 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
     optimizer = _optimizer(c, params)
     n_proc = accelerator.num_processes
     lr_scheduler = make_scheduler(c.lr_scheduler, optimizer, warmup_steps=c.lr_warmup_steps, total_steps=c.max_steps,
-                                  decay_steps=c.lr_decay_steps, num_processes=n_proc)
+                                  decay_steps=tail_steps(c.lr_decay_steps, c.lr_decay_share, c.max_steps),
+                                  num_processes=n_proc)
     dist.configure_deepspeed(accelerator, micro_batch_size=c.train_batch_size,
                              gradient_accumulation_steps=c.gradient_accumulation_steps, max_grad_norm=c.max_grad_norm)
     _check_sharded_options(c, accelerator)
@@ -853,8 +855,9 @@ def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps, layers=Non
     eval_summary = json.loads(Path(c.eval_summary).read_text()) if c.eval_summary else None
     hyper = {k: getattr(c, k) for k in ("method", "loss_type", "beta", "label_smoothing", "sft_weight", "guided_sft_scale", "guided_sft_rows", "preserve_weight", "preserve_null_weight", "preserve_null_rows", "loss_space", "velocity_share", "ema_decay", "rank",
                                         "alpha", "dropout", "use_rslora", "use_dora", "learning_rate", "lr_scheduler",
-                                        "lr_warmup_steps", "lr_decay_steps", "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
+                                        "lr_warmup_steps", "lr_decay_steps", "lr_decay_share", "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}
+    hyper["lr_decay_steps"] = tail_steps(c.lr_decay_steps, c.lr_decay_share, c.max_steps)  # the steps it ran, however given
     hyper["target_modules"] = ", ".join(c.target_modules or p.family.lora_targets)
     shared = c.adapter_mode == "per_category" and c.share_general_pairs
     mix = data_mix(p.dataset, run.indices, intent_fraction=c.intent_fraction if shared else None)
