@@ -14,6 +14,17 @@ from pluralign.toy import paths, world
 TWO_STEPS = ["--max_steps", "2", "--lr_warmup_steps", "0"]
 
 
+def test_a_schedule_that_does_not_fit_the_steps_is_refused_before_any_stage():
+    """The recipe's 20 warm-up steps leave no room in a two-step run; the demo says so at parse time, naming the
+    option, instead of after its evaluation and on-policy stages."""
+    from pluralign.toy.demo import parse_demo
+
+    with pytest.raises(ValueError, match="lr_warmup_steps"):
+        parse_demo(["--max_steps", "2"])
+    _, train_cfg = parse_demo(TWO_STEPS)  # what the short tests below run: it fits
+    assert train_cfg.max_steps == 2 and train_cfg.lr_decay_share == 0.2
+
+
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):
     """The shipped toy checkpoints; a tiny-budget build when they are absent (fresh rebuild in progress)."""

@@ -60,7 +60,7 @@ def test_a_tail_given_as_a_share_scales_with_the_run():
     check_schedule(WSD, 0, 2, 0, 0.2)  # a two-step smoke run of a recipe tuned at 1800 fits
     with pytest.raises(ValueError, match="both set"):  # which of the two wins would be a silent choice
         tail_steps(360, 0.2, 1800)
-    with pytest.raises(ValueError, match=r"lr_decay_share 0.2 \(4 steps\).*max_steps - lr_warmup_steps 0"):
+    with pytest.raises(ValueError, match=r"lr_decay_share 0.2 \(4 of 20 steps\).*max_steps 20 - lr_warmup_steps 20 = 0"):
         check_schedule(WSD, 20, 20, 0, 0.2)  # the warm-up leaves no room for the tail
     with pytest.raises(ValueError, match="lr_decay_share 0.2 is read only by"):
         check_schedule("cosine", 0, 20, 0, 0.2)

@@ -56,6 +56,7 @@ from pluralign.onpolicy.config import GenerateConfig, attribute_scales
 from pluralign.onpolicy.generate import generate_dataset
 from pluralign.onpolicy.select import CHOOSE_BY
 from pluralign.trainers import DPOTrainConfig, train
+from pluralign.trainers.schedules import check_schedule
 
 from . import paths, world, world_pairs
 from .align import save_pairs
@@ -796,7 +797,10 @@ def parse_demo(argv: list[str] | None, *more: type, prog: str = "pluralign demo"
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
         argv = ["--config", str(paths.recipe("intent_dpo")), *argv]
-    return parse((DemoConfig, DPOTrainConfig, *more), argv, prog=prog, description=__doc__.split("\n\n")[0])
+    configs = parse((DemoConfig, DPOTrainConfig, *more), argv, prog=prog, description=__doc__.split("\n\n")[0])
+    t = configs[1]  # a schedule that does not fit the steps would otherwise fail at training, a minute or more in
+    check_schedule(t.lr_scheduler, t.lr_warmup_steps, t.max_steps, t.lr_decay_steps, t.lr_decay_share)
+    return configs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,12 +44,13 @@ def tail_steps(decay_steps: int, decay_share: float, total_steps: int) -> int:
 def check_schedule(name: str, warmup_steps: int, total_steps: int, decay_steps: int, decay_share: float = 0.0) -> None:
     """Raise ``ValueError`` naming the option when the decay does not fit the run (before any weights load)."""
     tail = tail_steps(decay_steps, decay_share, total_steps)
-    given = f"lr_decay_share {decay_share} ({tail} steps)" if decay_share else f"lr_decay_steps {decay_steps}"
+    given = f"lr_decay_share {decay_share} ({tail} of {total_steps} steps)" if decay_share else f"lr_decay_steps {decay_steps}"
     if name == WSD and not 0 < tail <= total_steps - warmup_steps:
         raise ValueError(f"lr_scheduler {WSD} needs a tail of 0 < lr_decay_steps <= max_steps - lr_warmup_steps; got "
-                         f"{given}, max_steps - lr_warmup_steps {total_steps - warmup_steps}. Set lr_decay_steps to "
-                         "the optimizer steps the rate should fall over, or lr_decay_share to a share of max_steps "
-                         "(e.g. 0.2), and lr_warmup_steps below what remains.")
+                         f"{given}, and max_steps {total_steps} - lr_warmup_steps {warmup_steps} = "
+                         f"{total_steps - warmup_steps}. Set lr_decay_steps to the optimizer steps the rate should "
+                         "fall over, or lr_decay_share to a share of max_steps (e.g. 0.2), and lr_warmup_steps low "
+                         "enough to leave room for it.")
     if name != WSD and tail:
         raise ValueError(f"{given.split(' (')[0]} is read only by lr_scheduler {WSD}, not {name}: set it to 0 "
                          f"or use lr_scheduler {WSD}")
