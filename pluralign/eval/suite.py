@@ -120,11 +120,29 @@ def from_records(records: Iterable[dict[str, Any]], source: str = "<records>", n
     return _limit(rows, n)
 
 
-def _text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A prompt file's text; a file that is not UTF-8 is a ``SuiteError`` naming it."""
     try:
         return path.read_text(encoding="utf-8-sig")  # a byte-order mark, as spreadsheet exports write, is not text
     except UnicodeDecodeError as exc:
         raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+
+
+def jsonl_records(path: Path) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSONL prompt file; a line that is not a JSON object
+    is a ``SuiteError`` naming the file and the line."""
+    out = []
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SuiteError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); write one object per line") from None
+        if not isinstance(obj, dict):
+            raise SuiteError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        out.append((lineno, obj))
+    return out
 
 
 def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[EvalRow]:
@@ -133,27 +151,11 @@ def from_file(path: str | Path, n: int | None = None, seed: int = 0) -> list[Eva
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found; pass 'toy', a .jsonl/.csv file or hf:REPO")
     suffix = path.suffix.lower()
-    records: list[dict[str, Any]] = []
     if suffix in (".jsonl", ".json"):
-        lines = _text(path).splitlines()
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SuiteError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); write one object per line") from None
-            if not isinstance(obj, dict):
-                raise SuiteError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-            obj.setdefault("_line", lineno)
-            records.append(obj)
-        rows = []
-        for i, r in enumerate(records):
-            line = r.pop("_line")
-            rows.append(make_row(r, f"{path}: line {line}", seed + i))
+        rows = [make_row(r, f"{path}: line {line}", seed + i) for i, (line, r) in enumerate(jsonl_records(path))]
         return _limit(rows, n)
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(_text(path), newline=""), strict=True)
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""), strict=True)
         try:
             missing = [c for c in ("prompt_o", "prompt_a", "attributes") if c not in (reader.fieldnames or [])]
             if missing:
@@ -342,7 +344,7 @@ def load_suite(spec: str, n: int | None = None, seed: int | None = None) -> list
         return from_anti_aesthetic(path, n, seed or 0)
     if path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".csv"):
         # A file in the paper's schema is recognised by its columns.
-        head = _text(path)[:4096]
+        head = read_text(path)[:4096]
         if "disorted_long_prompt" in head and "prompt_a" not in head:
             return from_anti_aesthetic(path, n, seed or 0)
     return from_file(path, n, seed or 0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import random
 import re
 from pathlib import Path
@@ -29,7 +28,7 @@ from pluralign.data import sources as S
 from pluralign.data.pairs import category_for
 from pluralign.data.rewrite import apply_attributes, sample_attributes
 from pluralign.data.taxonomy import ATTRIBUTES
-from pluralign.eval.suite import EvalRow, SuiteError, load_suite, suite_source
+from pluralign.eval.suite import EvalRow, SuiteError, jsonl_records, load_suite, read_text, suite_source
 
 from .config import GenerateConfig
 
@@ -47,30 +46,8 @@ def candidate_seeds(seed: int, row_seed: int, k: int) -> list[int]:
     return out
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-
-
-def _jsonl_records(path: Path) -> list[tuple[int, dict]]:
-    out = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SuiteError(f"{path}: line {lineno}: not valid JSON ({exc.msg}); write one object per line") from None
-        if not isinstance(obj, dict):
-            raise SuiteError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-        out.append((lineno, obj))
-    return out
-
-
 def _csv_records(path: Path) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), strict=True)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), strict=True)
     try:
         return [(reader.line_num, dict(r)) for r in reader]
     except csv.Error as exc:
@@ -79,9 +56,9 @@ def _csv_records(path: Path) -> list[tuple[int, dict]]:
 
 def _columns(path: Path) -> list[str]:
     if path.suffix.lower() == ".csv":
-        reader = csv.reader(io.StringIO(_read_text(path).split("\n", 1)[0]))
+        reader = csv.reader(io.StringIO(read_text(path).split("\n", 1)[0]))
         return next(reader, [])
-    records = _jsonl_records(path)
+    records = jsonl_records(path)
     return list(records[0][1]) if records else []
 
 
@@ -107,10 +84,10 @@ def captions_to_rows(captions: list[tuple[str, str, int | None]], cfg: GenerateC
 
 def _caption_rows(path: Path, cfg: GenerateConfig) -> list[EvalRow]:
     if path.suffix.lower() == ".txt":
-        captions = [(f"{path}: line {n}", line, None) for n, line in enumerate(_read_text(path).splitlines(), 1)
+        captions = [(f"{path}: line {n}", line, None) for n, line in enumerate(read_text(path).splitlines(), 1)
                     if line.strip()]
     else:
-        records = _csv_records(path) if path.suffix.lower() == ".csv" else _jsonl_records(path)
+        records = _csv_records(path) if path.suffix.lower() == ".csv" else jsonl_records(path)
         captions = []
         for line, rec in records:
             where = f"{path}: line {line}"
