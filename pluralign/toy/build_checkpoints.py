@@ -42,8 +42,11 @@ class BuildConfig:
     checker_eval_scenes: int = option(450, "held-out scenes the checker's accuracy is measured on", min=1)
     suite_size: int = option(72, "rows of the held-out suite the build measures (balanced over attributes)", min=1)
     suite_seed: int = option(1000, "seed of that suite (world.eval_suite's default)")
-    dial_max_steps: int = option(900, "dial stage: optimizer steps per category adapter (0: the demo recipe's "
-                                 "max_steps); each adapter trains on one category's rows, a fifth of the demo's", min=0)
+    dial_max_steps: int = option(450, "dial stage: optimizer steps per category adapter (0: the demo recipe's "
+                                 "max_steps). Each adapter trains on one category's rows, a fifth of the demo's or "
+                                 "fewer, so it draws each row far more often than the demo's single adapter does: "
+                                 "at 900 the emotion_and_subject slider overdid its category and lost its subject "
+                                 "on a third of its rows (docs/dial.md, 'Half the steps')", min=0)
     dial_validation_seed: int = option(5000, "dial stage: seed of the validation suite each adapter is measured on "
                                        "(never the demo's reporting suite)", min=0)
     dial_validation_size: int = option(288, "dial stage: rows of that suite (each adapter is measured on its own "
