@@ -799,7 +799,8 @@ def parse_demo(argv: list[str] | None, *more: type, prog: str = "pluralign demo"
         argv = ["--config", str(paths.recipe("intent_dpo")), *argv]
     configs = parse((DemoConfig, DPOTrainConfig, *more), argv, prog=prog, description=__doc__.split("\n\n")[0])
     t = configs[1]  # a schedule that does not fit the steps would otherwise fail at training, a minute or more in
-    check_schedule(t.lr_scheduler, t.lr_warmup_steps, t.max_steps, t.lr_decay_steps, t.lr_decay_share)
+    if not t.num_train_epochs:  # with epochs the steps depend on the rows, which the trainer checks once they exist
+        check_schedule(t.lr_scheduler, t.lr_warmup_steps, t.max_steps, t.lr_decay_steps, t.lr_decay_share)
     return configs
 
 

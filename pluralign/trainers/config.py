@@ -111,6 +111,11 @@ class DPOTrainConfig:
                                    "a shorter or longer run unchanged; give lr_decay_steps or this, not both",
                                    min=0, lt=1)
     max_steps: int = option(20, "optimizer steps (per adapter in per_category mode)", min=1, max=10**7)
+    num_train_epochs: float = option(0.0, "when > 0, each adapter trains ceil(num_train_epochs x its rows / pairs per "
+        "optimizer step) steps instead of max_steps (pairs per step: train_batch_size x gradient_accumulation_steps x "
+        "processes). In per_category mode a small category then trains fewer steps than a large one and draws each of "
+        "its rows as often, where a shared max_steps draws a small category's rows many more times (docs/training.md). "
+        "run.json and the model card record the steps", min=0, max=1e6)
     train_batch_size: int = option(2, "pairs per micro-step per process", min=1, max=4096)
     gradient_accumulation_steps: int = option(1, "micro-steps per optimizer step", min=1, max=4096)
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
@@ -76,6 +77,7 @@ class AdapterRun:
     run_dir: Path      # run.json, checkpoints, validation images, tracker files
     adapter_dir: Path  # the exported diffusers LoRA and its model card
     dataset: dict = field(default_factory=dict)  # spec, fingerprint and rows (run.json)
+    config: DPOTrainConfig | None = None          # the run's settings: the plan's, max_steps resolved for its rows
     recorded: dict | None = None                 # the run.json found in run_dir, if any
     manifest: dict | None = None                 # this run's run.json, once the run is opened
 
@@ -177,8 +179,9 @@ def plan(config: DPOTrainConfig) -> Plan:
                              "--report_to none")
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id")
-    check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.lr_decay_steps,
-                   config.lr_decay_share)
+    if not config.num_train_epochs:  # with epochs the steps depend on each adapter's rows: checked per run below
+        check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.lr_decay_steps,
+                       config.lr_decay_share)
     if config.resume_from_checkpoint not in (None, "latest"):
         ckpt.resolve_resume(config.resume_from_checkpoint, out)
     model = resolve_model(config.pretrained_model, cache_dir)
@@ -211,9 +214,28 @@ def plan(config: DPOTrainConfig) -> Plan:
             raise ValueError(f"dataset {config.dataset}: no rows to train adapter {run.name!r}")
         run.dataset = {"spec": config.dataset, "fingerprint": dataset_fingerprint(ds, config.dataset, run.indices),
                        "rows": len(run.indices)}
+        run.config = run_config(config, len(run.indices), int(os.environ.get("WORLD_SIZE", "1")))
+        if config.num_train_epochs:
+            try:
+                check_schedule(config.lr_scheduler, config.lr_warmup_steps, run.config.max_steps,
+                               config.lr_decay_steps, config.lr_decay_share)
+            except ValueError as exc:
+                raise ValueError(f"adapter {run.name!r} ({len(run.indices)} rows, num_train_epochs "
+                                 f"{config.num_train_epochs:g}: {run.config.max_steps} steps): {exc}") from None
         run.recorded = read_manifest(run.run_dir)
-        _check_run_dir(config, run, base)
+        _check_run_dir(run.config, run, base)
     return Plan(config, model, family, out, cache_dir, ds, runs, base)
+
+
+def run_config(config: DPOTrainConfig, rows: int, processes: int = 1) -> DPOTrainConfig:
+    """The settings one adapter trains with: ``config`` itself, or with ``num_train_epochs`` set, ``max_steps``
+    resolved to that many passes over the adapter's own ``rows`` (at least one step). Why per adapter: under a shared
+    ``max_steps`` a category with few rows draws each of them many more times than a large one and can overdo its
+    category (docs/training.md, "Per-category adapters")."""
+    if not config.num_train_epochs:
+        return config
+    per_step = config.train_batch_size * config.gradient_accumulation_steps * processes
+    return dataclasses.replace(config, max_steps=max(1, math.ceil(config.num_train_epochs * rows / per_step)))
 
 
 def _check_run_dir(config: DPOTrainConfig, run: AdapterRun, base: dict) -> None:
@@ -248,7 +270,7 @@ def train(config: DPOTrainConfig) -> TrainResult:
     main_process = os.environ.get("RANK", "0") == "0"
     with directory_lock(p.output_dir, "output_dir") if main_process else nullcontext(), subnormals_flushed():
         for run in p.runs:
-            results.append(_train_one(p, run))
+            results.append(_train_one(dataclasses.replace(p, config=run.config), run))
     if len(results) == 1:
         return results[0]
     merged = TrainResult(p.output_dir, p.output_dir / "adapter", {}, {}, {}, [], 0, p.model)
@@ -858,6 +880,8 @@ def _export(p: Plan, pipe, denoiser, run: AdapterRun, history, steps, layers=Non
                                         "lr_warmup_steps", "lr_decay_steps", "lr_decay_share", "train_batch_size", "gradient_accumulation_steps", "max_steps", "optimizer",
                                         "mixed_precision", "resolution", "seed")}
     hyper["lr_decay_steps"] = tail_steps(c.lr_decay_steps, c.lr_decay_share, c.max_steps)  # the steps it ran, however given
+    if c.num_train_epochs:  # max_steps above is what these passes over this adapter's rows came to
+        hyper["num_train_epochs"] = c.num_train_epochs
     hyper["target_modules"] = ", ".join(c.target_modules or p.family.lora_targets)
     shared = c.adapter_mode == "per_category" and c.share_general_pairs
     mix = data_mix(p.dataset, run.indices, intent_fraction=c.intent_fraction if shared else None)
