@@ -8,6 +8,7 @@ subject, pooled over every run and suite given:
     python scripts/off_center_by_subject.py RUN_DIR [RUN_DIR ...]     # sweep runs: RUN_DIR/eval_SEED/images
     python scripts/off_center_by_subject.py --demo DEMO_DIR           # a demo run: DEMO_DIR/eval/intent_dpo/images
     python scripts/off_center_by_subject.py --eval EVAL_DIR           # a `pluralign eval` output: each adapter weight
+                                                                      # (per-category evals: each category's too)
 
 A sweep run's suites are its ``eval_SEED`` folders; a demo's is its reporting suite. The suite's size (and a demo's
 seed) are read from the run's ``validation.json`` or ``results.json``. Nothing is sampled, so it costs seconds.
@@ -44,12 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="*", type=Path, help="sweep output folders (each with eval_SEED/images)")
     ap.add_argument("--demo", type=Path, action="append", default=[], help="a demo output folder")
     ap.add_argument("--eval", type=Path, action="append", default=[],
-                    help="a `pluralign eval --save_images true` output folder: every images/adapter_w* weight, apart")
+                    help="a `pluralign eval --save_images true` output folder: every adapter weight (images/adapter_w*, "
+                         "or images/CATEGORY_w* of --adapters_dir), apart")
     args = ap.parse_args(argv)
     suites = []
     for d in args.eval:
         cfg = run_config(d)
-        for f in sorted(d.glob("images/adapter_w*")):
+        for f in sorted(d.glob("images/*_w*")):  # adapter_wW, or CATEGORY_wW from a per-category eval
             suites.append((f, cfg["suite_seed"], cfg["n_prompts"], f"{d.name} {f.name}"))
     for d in args.demo:
         cfg = run_config(d)
