@@ -43,3 +43,19 @@ def test_an_epoch_run_trains_the_resolved_steps_and_says_so_on_its_card(tiny_pip
     assert r.steps == 2 and len(r.history) == 2
     card = (r.adapter_dir / "README.md").read_text()
     assert "| max_steps | 2 |" in card and "| num_train_epochs | 1 |" in card
+
+
+def test_a_resume_that_would_change_the_epoch_runs_steps_is_refused(tiny_pipeline_dir, tmp_path):
+    """The steps an epoch run resolves to are part of its trajectory: a resume with another batch size would change
+    them (and the annealed tail), so it is refused naming both, before any weights load."""
+    from pluralign.trainers import train
+
+    model = tiny_pipeline_dir("sd")
+    common = dict(num_train_epochs=1, max_pairs=4, train_batch_size=2, export_kohya=False, checkpointing_steps=1,
+                  lr_scheduler="warmup_stable_decay", lr_decay_share=0.5)
+    with one_torch_thread():
+        train(cfg(tmp_path, model, **common))
+    with pytest.raises(ValueError, match=r"(?s)max_steps: 2 -> 4.*train_batch_size: 2 -> 1"):
+        plan(cfg(tmp_path, model, resume_from_checkpoint="latest", **{**common, "train_batch_size": 1}))
+    p = plan(cfg(tmp_path, model, resume_from_checkpoint="latest", **common))  # the same settings resume
+    assert p.runs[0].config.max_steps == 2
