@@ -8,7 +8,7 @@ subject, pooled over every run and suite given:
     python scripts/off_center_by_subject.py RUN_DIR [RUN_DIR ...]     # sweep runs: RUN_DIR/eval_SEED/images
     python scripts/off_center_by_subject.py --demo DEMO_DIR           # a demo run: DEMO_DIR/eval/intent_dpo/images
     python scripts/off_center_by_subject.py --eval EVAL_DIR           # a `pluralign eval` output: each adapter weight
-                                                                      # (per-category evals: each category's too)
+                                                                      # (per-category: the composition adapter's)
 
 A sweep run's suites are its ``eval_SEED`` folders; a demo's is its reporting suite. The suite's size (and a demo's
 seed) are read from the run's ``validation.json`` or ``results.json``. Nothing is sampled, so it costs seconds.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rule_on_toy import load_image, run_config  # this folder's sibling script: how saved runs are read
 
+from pluralign.data.taxonomy import category_of
 from pluralign.eval.suite import load_suite
 from pluralign.rewards.rules import load_rules, paired_statistics
 
@@ -46,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo", type=Path, action="append", default=[], help="a demo output folder")
     ap.add_argument("--eval", type=Path, action="append", default=[],
                     help="a `pluralign eval --save_images true` output folder: every adapter weight (images/adapter_w*, "
-                         "or images/CATEGORY_w* of --adapters_dir), apart")
+                         "or images/composition_and_structure_w* of --adapters_dir), apart")
     args = ap.parse_args(argv)
     suites = []
     for d in args.eval:
         cfg = run_config(d)
-        for f in sorted(d.glob("images/*_w*")):  # adapter_wW, or CATEGORY_wW from a per-category eval
+        # adapter_wW, or the composition category's CATEGORY_wW from a per-category eval: only it holds off_center,
+        # and the other categories' folders hold their own rows at weights below 1
+        for f in sorted([*d.glob("images/adapter_w*"), *d.glob(f"images/{category_of('off_center')}_w*")]):
             suites.append((f, cfg["suite_seed"], cfg["n_prompts"], f"{d.name} {f.name}"))
     for d in args.demo:
         cfg = run_config(d)

@@ -23,6 +23,11 @@ def test_a_schedule_that_does_not_fit_the_steps_is_refused_before_any_stage():
         parse_demo(["--max_steps", "2"])
     _, train_cfg = parse_demo(TWO_STEPS)  # what the short tests below run: it fits
     assert train_cfg.max_steps == 2 and train_cfg.lr_decay_share == 0.2
+    # the dial build checks the steps it will train (dial_max_steps), not the recipe's 1800, before any sampling
+    from pluralign.toy.dial_adapters import build_dial_adapters
+
+    with pytest.raises(ValueError, match="max_steps 10 - lr_warmup_steps 20"):
+        build_dial_adapters(paths.toy_dir(), 10, 5000, 12)
 
 
 @pytest.fixture(scope="module")

@@ -204,4 +204,4 @@ def test_every_recipe_schedule_fits_its_own_steps(path):
     check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.lr_decay_steps,
                    config.lr_decay_share)
     with pytest.raises(ValueError, match="lr_decay_steps"):  # the check is live for this recipe's scheduler
-        check_schedule("warmup_stable_decay", config.lr_warmup_steps, config.max_steps, config.max_steps + 1)
+        check_schedule(config.lr_scheduler, config.lr_warmup_steps, config.max_steps, config.max_steps + 1)

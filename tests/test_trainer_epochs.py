@@ -24,6 +24,8 @@ def test_epochs_resolve_to_steps_per_adapter_from_its_own_rows(tiny_pipeline_dir
     c = cfg(tmp_path, model, num_train_epochs=2, train_batch_size=3, gradient_accumulation_steps=2)
     assert run_config(c, 24, processes=2).max_steps == 4 and run_config(c, 1).max_steps == 1  # at least one
     assert run_config(c, 6).max_steps == 2 < run_config(c, 60).max_steps == 20  # a small category: fewer steps
+    one = cfg(tmp_path, model, num_train_epochs=1.1, train_batch_size=1)
+    assert run_config(one, 100).max_steps == 110  # the decimal written, not float's 110.00000000000001 rounded up
     assert run_config(cfg(tmp_path, model, max_steps=7), 24).max_steps == 7  # without epochs: max_steps
 
 

@@ -57,6 +57,7 @@ def test_a_tail_given_as_a_share_scales_with_the_run():
     assert tail_steps(0, 0.2, 1800) == 360  # the toy recipe's tail, the same steps it ran with as a count
     assert tail_steps(0, 0.2, 200) == 40 and tail_steps(0, 0.2, 2) == 1  # at least one step
     assert tail_steps(7, 0.0, 1800) == 7 and tail_steps(0, 0.0, 1800) == 0
+    assert tail_steps(0, 0.25, 10) == 3 and tail_steps(0, 0.25, 30) == 8  # halves up, not to even
     check_schedule(WSD, 0, 2, 0, 0.2)  # a two-step smoke run of a recipe tuned at 1800 fits
     with pytest.raises(ValueError, match="both set"):  # which of the two wins would be a silent choice
         tail_steps(360, 0.2, 1800)
@@ -88,3 +89,16 @@ def test_the_trainer_logs_the_wsd_rates_and_refuses_a_new_step_budget_on_resume(
     # the rate at every step depends on max_steps, so a resume may not change it (a constant rate may)
     with pytest.raises(ValueError, match="max_steps: 5 -> 8"):
         plan(cfg(tmp_path, model, resume_from_checkpoint="latest", **{**common, "max_steps": 8}))
+
+
+def test_a_run_recorded_with_the_tail_in_steps_resumes_under_the_same_tail_as_a_share():
+    """360 steps and a share of 0.2 of 1800 are one schedule: a run.json written before lr_decay_share existed resumes
+    under the recipe that now writes its tail as a share; a tail that really differs is named in steps."""
+    from pluralign.trainers.config import DPOTrainConfig
+    from pluralign.trainers.manifest import trajectory_changes
+
+    old = {"config": {"lr_scheduler": WSD, "max_steps": 1800, "lr_decay_steps": 360}, "base": {}, "dataset": {}}
+    same = DPOTrainConfig(lr_scheduler=WSD, max_steps=1800, lr_decay_share=0.2)
+    assert trajectory_changes(old, same, {}, {}) == []
+    other = DPOTrainConfig(lr_scheduler=WSD, max_steps=1800, lr_decay_share=0.1)
+    assert trajectory_changes(old, other, {}, {}) == ["annealed tail (lr_decay_steps / lr_decay_share): 360 -> 180 steps"]

@@ -44,9 +44,8 @@ def build_dial_adapters(out: Path, max_steps: int, validation_seed: int, n_valid
                         recipe_overrides: list[str] | None = None) -> dict:
     """Train the per-category adapters into ``out/dial/<category>`` and measure each; returns the record."""
     t0 = time.perf_counter()
-    cfg, train_cfg = parse_demo(list(recipe_overrides or []))
-    if max_steps:
-        train_cfg = dataclasses.replace(train_cfg, max_steps=max_steps)
+    # the dial's steps go in with the overrides, so parse_demo's schedule check reads the steps it will train
+    cfg, train_cfg = parse_demo([*(recipe_overrides or []), *(["--max_steps", str(max_steps)] if max_steps else [])])
     base_dir, aligned_dir = out / "base", out / "aligned"
     judge = ToyScorer(str(out / "checker")).ensure_loaded()
     sampling = _sampling(cfg)

@@ -107,7 +107,7 @@ class DPOTrainConfig:
     lr_decay_steps: int = option(0, "warmup_stable_decay: the last optimizer steps, over which the rate falls "
                                  "linearly toward 0 (the last of D steps at 1/(D+1) of it)", min=0, max=10**7)
     lr_decay_share: float = option(0.0, "warmup_stable_decay: the tail as a share of max_steps instead of a count "
-                                   "(0.2: the last round(0.2 * max_steps) steps, at least 1), so a recipe's tail fits "
+                                   "(0.2: the last 0.2 x max_steps steps, rounded with halves up, at least 1), so a recipe's tail fits "
                                    "a shorter or longer run unchanged; give lr_decay_steps or this, not both",
                                    min=0, lt=1)
     max_steps: int = option(20, "optimizer steps (per adapter in per_category mode)", min=1, max=10**7)

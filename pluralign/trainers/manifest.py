@@ -21,13 +21,13 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import option_defaults, to_dict
-from .schedules import STEP_FREE
+from .schedules import STEP_FREE, tail_steps
 
 NAME = "run.json"
 # Fields that change how a run is logged, saved or how long it goes on, not the trajectory it
 # follows: a resume may change them freely.
 FREE_FIELDS = frozenset({
-    "max_steps", "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "report_to", "tracker_project",
+    "max_steps", "num_train_epochs", "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "report_to", "tracker_project",
     "validation_steps", "validation_prompts", "validation_seed", "validation_inference_steps",
     "resume_from_checkpoint", "overwrite_output_dir", "allow_config_change", "export_kohya", "push_to_hub",
     "hub_model_id", "eval_summary", "output_dir", "run_name", "cache_dir", "dataloader_num_workers",
@@ -84,6 +84,18 @@ def write_manifest(run_dir: Path, manifest: dict) -> None:
     tmp.replace(run_dir / NAME)
 
 
+# the annealed tail's two spellings: 360 steps and a share of 0.2 of 1800 are the same schedule
+TAIL_FIELDS = frozenset({"lr_decay_steps", "lr_decay_share"})
+
+
+def _tail(cfg: dict) -> int:
+    """The tail a recorded or new config anneals over, in optimizer steps (0: none)."""
+    try:
+        return tail_steps(cfg.get("lr_decay_steps") or 0, cfg.get("lr_decay_share") or 0.0, cfg.get("max_steps") or 0)
+    except ValueError:  # both spellings in one config, which the trainer refuses before it runs
+        return -1
+
+
 def trajectory_changes(manifest: dict, config, base: dict, dataset: dict) -> list[str]:
     """``field: old -> new`` for every difference that would change what the resumed run computes."""
     changes = []
@@ -91,12 +103,17 @@ def trajectory_changes(manifest: dict, config, base: dict, dataset: dict) -> lis
     # an option added after the run started, left at its default: the default is what the run did before it existed
     defaults = option_defaults(type(config))
     added = {k for k, v in new_cfg.items() if k not in old_cfg and k in defaults and v == defaults[k]}
-    free = FREE_FIELDS
+    free = FREE_FIELDS | TAIL_FIELDS  # the tail is compared in steps below, however it was written
     if new_cfg.get("lr_scheduler", "constant") not in STEP_FREE:  # the rate at each step depends on max_steps
-        free = free - {"max_steps"}
+        free = free - {"max_steps", "num_train_epochs"}
     for key in sorted(set(old_cfg) | set(new_cfg)):
         if key not in free and key not in added and old_cfg.get(key) != new_cfg.get(key):
-            changes.append(f"{key}: {old_cfg.get(key)!r} -> {new_cfg.get(key)!r}")
+            why = " (resolved from num_train_epochs x the adapter's rows / train_batch_size x " \
+                  "gradient_accumulation_steps x processes)" if key == "max_steps" and new_cfg.get("num_train_epochs") else ""
+            changes.append(f"{key}: {old_cfg.get(key)!r} -> {new_cfg.get(key)!r}{why}")
+    old_tail, new_tail = _tail(old_cfg), _tail(new_cfg)
+    if old_tail != new_tail:
+        changes.append(f"annealed tail (lr_decay_steps / lr_decay_share): {old_tail} -> {new_tail} steps")
     for what, old, new in (("base", manifest.get("base", {}), base), ("dataset", manifest.get("dataset", {}), dataset)):
         if old.get("fingerprint") != new.get("fingerprint"):
             changes.append(f"{what} fingerprint: {old.get('fingerprint')} -> {new.get('fingerprint')} "

@@ -10,6 +10,9 @@ still fits a shorter smoke run or a longer one without a second override.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 from torch.optim.lr_scheduler import LambdaLR
 
 WSD = "warmup_stable_decay"
@@ -30,14 +33,14 @@ def wsd_factor(step: int, warmup: int, total: int, decay: int) -> float:
 
 
 def tail_steps(decay_steps: int, decay_share: float, total_steps: int) -> int:
-    """WSD's tail in optimizer steps: ``decay_steps`` as given, or ``decay_share`` of ``total_steps`` rounded (at
-    least 1), so the tail scales with the run. Giving both is refused: which one wins would be a silent choice."""
+    """WSD's tail in optimizer steps: ``decay_steps`` as given, or ``decay_share`` of ``total_steps`` rounded (halves
+    up; at least 1), so the tail scales with the run. Giving both is refused: which one wins would be a silent choice."""
     if decay_steps and decay_share:
         raise ValueError(f"lr_decay_steps {decay_steps} and lr_decay_share {decay_share} are both set; give the tail "
                          "one way: as steps (--lr_decay_share 0 --lr_decay_steps N) or as a share of max_steps "
                          "(--lr_decay_steps 0 --lr_decay_share S)")
-    if decay_share:
-        return max(1, round(decay_share * total_steps))
+    if decay_share:  # as the decimal written, halves rounded up: 0.25 of 10 steps is 3
+        return max(1, math.floor(Fraction(str(decay_share)) * total_steps + Fraction(1, 2)))
     return decay_steps
 
 

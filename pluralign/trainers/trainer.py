@@ -17,6 +17,7 @@ import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ def plan(config: DPOTrainConfig) -> Plan:
             raise ValueError(f"dataset {config.dataset}: no rows to train adapter {run.name!r}")
         run.dataset = {"spec": config.dataset, "fingerprint": dataset_fingerprint(ds, config.dataset, run.indices),
                        "rows": len(run.indices)}
-        run.config = run_config(config, len(run.indices), int(os.environ.get("WORLD_SIZE", "1")))
+        run.config = run_config(config, len(run.indices), launched_processes())
         if config.num_train_epochs:
             try:
                 check_schedule(config.lr_scheduler, config.lr_warmup_steps, run.config.max_steps,
@@ -227,6 +228,11 @@ def plan(config: DPOTrainConfig) -> Plan:
     return Plan(config, model, family, out, cache_dir, ds, runs, base)
 
 
+def launched_processes() -> int:
+    """The processes the launcher started (``WORLD_SIZE``), known before accelerate is set up."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def run_config(config: DPOTrainConfig, rows: int, processes: int = 1) -> DPOTrainConfig:
     """The settings one adapter trains with: ``config`` itself, or with ``num_train_epochs`` set, ``max_steps``
     resolved to that many passes over the adapter's own ``rows`` (at least one step). Why per adapter: under a shared
@@ -235,7 +241,8 @@ def run_config(config: DPOTrainConfig, rows: int, processes: int = 1) -> DPOTrai
     if not config.num_train_epochs:
         return config
     per_step = config.train_batch_size * config.gradient_accumulation_steps * processes
-    return dataclasses.replace(config, max_steps=max(1, math.ceil(config.num_train_epochs * rows / per_step)))
+    # as the decimal the user wrote: 1.1 x 100 rows is 110 steps, not float's 110.00000000000001 rounded up to 111
+    return dataclasses.replace(config, max_steps=max(1, math.ceil(Fraction(str(config.num_train_epochs)) * rows / per_step)))
 
 
 def _check_run_dir(config: DPOTrainConfig, run: AdapterRun, base: dict) -> None:
@@ -597,7 +604,11 @@ def _setup(p: Plan, run: AdapterRun) -> RunState:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=c.mixed_precision, gradient_accumulation_steps=c.gradient_accumulation_steps,
                               log_with=_trackers(c), project_dir=str(run.run_dir))
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = launched_processes()
+    if c.num_train_epochs and accelerator.num_processes != launched:  # the steps were resolved for `launched`
+        raise ValueError(f"num_train_epochs resolved {run.name}'s steps for {launched} process(es) (WORLD_SIZE), but "
+                         f"accelerate runs {accelerator.num_processes}; launch with accelerate launch or torchrun, "
+                         "which set WORLD_SIZE, or give max_steps instead of num_train_epochs")
     if launched > 1 and accelerator.num_processes != launched:
         raise ValueError(f"launched as {launched} processes but accelerate set up {accelerator.num_processes} "
                          "(no GPU found for a GPU config?); for CPU processes set ACCELERATE_USE_CPU=1 "
