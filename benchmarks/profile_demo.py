@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             super().close_stage()
 
     demo._Steps = ProfiledSteps
-    short = ["--n_prompts", "48", "--semantic_prompts", "4", "--max_steps", "40",
-             "--logging_steps", "10",
+    short = ["--n_prompts", "48", "--semantic_prompts", "4", "--max_steps", "40", "--logging_steps", "10",
              "--bootstrap", "200", "--report_to", "none"]
     cfg, train_cfg = demo.parse_demo(["--output", args.output, *short, *demo_flags])
     results = demo.run_demo(cfg, train_cfg)
