@@ -137,6 +137,10 @@ class DemoConfig:
         factory=list, help="pixel attributes the world renders at full severity already (blurry) that get an "
         "over-degradation row anyway (with over_severity > 0): the world's render degraded once more at full severity "
         "is rejected", choices=tuple(a for a in PIXEL_ATTRIBUTES if SEVERITY[a] >= 1.0))
+    onpolicy_items: list[str] = option(
+        factory=list, help="ATTRIBUTE=N entries: N prompt pairs of that pixel attribute also sampled from the "
+        "on-policy generator, best of semantic_candidates like the semantic attributes' (the judge is the attribute's "
+        "verifier rule), giving anti + mirror pairs of the model's own drawing beside the attribute's degradation pairs")
     extra_items: list[str] = option(
         factory=list, help="ATTRIBUTE=N entries: N more scenes of that pixel attribute, each an anti + mirror pair, in "
         "the intent adapter's rows only (fresh scenes from a seed of their own, no over-degradation row): a larger "
@@ -169,19 +173,20 @@ class DemoConfig:
             raise ValueError(f"onpolicy_attribute_guidance: {', '.join(other)}: only the semantic attributes "
                              f"({', '.join(SEMANTIC_ATTRIBUTES)}) have on-policy pairs")
         extra_item_counts(self.extra_items)
+        extra_item_counts(self.onpolicy_items, "onpolicy_items")
 
 
-def extra_item_counts(entries: list[str]) -> dict[str, int]:
-    """``ATTRIBUTE=N`` entries of ``extra_items`` as ``{attribute: N}``; ValueError naming the entry that is not a
-    pixel attribute with a count in [1, 100000], or repeats one."""
+def extra_item_counts(entries: list[str], option_name: str = "extra_items") -> dict[str, int]:
+    """``ATTRIBUTE=N`` entries of ``extra_items`` (or ``onpolicy_items``) as ``{attribute: N}``; ValueError naming
+    the option and the entry that is not a pixel attribute with a count in [1, 100000], or repeats one."""
     counts: dict[str, int] = {}
     for entry in entries:
         name, _, value = entry.partition("=")
         if name not in PIXEL_ATTRIBUTES or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 100_000:
-            raise ValueError(f"extra_items: {entry!r} is not ATTRIBUTE=N with N in [1, 100000] and ATTRIBUTE one of "
+            raise ValueError(f"{option_name}: {entry!r} is not ATTRIBUTE=N with N in [1, 100000] and ATTRIBUTE one of "
                              f"the world's pixel attributes ({', '.join(PIXEL_ATTRIBUTES)})")
         if name in counts:
-            raise ValueError(f"extra_items: {name} is listed twice")
+            raise ValueError(f"{option_name}: {name} is listed twice")
         counts[name] = int(value)
     return counts
 
@@ -209,15 +214,24 @@ def _check_checkpoints() -> None:
 
 # the on-policy prompts' scenes: disjoint from the degradation pairs' (data_seed) and the suites', new each round
 ONPOLICY_SEED_OFFSET = 500
+# the on-policy prompts of pixel attributes (onpolicy_items), one seed per attribute: disjoint from the others
+ONPOLICY_ITEMS_SEED_OFFSET = 600
 # the extra items' scenes, one seed per pixel attribute: disjoint from the others above
 EXTRA_ITEMS_SEED_OFFSET = 700
 ROUND_SEED_STRIDE = 10_000
 
 
 def onpolicy_prompts(cfg: DemoConfig, round_index: int = 0):
-    """The semantic attributes' prompt pairs (round-robin over the attributes) as eval rows for ``data generate``."""
-    seed = cfg.data_seed + ONPOLICY_SEED_OFFSET + ROUND_SEED_STRIDE * round_index
-    records = world.eval_suite(cfg.semantic_prompts * len(SEMANTIC_ATTRIBUTES), seed, SEMANTIC_ATTRIBUTES)
+    """The on-policy prompt pairs as eval rows for ``data generate``: the semantic attributes' (round-robin over
+    them), then each ``onpolicy_items`` attribute's from a seed of its own (so adding one leaves the others' scenes
+    as they were). Every row carries its own generation seed."""
+    stride = ROUND_SEED_STRIDE * round_index
+    seed = cfg.data_seed + ONPOLICY_SEED_OFFSET + stride
+    records = world.eval_suite(cfg.semantic_prompts * len(SEMANTIC_ATTRIBUTES), seed, SEMANTIC_ATTRIBUTES) \
+        if cfg.semantic_prompts else []
+    for attr, n in extra_item_counts(cfg.onpolicy_items, "onpolicy_items").items():
+        records += world.eval_suite(n, cfg.data_seed + ONPOLICY_ITEMS_SEED_OFFSET + PIXEL_ATTRIBUTES.index(attr)
+                                    + stride, (attr,))
     return from_records(records, "toy on-policy prompts", seed=seed)
 
 
@@ -230,7 +244,7 @@ def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, 
     killed demo keeps the finished shards). Returns the rows and the run's summary."""
     import datasets
 
-    if not cfg.semantic_prompts:
+    if not cfg.semantic_prompts and not cfg.onpolicy_items:
         return [], {}
     t0 = time.perf_counter()
     gcfg = GenerateConfig(generator=str(generator or paths.base_dir()), generator_adapter=str(adapter) if adapter else None,

@@ -34,7 +34,7 @@ from .suite import toy_rows
 # the demo options that decide the dial adapters' training rows (training_rows and the on-policy stage)
 DATA_OPTIONS = ("intent_items", "semantic_prompts", "semantic_repeat", "semantic_candidates", "semantic_pairs_per_prompt",
                 "semantic_content_pairs", "semantic_choose_by", "onpolicy_guidance_scale", "onpolicy_attribute_guidance",
-                "over_severity", "over_attributes", "over_twice", "extra_items", "anti_fraction", "data_seed")
+                "onpolicy_items", "over_severity", "over_attributes", "over_twice", "extra_items", "anti_fraction", "data_seed")
 
 # what each adapter directory keeps: the weights diffusers loads, the model card and the data mix it saw
 KEEP = ("pytorch_lora_weights.safetensors", "README.md", "data_mix.json")
