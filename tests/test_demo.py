@@ -448,6 +448,26 @@ def test_extra_items_name_the_bad_entry(entry, needle):
         DemoConfig(extra_items=["off_center=2", "off_center=3"])
 
 
+def test_onpolicy_items_add_prompts_of_a_pixel_attribute_and_leave_the_semantic_ones():
+    """A pixel attribute's on-policy prompts come from a seed of their own: the semantic prompts (and their generation
+    seeds) stay as they were, and the new scenes are none of theirs."""
+    from pluralign.toy.demo import DemoConfig, onpolicy_prompts
+
+    base = onpolicy_prompts(DemoConfig(semantic_prompts=2))
+    more = onpolicy_prompts(DemoConfig(semantic_prompts=2, onpolicy_items=["off_center=3", "blurry=2"]))
+    assert [(r.prompt_o, r.prompt_a, r.seed) for r in more[:6]] == [(r.prompt_o, r.prompt_a, r.seed) for r in base]
+    assert [list(r.attributes) for r in more[6:]] == [["off_center"]] * 3 + [["blurry"]] * 2
+    assert len({r.seed for r in more}) == 11 and not {r.prompt_o for r in more[6:]} & {r.prompt_o for r in base}
+    only = onpolicy_prompts(DemoConfig(semantic_prompts=0, onpolicy_items=["off_center=3"]))
+    assert [r.prompt_o for r in only] == [r.prompt_o for r in more[6:9]]
+    with pytest.raises(ValueError, match="onpolicy_items: 'bleak=4' is not ATTRIBUTE=N"):
+        DemoConfig(onpolicy_items=["bleak=4"])
+    # a pixel attribute sampled on-policy may have its own guidance, as a semantic one may
+    assert DemoConfig(onpolicy_items=["off_center=3"], onpolicy_attribute_guidance=["off_center=3"])
+    with pytest.raises(ValueError, match="off_center: only the semantic attributes .* and those of onpolicy_items"):
+        DemoConfig(onpolicy_attribute_guidance=["off_center=3"])
+
+
 def test_onpolicy_attribute_guidance_is_checked_before_any_stage(tmp_path, capsys):
     """A malformed entry, or one for an attribute without on-policy pairs, stops the demo with a line that names
     the option, before anything runs."""

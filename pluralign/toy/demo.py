@@ -167,13 +167,13 @@ class DemoConfig:
 
     def __post_init__(self):
         # checked here, before the first stage, not when the on-policy stage builds its GenerateConfig
+        extra_item_counts(self.extra_items)
+        sampled = (*SEMANTIC_ATTRIBUTES, *extra_item_counts(self.onpolicy_items, "onpolicy_items"))
         other = [a for a in attribute_scales(self.onpolicy_attribute_guidance, "onpolicy_attribute_guidance")
-                 if a not in SEMANTIC_ATTRIBUTES]
+                 if a not in sampled]
         if other:
             raise ValueError(f"onpolicy_attribute_guidance: {', '.join(other)}: only the semantic attributes "
-                             f"({', '.join(SEMANTIC_ATTRIBUTES)}) have on-policy pairs")
-        extra_item_counts(self.extra_items)
-        extra_item_counts(self.onpolicy_items, "onpolicy_items")
+                             f"({', '.join(SEMANTIC_ATTRIBUTES)}) and those of onpolicy_items have on-policy pairs")
 
 
 def extra_item_counts(entries: list[str], option_name: str = "extra_items") -> dict[str, int]:
