@@ -125,7 +125,10 @@ BELOW_TARGET: dict[str, tuple[float, str]] = {
 }
 
 
-HELDOUT_CFG = C.CalibrationConfig(n_pos=60, n_neg=200, seed=123)
+# 40 positives a rule and 120 shared negatives: a rule at the 90% passes the 80% below with probability
+# 0.98, and one at 10% false positives fails the 5% bound with probability 0.96 (binomial), at two thirds of the
+# time 60 and 200 took. The full-size check is `python -m pluralign.rewards.holdout`; calibrate records it.
+HELDOUT_CFG = C.CalibrationConfig(n_pos=40, n_neg=120, seed=123)
 # Four groups of five rules, so the pytest workers share the held-out check's time.
 HELDOUT_GROUPS = [sorted(RULE_SPECS)[i::4] for i in range(4)]
 
@@ -141,7 +144,6 @@ def test_heldout_accuracy(group):
                                    123 + 10 * group + j, {attr: rules[attr]}, progress=False)
         acc = float((pos[attr] > rules[attr].threshold).mean())
         assert len(pos[attr]) == HELDOUT_CFG.n_pos, attr
-        # 60 positives: a rule at 90% accuracy scores >= 80% here with probability > 0.99
         assert acc >= (0.7 if attr in BELOW_TARGET else 0.8), (attr, acc)
 
 

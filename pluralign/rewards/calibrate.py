@@ -18,6 +18,7 @@ held-out photos.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import sys
@@ -71,6 +72,13 @@ def load_photo(name: str) -> np.ndarray:
         except (OSError, Image.DecompressionBombError) as exc:  # PIL's UnidentifiedImageError is an OSError
             raise ValueError(f"photo {name}: not a readable image ({exc.__class__.__name__}); give a JPEG, PNG, TIFF, "
                              "WebP or BMP file") from None
+    return _bundled_photo(name).copy()  # a copy: the caller may write to it, the cache must not change
+
+
+@functools.lru_cache(maxsize=16)
+def _bundled_photo(name: str) -> np.ndarray:
+    """A scikit-image photo, decoded once per process: every ``pair_statistics`` call loads its photos, and the
+    checks call it once per rule (decoding the six held-out photos was a sixth of a rule's held-out check)."""
     from skimage import data  # a dev-only dependency: needed to calibrate, not to apply the rules
 
     if name != "motorcycle" and not callable(getattr(data, name, None)):
