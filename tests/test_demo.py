@@ -56,19 +56,19 @@ def _default_over_rows(intent_items: int) -> int:
 
 
 @pytest.mark.slow
-def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
+def test_short_demo_with_baselines_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     out = tmp_path / "demo"
     env = {**__import__("os").environ, "PLURALIGN_TOY_DIR": str(toy_dir), "WANDB_MODE": "offline",
            "WANDB_DIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "pluralign.cli", "demo", "--output", str(out), "--n_prompts", "12", "--intent_items", "6",
          "--semantic_prompts", "1", "--semantic_candidates", "2", *TWO_STEPS, "--num_inference_steps", "2",
-         "--bootstrap", "100"],
+         "--bootstrap", "100", "--with_baselines", "true"],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| target | measured | met |" in proc.stdout
     results = json.loads((out / "results.json").read_text())
-    assert set(results["variants"]) == {"base", "aligned", "intent_dpo"}
+    assert set(results["variants"]) == {"base", "aligned", "intent_dpo", "dpo_aesthetic", "sft_anti"}
     for name in ("base", "aligned", "intent_dpo"):
         v = results["variants"][name]
         assert len(v["adherence"]["ci95"]) == 2
@@ -91,7 +91,8 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     assert "emotion_and_subject adherence rises with adapter weight" in results["targets"]
     assert results["wall_seconds"] > 0
     stages = results["stage_seconds"]
-    assert list(stages) == ["eval_base", "onpolicy_pairs", "train_intent", "eval_dial"]
+    assert list(stages) == ["eval_base", "onpolicy_pairs", "train_intent", "eval_dial", "baseline_dpo_aesthetic",
+                            "baseline_sft_anti"]
     # each stage is rounded to 0.1 s, so their sum may pass the unrounded wall time by up to 0.05 s a stage
     assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= results["wall_seconds"] + 0.05 * len(stages)
     # what the times depend on travels with them: the load at each stage's start and end, cores and threads
@@ -114,10 +115,22 @@ def test_short_demo_writes_results_reports_and_offline_wandb(toy_dir, tmp_path):
     n_over = _default_over_rows(6)
     assert n_over > 0 and rows["mirror"] == n_anti and rows["anti"] == n_anti + n_over
     assert not rows.get("general")  # anti_fraction 1.0: no ordinary pairs
+    # the baselines, side by side: the same scenes and budget; aesthetic DPO sees the intent rows with the clean image
+    # preferred (not the over rows, which are intent DPO's own), SFT only the anti rows
+    t = results["training"]
+    for name in ("dpo_aesthetic", "sft_anti"):
+        v = results["variants"][name]
+        assert v["adherence"]["n"] == 12 and "max_abs_points" in v["leakage"]
+        assert 0.0 <= v["content_fidelity"]["value"] <= 1.0
+        assert t[name]["steps"] == 2
+        assert (out / "runs" / {"dpo_aesthetic": "aesthetic", "sft_anti": "sft"}[name] / "adapter").is_dir()
+    assert t["dpo_aesthetic"]["rows"] == 2 * n_anti and t["intent_dpo"]["rows"] == 2 * n_anti + n_over
+    assert t["sft_anti"]["rows_by_kind"] == {"anti": n_anti}
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     md = (out / "report.md").read_text()
     assert md.startswith("# pluralign demo") and "## Content fidelity per attribute" in md
+    assert "| dpo_aesthetic |" in md and "| sft_anti |" in md and "beats baselines" in md
     assert "| attribute | base content | aligned content | intent_dpo content |" in md
     assert list(tmp_path.glob("wandb/offline-run-*")), "no offline W&B run written"
 
@@ -157,31 +170,6 @@ def test_training_rows_use_the_same_scenes_for_every_method():
     default = training_rows(DemoConfig(intent_items=9, over_severity=1.0), "intent")
     assert sorted(r["attributes"][0] for r in default if r["source"] == "toy:world_over") == sorted(
         a for a in world.PIXEL_ATTRIBUTES if a not in ("blurry", "off_center"))
-
-
-@pytest.mark.slow
-def test_short_demo_with_baselines_reports_them_side_by_side(toy_dir, tmp_path, monkeypatch):
-    from pluralign.toy.demo import main
-
-    monkeypatch.setenv("PLURALIGN_TOY_DIR", str(toy_dir))
-    out = tmp_path / "demo"
-    assert main(["--output", str(out), "--n_prompts", "9", "--intent_items", "4", "--semantic_prompts", "0",
-                 *TWO_STEPS, "--num_inference_steps", "2", "--bootstrap", "100", "--with_baselines", "true",
-                 "--report_to", "none"]) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["variants"]) == {"base", "aligned", "intent_dpo", "dpo_aesthetic", "sft_anti"}
-    for name in ("dpo_aesthetic", "sft_anti"):
-        v = results["variants"][name]
-        assert v["adherence"]["n"] == 9 and "max_abs_points" in v["leakage"]
-        assert 0.0 <= v["content_fidelity"]["value"] <= 1.0
-        assert results["training"][name]["steps"] == 2
-        assert (out / "runs" / {"dpo_aesthetic": "aesthetic", "sft_anti": "sft"}[name] / "adapter").is_dir()
-    # the same scenes and budget: aesthetic DPO sees as many rows as intent DPO, SFT only the anti rows
-    t = results["training"]
-    assert t["dpo_aesthetic"]["rows"] == 8 and t["intent_dpo"]["rows"] == 8 + _default_over_rows(4)  # the over rows: intent DPO's own
-    assert t["sft_anti"]["rows_by_kind"] == {"anti": 4}
-    md = (out / "report.md").read_text()
-    assert "| dpo_aesthetic |" in md and "| sft_anti |" in md and "beats baselines" in md
 
 
 @pytest.mark.slow
