@@ -197,11 +197,15 @@ def test_validation_run_pools_suites_and_refuses_the_reporting_seed(toy_dir, tmp
     assert (tmp_path / "v" / "runs" / "intent" / "adapter" / "pytorch_lora_weights.safetensors").is_file()
     assert [json.loads(line)["pooled"]["n"] for line in log.read_text().splitlines()] == [18]
 
-    # re-evaluating a trained adapter without training: the same numbers (same seeds, same sampling)
+    # re-evaluating a trained adapter without training, the aligned model's images taken from the first run: the same
+    # numbers (same seeds, same sampling)
     assert main(["--output", str(tmp_path / "v2"), "--validation_seeds", "5000,6000", "--adapter",
-                 str(tmp_path / "v" / "runs" / "intent" / "adapter"), *small]) == 0
+                 str(tmp_path / "v" / "runs" / "intent" / "adapter"), "--base_images_from", str(tmp_path / "v"),
+                 *small]) == 0
     res2 = json.loads((tmp_path / "v2" / "validation.json").read_text())
     assert res2["train_seconds"] == 0 and res2["pooled"] == res["pooled"]
+    generation = json.loads((tmp_path / "v2" / "eval_6000" / "results.json").read_text())["generation"]
+    assert generation["base_images_from"] == str(tmp_path / "v" / "eval_6000")
 
 
 def test_pooled_weights_suites_by_rows_and_takes_the_worst_leakage():

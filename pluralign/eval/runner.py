@@ -61,6 +61,7 @@ from .generate import (
 from .output import output_transaction
 from .report import log_wandb, shown_rows, write_reports
 from .results import build_results, category_curve, write_results
+from .reuse import generation_record, load_base_images
 from .samplers import SAMPLER_NAMES, use_sampler
 from .suite import EvalRow, load_suite, suite_source
 
@@ -125,6 +126,10 @@ class EvalConfig:
                                    "and, when they equal the base's images, let the base's images stand for the rest "
                                    "(weight 0 is the base by construction); otherwise, or at 0, every row",
                                    min=0, max=1_000_000)
+    base_images_from: str | None = option(None, "the output directory of an earlier eval whose base images stand in "
+                                          "for this eval's base pass (several adapters on one base sample it once); "
+                                          "only with the same base weights, rows, sampling and batching, which are "
+                                          "checked: a difference is refused, naming it (pluralign.eval.reuse)")
     report_to: str = option("none", "tracker for tables and images", choices=("none", "wandb"))
     wandb_project: str = option("pluralign", "W&B project (when report_to: wandb)")
 
@@ -352,7 +357,8 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
         load_content_checker(config.content_checker, config.suite, config.content_threshold)
     if attribute_judge is None:
         attribute_judge = load_attribute_judge(config.attribute_judge, config.suite, config.device)
-    if pipe is None:
+    loaded_here = pipe is None
+    if loaded_here:
         pipe = load_pipeline(config.base, config.device, config.dtype)
     use_sampler(pipe, config.sampler)
     if weight_file is not None:
@@ -372,15 +378,25 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
         variants = [Variant(BASE)] + variants
     else:
         variants, rows_for = variants_for(config.weights, config.adapter is not None), None
+    from accelerate import PartialState
+
+    # the base as it was loaded: from config.base here (a hub id has a fingerprint only from config.base), else the
+    # pipeline passed in
+    identity = base_identity_of(config.base) if loaded_here else base_identity_of(config.base, pipe)
+    generation = generation_record(config, rows, identity, PartialState().num_processes)
     t_gen = time.perf_counter()
+    reused = load_base_images(config.base_images_from, generation) if config.base_images_from else None
     gen_kwargs = dict(batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
                       guidance_scale=config.guidance_scale, height=config.height, width=config.width)
     zero = next((v for v in variants if v.weight == 0.0), None) if not dial and config.check_weight_zero else None
     # weight 0 generated on the first `sample` rows only (0: on every row)
     sample = config.weight_zero_rows if zero is not None and 0 < config.weight_zero_rows < len(rows) else 0
-    images = generate_variants(pipe, rows, variants, adapter_dir=config.adapter, adapter_name=config.adapter_name,
+    images = generate_variants(pipe, rows, [v for v in variants if reused is None or v.name != BASE],
+                               adapter_dir=config.adapter, adapter_name=config.adapter_name,
                                adapters={c: str(path) for c, path in dial.items()} or None,
                                rows_for={zero.name: list(range(sample))} if sample else rows_for, **gen_kwargs)
+    if reused is not None:
+        images = {BASE: reused, **images}
     zero_rows = None
     if sample:
         if max_abs_difference(images[BASE][:sample], images[zero.name]) <= 1:
@@ -426,6 +442,7 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
     results = build_results(config=cfg, suite=suite_info, variants=results_by_variant, reference=BASE, checks=checks,
                             timing={"generate_seconds": t_gen, "metrics_seconds": t_met},
                             wall_seconds=time.perf_counter() - t0, **extra)
+    results["generation"] = {**generation, "base_images_from": config.base_images_from}
     t_rep = time.perf_counter()
     extra_kw = {"row_ids": row_ids} if row_ids is not None else {}  # per-category eval: the rows shown
     write_reports(results, report_pairs, report_rows, out_dir, config.html_rows, **extra_kw)

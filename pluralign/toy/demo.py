@@ -370,11 +370,12 @@ def denoiser_speed(pipe, batch: int, calls: int = 3) -> float:
 
 
 def _evaluate(pipe, rows, checker, judge, out: Path, cfg: DemoConfig, sampling: dict, adapter: Path | None,
-              weights: list[float], wandb_run=None, adapter_name: str = "intent") -> dict:
+              weights: list[float], wandb_run=None, adapter_name: str = "intent",
+              base_images_from: str | None = None) -> dict:
     ecfg = EvalConfig(adapter=str(adapter) if adapter else None, adapter_name=adapter_name, weights=weights, suite="toy",
                       n_prompts=len(rows), suite_seed=cfg.suite_seed, batch_size=cfg.batch_size,
                       bootstrap=cfg.bootstrap, output=str(out), check_weight_zero=0.0 in weights,
-                      weight_zero_rows=cfg.batch_size, **sampling)
+                      weight_zero_rows=cfg.batch_size, base_images_from=base_images_from, **sampling)
     return run_eval(ecfg, pipe=pipe, rows=rows, content_checker=checker, wandb_run=wandb_run, attribute_judge=judge)
 
 

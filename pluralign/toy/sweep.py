@@ -44,6 +44,9 @@ class ValidationConfig:
                                          help="suite seeds to validate on, comma-separated; never the demo's reporting suite_seed")
     adapter: str = option("", "a trained diffusers LoRA dir to evaluate instead of training one")
     log: str = option("", "JSON-lines file to append this run's summary to")
+    base_images_from: str = option("", "an earlier validation run's output: each suite's aligned-model images come "
+                                   "from its eval_SEED folder instead of being sampled again (checked to be the same "
+                                   "model, rows and sampling; pluralign.eval.reuse)")
 
 
 def _weighted(values_and_counts: list[tuple[float, int]]) -> float:
@@ -118,7 +121,9 @@ def run_validation(cfg: DemoConfig, train_cfg: DPOTrainConfig, vcfg: ValidationC
     suites = {}
     for seed in vcfg.validation_seeds:
         rows = toy_rows(cfg.n_prompts, seed)
-        res = _evaluate(pipe, rows, checker, judge, out / f"eval_{seed}", cfg, sampling, adapter, [1.0])
+        res = _evaluate(pipe, rows, checker, judge, out / f"eval_{seed}", cfg, sampling, adapter, [1.0],
+                        base_images_from=str(Path(vcfg.base_images_from) / f"eval_{seed}") if vcfg.base_images_from
+                        else None)
         suites[str(seed)] = _suite_summary(res, len(rows))
         s = suites[str(seed)]["adapter"]
         print(f"suite {seed}: adherence {s['adherence']:.3f}  content {s['content']:.3f}  "

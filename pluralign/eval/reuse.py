@@ -1,0 +1,91 @@
+"""The base's images from an earlier eval: several adapters evaluated against one base sample that base once.
+
+Every eval generates the base model's I_o and I_a on every row before any adapter variant, so a sweep of N adapters
+on one base and suite samples the same base images N times (a third to a half of each eval's generation). An eval
+run with ``base_images_from: DIR`` takes them from the earlier eval written to ``DIR`` instead, and only when nothing
+that decides those images differs; a difference is refused, naming it, before any image is generated. What is
+compared is :func:`generation_record`, which every eval writes to its ``results.json`` under ``generation``:
+
+* the base: the path or hub id it was loaded from and the fingerprint of its denoiser weights (a pipeline built in
+  memory has none, and its images are never reused);
+* the rows: a hash of every row's prompts and seed, in order;
+* the sampling: steps, sampler, guidance, height and width, dtype and device;
+* how the rows were batched: ``batch_size`` and the process count, because a batch of other rows moves the floating
+  point of a denoiser call.
+
+The saved PNGs are lossless, so a reused image is the one the earlier eval generated and measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .generate import BASE
+from .suite import EvalRow
+
+# EvalConfig fields that decide the base's images
+GENERATION_FIELDS = ("num_inference_steps", "sampler", "guidance_scale", "height", "width", "batch_size", "dtype",
+                     "device")
+
+
+def rows_fingerprint(rows: list[EvalRow]) -> str:
+    """sha256 of the rows' prompts and seeds in order: what the pipeline is called with."""
+    data = json.dumps([[r.prompt_o, r.prompt_a, r.seed] for r in rows], ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def generation_record(config, rows: list[EvalRow], identity: dict | None, num_processes: int) -> dict[str, Any]:
+    """What decides the base's images in this eval (``results.json``'s ``generation``)."""
+    return {
+        "base_model": (identity or {}).get("model"),
+        "base_fingerprint": (identity or {}).get("fingerprint"),
+        "rows_sha256": rows_fingerprint(rows),
+        "n_rows": len(rows),
+        "num_processes": num_processes,
+        **{f: getattr(config, f) for f in GENERATION_FIELDS},
+    }
+
+
+def load_base_images(source: str | Path, record: dict[str, Any]) -> list[tuple[Image.Image, Image.Image]]:
+    """The base's ``[(I_o, I_a)]`` saved by the eval written to ``source``, after checking that its
+    :func:`generation_record` equals ``record``; ValueError naming the first difference, or what is missing."""
+    src = Path(source)
+    where = f"base_images_from {src}"
+    path = src / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{where}: no results.json there; give the output directory of an earlier `pluralign eval`")
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{where}: results.json is not readable JSON ({exc})") from None
+    before = earlier.get("generation")
+    if not isinstance(before, dict):
+        raise ValueError(f"{where}: its results.json records no generation settings (written by an older pluralign); "
+                         "run that eval again, or leave base_images_from unset")
+    if record["base_fingerprint"] is None:
+        raise ValueError(f"{where}: this eval's base has no weight fingerprint (a pipeline built in memory, or "
+                         "weights not on this machine), so its images cannot be matched; leave base_images_from unset")
+    for key, now in record.items():
+        if before.get(key) != now:
+            raise ValueError(f"{where}: {key} differs ({before.get(key)!r} there, {now!r} here); its base images "
+                             "are not this eval's, so they are not reused. Evaluate with the same base, suite and "
+                             "sampling settings, or leave base_images_from unset")
+    folder = (earlier.get("variants", {}).get(BASE) or {}).get("images")
+    if not folder:
+        raise ValueError(f"{where}: that eval saved no base images (save_images was off); run it with save_images on")
+    images = []
+    for i in range(record["n_rows"]):
+        pair = []
+        for which in "oa":
+            file = src / folder / f"{i:05d}_{which}.png"
+            if not file.is_file():
+                raise ValueError(f"{where}: {file} is missing; the earlier eval's images are incomplete")
+            with Image.open(file) as im:
+                pair.append(im.convert("RGB"))
+        images.append((pair[0], pair[1]))
+    return images
