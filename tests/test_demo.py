@@ -450,6 +450,9 @@ def test_onpolicy_items_add_prompts_of_a_pixel_attribute_and_leave_the_semantic_
     assert [(r.prompt_o, r.prompt_a, r.seed) for r in more[:6]] == [(r.prompt_o, r.prompt_a, r.seed) for r in base]
     assert [list(r.attributes) for r in more[6:]] == [["off_center"]] * 3 + [["blurry"]] * 2
     assert len({r.seed for r in more}) == 11 and not {r.prompt_o for r in more[6:]} & {r.prompt_o for r in base}
+    # attributes next to each other in the world's list, many prompts each: no two rows share a generation seed
+    many = onpolicy_prompts(DemoConfig(semantic_prompts=40, onpolicy_items=["blurry=50", "underexposed=50"]), 2)
+    assert len({r.seed for r in many}) == len(many) == 220
     only = onpolicy_prompts(DemoConfig(semantic_prompts=0, onpolicy_items=["off_center=3"]))
     assert [r.prompt_o for r in only] == [r.prompt_o for r in more[6:9]]
     with pytest.raises(ValueError, match="onpolicy_items: 'bleak=4' is not ATTRIBUTE=N"):

@@ -51,14 +51,15 @@ def test_a_second_adapter_reuses_the_base_images_and_measures_the_same_base(setu
     real = G.generate_pairs
 
     def counting(pipe, rows, **kw):
-        calls.append(kw.get("desc"))
+        calls.append((kw.get("desc"), len(rows)))
         return real(pipe, rows, **kw)
 
     monkeypatch.setattr(G, "generate_pairs", counting)
     second = root / "second"
     res = run_eval(_config(base, save_random_lora(base, root / "lora_b", scale=30.0, seed=1), second,
                            base_images_from=str(first)))
-    assert calls == ["generate adapter@1"]  # the base was not sampled again
+    # the base was sampled again on its first batch only (the check), the adapter on every row
+    assert calls == [("generate base", 2), ("generate adapter@1", 3)]
     assert res["generation"]["base_images_from"] == str(first)
     assert _pngs(second / "images" / "base").keys() == _pngs(first / "images" / "base").keys()
     for name, img in _pngs(second / "images" / "base").items():
@@ -71,18 +72,55 @@ def test_a_second_adapter_reuses_the_base_images_and_measures_the_same_base(setu
 
 
 def test_reused_images_equal_a_fresh_base_pass(setup):
-    """Reuse is exact: the same settings sample the same base images the earlier eval saved."""
+    """Reuse is exact: an eval of the second adapter that samples its base afresh saves the pixels the reusing eval
+    took from the first."""
     base, root, first = setup
-    fresh = root / "fresh"
+    reusing, fresh = root / "reusing", root / "fresh"
+    run_eval(_config(base, root / "lora_a", reusing, base_images_from=str(first)))
     run_eval(_config(base, root / "lora_a", fresh))
-    for name, img in _pngs(fresh / "images" / "base").items():
-        assert np.array_equal(img, _pngs(first / "images" / "base")[name]), name
+    saved, again = _pngs(reusing / "images" / "base"), _pngs(fresh / "images" / "base")
+    assert len(saved) == 2 * len(ROWS) and saved.keys() == again.keys()
+    for name, img in again.items():
+        assert np.array_equal(img, saved[name]), name
+
+
+def test_weight_zero_with_reused_base_images_still_checks_against_them(setup):
+    base, root, first = setup
+    res = run_eval(_config(base, root / "lora_a", root / "zero", weights=[0.0, 1.0], weight_zero_rows=2,
+                           base_images_from=str(first)))
+    assert res["checks"]["weight0_equals_base"] == {"max_abs_diff": 0, "passed": True, "rows_generated": 2}
+
+
+def test_saved_images_that_a_fresh_first_batch_does_not_reproduce_are_refused(setup, tmp_path):
+    """What the record cannot see (a VAE replaced in place) shows in the first batch, sampled again."""
+    base, root, first = setup
+    changed = tmp_path / "changed"
+    shutil.copytree(first, changed)
+    png = changed / "images" / "base" / "00001_o.png"
+    arr = np.asarray(Image.open(png)).copy()
+    arr[0, 0] = (arr[0, 0].astype(int) + 9) % 256
+    Image.fromarray(arr).save(png)
+    _suite(tmp_path / "suite.jsonl", ROWS)
+    with pytest.raises(ValueError, match=r"first 2 rows differs from the saved images by up to 9/255"):
+        run_eval(_config(base, root / "lora_a", tmp_path / "out", base_images_from=str(changed)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pipeline_built_in_memory_is_never_matched(setup, tmp_path):
+    from pluralign.tiny import build_sd
+
+    base, root, first = setup
+    _suite(tmp_path / "suite.jsonl", ROWS)
+    with pytest.raises(ValueError, match="no weight fingerprint"):
+        run_eval(_config(base, root / "lora_a", tmp_path / "out", base_images_from=str(first)),
+                 pipe=build_sd())
 
 
 @pytest.mark.parametrize("change, needle", [
     ({"num_inference_steps": 3}, "num_inference_steps differs (2 there, 3 here)"),
     ({"batch_size": 3}, "batch_size differs (2 there, 3 here)"),
     ({"guidance_scale": 5.0}, "guidance_scale differs (7.5 there, 5.0 here)"),
+    ({"sampler": "euler"}, "sampler differs ('default' there, 'euler' here)"),
 ])
 def test_a_difference_that_decides_the_base_images_is_refused_by_name(setup, change, needle):
     base, root, first = setup

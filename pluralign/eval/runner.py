@@ -61,7 +61,7 @@ from .generate import (
 from .output import output_transaction
 from .report import log_wandb, shown_rows, write_reports
 from .results import build_results, category_curve, write_results
-from .reuse import generation_record, load_base_images
+from .reuse import check_first_batch, first_batch_rows, generation_record, load_base_images
 from .samplers import SAMPLER_NAMES, use_sampler
 from .suite import EvalRow, load_suite, suite_source
 
@@ -382,12 +382,20 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
 
     # the base as it was loaded: from config.base here (a hub id has a fingerprint only from config.base), else the
     # pipeline passed in
-    identity = base_identity_of(config.base) if loaded_here else base_identity_of(config.base, pipe)
-    generation = generation_record(config, rows, identity, PartialState().num_processes)
+    try:
+        identity = base_identity_of(config.base) if loaded_here else base_identity_of(config.base, pipe)
+    except OSError:  # weights that cannot be read for a fingerprint: recorded without one, never reused
+        identity = None
+    generation = generation_record(config, rows, identity, PartialState().num_processes, pipe)
     t_gen = time.perf_counter()
-    reused = load_base_images(config.base_images_from, generation) if config.base_images_from else None
     gen_kwargs = dict(batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
                       guidance_scale=config.guidance_scale, height=config.height, width=config.width)
+    reused = None
+    if config.base_images_from:
+        reused = load_base_images(config.base_images_from, generation)
+        check_rows = first_batch_rows(generation, config.batch_size)
+        fresh = generate_variants(pipe, rows, [Variant(BASE)], rows_for={BASE: check_rows}, **gen_kwargs)[BASE]
+        check_first_batch(config.base_images_from, fresh, reused, check_rows)
     zero = next((v for v in variants if v.weight == 0.0), None) if not dial and config.check_weight_zero else None
     # weight 0 generated on the first `sample` rows only (0: on every row)
     sample = config.weight_zero_rows if zero is not None and 0 < config.weight_zero_rows < len(rows) else 0

@@ -94,7 +94,8 @@ class DemoConfig:
                                    "the base model for on-policy anti + mirror pairs (0: no semantic pairs); 16 with "
                                    "best of 8 beat 32 with best of 4 at the same sampling cost (docs/toy.md, round 9)",
                                    min=0, max=100_000)
-    semantic_repeat: int = option(1, "times each on-policy semantic row appears in the intent adapter's training rows: "
+    semantic_repeat: int = option(1, "times each on-policy row (semantic, and onpolicy_items') appears in the intent adapter's "
+                                  "training rows: "
                                   "a larger share of the semantic attributes in every batch without sampling more "
                                   "(3 lost 9.7 points of validation adherence: docs/toy.md, round 8)",
                                   min=1, max=100)
@@ -116,8 +117,8 @@ class DemoConfig:
                                             "draws the requests best at, whatever the models are evaluated with",
                                             min=-1, max=50)
     onpolicy_attribute_guidance: list[str] = option(
-        factory=list, help="ATTRIBUTE=SCALE entries: the on-policy pairs of that semantic attribute are sampled at "
-        "SCALE instead of onpolicy_guidance_scale (data generate's attribute_guidance)")
+        factory=list, help="ATTRIBUTE=SCALE entries: the on-policy pairs of that attribute (semantic, or one of "
+        "onpolicy_items) are sampled at SCALE instead of onpolicy_guidance_scale (data generate's attribute_guidance)")
     onpolicy_generator: str = option("base", "the model whose samples become the semantic attributes' on-policy "
                                      "pairs in round 1: base (a less-aligned teacher, as SDXL base is for an aligned "
                                      "SDXL) or aligned (the model's own samples, no teacher)", choices=("base", "aligned"))
@@ -140,7 +141,9 @@ class DemoConfig:
     onpolicy_items: list[str] = option(
         factory=list, help="ATTRIBUTE=N entries: N prompt pairs of that pixel attribute also sampled from the "
         "on-policy generator, best of semantic_candidates like the semantic attributes' (the judge is the attribute's "
-        "verifier rule), giving anti + mirror pairs of the model's own drawing beside the attribute's degradation pairs")
+        "verifier rule), giving anti + mirror pairs of the model's own drawing beside the attribute's degradation pairs; "
+        "the semantic_* options on repeats, pairs per prompt, content pairs and the pick apply to them too. Not adopted: "
+        "off_center=16 did not raise off_center (docs/toy.md, round 38)")
     extra_items: list[str] = option(
         factory=list, help="ATTRIBUTE=N entries: N more scenes of that pixel attribute, each an anti + mirror pair, in "
         "the intent adapter's rows only (fresh scenes from a seed of their own, no over-degradation row): a larger "
@@ -214,8 +217,10 @@ def _check_checkpoints() -> None:
 
 # the on-policy prompts' scenes: disjoint from the degradation pairs' (data_seed) and the suites', new each round
 ONPOLICY_SEED_OFFSET = 500
-# the on-policy prompts of pixel attributes (onpolicy_items), one seed per attribute: disjoint from the others
-ONPOLICY_ITEMS_SEED_OFFSET = 600
+# the on-policy prompts of pixel attributes (onpolicy_items): attribute i's scenes and generation seeds start at
+# data_seed + (i + 1) * this, past every round's (ROUND_SEED_STRIDE) and every row's offset, so no two attributes, rounds
+# or the semantic prompts share a seed
+ONPOLICY_ITEMS_SEED_OFFSET = 1_000_000
 # the extra items' scenes, one seed per pixel attribute: disjoint from the others above
 EXTRA_ITEMS_SEED_OFFSET = 700
 ROUND_SEED_STRIDE = 10_000
@@ -230,14 +235,14 @@ def onpolicy_prompts(cfg: DemoConfig, round_index: int = 0):
     records = world.eval_suite(cfg.semantic_prompts * len(SEMANTIC_ATTRIBUTES), seed, SEMANTIC_ATTRIBUTES) \
         if cfg.semantic_prompts else []
     for attr, n in extra_item_counts(cfg.onpolicy_items, "onpolicy_items").items():
-        records += world.eval_suite(n, cfg.data_seed + ONPOLICY_ITEMS_SEED_OFFSET + PIXEL_ATTRIBUTES.index(attr)
+        records += world.eval_suite(n, cfg.data_seed + ONPOLICY_ITEMS_SEED_OFFSET * (PIXEL_ATTRIBUTES.index(attr) + 1)
                                     + stride, (attr,))
     return from_records(records, "toy on-policy prompts", seed=seed)
 
 
 def generate_onpolicy(cfg: DemoConfig, pipe, scorer, sampling: dict, out: Path, round_index: int = 0,
                       generator: Path | None = None, adapter: Path | None = None) -> tuple[list[dict], dict]:
-    """On-policy anti + mirror rows for the semantic attributes: the generator (the loaded ``pipe``, found at
+    """On-policy anti + mirror rows for the semantic attributes and those of ``onpolicy_items``: the generator (the loaded ``pipe``, found at
     ``generator``, with ``adapter`` applied at weight 1 when given) samples K candidates under P_a and P_o per
     prompt pair, the toy scorer (the checker's judge) picks the best P_a image that shows the
     request and keeps the subject, against the cleanest P_o image (``pluralign data generate``, resumable: a
@@ -669,7 +674,8 @@ def run_demo(cfg: DemoConfig, train_cfg: DPOTrainConfig) -> dict:
         # round 1 samples the chosen generator; later rounds the aligned model with the last round's adapter
         gen_dir = paths.base_dir() if r == 0 and cfg.onpolicy_generator == "base" else paths.aligned_dir()
         suffix = "" if cfg.rounds == 1 else f"_round{r + 1}"
-        step(f"on-policy pairs for the semantic attributes: sampling the {gen_dir.name} model"
+        step(f"on-policy pairs{' for the semantic attributes' if not cfg.onpolicy_items else ''}: sampling the "
+             f"{gen_dir.name} model"
              f"{' with the round ' + str(r) + ' adapter' if intent_dir else ''}, best-of-K", f"onpolicy_pairs{suffix}")
         pipe = base if gen_dir == paths.base_dir() else load_pipeline(str(gen_dir), progress=False)
         new, log = generate_onpolicy(cfg, pipe, judge, sampling, out, r, gen_dir, intent_dir)

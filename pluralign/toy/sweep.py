@@ -105,6 +105,12 @@ def run_validation(cfg: DemoConfig, train_cfg: DPOTrainConfig, vcfg: ValidationC
     if vcfg.adapter and not (Path(vcfg.adapter) / "pytorch_lora_weights.safetensors").is_file():
         raise ConfigError(f"--adapter {vcfg.adapter}: no pytorch_lora_weights.safetensors there; give the adapter dir "
                           "a demo or validation run wrote (runs/intent/adapter) or leave --adapter empty to train one")
+    if vcfg.base_images_from:  # the folders it names, before minutes of training (their settings: at each eval)
+        missing = [str(Path(vcfg.base_images_from) / f"eval_{seed}" / "results.json") for seed in vcfg.validation_seeds
+                   if not (Path(vcfg.base_images_from) / f"eval_{seed}" / "results.json").is_file()]
+        if missing:
+            raise ConfigError(f"--base_images_from {vcfg.base_images_from}: no earlier eval at {', '.join(missing)}; "
+                              "give the output of a validation run on the same validation_seeds")
     _check_checkpoints()
 
     t0 = time.perf_counter()
