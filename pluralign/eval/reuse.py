@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image
 
-from .generate import BASE
+from .generate import BASE, max_abs_difference
 from .suite import EvalRow
 
 # EvalConfig fields that decide the base's images
@@ -76,8 +76,6 @@ def first_batch_rows(record: dict[str, Any], batch_size: int) -> list[int]:
 def check_first_batch(source: str | Path, fresh, reused, rows: list[int]) -> None:
     """Refuse the reuse (ValueError naming the largest difference) unless the base sampled again on ``rows`` gives
     the saved images pixel for pixel."""
-    from .generate import max_abs_difference
-
     worst = max_abs_difference(fresh, [reused[i] for i in rows])
     if worst:
         raise ValueError(f"base_images_from {source}: the base sampled again on its first {len(rows)} rows differs "
