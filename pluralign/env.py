@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 
 PACKAGES = ("pluralign", "torch", "diffusers", "transformers", "peft", "accelerate", "trl", "datasets",
             "bitsandbytes", "wandb", "safetensors", "numpy", "pillow")
+
+
+def process_state():
+    """accelerate's ``PartialState`` for this process, set up here first: on CPU processes
+    (``ACCELERATE_USE_CPU=1``, as the trainer's Accelerator reads it) with gloo, else on the launcher's
+    accelerators. Launched as N processes (``WORLD_SIZE``), it must find N: otherwise each process would see
+    itself alone and do all the work, every one writing the same outputs (ValueError saying what to set)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and state.num_processes != launched:
+        raise ValueError(f"launched as {launched} processes but accelerate set up {state.num_processes} (no GPU "
+                         "found for a GPU config?); for CPU processes set ACCELERATE_USE_CPU=1 (see "
+                         "recipes/accelerate/cpu_2proc.yaml)")
+    return state
 
 
 def machine() -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 
 from pluralign.config import option, to_dict
 from pluralign.data.taxonomy import CATEGORIES
-from pluralign.env import check_device
+from pluralign.env import check_device, process_state
 from pluralign.hub import require_model
 from pluralign.rewards.intent_scorers import CombinedScorer, build_intent_scorer
 from pluralign.rewards.registry import load_rewards
@@ -319,11 +319,10 @@ def run_eval(config: EvalConfig, pipe=None, *, rows: list[EvalRow] | None = None
     ``rules`` (verifier rules) and ``attribute_judge`` (an intent scorer) override what the config would load. Only the main process
     computes metrics and writes reports; other processes return an empty dict.
     """
-    from accelerate import PartialState
-
     overrides = {"rows": rows, "judges": judges, "content_checker": content_checker, "wandb_run": wandb_run,
                  "rules": rules, "attribute_judge": attribute_judge}
-    if not PartialState().is_main_process:
+    # set up before anything else asks: launched as N CPU processes, accelerate must find N, not N copies of one
+    if not process_state().is_main_process:
         return _run(config, pipe, None, **overrides)
     with output_transaction(config.output) as work_dir:
         return _run(config, pipe, work_dir, **overrides)
@@ -378,15 +377,13 @@ def _run(config: EvalConfig, pipe, out_dir: Path | None, *, rows, judges, conten
         variants = [Variant(BASE)] + variants
     else:
         variants, rows_for = variants_for(config.weights, config.adapter is not None), None
-    from accelerate import PartialState
-
     # the base as it was loaded: from config.base here (a hub id has a fingerprint only from config.base), else the
     # pipeline passed in
     try:
         identity = base_identity_of(config.base) if loaded_here else base_identity_of(config.base, pipe)
     except OSError:  # weights that cannot be read for a fingerprint: recorded without one, never reused
         identity = None
-    generation = generation_record(config, rows, identity, PartialState().num_processes, pipe)
+    generation = generation_record(config, rows, identity, process_state().num_processes, pipe)
     t_gen = time.perf_counter()
     gen_kwargs = dict(batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
                       guidance_scale=config.guidance_scale, height=config.height, width=config.width)

@@ -36,6 +36,7 @@ from pluralign.data.build import adopt_cache_files, check_replaceable, clean_sta
 from pluralign.data.pairs import encode_png
 from pluralign.data.sources import open_image
 from pluralign.data.taxonomy import ATTRIBUTES, CATEGORIES
+from pluralign.env import process_state
 from pluralign.eval.generate import (
     Variant,
     _call_pipeline,
@@ -80,19 +81,9 @@ class Prepared:
     suite: str
 
 def _process() -> tuple[int, int, bool]:
-    """(rank, world size, main process) of this process, from accelerate's ``PartialState``, set up here
-    first: on CPU processes (``ACCELERATE_USE_CPU=1``, as the trainer's Accelerator reads it) with gloo, else
-    on the launcher's accelerators. Launched as N processes, it must find N (else every process would
-    generate every shard)."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and state.num_processes != launched:
-        raise ValueError(f"launched as {launched} processes but accelerate set up {state.num_processes} (no GPU "
-                         "found for a GPU config?); for CPU processes set ACCELERATE_USE_CPU=1 (see "
-                         "recipes/accelerate/cpu_2proc.yaml)")
+    """(rank, world size, main process) of this process (:func:`pluralign.env.process_state`: launched as N
+    processes, it must find N, else every process would generate every shard)."""
+    state = process_state()
     return state.process_index, state.num_processes, state.is_main_process
 
 
