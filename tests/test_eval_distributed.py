@@ -1,6 +1,6 @@
 """``pluralign eval`` under ``accelerate launch`` as two CPU processes: the rows are split between them and the
-images are the ones one process makes; launched without the CPU flag, it stops instead of running two copies
-that each do every row and write the same output."""
+images are the ones one process makes; launched where accelerate finds fewer processes (no ACCELERATE_USE_CPU=1), it
+stops instead of running two copies that each do every row and write the same output."""
 
 import json
 import os
@@ -21,7 +21,7 @@ ROWS = [EvalRow(f"a {c} circle", f"a {c} circle, blurry", ["blurry"], 40 + i)
         for i, c in enumerate(("red", "blue", "green", "yellow"))]
 
 
-def _launch(tmp_path, base, suite, out, port, **env_more):
+def _launch(base, suite, out, port, **env_more):
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     env.update(WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **env_more)
     cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml",
@@ -39,7 +39,7 @@ def test_two_processes_split_the_rows_and_make_the_single_process_images(tiny_pi
     run_eval(EvalConfig(base=str(base), suite=str(suite), n_prompts=0, num_inference_steps=2, batch_size=2,
                         content_checker="none", attribute_judge="none", bootstrap=100, output=str(single)))
 
-    res = _launch(tmp_path, base, suite, tmp_path / "two", 29561, ACCELERATE_USE_CPU="1")
+    res = _launch(base, suite, tmp_path / "two", 29561, ACCELERATE_USE_CPU="1")
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "results.json").read_text())["generation"]["num_processes"] == 2
     names = sorted(p.name for p in (single / "images" / "base").glob("*.png"))
@@ -48,7 +48,17 @@ def test_two_processes_split_the_rows_and_make_the_single_process_images(tiny_pi
         assert np.array_equal(np.asarray(Image.open(single / "images" / "base" / name)),
                               np.asarray(Image.open(tmp_path / "two" / "images" / "base" / name))), name
 
-    refused = _launch(tmp_path, base, suite, tmp_path / "copies", 29563)
-    assert refused.returncode != 0
-    assert "launched as 2 processes but accelerate set up 1" in refused.stderr and "ACCELERATE_USE_CPU=1" in refused.stderr
+
+def test_launched_as_two_where_accelerate_finds_one_is_refused_before_any_work(monkeypatch, tmp_path):
+    """What a CPU launch without ACCELERATE_USE_CPU=1 gives each process: WORLD_SIZE 2, a state of one process."""
+    import accelerate
+
+    class Alone:
+        def __init__(self, cpu=False):
+            self.num_processes, self.is_main_process = 1, True
+
+    monkeypatch.setattr(accelerate, "PartialState", Alone)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"launched as 2 processes but accelerate set up 1 .*ACCELERATE_USE_CPU=1"):
+        run_eval(EvalConfig(base="unused", output=str(tmp_path / "copies")))
     assert not (tmp_path / "copies").exists()
