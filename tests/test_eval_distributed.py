@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_trainer_helpers import one_torch_thread
 
 from pluralign.eval.runner import EvalConfig, run_eval
 from pluralign.eval.suite import EvalRow
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [EvalRow(f"a {c} circle", f"a {c} circle, blurry", ["blurry"], 40 + i)
         for i, c in enumerate(("red", "blue", "green", "yellow"))]
@@ -31,13 +31,15 @@ def _launch(base, suite, out, port, **env_more):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_rows_and_make_the_single_process_images(tiny_pipeline_dir, tmp_path):
     base = tiny_pipeline_dir("sd")
     suite = tmp_path / "suite.jsonl"
     suite.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in ROWS))
     single = tmp_path / "single"
-    run_eval(EvalConfig(base=str(base), suite=str(suite), n_prompts=0, num_inference_steps=2, batch_size=2,
-                        content_checker="none", attribute_judge="none", bootstrap=100, output=str(single)))
+    with one_torch_thread():  # the launched processes' arithmetic (OMP_NUM_THREADS=1), however pytest is run
+        run_eval(EvalConfig(base=str(base), suite=str(suite), n_prompts=0, num_inference_steps=2, batch_size=2,
+                            content_checker="none", attribute_judge="none", bootstrap=100, output=str(single)))
 
     res = _launch(base, suite, tmp_path / "two", 29561, ACCELERATE_USE_CPU="1")
     assert res.returncode == 0, res.stderr[-3000:]

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pluralign.env import process_state
 from pluralign.hub import require_model
 
 from .suite import EvalRow
@@ -92,11 +93,11 @@ def load_pipeline(base: str, device: str = "auto", dtype: str = "float32", progr
 
 
 def resolve_device(device: str = "auto") -> str:
+    """``auto``: this process's device, from accelerate set up the way every entry point sets it up
+    (:func:`pluralign.env.process_state`: on CPU processes when ``ACCELERATE_USE_CPU=1``), whichever asks first."""
     if device != "auto":
         return device
-    from accelerate import PartialState
-
-    return str(PartialState().device)
+    return str(process_state().device)
 
 
 def _loaded_adapters(pipe) -> set[str]:
