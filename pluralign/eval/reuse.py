@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image
 
-from .generate import BASE, max_abs_difference
+from .generate import BASE, Variant, image_path, max_abs_difference
 from .suite import EvalRow
 
 # EvalConfig fields that decide the base's images
@@ -108,14 +108,13 @@ def load_base_images(source: str | Path, record: dict[str, Any]) -> list[tuple[I
             raise ValueError(f"{where}: {key} differs ({before.get(key)!r} there, {now!r} here); its base images "
                              "are not this eval's, so they are not reused. Evaluate with the same base, suite and "
                              "sampling settings, or leave base_images_from unset")
-    folder = (earlier.get("variants", {}).get(BASE) or {}).get("images")
-    if not folder:
+    if not (earlier.get("variants", {}).get(BASE) or {}).get("images"):
         raise ValueError(f"{where}: that eval saved no base images (save_images was off); run it with save_images on")
     images = []
     for i in range(record["n_rows"]):
         pair = []
         for which in "oa":
-            file = src / folder / f"{i:05d}_{which}.png"
+            file = image_path(src, Variant(BASE), i, which)  # where save_images wrote it
             if not file.is_file():
                 raise ValueError(f"{where}: {file} is missing; the earlier eval's images are incomplete")
             with Image.open(file) as im:

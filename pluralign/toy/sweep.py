@@ -106,8 +106,8 @@ def run_validation(cfg: DemoConfig, train_cfg: DPOTrainConfig, vcfg: ValidationC
         raise ConfigError(f"--adapter {vcfg.adapter}: no pytorch_lora_weights.safetensors there; give the adapter dir "
                           "a demo or validation run wrote (runs/intent/adapter) or leave --adapter empty to train one")
     if vcfg.base_images_from:  # the folders it names, before minutes of training (their settings: at each eval)
-        missing = [str(Path(vcfg.base_images_from) / f"eval_{seed}" / "results.json") for seed in vcfg.validation_seeds
-                   if not (Path(vcfg.base_images_from) / f"eval_{seed}" / "results.json").is_file()]
+        earlier = [Path(vcfg.base_images_from) / f"eval_{seed}" / "results.json" for seed in vcfg.validation_seeds]
+        missing = [str(p) for p in earlier if not p.is_file()]
         if missing:
             raise ConfigError(f"--base_images_from {vcfg.base_images_from}: no earlier eval at {', '.join(missing)}; "
                               "give the output of a validation run on the same validation_seeds")
