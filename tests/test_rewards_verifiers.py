@@ -743,7 +743,7 @@ def test_grain_raises_the_residual_evenly_and_edges_carried_into_a_flat_ground_d
     from pluralign.rewards.verifiers import Batch, grain_quantiles
 
     verifier, statistic, direction, eps = RULE_SPECS["film_grain"]
-    assert statistic == "even_rise_beyond_curve"  # the even rise, less what a tone curve explains (the next test)
+    assert statistic == "grain_added"  # the even rise, where nothing was lost, less what a tone curve explains (below)
     rule = Rule("film_grain", verifier, "even_rise", direction, eps, 0.0)
     before = Rule("film_grain", verifier, "max_log_ratio", direction, eps, 0.0)  # the statistic until 2026-12-07
     rng = np.random.default_rng(0)
@@ -769,6 +769,35 @@ def test_grain_raises_the_residual_evenly_and_edges_carried_into_a_flat_ground_d
     assert read(before, "blend", scales) > 0.5  # the 35th percentile alone reads the blend's edges as grain
     assert blend_rise < 0.5 * read(before, "blend", scales)
     assert grain_rise > 4 * blend_rise
+
+
+def test_a_double_exposure_over_a_smooth_ground_loses_its_strongest_edges_and_is_not_read_as_grain():
+    from pluralign.rewards.rules import RULE_SPECS, Rule, statistic_from_features
+    from pluralign.rewards.verifiers import Batch, grain_light
+
+    verifier, statistic, direction, eps = RULE_SPECS["film_grain"]
+    rule = Rule("film_grain", verifier, statistic, direction, eps, 0.0)
+    even = Rule("film_grain", verifier, "even_rise", direction, eps, 0.0)
+    rng = np.random.default_rng(0)
+    # a portrait against a smooth ground: texture on the left 40%, a faint sensor noise elsewhere
+    o = np.clip(0.5 + 0.004 * rng.standard_normal((128, 128, 1)), 0, 1).repeat(3, 2).astype(np.float32)
+    o[:, :52] = _texture(128, 1)[:, :52]
+    second = np.clip(0.5 + 0.004 * rng.standard_normal((128, 128, 1)), 0, 1).repeat(3, 2).astype(np.float32)
+    second[:, 52:] = _texture(128, 2)[:, 52:]  # the second frame, mirrored: its subject over all of the ground
+    blend = (0.6 * o + 0.4 * second).astype(np.float32)
+    grain = ndimage_blur(rng.standard_normal((128, 128)).astype(np.float32), 0.8)
+    grainy = np.clip(o + 0.05 * grain[..., None] / grain.std(), 0, 1).astype(np.float32)
+    f = {k: grain_light(Batch(np.stack([x]))) for k, x in (("o", o), ("blend", blend), ("grain", grainy))}
+
+    def read(r, which):
+        key = "_grain_light" if r is rule else "_grain_quantiles"
+        fa = f[which] if r is rule else f[which][:, :6].reshape(1, 2, 3)
+        fo = f["o"] if r is rule else f["o"][:, :6].reshape(1, 2, 3)
+        return float(statistic_from_features(r, {key: fa}, {key: fo}, None)[0])
+
+    assert read(even, "blend") > 0.5  # the second frame's edges over the ground raise both low quantiles, as grain
+    assert read(rule, "blend") < 0.0  # but the first frame's edges lost 40% of their residual in every band
+    assert read(rule, "grain") == read(even, "grain") > 1.0  # grain takes nothing: every band kept its top
 
 
 def test_an_overexposure_scales_the_scenes_texture_and_is_not_read_as_grain():
@@ -815,17 +844,17 @@ def ndimage_blur(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def test_grain_quantiles_select_exactly_what_a_full_sort_does():
-    from pluralign.rewards.verifiers import Batch, _immerkaer, grain_quantiles
+    from pluralign.rewards.verifiers import Batch, _immerkaer, grain_quantiles, grain_top
 
     rng = np.random.default_rng(1)
     for shape in ((2, 64, 48, 3), (2, 9, 10, 3)):
         x = rng.random(shape, dtype=np.float32)
-        got = grain_quantiles(Batch(x))
+        got, top = grain_quantiles(Batch(x)), grain_top(Batch(x))
         for j, k in enumerate((1, 2, 4)):
             r = np.sort(np.abs(_immerkaer(Batch(x).y, step=k)).reshape(shape[0], -1), axis=1)
-            for i, (q, half_normal) in enumerate(((0.2, 0.2533), (0.35, 0.4538))):
+            for i, (q, half_normal) in enumerate(((0.2, 0.2533), (0.35, 0.4538), (0.98, 2.3263))):
                 kth = min(r.shape[1] - 1, int(q * r.shape[1]))
-                np.testing.assert_array_equal(got[:, i, j], r[:, kth] / (half_normal * 6.0))
+                np.testing.assert_array_equal(got[:, i, j] if i < 2 else top[:, j], r[:, kth] / (half_normal * 6.0))
 
 
 def test_an_image_smaller_than_the_widest_residual_filter_is_read_not_refused():

@@ -26,9 +26,11 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   log rise of the fine residual's 20th and 35th percentiles (film grain: it covers the mid-tones evenly and raises
   both; a blend's edges in flat areas or a clip's amplified channel raise the residual on part of the frame, the
   35th percentile more than the 20th); film grain's statistic until 2026-12-07, now inside the next
-* ``even_rise_beyond_curve`` the even rise less the log of the slope of I_a's cell luminances on I_o's beyond 0.1,
-  where I_o's cells vary enough to fit one (film grain: an overexposure scales the scene's own texture evenly; grain's
-  zero-mean clumps do not tilt the cells' fit)
+* ``grain_added`` the even rise in each band whose top (98th) percentile fell by at most 0.05, the largest over
+  the bands, less the log of the slope of I_a's cell luminances on I_o's beyond 0.1 where I_o's cells vary enough
+  to fit one (film grain: it adds texture and takes none, so the strongest edges keep their residual, where a double
+  exposure scales them down while its second frame's edges raise the low quantiles; an overexposure scales the
+  scene's own texture evenly, and grain's zero-mean clumps do not tilt the cells' fit)
 * ``laid_surface`` the share of the frame, on a 16 x 16 grid of cells, that turned dark and featureless where the
   cell's light moved and its texture fell beyond what that change explains (obstruction: an occluder lays a
   surface of its own; a fade, a flat light or an exposure scales the texture that is there)
@@ -113,7 +115,7 @@ from .verifiers import (
 )
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "thresholds.json"
-STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "even_rise_beyond_curve", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "spectral_smear", "isotropic_loss",
+STATISTICS = ("log_ratio", "joint_difference", "joint_log_ratio", "even_rise", "grain_added", "max_log_ratio", "difference", "abs_difference", "quadrant_agreement", "spectral_smear", "isotropic_loss",
               "radial_falloff", "log_chroma_shift", "colourful_chroma",
               "rotation", "centroid_shift", "zoom", "edge_glow", "band_drop", "light_flattening", "laid_surface")
 MAX_ROTATION = 45.0  # degrees searched either way; the magnitude spectrum repeats every 180
@@ -146,7 +148,7 @@ _BY_STATISTIC = {"log_chroma_shift": "_cast", "colourful_chroma": "_cast", "join
                  "spectral_smear": "_band_spectrum", "isotropic_loss": "_band_spectrum", "zoom": "_grid",
                  "radial_falloff": "_radial", "quadrant_agreement": "_ca_quadrants",
                  "edge_glow": "_glow", "band_drop": "_bands", "light_flattening": "_light",
-                 "even_rise": "_grain_quantiles", "even_rise_beyond_curve": "_grain_light", "laid_surface": "_dark_flat_cells",
+                 "even_rise": "_grain_quantiles", "grain_added": "_grain_light", "laid_surface": "_dark_flat_cells",
 }
 # A loss beyond this (nats of power, 3% left) is a bin driven to the noise floor: where a sector held little
 # power to begin with, its loss stops short of the others' under an isotropic blur, and uncapped that
@@ -181,7 +183,7 @@ RULE_SPECS: dict[str, tuple[str, str, int, float]] = {
     "motion_blur": ("sharpness", "spectral_smear", -1, 0.0),
     "defocused": ("sharpness", "isotropic_loss", -1, 0.0),
     "noisy": ("noise", "log_ratio", +1, 2e-3),
-    "film_grain": ("grain", "even_rise_beyond_curve", +1, 0.011),
+    "film_grain": ("grain", "grain_added", +1, 0.011),
     "jpeg_artifacts": ("blockiness", "difference", +1, 0.0),
     "underexposed": ("brightness", "log_ratio", -1, 0.02),
     "overexposed": ("value", "joint_difference", +1, 0.0),
@@ -339,8 +341,8 @@ def statistic_from_features(rule: Rule, fa: dict[str, np.ndarray], fo: dict[str,
         return _log_change(rule, a, o).max(axis=1)
     if rule.statistic == "even_rise":
         return _even_rise(rule, a, o)
-    if rule.statistic == "even_rise_beyond_curve":
-        return even_rise_beyond_curve(rule, a, o)
+    if rule.statistic == "grain_added":
+        return grain_added(rule, a, o)
     if rule.statistic in ("joint_log_ratio", "band_drop"):  # band_drop: N x [coarse, fine]
         return _log_change(rule, a, o).min(axis=1)
     if rule.statistic == "joint_difference":
@@ -380,25 +382,41 @@ GRAIN_SLOPE_SLACK = 0.1
 GRAIN_SLOPE_MIN_SPREAD = 0.02
 
 
-def even_rise_beyond_curve(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """The film-grain statistic from two :func:`grain_light` rows: the rise that the grain residual's 20th and 35th
-    percentiles both show, the largest over taps 1, 2 and 4 px (``even_rise``), less the log of the slope of I_a's
-    cell luminances on I_o's beyond :data:`GRAIN_SLOPE_SLACK`.
+# How far the residual's top quantile may fall, in log, before the grain rule stops reading a band as grain: grain
+# never lowers it (its 5th percentile over the diagnosis photos' grains is a rise of 0.01-0.02), a double exposure
+# lowers it by 0.2-0.6, and a JPEG q90 round trip or a +-2% brightness edit moves it by 0.05 at most.
+GRAIN_TOP_SLACK = 0.05
 
-    Grain adds texture and leaves the large-scale light where it was: its clumps are zero-mean, so they scatter the
-    cell means but do not tilt their fit, at any size (where I_o's cells spread by at least
-    :data:`GRAIN_SLOPE_MIN_SPREAD`; on a nearly uniform scene nothing is fitted). A tone curve steeper than 1 scales
-    the texture the scene already has, evenly wherever nothing clips: an overexposure read as grain on 0.23 of the
-    second unseen set's overexposures, and the cells' slope rises with it. (Tried alone on the residual's largest rise on 2026-12-07,
-    before the even rise, and rejected by one cell of gradio's JPEGs; see docs/rewards_journal.md.)
+
+def grain_added(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """The film-grain statistic from two :func:`grain_light` rows. In each of the bands at taps 1, 2 and 4 px: the
+    rise that the grain residual's 20th and 35th percentiles both show (``even_rise``), where the band's top
+    percentile (:data:`~pluralign.rewards.verifiers.GRAIN_TOP_QUANTILE`) fell by at most :data:`GRAIN_TOP_SLACK`;
+    where it fell further, the band reads at most minus that excess. The largest of those over the bands, less the
+    log of the slope of I_a's cell luminances on I_o's beyond :data:`GRAIN_SLOPE_SLACK`.
+
+    Grain adds texture and takes none away: every quantile of the residual holds or rises, the strongest edges'
+    included. A double exposure lays a second frame's edges over flat ground, which raises the low quantiles as
+    grain does, by as much as it likes where the ground was smooth, and it scales the first frame's edges by one
+    less the blend's weight, which lowers the top one (double exposures read as grain on 0.40 of the first unseen
+    set's). A band that lost its strongest edges did not gain grain, however much its low quantiles rose. Grain also leaves the large-scale light where
+    it was: its clumps are zero-mean, so they scatter the cell means but do not tilt their fit, at any size (where
+    I_o's cells spread by at least :data:`GRAIN_SLOPE_MIN_SPREAD`; on a nearly uniform scene nothing is fitted). A tone
+    curve steeper than 1 scales the texture the scene already has, evenly wherever nothing clips: an overexposure
+    read as grain on 0.23 of the second unseen set's overexposures, and the cells' slope rises with it. (The slope
+    alone on the residual's largest rise was tried on 2026-12-07, before the even rise, and rejected by one cell of
+    gradio's JPEGs; see docs/rewards_journal.md.)
     """
-    shape_q = (-1, len(GRAIN_QUANTILES), len(GRAIN_TAPS))
-    n_q = len(GRAIN_QUANTILES) * len(GRAIN_TAPS)
-    if a.shape != o.shape or a.shape[1] != n_q + GRAIN_CELLS * GRAIN_CELLS:
-        raise ValueError(f"expected two grain_light features of {n_q} + {GRAIN_CELLS}^2 values, got {a.shape} and "
-                         f"{o.shape}")
-    grain = _even_rise(rule, a[:, :n_q].reshape(shape_q), o[:, :n_q].reshape(shape_q))
-    ya, yo = a[:, n_q:], o[:, n_q:]
+    n_b = len(GRAIN_TAPS)
+    n_q = len(GRAIN_QUANTILES) * n_b
+    if a.shape != o.shape or a.shape[1] != n_q + n_b + GRAIN_CELLS * GRAIN_CELLS:
+        raise ValueError(f"expected two grain_light features of {n_q} + {n_b} + {GRAIN_CELLS}^2 values, got {a.shape} "
+                         f"and {o.shape}")
+    shape_q = (-1, len(GRAIN_QUANTILES), n_b)
+    even = _log_change(rule, a[:, :n_q].reshape(shape_q), o[:, :n_q].reshape(shape_q)).min(axis=1)  # N x band
+    lost = -_log_change(rule, a[:, n_q:n_q + n_b], o[:, n_q:n_q + n_b]) - GRAIN_TOP_SLACK  # N x band
+    grain = np.where(lost > 0, np.minimum(even, -lost), even).max(axis=1)
+    ya, yo = a[:, n_q + n_b:], o[:, n_q + n_b:]
     yo_c = yo - yo.mean(axis=1, keepdims=True)
     slope = (yo_c * (ya - ya.mean(axis=1, keepdims=True))).sum(axis=1) / np.maximum((yo_c * yo_c).sum(axis=1), 1e-12)
     tilt = np.maximum(np.log(np.maximum(slope, 1e-6)) - GRAIN_SLOPE_SLACK, 0.0)

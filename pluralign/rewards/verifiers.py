@@ -481,7 +481,11 @@ def grain_scales(b: Batch) -> np.ndarray:
 # which read each as a noise sigma.
 GRAIN_QUANTILES = (0.2, 0.35)
 GRAIN_TAPS = (1, 2, 4)  # the residual's taps in px: a clump spans more pixels of a larger scan
-_HALF_NORMAL = {0.2: 0.2533, 0.35: 0.4538}
+# The residual's top quantile, which the grain rule asks not to fall: the scene's strongest edges (2% of the pixels:
+# 80 of a 64 px image). Grain adds to every pixel's residual and takes from none, so this quantile holds or rises; a
+# blend with a second frame scales the first frame's edges by the blend's weight, and it falls.
+GRAIN_TOP_QUANTILE = 0.98
+_HALF_NORMAL = {0.2: 0.2533, 0.35: 0.4538, 0.98: 2.3263}
 
 
 def grain_quantiles(b: Batch) -> np.ndarray:
@@ -491,17 +495,40 @@ def grain_quantiles(b: Batch) -> np.ndarray:
     a second exposure's edges into flat areas, or a clip that leaves one channel's texture amplified, adds residual
     to part of the frame: the 35th percentile rises, the 20th much less.
     """
+    return _grain_residual_quantiles(b)[:, :2]
+
+
+def grain_top(b: Batch) -> np.ndarray:
+    """The residual of :func:`grain_scales` read at its :data:`GRAIN_TOP_QUANTILE`, as a sigma: N x 3 (one per tap).
+
+    Grain adds texture and takes none away: the strongest edges keep their residual. A double exposure scales them
+    by one less the second frame's weight (0.5-0.7), and its second frame's own edges, at other places and zoomed,
+    do not make that up.
+    """
+    return _grain_residual_quantiles(b)[:, 2]
+
+
+def _grain_residual_quantiles(b: Batch) -> np.ndarray:
+    """:data:`GRAIN_QUANTILES` and :data:`GRAIN_TOP_QUANTILE` of the absolute residual at each of
+    :data:`GRAIN_TAPS`, each as a sigma: N x 3 x 3, computed once for all three (nested selections)."""
     def f():
-        out = np.zeros((b.y.shape[0], len(GRAIN_QUANTILES), len(GRAIN_TAPS)), dtype=np.float64)
+        out = np.zeros((b.y.shape[0], len(GRAIN_QUANTILES) + 1, len(GRAIN_TAPS)), dtype=np.float64)
         q_low, q_high = GRAIN_QUANTILES
         for j, k in enumerate(GRAIN_TAPS):
             flat = _immerkaer(b.y, step=k).reshape(b.y.shape[0], -1)  # a scratch residual: made absolute in place
             if flat.shape[1] == 0:  # image smaller than the filter: nothing measurable
                 continue
             np.abs(flat, out=flat)
-            k_low, k_high = (min(flat.shape[1] - 1, int(q * flat.shape[1])) for q in GRAIN_QUANTILES)
+            n = flat.shape[1]
+            k_low, k_high, k_top = (min(n - 1, int(q * n)) for q in (*GRAIN_QUANTILES, GRAIN_TOP_QUANTILE))
             flat.partition(k_high, axis=1)
             out[:, 1, j] = flat[:, k_high] / (_HALF_NORMAL[q_high] * 6.0)
+            if k_top > k_high:  # the top quantile is among the values right of the 35th: a selection there alone
+                upper = flat[:, k_high:]
+                upper.partition(k_top - k_high, axis=1)
+                out[:, 2, j] = upper[:, k_top - k_high] / (_HALF_NORMAL[GRAIN_TOP_QUANTILE] * 6.0)
+            else:
+                out[:, 2, j] = flat[:, k_high] / (_HALF_NORMAL[GRAIN_TOP_QUANTILE] * 6.0)
             if k_low < k_high:  # the lower quantile is among the values left of the higher: a second, smaller
                 lower = flat[:, :k_high]  # selection there is several times faster than numpy's one of both
                 lower.partition(k_low, axis=1)
@@ -510,23 +537,24 @@ def grain_quantiles(b: Batch) -> np.ndarray:
                 out[:, 0, j] = flat[:, k_high] / (_HALF_NORMAL[q_low] * 6.0)
         return out
 
-    return b._get("grain_quantiles", f)
+    return b._get("grain_residual_quantiles", f)
 
 
 GRAIN_CELLS = 16  # cells per side of the luminance grid grain_light adds
 
 
 def grain_light(b: Batch) -> np.ndarray:
-    """:func:`grain_quantiles` (flattened, 2 x 3) followed by the luminance's cell means on a 16 x 16 grid of the
-    image at most 128 px on its longer side: N x (6 + 256).
+    """:func:`grain_quantiles` (flattened, 2 x 3), :func:`grain_top` (3) and the luminance's cell means on a
+    16 x 16 grid of the image at most 128 px on its longer side: N x (6 + 3 + 256).
 
-    The film-grain rule (:func:`pluralign.rewards.rules.even_rise_beyond_curve`) reads the even rise of the grain
-    residual and, from the cells, the slope of the tone curve between the two images: a curve steeper than 1 (an
-    overexposure) scales the texture the scene already has and raises the residual as grain does, while grain's
-    zero-mean clumps leave the large-scale light where it was.
+    The film-grain rule (:func:`pluralign.rewards.rules.grain_added`) reads the even rise of the grain residual, the
+    fall of its top quantile and, from the cells, the slope of the tone curve between the two images: a curve steeper
+    than 1 (an overexposure) scales the texture the scene already has and raises the residual as grain does, while
+    grain's zero-mean clumps leave the large-scale light where it was.
     """
+    n = b.y.shape[0]
     return b._get("grain_light", lambda: np.concatenate(
-        [grain_quantiles(b).reshape(b.y.shape[0], -1), _cell_means(b.mid, GRAIN_CELLS, lambda t: (t @ _LUMA)[:, None])],
+        [grain_quantiles(b).reshape(n, -1), grain_top(b), _cell_means(b.mid, GRAIN_CELLS, lambda t: (t @ _LUMA)[:, None])],
         axis=1))
 
 
