@@ -5,8 +5,9 @@ Grain covers the mid-tones evenly and raises every low quantile of the fine resi
 portrait against a plain ground or a flower against a blurred one, those areas are a large share of the frame. An
 overexposure of a saturated scene clips one channel and leaves the others' texture amplified. The round's candidate
 (statistic `even_rise` on `verifiers.grain_quantiles`) takes, in each pass band, the smaller rise of the 20th and the
-35th percentile. The rule has shipped `even_rise_beyond_curve` since the later grain round (the even rise less a
-tone curve's slope, threshold 0.2263); this script reads the two statistics of its own round at that round's
+35th percentile. The rule shipped `even_rise_beyond_curve` after the later grain round (the even rise less a
+tone curve's slope, threshold 0.2263) and `grain_added` since late 2026-12-07 (the same, counting only the bands whose
+top percentile did not fall); this script reads the two statistics of its own round at that round's
 threshold, :data:`EVEN_RISE_THRESHOLD`, so it prints what docs/rewards_journal.md quotes.
 
 Pairs, each through the rules' whole pipeline (`rules.paired_statistics`, registration included), read at the
