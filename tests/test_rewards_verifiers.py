@@ -796,7 +796,9 @@ def test_a_double_exposure_over_a_smooth_ground_loses_its_strongest_edges_and_is
         return float(statistic_from_features(r, {key: fa}, {key: fo}, None)[0])
 
     assert read(even, "blend") > 0.5  # the second frame's edges over the ground raise both low quantiles, as grain
-    assert read(rule, "blend") < 0.0  # but the first frame's edges lost 40% of their residual in every band
+    # but the first frame's edges lost residual in every band (the 98th percentile's log change -0.10, -0.17, -0.34 at
+    # taps 1, 2 and 4: each beyond the slack), so no band reads as grain
+    assert read(rule, "blend") < 0.0
     assert read(rule, "grain") == read(even, "grain") > 1.0  # grain takes nothing: every band kept its top
 
 

@@ -26,8 +26,8 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   log rise of the fine residual's 20th and 35th percentiles (film grain: it covers the mid-tones evenly and raises
   both; a blend's edges in flat areas or a clip's amplified channel raise the residual on part of the frame, the
   35th percentile more than the 20th); film grain's statistic until 2026-12-07, now inside the next
-* ``grain_added`` the even rise in each band whose top (98th) percentile fell by at most 0.05, the largest over
-  the bands, less the log of the slope of I_a's cell luminances on I_o's beyond 0.1 where I_o's cells vary enough
+* ``grain_added`` the even rise in each band whose top (98th) percentile fell by at most 0.05 (a band where it fell
+  further reads at most minus the excess), the largest over the bands, less the log of the slope of I_a's cell luminances on I_o's beyond 0.1 where I_o's cells vary enough
   to fit one (film grain: it adds texture and takes none, so the strongest edges keep their residual, where a double
   exposure scales them down while its second frame's edges raise the low quantiles; an overexposure scales the
   scene's own texture evenly, and grain's zero-mean clumps do not tilt the cells' fit)

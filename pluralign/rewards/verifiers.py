@@ -483,7 +483,7 @@ GRAIN_QUANTILES = (0.2, 0.35)
 GRAIN_TAPS = (1, 2, 4)  # the residual's taps in px: a clump spans more pixels of a larger scan
 # The residual's top quantile, which the grain rule asks not to fall: the scene's strongest edges (2% of the pixels:
 # 80 of a 64 px image). Grain adds to every pixel's residual and takes from none, so this quantile holds or rises; a
-# blend with a second frame scales the first frame's edges by the blend's weight, and it falls.
+# blend with a second frame scales the first frame's edges by one less the blend's weight, and it falls.
 GRAIN_TOP_QUANTILE = 0.98
 _HALF_NORMAL = {0.2: 0.2533, 0.35: 0.4538, 0.98: 2.3263}
 
@@ -522,19 +522,20 @@ def _grain_residual_quantiles(b: Batch) -> np.ndarray:
             n = flat.shape[1]
             k_low, k_high, k_top = (min(n - 1, int(q * n)) for q in (*GRAIN_QUANTILES, GRAIN_TOP_QUANTILE))
             flat.partition(k_high, axis=1)
-            out[:, 1, j] = flat[:, k_high] / (_HALF_NORMAL[q_high] * 6.0)
+            at_high = flat[:, k_high].copy()  # read before the selections below reorder the two sides
+            out[:, 1, j] = at_high / (_HALF_NORMAL[q_high] * 6.0)
             if k_top > k_high:  # the top quantile is among the values right of the 35th: a selection there alone
                 upper = flat[:, k_high:]
                 upper.partition(k_top - k_high, axis=1)
                 out[:, 2, j] = upper[:, k_top - k_high] / (_HALF_NORMAL[GRAIN_TOP_QUANTILE] * 6.0)
             else:
-                out[:, 2, j] = flat[:, k_high] / (_HALF_NORMAL[GRAIN_TOP_QUANTILE] * 6.0)
+                out[:, 2, j] = at_high / (_HALF_NORMAL[GRAIN_TOP_QUANTILE] * 6.0)
             if k_low < k_high:  # the lower quantile is among the values left of the higher: a second, smaller
                 lower = flat[:, :k_high]  # selection there is several times faster than numpy's one of both
                 lower.partition(k_low, axis=1)
                 out[:, 0, j] = lower[:, k_low] / (_HALF_NORMAL[q_low] * 6.0)
             else:
-                out[:, 0, j] = flat[:, k_high] / (_HALF_NORMAL[q_low] * 6.0)
+                out[:, 0, j] = at_high / (_HALF_NORMAL[q_low] * 6.0)
         return out
 
     return b._get("grain_residual_quantiles", f)
