@@ -27,10 +27,11 @@ from the same seed removes the scene, so each rule thresholds a *paired statisti
   both; a blend's edges in flat areas or a clip's amplified channel raise the residual on part of the frame, the
   35th percentile more than the 20th); film grain's statistic until 2026-12-07, now inside the next
 * ``grain_added`` the even rise in each band whose top (98th) percentile fell by at most 0.05 (a band where it fell
-  further reads at most minus the excess), the largest over the bands, less the log of the slope of I_a's cell luminances on I_o's beyond 0.1 where I_o's cells vary enough
-  to fit one (film grain: it adds texture and takes none, so the strongest edges keep their residual, where a double
-  exposure scales them down while its second frame's edges raise the low quantiles; an overexposure scales the
-  scene's own texture evenly, and grain's zero-mean clumps do not tilt the cells' fit)
+  further reads at most minus the excess), the largest over the bands, less the log of the slope of I_a's cell
+  luminances on I_o's beyond 0.1 where I_o's cells vary enough to fit one (film grain: it adds texture and takes
+  none, so the strongest edges keep their residual, where a double exposure scales them down while its second
+  frame's edges raise the low quantiles; an overexposure scales the scene's own texture evenly, and grain's
+  zero-mean clumps do not tilt the cells' fit)
 * ``laid_surface`` the share of the frame, on a 16 x 16 grid of cells, that turned dark and featureless where the
   cell's light moved and its texture fell beyond what that change explains (obstruction: an occluder lays a
   surface of its own; a fade, a flat light or an exposure scales the texture that is there)
@@ -368,9 +369,14 @@ def _log_change(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     return rule.direction * (np.log(np.maximum(a, 0) + rule.eps + 1e-12) - np.log(np.maximum(o, 0) + rule.eps + 1e-12))
 
 
+def _band_even_rise(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """The rise every quantile shows in each band, of two ``N x quantile x band`` measurements: N x band."""
+    return _log_change(rule, a, o).min(axis=1)
+
+
 def _even_rise(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     """The rise every quantile shows, the largest over the bands, of two ``N x quantile x band`` measurements."""
-    return _log_change(rule, a, o).min(axis=1).max(axis=1)
+    return _band_even_rise(rule, a, o).max(axis=1)
 
 
 # The tone curve's slope up to which the grain rule subtracts nothing (e^0.1 = 1.105): a +-2% brightness edit or a
@@ -399,13 +405,14 @@ def grain_added(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
     included. A double exposure lays a second frame's edges over flat ground, which raises the low quantiles as
     grain does, by as much as it likes where the ground was smooth, and it scales the first frame's edges by one
     less the blend's weight, which lowers the top one (double exposures read as grain on 0.40 of the first unseen
-    set's). A band that lost its strongest edges did not gain grain, however much its low quantiles rose. Grain also leaves the large-scale light where
-    it was: its clumps are zero-mean, so they scatter the cell means but do not tilt their fit, at any size (where
-    I_o's cells spread by at least :data:`GRAIN_SLOPE_MIN_SPREAD`; on a nearly uniform scene nothing is fitted). A tone
-    curve steeper than 1 scales the texture the scene already has, evenly wherever nothing clips: an overexposure
-    read as grain on 0.23 of the second unseen set's overexposures, and the cells' slope rises with it. (The slope
-    alone on the residual's largest rise was tried on 2026-12-07, before the even rise, and rejected by one cell of
-    gradio's JPEGs; see docs/rewards_journal.md.)
+    set's). A band that lost its strongest edges did not gain grain, however much its low quantiles rose.
+
+    Grain also leaves the large-scale light where it was: its clumps are zero-mean, so they scatter the cell means
+    but do not tilt their fit, at any size (where I_o's cells spread by at least :data:`GRAIN_SLOPE_MIN_SPREAD`; on a
+    nearly uniform scene nothing is fitted). A tone curve steeper than 1 scales the texture the scene already has,
+    evenly wherever nothing clips: an overexposure read as grain on 0.23 of the second unseen set's overexposures,
+    and the cells' slope rises with it. (The slope alone on the residual's largest rise was tried on 2026-12-07,
+    before the even rise, and rejected by one cell of gradio's JPEGs; see docs/rewards_journal.md.)
     """
     n_b = len(GRAIN_TAPS)
     n_q = len(GRAIN_QUANTILES) * n_b
@@ -413,7 +420,7 @@ def grain_added(rule: Rule, a: np.ndarray, o: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected two grain_light features of {n_q} + {n_b} + {GRAIN_CELLS}^2 values, got {a.shape} "
                          f"and {o.shape}")
     shape_q = (-1, len(GRAIN_QUANTILES), n_b)
-    even = _log_change(rule, a[:, :n_q].reshape(shape_q), o[:, :n_q].reshape(shape_q)).min(axis=1)  # N x band
+    even = _band_even_rise(rule, a[:, :n_q].reshape(shape_q), o[:, :n_q].reshape(shape_q))  # N x band
     lost = -_log_change(rule, a[:, n_q:n_q + n_b], o[:, n_q:n_q + n_b]) - GRAIN_TOP_SLACK  # N x band
     grain = np.where(lost > 0, np.minimum(even, -lost), even).max(axis=1)
     ya, yo = a[:, n_q + n_b:], o[:, n_q + n_b:]

@@ -553,10 +553,9 @@ def grain_light(b: Batch) -> np.ndarray:
     than 1 (an overexposure) scales the texture the scene already has and raises the residual as grain does, while
     grain's zero-mean clumps leave the large-scale light where it was.
     """
-    n = b.y.shape[0]
     return b._get("grain_light", lambda: np.concatenate(
-        [grain_quantiles(b).reshape(n, -1), grain_top(b), _cell_means(b.mid, GRAIN_CELLS, lambda t: (t @ _LUMA)[:, None])],
-        axis=1))
+        [grain_quantiles(b).reshape(len(b.x), -1), grain_top(b),
+         _cell_means(b.mid, GRAIN_CELLS, lambda t: (t @ _LUMA)[:, None])], axis=1))
 
 
 def _dct8() -> np.ndarray:
