@@ -7,13 +7,12 @@ degrees. The registration fails in two ways, both printed per photo and size:
 * ``area``: the subject shrunk to under a third of the side shares under four 8 x 8 blocks of the 48 x 48 grid,
   and the agreement is 0 by construction (``--small_blocks``, a prototype that ships nowhere, reads 4 x 4 blocks
   there);
-* ``texture``: on a dense texture the true shrink agrees at 0.5-0.8 only: the registration samples its grid and
-  I_o sharp, and shelves of goods alias into a pattern I_a's own, properly downscaled pixels do not show. The
-  anti-aliased registration that fixes it (commit 9d386e6) was rejected by its calibration clause
-  (docs/rewards_journal.md, "The registration anti-aliased").
+* ``texture``: on a dense texture the true shrink agreed at 0.5-0.8 only while the registration sampled the grid
+  and I_o sharp, so that they aliased (the anti-aliasing since the round of docs/rewards_journal.md, "The
+  registration anti-aliased"; ``--registration 491fd54`` restores the sampling before it).
 
     scripts/diagnosis_photos.sh; scripts/unseen_photos.sh /tmp/pluralign-unseen-photos 3     # once
-    python scripts/tilt_on_small_subjects.py [--small_blocks]                                   # about 10 s each
+    python scripts/tilt_on_small_subjects.py [--registration 491fd54] [--small_blocks]          # about 10 s each
 """
 
 from __future__ import annotations
@@ -25,7 +24,9 @@ import numpy as np
 from vignette_dark_corners import diagnosis_photos
 
 import pluralign.rewards.registration as REG
+import pluralign.rewards.rules as RULES
 from pluralign.rewards import calibrate as C
+from pluralign.rewards import verifiers as V
 from pluralign.rewards.holdout import _view, load_photo
 from pluralign.rewards.reference_degradations import degrade
 from pluralign.rewards.rules import _features, estimate_rotation_spectra, load_rules
@@ -53,13 +54,28 @@ def _small_blocks(sa, so, A, t):
     return out
 
 
+def _sharp_grid(b: V.Batch) -> np.ndarray:
+    """The registration grid as 491fd54 sampled it: bilinear, without anti-aliasing."""
+    def f():
+        g = V.resample_bilinear(b.y128, REG.REGISTRATION_SIDE, REG.REGISTRATION_SIDE).reshape(len(b.x), -1)
+        g = g - g.mean(axis=1, keepdims=True)
+        return g / (g.std(axis=1, keepdims=True) + 1e-6)
+    return b._get("registration_grid", f)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
+    p.add_argument("--registration", choices=("current", "491fd54"), default="current",
+                   help="491fd54: the grid and I_o sampled sharp, and the overlapping match tried only when the match "
+                        "inside is not confident, as before the anti-aliasing round")
     p.add_argument("--small_blocks", action="store_true", help="prototype: 4 x 4 blocks under four 8 x 8 blocks' area")
     args = p.parse_args()
+    if args.registration == "491fd54":
+        REG._ANTIALIAS, REG._OVERLAP_UNLESS = 0.0, REG.CONFIDENT_AGREEMENT
+        RULES.FEATURES["_grid"] = _sharp_grid
     if args.small_blocks:
         REG.agreement = _small_blocks
-    v = "registration as shipped" + (", small blocks (prototype)" if args.small_blocks else "")
+    v = f"registration {args.registration}" + (", small blocks" if args.small_blocks else "")
     threshold = load_rules()["tilted"].threshold
     sets = {"diagnosis": diagnosis_photos(), "set 3": sorted(SET3.glob("*.jpg"))}
     print(f"{v}; tilt threshold {threshold:.2f} degrees; 6 pairs per photo and size, severity 0.3-1\n")

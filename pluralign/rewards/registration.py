@@ -40,11 +40,15 @@ _MODES = {"inside": (1.0, 0.9, 0.0), "overlap": (0.3, 1.0, 4.0)}
 _PREFER_IDENTITY = 0.05  # block agreement the identity may lose by and still win: a smooth scene
 # matches many shifts of itself almost as well
 _BLOCK, _FLAT = 8, 0.25  # agreement blocks (grid pixels a side); flat: std under this share of the content's
+# Blur of I_o before a shrinking warp, as a share of sqrt(1/m^2 - 1) grid pixels (m < 1 the shrink): half, as
+# common anti-aliasing takes; the whole of it smooths I_o so far that a wrong shrink of a tilted frame agrees
+_ANTIALIAS = 0.5
 CONFIDENT_AGREEMENT = 0.8  # agreement below this: the transform does not explain I_a, the rules use whole frames
 # A transform this close to the identity is the identity: no re-framing, compare whole frames.
 IDENTITY_LOG_SCALE, IDENTITY_ANGLE, IDENTITY_SHIFT = 0.04, 1.5, 0.03
 _MIN_ANGLE = 3.0  # a rotation estimate smaller than this is not tried apart from 0 (no tilt is this small)
 _IDENTITY_EXPLAINS = 0.9  # identity agreement at which no other transform is searched for
+_OVERLAP_UNLESS = _IDENTITY_EXPLAINS  # agreement of the match inside at which the overlapping one is not tried
 
 
 def _integral(x: np.ndarray) -> np.ndarray:
@@ -243,6 +247,19 @@ def _smooth(grids: np.ndarray) -> np.ndarray:
     return ndimage.gaussian_filter(grids, (0, 1.0, 1.0))
 
 
+def _antialias(smooth_o: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``smooth_o`` with each task's grid blurred by ``_ANTIALIAS * sqrt(1 / m^2 - 1)`` grid pixels where its map
+    shrinks I_o by ``m < 1``."""
+    m = 1.0 / np.sqrt(np.abs(np.linalg.det(A)))  # magnification of I_a relative to I_o
+    shrunk = np.flatnonzero(m < 1.0 - 1e-6)
+    if not len(shrunk):
+        return smooth_o
+    out = smooth_o.copy()
+    for i in shrunk:
+        out[i] = ndimage.gaussian_filter(smooth_o[i], _ANTIALIAS * np.sqrt(1.0 / m[i] ** 2 - 1.0))
+    return out
+
+
 def agreement(smooth_a: np.ndarray, smooth_o: np.ndarray, A: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Per task, how well ``q = A p + t`` explains I_a: the median NCC over 8 x 8 blocks of the registration
     grid between I_a and I_o warped into its frame, over the blocks that lie inside I_o and are not flat.
@@ -251,8 +268,13 @@ def agreement(smooth_a: np.ndarray, smooth_o: np.ndarray, A: np.ndarray, t: np.n
     light leak, a vignette's corners) and counts only how well the content lines up; a fill the
     re-framing left (a shrunk scene's canvas) lies outside I_o and is not counted. With fewer than four
     blocks of detail, the correlation over the whole shared area; with under four blocks' area shared, 0.
+
+    Where the map shrinks I_o (I_a shows its content smaller), I_o is first blurred towards the resolution I_a
+    shows it at (:func:`_antialias`): sampled sharp, a dense texture (shelves of goods, gravel) aliases into a
+    pattern that I_a's own downscaled pixels do not show, and the true shrink would not agree.
     ``smooth_a``, ``smooth_o``: T x side x side grids from :func:`_smooth`; ``A``: T x 2 x 2; ``t``: T x 2.
     """
+    smooth_o = _antialias(smooth_o, A)
     n, k = REGISTRATION_SIDE, _BLOCK
     n_tasks = len(A)
     u = (np.arange(n) + 0.5) / n
@@ -338,8 +360,11 @@ def _register(grids_a: np.ndarray, grids_o: np.ndarray, angles: np.ndarray) -> R
     unrotated = np.flatnonzero(identity < _IDENTITY_EXPLAINS)
     if len(unrotated):
         inside = add(unrotated, np.zeros(len(unrotated)), ga[unrotated], "inside")
-        # a scene wholly inside the other image has nothing hanging over the edge
-        over = unrotated[inside < CONFIDENT_AGREEMENT]
+        # a scene wholly inside the other image has nothing hanging over the edge. Unless the match inside
+        # explains I_a almost block for block, the scene pushed partly out of the frame is tried as well: an
+        # anti-aliased wrong shrink of a smooth scene can just reach the confident bar, and the right overlap
+        # then wins on agreement
+        over = unrotated[inside < _OVERLAP_UNLESS]
         if len(over):
             add(over, np.zeros(len(over)), ga[over], "overlap")
     # A small image turned by a few degrees agrees with the identity as well, so a rotation the spectrum

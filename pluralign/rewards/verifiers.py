@@ -20,6 +20,7 @@ from functools import cache
 
 import numpy as np
 from scipy import fft as _fft
+from scipy import ndimage
 
 EPS = 1e-6
 THUMB = 64  # side of the thumbnail used by the layout verifiers (subject, vignetting)
@@ -874,7 +875,13 @@ def registration_grid(b: Batch) -> np.ndarray:
     """
 
     def f():
-        g = resample_bilinear(b.y128, REGISTRATION_SIDE, REGISTRATION_SIDE).reshape(len(b.x), -1)
+        y = b.y128
+        # anti-aliased: a Gaussian of half the downscale factor (in pixels, per axis) first, so a dense texture
+        # does not alias into a pattern the same scene shrunk by a re-framing does not show
+        sy, sx = (0.5 * np.sqrt(max((d / REGISTRATION_SIDE) ** 2 - 1.0, 0.0)) for d in y.shape[1:])
+        if sy or sx:
+            y = ndimage.gaussian_filter(y, (0, sy, sx), mode="nearest")
+        g = resample_bilinear(y, REGISTRATION_SIDE, REGISTRATION_SIDE).reshape(len(b.x), -1)
         g = g - g.mean(axis=1, keepdims=True)
         return g / (g.std(axis=1, keepdims=True) + 1e-6)
 
