@@ -8,8 +8,8 @@ degrees. The registration fails in two ways, both printed per photo and size:
   and the agreement is 0 by construction (``--small_blocks``, a prototype that ships nowhere, reads 4 x 4 blocks
   there);
 * ``texture``: on a dense texture the true shrink agreed at 0.5-0.8 only while the registration sampled the grid
-  and I_o sharp, so that they aliased (the anti-aliasing since the round of docs/rewards_journal.md, "The
-  registration anti-aliased"; ``--registration 491fd54`` restores the sampling before it).
+  and I_o sharp, so that they aliased (anti-aliased since docs/rewards_journal.md, "The same registration at
+  the shipped thresholds"; ``--registration 491fd54`` restores the sampling before it).
 
     scripts/diagnosis_photos.sh; scripts/unseen_photos.sh /tmp/pluralign-unseen-photos 3     # once
     python scripts/tilt_on_small_subjects.py [--registration 491fd54] [--small_blocks]          # about 10 s each
